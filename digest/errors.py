@@ -1,0 +1,101 @@
+"""Exceptions raised by the ``digest`` library.
+
+Every error the library raises on purpose derives from :class:`DigestError` and from the
+stdlib type that fits, so callers can catch either::
+
+    DigestError (Exception)
+    ├── ConfigError (ValueError)          settings, subscribers file, templates: fix the input
+    ├── SourceError (RuntimeError)        a paper source failed or returned unusable data
+    ├── StateError (RuntimeError)         the state file is unreadable, too new, or corrupt
+    │   └── StateLockedError              another sender holds the state file's lock
+    └── DeliveryError (RuntimeError)      a message could not be handed to the transport
+        ├── TransientDeliveryError        4xx reply, timeout, dropped connection: retry later
+        ├── PermanentDeliveryError        5xx reply for this recipient: never retried
+        └── DeliveryConfigError (ConfigError)
+                                          authentication refused, TLS certificate invalid,
+                                          relay unreachable: stop the whole run
+
+Errors become one-line user messages in exactly one place: :mod:`digest.cli` (and the daemon
+entry). Their ``str()`` is that line, so it must name the file, field or server and say what
+to do. Secrets never appear in messages.
+"""
+
+from __future__ import annotations
+
+
+class DigestError(Exception):
+    """Root of every error the ``digest`` library raises deliberately."""
+
+
+class ConfigError(DigestError, ValueError):
+    """Invalid settings, subscribers file or templates.
+
+    Attributes:
+        problems: every problem found, one line each (``file:line: field: message``); the
+            exception's ``str()`` is the first one when there is exactly one, else a summary.
+    """
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems: list[str] = problems if problems is not None else [message]
+
+
+class SourceError(DigestError, RuntimeError):
+    """A paper source failed (network, HTTP status) or returned data we cannot use.
+
+    Attributes:
+        source: the source's name as configured (``hf``, ``file:PATH``, ``feed:URL``).
+    """
+
+    def __init__(self, source: str, message: str) -> None:
+        super().__init__(f"source {source}: {message}")
+        self.source = source
+
+
+class StateError(DigestError, RuntimeError):
+    """The state file cannot be opened, is corrupt, or has a newer schema than this version."""
+
+
+class StateLockedError(StateError):
+    """Another ``digest send``/``digest run`` holds the lock on the state file.
+
+    Attributes:
+        holder: a description of the holder (pid, host, command, since when), if known.
+    """
+
+    def __init__(self, message: str, holder: str | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder
+
+
+class DeliveryError(DigestError, RuntimeError):
+    """A message was not accepted by the transport.
+
+    Attributes:
+        code: the SMTP reply code (e.g. 451, 550), or ``None`` for non-SMTP failures.
+        reply: the server's reply text (or the error description), for the state file.
+    """
+
+    def __init__(self, message: str, *, code: int | None = None, reply: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.reply = reply or message
+
+
+class TransientDeliveryError(DeliveryError):
+    """A temporary failure (4xx reply, timeout, dropped connection): retry with backoff."""
+
+
+class PermanentDeliveryError(DeliveryError):
+    """A permanent failure (5xx reply for this recipient): record as failed, never retry."""
+
+
+class DeliveryConfigError(DeliveryError, ConfigError):
+    """The transport cannot work at all (auth refused, bad certificate, relay unreachable).
+
+    The run stops early with this one message instead of failing every subscriber.
+    """
+
+    def __init__(self, message: str, *, code: int | None = None, reply: str = "") -> None:
+        DeliveryError.__init__(self, message, code=code, reply=reply)
+        self.problems = [message]

@@ -1,0 +1,175 @@
+"""Domain types shared by every stage: papers, ranked papers, editions.
+
+All datetimes are timezone-aware UTC unless a field says otherwise. Dates (``datetime.date``)
+are UTC calendar days: the Daily Papers date of Hugging Face is a UTC day.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+HF_PAPER_URL = "https://huggingface.co/papers/{id}"
+ARXIV_ABS_URL = "https://arxiv.org/abs/{id}"
+ARXIV_PDF_URL = "https://arxiv.org/pdf/{id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Paper:
+    """One paper as every stage after the sources sees it.
+
+    Sources convert their API's fields into this type; nothing past a source knows the
+    API's field names.
+
+    Attributes:
+        arxiv_id: bare arXiv identifier without version, e.g. ``"2405.18407"``.
+        title: title with whitespace collapsed to single spaces.
+        abstract: the abstract (plain text, whitespace collapsed); may be empty.
+        authors: author names in paper order.
+        daily_date: the UTC day the paper was listed on (HF Daily Papers date, or the
+            feed's announcement day); ``None`` if unknown.
+        published_at: when the paper was published on arXiv (UTC), if known.
+        upvotes: Hugging Face upvotes; ``None`` when the source has no such notion (feeds).
+        comments: number of comments on the HF discussion; ``None`` if unknown.
+        ai_summary: HF's one-sentence AI summary (``paper.ai_summary``), if any.
+        ai_keywords: HF's AI keywords (``paper.ai_keywords``); empty if none.
+        github_repo: code repository URL (``paper.githubRepo``), if any.
+        github_stars: stars of ``github_repo`` (``paper.githubStars``), if known.
+        project_page: project page URL (``paper.projectPage``), if any.
+        thumbnail: thumbnail image URL, if any.
+        source: name of the source that produced it (``hf``, ``file:...``, ``feed:...``);
+            after merging, the comma-joined names of all sources that listed it.
+        announce_type: arXiv announcement type (``new``, ``cross``, ``replace``...) for feed
+            papers, ``None`` otherwise.
+        pdf_url: explicit PDF link from the source; ``None`` means derive from the id.
+        abs_url: explicit abstract page link from the source; ``None`` means derive.
+    """
+
+    arxiv_id: str
+    title: str
+    abstract: str = ""
+    authors: tuple[str, ...] = ()
+    daily_date: date | None = None
+    published_at: datetime | None = None
+    upvotes: int | None = None
+    comments: int | None = None
+    ai_summary: str | None = None
+    ai_keywords: tuple[str, ...] = ()
+    github_repo: str | None = None
+    github_stars: int | None = None
+    project_page: str | None = None
+    thumbnail: str | None = None
+    source: str = ""
+    announce_type: str | None = None
+    pdf_url: str | None = None
+    abs_url: str | None = None
+
+    @property
+    def hf_url(self) -> str:
+        """The paper's Hugging Face page, ``https://huggingface.co/papers/{id}``."""
+        return HF_PAPER_URL.format(id=self.arxiv_id)
+
+    @property
+    def arxiv_abs_url(self) -> str:
+        """The arXiv abstract page (explicit link from the source, else derived from the id)."""
+        return self.abs_url or ARXIV_ABS_URL.format(id=self.arxiv_id)
+
+    @property
+    def arxiv_pdf_url(self) -> str:
+        """The arXiv PDF (explicit link from the source, else derived from the id)."""
+        return self.pdf_url or ARXIV_PDF_URL.format(id=self.arxiv_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serializable dict (dates as ISO 8601 strings), for the state file."""
+        out = dataclasses.asdict(self)
+        out["authors"] = list(self.authors)
+        out["ai_keywords"] = list(self.ai_keywords)
+        out["daily_date"] = self.daily_date.isoformat() if self.daily_date else None
+        out["published_at"] = self.published_at.isoformat() if self.published_at else None
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Paper:
+        """Inverse of :meth:`to_dict`; unknown keys are ignored (forward compatibility)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in data.items() if k in names}
+        kw["authors"] = tuple(kw.get("authors") or ())
+        kw["ai_keywords"] = tuple(kw.get("ai_keywords") or ())
+        if kw.get("daily_date"):
+            kw["daily_date"] = date.fromisoformat(kw["daily_date"])
+        if kw.get("published_at"):
+            kw["published_at"] = datetime.fromisoformat(kw["published_at"])
+        return cls(**kw)
+
+
+@dataclass(frozen=True, slots=True)
+class RankedPaper:
+    """A paper selected for one subscriber, with why it was selected.
+
+    Attributes:
+        paper: the paper.
+        score: the ranking score (higher first); see README "Ranking" for the formula.
+        matched: the subscriber's keywords (as written in their YAML) that matched, in the
+            order the subscriber listed them; empty when none matched.
+        matched_in_title: the subset of ``matched`` found in the title.
+    """
+
+    paper: Paper
+    score: float
+    matched: tuple[str, ...] = ()
+    matched_in_title: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Edition:
+    """Which papers an edition covers.
+
+    Attributes:
+        key: the edition key stored in the state file: ``YYYY-MM-DD`` for a daily edition
+            (the Daily Papers UTC date), ``YYYY-Www`` (ISO week) for a weekly one.
+        days: the UTC dates whose papers the edition carries, oldest first.
+        frequency: ``"daily"`` or ``"weekly"``.
+    """
+
+    key: str
+    days: tuple[date, ...]
+    frequency: str = "daily"
+
+    @classmethod
+    def daily(cls, day: date) -> Edition:
+        """The daily edition for the Daily Papers date ``day``."""
+        return cls(key=day.isoformat(), days=(day,), frequency="daily")
+
+    @classmethod
+    def weekly(cls, iso_year: int, iso_week: int) -> Edition:
+        """The weekly edition for ISO week ``iso_week`` of ``iso_year`` (Monday..Sunday)."""
+        days = tuple(date.fromisocalendar(iso_year, iso_week, d) for d in range(1, 8))
+        return cls(key=f"{iso_year}-W{iso_week:02d}", days=days, frequency="weekly")
+
+
+@dataclass(slots=True)
+class RunSummary:
+    """Counts of one ``send`` run (or one daemon tick).
+
+    Attributes:
+        sent: messages accepted by the transport.
+        skipped: subscribers skipped (already had the edition, inactive, nothing to send).
+        failed: permanent failures recorded this run.
+        deferred: transient failures that stay owed for the next run.
+        unknown: rows found in ``sending`` after a crash (not resent automatically).
+        errors: one line per failure, ``email: reason``.
+    """
+
+    sent: int = 0
+    skipped: int = 0
+    failed: int = 0
+    deferred: int = 0
+    unknown: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when no delivery failed or was deferred this run."""
+        return self.failed == 0 and self.deferred == 0

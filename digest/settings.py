@@ -1,0 +1,216 @@
+"""Settings: defaults, then ``.env``, then the environment (``DIGEST_`` prefix), then flags.
+
+Every field maps to one environment variable, ``DIGEST_<FIELD>`` (``DIGEST_FROM`` for
+:attr:`Settings.sender`). Secrets (SMTP password, secret key, DKIM key) are ``SecretStr``: they
+never appear in ``repr()``, logs, errors or the state file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from digest.errors import ConfigError
+
+DEFAULT_HF_API_URL = "https://huggingface.co/api/daily_papers"
+DEFAULT_SUBSCRIBERS_PATH = Path("subscribers.yaml")
+DEFAULT_STATE_PATH = Path("digest-state.sqlite3")
+DEFAULT_OUTBOX = Path("outbox")
+DEFAULT_SENDER = "Daily Papers <digest@localhost>"
+DEFAULT_HTTP_TIMEOUT_S = 20.0
+DEFAULT_HTTP_RETRIES = 3
+DEFAULT_SMTP_TIMEOUT_S = 30.0
+DEFAULT_SMTP_CONCURRENCY = 4
+DEFAULT_SMTP_MAX_ATTEMPTS = 5
+DEFAULT_SMTP_RETRY_BASE_S = 1.0
+DEFAULT_CATCHUP_HOURS = 12.0
+DEFAULT_TICK_SECONDS = 60.0
+SMTP_DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
+
+SmtpSecurity = Literal["starttls", "tls", "none"]
+
+
+class Settings(BaseSettings):
+    """All of ``digest``'s settings. Environment variable names are ``DIGEST_`` + field name.
+
+    Raises:
+        pydantic.ValidationError: on construction with bad values; use :func:`load_settings`
+            to get a :class:`~digest.errors.ConfigError` listing every problem instead.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="DIGEST_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    # --- sources -------------------------------------------------------------------------
+    sources: str = Field(
+        "hf",
+        description="Comma-separated paper sources: 'hf', 'file:PATH', 'feed:URL'.",
+    )
+    hf_api_url: str = Field(DEFAULT_HF_API_URL, description="Daily Papers API endpoint.")
+    http_timeout: float = Field(DEFAULT_HTTP_TIMEOUT_S, gt=0, description="HTTP timeout, s.")
+    http_retries: int = Field(DEFAULT_HTTP_RETRIES, ge=0, description="Retries on 5xx/errors.")
+
+    # --- files ---------------------------------------------------------------------------
+    subscribers: Path = Field(DEFAULT_SUBSCRIBERS_PATH, description="Subscribers YAML file.")
+    state_path: Path = Field(DEFAULT_STATE_PATH, description="SQLite state file.")
+    outbox: Path = Field(DEFAULT_OUTBOX, description="Maildir used when no SMTP host is set.")
+    templates_dir: Path | None = Field(None, description="Directory overriding the templates.")
+
+    # --- message -------------------------------------------------------------------------
+    sender: str = Field(
+        DEFAULT_SENDER,
+        validation_alias=AliasChoices("DIGEST_FROM", "sender"),
+        description="From header, e.g. 'Daily Papers <papers@example.org>'.",
+    )
+    envelope_from: str | None = Field(
+        None, description="Envelope sender (SMTP MAIL FROM, Return-Path); default: From address."
+    )
+    reply_to: str | None = Field(None, description="Optional Reply-To header.")
+    unsubscribe_url: str | None = Field(
+        None,
+        description="HTTPS unsubscribe URL template with '{token}' (and optionally '{email}').",
+    )
+    unsubscribe_mailto: str | None = Field(
+        None, description="mailto address for List-Unsubscribe, e.g. 'unsubscribe@example.org'."
+    )
+    secret_key: SecretStr | None = Field(
+        None, description="Key signing per-subscriber unsubscribe tokens (HMAC-SHA256)."
+    )
+    site_url: str = Field(
+        "https://huggingface.co/papers", description="Link shown in the email header."
+    )
+
+    # --- SMTP ----------------------------------------------------------------------------
+    smtp_host: str | None = Field(None, description="SMTP relay; unset = write to Maildir.")
+    smtp_port: int | None = Field(None, ge=1, le=65535, description="Default by security.")
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_security: SmtpSecurity = "starttls"
+    smtp_timeout: float = Field(DEFAULT_SMTP_TIMEOUT_S, gt=0, description="Per operation, s.")
+    smtp_concurrency: int = Field(DEFAULT_SMTP_CONCURRENCY, ge=1, le=64)
+    smtp_rate: float | None = Field(None, gt=0, description="Messages per second, whole pool.")
+    smtp_max_attempts: int = Field(DEFAULT_SMTP_MAX_ATTEMPTS, ge=1, description="Per run.")
+    smtp_retry_base: float = Field(DEFAULT_SMTP_RETRY_BASE_S, ge=0, description="Backoff, s.")
+    smtp_allow_plaintext: bool = False
+    smtp_ca_file: Path | None = None
+
+    # --- DKIM ----------------------------------------------------------------------------
+    dkim_selector: str | None = None
+    dkim_domain: str | None = None
+    dkim_private_key_path: Path | None = None
+
+    # --- daemon --------------------------------------------------------------------------
+    catchup_hours: float = Field(DEFAULT_CATCHUP_HOURS, ge=0)
+    tick_seconds: float = Field(DEFAULT_TICK_SECONDS, gt=0, description="Daemon period, s.")
+    health_file: Path | None = None
+
+    @field_validator("sources")
+    @classmethod
+    def _check_sources(cls, value: str) -> str:
+        specs = [s.strip() for s in value.split(",") if s.strip()]
+        if not specs:
+            raise ValueError("at least one source is required (e.g. 'hf' or 'file:PATH')")
+        for spec in specs:
+            if spec != "hf" and not spec.startswith(("file:", "feed:")):
+                raise ValueError(f"unknown source {spec!r}: use 'hf', 'file:PATH' or 'feed:URL'")
+        return value
+
+    @field_validator("unsubscribe_url")
+    @classmethod
+    def _check_unsubscribe_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("https://"):
+            raise ValueError("must be an https:// URL (RFC 8058 one-click needs HTTPS)")
+        return value
+
+    @property
+    def source_specs(self) -> list[str]:
+        """The configured sources as a list, e.g. ``["hf", "file:examples/hf-daily-papers"]``."""
+        return [s.strip() for s in self.sources.split(",") if s.strip()]
+
+    @property
+    def effective_smtp_port(self) -> int:
+        """``smtp_port`` or the default for ``smtp_security`` (587, 465, 25)."""
+        return self.smtp_port or SMTP_DEFAULT_PORTS[self.smtp_security]
+
+    @property
+    def dkim_enabled(self) -> bool:
+        """True when selector, domain and key path are all set."""
+        return bool(self.dkim_selector and self.dkim_domain and self.dkim_private_key_path)
+
+    def problems(self) -> list[str]:
+        """Cross-field problems that single-field validation cannot see; empty when fine."""
+        out: list[str] = []
+        if self.unsubscribe_url and "{token}" in self.unsubscribe_url and not self.secret_key:
+            out.append("DIGEST_SECRET_KEY: required when DIGEST_UNSUBSCRIBE_URL uses {token}")
+        if self.smtp_host and self.smtp_security == "none" and not self.smtp_allow_plaintext:
+            if not _is_loopback(self.smtp_host):
+                out.append(
+                    f"DIGEST_SMTP_SECURITY: 'none' sends the password and mail in clear text to "
+                    f"{self.smtp_host}; use starttls/tls or set DIGEST_SMTP_ALLOW_PLAINTEXT=true"
+                )
+        if bool(self.smtp_username) != bool(self.smtp_password):
+            out.append("DIGEST_SMTP_USERNAME and DIGEST_SMTP_PASSWORD must be set together")
+        dkim = [self.dkim_selector, self.dkim_domain, self.dkim_private_key_path]
+        if any(dkim) and not all(dkim):
+            out.append(
+                "DKIM needs all of DIGEST_DKIM_SELECTOR, DIGEST_DKIM_DOMAIN and "
+                "DIGEST_DKIM_PRIVATE_KEY_PATH"
+            )
+        if self.smtp_ca_file and not self.smtp_ca_file.is_file():
+            out.append(f"DIGEST_SMTP_CA_FILE: {self.smtp_ca_file} does not exist")
+        if self.dkim_private_key_path and not self.dkim_private_key_path.is_file():
+            out.append(f"DIGEST_DKIM_PRIVATE_KEY_PATH: {self.dkim_private_key_path} does not exist")
+        return out
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
+    """Build :class:`Settings` from defaults, ``env_file``, the environment and ``overrides``.
+
+    Args:
+        env_file: the dotenv file to read (missing is fine), or ``None`` for none.
+        **overrides: values from command-line flags, by field name; ``None`` values are ignored.
+
+    Returns:
+        The validated settings.
+
+    Raises:
+        ConfigError: listing every invalid value at once, each as ``DIGEST_FIELD: message``.
+    """
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        settings = Settings(_env_file=env_file, **given)  # type: ignore[call-arg]
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            name = str(err["loc"][0]) if err["loc"] else "?"
+            env = "DIGEST_FROM" if name == "sender" else f"DIGEST_{name.upper()}"
+            problems.append(f"{env}: {err['msg']}")
+        raise ConfigError(_summary(problems), problems) from None
+    extra = settings.problems()
+    if extra:
+        raise ConfigError(_summary(extra), extra)
+    return settings
+
+
+def _summary(problems: list[str]) -> str:
+    if len(problems) == 1:
+        return f"invalid settings: {problems[0]}"
+    return f"invalid settings ({len(problems)} problems): " + "; ".join(problems)
