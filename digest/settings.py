@@ -196,7 +196,7 @@ def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Set
     """
     given = {k: v for k, v in overrides.items() if v is not None}
     try:
-        settings = Settings(_env_file=env_file, **given)  # type: ignore[call-arg]
+        settings = Settings(_env_file=env_file, **given)
     except ValidationError as e:
         problems = []
         for err in e.errors():
