@@ -1,0 +1,369 @@
+"""Message assembly: headers, MIME structure, unsubscribe tokens, DKIM, size budget."""
+
+from __future__ import annotations
+
+import base64
+import email
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta, timezone
+from email import policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import dkim
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from pydantic import SecretStr
+
+from digest.errors import ConfigError
+from digest.message import (
+    build_message,
+    make_message_id,
+    make_token,
+    unsubscribe_url_for,
+    verify_token,
+)
+from digest.models import Edition, Paper, RankedPaper
+from digest.render import EmailContext, RenderedEmail, Renderer
+from digest.settings import Settings
+
+HF_FIXTURES = Path(__file__).parent / "fixtures" / "hf-daily-papers"
+LARGEST_DAY = "2025-05-29.json"  # 36 papers, the biggest capture
+SIZE_BUDGET = 100 * 1024
+WHEN = datetime(2025, 5, 29, 6, 30, tzinfo=UTC)
+SECRET = "correct horse battery staple"
+UNSUB_TEMPLATE = "https://digest.example.org/u/{token}?e={email}&list=daily-papers-subscribers"
+
+
+@dataclass(frozen=True)
+class FakeSubscriber:
+    email: str = "ada@example.org"
+    name: str | None = "Ada Lovelace"
+    keywords: tuple[str, ...] = ("reasoning", "agent", "diffusion")
+
+
+def papers_from_fixture(name: str) -> list[Paper]:
+    items = json.loads((HF_FIXTURES / name).read_text(encoding="utf-8"))
+    out = [
+        Paper(
+            arxiv_id=it["paper"]["id"],
+            title=" ".join(it["paper"]["title"].split()),
+            abstract=" ".join(it["paper"].get("summary", "").split()),
+            authors=tuple(a["name"] for a in it["paper"].get("authors", [])),
+            upvotes=it["paper"].get("upvotes"),
+            comments=it.get("numComments"),
+            ai_summary=it["paper"].get("ai_summary"),
+            github_repo=it["paper"].get("githubRepo"),
+            github_stars=it["paper"].get("githubStars"),
+            project_page=it["paper"].get("projectPage"),
+        )
+        for it in items
+    ]
+    return sorted(out, key=lambda p: -(p.upvotes or 0))
+
+
+def settings(**kw: Any) -> Settings:
+    base: dict[str, Any] = {
+        "sender": "Daily Papers <papers@example.org>",
+        "unsubscribe_url": UNSUB_TEMPLATE,
+        "unsubscribe_mailto": "unsubscribe@example.org",
+        "secret_key": SECRET,
+        "reply_to": "help@example.org",
+    }
+    base.update(kw)
+    return Settings(_env_file=None, **base)
+
+
+def render(n: int, subscriber: FakeSubscriber | None = None) -> RenderedEmail:
+    sub = subscriber or FakeSubscriber()
+    papers = papers_from_fixture(LARGEST_DAY)
+    chosen = []
+    for p in papers[:n]:
+        text = f"{p.title} {p.abstract}".lower()
+        chosen.append(RankedPaper(p, 1.0, tuple(k for k in sub.keywords if k in text)))
+    ctx = EmailContext(
+        edition=Edition.daily(date(2025, 5, 29)),
+        papers=chosen,
+        subscriber=sub,
+        unsubscribe_url=unsubscribe_url_for(settings(), sub.email),
+        unsubscribe_mailto="unsubscribe@example.org",
+        total_papers=len(papers),
+    )
+    return Renderer().render(ctx)
+
+
+@pytest.fixture(scope="module")
+def rendered() -> RenderedEmail:
+    return render(10)
+
+
+def build(rendered: RenderedEmail, s: Settings | None = None, **kw: object) -> bytes:
+    args: dict[str, object] = {
+        "settings": s or settings(),
+        "to_email": "ada@example.org",
+        "to_name": "Ada Lovelace",
+        "message_id": "<2025-05-29.abc@example.org>",
+        "date": WHEN,
+    }
+    args.update(kw)
+    return build_message(rendered, **args)  # type: ignore[arg-type]
+
+
+def parse(data: bytes) -> EmailMessage:
+    msg = email.message_from_bytes(data, policy=policy.default)
+    assert isinstance(msg, EmailMessage)
+    return msg
+
+
+def raw_headers(data: bytes) -> list[bytes]:
+    """Header fields as raw lines, folded continuation lines joined (keeping the CRLF)."""
+    head = data.split(b"\r\n\r\n", 1)[0]
+    fields: list[bytes] = []
+    for line in head.split(b"\r\n"):
+        if line[:1] in (b" ", b"\t"):
+            fields[-1] += b"\r\n" + line
+        else:
+            fields.append(line)
+    return fields
+
+
+# --- headers --------------------------------------------------------------------------------
+
+
+def test_all_headers_present(rendered: RenderedEmail) -> None:
+    msg = parse(build(rendered))
+    assert msg["From"] == "Daily Papers <papers@example.org>"
+    assert msg["To"] == "Ada Lovelace <ada@example.org>"
+    assert msg["Subject"] == rendered.subject
+    assert msg["Date"] == "Thu, 29 May 2025 06:30:00 +0000"
+    assert msg["Date"].datetime == WHEN
+    assert msg["Message-ID"] == "<2025-05-29.abc@example.org>"
+    assert msg["MIME-Version"] == "1.0"
+    assert msg["Reply-To"] == "help@example.org"
+    assert msg["Auto-Submitted"] == "auto-generated"
+    assert msg["List-Id"] == "Daily Papers <papers.example.org>"
+    token = make_token(SECRET, "ada@example.org")
+    assert msg["List-Unsubscribe"] == (
+        f"<https://digest.example.org/u/{token}?e=ada%40example.org&list=daily-papers-subscribers>"
+        ", <mailto:unsubscribe@example.org?subject=unsubscribe>"
+    )
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
+def test_crlf_line_endings_only(rendered: RenderedEmail) -> None:
+    data = build(rendered)
+    assert b"\n" in data
+    assert re.search(rb"(?<!\r)\n", data) is None
+    assert all(len(line) <= 998 for line in data.split(b"\r\n"))
+
+
+def test_long_list_unsubscribe_is_one_unfolded_unencoded_line(rendered: RenderedEmail) -> None:
+    data = build(rendered)
+    fields = {f.split(b":", 1)[0].lower(): f for f in raw_headers(data)}
+    lu = fields[b"list-unsubscribe"]
+    assert len(lu) > 78
+    assert b"\r\n" not in lu
+    assert lu.endswith(b"<mailto:unsubscribe@example.org?subject=unsubscribe>")
+
+
+def test_no_encoded_words_in_ascii_headers(rendered: RenderedEmail) -> None:
+    data = build(rendered)
+    for field in raw_headers(data):
+        name = field.split(b":", 1)[0].lower()
+        if name in (b"subject",):  # non-ASCII: "·"
+            continue
+        assert b"=?" not in field, field
+        assert b"\r\n" not in field or name == b"content-type", field
+
+
+def test_non_ascii_subject_and_name_round_trip_with_short_encoded_words() -> None:
+    r = RenderedEmail(
+        subject="Daily Papers · May 29: Zetta ζ — Ünïcödé “quotes”, a rather long title that "
+        "keeps going well beyond seventy-eight characters and 9 more",
+        html="<p>hi</p>",
+        text="hi",
+        preheader="",
+    )
+    data = build(r, to_name="Zoë Ågård, Jr.")
+    msg = parse(data)
+    assert msg["Subject"] == r.subject
+    assert msg["To"].addresses[0].display_name == "Zoë Ågård, Jr."
+    assert msg["To"].addresses[0].addr_spec == "ada@example.org"
+    for word in re.findall(rb"=\?[^?]+\?[bBqQ]\?[^?]*\?=", data):
+        assert len(word) <= 75  # RFC 2047 §2
+    assert data.split(b"\r\n\r\n", 1)[0].isascii()
+
+
+def test_mailto_only_has_no_one_click_and_nothing_without_either(
+    rendered: RenderedEmail,
+) -> None:
+    msg = parse(build(rendered, settings(unsubscribe_url=None)))
+    assert msg["List-Unsubscribe"] == "<mailto:unsubscribe@example.org?subject=unsubscribe>"
+    assert msg["List-Unsubscribe-Post"] is None
+
+    msg = parse(build(rendered, settings(unsubscribe_url=None, unsubscribe_mailto=None)))
+    assert msg["List-Unsubscribe"] is None
+    assert msg["List-Unsubscribe-Post"] is None
+    assert msg["Reply-To"] == "help@example.org"
+
+
+def test_naive_date_is_rejected(rendered: RenderedEmail) -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        build(rendered, date=datetime(2025, 5, 29, 6, 30))
+
+
+def test_date_keeps_its_zone(rendered: RenderedEmail) -> None:
+    cest = timezone(timedelta(hours=2))
+    msg = parse(build(rendered, date=WHEN.astimezone(cest)))
+    assert msg["Date"] == "Thu, 29 May 2025 08:30:00 +0200"
+
+
+# --- MIME body ------------------------------------------------------------------------------
+
+
+def test_multipart_alternative_text_first_html_last(rendered: RenderedEmail) -> None:
+    data = build(rendered)
+    msg = parse(data)
+    assert msg.get_content_type() == "multipart/alternative"
+    parts = list(msg.iter_parts())
+    assert [p.get_content_type() for p in parts] == ["text/plain", "text/html"]
+    for part in parts:
+        assert part.get_content_charset() == "utf-8"
+        assert part["Content-Transfer-Encoding"] == "quoted-printable"
+    # the parsed parts keep the wire's CRLF line endings
+    text = parts[0].get_content().replace("\r\n", "\n")
+    html = parts[1].get_content().replace("\r\n", "\n")
+    assert text == rendered.text
+    assert html.rstrip("\n") == rendered.html.rstrip("\n")
+    assert "▲" in text
+
+
+def test_whole_message_fits_the_size_budget_on_the_largest_day() -> None:
+    for n in (10, 25, 30):
+        data = build(render(n))
+        assert len(data) < SIZE_BUDGET, (n, len(data))
+        assert len(parse(data).get_body(("html",)).get_content()) > n * 1000  # type: ignore[union-attr]
+
+
+# --- ids and tokens -------------------------------------------------------------------------
+
+
+def test_message_id_is_unique_and_uses_the_sender_domain() -> None:
+    s = settings()
+    ids = {make_message_id(s, "ada@example.org", "2025-05-29") for _ in range(100)}
+    assert len(ids) == 100
+    for mid in ids:
+        assert re.fullmatch(r"<2025-05-29\.[0-9a-f]{24}@example\.org>", mid)
+        assert "ada@" not in mid and "example.org>" in mid
+    weekly = make_message_id(s, "ada@example.org", "2025-W22")
+    assert weekly.startswith("<2025-W22.")
+
+
+def test_token_round_trip_and_tamper_rejection() -> None:
+    token = make_token(SECRET, "Ada@Example.org")
+    assert re.fullmatch(r"[A-Za-z0-9_-]+", token)
+    assert verify_token(SECRET, token) == "ada@example.org"
+    assert verify_token(SecretStr(SECRET), token) == "ada@example.org"
+    assert verify_token(SECRET.encode(), token) == "ada@example.org"
+
+    assert verify_token("another secret", token) is None
+    flipped = token[:5] + ("A" if token[5] != "A" else "B") + token[6:]
+    assert verify_token(SECRET, flipped) is None
+    assert verify_token(SECRET, token[:-1]) is None
+    assert verify_token(SECRET, token + "x") is None
+    assert verify_token(SECRET, token + "!") is None
+    assert verify_token(SECRET, "") is None
+    assert verify_token(SECRET, "é" + token) is None
+    # another address with a signature made for the first one
+    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    forged = base64.urlsafe_b64encode(b"eve@example.org" + raw[-32:]).rstrip(b"=").decode()
+    assert verify_token(SECRET, forged) is None
+
+
+def test_unsubscribe_url_for_fills_token_and_email() -> None:
+    url = unsubscribe_url_for(settings(), "Bob+tag@example.org")
+    assert url is not None
+    token = url.split("/u/")[1].split("?")[0]
+    assert verify_token(SECRET, token) == "bob+tag@example.org"
+    assert "e=bob%2Btag%40example.org" in url
+    assert unsubscribe_url_for(settings(unsubscribe_url=None), "a@b.org") is None
+    plain = settings(unsubscribe_url="https://x.org/unsub", secret_key=None)
+    assert unsubscribe_url_for(plain, "a@b.org") == "https://x.org/unsub"
+    with pytest.raises(ConfigError, match="DIGEST_SECRET_KEY"):
+        unsubscribe_url_for(settings(secret_key=None), "a@b.org")
+
+
+# --- DKIM -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dkim_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path = tmp_path_factory.mktemp("dkim") / "dkim.pem"
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    path.chmod(0o600)
+    der = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    txt = b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)
+    return path, txt
+
+
+def test_dkim_signature_verifies_covers_headers_and_breaks_on_change(
+    rendered: RenderedEmail, dkim_key: tuple[Path, bytes]
+) -> None:
+    path, txt = dkim_key
+    s = settings(dkim_selector="sel1", dkim_domain="example.org", dkim_private_key_path=path)
+    data = build(rendered, s)
+    assert data.startswith(b"DKIM-Signature: ")
+
+    def dns(name: bytes, timeout: int = 5) -> bytes | None:
+        return txt if name == b"sel1._domainkey.example.org." else None
+
+    assert dkim.verify(data, dnsfunc=dns)
+    sig = parse(data)["DKIM-Signature"]
+    tags = dict(t.strip().split("=", 1) for t in "".join(str(sig).split()).split(";") if "=" in t)
+    assert tags["c"] == "relaxed/relaxed"
+    assert tags["d"] == "example.org" and tags["s"] == "sel1"
+    signed = set(tags["h"].lower().split(":"))
+    for h in (
+        "from",
+        "to",
+        "subject",
+        "date",
+        "message-id",
+        "list-unsubscribe",
+        "list-unsubscribe-post",
+    ):
+        assert h in signed, h
+
+    tampered = data.replace(b"\r\nSubject: Daily", b"\r\nSubject: Weekly", 1)
+    assert tampered != data
+    assert not dkim.verify(tampered, dnsfunc=dns)
+    body_tampered = data.replace(b"arxiv.org/abs", b"evil.example/abs", 1)
+    assert body_tampered != data
+    assert not dkim.verify(body_tampered, dnsfunc=dns)
+
+
+def test_unreadable_dkim_key_is_a_config_error_without_key_material(
+    rendered: RenderedEmail, tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.pem"
+    bad.write_text("-----BEGIN RSA PRIVATE KEY-----\nnot a key\n-----END RSA PRIVATE KEY-----\n")
+    s = settings(dkim_selector="sel1", dkim_domain="example.org", dkim_private_key_path=bad)
+    with pytest.raises(ConfigError, match="DIGEST_DKIM_PRIVATE_KEY_PATH") as e:
+        build(rendered, s)
+    assert "not a key" not in str(e.value)
+    bad.unlink()
+    with pytest.raises(ConfigError, match="cannot read"):
+        build(rendered, s)

@@ -1,0 +1,387 @@
+"""Rendering: escaping, highlights, both parts in step, subjects, templates, inlining."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from digest.errors import ConfigError
+from digest.models import Edition, Paper, RankedPaper
+from digest.render import (
+    SUMMARY_MAX_CHARS,
+    TEXT_WIDTH,
+    EmailContext,
+    Renderer,
+    author_line,
+    highlight,
+    make_subject,
+    shorten,
+)
+
+HF_FIXTURES = Path(__file__).parent / "fixtures" / "hf-daily-papers"
+DAY = date(2025, 5, 29)
+UNSUB = "https://digest.example.org/unsubscribe/TOKEN123"
+
+
+@dataclass(frozen=True)
+class FakeSubscriber:
+    email: str = "ada@example.org"
+    name: str | None = "Ada"
+    keywords: tuple[str, ...] = ()
+
+
+def papers_from_fixture(name: str) -> list[Paper]:
+    """Real HF API capture → Paper (the sources module does this for real)."""
+    items = json.loads((HF_FIXTURES / name).read_text(encoding="utf-8"))
+    out = []
+    for item in items:
+        p = item["paper"]
+        out.append(
+            Paper(
+                arxiv_id=p["id"],
+                title=" ".join(p["title"].split()),
+                abstract=" ".join(p.get("summary", "").split()),
+                authors=tuple(a["name"] for a in p.get("authors", [])),
+                upvotes=p.get("upvotes"),
+                comments=item.get("numComments"),
+                ai_summary=p.get("ai_summary"),
+                ai_keywords=tuple(p.get("ai_keywords") or ()),
+                github_repo=p.get("githubRepo"),
+                github_stars=p.get("githubStars"),
+                project_page=p.get("projectPage"),
+                thumbnail=item.get("thumbnail"),
+            )
+        )
+    return sorted(out, key=lambda q: -(q.upvotes or 0))
+
+
+def ranked(papers: list[Paper], keywords: tuple[str, ...] = ()) -> list[RankedPaper]:
+    out = []
+    for p in papers:
+        matched = tuple(k for k in keywords if k.lower() in f"{p.title} {p.abstract}".lower())
+        in_title = tuple(k for k in matched if k.lower() in p.title.lower())
+        out.append(RankedPaper(p, float(p.upvotes or 0), matched, in_title))
+    return out
+
+
+def context(
+    papers: list[RankedPaper],
+    *,
+    edition: Edition | None = None,
+    subscriber: FakeSubscriber | None = None,
+    unsubscribe_url: str | None = UNSUB,
+    unsubscribe_mailto: str | None = None,
+    total: int | None = None,
+) -> EmailContext:
+    return EmailContext(
+        edition=edition or Edition.daily(DAY),
+        papers=papers,
+        subscriber=subscriber if subscriber is not None else FakeSubscriber(),
+        unsubscribe_url=unsubscribe_url,
+        unsubscribe_mailto=unsubscribe_mailto,
+        total_papers=total if total is not None else len(papers),
+    )
+
+
+@pytest.fixture(scope="module")
+def renderer() -> Renderer:
+    return Renderer(site_url="https://papers.example.org/")
+
+
+@pytest.fixture(scope="module")
+def real_day() -> list[Paper]:
+    return papers_from_fixture("2026-08-20.json")
+
+
+# --- escaping and highlights ----------------------------------------------------------------
+
+
+def test_untrusted_title_and_abstract_are_escaped_in_html_and_literal_in_text(
+    renderer: Renderer,
+) -> None:
+    evil = Paper(
+        arxiv_id="2401.00001",
+        title="<script>alert(1)</script> Attacks",
+        abstract="Tom & Jerry use <b>bold</b> claims.",
+        authors=("Mallory",),
+        upvotes=3,
+    )
+    sub = FakeSubscriber(keywords=("<b>",))
+    out = renderer.render(context(ranked([evil], sub.keywords), subscriber=sub))
+
+    assert "<script>" not in out.html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; Attacks" in out.html
+    assert "<b>" not in out.html
+    assert "Tom &amp; Jerry" in out.html
+    assert re.search(r'<span class="hl"[^>]*>&lt;b&gt;</span>bold', out.html)
+    assert "<script>alert(1)</script> Attacks" in out.text
+    assert "Tom & Jerry use <b>bold</b> claims." in out.text
+
+
+def test_highlight_escapes_each_segment() -> None:
+    assert str(highlight("a <b> & LLMs", ("<b>", "llm"))) == (
+        'a <span class="hl">&lt;b&gt;</span> &amp; <span class="hl">LLMs</span>'
+    )
+    assert str(highlight("a <b>", ())) == "a &lt;b&gt;"
+    # whole words only: "RL" is not highlighted inside "RLHF"
+    assert "hl" not in str(highlight("RLHF helps", ("RL",)))
+
+
+def test_matched_keywords_are_highlighted_and_shown_as_chips(
+    renderer: Renderer, real_day: list[Paper]
+) -> None:
+    sub = FakeSubscriber(keywords=("agent", "reasoning"))
+    papers = [rp for rp in ranked(real_day, sub.keywords) if "agent" in rp.matched_in_title]
+    assert papers, "fixture day has a paper with 'agent' in its title"
+    out = renderer.render(context(papers[:1], subscriber=sub))
+
+    title_html = re.search(r'<h2 class="title".*?</h2>', out.html, re.S)
+    assert title_html is not None
+    assert re.search(
+        r'<span class="hl" style="[^"]*background-color[^"]*">agents?</span>',
+        title_html.group(0),
+        re.I,
+    )
+    for kw in papers[0].matched:
+        assert re.search(rf'<span class="chip"[^>]*>{re.escape(kw)}</span>', out.html)
+    assert "Matched: " + ", ".join(papers[0].matched) in out.text
+
+
+def test_no_highlight_or_chips_without_keywords(renderer: Renderer, real_day: list[Paper]) -> None:
+    out = renderer.render(context(ranked(real_day[:5]), subscriber=FakeSubscriber()))
+    assert 'class="hl"' not in out.html
+    assert 'class="chip"' not in out.html
+    assert "Matched:" not in out.text
+    assert "you follow no keywords" in out.text
+
+
+# --- content --------------------------------------------------------------------------------
+
+
+def test_both_parts_carry_the_same_papers_links_and_unsubscribe(
+    renderer: Renderer, real_day: list[Paper]
+) -> None:
+    papers = real_day[:10]
+    out = renderer.render(context(ranked(papers), total=len(real_day)))
+    assert any(p.github_repo for p in papers) and any(p.project_page for p in papers)
+    for p in papers:
+        links = [p.hf_url, p.arxiv_abs_url, p.arxiv_pdf_url]
+        links += [u for u in (p.github_repo, p.project_page) if u]
+        for url in links:
+            assert f'href="{url}"' in out.html, url
+            assert url in out.text, url
+        assert p.title in " ".join(out.text.split())  # wrapped over lines
+        assert f"&#9650;&nbsp;{p.upvotes}" in out.html or f"▲\xa0{p.upvotes}<" in out.html
+        assert f"▲ {p.upvotes} upvote" in out.text
+    assert f'href="{UNSUB}"' in out.html
+    assert UNSUB in out.text
+    assert "Unsubscribe" in out.html and "Unsubscribe" in out.text
+    # order: same papers, same order, in both parts
+    html_ids = re.findall(r"huggingface\.co/papers/([\d.]+)\"", out.html)
+    text_ids = re.findall(r"Hugging Face: https://huggingface\.co/papers/([\d.]+)", out.text)
+    assert html_ids == text_ids == [p.arxiv_id for p in papers]
+
+
+def test_stars_and_comments_are_shown(renderer: Renderer) -> None:
+    p = Paper(
+        "2401.00002",
+        "Starry",
+        "abs",
+        ("A",),
+        upvotes=7,
+        comments=2,
+        github_repo="https://github.com/x/y",
+        github_stars=1234,
+    )
+    out = renderer.render(context(ranked([p])))
+    assert re.search(r"Code <span class=\"muted\"[^>]*>★\xa01.2k</span>", out.html)
+    assert "https://github.com/x/y (★ 1.2k)" in out.text
+    assert "2 comments" in out.text and "2\xa0comments" in out.html
+
+    zero = Paper("2401.00009", "No stars yet", github_repo="https://github.com/x/z", github_stars=0)
+    out = renderer.render(context(ranked([zero])))
+    assert "https://github.com/x/z\n" in out.text
+    assert "★" not in out.html and "★" not in out.text
+
+
+def test_ai_summary_preferred_else_abstract_shortened_at_word_boundary(
+    renderer: Renderer,
+) -> None:
+    abstract = " ".join(f"word{i}" for i in range(200))
+    with_ai = Paper("2401.00003", "With AI", abstract, ai_summary="One short AI sentence.")
+    without = Paper("2401.00004", "Without AI", abstract)
+    out = renderer.render(context(ranked([with_ai, without])))
+
+    assert "One short AI sentence." in out.html and "One short AI sentence." in out.text
+    shown = shorten(abstract, SUMMARY_MAX_CHARS)
+    assert shown.endswith("…") and len(shown) <= SUMMARY_MAX_CHARS
+    assert abstract.startswith(shown[:-1]) and abstract[len(shown) - 1] == " "
+    assert shown in out.html
+    assert "word199" not in out.html  # rest of the abstract is gone
+    assert shorten("short text", SUMMARY_MAX_CHARS) == "short text"
+
+
+def test_authors_first_three_then_et_al() -> None:
+    assert author_line(("A", "B", "C", "D")) == "A, B, C et al."
+    assert author_line(("A", "B", "C")) == "A, B, C"
+    assert author_line(("A",)) == "A"
+    assert author_line(()) == ""
+
+
+def test_feed_only_paper_shows_no_upvotes(renderer: Renderer) -> None:
+    p = Paper("2401.00005", "From a feed", "abstract", ("A",), upvotes=None)
+    out = renderer.render(context(ranked([p])))
+    assert 'class="votes"' not in out.html
+    assert "▲" not in out.text
+
+
+def test_text_part_wraps_prose_but_never_breaks_urls(
+    renderer: Renderer, real_day: list[Paper]
+) -> None:
+    long_url = "https://example.org/" + "x" * 120
+    p = Paper("2401.00006", "T " * 60, "word " * 100, ("A",), upvotes=1, project_page=long_url)
+    out = renderer.render(context(ranked([*real_day[:5], p])))
+    for line in out.text.splitlines():
+        assert len(line) <= TEXT_WIDTH or "https://" in line, line
+    assert any(line.endswith(" " + long_url) for line in out.text.splitlines())
+
+
+def test_header_has_date_and_site_link_and_hidden_preheader(
+    renderer: Renderer, real_day: list[Paper]
+) -> None:
+    out = renderer.render(context(ranked(real_day[:3])))
+    assert "Thursday, May 29, 2025" in out.html
+    assert 'href="https://papers.example.org/"' in out.html
+    assert out.preheader.startswith("Also: " + real_day[1].title[:20])
+    pre = re.search(r'<div class="preheader" style="([^"]*)">([^<]*)', out.html)
+    assert pre is not None
+    assert "display:none" in pre.group(1)
+    assert pre.group(2).startswith(out.preheader)
+
+
+def test_footer_says_why_and_falls_back_to_mailto_then_reply(
+    renderer: Renderer, real_day: list[Paper]
+) -> None:
+    sub = FakeSubscriber(keywords=("agent", "robotics"))
+    papers = ranked(real_day[:2], sub.keywords)
+    out = renderer.render(context(papers, subscriber=sub))
+    why = "ada@example.org is subscribed to Daily Papers digests; your keywords: agent, robotics."
+    assert why in " ".join(out.text.split())
+    assert "ada@example.org</strong> is subscribed" in out.html
+
+    mailto = renderer.render(
+        context(papers, subscriber=sub, unsubscribe_url=None, unsubscribe_mailto="u@example.org")
+    )
+    assert 'href="mailto:u@example.org?subject=unsubscribe"' in mailto.html
+    assert "mailto:u@example.org?subject=unsubscribe" in mailto.text
+
+    reply = renderer.render(context(papers, subscriber=sub, unsubscribe_url=None))
+    assert "reply to this message" in reply.html
+    assert "reply to this message" in reply.text
+    assert 'href="mailto:' not in reply.html
+
+
+# --- subjects and empty editions ------------------------------------------------------------
+
+
+def test_subject_formats(real_day: list[Paper]) -> None:
+    rp = ranked(real_day[:10])
+    top = real_day[0].title
+    daily = Edition.daily(DAY)
+    assert make_subject(daily, rp) == f"Daily Papers · May 29: {top} and 9 more"
+    assert make_subject(daily, rp[:1]) == f"Daily Papers · May 29: {top}"
+    assert make_subject(daily, []) == "Daily Papers · May 29: no papers today"
+    weekly = Edition.weekly(2026, 34)
+    assert make_subject(weekly, rp[:5]) == f"Weekly Papers · Aug 17–23: {top} and 4 more"
+    assert make_subject(Edition.weekly(2026, 36), rp[:2]).startswith(
+        "Weekly Papers · Aug 31–Sep 6: "
+    )
+    spaced = RankedPaper(Paper("1", "A  very\n long   title"), 1.0)
+    assert make_subject(daily, [spaced]) == "Daily Papers · May 29: A very long title"
+
+
+def test_empty_edition_has_friendly_body(renderer: Renderer) -> None:
+    out = renderer.render(context([]))
+    assert out.subject == "Daily Papers · May 29: no papers today"
+    assert "No papers today" in out.html and "No papers today" in out.text
+    assert 'class="paper"' not in out.html
+    assert UNSUB in out.text and UNSUB in out.html
+
+
+# --- CSS inlining ---------------------------------------------------------------------------
+
+
+def test_styles_are_inlined_and_media_rules_kept(renderer: Renderer, real_day: list[Paper]) -> None:
+    out = renderer.render(context(ranked(real_day[:3])))
+    assert re.search(r'<p class="summary" style="[^"]*font-size:15px', out.html)
+    assert re.search(r'<h2 class="title" style="[^"]*font-weight:700', out.html)
+    style = re.search(r"<style[^>]*>(.*?)</style>", out.html, re.S)
+    assert style is not None
+    css = style.group(1)
+    assert "@media (prefers-color-scheme: dark)" in css
+    assert "max-width: 620px" in css
+    assert "!important" in css  # media rules must beat the inline styles
+    assert ".summary {" not in css.split("@media")[0]  # plain rules were inlined, not kept
+    assert '<meta name="color-scheme" content="light dark">' in out.html
+
+
+def test_renderer_is_reusable_and_output_stable(renderer: Renderer, real_day: list[Paper]) -> None:
+    ctx = context(ranked(real_day[:4]))
+    assert renderer.render(ctx) == renderer.render(ctx)
+
+
+# --- templates ------------------------------------------------------------------------------
+
+
+def test_override_dir_replaces_one_template_and_keeps_the_other(
+    tmp_path: Path, real_day: list[Paper]
+) -> None:
+    (tmp_path / "digest.txt.j2").write_text(
+        "CUSTOM {{ subject }}\n{% for p in papers %}{{ p.hf_url }}\n{% endfor %}"
+    )
+    r = Renderer(tmp_path)
+    out = r.render(context(ranked(real_day[:2])))
+    assert out.text.startswith("CUSTOM Daily Papers · May 29: ")
+    assert real_day[1].hf_url in out.text
+    assert 'class="paper"' in out.html  # packaged HTML template
+    assert r.text_template_path == str(tmp_path / "digest.txt.j2")
+
+
+def test_override_html_is_autoescaped(tmp_path: Path) -> None:
+    (tmp_path / "digest.html.j2").write_text(
+        "<html><body>{% for p in papers %}<p>{{ p.title }}</p>{% endfor %}</body></html>"
+    )
+    out = Renderer(tmp_path).render(context(ranked([Paper("1", "<i>x</i>")])))
+    assert "&lt;i&gt;x&lt;/i&gt;" in out.html
+
+
+def test_undefined_variable_in_override_names_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "digest.txt.j2").write_text("line one\nline two\n{{ no_such_variable }}\n")
+    r = Renderer(tmp_path)
+    with pytest.raises(ConfigError) as e:
+        r.render(context([]))
+    assert f"{tmp_path / 'digest.txt.j2'}:3:" in str(e.value)
+    assert "no_such_variable" in str(e.value)
+
+
+def test_syntax_error_in_override_names_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "digest.html.j2").write_text("<html>\n{% for p in papers %}\n</html>\n")
+    with pytest.raises(ConfigError, match=r"digest\.html\.j2:\d+: "):
+        Renderer(tmp_path)
+
+
+def test_missing_templates_dir_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="DIGEST_TEMPLATES_DIR"):
+        Renderer(tmp_path / "nope")
+
+
+def test_repo_root_templates_link_points_at_packaged_templates() -> None:
+    root = Path(__file__).parent.parent / "templates"
+    assert (root / "digest.html.j2").read_text() == (
+        Path(__file__).parent.parent / "digest" / "templates" / "digest.html.j2"
+    ).read_text()
