@@ -1,0 +1,449 @@
+"""The send engine: stream messages through a pool of connections, recording every step.
+
+Shape of a run::
+
+    messages (async iterable, rendered lazily upstream)
+        │  producer task
+        ▼
+    bounded asyncio.Queue (QUEUE_SLOTS_PER_WORKER × pool size)
+        │
+        ▼
+    N workers, each owning one transport connection, for each message:
+        store.claim()        absent/owed → sending, committed BEFORE the transport sees it
+        transport.deliver()  retried on transient failures (backoff + jitter, same run)
+        store.mark_sent() / mark_failed() / mark_deferred()
+
+Guarantees:
+
+* A message is handed to the transport only after its row is committed ``sending``; a crash
+  afterwards leaves ``sending`` (→ ``unknown`` on the next start, not resent): no duplicate.
+* At most N (the pool size) rows are ``sending`` at any instant: a worker claims one message,
+  finishes it, then takes the next.
+* Memory does not grow with the number of subscribers: the producer blocks on the full queue,
+  so at most ``N + queue size`` rendered messages exist at once.
+* One subscriber's failure never stops the others (permanent → ``failed``; transient after
+  ``smtp_max_attempts`` → ``owed`` for the next run).
+* A configuration error (auth refused, certificate, relay unreachable at start) stops the run:
+  the first connection is opened before any row is claimed, so a bad configuration fails once
+  with nothing claimed; later, every claimed-but-unsent row is handed back to ``owed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import AsyncIterable, Awaitable, Callable
+from dataclasses import dataclass, field
+
+from digest.delivery import (
+    OutgoingMessage,
+    RelayUnreachableError,
+    Transport,
+    TransportFactory,
+    open_transport,
+    pool_size,
+)
+from digest.errors import (
+    DeliveryConfigError,
+    DeliveryError,
+    PermanentDeliveryError,
+    StateError,
+    TransientDeliveryError,
+)
+from digest.models import RunSummary
+from digest.settings import Settings
+from digest.state import StateStore
+
+log = logging.getLogger(__name__)
+
+QUEUE_SLOTS_PER_WORKER = 2
+"""Queue capacity per worker: enough to keep workers busy while the producer renders ahead."""
+
+MAX_BACKOFF_S = 60.0
+"""Upper bound of one retry delay, seconds (before jitter)."""
+
+OUTCOME_SENT = "sent"
+OUTCOME_FAILED = "failed"
+OUTCOME_DEFERRED = "deferred"
+OUTCOME_SKIPPED = "skipped"
+OUTCOME_UNKNOWN = "unknown"
+
+ResultCallback = Callable[[OutgoingMessage, str, str], None]
+"""``on_result(message, outcome, detail)``; outcome is ``sent``, ``failed``, ``deferred``,
+``skipped`` (already handled: claim refused) or ``unknown``; detail is the reply or error."""
+
+Sleep = Callable[[float], Awaitable[object]]
+
+
+def backoff_delay(attempt: int, base: float, rng: random.Random) -> float:
+    """The delay before retry number ``attempt`` (1 = after the first failure), seconds.
+
+    Exponential with "equal jitter": ``d = min(base·2^(attempt-1), MAX_BACKOFF_S)``, then a
+    uniform draw in ``[d/2, d]``, so concurrent workers retrying the same relay spread out.
+
+    Args:
+        attempt: how many attempts have failed so far (≥ 1).
+        base: ``smtp_retry_base``, seconds (0 disables waiting).
+        rng: the random source (inject a seeded one in tests).
+    """
+    delay = min(base * 2.0 ** (attempt - 1), MAX_BACKOFF_S)
+    return delay / 2 + rng.uniform(0, delay / 2)
+
+
+class RateLimiter:
+    """Spaces transport attempts across the whole pool to at most ``rate`` per second.
+
+    A slot reservation: each :meth:`acquire` takes the next free instant ``1/rate`` s after the
+    previous one and sleeps until it; no burst beyond one message.
+
+    Args:
+        rate: messages per second (``smtp_rate``); ``None`` or ≤ 0 means unlimited.
+        sleep: the sleep coroutine (injectable).
+        clock: monotonic time in seconds (injectable).
+    """
+
+    def __init__(
+        self,
+        rate: float | None,
+        *,
+        sleep: Sleep = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.interval = 1.0 / rate if rate and rate > 0 else 0.0
+        self._sleep = sleep
+        self._clock = clock
+        self._next = float("-inf")
+
+    async def acquire(self) -> None:
+        """Wait for the next slot (returns at once when unlimited)."""
+        if not self.interval:
+            return
+        now = self._clock()
+        slot = max(now, self._next)
+        self._next = slot + self.interval
+        if slot > now:
+            await self._sleep(slot - now)
+
+
+@dataclass
+class _Run:
+    """Shared state of one :func:`send_all` run."""
+
+    store: StateStore
+    settings: Settings
+    factory: TransportFactory
+    on_result: ResultCallback | None
+    sleep: Sleep
+    rng: random.Random
+    limiter: RateLimiter
+    user_stop: asyncio.Event | None = None
+    halt: asyncio.Event = field(default_factory=asyncio.Event)
+    summary: RunSummary = field(default_factory=RunSummary)
+    fatal: BaseException | None = None
+
+    @property
+    def halting(self) -> bool:
+        """True once no new message may be claimed (caller's stop, config error, bug)."""
+        if self.user_stop is not None and self.user_stop.is_set():
+            self.halt.set()
+        return self.halt.is_set()
+
+    def stop_all(self, error: BaseException) -> None:
+        if self.fatal is None:
+            self.fatal = error
+        self.halt.set()
+
+    def notify(self, msg: OutgoingMessage, outcome: str, detail: str) -> None:
+        if self.on_result is None:
+            return
+        try:
+            self.on_result(msg, outcome, detail)
+        except Exception:  # a reporting bug must not stop deliveries
+            log.exception("on_result callback failed for %s", msg.subscriber)
+
+
+_DONE = object()
+
+
+async def send_all(
+    messages: AsyncIterable[OutgoingMessage],
+    *,
+    store: StateStore,
+    settings: Settings,
+    transport_factory: TransportFactory | None = None,
+    stop: asyncio.Event | None = None,
+    on_result: ResultCallback | None = None,
+    sleep: Sleep = asyncio.sleep,
+    rng: random.Random | None = None,
+    concurrency: int | None = None,
+) -> RunSummary:
+    """Deliver ``messages`` through a pool of connections, recording each in ``store``.
+
+    For each message: ``claim`` (skipped if the row is not absent/owed) → ``deliver`` →
+    ``mark_sent`` / ``mark_failed`` (5yz, with the server reply) / transient: retry up to
+    ``settings.smtp_max_attempts`` times in this run with exponential backoff + jitter (base
+    ``settings.smtp_retry_base`` s), then ``mark_deferred`` (stays owed for the next run).
+
+    Args:
+        messages: the messages, produced lazily (rendering overlaps network waits).
+        store: the state file (hold :func:`~digest.state.state_lock`).
+        settings: ``smtp_concurrency``, ``smtp_rate`` (messages/s, whole pool),
+            ``smtp_max_attempts``, ``smtp_retry_base`` (s) and the transport settings.
+        transport_factory: creates connected transports; default :func:`open_transport`.
+        stop: when set, no new message is claimed; in-flight ones finish (a message waiting
+            to retry is deferred at once); then the run returns.
+        on_result: ``(message, outcome, detail)`` after each message (see
+            :data:`ResultCallback`).
+        sleep: the sleep coroutine for backoff and rate limiting (inject in tests).
+        rng: random source for the jitter; default a fresh :class:`random.Random`.
+        concurrency: pool size; default :func:`~digest.delivery.pool_size` (1 for Maildir).
+
+    Returns:
+        Counts: ``sent``, ``failed``, ``deferred``, ``skipped`` (claim refused), ``unknown``,
+        and ``errors`` lines ``email: reply``.
+
+    Raises:
+        DeliveryConfigError: the transport cannot work (auth refused, certificate, no
+            STARTTLS, relay unreachable); raised after every claimed, unsent row was put back
+            to ``owed``. Rows already sent in this run stay sent.
+        StateError: the state file could not be written; in-flight rows are left as they
+            are (``sending`` ones become ``unknown`` at the next start).
+    """
+    workers = max(1, concurrency if concurrency is not None else pool_size(settings))
+    run = _Run(
+        store=store,
+        settings=settings,
+        factory=transport_factory or open_transport(settings),
+        on_result=on_result,
+        sleep=sleep,
+        rng=rng or random.Random(),
+        limiter=RateLimiter(settings.smtp_rate, sleep=sleep),
+        user_stop=stop,
+    )
+    queue: asyncio.Queue[object] = asyncio.Queue(maxsize=QUEUE_SLOTS_PER_WORKER * workers)
+    producer_error: list[BaseException] = []
+
+    async def produce() -> None:
+        iterator = aiter(messages)
+        try:
+            async for msg in iterator:
+                if run.halting:
+                    return
+                await queue.put(msg)
+        except Exception as e:  # a bug upstream: finish in-flight work, then re-raise
+            producer_error.append(e)
+            run.halt.set()
+            return
+        finally:
+            aclose = getattr(iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        for _ in range(workers):
+            await queue.put(_DONE)
+
+    async def watch_stop() -> None:
+        assert stop is not None
+        await stop.wait()
+        log.info("stop requested: finishing messages in flight")
+        run.halt.set()
+
+    async def cancel_producer_on_halt() -> None:
+        await run.halt.wait()
+        producer.cancel()  # it may be blocked on the full queue; unclaimed messages stay owed
+
+    producer = asyncio.create_task(produce(), name="digest-send-producer")
+    helpers = [asyncio.create_task(cancel_producer_on_halt(), name="digest-send-halt")]
+    if stop is not None:
+        helpers.append(asyncio.create_task(watch_stop(), name="digest-send-stop"))
+    pool: list[asyncio.Task[None]] = []
+    try:
+        first = await _next(queue, run)
+        if first is not None:
+            # Connect once before claiming anything: a bad configuration fails here, once.
+            transport: Transport | None = None
+            try:
+                transport = await run.factory()
+            except TransientDeliveryError as e:
+                log.warning("first connection failed (%s); workers will retry", e)
+            pool = [
+                asyncio.create_task(
+                    _worker(run, queue, transport if i == 0 else None, first if i == 0 else None),
+                    name=f"digest-send-worker-{i}",
+                )
+                for i in range(workers)
+            ]
+            await asyncio.gather(*pool)
+    finally:
+        run.halt.set()
+        for task in (producer, *helpers, *pool):
+            task.cancel()
+        await asyncio.gather(producer, *helpers, *pool, return_exceptions=True)
+    if run.fatal is not None:
+        raise run.fatal
+    if producer_error:
+        raise producer_error[0]
+    return run.summary
+
+
+async def _next(queue: asyncio.Queue[object], run: _Run) -> OutgoingMessage | None:
+    """The next message, or ``None`` when the producer is done or the run is halting."""
+    halt = run.halt
+    if run.halting:
+        return None
+    if not queue.empty():
+        item = queue.get_nowait()
+    else:
+        getter = asyncio.ensure_future(queue.get())
+        halted = asyncio.ensure_future(halt.wait())
+        try:
+            await asyncio.wait((getter, halted), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            halted.cancel()
+            if not getter.done():
+                getter.cancel()
+        if run.halting or getter.cancelled():
+            return None  # a message taken but not claimed stays owed: the next run sends it
+        item = getter.result()
+    if item is _DONE or run.halting:
+        return None
+    assert isinstance(item, OutgoingMessage)
+    return item
+
+
+async def _pause(run: _Run, delay: float) -> None:
+    """Sleep ``delay`` seconds with ``run.sleep``, waking early if the run halts."""
+    if delay <= 0:
+        return
+    sleeper = asyncio.ensure_future(run.sleep(delay))
+    halted = asyncio.ensure_future(run.halt.wait())
+    try:
+        await asyncio.wait((sleeper, halted), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (sleeper, halted):
+            task.cancel()
+        await asyncio.gather(sleeper, halted, return_exceptions=True)
+
+
+async def _worker(
+    run: _Run,
+    queue: asyncio.Queue[object],
+    transport: Transport | None,
+    first: OutgoingMessage | None,
+) -> None:
+    """Take messages until the queue says done or the run halts; owns one connection."""
+    holder: list[Transport | None] = [transport]
+    try:
+        msg = first if first is not None else await _next(queue, run)
+        while msg is not None:
+            if run.halting:
+                break
+            await _one(run, holder, msg)
+            msg = await _next(queue, run)
+    except StateError as e:
+        log.error("cannot record delivery state: %s", e)
+        run.stop_all(e)
+    finally:
+        if holder[0] is not None:
+            try:
+                await holder[0].close()
+            except Exception:  # Transport.close must not raise; be safe with others' transports
+                log.exception("closing the transport failed")
+
+
+async def _one(run: _Run, holder: list[Transport | None], msg: OutgoingMessage) -> None:
+    """Claim, deliver with retries, and record one message."""
+    store, summary = run.store, run.summary
+    if not store.claim(msg.subscriber, msg.edition, msg.message_id):
+        row = store.get(msg.subscriber, msg.edition)
+        status = row.status if row is not None else "?"
+        summary.skipped += 1
+        run.notify(msg, OUTCOME_SKIPPED, f"already {status}")
+        return
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            transport = holder[0]
+            if transport is None:
+                transport = holder[0] = await run.factory()
+            await run.limiter.acquire()
+            result = await transport.deliver(msg)
+        except PermanentDeliveryError as e:
+            store.mark_failed(msg.subscriber, msg.edition, e.reply, e.code, attempts=attempt)
+            summary.failed += 1
+            summary.errors.append(f"{msg.subscriber}: {e.reply}")
+            log.warning("%s: permanently refused: %s", msg.subscriber, e.reply)
+            run.notify(msg, OUTCOME_FAILED, e.reply)
+            return
+        except RelayUnreachableError as e:
+            # A reconnect mid-run: the relay may be restarting; retry like a transient
+            # failure, but stop the whole run if it stays down for all attempts.
+            if await _retry_or_defer(run, msg, e, attempt):
+                continue
+            run.stop_all(e)
+            return
+        except DeliveryConfigError as e:
+            store.mark_deferred(msg.subscriber, msg.edition, e.reply, e.code, attempts=attempt)
+            summary.deferred += 1
+            summary.errors.append(f"{msg.subscriber}: not sent: {e}")
+            run.notify(msg, OUTCOME_DEFERRED, str(e))
+            run.stop_all(e)
+            return
+        except TransientDeliveryError as e:
+            if await _retry_or_defer(run, msg, e, attempt):
+                continue
+            return
+        except (StateError, asyncio.CancelledError):
+            raise
+        except Exception as e:  # a bug or an unforeseen error: outcome unknown
+            log.exception("%s: unexpected error while delivering", msg.subscriber)
+            store.mark_unknown(msg.subscriber, msg.edition, repr(e), attempts=attempt)
+            summary.unknown += 1
+            summary.errors.append(f"{msg.subscriber}: unexpected error: {e!r}")
+            run.notify(msg, OUTCOME_UNKNOWN, repr(e))
+            holder[0] = None
+            if transport is not None:
+                with contextlib.suppress(Exception):
+                    await transport.close()
+            return
+        store.mark_sent(
+            msg.subscriber, msg.edition, result.reply, code=result.code, attempts=attempt
+        )
+        summary.sent += 1
+        log.debug("%s: sent (%d %s)", msg.subscriber, result.code, result.reply)
+        run.notify(msg, OUTCOME_SENT, result.reply)
+        return
+
+
+async def _retry_or_defer(
+    run: _Run, msg: OutgoingMessage, error: DeliveryError, attempt: int
+) -> bool:
+    """After a transient failure: wait and return True to retry, or defer and return False."""
+    settings = run.settings
+    if attempt < settings.smtp_max_attempts and not run.halting:
+        delay = backoff_delay(attempt, settings.smtp_retry_base, run.rng)
+        log.info(
+            "%s: attempt %d/%d failed (%s); retrying in %.1f s",
+            msg.subscriber,
+            attempt,
+            settings.smtp_max_attempts,
+            error.reply,
+            delay,
+        )
+        await _pause(run, delay)
+        if not run.halting:
+            return True
+    run.store.mark_deferred(msg.subscriber, msg.edition, error.reply, error.code, attempts=attempt)
+    run.summary.deferred += 1
+    run.summary.errors.append(f"{msg.subscriber}: deferred: {error.reply}")
+    log.warning(
+        "%s: deferred to the next run after %d attempt(s): %s",
+        msg.subscriber,
+        attempt,
+        error.reply,
+    )
+    run.notify(msg, OUTCOME_DEFERRED, error.reply)
+    return False
