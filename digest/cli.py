@@ -1,0 +1,365 @@
+"""The ``digest`` command line: a thin layer over :class:`digest.core.Digest`.
+
+This is the only module that imports the CLI framework, and the one place where library
+errors become one-line messages (with a traceback only under ``--debug``).
+
+Exit codes: 0 success; 1 a delivery or source failed; 2 bad input (settings, subscribers file,
+arguments); 3 the state file is locked by another sender; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from digest.core import Digest, default_edition_day
+from digest.errors import ConfigError, DigestError, StateLockedError
+from digest.models import Edition, RunSummary
+from digest.settings import Settings, load_settings
+from digest.state import state_lock
+from digest.subscribers import Subscriber
+
+log = logging.getLogger("digest")
+
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_LOCKED = 3
+EXIT_INTERRUPTED = 130
+DEFAULT_PREVIEW_DIR = Path("preview")
+WEEK_RE = re.compile(r"^(\d{4})-W(\d{2})$")
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Personalized daily digests of trending ML papers, self-hosted.",
+    pretty_exceptions_enable=False,
+)
+WIDE_CONSOLE = 200
+"""Columns used for tables when stdout is not a terminal (a pipe or a file)."""
+out = Console(highlight=False, soft_wrap=True)
+if not out.is_terminal:
+    out = Console(highlight=False, soft_wrap=True, width=WIDE_CONSOLE)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class _Options:
+    debug = False
+    verbose = 0
+    env_file: Path | None = Path(".env")
+
+
+_opts = _Options()
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="More log detail (-vv: debug).")
+    ] = 0,
+    env_file: Annotated[
+        Path, typer.Option("--env-file", help="Dotenv file with DIGEST_* settings.")
+    ] = Path(".env"),
+) -> None:
+    _opts.debug = debug
+    _opts.verbose = verbose
+    _opts.env_file = env_file
+
+
+def _setup_logging(default: int) -> None:
+    level = default
+    if _opts.verbose == 1:
+        level = min(default, logging.INFO)
+    elif _opts.verbose >= 2 or _opts.debug:
+        level = logging.DEBUG
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+    if level > logging.DEBUG:
+        for noisy in ("httpx", "httpcore", "apscheduler", "mail.log"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Turn library errors into one line on stderr and an exit code (tracebacks: --debug)."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except DigestError as e:
+        if _opts.debug:
+            raise
+        if isinstance(e, StateLockedError):
+            _fail(str(e), EXIT_LOCKED)
+        if isinstance(e, ConfigError) and len(e.problems) > 1:
+            for problem in e.problems:
+                err.print(f"[bold red]error:[/] {problem}", markup=True, highlight=False)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        _fail(str(e), EXIT_BAD_INPUT if isinstance(e, ConfigError) else EXIT_FAILED)
+
+
+def _settings(**overrides: Any) -> Settings:
+    return load_settings(env_file=_opts.env_file, **overrides)
+
+
+def _sources_override(sources: list[str] | None) -> str | None:
+    return ",".join(sources) if sources else None
+
+
+def parse_edition(value: str | None, *, default_day: date) -> Edition:
+    """``YYYY-MM-DD`` → daily edition; ``YYYY-Www`` → weekly; ``None`` → ``default_day``.
+
+    Raises:
+        ConfigError: neither form.
+    """
+    if value is None:
+        return Edition.daily(default_day)
+    week = WEEK_RE.match(value)
+    try:
+        if week:
+            return Edition.weekly(int(week.group(1)), int(week.group(2)))
+        return Edition.daily(date.fromisoformat(value))
+    except ValueError:
+        raise ConfigError(
+            f"--date {value!r}: use YYYY-MM-DD (a daily edition) or YYYY-Www (a weekly one)"
+        ) from None
+
+
+def _find_subscriber(digest: Digest, email: str) -> Subscriber:
+    found = digest.load_subscribers().get(email)
+    if found is None:
+        raise ConfigError(f"--subscriber {email}: not in {digest.settings.subscribers}")
+    return found
+
+
+SourceOpt = Annotated[
+    list[str] | None,
+    typer.Option("--source", help="Paper source (repeatable): hf, file:PATH, feed:URL."),
+]
+
+
+@app.command()
+def preview(
+    date_: Annotated[
+        str | None, typer.Option("--date", help="YYYY-MM-DD or YYYY-Www; default yesterday (UTC).")
+    ] = None,
+    subscriber: Annotated[
+        str | None, typer.Option(help="Render this subscriber's edition (default: unpersonalized).")
+    ] = None,
+    out_path: Annotated[
+        str | None, typer.Option("--out", help="File to write, or '-' for stdout.")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="html, text or eml.")] = "html",
+    source: SourceOpt = None,
+) -> None:
+    """Render an edition locally. Sends nothing and records no delivery."""
+    _setup_logging(logging.WARNING)
+    with _errors():
+        settings = _settings(sources=_sources_override(source))
+        with Digest(settings) as digest:
+            edition = parse_edition(date_, default_day=default_edition_day(digest.now()))
+            sub = _find_subscriber(digest, subscriber) if subscriber else None
+            result = asyncio.run(digest.papers_for(edition, sources=sub.sources if sub else None))
+            for line in result.failed:
+                err.print(f"warning: {line}")
+            data = digest.preview(edition, result.papers, sub, fmt)
+        if out_path == "-":
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
+            return
+        ext = {"html": "html", "text": "txt", "eml": "eml"}[fmt]
+        who = f"-{sub.email}" if sub else ""
+        path = Path(out_path) if out_path else DEFAULT_PREVIEW_DIR / f"{edition.key}{who}.{ext}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        out.print(
+            f"wrote {path} ({len(data):,} bytes, {len(result.papers)} papers on {edition.key})"
+        )
+
+
+@app.command()
+def send(
+    date_: Annotated[
+        str | None, typer.Option("--date", help="YYYY-MM-DD or YYYY-Www; default yesterday (UTC).")
+    ] = None,
+    subscriber: Annotated[
+        list[str] | None, typer.Option(help="Only these subscribers (repeatable).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="Rank and render, send nothing.")] = False,
+    resend: Annotated[bool, typer.Option(help="Send even to those who have it.")] = False,
+    retry_unknown: Annotated[
+        bool, typer.Option(help="Resend editions left 'unknown' by a crash.")
+    ] = False,
+    source: SourceOpt = None,
+) -> None:
+    """Send an edition to every active subscriber who has not had it."""
+    _setup_logging(logging.WARNING)
+    with _errors():
+        settings = _settings(sources=_sources_override(source))
+        with state_lock(settings.state_path, purpose="send"), Digest(settings) as digest:
+            edition = parse_edition(date_, default_day=default_edition_day(digest.now()))
+            # A daily edition goes to daily subscribers, a weekly one (YYYY-Www) to weekly ones.
+            subs = [
+                s for s in digest.load_subscribers().subscribers if s.frequency == edition.frequency
+            ]
+            if subscriber:
+                wanted = {s.lower() for s in subscriber}
+                missing = wanted - {s.email for s in subs}
+                if missing:
+                    raise ConfigError(
+                        f"--subscriber {', '.join(sorted(missing))}: not in {settings.subscribers}"
+                    )
+                subs = [s for s in subs if s.email in wanted]
+            unknown = 0 if dry_run else digest.recover()
+            summary = _with_progress(
+                len(subs),
+                lambda cb: digest.send(
+                    edition,
+                    subs,
+                    dry_run=dry_run,
+                    resend=resend,
+                    retry_unknown=retry_unknown,
+                    on_result=cb,
+                ),
+            )
+            summary.unknown = max(summary.unknown, unknown)
+            where = (
+                f"SMTP {settings.smtp_host}:{settings.effective_smtp_port}"
+                if settings.smtp_host
+                else f"Maildir {settings.outbox}"
+            )
+        _print_summary(edition, summary, where, dry_run)
+        if not summary.ok:
+            raise typer.Exit(EXIT_FAILED)
+
+
+def _with_progress(total: int, run: Callable[[Callable[[str, str], None]], Any]) -> RunSummary:
+    if not err.is_terminal or total == 0:
+        result: RunSummary = asyncio.run(run(lambda _e, _o: None))
+        return result
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err, transient=True) as progress:
+        task = progress.add_task("sending", total=total)
+        result = asyncio.run(run(lambda _e, _o: progress.advance(task)))
+    return result
+
+
+def _print_summary(edition: Edition, s: RunSummary, where: str, dry_run: bool) -> None:
+    verb = "would send" if dry_run else "sent"
+    line = f"edition {edition.key}: {verb} {s.sent}, skipped {s.skipped}, failed {s.failed}"
+    if s.deferred:
+        line += f", deferred {s.deferred} (retried next run)"
+    if s.unknown:
+        line += f", unknown {s.unknown} (see `digest history`; resend with --retry-unknown)"
+    out.print(f"{line} → {where}")
+    for e in s.errors:
+        err.print(f"  {e}")
+
+
+@app.command()
+def validate() -> None:
+    """Check the settings and the subscribers file; exit 0 or list every problem."""
+    _setup_logging(logging.WARNING)
+    problems: list[str] = []
+    settings: Settings | None = None
+    try:
+        settings = _settings()
+    except ConfigError as e:
+        problems.extend(e.problems)
+    subscribers_path = settings.subscribers if settings else Path("subscribers.yaml")
+    count = 0
+    try:
+        from digest.subscribers import load_subscribers
+
+        count = len(load_subscribers(subscribers_path).subscribers)
+    except ConfigError as e:
+        problems.extend(e.problems)
+    if problems:
+        for p in problems:
+            err.print(f"[bold red]error:[/] {p}", markup=True, highlight=False)
+        raise typer.Exit(EXIT_BAD_INPUT)
+    out.print(f"ok: settings valid, {count} subscribers in {subscribers_path}")
+
+
+@app.command()
+def history(
+    date_: Annotated[str | None, typer.Option("--date", help="Edition key.")] = None,
+    subscriber: Annotated[str | None, typer.Option(help="Only this subscriber.")] = None,
+    status: Annotated[
+        str | None, typer.Option(help="owed, sending, sent, failed, unknown or skipped.")
+    ] = None,
+) -> None:
+    """Show what was sent, when, with which Message-ID."""
+    _setup_logging(logging.WARNING)
+    with _errors():
+        settings = _settings()
+        with Digest(settings) as digest:
+            rows = digest.store.list(
+                edition=date_,
+                subscriber=subscriber.lower() if subscriber else None,
+                statuses=[status] if status else None,
+            )
+        table = Table(show_lines=False)
+        for col in ("edition", "subscriber", "status", "when (UTC)", "Message-ID", "detail"):
+            table.add_column(col, overflow="fold")
+        for r in rows:
+            when = r.sent_at or r.updated_at
+            detail = r.detail or ""
+            if r.last_error and r.status != "sent":
+                detail = f"{detail} {r.last_code or ''} {r.last_error}".strip()
+            table.add_row(
+                r.edition,
+                r.subscriber,
+                r.status,
+                when.strftime("%Y-%m-%d %H:%M:%S") if when else "",
+                r.message_id or "",
+                detail,
+            )
+        out.print(table)
+        out.print(f"{len(rows)} rows")
+
+
+@app.command()
+def run() -> None:
+    """Run the daemon: send each subscriber's edition at their hour; catch up after downtime."""
+    _setup_logging(logging.INFO)
+    with _errors():
+        from digest.daemon import run as run_daemon
+
+        settings = _settings()
+        code = run_daemon(settings)
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    """Console-script entry point (``digest``)."""
+    app()

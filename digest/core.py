@@ -1,0 +1,420 @@
+"""The library facade: :class:`Digest` ties sources, ranking, rendering, delivery and state.
+
+The CLI and the daemon are thin layers over it: each command is one or two calls here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from email.utils import parseaddr
+from types import TracebackType
+
+from digest.clock import Clock, utc_now
+from digest.delivery import OutgoingMessage
+from digest.delivery.engine import send_all
+from digest.errors import ConfigError, DigestError, SourceError
+from digest.message import build_message, make_message_id, unsubscribe_url_for
+from digest.models import Edition, Paper, RankedPaper, RunSummary
+from digest.ranking import rank
+from digest.render import EmailContext, RenderedEmail, Renderer
+from digest.settings import Settings
+from digest.sources import Source, build_source
+from digest.sources.merge import merge_papers
+from digest.state import SKIP_NO_PAPERS, StateStore
+from digest.subscribers import Subscriber, SubscriberList, load_subscribers
+
+log = logging.getLogger(__name__)
+
+PREVIEW_FORMATS = ("html", "text", "eml")
+
+ResultCallback = Callable[[str, str], None]
+"""``on_result(email, outcome)``: outcome is ``sent``, ``failed``, ``deferred``, ``skipped``."""
+
+
+@dataclass(frozen=True, slots=True)
+class PapersResult:
+    """The papers of an edition, merged across sources.
+
+    Attributes:
+        papers: merged, deduplicated papers of every day of the edition (source order kept).
+        failed: one line per source/day that could not be fetched (``source day: reason``).
+        complete: True when every source answered for every day.
+    """
+
+    papers: list[Paper]
+    failed: list[str] = field(default_factory=list)
+    complete: bool = True
+
+
+def default_edition_day(now: datetime) -> date:
+    """The most recent Daily Papers date that has ended at ``now``: yesterday in UTC.
+
+    Args:
+        now: an aware datetime (any zone; converted to UTC).
+    """
+    return (now.astimezone(UTC) - timedelta(days=1)).date()
+
+
+def day_has_ended(day: date, now: datetime) -> bool:
+    """True when the UTC day ``day`` is over at ``now`` (its list can no longer change)."""
+    return now.astimezone(UTC).date() > day
+
+
+class Digest:
+    """One configured ``digest`` instance: settings, the state file, sources and templates.
+
+    Use as a context manager (or call :meth:`close`). Not thread-safe; one per process.
+
+    Args:
+        settings: the validated settings.
+        now: the clock (aware UTC datetimes); injected by tests.
+
+    Raises:
+        StateError: the state file cannot be opened or has a newer schema.
+    """
+
+    def __init__(self, settings: Settings, *, now: Clock = utc_now) -> None:
+        self.settings = settings
+        self.now = now
+        self.store = StateStore(settings.state_path, now=now)
+        self._renderer: Renderer | None = None
+        self._sources: dict[str, Source] = {}
+        self._recovered = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the state file."""
+        self.store.close()
+
+    def __enter__(self) -> Digest:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- inputs ----------------------------------------------------------------------------
+    def load_subscribers(self) -> SubscriberList:
+        """Read and validate the subscribers file (``DIGEST_SUBSCRIBERS``).
+
+        Raises:
+            ConfigError: every problem at once, as ``file:line: field: message``.
+        """
+        return load_subscribers(self.settings.subscribers)
+
+    @property
+    def renderer(self) -> Renderer:
+        """The template renderer (built on first use)."""
+        if self._renderer is None:
+            self._renderer = Renderer(self.settings.templates_dir, site_url=self.settings.site_url)
+        return self._renderer
+
+    def _source(self, spec: str) -> Source:
+        if spec not in self._sources:
+            self._sources[spec] = build_source(
+                spec, self.settings, feed_cache=self.store.feed_cache
+            )
+        return self._sources[spec]
+
+    async def papers_for(
+        self,
+        edition: Edition,
+        *,
+        sources: Sequence[str] | None = None,
+        refresh: bool = False,
+    ) -> PapersResult:
+        """The papers of ``edition``, merged across ``sources``.
+
+        Papers already stored in the state file for a (day, source) are reused, so a later
+        preview or resend shows the same papers. Fetched papers are stored once their UTC
+        day has ended (before that the list is still growing).
+
+        Args:
+            edition: which days to collect.
+            sources: source specs; default ``settings.source_specs``.
+            refresh: ignore stored papers that are empty (a weekday list fetched too early or
+                during an outage) and fetch again.
+
+        Returns:
+            The merged papers and which fetches failed.
+
+        Raises:
+            SourceError: every source failed for every day (nothing to send yet).
+        """
+        specs = list(sources) if sources else self.settings.source_specs
+        now = self.now()
+        failed: list[str] = []
+        per_source: list[list[Paper]] = []
+        attempts = 0
+
+        async def one(spec: str, day: date) -> list[Paper] | None:
+            stored = self.store.load_papers(day, spec)
+            if stored is not None and not (refresh and not stored):
+                return stored
+            try:
+                papers = await self._source(spec).fetch(day)
+            except SourceError as e:
+                log.warning("%s", e)
+                failed.append(f"{spec} {day.isoformat()}: {e}")
+                return None
+            if day_has_ended(day, now):
+                self.store.save_papers(day, spec, papers)
+            return papers
+
+        jobs = [(spec, day) for spec in specs for day in edition.days]
+        results = await asyncio.gather(*(one(spec, day) for spec, day in jobs))
+        by_source: dict[str, list[Paper]] = {spec: [] for spec in specs}
+        for (spec, _day), papers in zip(jobs, results, strict=True):
+            attempts += 1
+            if papers is not None:
+                by_source[spec].extend(papers)
+        if failed and len(failed) == attempts:
+            raise SourceError(",".join(specs), "every source failed: " + "; ".join(failed))
+        per_source = [by_source[spec] for spec in specs]
+        merged = merge_papers(per_source) if len(per_source) > 1 else _dedup(per_source[0])
+        return PapersResult(papers=merged, failed=failed, complete=not failed)
+
+    # -- rendering -------------------------------------------------------------------------
+    def render(
+        self, edition: Edition, papers: Sequence[Paper], subscriber: Subscriber | None
+    ) -> tuple[list[RankedPaper], RenderedEmail]:
+        """Rank ``papers`` for ``subscriber`` (``None``: the unpersonalized edition) and render.
+
+        Raises:
+            ConfigError: a template is broken.
+        """
+        who = subscriber or Subscriber.default()
+        ranked = rank(papers, who)
+        ctx = EmailContext(
+            edition=edition,
+            papers=ranked,
+            subscriber=subscriber,
+            unsubscribe_url=unsubscribe_url_for(self.settings, subscriber.email)
+            if subscriber
+            else None,
+            unsubscribe_mailto=self.settings.unsubscribe_mailto,
+            total_papers=len(papers),
+        )
+        return ranked, self.renderer.render(ctx)
+
+    def build(
+        self, rendered: RenderedEmail, subscriber: Subscriber | None, edition: Edition
+    ) -> tuple[str, bytes]:
+        """Build the RFC 5322 message for ``subscriber``; returns ``(message_id, bytes)``."""
+        email = subscriber.email if subscriber else "preview@localhost"
+        message_id = make_message_id(self.settings, email, edition.key)
+        data = build_message(
+            rendered,
+            settings=self.settings,
+            to_email=email,
+            to_name=subscriber.name if subscriber else None,
+            message_id=message_id,
+            date=self.now(),
+        )
+        return message_id, data
+
+    def preview(
+        self,
+        edition: Edition,
+        papers: Sequence[Paper],
+        subscriber: Subscriber | None,
+        fmt: str = "html",
+    ) -> bytes:
+        """Render one edition locally: sends nothing and records no delivery.
+
+        Args:
+            edition: the edition.
+            papers: its papers (from :meth:`papers_for`).
+            subscriber: whose edition, or ``None`` for the unpersonalized one.
+            fmt: ``html`` (inlined HTML part), ``text`` (plain-text part) or ``eml`` (the
+                whole message as it would be sent).
+
+        Returns:
+            UTF-8 bytes of the requested format.
+
+        Raises:
+            ConfigError: unknown format or broken template.
+        """
+        if fmt not in PREVIEW_FORMATS:
+            raise ConfigError(f"--format must be one of {', '.join(PREVIEW_FORMATS)}, not {fmt!r}")
+        _, rendered = self.render(edition, papers, subscriber)
+        if fmt == "html":
+            return rendered.html.encode()
+        if fmt == "text":
+            return rendered.text.encode()
+        return self.build(rendered, subscriber, edition)[1]
+
+    # -- sending ---------------------------------------------------------------------------
+    def recover(self) -> int:
+        """Mark rows left in ``sending`` by a crashed run as ``unknown``; returns how many.
+
+        Call only while holding the state lock (no other sender can be mid-delivery).
+        """
+        if self._recovered:
+            return 0
+        self._recovered = True
+        rows = self.store.recover_unknown()
+        for row in rows:
+            log.warning(
+                "%s: edition %s was being sent when the previous run stopped; it may or may "
+                "not have been delivered (status unknown, Message-ID %s); resend with "
+                "`digest send --retry-unknown`",
+                row.subscriber,
+                row.edition,
+                row.message_id,
+            )
+        return len(rows)
+
+    async def send(
+        self,
+        edition: Edition,
+        subscribers: Sequence[Subscriber],
+        *,
+        dry_run: bool = False,
+        resend: bool = False,
+        retry_unknown: bool = False,
+        stop: asyncio.Event | None = None,
+        on_result: ResultCallback | None = None,
+    ) -> RunSummary:
+        """Send ``edition`` to every active subscriber in ``subscribers`` who lacks it.
+
+        A subscriber who already has a row for the edition is skipped: ``sent``, ``failed``
+        (permanent), ``skipped`` and ``unknown`` rows are final unless ``resend`` (all) or
+        ``retry_unknown`` (unknown ones) reopen them. A subscriber whose ranked list is empty
+        is recorded ``skipped (no papers)`` unless ``send_empty``. One subscriber's failure
+        never stops the others; the papers come from :meth:`papers_for`.
+
+        Args:
+            edition: the edition to send.
+            subscribers: candidates (inactive ones are skipped).
+            dry_run: rank and render but send and record nothing; ``sent`` counts what would go.
+            resend: send again even to subscribers who have the edition.
+            retry_unknown: resend rows left ``unknown`` by a crash.
+            stop: when set, no new message is started; in-flight ones finish.
+            on_result: called with ``(email, outcome)`` after each subscriber.
+
+        Returns:
+            The run's counts.
+
+        Raises:
+            SourceError: every source failed (nothing was sent or recorded).
+            DeliveryConfigError: the transport cannot work (auth, TLS, unreachable relay).
+        """
+        summary = RunSummary()
+        notify = on_result or (lambda _email, _outcome: None)
+        started = time.monotonic()
+        owed: list[Subscriber] = []
+        for sub in subscribers:
+            if not sub.active:
+                continue
+            row = self.store.get(sub.email, edition.key)
+            if row is not None and row.status not in ("owed",):
+                reopen = resend or (retry_unknown and row.status == "unknown")
+                if row.status == "sending":
+                    reopen = reopen and not dry_run
+                if not reopen:
+                    if row.status == "unknown":
+                        summary.unknown += 1
+                    summary.skipped += 1
+                    notify(sub.email, "skipped")
+                    continue
+                if not dry_run:
+                    self.store.reopen(sub.email, edition.key)
+            owed.append(sub)
+        if not owed:
+            return summary
+
+        groups: dict[tuple[str, ...] | None, PapersResult] = {}
+        for sub in owed:
+            key = sub.sources
+            if key not in groups:
+                groups[key] = await self.papers_for(edition, sources=key)
+        for result in groups.values():
+            for line in result.failed:
+                summary.errors.append(f"source {line}")
+
+        async def messages() -> AsyncIterator[OutgoingMessage]:
+            for sub in owed:
+                if stop is not None and stop.is_set():
+                    return
+                papers = groups[sub.sources].papers
+                try:
+                    ranked, rendered = self.render(edition, papers, sub)
+                    if not ranked and not sub.send_empty:
+                        if not dry_run:
+                            self.store.mark_skipped(sub.email, edition.key, SKIP_NO_PAPERS)
+                        summary.skipped += 1
+                        notify(sub.email, "skipped")
+                        continue
+                    message_id, data = self.build(rendered, sub, edition)
+                except DigestError as e:
+                    log.error("%s: could not build edition %s: %s", sub.email, edition.key, e)
+                    summary.failed += 1
+                    summary.errors.append(f"{sub.email}: {e}")
+                    notify(sub.email, "failed")
+                    continue
+                if dry_run:
+                    summary.sent += 1
+                    notify(sub.email, "sent")
+                    continue
+                yield OutgoingMessage(
+                    subscriber=sub.email,
+                    edition=edition.key,
+                    message_id=message_id,
+                    envelope_from=self.envelope_sender,
+                    recipients=(sub.email,),
+                    data=data,
+                )
+                await asyncio.sleep(0)
+
+        if dry_run:
+            async for _ in messages():
+                pass
+            return summary
+
+        def relay(msg: OutgoingMessage, outcome: str, _detail: str) -> None:
+            notify(msg.subscriber, outcome)
+
+        sent = await send_all(
+            messages(), store=self.store, settings=self.settings, stop=stop, on_result=relay
+        )
+        summary.sent += sent.sent
+        summary.failed += sent.failed
+        summary.deferred += sent.deferred
+        summary.skipped += sent.skipped
+        summary.errors.extend(sent.errors)
+        log.info(
+            "edition %s: sent %d, skipped %d, failed %d, deferred %d in %.1f s",
+            edition.key,
+            summary.sent,
+            summary.skipped,
+            summary.failed,
+            summary.deferred,
+            time.monotonic() - started,
+        )
+        return summary
+
+    @property
+    def envelope_sender(self) -> str:
+        """The envelope sender (SMTP ``MAIL FROM``): ``DIGEST_ENVELOPE_FROM`` or From's address."""
+        return self.settings.envelope_from or parseaddr(self.settings.sender)[1]
+
+
+def _dedup(papers: list[Paper]) -> list[Paper]:
+    """Drop repeated arXiv ids (a weekly edition may list a paper on two days), first wins."""
+    seen: set[str] = set()
+    out: list[Paper] = []
+    for paper in papers:
+        if paper.arxiv_id not in seen:
+            seen.add(paper.arxiv_id)
+            out.append(paper)
+    return out
