@@ -1,0 +1,306 @@
+"""Ranking: which of an edition's papers a subscriber gets, in which order.
+
+Matching
+--------
+A keyword (or exclude term) matches a text when, case-insensitively, it occurs as whole words:
+
+* no letter, digit or ``_`` directly before or after it ("agent" does not match "reagent");
+* a trailing ``*`` matches any continuation of a word ("agent*": agent, agents, agentic);
+* a word without ``*`` also matches its English plural in ``s``/``es`` ("agent": agents);
+* the words of a multi-word keyword match across any run of whitespace and/or hyphens
+  ("reinforcement learning" matches "reinforcement-learning" and a line break; "self-play"
+  matches "self play").
+
+A paper's **title** is searched, and separately its **body**: abstract, AI summary and AI
+keywords (a multi-word keyword never matches across two of these fields).
+
+Selection
+---------
+1. A paper matching any ``exclude`` term (title or body) is dropped.
+2. ``upvotes < min_upvotes`` drops a paper; a feed-only paper (``upvotes`` is ``None``) counts
+   as 0 upvotes, so it passes only when ``min_upvotes`` is 0.
+3. With ``only_matching``, a paper matching no keyword is dropped.
+4. The rest are sorted (below) and the first ``max_papers`` kept.
+
+Score
+-----
+::
+
+    score = ln(1 + upvotes) + Σ over the subscriber's keywords k of w(k)
+
+    w(k) = TITLE_WEIGHT (2.0)  if k matches the title
+           BODY_WEIGHT  (1.0)  if k matches only the body (abstract, AI summary, AI keywords)
+           0                   otherwise
+
+``upvotes`` is the Hugging Face upvote count, 0 for feed-only papers. Papers are sorted by
+score, highest first; ties are broken by upvotes (descending; a feed-only paper comes after
+a Hugging Face paper with the same score), then comments (descending; unknown last), then arXiv id
+(ascending), then title, so the order is fully deterministic.
+
+Consequences:
+
+* No keywords: the order is upvotes descending (``ln(1 + u)`` is strictly increasing).
+* A paper matching at least one keyword gets at least ``+1.0``, so it ranks above every
+  non-matching paper with the same or fewer upvotes. A far more upvoted non-matching paper can
+  still rank above a weak match: one title match is worth multiplying ``1 + upvotes`` by
+  e² ≈ 7.4, one body match by e ≈ 2.7.
+* A keyword in the title counts twice as much as in the body.
+* Feed-only papers all share ``ln(1 + 0) = 0``, so among themselves they are ordered by
+  keyword relevance (then comments, id).
+
+Compiled matchers are cached per keyword tuple; per list of papers, the lower-cased texts and
+which papers each distinct keyword matches are computed once and shared by every subscriber
+ranked over that list, so ranking thousands of subscribers over one edition is cheap.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from digest.models import Paper, RankedPaper
+from digest.subscribers import Subscriber, split_keyword
+
+TITLE_WEIGHT = 2.0
+"""Score added per keyword found in the title (in units of ln(1 + upvotes))."""
+BODY_WEIGHT = 1.0
+"""Score added per keyword found only in the abstract, AI summary or AI keywords."""
+FIELD_SEPARATOR = " \x00 "
+"""Joins the body fields; ``\\x00`` is neither a word character, whitespace nor a hyphen, so
+no keyword can match across two fields."""
+MATCHER_CACHE_SIZE = 16384
+"""Distinct keyword tuples whose compiled matchers are kept (one per subscriber typically)."""
+EDITION_CACHE_SIZE = 32
+"""Paper lists whose precomputed texts and term matches are kept (see :class:`_Edition`)."""
+
+_SEPARATOR = r"[\s\-‐‑‒–—]+"
+"""Between the words of a keyword: whitespace, ASCII hyphen and Unicode hyphens/dashes."""
+_PLURAL = r"(?:e?s)?"
+_BEFORE = r"(?<!\w)"
+_AFTER = r"(?!\w)"
+
+
+@dataclass(frozen=True, slots=True)
+class _Term:
+    """One compiled keyword.
+
+    Attributes:
+        text: the keyword as the subscriber wrote it (reported in ``RankedPaper.matched``).
+        key: the keyword lower-cased: terms with the same key match the same papers.
+        needle: a lower-case literal every match contains (its longest word, without ``*``):
+            a cheap substring test that skips the regex for most texts.
+        pattern: the whole-word regex, applied to lower-cased text.
+    """
+
+    text: str
+    key: str
+    needle: str
+    pattern: re.Pattern[str]
+
+    def found(self, lowered: str) -> bool:
+        """Whether the term matches ``lowered`` (text already lower-cased)."""
+        return self.needle in lowered and self.pattern.search(lowered) is not None
+
+
+def _regex(keyword: str) -> str:
+    """The whole-word regex source of one keyword (no flags; see the module docstring)."""
+    pieces = []
+    for word in split_keyword(keyword):
+        core = word.rstrip("*")
+        suffix = r"\w*" if word.endswith("*") else _PLURAL
+        pieces.append(re.escape(core) + suffix)
+    return _BEFORE + _SEPARATOR.join(pieces) + _AFTER
+
+
+@functools.lru_cache(maxsize=MATCHER_CACHE_SIZE)
+def _term(keyword: str) -> _Term:
+    lowered = keyword.lower()
+    needle = max((w.rstrip("*") for w in split_keyword(lowered)), key=len, default="")
+    return _Term(keyword, lowered, needle, re.compile(_regex(lowered)))
+
+
+@functools.lru_cache(maxsize=MATCHER_CACHE_SIZE)
+def _terms(keywords: tuple[str, ...]) -> tuple[_Term, ...]:
+    """The compiled terms of a keyword tuple (terms without a word are skipped)."""
+    return tuple(_term(k) for k in keywords if split_keyword(k))
+
+
+class _Edition:
+    """Per-list precomputation shared by every subscriber ranked over the same papers.
+
+    Holds each paper's lower-cased title and body, its base score ``ln(1 + upvotes)`` and
+    tie-break key, and, per distinct term, bit masks of the papers it matches (bit ``i`` =
+    ``papers[i]``), so a term is searched once per edition, not once per subscriber.
+    """
+
+    def __init__(self, papers: tuple[Paper, ...]) -> None:
+        self.papers = papers
+        self.n = len(papers)
+        self.titles = [p.title.lower() for p in papers]
+        self.bodies = [
+            FIELD_SEPARATOR.join((p.abstract, p.ai_summary or "", *p.ai_keywords)).lower()
+            for p in papers
+        ]
+        self.upvotes = [p.upvotes if p.upvotes is not None else 0 for p in papers]
+        self.base = [math.log1p(max(u, 0)) for u in self.upvotes]
+        self.tiebreak = [
+            (
+                -(p.upvotes if p.upvotes is not None else -1),
+                -(p.comments if p.comments is not None else -1),
+                p.arxiv_id,
+                p.title,
+            )
+            for p in papers
+        ]
+        self._masks: dict[str, tuple[int, int]] = {}
+        # All titles (bodies) in one string: one substring test rules a term out for all.
+        self._all_titles = FIELD_SEPARATOR.join(self.titles)
+        self._all_bodies = FIELD_SEPARATOR.join(self.bodies)
+
+    def masks(self, term: _Term) -> tuple[int, int]:
+        """``(in_title, in_body)`` bit masks of the papers ``term`` matches."""
+        found = self._masks.get(term.key)
+        if found is None:
+            in_title = in_body = 0
+            if term.needle in self._all_titles:
+                for i, text in enumerate(self.titles):
+                    if term.found(text):
+                        in_title |= 1 << i
+            if term.needle in self._all_bodies:
+                for i, text in enumerate(self.bodies):
+                    if term.found(text):
+                        in_body |= 1 << i
+            found = self._masks[term.key] = (in_title, in_body)
+        return found
+
+
+_editions: OrderedDict[tuple[int, ...], _Edition] = OrderedDict()
+_editions_lock = threading.Lock()
+
+
+def _edition(papers: Sequence[Paper]) -> _Edition:
+    """The cached :class:`_Edition` of ``papers`` (keyed by the identity of each paper).
+
+    The entry holds the papers themselves, so their ids cannot be reused while it is cached.
+    """
+    key = tuple(map(id, papers))
+    with _editions_lock:
+        edition = _editions.get(key)
+        if edition is not None:
+            _editions.move_to_end(key)
+            return edition
+    edition = _Edition(tuple(papers))
+    with _editions_lock:
+        _editions[key] = edition
+        while len(_editions) > EDITION_CACHE_SIZE:
+            _editions.popitem(last=False)
+    return edition
+
+
+def rank(papers: Sequence[Paper], subscriber: Subscriber) -> list[RankedPaper]:
+    """Select and order ``papers`` for ``subscriber`` (formula in the module docstring).
+
+    Args:
+        papers: one edition's papers, any order (a weekly edition: the whole week's).
+        subscriber: whose keywords, exclusions and limits apply.
+
+    Returns:
+        At most ``subscriber.max_papers`` papers, best first. Each carries its score, the
+        subscriber's keywords that matched (as written, in the subscriber's order) and those
+        of them found in the title. Deterministic for the same input, whatever its order
+        (papers with identical id and title keep their input order).
+    """
+    edition = _edition(papers)
+    keywords = [(term, *edition.masks(term)) for term in _terms(subscriber.keywords)]
+    excluded = 0
+    for term in _terms(subscriber.exclude):
+        in_title, in_body = edition.masks(term)
+        excluded |= in_title | in_body
+    matching = 0
+    for _, in_title, in_body in keywords:
+        matching |= in_title | in_body
+    min_upvotes = subscriber.min_upvotes
+    only_matching = subscriber.only_matching
+
+    rows: list[tuple[float, tuple[int, int, str, str], int, float]] = []
+    for i in range(edition.n):
+        bit = 1 << i
+        if excluded & bit or edition.upvotes[i] < min_upvotes:
+            continue
+        relevance = 0.0
+        if matching & bit:
+            for _, in_title, in_body in keywords:
+                if in_title & bit:
+                    relevance += TITLE_WEIGHT
+                elif in_body & bit:
+                    relevance += BODY_WEIGHT
+        elif only_matching:
+            continue
+        score = edition.base[i] + relevance
+        rows.append((-score, edition.tiebreak[i], i, score))
+    rows.sort()
+
+    out = []
+    for _, _, i, score in rows[: subscriber.max_papers]:
+        bit = 1 << i
+        matched = tuple(t.text for t, in_title, in_body in keywords if (in_title | in_body) & bit)
+        in_title_only = tuple(t.text for t, in_title, _ in keywords if in_title & bit)
+        out.append(RankedPaper(edition.papers[i], score, matched, in_title_only))
+    return out
+
+
+def matches(text: str, keyword: str) -> bool:
+    """Whether ``keyword`` matches ``text`` under the rules of the module docstring.
+
+    Args:
+        text: any text (title, abstract...).
+        keyword: a keyword as a subscriber writes it (``"agent*"``, ``"reinforcement
+            learning"``).
+    """
+    return _term(keyword).found(text.lower()) if split_keyword(keyword) else False
+
+
+@functools.lru_cache(maxsize=MATCHER_CACHE_SIZE)
+def _highlight_pattern(keywords: tuple[str, ...]) -> re.Pattern[str] | None:
+    usable = sorted({k for k in keywords if split_keyword(k)}, key=lambda k: (-len(k), k))
+    if not usable:
+        return None
+    return re.compile("|".join(_regex(k) for k in usable), re.IGNORECASE)
+
+
+def highlight_terms(subscriber: Subscriber) -> re.Pattern[str] | None:
+    """One case-insensitive regex matching any of the subscriber's keywords in original text.
+
+    Same rules as ranking (whole words, ``*`` prefix, plurals, hyphen/space-insensitive
+    multi-word keywords); longer keywords are tried first so "reinforcement learning" wins
+    over "learning". Cached per keyword tuple.
+
+    Args:
+        subscriber: whose keywords (``exclude`` terms are not highlighted).
+
+    Returns:
+        The compiled pattern, or ``None`` when the subscriber has no keywords.
+    """
+    return _highlight_pattern(subscriber.keywords)
+
+
+def highlight_spans(text: str, subscriber: Subscriber) -> list[tuple[int, int]]:
+    """Where the subscriber's keywords occur in ``text``, for a renderer to highlight.
+
+    Args:
+        text: plain (unescaped) text, e.g. a title or summary.
+        subscriber: whose keywords.
+
+    Returns:
+        Non-overlapping, non-empty ``(start, end)`` character offsets into ``text``
+        (``text[start:end]`` is the matched text), in increasing order; empty if none.
+    """
+    pattern = highlight_terms(subscriber)
+    if pattern is None:
+        return []
+    return [m.span() for m in pattern.finditer(text) if m.end() > m.start()]

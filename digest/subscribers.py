@@ -1,0 +1,783 @@
+"""Subscribers: who gets the digest, when, and how their edition is personalised.
+
+The subscribers file (``DIGEST_SUBSCRIBERS``, default ``subscribers.yaml``; start from
+``subscribers.example.yaml``) is YAML::
+
+    defaults: {max_papers: 10}          # any per-subscriber option except email and name
+    subscribers:
+      - email: ada@example.org
+        name: Ada
+        keywords: [diffusion, "reinforcement learning", "agent*"]
+        exclude: [survey]
+
+:func:`load_subscribers` validates the whole file and reports **every** problem at once, each
+as one line ``path:line: subscribers[3].keywords[1]: message`` (``line`` is 1-based, list
+indexes are 0-based). Unknown keys are errors with a "did you mean" hint, so a typo never
+silently falls back to a default.
+
+Speed: the daemon re-reads the file every tick. The parsed result is cached per path and keyed
+by the file's bytes (SHA-256), so an unchanged file costs one read and one hash. The YAML is
+parsed once into a node tree (the libyaml-based C parser when ``ruamel.yaml.clib`` is
+installed, else the pure-Python one); line numbers come from that tree and are looked up only
+when there is a problem to report.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import hashlib
+import logging
+import re
+import threading
+import zoneinfo
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import time
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from email_validator import EmailNotValidError, validate_email
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
+
+from digest.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+Frequency = Literal["daily", "weekly"]
+Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+
+DEFAULT_MAX_PAPERS = 10
+"""Papers per edition when ``max_papers`` is not set."""
+DEFAULT_MIN_UPVOTES = 0
+"""Minimum Hugging Face upvotes when ``min_upvotes`` is not set (0: no minimum)."""
+DEFAULT_FREQUENCY: Frequency = "daily"
+"""Edition frequency when ``frequency`` is not set."""
+DEFAULT_WEEKDAY: Weekday = "monday"
+"""Send day of a weekly subscriber when ``weekday`` is not set."""
+DEFAULT_SEND_AT = time(7, 0)
+"""Local send time (in the subscriber's ``timezone``) when ``send_at`` is not set."""
+DEFAULT_TIMEZONE = "UTC"
+"""IANA time zone when ``timezone`` is not set."""
+EXAMPLE_FILE = "subscribers.example.yaml"
+"""The commented example shipped at the repository root, to copy when starting."""
+UNPERSONALIZED_EMAIL = "everyone@example.com"
+"""Placeholder address of :meth:`Subscriber.default` (never sent to; example.com is reserved)."""
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+"""Valid ``weekday`` values, Monday first (index = ``date.weekday()``)."""
+FREQUENCIES = ("daily", "weekly")
+"""Valid ``frequency`` values."""
+TOP_LEVEL_KEYS = ("defaults", "subscribers")
+"""Keys allowed at the top of the subscribers file."""
+PER_SUBSCRIBER_ONLY = ("email", "name")
+"""Options that cannot appear in ``defaults``."""
+SOURCE_PREFIXES = ("file:", "feed:")
+"""Source spec prefixes besides the bare ``hf`` (same rule as ``DIGEST_SOURCES``)."""
+MAX_SUMMARY_PROBLEMS = 5
+"""How many problems the one-line ``str()`` of the :class:`ConfigError` spells out."""
+
+
+_SEND_AT_RE = re.compile(r"(\d{1,2}):(\d{2})")
+_WORD_SEPARATORS_RE = re.compile(r"[\s\-‐‑‒–—]+")
+"""Whitespace and hyphens/dashes: what separates the words of a (multi-word) keyword."""
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_HOURS_PER_DAY = 24
+_MINUTES_PER_HOUR = 60
+_HINT_CUTOFF = 0.6
+"""difflib similarity needed for a "did you mean" hint (0..1)."""
+
+
+# --- field-level helpers -----------------------------------------------------------------
+
+
+def _custom(kind: str, message: str) -> PydanticCustomError:
+    # Without a context pydantic does not format the template: braces in user text are safe.
+    return PydanticCustomError(kind, message)
+
+
+def _hint(word: str, choices: Sequence[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest choice, or ``""``."""
+    close = difflib.get_close_matches(word.lower(), choices, n=1, cutoff=_HINT_CUTOFF)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def split_keyword(keyword: str) -> list[str]:
+    """The words of a keyword: split on whitespace and hyphens, e.g. ``"self-play RL"``.
+
+    Used by the validator here and by :mod:`digest.ranking` to build matchers, so both agree.
+
+    Args:
+        keyword: a keyword or exclude term as written.
+
+    Returns:
+        Its words in order (each may end with ``*``); empty if it has none.
+    """
+    return [w for w in _WORD_SEPARATORS_RE.split(keyword) if w]
+
+
+def _check_term(value: str) -> str:
+    """A keyword/exclude term: stripped; each word has a letter or digit; ``*`` only at the end."""
+    term = value.strip()
+    if not term:
+        raise _custom("empty_keyword", "empty keyword; remove it or write a word")
+    words = split_keyword(term)
+    if not words or all(w.strip("*") == "" for w in words):
+        raise _custom(
+            "bare_wildcard",
+            f"{term!r} has no word to match; a '*' goes after a prefix, e.g. 'agent*'",
+        )
+    for word in words:
+        core = word.rstrip("*")
+        if "*" in core:
+            raise _custom(
+                "inner_wildcard",
+                f"{term!r}: '*' is only allowed at the end of a word (prefix match, 'agent*')",
+            )
+        if not any(ch.isalnum() for ch in core):
+            raise _custom(
+                "no_word",
+                f"{term!r}: the word {word!r} has no letter or digit to match",
+            )
+    return term
+
+
+def _term_before(value: Any) -> Any:
+    # YAML reads `keywords: [3d, 2024]` as a string and an int: a number is a fine keyword.
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def _check_source(value: str) -> str:
+    spec = value.strip()
+    if spec != "hf" and not spec.startswith(SOURCE_PREFIXES):
+        raise _custom("source", f"unknown source {spec!r}: use 'hf', 'file:PATH' or 'feed:URL'")
+    return spec
+
+
+Term = Annotated[str, BeforeValidator(_term_before), AfterValidator(_check_term)]
+"""One keyword or exclude term; errors point at the list item."""
+SourceSpec = Annotated[str, AfterValidator(_check_source)]
+"""One source spec (``hf``, ``file:PATH``, ``feed:URL``)."""
+StrictInt = Annotated[int, Strict()]
+
+
+class Subscriber(BaseModel):
+    """One subscriber: the address and everything that personalises their edition.
+
+    Every option except ``email`` and ``name`` may also be set under ``defaults:`` in the file;
+    a subscriber's own value wins. Instances are immutable and hashable.
+
+    Attributes:
+        email: the address (validated, no DNS lookup), stored lower-cased; the subscriber's
+            identity in the state file, so it must be unique in the file.
+        name: display name for the ``To:`` header and the greeting; ``None`` for none. No line
+            breaks or control characters.
+        keywords: terms of interest, as written, in the subscriber's order. Matching is
+            case-insensitive on whole words in the title, abstract, AI summary and AI keywords;
+            ``*`` at the end of a word matches any continuation (``agent*``: agents, agentic);
+            words of a multi-word keyword match across any whitespace or hyphens;
+            an English plural ``s``/``es`` is accepted. See :mod:`digest.ranking`.
+        exclude: terms (same syntax) of which any match drops a paper, whatever else matches.
+        only_matching: ``True``: only papers matching at least one keyword are sent (then
+            ``keywords`` must not be empty). ``False``: matching papers rank first, the rest
+            of the day's papers fill up to ``max_papers``.
+        min_upvotes: papers with fewer Hugging Face upvotes are left out (count, ``>= 0``).
+            Feed-only papers have no upvotes and count as 0: they pass only when this is 0.
+        max_papers: at most this many papers per edition (count, ``>= 1``).
+        active: ``False`` pauses the subscription without deleting it.
+        frequency: ``"daily"`` (each Daily Papers day) or ``"weekly"`` (the previous ISO week,
+            ranked together).
+        weekday: send day of a weekly edition, a lower-case English day name (``"monday"``);
+            ignored for daily editions.
+        send_at: local wall-clock send time (naive ``datetime.time``, minutes precision) in
+            ``timezone``; written ``"HH:MM"`` (24-hour) in the file.
+        timezone: IANA time zone name of ``send_at`` and ``weekday`` (``"Europe/Berlin"``).
+        send_empty: ``True``: send an edition even when no paper is selected (a "nothing
+            today" email); ``False``: skip that day.
+        sources: restrict this subscriber to some configured sources, by spec string (``hf``,
+            ``file:PATH``, ``feed:URL``, as in ``DIGEST_SOURCES``); ``None``: all sources.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    email: str
+    name: str | None = None
+    keywords: tuple[Term, ...] = ()
+    exclude: tuple[Term, ...] = ()
+    only_matching: bool = False
+    min_upvotes: StrictInt = Field(DEFAULT_MIN_UPVOTES, ge=0)
+    max_papers: StrictInt = Field(DEFAULT_MAX_PAPERS, ge=1)
+    active: bool = True
+    frequency: Frequency = DEFAULT_FREQUENCY
+    weekday: Weekday = DEFAULT_WEEKDAY
+    send_at: time = DEFAULT_SEND_AT
+    timezone: str = DEFAULT_TIMEZONE
+    send_empty: bool = False
+    sources: tuple[SourceSpec, ...] | None = None
+
+    @classmethod
+    def default(cls, defaults: Mapping[str, Any] | None = None) -> Subscriber:
+        """The unpersonalized subscriber: no keywords, every option at its default.
+
+        Used for previews and the "everyone" edition. Its email is the placeholder
+        :data:`UNPERSONALIZED_EMAIL`.
+
+        Args:
+            defaults: option values to apply (e.g. :attr:`SubscriberList.defaults`);
+                ``keywords`` and ``only_matching`` among them are ignored, the rest (including
+                ``exclude``) apply.
+
+        Raises:
+            pydantic.ValidationError: ``defaults`` holds invalid values.
+        """
+        base = {
+            k: v
+            for k, v in (defaults or {}).items()
+            if k not in ("keywords", "only_matching", *PER_SUBSCRIBER_ONLY)
+        }
+        return cls(email=UNPERSONALIZED_EMAIL, **base)
+
+    @property
+    def tz(self) -> zoneinfo.ZoneInfo:
+        """``timezone`` as a :class:`zoneinfo.ZoneInfo` (cached by ``zoneinfo``)."""
+        return zoneinfo.ZoneInfo(self.timezone)
+
+    # --- validators ----------------------------------------------------------------------
+
+    @field_validator("email", mode="before")
+    @classmethod
+    def _check_email(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value  # the str validator reports the type
+        try:
+            info = validate_email(value.strip(), check_deliverability=False)
+        except EmailNotValidError as e:
+            raise _custom("email", f"invalid email address {value!r}: {e}") from None
+        return info.normalized.lower()
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if _CONTROL_RE.search(value):
+            raise _custom("name", "must not contain line breaks or control characters")
+        return value.strip() or None
+
+    @field_validator("keywords", "exclude", mode="before")
+    @classmethod
+    def _terms_list(cls, value: Any) -> Any:
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            raise _custom(
+                "not_a_list",
+                f'must be a list, e.g. [{value}] or [diffusion, "reinforcement learning"]',
+            )
+        return value
+
+    @field_validator("keywords", "exclude")
+    @classmethod
+    def _check_terms(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        seen: dict[str, int] = {}
+        for i, term in enumerate(value):
+            key = " ".join(split_keyword(term.lower()))
+            if key in seen:
+                raise _custom(
+                    "duplicate_term",
+                    f"{term!r} is listed twice (items {seen[key]} and {i})",
+                )
+            seen[key] = i
+        return value
+
+    @field_validator("frequency", mode="before")
+    @classmethod
+    def _check_frequency(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip().lower()
+        if isinstance(value, str) and value not in FREQUENCIES:
+            raise _custom(
+                "frequency",
+                f"unknown frequency {value!r}; use 'daily' or 'weekly'{_hint(value, FREQUENCIES)}",
+            )
+        return value
+
+    @field_validator("weekday", mode="before")
+    @classmethod
+    def _check_weekday(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip().lower()
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            raise _custom(
+                "weekday_number",
+                f"use a day name (monday..sunday), not a number ({value!r})",
+            )
+        if isinstance(value, str) and value not in WEEKDAYS:
+            raise _custom(
+                "weekday",
+                f"unknown weekday {value!r}; use one of monday..sunday{_hint(value, WEEKDAYS)}",
+            )
+        return value
+
+    @field_validator("send_at", mode="before")
+    @classmethod
+    def _parse_send_at(cls, value: Any) -> Any:
+        if isinstance(value, time):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            # YAML 1.1 readers turn an unquoted 07:30 into the number 450.
+            raise _custom("send_at", 'must be a quoted "HH:MM" string, e.g. send_at: "07:30"')
+        if isinstance(value, str):
+            m = _SEND_AT_RE.fullmatch(value.strip())
+            if m:
+                hour, minute = int(m[1]), int(m[2])
+                if hour < _HOURS_PER_DAY and minute < _MINUTES_PER_HOUR:
+                    return time(hour, minute)
+            raise _custom(
+                "send_at",
+                f'must be "HH:MM" (24-hour, local time in timezone), e.g. "07:30"; got {value!r}',
+            )
+        raise _custom("send_at", f'must be "HH:MM" (24-hour), got {type(value).__name__}')
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        name = value.strip()
+        try:
+            zoneinfo.ZoneInfo(name)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            hint = _hint(name, _zone_names())
+            raise _custom(
+                "timezone",
+                f"unknown time zone {value!r}{hint}; use an IANA name like 'Europe/Berlin'",
+            ) from None
+        return name
+
+    @field_validator("sources", mode="before")
+    @classmethod
+    def _sources_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            raise _custom("not_a_list", f"must be a list, e.g. [{value}]")
+        return value
+
+    @field_validator("sources")
+    @classmethod
+    def _check_sources(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        if not value:
+            raise _custom(
+                "empty_sources",
+                "an empty list would send nothing; remove the key to use every source",
+            )
+        if len(set(value)) != len(value):
+            raise _custom("duplicate_source", "a source is listed twice")
+        return value
+
+    @model_validator(mode="after")
+    def _check_only_matching(self) -> Subscriber:
+        if self.only_matching and not self.keywords:
+            raise PydanticCustomError(
+                "only_matching_without_keywords",
+                "only_matching is true but there are no keywords: nothing would ever be sent",
+                {"field": "only_matching"},
+            )
+        return self
+
+
+@functools.cache
+def _zone_names() -> tuple[str, ...]:
+    return tuple(sorted(zoneinfo.available_timezones()))
+
+
+_FIELDS = tuple(Subscriber.model_fields)
+_CROSS_FIELD = frozenset({"only_matching_without_keywords"})
+"""Error types of the model validator (their ``ctx["field"]`` names the option to blame)."""
+_DEFAULT_FIELDS = tuple(f for f in _FIELDS if f not in PER_SUBSCRIBER_ONLY)
+
+
+# --- the list ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SubscriberList:
+    """The validated contents of a subscribers file. Treat it as read-only.
+
+    Attributes:
+        subscribers: every subscriber (active or not) in file order, ``defaults`` applied.
+        defaults: the validated ``defaults:`` mapping as written (option name → value);
+            empty when the file has none.
+        path: the file it was read from.
+    """
+
+    subscribers: list[Subscriber]
+    defaults: dict[str, Any] = field(default_factory=dict)
+    path: Path = Path()
+    _by_email: dict[str, Subscriber] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_email", {s.email: s for s in self.subscribers})
+
+    def get(self, email: str) -> Subscriber | None:
+        """The subscriber with this address (case-insensitive), or ``None``."""
+        return self._by_email.get(email.strip().lower())
+
+    @property
+    def active(self) -> list[Subscriber]:
+        """The subscribers with ``active: true``, in file order."""
+        return [s for s in self.subscribers if s.active]
+
+    def __len__(self) -> int:
+        return len(self.subscribers)
+
+    def __iter__(self) -> Iterator[Subscriber]:
+        return iter(self.subscribers)
+
+
+# --- loading -------------------------------------------------------------------------------
+
+Loc = tuple[str | int, ...]
+
+
+@dataclass
+class _Problems:
+    """Problems found so far: (location, message, other location it refers to or ``None``).
+
+    Locations are paths into the document (``("subscribers", 3, "email")``); their line
+    numbers are looked up only when the problems are reported.
+    """
+
+    items: list[tuple[Loc, str, Loc | None]] = field(default_factory=list)
+
+    def add(self, loc: Loc, message: str, *, also: Loc | None = None) -> None:
+        self.items.append((loc, message, also))
+
+
+@dataclass(frozen=True)
+class _Cached:
+    digest: bytes
+    known_sources: tuple[str, ...] | None
+    result: SubscriberList | None
+    problems: tuple[str, ...]
+
+
+_cache: dict[str, _Cached] = {}
+_cache_lock = threading.Lock()
+
+
+def load_subscribers(path: Path, *, known_sources: Sequence[str] | None = None) -> SubscriberList:
+    """Read and validate the subscribers file.
+
+    The result is cached per path, keyed by the file's content, so re-reading an unchanged
+    file (the daemon does every tick) costs one read and one SHA-256.
+
+    Args:
+        path: the YAML file (``DIGEST_SUBSCRIBERS``).
+        known_sources: the configured source specs (``Settings.source_specs``); when given,
+            a subscriber's ``sources`` entry that is not among them is a problem.
+
+    Returns:
+        The subscribers in file order, ``defaults`` applied.
+
+    Raises:
+        ConfigError: the file is missing, unreadable, not YAML, or invalid. ``.problems``
+            lists every problem, one line each: ``path:line: subscribers[3].email: message``
+            (1-based line; 0-based list index).
+    """
+    shown = str(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise _error(
+            shown,
+            [
+                f"{shown}: subscribers file not found; create it from the example: "
+                f"cp {EXAMPLE_FILE} {shown} (or point DIGEST_SUBSCRIBERS at yours)"
+            ],
+        ) from None
+    except OSError as e:
+        raise _error(shown, [f"{shown}: cannot read the subscribers file: {e.strerror}"]) from None
+
+    known = tuple(known_sources) if known_sources is not None else None
+    key = str(path.resolve())
+    digest = hashlib.sha256(data).digest()
+    with _cache_lock:
+        hit = _cache.get(key)
+    if hit is not None and hit.digest == digest and hit.known_sources == known:
+        if hit.result is None:
+            raise _error(shown, list(hit.problems))
+        return _copy(hit.result)
+
+    result, problems = _load(data, path, known)
+    with _cache_lock:
+        _cache[key] = _Cached(digest, known, result, tuple(problems))
+    if result is None:
+        raise _error(shown, problems)
+    log.debug("loaded %d subscribers from %s", len(result), shown)
+    return _copy(result)
+
+
+def _copy(result: SubscriberList) -> SubscriberList:
+    return SubscriberList(list(result.subscribers), dict(result.defaults), result.path)
+
+
+def _error(shown: str, problems: list[str]) -> ConfigError:
+    if len(problems) == 1:
+        return ConfigError(problems[0], problems)
+    first = "; ".join(problems[:MAX_SUMMARY_PROBLEMS])
+    more = len(problems) - MAX_SUMMARY_PROBLEMS
+    tail = f"; and {more} more" if more > 0 else ""
+    return ConfigError(f"{shown}: {len(problems)} problems: {first}{tail}", problems)
+
+
+def _load(
+    data: bytes, path: Path, known_sources: tuple[str, ...] | None
+) -> tuple[SubscriberList | None, list[str]]:
+    """Parse and validate; ``(result, [])`` or ``(None, problems)``."""
+    shown = str(path)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        return None, [f"{shown}: not UTF-8 text (bad byte at offset {e.start})"]
+
+    yaml = YAML(typ="safe", pure=False)  # the C parser when ruamel.yaml.clib is installed
+    try:
+        root = yaml.compose(text)
+        doc = yaml.constructor.construct_document(root) if root is not None else None
+    except MarkedYAMLError as e:
+        return None, [_yaml_problem(shown, e)]
+    except YAMLError as e:  # pragma: no cover - unmarked errors are rare
+        return None, [f"{shown}:1: invalid YAML: {e}"]
+
+    problems = _Problems()
+    result = _validate(doc, path, known_sources, problems)
+    if not problems.items:
+        return result, []
+    located = []
+    for loc, message, also in problems.items:
+        if also is not None:
+            message += f" (also at line {_line_of(root, also)}, {_dotted(also)})"
+        located.append((_line_of(root, loc), loc, message))
+    located.sort(key=lambda item: item[0])  # file order (stable: same line keeps found order)
+    out = []
+    for line, loc, message in located:
+        where = f"{_dotted(loc)}: " if loc else ""
+        out.append(f"{shown}:{line}: {where}{message}")
+    return None, out
+
+
+def _yaml_problem(shown: str, e: MarkedYAMLError) -> str:
+    mark = e.problem_mark or e.context_mark
+    line = mark.line + 1 if mark is not None else 1
+    problem = " ".join(str(e.problem or "syntax error").split())
+    context = ""
+    if e.context and e.context_mark is not None:
+        context = f" ({' '.join(str(e.context).split())} at line {e.context_mark.line + 1})"
+    return f"{shown}:{line}: invalid YAML: {problem}{context}"
+
+
+def _validate(
+    doc: Any, path: Path, known_sources: tuple[str, ...] | None, problems: _Problems
+) -> SubscriberList | None:
+    example = f"see {EXAMPLE_FILE}"
+    if doc is None:
+        problems.add((), f"the file is empty; it needs a 'subscribers:' list ({example})")
+        return None
+    if not isinstance(doc, dict):
+        problems.add(
+            (),
+            f"expected a mapping with 'subscribers:' (and optional 'defaults:'), "
+            f"got {_kind(doc)} ({example})",
+        )
+        return None
+    for key in doc:
+        if key not in TOP_LEVEL_KEYS:
+            problems.add((str(key),), _unknown_key(str(key), TOP_LEVEL_KEYS))
+
+    defaults = _validate_defaults(doc.get("defaults"), problems)
+
+    if "subscribers" not in doc:
+        problems.add((), f"missing 'subscribers:' list ({example})")
+        return None
+    entries = doc["subscribers"]
+    if entries is None:
+        entries = []
+    if not isinstance(entries, list):
+        problems.add(("subscribers",), f"must be a list of subscribers, got {_kind(entries)}")
+        return None
+
+    subscribers: list[Subscriber] = []
+    first_seen: dict[str, int] = {}
+    for i, entry in enumerate(entries):
+        loc: Loc = ("subscribers", i)
+        if not isinstance(entry, dict):
+            problems.add(
+                loc,
+                f"expected a mapping with at least 'email:', got {_kind(entry)} "
+                f"(write '- email: ...')",
+            )
+            continue
+        bad_keys = False
+        for key in entry:
+            if key in _FIELDS:
+                continue
+            problems.add((*loc, str(key)), _unknown_key(str(key), _FIELDS))
+            bad_keys = True
+        if bad_keys:
+            entry = {k: v for k, v in entry.items() if k in _FIELDS}
+        raw_email = entry.get("email")
+        if isinstance(raw_email, str) and raw_email.strip():
+            # Compared on the raw text, so a duplicate is found even in an entry with other
+            # problems.
+            address = raw_email.strip().lower()
+            if address in first_seen:
+                problems.add(
+                    (*loc, "email"),
+                    f"duplicate email {address}",
+                    also=("subscribers", first_seen[address], "email"),
+                )
+            else:
+                first_seen[address] = i
+        merged = {**defaults, **entry}
+        try:
+            sub = Subscriber.model_validate(merged)
+        except ValidationError as e:
+            for err in e.errors():
+                field_loc = _error_loc(err)
+                name = field_loc[0] if field_loc else None
+                if err["type"] in _CROSS_FIELD:
+                    if name not in entry:
+                        field_loc = ()  # the option comes from defaults: point at the entry
+                elif name not in entry and name in defaults:
+                    continue  # a bad default: reported once, under defaults
+                problems.add((*loc, *field_loc), _message(err))
+            continue
+        if known_sources is not None and sub.sources is not None:
+            for j, spec in enumerate(sub.sources):
+                if spec not in known_sources:
+                    problems.add(
+                        (*loc, "sources", j),
+                        f"{spec!r} is not a configured source "
+                        f"(DIGEST_SOURCES: {', '.join(known_sources)})",
+                    )
+        subscribers.append(sub)
+
+    if problems.items:
+        return None
+    return SubscriberList(subscribers, defaults, path)
+
+
+def _validate_defaults(raw: Any, problems: _Problems) -> dict[str, Any]:
+    """The usable part of ``defaults:`` (bad entries are reported and dropped)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        problems.add(("defaults",), f"must be a mapping of options, got {_kind(raw)}")
+        return {}
+    good: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in PER_SUBSCRIBER_ONLY:
+            problems.add(("defaults", key), f"{key!r} cannot be a default; set it per subscriber")
+        elif key not in _DEFAULT_FIELDS:
+            problems.add(("defaults", str(key)), _unknown_key(str(key), _DEFAULT_FIELDS))
+        else:
+            good[key] = value
+    try:
+        Subscriber.model_validate({**good, "email": UNPERSONALIZED_EMAIL})
+    except ValidationError as e:
+        for err in e.errors():
+            field_loc = _error_loc(err)
+            if field_loc and field_loc[0] in good:
+                if err["type"] in _CROSS_FIELD:
+                    continue  # fine as a default when every subscriber has keywords
+                problems.add(("defaults", *field_loc), _message(err))
+                good.pop(str(field_loc[0]), None)
+    return good
+
+
+def _error_loc(err: Any) -> Loc:
+    ctx = err.get("ctx") or {}
+    if "field" in ctx:
+        return (str(ctx["field"]),)
+    return tuple(err["loc"])
+
+
+def _message(err: Any) -> str:
+    """One readable message for a pydantic error (ours are already worded for humans)."""
+    kind = err["type"]
+    if kind == "missing":
+        field_name = err["loc"][-1] if err["loc"] else "?"
+        if field_name == "email":
+            return "missing; every subscriber needs an email address"
+        return "missing"
+    msg = str(err["msg"])
+    if kind == "value_error" and "error" in (err.get("ctx") or {}):
+        msg = str(err["ctx"]["error"])
+    if msg.startswith("Input should"):  # pydantic's own wording: say what was found
+        value = err.get("input")
+        if isinstance(value, str | int | float | bool) or value is None:
+            msg = f"{msg}, got {value!r}"
+    return msg
+
+
+def _unknown_key(key: str, allowed: Sequence[str]) -> str:
+    hint = _hint(key, allowed)
+    if hint:
+        return f"unknown key {key!r}{hint}"
+    return f"unknown key {key!r}; valid keys: {', '.join(allowed)}"
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    return f"{value!r}"
+
+
+def _dotted(loc: Loc) -> str:
+    out = ""
+    for step in loc:
+        out += f"[{step}]" if isinstance(step, int) else (f".{step}" if out else str(step))
+    return out
+
+
+def _line_of(root: Node | None, loc: Loc) -> int:
+    """1-based line of the key (or list item) ``loc`` points at; its parent's if absent."""
+    if root is None:
+        return 1
+    node: Node = root
+    line = int(node.start_mark.line) + 1
+    for step in loc:
+        if isinstance(node, MappingNode):
+            for key_node, value_node in node.value:
+                if str(key_node.value) == str(step):
+                    line = int(key_node.start_mark.line) + 1
+                    node = value_node
+                    break
+            else:
+                return line
+        elif isinstance(node, SequenceNode) and isinstance(step, int) and step < len(node.value):
+            node = node.value[step]
+            line = int(node.start_mark.line) + 1
+        else:
+            return line
+    return line
