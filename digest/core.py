@@ -22,6 +22,7 @@ from digest.message import build_message, make_message_id, unsubscribe_url_for
 from digest.models import Edition, Paper, RankedPaper, RunSummary
 from digest.ranking import rank
 from digest.render import EmailContext, RenderedEmail, Renderer
+from digest.schedule import WEEKEND, may_be_empty
 from digest.settings import Settings
 from digest.sources import Source, build_source
 from digest.sources.merge import merge_papers
@@ -166,7 +167,8 @@ class Digest:
                 log.warning("%s", e)
                 failed.append(f"{spec} {day.isoformat()}: {e}")
                 return None
-            if day_has_ended(day, now):
+            # An empty weekday list is suspicious (an outage, or published late): keep asking.
+            if day_has_ended(day, now) and (papers or day.weekday() in WEEKEND):
                 self.store.save_papers(day, spec, papers)
             return papers
 
@@ -338,9 +340,20 @@ class Digest:
             key = sub.sources
             if key not in groups:
                 groups[key] = await self.papers_for(edition, sources=key)
-        for result in groups.values():
+        for key, result in groups.items():
             for line in result.failed:
                 summary.errors.append(f"source {line}")
+            if not result.papers and not may_be_empty(edition):
+                # No papers on a weekday: the list is not out yet, or a source is broken.
+                # Record nothing (no "no papers" skip, no send_empty note): try again later.
+                waiting = [s for s in owed if s.sources == key]
+                summary.deferred += len(waiting)
+                summary.errors.append(
+                    f"edition {edition.key}: {', '.join(key or self.settings.source_specs)} "
+                    f"listed no papers for a weekday; {len(waiting)} subscribers wait, "
+                    "nothing recorded; try again later"
+                )
+                owed = [s for s in owed if s.sources != key]
 
         async def messages() -> AsyncIterator[OutgoingMessage]:
             for sub in owed:
@@ -392,7 +405,7 @@ class Digest:
         summary.deferred += sent.deferred
         summary.skipped += sent.skipped
         summary.errors.extend(sent.errors)
-        log.info(
+        log.debug(
             "edition %s: sent %d, skipped %d, failed %d, deferred %d in %.1f s",
             edition.key,
             summary.sent,

@@ -264,3 +264,26 @@ def test_malformed_source_is_a_clear_error_and_nothing_is_recorded(
 def test_bad_date_is_rejected(workdir: Path) -> None:
     code, output = digest("send", "--date", "yesterday")
     assert code == 2 and "YYYY-MM-DD" in output
+
+
+def test_weekend_without_papers_is_recorded_skipped(workdir: Path) -> None:
+    # 2026-08-22 is a Saturday; Daily Papers lists nothing on weekends.
+    code, output = digest("send", "--date", "2026-08-22")
+    assert code == 0, output
+    assert "sent 0, skipped 3" in output
+    assert not (workdir / "outbox").exists()
+    code, output = digest("history", "--status", "skipped")
+    assert output.count("no papers") == 3
+
+
+def test_weekday_without_papers_waits_and_records_nothing(workdir: Path) -> None:
+    # 2026-08-24 is a Monday with no capture: an outage or not yet published, never "no papers".
+    code, output = digest("send", "--date", "2026-08-24")
+    assert code == 1
+    assert "deferred 3" in output and "listed no papers for a weekday" in output
+    code, output = digest("history")
+    assert "0 rows" in output
+    # Once the day's list shows up, the edition goes out normally.
+    shutil.copy(workdir / "papers" / f"{DAY}.json", workdir / "papers" / "2026-08-24.json")
+    code, output = digest("send", "--date", "2026-08-24")
+    assert code == 0 and "sent 3" in output
