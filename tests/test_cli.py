@@ -186,7 +186,8 @@ def test_without_smtp_host_messages_go_to_the_maildir_outbox(workdir: Path) -> N
     files = sorted((workdir / "outbox" / "new").iterdir())
     assert len(files) == 3
     tos = sorted(
-        email.message_from_bytes(f.read_bytes(), policy=email.policy.default)["To"].addresses[0]
+        email.message_from_bytes(f.read_bytes(), policy=email.policy.default)["To"]
+        .addresses[0]
         .addr_spec
         for f in files
     )
