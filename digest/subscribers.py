@@ -210,8 +210,10 @@ class Subscriber(BaseModel):
         timezone: IANA time zone name of ``send_at`` and ``weekday`` (``"Europe/Berlin"``).
         send_empty: ``True``: send an edition even when no paper is selected (a "nothing
             today" email); ``False``: skip that day.
-        sources: restrict this subscriber to some configured sources, by spec string (``hf``,
-            ``file:PATH``, ``feed:URL``, as in ``DIGEST_SOURCES``); ``None``: all sources.
+        sources: this subscriber's sources, by spec string (``hf``, ``file:PATH``,
+            ``feed:URL``, as in ``DIGEST_SOURCES``), instead of ``DIGEST_SOURCES``; a spec need
+            not be configured globally (one reader can follow arXiv cs.RO alone); ``None``: the
+            configured sources.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
