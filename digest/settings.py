@@ -151,12 +151,12 @@ class Settings(BaseSettings):
         out: list[str] = []
         if self.unsubscribe_url and "{token}" in self.unsubscribe_url and not self.secret_key:
             out.append("DIGEST_SECRET_KEY: required when DIGEST_UNSUBSCRIBE_URL uses {token}")
-        if self.smtp_host and self.smtp_security == "none" and not self.smtp_allow_plaintext:
-            if not _is_loopback(self.smtp_host):
-                out.append(
-                    f"DIGEST_SMTP_SECURITY: 'none' sends the password and mail in clear text to "
-                    f"{self.smtp_host}; use starttls/tls or set DIGEST_SMTP_ALLOW_PLAINTEXT=true"
-                )
+        plaintext = self.smtp_security == "none" and not self.smtp_allow_plaintext
+        if self.smtp_host and plaintext and not _is_loopback(self.smtp_host):
+            out.append(
+                f"DIGEST_SMTP_SECURITY: 'none' sends the password and mail in clear text to "
+                f"{self.smtp_host}; use starttls/tls or set DIGEST_SMTP_ALLOW_PLAINTEXT=true"
+            )
         if bool(self.smtp_username) != bool(self.smtp_password):
             out.append("DIGEST_SMTP_USERNAME and DIGEST_SMTP_PASSWORD must be set together")
         dkim = [self.dkim_selector, self.dkim_domain, self.dkim_private_key_path]
