@@ -194,8 +194,17 @@ class Digest:
         Raises:
             ConfigError: a template is broken.
         """
-        who = subscriber or Subscriber.default()
-        ranked = rank(papers, who)
+        ranked = rank(papers, subscriber or Subscriber.default())
+        return ranked, self._render_ranked(edition, ranked, len(papers), subscriber)
+
+    def _render_ranked(
+        self,
+        edition: Edition,
+        ranked: Sequence[RankedPaper],
+        total_papers: int,
+        subscriber: Subscriber | None,
+    ) -> RenderedEmail:
+        """Render an already ranked selection (see :meth:`render`)."""
         ctx = EmailContext(
             edition=edition,
             papers=ranked,
@@ -204,9 +213,9 @@ class Digest:
             if subscriber
             else None,
             unsubscribe_mailto=self.settings.unsubscribe_mailto,
-            total_papers=len(papers),
+            total_papers=total_papers,
         )
-        return ranked, self.renderer.render(ctx)
+        return self.renderer.render(ctx)
 
     def build(
         self, rendered: RenderedEmail, subscriber: Subscriber | None, edition: Edition
@@ -361,13 +370,18 @@ class Digest:
                     return
                 papers = groups[sub.sources].papers
                 try:
-                    ranked, rendered = self.render(edition, papers, sub)
+                    ranked = rank(papers, sub)
                     if not ranked and not sub.send_empty:
                         if not dry_run:
                             self.store.mark_skipped(sub.email, edition.key, SKIP_NO_PAPERS)
                         summary.skipped += 1
                         notify(sub.email, "skipped")
                         continue
+                    # Let the pool answer its relay between the CPU-bound steps: each reply
+                    # waits for the loop, and a worker needs several per message.
+                    await asyncio.sleep(0)
+                    rendered = self._render_ranked(edition, ranked, len(papers), sub)
+                    await asyncio.sleep(0)
                     message_id, data = self.build(rendered, sub, edition)
                 except DigestError as e:
                     log.error("%s: could not build edition %s: %s", sub.email, edition.key, e)

@@ -9,13 +9,16 @@ In-process (a thread with its own event loop, on 127.0.0.1 and an ephemeral port
 
 As a separate process (for SIGKILL tests and benchmarks); prints ``READY <host> <port>`` on
 stdout once listening, writes every accepted message to ``--spool`` (read it back with
-:func:`read_spool`), stops on SIGTERM/SIGINT::
+:func:`read_spool`), stops on SIGTERM/SIGINT and then prints ``ACCEPTED <n>``::
 
-    python tests/smtpserver.py --port 0 --spool DIR [--security starttls --cert-pem FILE]
+    python tests/smtpserver.py --port 0 [--spool DIR] [--security starttls --cert-pem FILE]
         [--user U --password P] [--data-delay-ms 20] [--rcpt-fault addr=451:2]
         [--max-messages-per-connection N] [--data-stall 5]
 
 or from Python: ``with ServerProcess(spool=DIR, data_delay_ms=20) as proc: proc.port``.
+Without ``--spool`` (``ServerProcess(None)``) the child only counts: no disk writes and no
+message kept in memory, so a benchmark measures the client, not the sink's disk;
+:attr:`ServerProcess.accepted` holds the count after :meth:`ServerProcess.stop`.
 
 Faults:
 
@@ -199,6 +202,8 @@ class SMTPTestServer:
         rcpt_faults, max_messages_per_connection, data_stall_s, stall_times, data_delay_ms:
             the faults (see the module docstring).
         spool: also write each accepted message to this directory (see :func:`read_spool`).
+        keep_messages: keep accepted messages in memory (:attr:`messages`); ``False`` only
+            counts them (:attr:`accepted`), for long benchmark runs.
         on_message: called (in the server thread) with each accepted :class:`Received`.
         idle_timeout_s: close a connection silent for this long, seconds (aiosmtpd sends 421).
         size_limit: advertise ``SIZE`` with this limit, bytes (552 to a bigger ``MAIL FROM``);
@@ -220,6 +225,7 @@ class SMTPTestServer:
         stall_times: int | None = None,
         data_delay_ms: float = 0.0,
         spool: Path | None = None,
+        keep_messages: bool = True,
         on_message: Callable[[Received], None] | None = None,
         idle_timeout_s: float = SERVER_IDLE_TIMEOUT_S,
         size_limit: int | None = None,
@@ -246,6 +252,7 @@ class SMTPTestServer:
             size_limit=size_limit,
         )
         self.on_message = on_message
+        self.keep_messages = keep_messages
         self.host = host
         self.port = port
         self._lock = threading.Lock()
@@ -272,6 +279,12 @@ class SMTPTestServer:
         """Every accepted message, in acceptance order."""
         with self._lock:
             return list(self._messages)
+
+    @property
+    def accepted(self) -> int:
+        """How many messages were accepted (also counted when ``keep_messages`` is off)."""
+        with self._lock:
+            return self._seq
 
     @property
     def open_connections(self) -> int:
@@ -421,7 +434,8 @@ class SMTPTestServer:
                 auth_user=session.auth_data if session.authenticated else None,
                 seq=self._seq,
             )
-            self._messages.append(received)
+            if self.keep_messages:
+                self._messages.append(received)
         if self.config.spool is not None:
             _spool_write(self.config.spool, received)
         if self.on_message is not None:
@@ -462,7 +476,8 @@ class ServerProcess:
     """``python tests/smtpserver.py ...`` as a child process; a context manager.
 
     Args:
-        spool: where the child writes accepted messages (read with :meth:`messages`).
+        spool: where the child writes accepted messages (read with :meth:`messages`);
+            ``None``: the child only counts them (:attr:`accepted`, set by :meth:`stop`).
         security, cert_pem, user, password, data_delay_ms, data_stall_s,
         max_messages_per_connection, rcpt_faults: as for :class:`SMTPTestServer`;
             ``cert_pem`` is a PEM file with the private key and certificate chain.
@@ -470,7 +485,7 @@ class ServerProcess:
 
     def __init__(
         self,
-        spool: Path,
+        spool: Path | None,
         *,
         security: Security = "none",
         cert_pem: Path | None = None,
@@ -483,7 +498,9 @@ class ServerProcess:
     ) -> None:
         self.spool = spool
         args = [sys.executable, str(Path(__file__).resolve()), "--port", "0"]
-        args += ["--spool", str(spool), "--security", security]
+        if spool is not None:
+            args += ["--spool", str(spool)]
+        args += ["--security", security]
         if cert_pem is not None:
             args += ["--cert-pem", str(cert_pem)]
         if user is not None and password is not None:
@@ -501,6 +518,8 @@ class ServerProcess:
         self.proc: subprocess.Popen[str] | None = None
         self.host = LOOPBACK
         self.port = 0
+        self.accepted: int | None = None
+        """Messages the child accepted, read from its ``ACCEPTED <n>`` line at :meth:`stop`."""
 
     def start(self) -> ServerProcess:
         self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, text=True)
@@ -513,6 +532,8 @@ class ServerProcess:
         return self
 
     def messages(self) -> list[Received]:
+        if self.spool is None:
+            raise ValueError("ServerProcess(spool=None) keeps no messages; see .accepted")
         return read_spool(self.spool)
 
     def stop(self) -> None:
@@ -526,6 +547,9 @@ class ServerProcess:
                 self.proc.kill()
                 self.proc.wait()
         if self.proc.stdout is not None:
+            for line in self.proc.stdout.read().split("\n"):
+                if line.startswith("ACCEPTED "):
+                    self.accepted = int(line.split()[1])
             self.proc.stdout.close()
         self.proc = None
 
@@ -546,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--host", default=LOOPBACK)
     parser.add_argument("--port", type=int, default=0, help="0 = ephemeral (printed)")
-    parser.add_argument("--spool", type=Path, required=True, help="accepted messages go here")
+    parser.add_argument("--spool", type=Path, help="accepted messages go here (default: count)")
     parser.add_argument("--security", choices=["none", "starttls", "tls"], default="none")
     parser.add_argument("--cert-pem", type=Path, help="PEM with private key + cert chain")
     parser.add_argument("--user")
@@ -571,6 +595,7 @@ def main(argv: list[str] | None = None) -> int:
         data_stall_s=args.data_stall,
         data_delay_ms=args.data_delay_ms,
         spool=args.spool,
+        keep_messages=False,  # nobody can read them from another process: only the spool
         host=args.host,
         port=args.port,
     )
@@ -581,6 +606,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"READY {server.host} {server.port}", flush=True)
         while not done.wait(0.5):
             pass
+    print(f"ACCEPTED {server.accepted}", flush=True)
     return 0
 
 

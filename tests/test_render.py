@@ -13,6 +13,8 @@ import pytest
 from digest.errors import ConfigError
 from digest.models import Edition, Paper, RankedPaper
 from digest.render import (
+    BLOCK_END,
+    BLOCK_START,
     SUMMARY_MAX_CHARS,
     TEXT_WIDTH,
     EmailContext,
@@ -21,6 +23,7 @@ from digest.render import (
     highlight,
     make_subject,
     shorten,
+    unmark,
 )
 
 HF_FIXTURES = Path(__file__).parent / "fixtures" / "hf-daily-papers"
@@ -385,3 +388,33 @@ def test_repo_root_templates_link_points_at_packaged_templates() -> None:
     assert (root / "digest.html.j2").read_text() == (
         Path(__file__).parent.parent / "digest" / "templates" / "digest.html.j2"
     ).read_text()
+
+
+def test_cached_paper_blocks_give_exactly_premailers_whole_document(real_day: list[Paper]) -> None:
+    fresh = Renderer()  # its own block cache
+    keyword_sets = [(), ("agent",), ("video", "diffusion"), ("agent", "reasoning", "LLM")]
+    for round_ in range(2):  # the first round fills the cache, the second uses it
+        for keywords in keyword_sets:
+            for papers in (real_day[:5], real_day[2:9], real_day[:1], []):
+                ctx = context(
+                    ranked(papers, keywords), subscriber=FakeSubscriber(keywords=keywords)
+                )
+                variables = fresh.context_for(ctx)
+                raw = fresh._run(fresh._html, variables)
+                assert (BLOCK_START in raw) == bool(papers)
+                whole = fresh.inline_whole(unmark(raw))
+                assert fresh.inline(raw) == whole, (round_, keywords, len(papers))
+                assert BLOCK_START not in whole and BLOCK_END not in whole
+    assert fresh.block_hits > 0
+
+
+def test_a_contextual_selector_turns_the_block_cache_off(tmp_path: Path) -> None:
+    html = (
+        "<html><head><style>.card .title { color: red; } .title { font-weight: 700; }</style>"
+        "</head><body><table class='card'>"
+        f"{BLOCK_START}<tr><td class='title'>A</td></tr>{BLOCK_END}"
+        "</table><p class='title'>B</p></body></html>"
+    )
+    fresh = Renderer()
+    assert fresh.inline(html) == fresh.inline_whole(unmark(html))
+    assert fresh.block_hits == 0 and fresh.block_misses == 0

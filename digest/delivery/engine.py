@@ -13,6 +13,11 @@ Shape of a run::
         transport.deliver()  retried on transient failures (backoff + jitter, same run)
         store.mark_sent() / mark_failed() / mark_deferred()
 
+State writes run on one dedicated thread (``digest-state``), awaited by the worker: each is
+still one fsynced transaction, in the same order per message, but the event loop keeps
+rendering and talking to the relay while SQLite waits for the disk (``sqlite3`` releases the
+GIL). A worker does not hand a message to the transport before its claim has committed.
+
 Guarantees:
 
 * A message is handed to the transport only after its row is committed ``sending``; a crash
@@ -31,12 +36,15 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import functools
 import logging
 import random
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import ParamSpec, TypeVar
 
 from digest.delivery import (
     OutgoingMessage,
@@ -62,6 +70,13 @@ log = logging.getLogger(__name__)
 QUEUE_SLOTS_PER_WORKER = 2
 """Queue capacity per worker: enough to keep workers busy while the producer renders ahead."""
 
+PRODUCER_PAUSE_S = 0.001
+"""When the queue already holds a message for every worker, the producer waits this long,
+seconds, before rendering the next one. Rendering is CPU work on the event loop: started the
+instant a worker frees a slot, it would hold up that worker's SMTP replies (a transaction
+needs several round trips, each waiting for the loop). A pause lets replies that are due come
+first; a producer that is the bottleneck never finds the queue that full, so never pauses."""
+
 MAX_BACKOFF_S = 60.0
 """Upper bound of one retry delay, seconds (before jitter)."""
 
@@ -76,6 +91,9 @@ ResultCallback = Callable[[OutgoingMessage, str, str], None]
 ``skipped`` (already handled: claim refused) or ``unknown``; detail is the reply or error."""
 
 Sleep = Callable[[float], Awaitable[object]]
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
 def backoff_delay(attempt: int, base: float, rng: random.Random) -> float:
@@ -139,10 +157,38 @@ class _Run:
     sleep: Sleep
     rng: random.Random
     limiter: RateLimiter
+    writer: concurrent.futures.Executor
     user_stop: asyncio.Event | None = None
     halt: asyncio.Event = field(default_factory=asyncio.Event)
     summary: RunSummary = field(default_factory=RunSummary)
     fatal: BaseException | None = None
+
+    async def write(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        """Run one state-store call on the state thread and wait until it has committed.
+
+        The call always runs to completion: if the waiting task is cancelled meanwhile, the
+        cancellation is re-raised only after the write has finished (or failed), so a caller
+        never loses track of a committed change.
+        """
+        result, cancelled = await self.write_settled(fn, *args, **kwargs)
+        if cancelled:
+            raise asyncio.CancelledError
+        return result
+
+    async def write_settled(
+        self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> tuple[_T, bool]:
+        """Like :meth:`write`, returning ``(result, cancelled)`` instead of raising on cancel."""
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self.writer, functools.partial(fn, *args, **kwargs))
+        cancelled = False
+        while True:
+            try:
+                return await asyncio.shield(future), cancelled
+            except asyncio.CancelledError:
+                if future.done():  # cancelled from outside while already done: keep result
+                    return future.result(), True
+                cancelled = True
 
     @property
     def halting(self) -> bool:
@@ -213,7 +259,9 @@ async def send_all(
             are (``sending`` ones become ``unknown`` at the next start).
     """
     workers = max(1, concurrency if concurrency is not None else pool_size(settings))
+    writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="digest-state")
     run = _Run(
+        writer=writer,
         store=store,
         settings=settings,
         factory=transport_factory or open_transport(settings),
@@ -229,7 +277,13 @@ async def send_all(
     async def produce() -> None:
         iterator = aiter(messages)
         try:
-            async for msg in iterator:
+            while True:
+                if queue.qsize() >= workers:
+                    await asyncio.sleep(PRODUCER_PAUSE_S)
+                try:
+                    msg = await anext(iterator)
+                except StopAsyncIteration:
+                    break
                 if run.halting:
                     return
                 await queue.put(msg)
@@ -281,6 +335,7 @@ async def send_all(
         for task in (producer, *helpers, *pool):
             task.cancel()
         await asyncio.gather(producer, *helpers, *pool, return_exceptions=True)
+        writer.shutdown(wait=True)  # every write was awaited to completion: returns at once
     if run.fatal is not None:
         raise run.fatal
     if producer_error:
@@ -356,7 +411,14 @@ async def _worker(
 async def _one(run: _Run, holder: list[Transport | None], msg: OutgoingMessage) -> None:
     """Claim, deliver with retries, and record one message."""
     store, summary = run.store, run.summary
-    if not store.claim(msg.subscriber, msg.edition, msg.message_id):
+    claimed, cancelled = await run.write_settled(
+        store.claim, msg.subscriber, msg.edition, msg.message_id
+    )
+    if cancelled:
+        if claimed:  # stopped between claim and delivery: nothing was sent, hand it back
+            store.mark_deferred(msg.subscriber, msg.edition, "stopped before sending", attempts=0)
+        raise asyncio.CancelledError
+    if not claimed:
         row = store.get(msg.subscriber, msg.edition)
         status = row.status if row is not None else "?"
         summary.skipped += 1
@@ -372,7 +434,9 @@ async def _one(run: _Run, holder: list[Transport | None], msg: OutgoingMessage) 
             await run.limiter.acquire()
             result = await transport.deliver(msg)
         except PermanentDeliveryError as e:
-            store.mark_failed(msg.subscriber, msg.edition, e.reply, e.code, attempts=attempt)
+            await run.write(
+                store.mark_failed, msg.subscriber, msg.edition, e.reply, e.code, attempts=attempt
+            )
             summary.failed += 1
             summary.errors.append(f"{msg.subscriber}: {e.reply}")
             log.warning("%s: permanently refused: %s", msg.subscriber, e.reply)
@@ -386,7 +450,9 @@ async def _one(run: _Run, holder: list[Transport | None], msg: OutgoingMessage) 
             run.stop_all(e)
             return
         except DeliveryConfigError as e:
-            store.mark_deferred(msg.subscriber, msg.edition, e.reply, e.code, attempts=attempt)
+            await run.write(
+                store.mark_deferred, msg.subscriber, msg.edition, e.reply, e.code, attempts=attempt
+            )
             summary.deferred += 1
             summary.errors.append(f"{msg.subscriber}: not sent: {e}")
             run.notify(msg, OUTCOME_DEFERRED, str(e))
@@ -400,7 +466,9 @@ async def _one(run: _Run, holder: list[Transport | None], msg: OutgoingMessage) 
             raise
         except Exception as e:  # a bug or an unforeseen error: outcome unknown
             log.exception("%s: unexpected error while delivering", msg.subscriber)
-            store.mark_unknown(msg.subscriber, msg.edition, repr(e), attempts=attempt)
+            await run.write(
+                store.mark_unknown, msg.subscriber, msg.edition, repr(e), attempts=attempt
+            )
             summary.unknown += 1
             summary.errors.append(f"{msg.subscriber}: unexpected error: {e!r}")
             run.notify(msg, OUTCOME_UNKNOWN, repr(e))
@@ -409,8 +477,13 @@ async def _one(run: _Run, holder: list[Transport | None], msg: OutgoingMessage) 
                 with contextlib.suppress(Exception):
                     await transport.close()
             return
-        store.mark_sent(
-            msg.subscriber, msg.edition, result.reply, code=result.code, attempts=attempt
+        await run.write(
+            store.mark_sent,
+            msg.subscriber,
+            msg.edition,
+            result.reply,
+            code=result.code,
+            attempts=attempt,
         )
         summary.sent += 1
         log.debug("%s: sent (%d %s)", msg.subscriber, result.code, result.reply)
@@ -436,7 +509,14 @@ async def _retry_or_defer(
         await _pause(run, delay)
         if not run.halting:
             return True
-    run.store.mark_deferred(msg.subscriber, msg.edition, error.reply, error.code, attempts=attempt)
+    await run.write(
+        run.store.mark_deferred,
+        msg.subscriber,
+        msg.edition,
+        error.reply,
+        error.code,
+        attempts=attempt,
+    )
     run.summary.deferred += 1
     run.summary.errors.append(f"{msg.subscriber}: deferred: {error.reply}")
     log.warning(

@@ -38,6 +38,7 @@ cannot connect at all                      :class:`~digest.delivery.RelayUnreach
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 import time
@@ -174,7 +175,14 @@ class SmtpTransport:
                     settings.smtp_username, password.get_secret_value() if password else ""
                 )
         except BaseException as e:
+            transport = smtp.transport
             smtp.close()
+            if isinstance(transport, asyncio.Transport):
+                # A graceful close of a TLS connection waits for the peer's close_notify; the
+                # session failed anyway, so drop the socket now (no fd outlives the run).
+                transport.abort()
+            if isinstance(e, Exception):
+                await asyncio.sleep(0)  # let the loop run the transport's connection_lost
             if isinstance(e, DeliveryError):
                 raise
             if isinstance(e, Exception):
