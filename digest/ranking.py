@@ -273,6 +273,19 @@ def _highlight_pattern(keywords: tuple[str, ...]) -> re.Pattern[str] | None:
     return re.compile("|".join(_regex(k) for k in usable), re.IGNORECASE)
 
 
+def keyword_pattern(keywords: Sequence[str]) -> re.Pattern[str] | None:
+    """One case-insensitive regex matching any of ``keywords`` with the ranking's rules.
+
+    The renderer highlights with it, so what is highlighted is exactly what matched: whole
+    words, ``*`` prefix, plurals, hyphen/space-insensitive multi-word keywords; longest first.
+    Cached per keyword tuple.
+
+    Returns:
+        The compiled pattern, or ``None`` when no keyword is usable.
+    """
+    return _highlight_pattern(tuple(keywords))
+
+
 def highlight_terms(subscriber: Subscriber) -> re.Pattern[str] | None:
     """One case-insensitive regex matching any of the subscriber's keywords in original text.
 

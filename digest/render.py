@@ -34,7 +34,6 @@ markers, is inlined whole.
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 import textwrap
@@ -54,6 +53,7 @@ from premailer import Premailer
 
 from digest.errors import ConfigError
 from digest.models import Edition, Paper, RankedPaper
+from digest.ranking import keyword_pattern
 
 log = logging.getLogger(__name__)
 
@@ -263,25 +263,6 @@ def format_count(n: int) -> str:
     return f"{k:.1f}k".replace(".0k", "k") if k < 10 else f"{round(k)}k"
 
 
-@functools.lru_cache(maxsize=1024)
-def _keyword_pattern(keywords: tuple[str, ...]) -> re.Pattern[str] | None:
-    """One case-insensitive regex matching any of ``keywords`` as whole words.
-
-    A keyword starting (ending) with a word character must start (end) at a word boundary; a
-    trailing plural ``s``/``es`` is included in the match ("agent" highlights "agents").
-    Spaces inside a keyword match any whitespace. Longest keywords are tried first.
-    """
-    alternatives = []
-    for kw in sorted({collapse(k) for k in keywords if k.strip()}, key=len, reverse=True):
-        body = r"\s+".join(re.escape(word) for word in kw.split(" "))
-        head = r"(?<!\w)" if kw[0].isalnum() or kw[0] == "_" else ""
-        tail = r"(?:e?s)?(?!\w)" if kw[-1].isalnum() or kw[-1] == "_" else ""
-        alternatives.append(head + body + tail)
-    if not alternatives:
-        return None
-    return re.compile("|".join(alternatives), re.IGNORECASE)
-
-
 def highlight(text: str, keywords: Sequence[str]) -> Markup:
     """``text`` HTML-escaped, each occurrence of a keyword wrapped in ``<span class="hl">``.
 
@@ -290,12 +271,14 @@ def highlight(text: str, keywords: Sequence[str]) -> Markup:
 
     Args:
         text: untrusted plain text (title, summary).
-        keywords: the keywords to highlight (case-insensitive, whole words).
+        keywords: the keywords to highlight, with the ranking's matching rules
+            (:func:`digest.ranking.keyword_pattern`: whole words, ``*`` prefix, plurals,
+            hyphen/space-insensitive multi-word keywords).
 
     Returns:
         Safe markup for the HTML template.
     """
-    pattern = _keyword_pattern(tuple(keywords))
+    pattern = keyword_pattern(keywords)
     if pattern is None:
         return escape(text)
     out: list[str] = []

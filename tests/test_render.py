@@ -110,20 +110,20 @@ def test_untrusted_title_and_abstract_are_escaped_in_html_and_literal_in_text(
     evil = Paper(
         arxiv_id="2401.00001",
         title="<script>alert(1)</script> Attacks",
-        abstract="Tom & Jerry use <b>bold</b> claims.",
+        abstract="Tom & Jerry use <b>bold</b> R&D claims.",
         authors=("Mallory",),
         upvotes=3,
     )
-    sub = FakeSubscriber(keywords=("<b>",))
+    sub = FakeSubscriber(keywords=("R&D",))
     out = renderer.render(context(ranked([evil], sub.keywords), subscriber=sub))
 
     assert "<script>" not in out.html
     assert "&lt;script&gt;alert(1)&lt;/script&gt; Attacks" in out.html
     assert "<b>" not in out.html
     assert "Tom &amp; Jerry" in out.html
-    assert re.search(r'<span class="hl"[^>]*>&lt;b&gt;</span>bold', out.html)
+    assert re.search(r'<span class="hl"[^>]*>R&amp;D</span> claims', out.html)
     assert "<script>alert(1)</script> Attacks" in out.text
-    assert "Tom & Jerry use <b>bold</b> claims." in out.text
+    assert "Tom & Jerry use <b>bold</b> R&D claims." in out.text
 
 
 def test_highlight_escapes_each_segment() -> None:
@@ -133,6 +133,13 @@ def test_highlight_escapes_each_segment() -> None:
     assert str(highlight("a <b>", ())) == "a &lt;b&gt;"
     # whole words only: "RL" is not highlighted inside "RLHF"
     assert "hl" not in str(highlight("RLHF helps", ("RL",)))
+    # the ranking's rules: "*" prefixes and hyphenated multi-word keywords highlight too
+    assert str(highlight("Multi-Agent RL", ("agent*",))) == (
+        'Multi-<span class="hl">Agent</span> RL'
+    )
+    assert str(highlight("deep reinforcement-learning", ("reinforcement learning",))) == (
+        'deep <span class="hl">reinforcement-learning</span>'
+    )
 
 
 def test_matched_keywords_are_highlighted_and_shown_as_chips(
