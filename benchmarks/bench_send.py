@@ -55,6 +55,7 @@ from digest.message import unsubscribe_url_for  # noqa: E402
 from digest.models import Edition, Paper  # noqa: E402
 from digest.ranking import rank  # noqa: E402
 from digest.render import EmailContext  # noqa: E402
+from digest.renderpool import RENDER_PROCESSES_MIN_BATCH  # noqa: E402
 from digest.settings import Settings  # noqa: E402
 from digest.state import StateStore  # noqa: E402
 from digest.subscribers import Subscriber, load_subscribers  # noqa: E402
@@ -133,7 +134,9 @@ def write_subscribers(path: Path, n: int, vocab: Sequence[str], rng: random.Rand
         dumper.dump(doc, f)
 
 
-def make_settings(tmp: Path, port: int, concurrency: int, state: str) -> Settings:
+def make_settings(
+    tmp: Path, port: int, concurrency: int, state: str, render_workers: int | None = None
+) -> Settings:
     return Settings(
         _env_file=None,  # type: ignore[call-arg]  # never read a developer's .env
         sources=f"file:{EXAMPLES}",
@@ -148,6 +151,7 @@ def make_settings(tmp: Path, port: int, concurrency: int, state: str) -> Setting
         smtp_security="none",
         smtp_concurrency=concurrency,
         smtp_max_attempts=1,
+        render_workers=render_workers,
     )
 
 
@@ -163,11 +167,27 @@ def maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def render_workers_rss_mb(proc: psutil.Process) -> float:
+    """Summed RSS of this process's render workers (``spawn`` children), MB."""
+    total = 0.0
+    for child in proc.children():
+        try:
+            if any("spawn_main" in part for part in child.cmdline()):
+                total += child.memory_info().rss / MB
+        except psutil.Error:  # exited meanwhile
+            pass
+    return total
+
+
 class RssSampler:
-    """Samples this process's RSS every :data:`RSS_SAMPLE_S` seconds in a thread; keeps the max."""
+    """Samples RSS every :data:`RSS_SAMPLE_S` seconds in a thread; keeps the maxima.
+
+    ``peak``: this process; ``workers_peak``: its render worker processes, summed.
+    """
 
     def __init__(self) -> None:
         self.peak = 0.0
+        self.workers_peak = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -175,6 +195,7 @@ class RssSampler:
         proc = psutil.Process()
         while not self._stop.wait(RSS_SAMPLE_S):
             self.peak = max(self.peak, proc.memory_info().rss / MB)
+            self.workers_peak = max(self.workers_peak, render_workers_rss_mb(proc))
 
     def __enter__(self) -> RssSampler:
         self.peak = rss_mb()
@@ -198,6 +219,9 @@ class Timed:
     other: str = ""
     rss: list[tuple[int, float]] = field(default_factory=list)
     peak_rss: float = 0.0
+    workers_peak_rss: float = 0.0
+    workers_cpu: float = 0.0
+    render: str = ""
     sink_cpu: float = 0.0
     first: float = 0.0
     last: float = 0.0
@@ -214,6 +238,9 @@ class Timed:
 
     def sink_share(self) -> str:
         return f"{100 * self.sink_cpu / self.wall:.0f} %" if self.wall else "?"
+
+    def workers_share(self) -> str:
+        return f"{100 * self.workers_cpu / self.wall:.0f} %" if self.wall else "?"
 
 
 class SinkCpu:
@@ -236,9 +263,31 @@ class SinkCpu:
         self.seconds = self._cpu() - self._start
 
 
-async def end_to_end(settings: Settings, edition: Edition, subs: Sequence[Subscriber]) -> Timed:
-    """``Digest.send`` for every subscriber; RSS noted at each checkpoint."""
+def children_cpu() -> float:
+    """CPU seconds of this process's children that have exited and been waited for."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def end_to_end(
+    settings: Settings,
+    edition: Edition,
+    subs: Sequence[Subscriber],
+    *,
+    min_batch: int = RENDER_PROCESSES_MIN_BATCH,
+) -> Timed:
+    """``Digest.send`` for every subscriber; RSS noted at each checkpoint.
+
+    Every subscriber is owed (fresh state file), so the send renders in
+    ``settings.effective_render_workers`` processes when ``len(subs) >= min_batch``.
+    """
     out = Timed()
+    workers = settings.effective_render_workers
+    out.render = (
+        f"render workers: {workers} processes"
+        if workers and len(subs) >= min_batch
+        else "rendered in this process"
+    )
     seen = 0
     checkpoints = {c for c in RSS_CHECKPOINTS if c < len(subs)}
 
@@ -252,12 +301,15 @@ async def end_to_end(settings: Settings, edition: Edition, subs: Sequence[Subscr
             out.rss.append((seen, rss_mb()))
 
     with Digest(settings) as digest, RssSampler() as sampler:
-        cpu0, t0 = time.process_time(), time.perf_counter()
+        digest.render_min_batch = min_batch
+        cpu0, t0, kids0 = time.process_time(), time.perf_counter(), children_cpu()
         summary = await digest.send(edition, subs, on_result=on_result)
         out.wall = time.perf_counter() - t0
         out.cpu = time.process_time() - cpu0
+        out.workers_cpu = children_cpu() - kids0  # the workers are joined when send returns
     out.rss.append((len(subs), rss_mb()))
     out.peak_rss = sampler.peak
+    out.workers_peak_rss = sampler.workers_peak
     out.sent, out.skipped = summary.sent, summary.skipped
     if summary.failed or summary.deferred or summary.unknown:
         out.other = (
@@ -383,6 +435,8 @@ def verdict(ok: bool) -> str:
 def run(args: argparse.Namespace) -> None:
     n = args.subscribers
     concurrency = args.concurrency
+    workers = args.render_workers
+    min_batch = args.render_min_batch
     rng = random.Random(SEED)
     edition = Edition.daily(args.day)
     say: Callable[..., None] = print
@@ -399,18 +453,19 @@ def run(args: argparse.Namespace) -> None:
         say(f"  RSS at start (subscribers loaded): {rss_mb():.1f} MB")
 
         with ServerProcess(None) as sink:
-            settings = make_settings(tmp, sink.port, concurrency, "e2e.sqlite3")
+            settings = make_settings(tmp, sink.port, concurrency, "e2e.sqlite3", workers)
             with SinkCpu(sink) as sink_cpu:
-                e2e = asyncio.run(end_to_end(settings, edition, subs))
+                e2e = asyncio.run(end_to_end(settings, edition, subs, min_batch=min_batch))
             e2e.sink_cpu = sink_cpu.seconds
             peak_after_e2e = maxrss_mb()
             say("")
             say("End to end (Digest.send: rank, render, inline, build, claim, SMTP, mark_sent)")
+            say(f"  {e2e.render} (minimum batch {min_batch})")
             say(
                 f"  sent {e2e.sent}, skipped {e2e.skipped} (no matching paper) "
                 f"in {e2e.wall:.2f} s: {e2e.rate:.1f} messages/s "
                 f"(CPU: this process {100 * e2e.cpu / e2e.wall:.0f} %, "
-                f"sink {e2e.sink_share()})"
+                f"render workers {e2e.workers_share()}, sink {e2e.sink_share()})"
             )
             if e2e.other:
                 say(f"  PROBLEM: {e2e.other}")
@@ -420,6 +475,8 @@ def run(args: argparse.Namespace) -> None:
                 f"(target < {RSS_LIMIT_MB:.0f} MB: "
                 f"{verdict(max(e2e.peak_rss, peak_after_e2e) < RSS_LIMIT_MB)})"
             )
+            if e2e.workers_peak_rss:
+                say(f"  render workers' peak RSS, summed: {e2e.workers_peak_rss:.1f} MB")
 
             papers = asyncio.run(_papers(make_settings(tmp, sink.port, 1, "p.sqlite3"), edition))
             st = stages(
@@ -477,9 +534,10 @@ def run(args: argparse.Namespace) -> None:
                 count = min(len(subs), int(ideal * seconds))
                 lat = asyncio.run(
                     end_to_end(
-                        make_settings(tmp, slow.port, c, f"latency-{c}.sqlite3"),
+                        make_settings(tmp, slow.port, c, f"latency-{c}.sqlite3", workers),
                         edition,
                         subs[:count],
+                        min_batch=min_batch,
                     )
                 )
                 target = LATENCY_EFFICIENCY * ideal
@@ -487,7 +545,7 @@ def run(args: argparse.Namespace) -> None:
                     f"  concurrency {c}: {lat.sent} sent in {lat.wall:.2f} s: "
                     f"{lat.rate:.1f} messages/s overall, {lat.steady_rate:.1f} messages/s "
                     f"steady (first to last reply) (ideal {ideal:.0f}, target ≥ {target:.0f}: "
-                    f"{verdict(lat.steady_rate >= target)})"
+                    f"{verdict(lat.steady_rate >= target)}; {lat.render})"
                 )
         say("")
         say(
@@ -520,6 +578,18 @@ def main(argv: list[str] | None = None) -> int:
         type=date.fromisoformat,
         default=DEFAULT_DAY,
         help="a day present in examples/hf-daily-papers/",
+    )
+    parser.add_argument(
+        "--render-workers",
+        type=int,
+        default=None,
+        help="DIGEST_RENDER_WORKERS (0: render in the sending process; default min(2, CPUs))",
+    )
+    parser.add_argument(
+        "--render-min-batch",
+        type=int,
+        default=RENDER_PROCESSES_MIN_BATCH,
+        help=f"fewest subscribers rendered in processes (default {RENDER_PROCESSES_MIN_BATCH})",
     )
     parser.add_argument("--quick", action="store_true", help="small run (about 30 s)")
     args = parser.parse_args(argv)

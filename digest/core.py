@@ -15,13 +15,19 @@ from email.utils import parseaddr
 from types import TracebackType
 
 from digest.clock import Clock, utc_now
-from digest.delivery import OutgoingMessage
+from digest.delivery import OutgoingMessage, pool_size
 from digest.delivery.engine import send_all
 from digest.errors import ConfigError, DigestError, SourceError
-from digest.message import build_message, make_message_id, unsubscribe_url_for
 from digest.models import Edition, Paper, RankedPaper, RunSummary
 from digest.ranking import rank
-from digest.render import EmailContext, RenderedEmail, Renderer
+from digest.render import RenderedEmail, Renderer
+from digest.renderpool import (
+    RENDER_PROCESSES_MIN_BATCH,
+    TASKS_IN_FLIGHT_PER_WORKER,
+    build_for,
+    make_in_processes,
+    render_ranked,
+)
 from digest.schedule import WEEKEND, may_be_empty
 from digest.settings import Settings
 from digest.sources import Source, build_source
@@ -75,9 +81,16 @@ class Digest:
         settings: the validated settings.
         now: the clock (aware UTC datetimes); injected by tests.
 
+    Attributes:
+        render_min_batch: fewest owed subscribers for which :meth:`send` makes the messages
+            in ``settings.effective_render_workers`` worker processes (see
+            :mod:`digest.renderpool`); default :data:`RENDER_PROCESSES_MIN_BATCH`.
+
     Raises:
         StateError: the state file cannot be opened or has a newer schema.
     """
+
+    render_min_batch: int = RENDER_PROCESSES_MIN_BATCH
 
     def __init__(self, settings: Settings, *, now: Clock = utc_now) -> None:
         self.settings = settings
@@ -205,33 +218,15 @@ class Digest:
         subscriber: Subscriber | None,
     ) -> RenderedEmail:
         """Render an already ranked selection (see :meth:`render`)."""
-        ctx = EmailContext(
-            edition=edition,
-            papers=ranked,
-            subscriber=subscriber,
-            unsubscribe_url=unsubscribe_url_for(self.settings, subscriber.email)
-            if subscriber
-            else None,
-            unsubscribe_mailto=self.settings.unsubscribe_mailto,
-            total_papers=total_papers,
+        return render_ranked(
+            self.settings, self.renderer, edition, ranked, total_papers, subscriber
         )
-        return self.renderer.render(ctx)
 
     def build(
         self, rendered: RenderedEmail, subscriber: Subscriber | None, edition: Edition
     ) -> tuple[str, bytes]:
         """Build the RFC 5322 message for ``subscriber``; returns ``(message_id, bytes)``."""
-        email = subscriber.email if subscriber else "preview@localhost"
-        message_id = make_message_id(self.settings, email, edition.key)
-        data = build_message(
-            rendered,
-            settings=self.settings,
-            to_email=email,
-            to_name=subscriber.name if subscriber else None,
-            message_id=message_id,
-            date=self.now(),
-        )
-        return message_id, data
+        return build_for(self.settings, rendered, subscriber, edition, self.now())
 
     def preview(
         self,
@@ -364,18 +359,44 @@ class Digest:
                 )
                 owed = [s for s in owed if s.sources != key]
 
-        async def messages() -> AsyncIterator[OutgoingMessage]:
+        def stopped() -> bool:
+            return stop is not None and stop.is_set()
+
+        def no_papers(sub: Subscriber) -> None:
+            if not dry_run:
+                self.store.mark_skipped(sub.email, edition.key, SKIP_NO_PAPERS)
+            summary.skipped += 1
+            notify(sub.email, "skipped")
+
+        def could_not_build(sub: Subscriber, error: str) -> None:
+            log.error("%s: could not build edition %s: %s", sub.email, edition.key, error)
+            summary.failed += 1
+            summary.errors.append(f"{sub.email}: {error}")
+            notify(sub.email, "failed")
+
+        def outgoing(sub: Subscriber, message_id: str, data: bytes) -> OutgoingMessage | None:
+            if dry_run:
+                summary.sent += 1
+                notify(sub.email, "sent")
+                return None
+            return OutgoingMessage(
+                subscriber=sub.email,
+                edition=edition.key,
+                message_id=message_id,
+                envelope_from=self.envelope_sender,
+                recipients=(sub.email,),
+                data=data,
+            )
+
+        async def made_here() -> AsyncIterator[OutgoingMessage]:
             for sub in owed:
-                if stop is not None and stop.is_set():
+                if stopped():
                     return
                 papers = groups[sub.sources].papers
                 try:
                     ranked = rank(papers, sub)
                     if not ranked and not sub.send_empty:
-                        if not dry_run:
-                            self.store.mark_skipped(sub.email, edition.key, SKIP_NO_PAPERS)
-                        summary.skipped += 1
-                        notify(sub.email, "skipped")
+                        no_papers(sub)
                         continue
                     # Let the pool answer its relay between the CPU-bound steps: each reply
                     # waits for the loop, and a worker needs several per message.
@@ -384,27 +405,48 @@ class Digest:
                     await asyncio.sleep(0)
                     message_id, data = self.build(rendered, sub, edition)
                 except DigestError as e:
-                    log.error("%s: could not build edition %s: %s", sub.email, edition.key, e)
-                    summary.failed += 1
-                    summary.errors.append(f"{sub.email}: {e}")
-                    notify(sub.email, "failed")
+                    could_not_build(sub, str(e))
                     continue
-                if dry_run:
-                    summary.sent += 1
-                    notify(sub.email, "sent")
-                    continue
-                yield OutgoingMessage(
-                    subscriber=sub.email,
-                    edition=edition.key,
-                    message_id=message_id,
-                    envelope_from=self.envelope_sender,
-                    recipients=(sub.email,),
-                    data=data,
-                )
-                await asyncio.sleep(0)
+                msg = outgoing(sub, message_id, data)
+                if msg is not None:
+                    yield msg
+                    await asyncio.sleep(0)
+
+        async def made_in_processes(workers: int) -> AsyncIterator[OutgoingMessage]:
+            made = make_in_processes(
+                owed,
+                settings=self.settings,
+                edition=edition,
+                papers={key: result.papers for key, result in groups.items()},
+                # The default clock is read in the worker at each build; an injected one
+                # once per send (workers cannot call it).
+                date=None if self.now is utc_now else self.now(),
+                workers=workers,
+                ahead=TASKS_IN_FLIGHT_PER_WORKER * workers + pool_size(self.settings),
+                stopped=stopped,
+            )
+            try:
+                async for sub, result in made:
+                    if result.kind == "empty":
+                        no_papers(sub)
+                    elif result.kind == "error":
+                        could_not_build(sub, result.error)
+                    else:
+                        msg = outgoing(sub, result.message_id, result.data)
+                        if msg is not None:
+                            yield msg
+            finally:
+                await made.aclose()  # stops the workers now, not when garbage-collected
+
+        workers = self.settings.effective_render_workers
+        if workers > 0 and len(owed) >= self.render_min_batch:
+            log.debug("edition %s: rendering in %d processes", edition.key, workers)
+            messages = made_in_processes(workers)
+        else:
+            messages = made_here()
 
         if dry_run:
-            async for _ in messages():
+            async for _ in messages:
                 pass
             return summary
 
@@ -412,7 +454,7 @@ class Digest:
             notify(msg.subscriber, outcome)
 
         sent = await send_all(
-            messages(), store=self.store, settings=self.settings, stop=stop, on_result=relay
+            messages, store=self.store, settings=self.settings, stop=stop, on_result=relay
         )
         summary.sent += sent.sent
         summary.failed += sent.failed

@@ -8,6 +8,7 @@ never appear in ``repr()``, logs, errors or the state file.
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,6 +30,8 @@ DEFAULT_SMTP_MAX_ATTEMPTS = 5
 DEFAULT_SMTP_RETRY_BASE_S = 1.0
 DEFAULT_CATCHUP_HOURS = 12.0
 DEFAULT_TICK_SECONDS = 60.0
+DEFAULT_RENDER_WORKERS_MAX = 2
+"""Default number of render processes for a large send: this many, or fewer CPUs."""
 SMTP_DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
 
 SmtpSecurity = Literal["starttls", "tls", "none"]
@@ -113,6 +116,17 @@ class Settings(BaseSettings):
     tick_seconds: float = Field(DEFAULT_TICK_SECONDS, gt=0, description="Daemon period, s.")
     health_file: Path | None = None
 
+    # --- rendering -----------------------------------------------------------------------
+    render_workers: int | None = Field(
+        None,
+        ge=0,
+        le=64,
+        description=(
+            "Processes that rank, render and build the messages of a large send "
+            "(0 = in the sending process); default min(2, CPUs)."
+        ),
+    )
+
     @field_validator("sources")
     @classmethod
     def _check_sources(cls, value: str) -> str:
@@ -140,6 +154,13 @@ class Settings(BaseSettings):
     def effective_smtp_port(self) -> int:
         """``smtp_port`` or the default for ``smtp_security`` (587, 465, 25)."""
         return self.smtp_port or SMTP_DEFAULT_PORTS[self.smtp_security]
+
+    @property
+    def effective_render_workers(self) -> int:
+        """``render_workers``, or ``min(DEFAULT_RENDER_WORKERS_MAX, CPUs)`` when unset (0: none)."""
+        if self.render_workers is not None:
+            return self.render_workers
+        return min(DEFAULT_RENDER_WORKERS_MAX, os.cpu_count() or 1)
 
     @property
     def dkim_enabled(self) -> bool:

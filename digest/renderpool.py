@@ -1,0 +1,309 @@
+"""Per-subscriber message making (rank → render → inline → build), in or out of process.
+
+Making one message costs several milliseconds of CPU (premailer dominates). In the sending
+process it runs on the event loop, between the SMTP round trips of the connection pool, and
+delays every reply the pool is waiting for: with a slow relay the pool then falls short of
+``concurrency / reply latency`` messages per second, and on a fast one a single core bounds
+the whole send. For a large send, :func:`make_in_processes` runs this work in a
+:class:`~concurrent.futures.ProcessPoolExecutor` instead, and the event loop only talks SMTP
+and waits for the state thread.
+
+Both paths call the same functions (:func:`render_ranked`, :func:`build_for`), so a message
+made in a worker is the one the sending process would have made (its Message-ID is random
+either way). Workers are started with ``spawn``, never ``fork`` (the sending process has
+threads: the state writer and whatever runs the event loop). Each worker receives the
+settings, the edition and the papers of every source group once (initializer); each task is
+one :class:`~digest.subscribers.Subscriber` and returns a small :class:`Made`. Exceptions are
+not pickled: a :class:`~digest.errors.DigestError` comes back as its message, anything else as
+a traceback text that the sending process raises as :class:`RenderWorkerError`.
+
+Workers ignore SIGINT and SIGTERM: a Ctrl-C or a service manager's SIGTERM to the process
+group is the sending process's to handle (a graceful stop), and it shuts the workers down. A
+worker exits at once if the sending process dies (SIGKILL, crash): each watches its parent's
+sentinel, because the executor's pipes alone would keep an orphan waiting forever (every
+worker holds the write end of the task queue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import threading
+import traceback
+from collections import deque
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, NamedTuple
+
+from digest.clock import utc_now
+from digest.errors import DigestError
+from digest.message import build_message, make_message_id, unsubscribe_url_for
+from digest.models import Edition, Paper, RankedPaper
+from digest.ranking import rank
+from digest.render import EmailContext, RenderedEmail, Renderer
+from digest.settings import Settings
+from digest.subscribers import Subscriber
+
+RENDER_PROCESSES_MIN_BATCH = 200
+"""Fewest owed subscribers for which a send renders in worker processes. Starting a worker
+(``spawn``: a fresh interpreter importing ``digest``) costs about 0.7 s of CPU, and each
+worker's template caches start cold; below this many messages the sending process renders
+them itself, as fast or faster."""
+
+START_METHOD = "spawn"
+"""Multiprocessing start method of the workers (not ``fork``: the parent has threads)."""
+
+TASKS_IN_FLIGHT_PER_WORKER = 2
+"""Subscribers submitted ahead per worker, on top of one per SMTP connection: enough that a
+worker never waits for the next task, few enough that memory stays bounded (each finished
+task holds one message, ~30 KiB)."""
+
+SourceKey = tuple[str, ...] | None
+"""A subscriber's ``sources`` (``None``: the configured ones): which papers it is ranked on."""
+
+ORPHAN_EXIT_CODE = 70
+"""Exit status of a worker whose sending process died (EX_SOFTWARE)."""
+
+Kind = Literal["message", "empty", "error", "bug"]
+
+
+class Made(NamedTuple):
+    """What making one subscriber's message produced (picklable, small).
+
+    Attributes:
+        email: the subscriber's address.
+        kind: ``message`` (``message_id`` and ``data`` set); ``empty`` (nothing ranked and
+            not ``send_empty``: record ``skipped``/``no papers``); ``error`` (a
+            :class:`~digest.errors.DigestError`, its text in ``error``); ``bug`` (any other
+            exception, its traceback in ``error``).
+        message_id: the Message-ID (``<...@domain>``), or ``""``.
+        data: the whole RFC 5322 message, or ``b""``.
+        error: the error text, or ``""``.
+    """
+
+    email: str
+    kind: Kind
+    message_id: str = ""
+    data: bytes = b""
+    error: str = ""
+
+
+class RenderWorkerError(RuntimeError):
+    """A render worker failed with an unexpected (non-``DigestError``) exception: a bug."""
+
+
+# -- the shared steps ----------------------------------------------------------------------------
+
+
+def render_ranked(
+    settings: Settings,
+    renderer: Renderer,
+    edition: Edition,
+    ranked: Sequence[RankedPaper],
+    total_papers: int,
+    subscriber: Subscriber | None,
+) -> RenderedEmail:
+    """Render an already ranked selection for ``subscriber`` (``None``: unpersonalized).
+
+    Raises:
+        ConfigError: a template is broken.
+    """
+    ctx = EmailContext(
+        edition=edition,
+        papers=ranked,
+        subscriber=subscriber,
+        unsubscribe_url=unsubscribe_url_for(settings, subscriber.email) if subscriber else None,
+        unsubscribe_mailto=settings.unsubscribe_mailto,
+        total_papers=total_papers,
+    )
+    return renderer.render(ctx)
+
+
+def build_for(
+    settings: Settings,
+    rendered: RenderedEmail,
+    subscriber: Subscriber | None,
+    edition: Edition,
+    date: datetime,
+) -> tuple[str, bytes]:
+    """Build the RFC 5322 message; returns ``(message_id, bytes)``.
+
+    Args:
+        settings: sender, headers, DKIM.
+        rendered: the rendered parts.
+        subscriber: the recipient, or ``None`` for a preview (``preview@localhost``).
+        edition: the edition (its key goes into the Message-ID).
+        date: the Date header (aware).
+    """
+    email = subscriber.email if subscriber else "preview@localhost"
+    message_id = make_message_id(settings, email, edition.key)
+    data = build_message(
+        rendered,
+        settings=settings,
+        to_email=email,
+        to_name=subscriber.name if subscriber else None,
+        message_id=message_id,
+        date=date,
+    )
+    return message_id, data
+
+
+# -- the worker side -----------------------------------------------------------------------------
+
+
+@dataclass
+class _WorkerState:
+    settings: Settings
+    edition: Edition
+    papers: Mapping[SourceKey, Sequence[Paper]]
+    date: datetime | None
+    renderer: Renderer | None = None
+
+
+_state: _WorkerState | None = None
+
+
+def _init_worker(
+    settings: Settings,
+    edition: Edition,
+    papers: Mapping[SourceKey, Sequence[Paper]],
+    date: datetime | None,
+) -> None:
+    """Worker initializer: keep the send's inputs; leave stop signals to the parent."""
+    global _state
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(
+            target=_exit_with_parent, args=(parent.sentinel,), name="digest-orphan", daemon=True
+        ).start()
+    _state = _WorkerState(settings=settings, edition=edition, papers=papers, date=date)
+
+
+def _exit_with_parent(sentinel: int) -> None:
+    """Worker thread: end this process as soon as the parent process has died."""
+    multiprocessing.connection.wait([sentinel])
+    os._exit(ORPHAN_EXIT_CODE)
+
+
+def _make(sub: Subscriber) -> Made:
+    """Worker task: rank, render, inline and build ``sub``'s message."""
+    state = _state
+    assert state is not None, "render worker used before its initializer ran"
+    try:
+        papers = state.papers[sub.sources]
+        ranked = rank(papers, sub)
+        if not ranked and not sub.send_empty:
+            return Made(sub.email, "empty")
+        if state.renderer is None:  # built lazily: a broken template fails per message
+            state.renderer = Renderer(
+                state.settings.templates_dir, site_url=state.settings.site_url
+            )
+        rendered = render_ranked(
+            state.settings, state.renderer, state.edition, ranked, len(papers), sub
+        )
+        message_id, data = build_for(
+            state.settings, rendered, sub, state.edition, state.date or utc_now()
+        )
+    except DigestError as e:
+        return Made(sub.email, "error", error=str(e))
+    except Exception:
+        return Made(sub.email, "bug", error=traceback.format_exc())
+    return Made(sub.email, "message", message_id=message_id, data=data)
+
+
+# -- the parent side -----------------------------------------------------------------------------
+
+
+async def make_in_processes(
+    subscribers: Sequence[Subscriber],
+    *,
+    settings: Settings,
+    edition: Edition,
+    papers: Mapping[SourceKey, Sequence[Paper]],
+    date: datetime | None,
+    workers: int,
+    ahead: int,
+    stopped: Callable[[], bool],
+) -> AsyncGenerator[tuple[Subscriber, Made], None]:
+    """Make every subscriber's message in ``workers`` processes; yield them in order.
+
+    At most ``ahead`` subscribers are submitted and not yet yielded at any instant (bounded
+    memory); the event loop only waits for results. When the generator returns, raises or is
+    closed, pending tasks are cancelled and every worker process has exited (joined) before
+    control leaves it.
+
+    Args:
+        subscribers: whose messages, in this order.
+        settings: the settings (pickled to each worker once).
+        edition: the edition.
+        papers: the papers of each source group, by ``Subscriber.sources``.
+        date: the Date header of every message, or ``None`` for the time of each build.
+        workers: how many processes (≥ 1).
+        ahead: how many tasks may be in flight (≥ 1).
+        stopped: checked before each submission and each yield; once True, nothing new
+            starts and the generator returns.
+
+    Yields:
+        ``(subscriber, made)`` for each subscriber, until stopped.
+
+    Raises:
+        RenderWorkerError: a worker hit an unexpected exception (a bug).
+        concurrent.futures.process.BrokenProcessPool: a worker died (killed, out of memory).
+    """
+    executor = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context(START_METHOD),
+        initializer=_init_worker,
+        initargs=(settings, edition, dict(papers), date),
+    )
+    pending: deque[tuple[Subscriber, Future[Made]]] = deque()
+    todo = iter(subscribers)
+    try:
+        while True:
+            while len(pending) < max(1, ahead) and not stopped():
+                sub = next(todo, None)
+                if sub is None:
+                    break
+                pending.append((sub, executor.submit(_make, sub)))
+            if not pending or stopped():
+                return
+            sub, future = pending.popleft()
+            made = await asyncio.wrap_future(future)
+            if made.kind == "bug":
+                raise RenderWorkerError(f"{made.email}: making the message failed:\n{made.error}")
+            if stopped():
+                return
+            yield sub, made
+    finally:
+        for _, future in pending:
+            future.cancel()
+        await _shutdown(executor)
+
+
+async def _shutdown(executor: ProcessPoolExecutor) -> None:
+    """Shut ``executor`` down (cancel pending tasks, join workers) off the event loop.
+
+    Runs to completion even if the caller is cancelled meanwhile (the cancellation is
+    re-raised afterwards), so no worker outlives the send.
+    """
+    loop = asyncio.get_running_loop()
+    done = loop.run_in_executor(
+        None, functools.partial(executor.shutdown, wait=True, cancel_futures=True)
+    )
+    cancelled = False
+    while not done.done():
+        try:
+            await asyncio.shield(done)
+        except asyncio.CancelledError:
+            cancelled = True
+    done.result()
+    if cancelled:
+        raise asyncio.CancelledError
