@@ -167,8 +167,6 @@ class Digest:
         specs = list(sources) if sources else self.settings.source_specs
         now = self.now()
         failed: list[str] = []
-        per_source: list[list[Paper]] = []
-        attempts = 0
 
         async def one(spec: str, day: date) -> list[Paper] | None:
             stored = self.store.load_papers(day, spec)
@@ -189,13 +187,13 @@ class Digest:
         results = await asyncio.gather(*(one(spec, day) for spec, day in jobs))
         by_source: dict[str, list[Paper]] = {spec: [] for spec in specs}
         for (spec, _day), papers in zip(jobs, results, strict=True):
-            attempts += 1
             if papers is not None:
                 by_source[spec].extend(papers)
-        if failed and len(failed) == attempts:
+        if len(failed) == len(jobs):
             raise SourceError(",".join(specs), "every source failed: " + "; ".join(failed))
-        per_source = [by_source[spec] for spec in specs]
-        merged = merge_papers(per_source) if len(per_source) > 1 else _dedup(per_source[0])
+        # One edition lists a paper once, whatever days its copies carry (a feed announces a
+        # paper before Hugging Face lists it; a weekly edition spans days).
+        merged = merge_papers([by_source[spec] for spec in specs], by_day=False)
         return PapersResult(papers=merged, failed=failed, complete=not failed)
 
     # -- rendering -------------------------------------------------------------------------
@@ -476,14 +474,3 @@ class Digest:
     def envelope_sender(self) -> str:
         """The envelope sender (SMTP ``MAIL FROM``): ``DIGEST_ENVELOPE_FROM`` or From's address."""
         return self.settings.envelope_from or parseaddr(self.settings.sender)[1]
-
-
-def _dedup(papers: list[Paper]) -> list[Paper]:
-    """Drop repeated arXiv ids (a weekly edition may list a paper on two days), first wins."""
-    seen: set[str] = set()
-    out: list[Paper] = []
-    for paper in papers:
-        if paper.arxiv_id not in seen:
-            seen.add(paper.arxiv_id)
-            out.append(paper)
-    return out

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import json
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -57,8 +58,6 @@ def feed_spec(server: LocalHTTPServer) -> str:
 
 
 def hf_ids() -> set[str]:
-    import json
-
     return {item["paper"]["id"] for item in json.loads(HF_CAPTURE.read_text())}
 
 
@@ -145,3 +144,21 @@ async def test_feed_validators_persist_in_the_state_file_for_conditional_get(
     feed_requests = server.requests_for("/rss/cs.AI")
     assert [r.status for r in feed_requests] == [200, 304]
     assert feed_requests[1].headers.get("if-none-match") == '"feed-v1"'
+
+
+async def test_an_edition_lists_a_paper_once_when_its_copies_carry_different_days(
+    server: LocalHTTPServer, tmp_path: Path
+) -> None:
+    # arXiv announced 2608.20011 on Aug 20 (the feed); Hugging Face lists it on Aug 21.
+    item = json.loads(HF_CAPTURE.read_text())[0]
+    item["paper"].update(id="2608.20011", upvotes=7, submittedOnDailyAt="2026-08-21T00:00:00Z")
+    item["paper"]["title"] = item["title"] = "A paper Hugging Face lists a day after arXiv"
+    server.add("/api/daily_papers?date=2026-08-21", body=json.dumps([item]).encode())
+    week = Edition(key="2026-W34", days=(DAY, date(2026, 8, 21)), frequency="weekly")
+    with make(server, tmp_path) as digest:
+        result = await digest.papers_for(week)
+    ids = [p.arxiv_id for p in result.papers]
+    assert len(ids) == len(set(ids))
+    (paper,) = [p for p in result.papers if p.arxiv_id == "2608.20011"]
+    assert paper.upvotes == 7, "the Hugging Face copy wins"
+    assert "hf" in paper.source and "feed:" in paper.source

@@ -3,7 +3,8 @@
 Two papers are the same when they have the same ``daily_date`` and either the same arXiv id
 or the same normalised title (casefolded, punctuation and whitespace removed), so a paper a
 feed lists under a slightly different id or punctuation still meets its Hugging Face twin.
-Papers of different days are never merged: each day's edition keeps its own copy.
+With ``by_day=False`` the day is ignored: one edition spanning several days (a weekly one, or
+a paper a feed announced a day before Hugging Face listed it) lists each paper once.
 
 The merged paper starts from the Hugging Face copy (the first with ``upvotes`` not ``None``;
 else the first copy seen) and keeps its upvotes, comments and AI/GitHub fields; every field
@@ -32,20 +33,22 @@ _NEVER_FILLED = frozenset({"arxiv_id", "daily_date", "source"})
 _FILLABLE = tuple(f.name for f in dataclasses.fields(Paper) if f.name not in _NEVER_FILLED)
 
 
-def merge_papers(lists: Sequence[Sequence[Paper]]) -> list[Paper]:
+def merge_papers(lists: Sequence[Sequence[Paper]], *, by_day: bool = True) -> list[Paper]:
     """Merge the papers of several sources (any number of days) into one list.
 
     Args:
         lists: one sequence of papers per source, e.g. ``[hf_papers, feed_papers]``.
+        by_day: keep one copy per paper and day (``True``) or one per paper (``False``).
 
     Returns:
-        Each paper once per day, merged as described in the module docstring.
+        Each paper once (per day, with ``by_day``), merged as described in the module
+        docstring.
     """
     groups: list[list[Paper]] = []
     by_key: dict[tuple[date | None, str], int] = {}
     for papers in lists:
         for paper in papers:
-            keys = _keys(paper)
+            keys = _keys(paper, by_day)
             index = next((by_key[k] for k in keys if k in by_key), None)
             if index is None:
                 index = len(groups)
@@ -61,11 +64,12 @@ def merge_papers(lists: Sequence[Sequence[Paper]]) -> list[Paper]:
     )
 
 
-def _keys(paper: Paper) -> list[tuple[date | None, str]]:
-    keys = [(paper.daily_date, "id:" + (normalize_arxiv_id(paper.arxiv_id) or paper.arxiv_id))]
+def _keys(paper: Paper, by_day: bool) -> list[tuple[date | None, str]]:
+    day = paper.daily_date if by_day else None
+    keys = [(day, "id:" + (normalize_arxiv_id(paper.arxiv_id) or paper.arxiv_id))]
     title = normalize_title(paper.title)
     if title:
-        keys.append((paper.daily_date, "title:" + title))
+        keys.append((day, "title:" + title))
     return keys
 
 
