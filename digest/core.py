@@ -144,19 +144,17 @@ class Digest:
         edition: Edition,
         *,
         sources: Sequence[str] | None = None,
-        refresh: bool = False,
     ) -> PapersResult:
         """The papers of ``edition``, merged across ``sources``.
 
         Papers already stored in the state file for a (day, source) are reused, so a later
         preview or resend shows the same papers. Fetched papers are stored once their UTC
-        day has ended (before that the list is still growing).
+        day has ended (before that the list is still growing); an empty weekday list is never
+        stored (an outage, or published late), so the next call asks the sources again.
 
         Args:
             edition: which days to collect.
             sources: source specs; default ``settings.source_specs``.
-            refresh: ignore stored papers that are empty (a weekday list fetched too early or
-                during an outage) and fetch again.
 
         Returns:
             The merged papers and which fetches failed.
@@ -170,7 +168,7 @@ class Digest:
 
         async def one(spec: str, day: date) -> list[Paper] | None:
             stored = self.store.load_papers(day, spec)
-            if stored is not None and not (refresh and not stored):
+            if stored is not None:
                 return stored
             try:
                 papers = await self._source(spec).fetch(day)

@@ -322,12 +322,12 @@ class Daemon:
     ) -> bool:
         """Whether ``edition`` can be sent now: its papers are fetched (and stored) and usable.
 
-        ``refresh=True`` makes a stored empty list (a weekday fetched during an outage) be
-        fetched again; the stored papers are then what :meth:`Digest.send` reads.
+        An empty weekday list is never stored (:meth:`Digest.papers_for`), so a later tick
+        asks the sources again; the stored papers are then what :meth:`Digest.send` reads.
         """
         where = ",".join(sources) if sources else "default sources"
         try:
-            result = await self.digest.papers_for(edition, sources=sources, refresh=True)
+            result = await self.digest.papers_for(edition, sources=sources)
         except SourceError as e:
             report.errors.append(str(e))
             log.warning(

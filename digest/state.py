@@ -604,7 +604,8 @@ class StateStore:
         except (ValueError, TypeError, KeyError) as e:
             raise StateError(
                 f"state file {self.path}: stored papers for {day} from {source} are unreadable "
-                f"({e}); refetch them with --refresh"
+                f"({e}); delete them and the next run refetches them: sqlite3 {self.path} "
+                f"\"DELETE FROM papers WHERE day = '{day.isoformat()}' AND source = '{source}'\""
             ) from e
 
     # -- listing (last: the method name shadows the builtin in this class body) ------------
