@@ -224,6 +224,18 @@ class Digest:
         """Build the RFC 5322 message for ``subscriber``; returns ``(message_id, bytes)``."""
         return build_for(self.settings, rendered, subscriber, edition, self.now())
 
+    def _make(
+        self,
+        edition: Edition,
+        ranked: Sequence[RankedPaper],
+        total_papers: int,
+        subscriber: Subscriber,
+    ) -> tuple[str, bytes]:
+        """Render and build one message (:meth:`send` runs it on a thread)."""
+        return self.build(
+            self._render_ranked(edition, ranked, total_papers, subscriber), subscriber, edition
+        )
+
     def preview(
         self,
         edition: Edition,
@@ -394,12 +406,13 @@ class Digest:
                     if not ranked and not sub.send_empty:
                         no_papers(sub)
                         continue
-                    # Let the pool answer its relay between the CPU-bound steps: each reply
-                    # waits for the loop, and a worker needs several per message.
-                    await asyncio.sleep(0)
-                    rendered = self._render_ranked(edition, ranked, len(papers), sub)
-                    await asyncio.sleep(0)
-                    message_id, data = self.build(rendered, sub, edition)
+                    # Render and build on a thread, one message at a time: the event loop
+                    # stays free to answer the pool's relay replies (each waits for the
+                    # loop, and a connection needs several per message), and lxml releases
+                    # the GIL while it parses and serializes for premailer.
+                    message_id, data = await asyncio.to_thread(
+                        self._make, edition, ranked, len(papers), sub
+                    )
                 except DigestError as e:
                     could_not_build(sub, str(e))
                     continue
