@@ -9,12 +9,14 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from premailer import Premailer
 
 from digest.errors import ConfigError
 from digest.models import Edition, Paper, RankedPaper
 from digest.render import (
     BLOCK_END,
     BLOCK_START,
+    PREMAILER_OPTIONS,
     SUMMARY_MAX_CHARS,
     TEXT_WIDTH,
     EmailContext,
@@ -425,3 +427,41 @@ def test_a_contextual_selector_turns_the_block_cache_off(tmp_path: Path) -> None
     fresh = Renderer()
     assert fresh.inline(html) == fresh.inline_whole(unmark(html))
     assert fresh.block_hits == 0 and fresh.block_misses == 0
+
+
+def test_a_message_with_some_new_blocks_inlines_only_those(real_day: list[Paper]) -> None:
+    fresh = Renderer()
+
+    def raw(papers: list[Paper]) -> str:
+        ctx = context(ranked(papers, ()), subscriber=FakeSubscriber(keywords=()))
+        return fresh._run(fresh._html, fresh.context_for(ctx))
+
+    first, second = raw(real_day[:3]), raw(real_day[:6])  # same papers at ranks 1–3, then 3 new
+    assert fresh.inline(first) == fresh.inline_whole(unmark(first))
+    assert (fresh.block_hits, fresh.block_misses) == (0, 3)
+    assert fresh.inline(second) == fresh.inline_whole(unmark(second))
+    assert (fresh.block_hits, fresh.block_misses) == (3, 6)
+    assert fresh.inline(second) == fresh.inline_whole(unmark(second))
+    assert (fresh.block_hits, fresh.block_misses) == (9, 6)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # Classes spelled every way HTML allows; each rule matches or not as premailer says.
+        "<p class=\"title\">a</p><p CLASS='summary hl'>b</p><p class=link>c</p>",
+        "<p class = \"  meta\n rank \">d</p><span class=\"chip\tmuted\">e</span>",
+        # A character reference in a class attribute: no rule may be skipped.
+        "<p class=\"&#116;itle\">f</p><p class=\"summary\">g</p>",
+        # "class=" in text and an attribute that only ends in "class" (superset is fine).
+        "<p data-class=\"date\">class=\"intro\"</p><p class=\"footer-p\">h</p><p>i</p>",
+        "<table class=\"card font\"><tr><td class=\"paper\">j</td></tr></table>",
+    ],
+)
+def test_skipping_absent_classes_gives_exactly_premailers_output(body: str) -> None:
+    css = (Path(__file__).parent.parent / "digest" / "templates" / "digest.html.j2").read_text()
+    style = css[css.index("<style>") : css.index("</style>") + len("</style>")]
+    html = f"<!DOCTYPE html><html><head>{style}</head><body class=\"body\">{body}</body></html>"
+    plain = Premailer(**PREMAILER_OPTIONS).transform(html, pretty_print=False)
+    assert Renderer().inline_whole(html) == plain
+    assert 'style="' in plain  # the rules did apply somewhere
