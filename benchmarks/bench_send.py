@@ -583,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
         "--render-workers",
         type=int,
         default=None,
-        help="DIGEST_RENDER_WORKERS (0: render in the sending process; default min(2, CPUs))",
+        help="DIGEST_RENDER_WORKERS (0: render in the sending process; default min(2, CPUs - 1))",
     )
     parser.add_argument(
         "--render-min-batch",

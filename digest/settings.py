@@ -31,7 +31,8 @@ DEFAULT_SMTP_RETRY_BASE_S = 1.0
 DEFAULT_CATCHUP_HOURS = 12.0
 DEFAULT_TICK_SECONDS = 60.0
 DEFAULT_RENDER_WORKERS_MAX = 2
-"""Default number of render processes for a large send: this many, or fewer CPUs."""
+"""Default number of render processes for a large send: this many, or one fewer than the
+CPUs (one core stays with the sending process: SMTP, TLS, state writes)."""
 SMTP_DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
 
 SmtpSecurity = Literal["starttls", "tls", "none"]
@@ -123,7 +124,7 @@ class Settings(BaseSettings):
         le=64,
         description=(
             "Processes that rank, render and build the messages of a large send "
-            "(0 = in the sending process); default min(2, CPUs)."
+            "(0 = in the sending process); default min(2, CPUs - 1)."
         ),
     )
 
@@ -157,10 +158,15 @@ class Settings(BaseSettings):
 
     @property
     def effective_render_workers(self) -> int:
-        """``render_workers``, or ``min(DEFAULT_RENDER_WORKERS_MAX, CPUs)`` when unset (0: none)."""
+        """``render_workers``, or ``min(DEFAULT_RENDER_WORKERS_MAX, CPUs - 1)`` when unset.
+
+        0 means none: the sending process renders, on a thread. On 2 CPUs the default is one
+        worker: with two, the workers, the sending process (and a relay on the same machine)
+        compete for both cores and a send was slower (benchmarks/bench_send.py).
+        """
         if self.render_workers is not None:
             return self.render_workers
-        return min(DEFAULT_RENDER_WORKERS_MAX, os.cpu_count() or 1)
+        return max(0, min(DEFAULT_RENDER_WORKERS_MAX, (os.cpu_count() or 1) - 1))
 
     @property
     def dkim_enabled(self) -> bool:
