@@ -393,7 +393,7 @@ def stages(
                 )
         out.render -= out.inline
         hits, misses = getattr(renderer, "block_hits", 0), getattr(renderer, "block_misses", 0)
-        out.cache = f"paper blocks from cache: {hits}; messages inlined whole: {misses}"
+        out.cache = f"paper blocks from cache: {hits}, inlined anew: {misses}"
         # The state writes of one delivery, alone: claim (fsync) + mark_sent (fsync).
         sample = min(STATE_SAMPLE, len(subs))
         t0 = clock()
