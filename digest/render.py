@@ -625,7 +625,7 @@ class Renderer:
         # None, a block's is its inlined text.
         found = pieces[1::2]
         expected = [hit is None for hit in cached]
-        # pragma: no cover - only if the parser moved a slot or a marker
+        # Different only if the HTML parser moved a slot or a marker: then inline it whole.
         if [piece is not None for piece in found] != expected:  # pragma: no cover
             return self.inline_whole(unmark(html))
         new = [(b, p) for b, p in zip(blocks, found, strict=True) if p is not None]
