@@ -51,11 +51,9 @@ sys.path.insert(0, str(ROOT))
 from digest.core import Digest  # noqa: E402
 from digest.delivery import OutgoingMessage  # noqa: E402
 from digest.delivery.engine import send_all  # noqa: E402
-from digest.message import unsubscribe_url_for  # noqa: E402
 from digest.models import Edition, Paper  # noqa: E402
 from digest.ranking import rank  # noqa: E402
-from digest.render import EmailContext  # noqa: E402
-from digest.renderpool import RENDER_PROCESSES_MIN_BATCH  # noqa: E402
+from digest.renderpool import RENDER_PROCESSES_MIN_BATCH, render_ranked  # noqa: E402
 from digest.settings import Settings  # noqa: E402
 from digest.state import StateStore  # noqa: E402
 from digest.subscribers import Subscriber, load_subscribers  # noqa: E402
@@ -363,15 +361,7 @@ def stages(
                 out.skipped += 1
                 out.rank += t1 - t0
                 continue
-            ctx = EmailContext(
-                edition=edition,
-                papers=ranked,
-                subscriber=sub,
-                unsubscribe_url=unsubscribe_url_for(settings, sub.email),
-                unsubscribe_mailto=settings.unsubscribe_mailto,
-                total_papers=len(papers),
-            )
-            rendered = renderer.render(ctx)
+            rendered = render_ranked(settings, renderer, edition, ranked, len(papers), sub)
             t2 = clock()
             message_id, data = digest.build(rendered, sub, edition)
             t3 = clock()

@@ -26,6 +26,7 @@ from digest.renderpool import (
     TASKS_IN_FLIGHT_PER_WORKER,
     build_for,
     make_in_processes,
+    make_message,
     render_ranked,
 )
 from digest.schedule import WEEKEND, may_be_empty
@@ -224,18 +225,6 @@ class Digest:
         """Build the RFC 5322 message for ``subscriber``; returns ``(message_id, bytes)``."""
         return build_for(self.settings, rendered, subscriber, edition, self.now())
 
-    def _make(
-        self,
-        edition: Edition,
-        ranked: Sequence[RankedPaper],
-        total_papers: int,
-        subscriber: Subscriber,
-    ) -> tuple[str, bytes]:
-        """Render and build one message (:meth:`send` runs it on a thread)."""
-        return self.build(
-            self._render_ranked(edition, ranked, total_papers, subscriber), subscriber, edition
-        )
-
     def preview(
         self,
         edition: Edition,
@@ -400,23 +389,27 @@ class Digest:
             for sub in owed:
                 if stopped():
                     return
-                papers = groups[sub.sources].papers
                 try:
-                    ranked = rank(papers, sub)
-                    if not ranked and not sub.send_empty:
-                        no_papers(sub)
-                        continue
-                    # Render and build on a thread, one message at a time: the event loop
-                    # stays free to answer the pool's relay replies (each waits for the
-                    # loop, and a connection needs several per message), and lxml releases
-                    # the GIL while it parses and serializes for premailer.
-                    message_id, data = await asyncio.to_thread(
-                        self._make, edition, ranked, len(papers), sub
+                    # On a thread, one message at a time: the event loop stays free to answer
+                    # the pool's relay replies (each waits for the loop, and a connection
+                    # needs several per message), and lxml releases the GIL while it parses
+                    # and serializes for premailer.
+                    made = await asyncio.to_thread(
+                        make_message,
+                        self.settings,
+                        lambda: self.renderer,
+                        edition,
+                        groups[sub.sources].papers,
+                        sub,
+                        self.now(),
                     )
                 except DigestError as e:
                     could_not_build(sub, str(e))
                     continue
-                msg = outgoing(sub, message_id, data)
+                if made is None:
+                    no_papers(sub)
+                    continue
+                msg = outgoing(sub, *made)
                 if msg is not None:
                     yield msg
                     await asyncio.sleep(0)

@@ -8,7 +8,7 @@ the whole send. For a large send, :func:`make_in_processes` runs this work in a
 :class:`~concurrent.futures.ProcessPoolExecutor` instead, and the event loop only talks SMTP
 and waits for the state thread.
 
-Both paths call the same functions (:func:`render_ranked`, :func:`build_for`), so a message
+Both paths call the same function (:func:`make_message`: rank, render, build), so a message
 made in a worker is the one the sending process would have made (its Message-ID is random
 either way). Workers are started with ``spawn``, never ``fork`` (the sending process has
 threads: the state writer and whatever runs the event loop). Each worker receives the
@@ -125,6 +125,36 @@ def render_ranked(
     return renderer.render(ctx)
 
 
+def make_message(
+    settings: Settings,
+    renderer: Callable[[], Renderer],
+    edition: Edition,
+    papers: Sequence[Paper],
+    subscriber: Subscriber,
+    date: datetime,
+) -> tuple[str, bytes] | None:
+    """Rank, render, inline and build one subscriber's message: the whole per-subscriber work,
+    done the same way in the sending process (on a thread) and in a worker process.
+
+    Args:
+        renderer: returns the renderer; called only when there is something to render (a
+            worker builds its renderer lazily, so a broken template fails per message).
+        papers: the papers ``subscriber`` is ranked on (its source group's).
+        date: the Date header (aware).
+
+    Returns:
+        ``(message_id, bytes)``, or ``None`` when nothing ranked and not ``send_empty``.
+
+    Raises:
+        DigestError: a template is broken, or the message cannot be built.
+    """
+    ranked = rank(papers, subscriber)
+    if not ranked and not subscriber.send_empty:
+        return None
+    rendered = render_ranked(settings, renderer(), edition, ranked, len(papers), subscriber)
+    return build_for(settings, rendered, subscriber, edition, date)
+
+
 def build_for(
     settings: Settings,
     rendered: RenderedEmail,
@@ -197,25 +227,30 @@ def _make(sub: Subscriber) -> Made:
     """Worker task: rank, render, inline and build ``sub``'s message."""
     state = _state
     assert state is not None, "render worker used before its initializer ran"
-    try:
-        papers = state.papers[sub.sources]
-        ranked = rank(papers, sub)
-        if not ranked and not sub.send_empty:
-            return Made(sub.email, "empty")
+
+    def renderer() -> Renderer:
         if state.renderer is None:  # built lazily: a broken template fails per message
             state.renderer = Renderer(
                 state.settings.templates_dir, site_url=state.settings.site_url
             )
-        rendered = render_ranked(
-            state.settings, state.renderer, state.edition, ranked, len(papers), sub
-        )
-        message_id, data = build_for(
-            state.settings, rendered, sub, state.edition, state.date or utc_now()
+        return state.renderer
+
+    try:
+        made = make_message(
+            state.settings,
+            renderer,
+            state.edition,
+            state.papers[sub.sources],
+            sub,
+            state.date or utc_now(),
         )
     except DigestError as e:
         return Made(sub.email, "error", error=str(e))
     except Exception:
         return Made(sub.email, "bug", error=traceback.format_exc())
+    if made is None:
+        return Made(sub.email, "empty")
+    message_id, data = made
     return Made(sub.email, "message", message_id=message_id, data=data)
 
 
