@@ -25,7 +25,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from smtpserver import SMTPTestServer
 
 from digest.core import Digest
 from digest.daemon import Daemon, TickReport
@@ -34,6 +33,7 @@ from digest.schedule import scheduled_instant
 from digest.settings import Settings, load_settings
 from digest.state import StateStore, state_lock
 from digest.subscribers import Subscriber
+from tests.smtpserver import SMTPTestServer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hf-daily-papers"
 PROJECT = Path(__file__).parent.parent

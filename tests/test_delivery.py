@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 import trustme
-from smtpserver import RcptFault, Received, ServerProcess, SMTPTestServer
 
 from digest.delivery import (
     DeliveryResult,
@@ -26,6 +25,7 @@ from digest.delivery.smtp import SmtpTransport
 from digest.errors import DeliveryConfigError, PermanentDeliveryError
 from digest.settings import Settings
 from digest.state import DeliveryStatus, StateStore
+from tests.smtpserver import RcptFault, Received, ServerProcess, SMTPTestServer
 
 EDITION = "2025-08-20"
 SENDER = "digest@example.org"

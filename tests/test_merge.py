@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from datetime import date
 
-from conftest import FIXTURES
-
 from digest.models import Paper
 from digest.sources import FeedSource, FileSource, merge_papers
+from tests.conftest import FIXTURES
 
 DAY = date(2026, 8, 20)
 HF_DIR = FIXTURES / "hf-daily-papers"

@@ -18,7 +18,6 @@ from typing import Any
 
 import psutil
 import pytest
-from smtpserver import Received, SMTPTestServer
 
 from digest.core import Digest
 from digest.models import Edition, RunSummary
@@ -27,6 +26,7 @@ from digest.renderpool import RENDER_PROCESSES_MIN_BATCH
 from digest.settings import Settings
 from digest.state import SKIP_NO_PAPERS
 from digest.subscribers import Subscriber
+from tests.smtpserver import Received, SMTPTestServer
 
 EXAMPLES = Path(__file__).parent.parent / "examples" / "hf-daily-papers"
 EDITION = Edition.daily(date(2026, 8, 18))

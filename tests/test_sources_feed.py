@@ -12,8 +12,6 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES
-from httpserver import ATOM, RSS, LocalHTTPServer
 
 from digest.errors import ConfigError, SourceError
 from digest.models import Paper
@@ -25,6 +23,8 @@ from digest.sources.feed import (
     parse_feed_spec,
     split_authors,
 )
+from tests.conftest import FIXTURES
+from tests.httpserver import ATOM, RSS, LocalHTTPServer
 
 FEEDS = FIXTURES / "feeds"
 RSS_ATOM = FEEDS / "arxiv-rss-cs.AI-2025-08-20.atom.xml"

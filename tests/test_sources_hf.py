@@ -14,8 +14,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import FIXTURES
-from httpserver import LocalHTTPServer, closed_port
 
 from digest.errors import ConfigError, SourceError
 from digest.models import Paper
@@ -29,6 +27,8 @@ from digest.sources import (
     build_source,
     build_sources,
 )
+from tests.conftest import FIXTURES
+from tests.httpserver import LocalHTTPServer, closed_port
 
 HF_DIR = FIXTURES / "hf-daily-papers"
 MALFORMED_DIR = FIXTURES / "hf-daily-papers-malformed"

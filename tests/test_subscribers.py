@@ -8,7 +8,6 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import PROJECT
 from pydantic import ValidationError
 
 from digest.errors import ConfigError
@@ -21,6 +20,7 @@ from digest.subscribers import (
     SubscriberList,
     load_subscribers,
 )
+from tests.conftest import PROJECT
 
 
 def write(tmp_path: Path, text: str, name: str = "subscribers.yaml") -> Path:
