@@ -1,4 +1,4 @@
-"""Ranking: which of an edition's papers a subscriber gets, in which order.
+"""Keyword ranking: which of an edition's papers a subscriber gets, in which order.
 
 Matching
 --------
