@@ -52,8 +52,8 @@ from digest.core import Digest  # noqa: E402
 from digest.delivery import OutgoingMessage  # noqa: E402
 from digest.delivery.engine import send_all  # noqa: E402
 from digest.models import Edition, Paper  # noqa: E402
+from digest.pipeline.workers import RENDER_PROCESSES_MIN_BATCH, render_ranked  # noqa: E402
 from digest.ranking import rank  # noqa: E402
-from digest.renderpool import RENDER_PROCESSES_MIN_BATCH, render_ranked  # noqa: E402
 from digest.settings import Settings  # noqa: E402
 from digest.state import StateStore  # noqa: E402
 from digest.subscribers import Subscriber, load_subscribers  # noqa: E402

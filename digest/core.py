@@ -7,41 +7,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from email.utils import parseaddr
 from types import TracebackType
 
 from digest.clock import Clock, utc_now
-from digest.delivery import OutgoingMessage, pool_size
-from digest.delivery.engine import send_all
-from digest.errors import ConfigError, DigestError, SourceError
+from digest.errors import ConfigError, SourceError
 from digest.models import Edition, Paper, RankedPaper, RunSummary
+from digest.pipeline import ResultCallback, SendPipeline
+from digest.pipeline.workers import RENDER_PROCESSES_MIN_BATCH, build_for, render_ranked
 from digest.ranking import rank
 from digest.render import RenderedEmail, Renderer
-from digest.renderpool import (
-    RENDER_PROCESSES_MIN_BATCH,
-    TASKS_IN_FLIGHT_PER_WORKER,
-    build_for,
-    make_in_processes,
-    make_message,
-    render_ranked,
-)
-from digest.schedule import WEEKEND, may_be_empty
+from digest.schedule import WEEKEND
 from digest.settings import Settings
 from digest.sources import Source, build_source
 from digest.sources.merge import merge_papers
-from digest.state import SKIP_NO_PAPERS, StateStore
+from digest.state import StateStore
 from digest.subscribers import Subscriber, SubscriberList, load_subscribers
 
 log = logging.getLogger(__name__)
 
 PREVIEW_FORMATS = ("html", "text", "eml")
-
-ResultCallback = Callable[[str, str], None]
-"""``on_result(email, outcome)``: outcome is ``sent``, ``failed``, ``deferred``, ``skipped``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +73,7 @@ class Digest:
     Attributes:
         render_min_batch: fewest owed subscribers for which :meth:`send` makes the messages
             in ``settings.effective_render_workers`` worker processes (see
-            :mod:`digest.renderpool`); default :data:`RENDER_PROCESSES_MIN_BATCH`.
+            :mod:`digest.pipeline.workers`); default :data:`RENDER_PROCESSES_MIN_BATCH`.
 
     Raises:
         StateError: the state file cannot be opened or has a newer schema.
@@ -294,7 +282,8 @@ class Digest:
         (permanent), ``skipped`` and ``unknown`` rows are final unless ``resend`` (all) or
         ``retry_unknown`` (unknown ones) reopen them. A subscriber whose ranked list is empty
         is recorded ``skipped (no papers)`` unless ``send_empty``. One subscriber's failure
-        never stops the others; the papers come from :meth:`papers_for`.
+        never stops the others; the papers come from :meth:`papers_for`. The stages are
+        those of :class:`~digest.pipeline.SendPipeline`.
 
         Args:
             edition: the edition to send.
@@ -312,167 +301,16 @@ class Digest:
             SourceError: every source failed (nothing was sent or recorded).
             DeliveryConfigError: the transport cannot work (auth, TLS, unreachable relay).
         """
-        summary = RunSummary()
-        notify = on_result or (lambda _email, _outcome: None)
-        started = time.monotonic()
-        owed: list[Subscriber] = []
-        for sub in subscribers:
-            if not sub.active:
-                continue
-            row = self.store.get(sub.email, edition.key)
-            if row is not None and row.status not in ("owed",):
-                reopen = resend or (retry_unknown and row.status == "unknown")
-                if row.status == "sending":
-                    reopen = reopen and not dry_run
-                if not reopen:
-                    if row.status == "unknown":
-                        summary.unknown += 1
-                    summary.skipped += 1
-                    notify(sub.email, "skipped")
-                    continue
-                if not dry_run:
-                    self.store.reopen(sub.email, edition.key)
-            owed.append(sub)
-        if not owed:
-            return summary
-
-        groups: dict[tuple[str, ...] | None, PapersResult] = {}
-        for sub in owed:
-            key = sub.sources
-            if key not in groups:
-                groups[key] = await self.papers_for(edition, sources=key)
-        for key, result in groups.items():
-            for line in result.failed:
-                summary.errors.append(f"source {line}")
-            if not result.papers and not may_be_empty(edition):
-                # No papers on a weekday: the list is not out yet, or a source is broken.
-                # Record nothing (no "no papers" skip, no send_empty note): try again later.
-                waiting = [s for s in owed if s.sources == key]
-                summary.deferred += len(waiting)
-                summary.errors.append(
-                    f"edition {edition.key}: {', '.join(key or self.settings.source_specs)} "
-                    f"listed no papers for a weekday; {len(waiting)} subscribers wait, "
-                    "nothing recorded; try again later"
-                )
-                owed = [s for s in owed if s.sources != key]
-
-        def stopped() -> bool:
-            return stop is not None and stop.is_set()
-
-        def no_papers(sub: Subscriber) -> None:
-            if not dry_run:
-                self.store.mark_skipped(sub.email, edition.key, SKIP_NO_PAPERS)
-            summary.skipped += 1
-            notify(sub.email, "skipped")
-
-        def could_not_build(sub: Subscriber, error: str) -> None:
-            log.error("%s: could not build edition %s: %s", sub.email, edition.key, error)
-            summary.failed += 1
-            summary.errors.append(f"{sub.email}: {error}")
-            notify(sub.email, "failed")
-
-        def outgoing(sub: Subscriber, message_id: str, data: bytes) -> OutgoingMessage | None:
-            if dry_run:
-                summary.sent += 1
-                notify(sub.email, "sent")
-                return None
-            return OutgoingMessage(
-                subscriber=sub.email,
-                edition=edition.key,
-                message_id=message_id,
-                envelope_from=self.envelope_sender,
-                recipients=(sub.email,),
-                data=data,
-            )
-
-        async def made_here() -> AsyncIterator[OutgoingMessage]:
-            for sub in owed:
-                if stopped():
-                    return
-                try:
-                    # On a thread, one message at a time: the event loop stays free to answer
-                    # the pool's relay replies (each waits for the loop, and a connection
-                    # needs several per message), and lxml releases the GIL while it parses
-                    # and serializes for premailer.
-                    made = await asyncio.to_thread(
-                        make_message,
-                        self.settings,
-                        lambda: self.renderer,
-                        edition,
-                        groups[sub.sources].papers,
-                        sub,
-                        self.now(),
-                    )
-                except DigestError as e:
-                    could_not_build(sub, str(e))
-                    continue
-                if made is None:
-                    no_papers(sub)
-                    continue
-                msg = outgoing(sub, *made)
-                if msg is not None:
-                    yield msg
-                    await asyncio.sleep(0)
-
-        async def made_in_processes(workers: int) -> AsyncIterator[OutgoingMessage]:
-            made = make_in_processes(
-                owed,
-                settings=self.settings,
-                edition=edition,
-                papers={key: result.papers for key, result in groups.items()},
-                # The default clock is read in the worker at each build; an injected one
-                # once per send (workers cannot call it).
-                date=None if self.now is utc_now else self.now(),
-                workers=workers,
-                ahead=TASKS_IN_FLIGHT_PER_WORKER * workers + pool_size(self.settings),
-                stopped=stopped,
-            )
-            try:
-                async for sub, result in made:
-                    if result.kind == "empty":
-                        no_papers(sub)
-                    elif result.kind == "error":
-                        could_not_build(sub, result.error)
-                    else:
-                        msg = outgoing(sub, result.message_id, result.data)
-                        if msg is not None:
-                            yield msg
-            finally:
-                await made.aclose()  # stops the workers now, not when garbage-collected
-
-        workers = self.settings.effective_render_workers
-        if workers > 0 and len(owed) >= self.render_min_batch:
-            log.debug("edition %s: rendering in %d processes", edition.key, workers)
-            messages = made_in_processes(workers)
-        else:
-            messages = made_here()
-
-        if dry_run:
-            async for _ in messages:
-                pass
-            return summary
-
-        def relay(msg: OutgoingMessage, outcome: str, _detail: str) -> None:
-            notify(msg.subscriber, outcome)
-
-        sent = await send_all(
-            messages, store=self.store, settings=self.settings, stop=stop, on_result=relay
+        pipeline = SendPipeline(
+            self,
+            edition,
+            dry_run=dry_run,
+            resend=resend,
+            retry_unknown=retry_unknown,
+            stop=stop,
+            on_result=on_result,
         )
-        summary.sent += sent.sent
-        summary.failed += sent.failed
-        summary.deferred += sent.deferred
-        summary.skipped += sent.skipped
-        summary.errors.extend(sent.errors)
-        log.debug(
-            "edition %s: sent %d, skipped %d, failed %d, deferred %d in %.1f s",
-            edition.key,
-            summary.sent,
-            summary.skipped,
-            summary.failed,
-            summary.deferred,
-            time.monotonic() - started,
-        )
-        return summary
+        return await pipeline.run(subscribers)
 
     @property
     def envelope_sender(self) -> str:

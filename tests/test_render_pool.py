@@ -21,8 +21,8 @@ import pytest
 
 from digest.core import Digest
 from digest.models import Edition, RunSummary
+from digest.pipeline.workers import RENDER_PROCESSES_MIN_BATCH
 from digest.render import PACKAGED_TEMPLATES_DIR, TEXT_TEMPLATE
-from digest.renderpool import RENDER_PROCESSES_MIN_BATCH
 from digest.settings import Settings
 from digest.state import SKIP_NO_PAPERS
 from digest.subscribers import Subscriber

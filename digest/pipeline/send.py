@@ -1,0 +1,322 @@
+"""The send pipeline: one edition to a list of subscribers, as named stages.
+
+Modelled on the update pipeline of lemon24/reader (``_update``): :meth:`Digest.send
+<digest.core.Digest.send>` builds one :class:`SendPipeline` and calls :meth:`SendPipeline.run`;
+each stage is one method, so a change to one step (suppression, isolation, the state backend,
+a faster renderer) lands in one place::
+
+    select_owed   who lacks the edition (rows already final are skipped, reopened ones reset)
+        │
+    papers        the papers of each source group (deferring groups with none on a weekday)
+        │
+    compose       rank → render → build each owed subscriber's message, lazily, on a thread
+        │         or in worker processes (:mod:`digest.pipeline.workers`)
+    deliver       the connection pool (:func:`~digest.delivery.engine.send_all`): claim →
+        │         transport → mark
+    record        outcomes of every step into the state store and the run's summary
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import TYPE_CHECKING
+
+from digest.clock import utc_now
+from digest.delivery import OutgoingMessage, pool_size
+from digest.delivery.engine import send_all
+from digest.errors import DigestError
+from digest.models import Edition, RunSummary
+from digest.pipeline.workers import (
+    TASKS_IN_FLIGHT_PER_WORKER,
+    SourceKey,
+    make_in_processes,
+    make_message,
+)
+from digest.schedule import may_be_empty
+from digest.state import SKIP_NO_PAPERS
+from digest.subscribers import Subscriber
+
+if TYPE_CHECKING:
+    from digest.core import Digest, PapersResult
+
+log = logging.getLogger(__name__)
+
+ResultCallback = Callable[[str, str], None]
+"""``on_result(email, outcome)``: outcome is ``sent``, ``failed``, ``deferred``, ``skipped``."""
+
+
+def _ignore(_email: str, _outcome: str) -> None:
+    return None
+
+
+class SendPipeline:
+    """One send of one edition: the stages of :meth:`run`, each a method.
+
+    Not reusable: one instance per send. The pipeline reads its inputs from ``digest``
+    (settings, state store, clock, renderer, sources) and never opens anything itself.
+
+    Args:
+        digest: the configured instance (its ``store`` is the single source of truth).
+        edition: the edition to send.
+        dry_run: rank and render but send and record nothing; ``sent`` counts what would go.
+        resend: send again even to subscribers who have the edition.
+        retry_unknown: resend rows left ``unknown`` by a crash.
+        stop: when set, no new message is started; in-flight ones finish.
+        on_result: called with ``(email, outcome)`` after each subscriber.
+
+    Attributes:
+        summary: the run's counts, filled in by the stages.
+        groups: the papers of each source group (by ``Subscriber.sources``), set by
+            :meth:`papers`.
+    """
+
+    def __init__(
+        self,
+        digest: Digest,
+        edition: Edition,
+        *,
+        dry_run: bool = False,
+        resend: bool = False,
+        retry_unknown: bool = False,
+        stop: asyncio.Event | None = None,
+        on_result: ResultCallback | None = None,
+    ) -> None:
+        self.digest = digest
+        self.settings = digest.settings
+        self.store = digest.store
+        self.edition = edition
+        self.dry_run = dry_run
+        self.resend = resend
+        self.retry_unknown = retry_unknown
+        self.stop = stop
+        self.notify: ResultCallback = on_result or _ignore
+        self.summary = RunSummary()
+        self.groups: dict[SourceKey, PapersResult] = {}
+
+    async def run(self, subscribers: Sequence[Subscriber]) -> RunSummary:
+        """Send the edition to every subscriber in ``subscribers`` who is owed it.
+
+        Returns:
+            The run's counts.
+
+        Raises:
+            SourceError: every source failed (nothing was sent or recorded).
+            DeliveryConfigError: the transport cannot work (auth, TLS, unreachable relay).
+        """
+        started = time.monotonic()
+        owed = self.select_owed(subscribers)
+        if not owed:
+            return self.summary
+        owed = await self.papers(owed)
+        messages = self.compose(owed)
+        if self.dry_run:
+            async for _ in messages:
+                pass
+            return self.summary
+        await self.deliver(messages)
+        log.debug(
+            "edition %s: sent %d, skipped %d, failed %d, deferred %d in %.1f s",
+            self.edition.key,
+            self.summary.sent,
+            self.summary.skipped,
+            self.summary.failed,
+            self.summary.deferred,
+            time.monotonic() - started,
+        )
+        return self.summary
+
+    # -- select owed -----------------------------------------------------------------------------
+    def select_owed(self, subscribers: Sequence[Subscriber]) -> list[Subscriber]:
+        """The active subscribers who lack the edition, in order; the others are skipped.
+
+        A row already ``sent``, ``failed``, ``skipped`` or ``unknown`` is final unless
+        ``resend`` (all) or ``retry_unknown`` (unknown ones) reopen it; a reopened row is set
+        back to ``owed`` now (not in a dry run).
+        """
+        owed: list[Subscriber] = []
+        key = self.edition.key
+        for sub in subscribers:
+            if not sub.active:
+                continue
+            row = self.store.get(sub.email, key)
+            if row is not None and row.status not in ("owed",):
+                reopen = self.resend or (self.retry_unknown and row.status == "unknown")
+                if row.status == "sending":
+                    reopen = reopen and not self.dry_run
+                if not reopen:
+                    if row.status == "unknown":
+                        self.summary.unknown += 1
+                    self.summary.skipped += 1
+                    self.notify(sub.email, "skipped")
+                    continue
+                if not self.dry_run:
+                    self.store.reopen(sub.email, key)
+            owed.append(sub)
+        return owed
+
+    # -- papers ----------------------------------------------------------------------------------
+    async def papers(self, owed: list[Subscriber]) -> list[Subscriber]:
+        """Collect the papers of each source group of ``owed`` into :attr:`groups`.
+
+        Returns:
+            ``owed`` without the subscribers of a group that listed no papers on a weekday
+            (the list is not out yet, or a source is broken): they are counted ``deferred``
+            and nothing is recorded for them, so a later run sends them.
+
+        Raises:
+            SourceError: every source of a group failed for every day.
+        """
+        for sub in owed:
+            key = sub.sources
+            if key not in self.groups:
+                self.groups[key] = await self.digest.papers_for(self.edition, sources=key)
+        for key, result in self.groups.items():
+            for line in result.failed:
+                self.summary.errors.append(f"source {line}")
+            if not result.papers and not may_be_empty(self.edition):
+                # Record nothing (no "no papers" skip, no send_empty note): try again later.
+                waiting = [s for s in owed if s.sources == key]
+                self.summary.deferred += len(waiting)
+                self.summary.errors.append(
+                    f"edition {self.edition.key}: "
+                    f"{', '.join(key or self.settings.source_specs)} "
+                    f"listed no papers for a weekday; {len(waiting)} subscribers wait, "
+                    "nothing recorded; try again later"
+                )
+                owed = [s for s in owed if s.sources != key]
+        return owed
+
+    # -- compose (rank, render, build) -----------------------------------------------------------
+    def compose(self, owed: list[Subscriber]) -> AsyncIterator[OutgoingMessage]:
+        """The messages of ``owed``, made lazily in order (a dry run yields none).
+
+        In ``settings.effective_render_workers`` worker processes when there are at least
+        ``digest.render_min_batch`` subscribers, else on a thread of this process.
+        """
+        workers = self.settings.effective_render_workers
+        if workers > 0 and len(owed) >= self.digest.render_min_batch:
+            log.debug("edition %s: rendering in %d processes", self.edition.key, workers)
+            return self.compose_in_processes(owed, workers)
+        return self.compose_here(owed)
+
+    def stopped(self) -> bool:
+        """True once the caller's stop event is set: no new message is started."""
+        return self.stop is not None and self.stop.is_set()
+
+    async def compose_here(self, owed: list[Subscriber]) -> AsyncIterator[OutgoingMessage]:
+        """Make the messages on a thread, one at a time (the event loop stays free)."""
+        digest = self.digest
+        for sub in owed:
+            if self.stopped():
+                return
+            try:
+                # On a thread, one message at a time: the event loop stays free to answer
+                # the pool's relay replies (each waits for the loop, and a connection
+                # needs several per message), and lxml releases the GIL while it parses
+                # and serializes for premailer.
+                made = await asyncio.to_thread(
+                    make_message,
+                    self.settings,
+                    lambda: digest.renderer,
+                    self.edition,
+                    self.groups[sub.sources].papers,
+                    sub,
+                    digest.now(),
+                )
+            except DigestError as e:
+                self.record_not_built(sub, str(e))
+                continue
+            if made is None:
+                self.record_no_papers(sub)
+                continue
+            msg = self.outgoing(sub, *made)
+            if msg is not None:
+                yield msg
+                await asyncio.sleep(0)
+
+    async def compose_in_processes(
+        self, owed: list[Subscriber], workers: int
+    ) -> AsyncIterator[OutgoingMessage]:
+        """Make the messages in ``workers`` processes (:func:`make_in_processes`)."""
+        digest = self.digest
+        made = make_in_processes(
+            owed,
+            settings=self.settings,
+            edition=self.edition,
+            papers={key: result.papers for key, result in self.groups.items()},
+            # The default clock is read in the worker at each build; an injected one
+            # once per send (workers cannot call it).
+            date=None if digest.now is utc_now else digest.now(),
+            workers=workers,
+            ahead=TASKS_IN_FLIGHT_PER_WORKER * workers + pool_size(self.settings),
+            stopped=self.stopped,
+        )
+        try:
+            async for sub, result in made:
+                if result.kind == "empty":
+                    self.record_no_papers(sub)
+                elif result.kind == "error":
+                    self.record_not_built(sub, result.error)
+                else:
+                    msg = self.outgoing(sub, result.message_id, result.data)
+                    if msg is not None:
+                        yield msg
+        finally:
+            await made.aclose()  # stops the workers now, not when garbage-collected
+
+    def outgoing(self, sub: Subscriber, message_id: str, data: bytes) -> OutgoingMessage | None:
+        """The envelope of ``sub``'s message; ``None`` in a dry run (counted ``sent``)."""
+        if self.dry_run:
+            self.summary.sent += 1
+            self.notify(sub.email, "sent")
+            return None
+        return OutgoingMessage(
+            subscriber=sub.email,
+            edition=self.edition.key,
+            message_id=message_id,
+            envelope_from=self.digest.envelope_sender,
+            recipients=(sub.email,),
+            data=data,
+        )
+
+    # -- deliver ---------------------------------------------------------------------------------
+    async def deliver(self, messages: AsyncIterator[OutgoingMessage]) -> None:
+        """Hand ``messages`` to the connection pool, which claims and marks each in the store.
+
+        Raises:
+            DeliveryConfigError: the transport cannot work (auth, TLS, unreachable relay).
+        """
+
+        def relay(msg: OutgoingMessage, outcome: str, _detail: str) -> None:
+            self.notify(msg.subscriber, outcome)
+
+        sent = await send_all(
+            messages, store=self.store, settings=self.settings, stop=self.stop, on_result=relay
+        )
+        self.record_delivered(sent)
+
+    # -- record ----------------------------------------------------------------------------------
+    def record_no_papers(self, sub: Subscriber) -> None:
+        """Nothing ranked for ``sub`` (and not ``send_empty``): ``skipped (no papers)``."""
+        if not self.dry_run:
+            self.store.mark_skipped(sub.email, self.edition.key, SKIP_NO_PAPERS)
+        self.summary.skipped += 1
+        self.notify(sub.email, "skipped")
+
+    def record_not_built(self, sub: Subscriber, error: str) -> None:
+        """``sub``'s message could not be made (a broken template): counted ``failed``."""
+        log.error("%s: could not build edition %s: %s", sub.email, self.edition.key, error)
+        self.summary.failed += 1
+        self.summary.errors.append(f"{sub.email}: {error}")
+        self.notify(sub.email, "failed")
+
+    def record_delivered(self, sent: RunSummary) -> None:
+        """Add the pool's counts (the store was written message by message) to the summary."""
+        self.summary.sent += sent.sent
+        self.summary.failed += sent.failed
+        self.summary.deferred += sent.deferred
+        self.summary.skipped += sent.skipped
+        self.summary.errors.extend(sent.errors)
