@@ -6,6 +6,8 @@ stdlib type that fits, so callers can catch either::
     DigestError (Exception)
     ├── ConfigError (ValueError)          settings, subscribers file, templates: fix the input
     ├── SourceError (RuntimeError)        a paper source failed or returned unusable data
+    ├── TokenError (ValueError)           a link's token is malformed, forged, for another
+    │                                     purpose, or expired
     ├── StateError (RuntimeError)         the state file is unreadable, too new, or corrupt
     │   └── StateLockedError              another sender holds the state file's lock
     └── DeliveryError (RuntimeError)      a message could not be handed to the transport
@@ -50,6 +52,19 @@ class SourceError(DigestError, RuntimeError):
     def __init__(self, source: str, message: str) -> None:
         super().__init__(f"source {source}: {message}")
         self.source = source
+
+
+class TokenError(DigestError, ValueError):
+    """A token (unsubscribe, preferences, confirm... link) cannot be used.
+
+    Attributes:
+        reason: ``malformed``, ``forged`` (bad signature, or made for another purpose) or
+            ``expired``. The message never contains the token.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class StateError(DigestError, RuntimeError):

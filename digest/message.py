@@ -22,17 +22,14 @@ encoded-word stays within 75 characters. The delivery layer must send these byte
 Both parts are UTF-8, quoted-printable (RFC 2045 §6.7): the text stays readable in the raw
 message and the mostly-ASCII HTML grows by ~5 % instead of base64's 33 %.
 
-Unsubscribe tokens: ``urlsafe_b64(email + HMAC-SHA256(secret, context + email))`` without
-padding, the email lower-cased; :func:`verify_token` checks them in constant time.
+Unsubscribe links carry a :mod:`digest.tokens` token (purpose ``unsubscribe``): signed with
+DIGEST_SECRET_KEY and without the address.
 """
 
 from __future__ import annotations
 
-import base64
 import binascii
 import functools
-import hashlib
-import hmac
 import logging
 import re
 import secrets
@@ -44,11 +41,11 @@ from pathlib import Path
 from urllib.parse import quote
 
 import dkim
-from pydantic import SecretStr
 
 from digest.errors import ConfigError
 from digest.render import RenderedEmail, mailto_url
 from digest.settings import Settings
+from digest.tokens import Purpose, TokenSigner
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +65,6 @@ ONE_CLICK = "List-Unsubscribe=One-Click"
 AUTO_SUBMITTED = "auto-generated"
 #: Asks Exchange/Outlook not to send out-of-office and other auto-replies.
 AUTO_RESPONSE_SUPPRESS = "OOF, AutoReply"
-
-#: Domain separation for the unsubscribe HMAC: a signature made for another purpose with the
-#: same secret can never pass as an unsubscribe token.
-TOKEN_CONTEXT = b"digest/unsubscribe/v1\x00"
-TOKEN_SIGNATURE_BYTES = hashlib.sha256().digest_size  # 32
-_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 
 #: Headers covered by the DKIM signature (RFC 6376 §5.4; RFC 8058 §4 requires both
 #: List-Unsubscribe headers to be signed). Only those present in the message are listed.
@@ -180,87 +171,41 @@ def list_id(settings: Settings) -> str:
     return f"{name} {ident}"
 
 
-# --- unsubscribe tokens ---------------------------------------------------------------------
-
-
-def _secret_bytes(secret: SecretStr | str | bytes) -> bytes:
-    if isinstance(secret, SecretStr):
-        secret = secret.get_secret_value()
-    return secret.encode("utf-8") if isinstance(secret, str) else secret
-
-
-def _signature(key: bytes, payload: bytes) -> bytes:
-    return hmac.new(key, TOKEN_CONTEXT + payload, hashlib.sha256).digest()
-
-
-def make_token(secret: SecretStr | str | bytes, email: str) -> str:
-    """The unsubscribe token of ``email``.
-
-    Args:
-        secret: DIGEST_SECRET_KEY.
-        email: the subscriber's address (lower-cased before signing).
-
-    Returns:
-        URL-safe base64 (RFC 4648 §5, no padding) of the UTF-8 address followed by its
-        32-byte HMAC-SHA256; safe in a URL path or query as is.
-    """
-    payload = email.strip().lower().encode("utf-8")
-    raw = payload + _signature(_secret_bytes(secret), payload)
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
-
-def verify_token(secret: SecretStr | str | bytes, token: str) -> str | None:
-    """The address a token was made for, or ``None`` if it is malformed or forged.
-
-    The signature is compared in constant time (:func:`hmac.compare_digest`).
-
-    Args:
-        secret: DIGEST_SECRET_KEY (the one that made the token).
-        token: as produced by :func:`make_token`.
-
-    Returns:
-        The lower-cased email address, or ``None``.
-    """
-    if not _TOKEN_RE.match(token):
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-    except (binascii.Error, ValueError):
-        return None
-    if len(raw) <= TOKEN_SIGNATURE_BYTES:
-        return None
-    payload, signature = raw[:-TOKEN_SIGNATURE_BYTES], raw[-TOKEN_SIGNATURE_BYTES:]
-    if not hmac.compare_digest(signature, _signature(_secret_bytes(secret), payload)):
-        return None
-    try:
-        return payload.decode("utf-8")
-    except UnicodeDecodeError:  # pragma: no cover - only with a valid MAC over bad bytes
-        return None
+# --- unsubscribe links -----------------------------------------------------------------------
 
 
 def unsubscribe_url_for(settings: Settings, email: str) -> str | None:
-    """``settings.unsubscribe_url`` with ``{token}`` and ``{email}`` filled in for ``email``.
+    """The subscriber's HTTPS unsubscribe URL (List-Unsubscribe, RFC 8058 one-click).
+
+    DIGEST_UNSUBSCRIBE_URL, when set, is a template: ``{token}`` becomes the subscriber's
+    :attr:`~digest.tokens.Purpose.UNSUBSCRIBE` token (:mod:`digest.tokens`: signed, without
+    the address) and ``{email}`` the percent-encoded address (which then shows in proxy logs;
+    prefer ``{token}``). Otherwise, with DIGEST_PUBLIC_URL, it is the app's
+    ``{DIGEST_PUBLIC_URL}/u/{token}`` (:mod:`digest.web`).
 
     Args:
-        settings: DIGEST_UNSUBSCRIBE_URL (an ``https://`` template) and DIGEST_SECRET_KEY.
+        settings: DIGEST_UNSUBSCRIBE_URL / DIGEST_PUBLIC_URL and DIGEST_SECRET_KEY.
         email: the subscriber's address.
 
     Returns:
-        The subscriber's unsubscribe URL (``{email}`` percent-encoded, RFC 3986), or ``None``
-        when no URL is configured.
+        The URL, or ``None`` when neither setting is configured.
 
     Raises:
-        ConfigError: the template uses ``{token}`` but DIGEST_SECRET_KEY is not set.
+        ConfigError: a token is needed but DIGEST_SECRET_KEY is not set.
     """
     url = settings.unsubscribe_url
     if not url:
-        return None
+        if not settings.public_url:
+            return None
+        url = settings.public_url + "/u/{token}"
     if "{token}" in url:
         if settings.secret_key is None:
             raise ConfigError(
-                "DIGEST_SECRET_KEY: required when DIGEST_UNSUBSCRIBE_URL uses {token}"
+                "DIGEST_SECRET_KEY: required when DIGEST_UNSUBSCRIBE_URL uses {token} "
+                "or DIGEST_PUBLIC_URL is set"
             )
-        url = url.replace("{token}", make_token(settings.secret_key, email))
+        token = TokenSigner.from_settings(settings).make(Purpose.UNSUBSCRIBE, email)
+        url = url.replace("{token}", token)
     return url.replace("{email}", quote(email.strip().lower(), safe=""))
 
 

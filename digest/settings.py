@@ -33,6 +33,10 @@ DEFAULT_TICK_SECONDS = 60.0
 DEFAULT_RENDER_WORKERS_MAX = 2
 """Default number of render processes for a large send: this many, or one fewer than the
 CPUs (one core stays with the sending process: SMTP, TLS, state writes)."""
+DEFAULT_HTTP_HOST = "127.0.0.1"
+DEFAULT_HTTP_PORT = 8080
+DEFAULT_SIGNUP_PER_CLIENT_HOUR = 10
+DEFAULT_SIGNUP_PER_ADDRESS_DAY = 3
 SMTP_DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
 
 SmtpSecurity = Literal["starttls", "tls", "none"]
@@ -87,7 +91,21 @@ class Settings(BaseSettings):
         None, description="mailto address for List-Unsubscribe, e.g. 'unsubscribe@example.org'."
     )
     secret_key: SecretStr | None = Field(
-        None, description="Key signing per-subscriber unsubscribe tokens (HMAC-SHA256)."
+        None,
+        description="Key signing the per-subscriber links (unsubscribe, preferences, confirm).",
+    )
+    secret_key_previous: SecretStr | None = Field(
+        None, description="The key before a rotation: its links are still accepted."
+    )
+    public_url: str | None = Field(
+        None,
+        description=(
+            "External base URL of `digest serve` (https://papers.example.org): every link in "
+            "the email points at the app."
+        ),
+    )
+    postal_address: str | None = Field(
+        None, description="The sender's postal address, shown in the email footer (CAN-SPAM)."
     )
     site_url: str = Field(
         "https://huggingface.co/papers", description="Link shown in the email header."
@@ -117,6 +135,21 @@ class Settings(BaseSettings):
     tick_seconds: float = Field(DEFAULT_TICK_SECONDS, gt=0, description="Daemon period, s.")
     health_file: Path | None = None
 
+    # --- web app (digest serve) ------------------------------------------------------------
+    http_host: str = Field(DEFAULT_HTTP_HOST, description="Address `digest serve` listens on.")
+    http_port: int | None = Field(
+        None, ge=1, le=65535, description="Port; when set, `digest run` also serves the app."
+    )
+    signup: bool = Field(True, description="false: no sign-up form on the web app.")
+    signup_per_client_hour: int = Field(
+        DEFAULT_SIGNUP_PER_CLIENT_HOUR, ge=1, description="Sign-ups per client address per hour."
+    )
+    signup_per_address_day: int = Field(
+        DEFAULT_SIGNUP_PER_ADDRESS_DAY,
+        ge=1,
+        description="Confirmation emails per target address per 24 h.",
+    )
+
     # --- rendering -----------------------------------------------------------------------
     render_workers: int | None = Field(
         None,
@@ -144,6 +177,18 @@ class Settings(BaseSettings):
     def _check_unsubscribe_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith("https://"):
             raise ValueError("must be an https:// URL (RFC 8058 one-click needs HTTPS)")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip().rstrip("/")
+        if not value.startswith(("https://", "http://")) or "?" in value or "#" in value:
+            raise ValueError(
+                "must be the app's base URL, e.g. https://papers.example.org (no query)"
+            )
         return value
 
     @property
@@ -178,6 +223,8 @@ class Settings(BaseSettings):
         out: list[str] = []
         if self.unsubscribe_url and "{token}" in self.unsubscribe_url and not self.secret_key:
             out.append("DIGEST_SECRET_KEY: required when DIGEST_UNSUBSCRIBE_URL uses {token}")
+        if self.public_url and not self.secret_key:
+            out.append("DIGEST_SECRET_KEY: required when DIGEST_PUBLIC_URL is set (signed links)")
         plaintext = self.smtp_security == "none" and not self.smtp_allow_plaintext
         if self.smtp_host and plaintext and not _is_loopback(self.smtp_host):
             out.append(

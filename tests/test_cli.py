@@ -7,6 +7,7 @@ import email.policy
 import re
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,8 @@ import trustme
 from typer.testing import CliRunner
 
 from digest.cli import app
-from digest.message import verify_token
 from digest.state import StateStore
+from digest.tokens import Purpose, TokenSigner
 from tests.conftest import EXAMPLES, FIXTURES
 from tests.smtpserver import RcptFault, SMTPTestServer
 
@@ -126,7 +127,9 @@ def test_send_over_starttls_and_auth_delivers_complete_messages_once(
         urls = re.findall(r"<([^>]+)>", msg["List-Unsubscribe"])
         https = [u for u in urls if u.startswith("https://example.org/unsubscribe?token=")]
         assert len(https) == 1 and any(u.startswith("mailto:unsubscribe@") for u in urls)
-        assert verify_token(SECRET, https[0].split("token=", 1)[1]) == to
+        token = https[0].split("token=", 1)[1]
+        claims = TokenSigner(SECRET).verify(Purpose.UNSUBSCRIBE, token, now=datetime.now(UTC))
+        assert TokenSigner(SECRET).is_for(claims, to)
         # On the wire: one unfolded line, no RFC 2047 encoded-words in ASCII headers.
         lines = raw_header_lines(r.data)
         unsub = [ln for ln in lines if ln.lower().startswith("list-unsubscribe:")]

@@ -17,19 +17,17 @@ import dkim
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from pydantic import SecretStr
 
 from digest.errors import ConfigError
 from digest.message import (
     build_message,
     make_message_id,
-    make_token,
     unsubscribe_url_for,
-    verify_token,
 )
 from digest.models import Edition, Paper, RankedPaper
 from digest.render import EmailContext, RenderedEmail, Renderer
 from digest.settings import Settings
+from digest.tokens import Purpose, TokenSigner
 
 HF_FIXTURES = Path(__file__).parent / "fixtures" / "hf-daily-papers"
 LARGEST_DAY = "2025-05-29.json"  # 36 papers, the biggest capture
@@ -146,7 +144,7 @@ def test_all_headers_present(rendered: RenderedEmail) -> None:
     assert msg["Reply-To"] == "help@example.org"
     assert msg["Auto-Submitted"] == "auto-generated"
     assert msg["List-Id"] == "Daily Papers <papers.example.org>"
-    token = make_token(SECRET, "ada@example.org")
+    token = TokenSigner(SECRET).make(Purpose.UNSUBSCRIBE, "ada@example.org")
     assert msg["List-Unsubscribe"] == (
         f"<https://digest.example.org/u/{token}?e=ada%40example.org&list=daily-papers-subscribers>"
         ", <mailto:unsubscribe@example.org?subject=unsubscribe>"
@@ -266,32 +264,14 @@ def test_message_id_is_unique_and_uses_the_sender_domain() -> None:
     assert weekly.startswith("<2025-W22.")
 
 
-def test_token_round_trip_and_tamper_rejection() -> None:
-    token = make_token(SECRET, "Ada@Example.org")
-    assert re.fullmatch(r"[A-Za-z0-9_-]+", token)
-    assert verify_token(SECRET, token) == "ada@example.org"
-    assert verify_token(SecretStr(SECRET), token) == "ada@example.org"
-    assert verify_token(SECRET.encode(), token) == "ada@example.org"
-
-    assert verify_token("another secret", token) is None
-    flipped = token[:5] + ("A" if token[5] != "A" else "B") + token[6:]
-    assert verify_token(SECRET, flipped) is None
-    assert verify_token(SECRET, token[:-1]) is None
-    assert verify_token(SECRET, token + "x") is None
-    assert verify_token(SECRET, token + "!") is None
-    assert verify_token(SECRET, "") is None
-    assert verify_token(SECRET, "é" + token) is None
-    # another address with a signature made for the first one
-    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-    forged = base64.urlsafe_b64encode(b"eve@example.org" + raw[-32:]).rstrip(b"=").decode()
-    assert verify_token(SECRET, forged) is None
-
-
 def test_unsubscribe_url_for_fills_token_and_email() -> None:
     url = unsubscribe_url_for(settings(), "Bob+tag@example.org")
     assert url is not None
     token = url.split("/u/")[1].split("?")[0]
-    assert verify_token(SECRET, token) == "bob+tag@example.org"
+    signer = TokenSigner(SECRET)
+    claims = signer.verify(Purpose.UNSUBSCRIBE, token, now=WHEN)
+    assert signer.is_for(claims, "bob+tag@example.org")
+    assert "bob" not in token
     assert "e=bob%2Btag%40example.org" in url
     assert unsubscribe_url_for(settings(unsubscribe_url=None), "a@b.org") is None
     plain = settings(unsubscribe_url="https://x.org/unsub", secret_key=None)
