@@ -1,0 +1,388 @@
+"""The subscribers file loader: YAML → validated :class:`~digest.subscribers.model.SubscriberList`.
+
+The subscribers file (``DIGEST_SUBSCRIBERS``, default ``subscribers.yaml``; start from
+``subscribers.example.yaml``) is YAML::
+
+    defaults: {max_papers: 10}          # any per-subscriber option except email and name
+    subscribers:
+      - email: ada@example.org
+        name: Ada
+        keywords: [diffusion, "reinforcement learning", "agent*"]
+        exclude: [survey]
+
+:func:`load_subscribers` validates the whole file and reports **every** problem at once, each
+as one line ``path:line: subscribers[3].keywords[1]: message`` (``line`` is 1-based, list
+indexes are 0-based). Unknown keys are errors with a "did you mean" hint, so a typo never
+silently falls back to a default.
+
+Speed: the daemon re-reads the file every tick. The parsed result is cached per path and keyed
+by the file's bytes (SHA-256), so an unchanged file costs one read and one hash. The YAML is
+parsed once into a node tree (the libyaml-based C parser when ``ruamel.yaml.clib`` is
+installed, else the pure-Python one); line numbers come from that tree and are looked up only
+when there is a problem to report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
+
+from digest.errors import ConfigError
+from digest.subscribers.model import (
+    _CROSS_FIELD,
+    _DEFAULT_FIELDS,
+    _FIELDS,
+    EXAMPLE_FILE,
+    MAX_SUMMARY_PROBLEMS,
+    PER_SUBSCRIBER_ONLY,
+    TOP_LEVEL_KEYS,
+    UNPERSONALIZED_EMAIL,
+    Subscriber,
+    SubscriberList,
+    _hint,
+)
+
+log = logging.getLogger(__name__)
+
+
+# --- loading -------------------------------------------------------------------------------
+
+Loc = tuple[str | int, ...]
+
+
+@dataclass
+class _Problems:
+    """Problems found so far: (location, message, other location it refers to or ``None``).
+
+    Locations are paths into the document (``("subscribers", 3, "email")``); their line
+    numbers are looked up only when the problems are reported.
+    """
+
+    items: list[tuple[Loc, str, Loc | None]] = field(default_factory=list)
+
+    def add(self, loc: Loc, message: str, *, also: Loc | None = None) -> None:
+        self.items.append((loc, message, also))
+
+
+@dataclass(frozen=True)
+class _Cached:
+    digest: bytes
+    known_sources: tuple[str, ...] | None
+    result: SubscriberList | None
+    problems: tuple[str, ...]
+
+
+_cache: dict[str, _Cached] = {}
+_cache_lock = threading.Lock()
+
+
+def load_subscribers(path: Path, *, known_sources: Sequence[str] | None = None) -> SubscriberList:
+    """Read and validate the subscribers file.
+
+    The result is cached per path, keyed by the file's content, so re-reading an unchanged
+    file (the daemon does every tick) costs one read and one SHA-256.
+
+    Args:
+        path: the YAML file (``DIGEST_SUBSCRIBERS``).
+        known_sources: the configured source specs (``Settings.source_specs``); when given,
+            a subscriber's ``sources`` entry that is not among them is a problem.
+
+    Returns:
+        The subscribers in file order, ``defaults`` applied.
+
+    Raises:
+        ConfigError: the file is missing, unreadable, not YAML, or invalid. ``.problems``
+            lists every problem, one line each: ``path:line: subscribers[3].email: message``
+            (1-based line; 0-based list index).
+    """
+    shown = str(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise _error(
+            shown,
+            [
+                f"{shown}: subscribers file not found; create it from the example: "
+                f"cp {EXAMPLE_FILE} {shown} (or point DIGEST_SUBSCRIBERS at yours)"
+            ],
+        ) from None
+    except OSError as e:
+        raise _error(shown, [f"{shown}: cannot read the subscribers file: {e.strerror}"]) from None
+
+    known = tuple(known_sources) if known_sources is not None else None
+    key = str(path.resolve())
+    digest = hashlib.sha256(data).digest()
+    with _cache_lock:
+        hit = _cache.get(key)
+    if hit is not None and hit.digest == digest and hit.known_sources == known:
+        if hit.result is None:
+            raise _error(shown, list(hit.problems))
+        return _copy(hit.result)
+
+    result, problems = _load(data, path, known)
+    with _cache_lock:
+        _cache[key] = _Cached(digest, known, result, tuple(problems))
+    if result is None:
+        raise _error(shown, problems)
+    log.debug("loaded %d subscribers from %s", len(result), shown)
+    return _copy(result)
+
+
+def _copy(result: SubscriberList) -> SubscriberList:
+    return SubscriberList(list(result.subscribers), dict(result.defaults), result.path)
+
+
+def _error(shown: str, problems: list[str]) -> ConfigError:
+    if len(problems) == 1:
+        return ConfigError(problems[0], problems)
+    first = "; ".join(problems[:MAX_SUMMARY_PROBLEMS])
+    more = len(problems) - MAX_SUMMARY_PROBLEMS
+    tail = f"; and {more} more" if more > 0 else ""
+    return ConfigError(f"{shown}: {len(problems)} problems: {first}{tail}", problems)
+
+
+def _load(
+    data: bytes, path: Path, known_sources: tuple[str, ...] | None
+) -> tuple[SubscriberList | None, list[str]]:
+    """Parse and validate; ``(result, [])`` or ``(None, problems)``."""
+    shown = str(path)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        return None, [f"{shown}: not UTF-8 text (bad byte at offset {e.start})"]
+
+    yaml = YAML(typ="safe", pure=False)  # the C parser when ruamel.yaml.clib is installed
+    try:
+        root = yaml.compose(text)
+        doc = yaml.constructor.construct_document(root) if root is not None else None
+    except MarkedYAMLError as e:
+        return None, [_yaml_problem(shown, e)]
+    except YAMLError as e:  # pragma: no cover - unmarked errors are rare
+        return None, [f"{shown}:1: invalid YAML: {e}"]
+
+    problems = _Problems()
+    result = _validate(doc, path, known_sources, problems)
+    if not problems.items:
+        return result, []
+    located = []
+    for loc, message, also in problems.items:
+        if also is not None:
+            message += f" (also at line {_line_of(root, also)}, {_dotted(also)})"
+        located.append((_line_of(root, loc), loc, message))
+    located.sort(key=lambda item: item[0])  # file order (stable: same line keeps found order)
+    out = []
+    for line, loc, message in located:
+        where = f"{_dotted(loc)}: " if loc else ""
+        out.append(f"{shown}:{line}: {where}{message}")
+    return None, out
+
+
+def _yaml_problem(shown: str, e: MarkedYAMLError) -> str:
+    mark = e.problem_mark or e.context_mark
+    line = mark.line + 1 if mark is not None else 1
+    problem = " ".join(str(e.problem or "syntax error").split())
+    context = ""
+    if e.context and e.context_mark is not None:
+        context = f" ({' '.join(str(e.context).split())} at line {e.context_mark.line + 1})"
+    return f"{shown}:{line}: invalid YAML: {problem}{context}"
+
+
+def _validate(
+    doc: Any, path: Path, known_sources: tuple[str, ...] | None, problems: _Problems
+) -> SubscriberList | None:
+    example = f"see {EXAMPLE_FILE}"
+    if doc is None:
+        problems.add((), f"the file is empty; it needs a 'subscribers:' list ({example})")
+        return None
+    if not isinstance(doc, dict):
+        problems.add(
+            (),
+            f"expected a mapping with 'subscribers:' (and optional 'defaults:'), "
+            f"got {_kind(doc)} ({example})",
+        )
+        return None
+    for key in doc:
+        if key not in TOP_LEVEL_KEYS:
+            problems.add((str(key),), _unknown_key(str(key), TOP_LEVEL_KEYS))
+
+    defaults = _validate_defaults(doc.get("defaults"), problems)
+
+    if "subscribers" not in doc:
+        problems.add((), f"missing 'subscribers:' list ({example})")
+        return None
+    entries = doc["subscribers"]
+    if entries is None:
+        entries = []
+    if not isinstance(entries, list):
+        problems.add(("subscribers",), f"must be a list of subscribers, got {_kind(entries)}")
+        return None
+
+    subscribers: list[Subscriber] = []
+    first_seen: dict[str, int] = {}
+    for i, entry in enumerate(entries):
+        loc: Loc = ("subscribers", i)
+        if not isinstance(entry, dict):
+            problems.add(
+                loc,
+                f"expected a mapping with at least 'email:', got {_kind(entry)} "
+                f"(write '- email: ...')",
+            )
+            continue
+        bad_keys = False
+        for key in entry:
+            if key in _FIELDS:
+                continue
+            problems.add((*loc, str(key)), _unknown_key(str(key), _FIELDS))
+            bad_keys = True
+        if bad_keys:
+            entry = {k: v for k, v in entry.items() if k in _FIELDS}
+        raw_email = entry.get("email")
+        if isinstance(raw_email, str) and raw_email.strip():
+            # Compared on the raw text, so a duplicate is found even in an entry with other
+            # problems.
+            address = raw_email.strip().lower()
+            if address in first_seen:
+                problems.add(
+                    (*loc, "email"),
+                    f"duplicate email {address}",
+                    also=("subscribers", first_seen[address], "email"),
+                )
+            else:
+                first_seen[address] = i
+        merged = {**defaults, **entry}
+        try:
+            sub = Subscriber.model_validate(merged)
+        except ValidationError as e:
+            for err in e.errors():
+                field_loc = _error_loc(err)
+                name = field_loc[0] if field_loc else None
+                if err["type"] in _CROSS_FIELD:
+                    if name not in entry:
+                        field_loc = ()  # the option comes from defaults: point at the entry
+                elif name not in entry and name in defaults:
+                    continue  # a bad default: reported once, under defaults
+                problems.add((*loc, *field_loc), _message(err))
+            continue
+        if known_sources is not None and sub.sources is not None:
+            for j, spec in enumerate(sub.sources):
+                if spec not in known_sources:
+                    problems.add(
+                        (*loc, "sources", j),
+                        f"{spec!r} is not a configured source "
+                        f"(DIGEST_SOURCES: {', '.join(known_sources)})",
+                    )
+        subscribers.append(sub)
+
+    if problems.items:
+        return None
+    return SubscriberList(subscribers, defaults, path)
+
+
+def _validate_defaults(raw: Any, problems: _Problems) -> dict[str, Any]:
+    """The usable part of ``defaults:`` (bad entries are reported and dropped)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        problems.add(("defaults",), f"must be a mapping of options, got {_kind(raw)}")
+        return {}
+    good: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in PER_SUBSCRIBER_ONLY:
+            problems.add(("defaults", key), f"{key!r} cannot be a default; set it per subscriber")
+        elif key not in _DEFAULT_FIELDS:
+            problems.add(("defaults", str(key)), _unknown_key(str(key), _DEFAULT_FIELDS))
+        else:
+            good[key] = value
+    try:
+        Subscriber.model_validate({**good, "email": UNPERSONALIZED_EMAIL})
+    except ValidationError as e:
+        for err in e.errors():
+            field_loc = _error_loc(err)
+            if field_loc and field_loc[0] in good:
+                if err["type"] in _CROSS_FIELD:
+                    continue  # fine as a default when every subscriber has keywords
+                problems.add(("defaults", *field_loc), _message(err))
+                good.pop(str(field_loc[0]), None)
+    return good
+
+
+def _error_loc(err: Any) -> Loc:
+    ctx = err.get("ctx") or {}
+    if "field" in ctx:
+        return (str(ctx["field"]),)
+    return tuple(err["loc"])
+
+
+def _message(err: Any) -> str:
+    """One readable message for a pydantic error (ours are already worded for humans)."""
+    kind = err["type"]
+    if kind == "missing":
+        field_name = err["loc"][-1] if err["loc"] else "?"
+        if field_name == "email":
+            return "missing; every subscriber needs an email address"
+        return "missing"
+    msg = str(err["msg"])
+    if kind == "value_error" and "error" in (err.get("ctx") or {}):
+        msg = str(err["ctx"]["error"])
+    if msg.startswith("Input should"):  # pydantic's own wording: say what was found
+        value = err.get("input")
+        if isinstance(value, str | int | float | bool) or value is None:
+            msg = f"{msg}, got {value!r}"
+    return msg
+
+
+def _unknown_key(key: str, allowed: Sequence[str]) -> str:
+    hint = _hint(key, allowed)
+    if hint:
+        return f"unknown key {key!r}{hint}"
+    return f"unknown key {key!r}; valid keys: {', '.join(allowed)}"
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    return f"{value!r}"
+
+
+def _dotted(loc: Loc) -> str:
+    out = ""
+    for step in loc:
+        out += f"[{step}]" if isinstance(step, int) else (f".{step}" if out else str(step))
+    return out
+
+
+def _line_of(root: Node | None, loc: Loc) -> int:
+    """1-based line of the key (or list item) ``loc`` points at; its parent's if absent."""
+    if root is None:
+        return 1
+    node: Node = root
+    line = int(node.start_mark.line) + 1
+    for step in loc:
+        if isinstance(node, MappingNode):
+            for key_node, value_node in node.value:
+                if str(key_node.value) == str(step):
+                    line = int(key_node.start_mark.line) + 1
+                    node = value_node
+                    break
+            else:
+                return line
+        elif isinstance(node, SequenceNode) and isinstance(step, int) and step < len(node.value):
+            node = node.value[step]
+            line = int(node.start_mark.line) + 1
+        else:
+            return line
+    return line
