@@ -1,4 +1,9 @@
-"""Shared test setup: isolate every test from the developer's environment and files."""
+"""Shared test setup: isolation from the developer's environment, and shared fixtures.
+
+Fixtures here: ``ca``/``leaf`` (a trustme CA and a certificate for ``127.0.0.1``/``localhost``,
+one per session), ``ca_file`` (the CA as PEM in ``tmp_path``). Factories (settings, clock,
+subscribers, papers) live in :mod:`tests.factories`.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trustme
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PROJECT = Path(__file__).parent.parent
@@ -21,3 +27,23 @@ def _isolate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
             monkeypatch.delenv(key)
     monkeypatch.chdir(tmp_path)
     yield
+
+
+@pytest.fixture(scope="session")
+def ca() -> trustme.CA:
+    """A throwaway certificate authority, one per test session."""
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def leaf(ca: trustme.CA) -> trustme.LeafCert:
+    """A server certificate for ``127.0.0.1`` and ``localhost`` signed by :func:`ca`."""
+    return ca.issue_cert("127.0.0.1", "localhost")
+
+
+@pytest.fixture
+def ca_file(ca: trustme.CA, tmp_path: Path) -> Path:
+    """:func:`ca` as a PEM file (for ``DIGEST_SMTP_CA_FILE``)."""
+    path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return path

@@ -43,11 +43,6 @@ DAILY_ACTIVE = ["ada@example.org", "alan@example.org", "grace@example.org"]
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A project directory with the bundled example days and a small subscribers file."""
@@ -63,12 +58,9 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def smtp(
-    ca: trustme.CA, workdir: Path, monkeypatch: pytest.MonkeyPatch
+    leaf: trustme.LeafCert, ca_file: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[SMTPTestServer]:
     """STARTTLS + AUTH relay on loopback, with the digest settings pointing at it."""
-    leaf = ca.issue_cert("127.0.0.1")
-    ca_file = workdir / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
     with SMTPTestServer(
         security="starttls",
         cert=leaf,

@@ -30,9 +30,10 @@ from digest.core import Digest
 from digest.daemon import Daemon, TickReport
 from digest.models import Edition
 from digest.schedule import scheduled_instant
-from digest.settings import Settings, load_settings
+from digest.settings import Settings
 from digest.state import StateStore, state_lock
 from digest.subscribers import Subscriber
+from tests.factories import FakeClock, outbox_settings
 from tests.smtpserver import SMTPTestServer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hf-daily-papers"
@@ -42,16 +43,6 @@ HOUR = timedelta(hours=1)
 
 
 # -- helpers ------------------------------------------------------------------------------
-
-
-class FakeClock:
-    """A settable clock returning aware UTC datetimes."""
-
-    def __init__(self, at: datetime) -> None:
-        self.at = at
-
-    def __call__(self) -> datetime:
-        return self.at
 
 
 def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
@@ -105,15 +96,8 @@ class Env:
     health: Path
 
     def settings(self, **overrides: Any) -> Settings:
-        base: dict[str, Any] = {
-            "sources": f"file:{self.papers}",
-            "subscribers": self.subscribers,
-            "state_path": self.state,
-            "outbox": self.outbox,
-            "health_file": self.health,
-        }
-        base.update(overrides)
-        return load_settings(env_file=None, **base)
+        base: dict[str, Any] = {"sources": f"file:{self.papers}", "health_file": self.health}
+        return outbox_settings(self.root, **{**base, **overrides})
 
     def write_subscribers(
         self, entries: list[dict[str, Any]], defaults: dict[str, Any] | None = None

@@ -25,6 +25,7 @@ from digest.delivery.smtp import SmtpTransport
 from digest.errors import DeliveryConfigError, PermanentDeliveryError
 from digest.settings import Settings
 from digest.state import DeliveryStatus, StateStore
+from tests.factories import smtp_settings
 from tests.smtpserver import RcptFault, Received, ServerProcess, SMTPTestServer
 
 EDITION = "2025-08-20"
@@ -34,23 +35,6 @@ FAST_TIMEOUT_S = 0.5
 
 
 # -- fixtures and a tiny message builder -------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="session")
-def leaf(ca: trustme.CA) -> trustme.LeafCert:
-    return ca.issue_cert("127.0.0.1", "localhost")
-
-
-@pytest.fixture
-def ca_file(ca: trustme.CA, tmp_path: Path) -> Path:
-    path = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return path
 
 
 @pytest.fixture
@@ -104,20 +88,6 @@ async def stream(messages: Iterable[OutgoingMessage]) -> AsyncIterator[OutgoingM
     for msg in messages:
         yield msg
         await asyncio.sleep(0)
-
-
-def smtp_settings(server: SMTPTestServer | ServerProcess, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "smtp_host": "127.0.0.1",
-        "smtp_port": server.port,
-        "smtp_security": "none",
-        "smtp_timeout": 5.0,
-        "smtp_retry_base": 0.01,
-        "smtp_max_attempts": 3,
-        "smtp_concurrency": 2,
-    }
-    values.update(overrides)
-    return Settings(**values)
 
 
 def statuses(store: StateStore) -> dict[str, str]:

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import base64
 import email
-import json
 import re
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
 
 import dkim
 import pytest
@@ -24,60 +21,22 @@ from digest.message import (
     make_message_id,
     unsubscribe_url_for,
 )
-from digest.models import Edition, Paper, RankedPaper
+from digest.models import Edition, RankedPaper
 from digest.render import EmailContext, RenderedEmail, Renderer
 from digest.settings import Settings
 from digest.tokens import Purpose, TokenSigner
+from tests.factories import SECRET_KEY as SECRET
+from tests.factories import FakeSubscriber, message_settings, papers_from_fixture
 
-HF_FIXTURES = Path(__file__).parent / "fixtures" / "hf-daily-papers"
 LARGEST_DAY = "2025-05-29.json"  # 36 papers, the biggest capture
 SIZE_BUDGET = 100 * 1024
 WHEN = datetime(2025, 5, 29, 6, 30, tzinfo=UTC)
-SECRET = "correct horse battery staple"
-UNSUB_TEMPLATE = "https://digest.example.org/u/{token}?e={email}&list=daily-papers-subscribers"
-
-
-@dataclass(frozen=True)
-class FakeSubscriber:
-    email: str = "ada@example.org"
-    name: str | None = "Ada Lovelace"
-    keywords: tuple[str, ...] = ("reasoning", "agent", "diffusion")
-
-
-def papers_from_fixture(name: str) -> list[Paper]:
-    items = json.loads((HF_FIXTURES / name).read_text(encoding="utf-8"))
-    out = [
-        Paper(
-            arxiv_id=it["paper"]["id"],
-            title=" ".join(it["paper"]["title"].split()),
-            abstract=" ".join(it["paper"].get("summary", "").split()),
-            authors=tuple(a["name"] for a in it["paper"].get("authors", [])),
-            upvotes=it["paper"].get("upvotes"),
-            comments=it.get("numComments"),
-            ai_summary=it["paper"].get("ai_summary"),
-            github_repo=it["paper"].get("githubRepo"),
-            github_stars=it["paper"].get("githubStars"),
-            project_page=it["paper"].get("projectPage"),
-        )
-        for it in items
-    ]
-    return sorted(out, key=lambda p: -(p.upvotes or 0))
-
-
-def settings(**kw: Any) -> Settings:
-    base: dict[str, Any] = {
-        "sender": "Daily Papers <papers@example.org>",
-        "unsubscribe_url": UNSUB_TEMPLATE,
-        "unsubscribe_mailto": "unsubscribe@example.org",
-        "secret_key": SECRET,
-        "reply_to": "help@example.org",
-    }
-    base.update(kw)
-    return Settings(_env_file=None, **base)
+ADA = FakeSubscriber(name="Ada Lovelace", keywords=("reasoning", "agent", "diffusion"))
+settings = message_settings
 
 
 def render(n: int, subscriber: FakeSubscriber | None = None) -> RenderedEmail:
-    sub = subscriber or FakeSubscriber()
+    sub = subscriber or ADA
     papers = papers_from_fixture(LARGEST_DAY)
     chosen = []
     for p in papers[:n]:

@@ -17,9 +17,9 @@ import pytest
 from digest.core import Digest
 from digest.errors import SourceError
 from digest.models import Edition
-from digest.settings import load_settings
 from digest.subscribers import Subscriber
 from tests.conftest import FIXTURES
+from tests.factories import outbox_settings
 from tests.httpserver import RSS, LocalHTTPServer
 
 DAY = date(2026, 8, 20)
@@ -41,13 +41,11 @@ def server() -> Iterator[LocalHTTPServer]:
 
 def make(server: LocalHTTPServer, tmp_path: Path, *, hf_path: str = "/api/daily_papers") -> Digest:
     feed = f"feed:{server.url('/rss/cs.AI')}"
-    settings = load_settings(
-        env_file=None,
+    settings = outbox_settings(
+        tmp_path,
         sources=f"hf,{feed}",
         hf_api_url=server.url(hf_path),
         http_retries=0,
-        state_path=tmp_path / "state.sqlite3",
-        outbox=tmp_path / "outbox",
         sender="Papers <papers@example.org>",
     )
     return Digest(settings, now=lambda: NOW)

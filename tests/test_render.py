@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import re
-from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -27,42 +25,10 @@ from digest.render import (
     shorten,
     unmark,
 )
+from tests.factories import FakeSubscriber, papers_from_fixture
 
-HF_FIXTURES = Path(__file__).parent / "fixtures" / "hf-daily-papers"
 DAY = date(2025, 5, 29)
 UNSUB = "https://digest.example.org/unsubscribe/TOKEN123"
-
-
-@dataclass(frozen=True)
-class FakeSubscriber:
-    email: str = "ada@example.org"
-    name: str | None = "Ada"
-    keywords: tuple[str, ...] = ()
-
-
-def papers_from_fixture(name: str) -> list[Paper]:
-    """Real HF API capture → Paper (the sources module does this for real)."""
-    items = json.loads((HF_FIXTURES / name).read_text(encoding="utf-8"))
-    out = []
-    for item in items:
-        p = item["paper"]
-        out.append(
-            Paper(
-                arxiv_id=p["id"],
-                title=" ".join(p["title"].split()),
-                abstract=" ".join(p.get("summary", "").split()),
-                authors=tuple(a["name"] for a in p.get("authors", [])),
-                upvotes=p.get("upvotes"),
-                comments=item.get("numComments"),
-                ai_summary=p.get("ai_summary"),
-                ai_keywords=tuple(p.get("ai_keywords") or ()),
-                github_repo=p.get("githubRepo"),
-                github_stars=p.get("githubStars"),
-                project_page=p.get("projectPage"),
-                thumbnail=item.get("thumbnail"),
-            )
-        )
-    return sorted(out, key=lambda q: -(q.upvotes or 0))
 
 
 def ranked(papers: list[Paper], keywords: tuple[str, ...] = ()) -> list[RankedPaper]:
@@ -450,18 +416,18 @@ def test_a_message_with_some_new_blocks_inlines_only_those(real_day: list[Paper]
     [
         # Classes spelled every way HTML allows; each rule matches or not as premailer says.
         "<p class=\"title\">a</p><p CLASS='summary hl'>b</p><p class=link>c</p>",
-        "<p class = \"  meta\n rank \">d</p><span class=\"chip\tmuted\">e</span>",
+        '<p class = "  meta\n rank ">d</p><span class="chip\tmuted">e</span>',
         # A character reference in a class attribute: no rule may be skipped.
-        "<p class=\"&#116;itle\">f</p><p class=\"summary\">g</p>",
+        '<p class="&#116;itle">f</p><p class="summary">g</p>',
         # "class=" in text and an attribute that only ends in "class" (superset is fine).
-        "<p data-class=\"date\">class=\"intro\"</p><p class=\"footer-p\">h</p><p>i</p>",
-        "<table class=\"card font\"><tr><td class=\"paper\">j</td></tr></table>",
+        '<p data-class="date">class="intro"</p><p class="footer-p">h</p><p>i</p>',
+        '<table class="card font"><tr><td class="paper">j</td></tr></table>',
     ],
 )
 def test_skipping_absent_classes_gives_exactly_premailers_output(body: str) -> None:
     css = (Path(__file__).parent.parent / "digest" / "templates" / "digest.html.j2").read_text()
     style = css[css.index("<style>") : css.index("</style>") + len("</style>")]
-    html = f"<!DOCTYPE html><html><head>{style}</head><body class=\"body\">{body}</body></html>"
+    html = f'<!DOCTYPE html><html><head>{style}</head><body class="body">{body}</body></html>'
     plain = Premailer(**PREMAILER_OPTIONS).transform(html, pretty_print=False)
     assert Renderer().inline_whole(html) == plain
     assert 'style="' in plain  # the rules did apply somewhere

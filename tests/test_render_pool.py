@@ -26,6 +26,7 @@ from digest.render import PACKAGED_TEMPLATES_DIR, TEXT_TEMPLATE
 from digest.settings import Settings
 from digest.state import SKIP_NO_PAPERS
 from digest.subscribers import Subscriber
+from tests.factories import send_settings
 from tests.smtpserver import Received, SMTPTestServer
 
 EXAMPLES = Path(__file__).parent.parent / "examples" / "hf-daily-papers"
@@ -85,23 +86,11 @@ def subscribers() -> list[Subscriber]:
 
 def settings_for(tmp_path: Path, server: SMTPTestServer, templates: Path, **extra: Any) -> Settings:
     values: dict[str, Any] = {
-        "sources": f"file:{EXAMPLES}",
-        "state_path": tmp_path / "state.sqlite3",
         "templates_dir": templates,
-        "sender": "Daily Papers <papers@example.org>",
-        "unsubscribe_url": "https://papers.example.org/unsubscribe?token={token}",
-        "unsubscribe_mailto": "unsubscribe@example.org",
-        "secret_key": "test-secret",
-        "smtp_host": "127.0.0.1",
-        "smtp_port": server.port,
-        "smtp_security": "none",
-        "smtp_timeout": 5.0,
-        "smtp_concurrency": 2,
         "smtp_max_attempts": 1,
         "render_workers": WORKERS,
     }
-    values.update(extra)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return send_settings(tmp_path, server, sources=f"file:{EXAMPLES}", **{**values, **extra})
 
 
 def render_workers() -> list[psutil.Process]:

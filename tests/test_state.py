@@ -26,21 +26,11 @@ from digest.state import (
     lock_paths,
     state_lock,
 )
+from tests.factories import FakeClock
 
 PROJECT = Path(__file__).parent.parent
 T0 = datetime(2025, 8, 20, 7, 0, tzinfo=UTC)
 EDITION = "2025-08-20"
-
-
-class FakeClock:
-    """A clock that advances one second per reading."""
-
-    def __init__(self, start: datetime = T0) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        self.now += timedelta(seconds=1)
-        return self.now
 
 
 @pytest.fixture
@@ -50,7 +40,7 @@ def path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def store(path: Path) -> Iterator[StateStore]:
-    with StateStore(path, now=FakeClock()) as s:
+    with StateStore(path, now=FakeClock(T0, step=timedelta(seconds=1))) as s:
         yield s
 
 

@@ -1,0 +1,170 @@
+"""Factories shared by the tests: settings, a fake clock, a fake subscriber, real papers.
+
+Settings are built in layers, each defined once here:
+
+- :data:`MESSAGE_SETTINGS`: From, List-Unsubscribe (URL and mailto), the secret key, Reply-To;
+- :func:`smtp_values`: a plain-text relay on loopback with fast retries;
+- paths (state file, outbox, subscribers) under a test's ``tmp_path``.
+
+:func:`make_settings` is the one constructor: ``checked=True`` goes through
+:func:`digest.settings.load_settings` (cross-field checks, ``None`` means default),
+``checked=False`` constructs :class:`~digest.settings.Settings` directly (for tests that build
+deliberately incomplete settings, e.g. a ``{token}`` URL without a key).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from digest.models import Paper
+from digest.settings import Settings, load_settings
+from tests.conftest import FIXTURES
+
+HF_FIXTURES = FIXTURES / "hf-daily-papers"
+SECRET_KEY = "test-secret-key-0123456789-abcdefghij"
+"""A signing key for tests (long enough for DIGEST_SECRET_KEY's minimum)."""
+SENDER = "Daily Papers <papers@example.org>"
+UNSUBSCRIBE_URL = "https://digest.example.org/u/{token}?e={email}&list=daily-papers-subscribers"
+MESSAGE_SETTINGS: dict[str, Any] = {
+    "sender": SENDER,
+    "unsubscribe_url": UNSUBSCRIBE_URL,
+    "unsubscribe_mailto": "unsubscribe@example.org",
+    "secret_key": SECRET_KEY,
+    "reply_to": "help@example.org",
+}
+"""What a message needs: From, List-Unsubscribe (HTTPS + mailto), the signing key, Reply-To."""
+T0 = datetime(2025, 8, 20, 7, 0, tzinfo=UTC)
+
+
+# -- settings ---------------------------------------------------------------------------------
+
+
+class HasPort(Protocol):
+    """Anything listening on loopback (SMTPTestServer, ServerProcess, LocalHTTPServer)."""
+
+    @property
+    def port(self) -> int: ...
+
+
+def make_settings(*, checked: bool = True, **values: Any) -> Settings:
+    """Settings from ``values`` only (no ``.env``; the conftest clears ``DIGEST_*``).
+
+    Args:
+        checked: ``True``: :func:`~digest.settings.load_settings` (``None`` values mean the
+            default; cross-field problems raise ``ConfigError``). ``False``: the model is built
+            directly, ``None`` is taken as given and cross-field rules are not applied.
+        **values: settings by field name.
+    """
+    if checked:
+        return load_settings(env_file=None, **values)
+    return Settings(_env_file=None, **values)
+
+
+def smtp_values(server: HasPort | int) -> dict[str, Any]:
+    """A plain-text relay on 127.0.0.1 (``server`` or a port), 5 s timeout, fast retries."""
+    port = server if isinstance(server, int) else server.port
+    return {
+        "smtp_host": "127.0.0.1",
+        "smtp_port": port,
+        "smtp_security": "none",
+        "smtp_timeout": 5.0,
+        "smtp_retry_base": 0.01,
+        "smtp_max_attempts": 3,
+        "smtp_concurrency": 2,
+    }
+
+
+def smtp_settings(server: HasPort | int, **overrides: Any) -> Settings:
+    """Delivery settings for a loopback relay (:func:`smtp_values`) plus ``overrides``."""
+    return make_settings(checked=False, **{**smtp_values(server), **overrides})
+
+
+def message_settings(**overrides: Any) -> Settings:
+    """:data:`MESSAGE_SETTINGS` plus ``overrides``, unchecked (``None`` removes a value)."""
+    return make_settings(checked=False, **{**MESSAGE_SETTINGS, **overrides})
+
+
+def send_settings(
+    tmp_path: Path, server: HasPort | int, *, sources: str, **overrides: Any
+) -> Settings:
+    """A whole send to a loopback relay: ``sources``, message settings, state in ``tmp_path``."""
+    values: dict[str, Any] = {
+        "sources": sources,
+        "state_path": tmp_path / "state.sqlite3",
+        **MESSAGE_SETTINGS,
+        **smtp_values(server),
+        **overrides,
+    }
+    return make_settings(checked=False, **values)
+
+
+def outbox_settings(root: Path, **overrides: Any) -> Settings:
+    """Checked settings writing to a Maildir: state, outbox and subscribers under ``root``."""
+    values: dict[str, Any] = {
+        "subscribers": root / "subscribers.yaml",
+        "state_path": root / "state.sqlite3",
+        "outbox": root / "outbox",
+        **overrides,
+    }
+    return make_settings(**values)
+
+
+# -- clock, subscriber, papers ----------------------------------------------------------------
+
+
+class FakeClock:
+    """A settable clock returning aware UTC datetimes (inject as ``now=``).
+
+    Args:
+        at: the time returned (UTC); set ``clock.at`` to move it.
+        step: added before each reading (``timedelta(seconds=1)``: every reading is later).
+    """
+
+    def __init__(self, at: datetime = T0, *, step: timedelta = timedelta(0)) -> None:
+        self.at = at
+        self.step = step
+
+    def __call__(self) -> datetime:
+        self.at += self.step
+        return self.at
+
+
+@dataclass(frozen=True)
+class FakeSubscriber:
+    """What rendering needs of a subscriber (the real one is ``digest.subscribers.Subscriber``)."""
+
+    email: str = "ada@example.org"
+    name: str | None = "Ada"
+    keywords: tuple[str, ...] = ()
+
+
+def papers_from_fixture(name: str) -> list[Paper]:
+    """A recorded Daily Papers day (``tests/fixtures/hf-daily-papers/NAME``) as papers.
+
+    Mapped field by field as the HF source does; sorted by upvotes, most first.
+    """
+    items = json.loads((HF_FIXTURES / name).read_text(encoding="utf-8"))
+    out = []
+    for item in items:
+        p = item["paper"]
+        out.append(
+            Paper(
+                arxiv_id=p["id"],
+                title=" ".join(p["title"].split()),
+                abstract=" ".join(p.get("summary", "").split()),
+                authors=tuple(a["name"] for a in p.get("authors", [])),
+                upvotes=p.get("upvotes"),
+                comments=item.get("numComments"),
+                ai_summary=p.get("ai_summary"),
+                ai_keywords=tuple(p.get("ai_keywords") or ()),
+                github_repo=p.get("githubRepo"),
+                github_stars=p.get("githubStars"),
+                project_page=p.get("projectPage"),
+                thumbnail=item.get("thumbnail"),
+            )
+        )
+    return sorted(out, key=lambda q: -(q.upvotes or 0))
