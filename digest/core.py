@@ -278,12 +278,13 @@ class Digest:
     ) -> RunSummary:
         """Send ``edition`` to every active subscriber in ``subscribers`` who lacks it.
 
-        A subscriber who already has a row for the edition is skipped: ``sent``, ``failed``
-        (permanent), ``skipped`` and ``unknown`` rows are final unless ``resend`` (all) or
-        ``retry_unknown`` (unknown ones) reopen them. A subscriber whose ranked list is empty
-        is recorded ``skipped (no papers)`` unless ``send_empty``. One subscriber's failure
-        never stops the others; the papers come from :meth:`papers_for`. The stages are
-        those of :class:`~digest.pipeline.SendPipeline`.
+        An address on the suppression list is skipped (``skipped (<reason>)``), whatever the
+        YAML or ``resend`` say. A subscriber who already has a row for the edition is
+        skipped: ``sent``, ``failed`` (permanent), ``skipped`` and ``unknown`` rows are final
+        unless ``resend`` (all) or ``retry_unknown`` (unknown ones) reopen them. A subscriber
+        whose ranked list is empty is recorded ``skipped (no papers)`` unless ``send_empty``.
+        One subscriber's failure never stops the others; the papers come from
+        :meth:`papers_for`. The stages are those of :class:`~digest.pipeline.SendPipeline`.
 
         Args:
             edition: the edition to send.

@@ -36,7 +36,7 @@ from digest.pipeline.workers import (
     make_message,
 )
 from digest.schedule import may_be_empty
-from digest.state import SKIP_NO_PAPERS
+from digest.state import SKIP_NO_PAPERS, address_key
 from digest.subscribers import Subscriber
 
 if TYPE_CHECKING:
@@ -132,16 +132,28 @@ class SendPipeline:
     def select_owed(self, subscribers: Sequence[Subscriber]) -> list[Subscriber]:
         """The active subscribers who lack the edition, in order; the others are skipped.
 
+        An address on the suppression list is skipped and recorded ``skipped`` with the reason
+        as detail (``skipped (bounced)``), whatever the YAML or ``resend`` say.
         A row already ``sent``, ``failed``, ``skipped`` or ``unknown`` is final unless
         ``resend`` (all) or ``retry_unknown`` (unknown ones) reopen it; a reopened row is set
         back to ``owed`` now (not in a dry run).
         """
         owed: list[Subscriber] = []
         key = self.edition.key
+        suppressed = self.store.suppressions()
         for sub in subscribers:
             if not sub.active:
                 continue
             row = self.store.get(sub.email, key)
+            suppression = suppressed.get(address_key(sub.email))
+            if suppression is not None:
+                # The suppression list wins over the YAML (even `active: true`) and --resend.
+                if not self.dry_run and (row is None or row.status == "owed"):
+                    self.store.mark_skipped(sub.email, key, str(suppression.reason))
+                log.debug("%s: suppressed (%s): skipped", sub.email, suppression.reason)
+                self.summary.skipped += 1
+                self.notify(sub.email, "skipped")
+                continue
             if row is not None and row.status not in ("owed",):
                 reopen = self.resend or (self.retry_unknown and row.status == "unknown")
                 if row.status == "sending":

@@ -15,6 +15,9 @@ from digest.state.sqlite import (
     DeliveryStatus,
     FeedCache,
     StateStore,
+    Suppression,
+    SuppressionReason,
+    address_key,
     lock_paths,
     state_lock,
 )
@@ -30,6 +33,9 @@ __all__ = [
     "DeliveryStatus",
     "FeedCache",
     "StateStore",
+    "Suppression",
+    "SuppressionReason",
+    "address_key",
     "lock_paths",
     "state_lock",
 ]

@@ -121,6 +121,48 @@ class Delivery:
     last_error: str | None
 
 
+class SuppressionReason(StrEnum):
+    """Why an address is on the suppression list; compares equal to its string."""
+
+    UNSUBSCRIBED = "unsubscribed"
+    """The subscriber unsubscribed (one-click POST, the web page)."""
+    BOUNCED = "bounced"
+    """Hard bounces (SMTP 5xx, a DSN with a 5.x.x status) or too many soft ones."""
+    COMPLAINED = "complained"
+    """An abuse complaint (ARF feedback report, RFC 5965) named the address."""
+    MANUAL = "manual"
+    """The operator suppressed it (``digest suppress``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Suppression:
+    """One entry of the suppression list: an address ``send`` and the daemon never mail.
+
+    Attributes:
+        address: the normalized address (the subscriber identity key).
+        reason: see :class:`SuppressionReason`.
+        since: when it was suppressed (aware, UTC).
+        evidence: what proves it, e.g. the SMTP reply (``550 5.1.1 no such user``), a DSN's
+            ``Status``/``Diagnostic-Code``, ``one-click POST``, the operator's note.
+        actor: who suppressed it: ``smtp``, ``bounces``, ``web``, ``cli:<user>``.
+        lifted_at: when it was lifted (aware, UTC); ``None`` while active.
+        lifted_by: who lifted it (``web`` for a new confirmed opt-in, ``cli:<user>``).
+    """
+
+    address: str
+    reason: SuppressionReason
+    since: datetime
+    evidence: str
+    actor: str
+    lifted_at: datetime | None = None
+    lifted_by: str | None = None
+
+    @property
+    def active(self) -> bool:
+        """True while the suppression holds (not lifted)."""
+        return self.lifted_at is None
+
+
 # -- schema ----------------------------------------------------------------------------------
 
 _SCHEMA_V1 = (
@@ -167,9 +209,33 @@ def _migrate_to_v1(db: sqlite3.Connection) -> None:
         db.execute(statement)
 
 
+_SCHEMA_V2 = (
+    # The suppression list: one row per suppression, kept after it is lifted (history).
+    # At most one active (lifted_at IS NULL) row per address.
+    """CREATE TABLE suppressions (
+        id INTEGER PRIMARY KEY,
+        address TEXT NOT NULL,
+        reason TEXT NOT NULL
+            CHECK (reason IN ('unsubscribed', 'bounced', 'complained', 'manual')),
+        since TEXT NOT NULL,
+        evidence TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        lifted_at TEXT,
+        lifted_by TEXT
+    )""",
+    "CREATE UNIQUE INDEX suppressions_active ON suppressions (address) WHERE lifted_at IS NULL",
+    "CREATE INDEX suppressions_by_address ON suppressions (address, since)",
+)
+
+
+def _migrate_to_v2(db: sqlite3.Connection) -> None:
+    for statement in _SCHEMA_V2:
+        db.execute(statement)
+
+
 Migration = Callable[[sqlite3.Connection], None]
 
-MIGRATIONS: tuple[Migration, ...] = (_migrate_to_v1,)
+MIGRATIONS: tuple[Migration, ...] = (_migrate_to_v1, _migrate_to_v2)
 """Ordered schema migrations; after applying the first *n*, ``user_version`` is *n*.
 
 Append only: never edit or reorder a released migration. Each runs inside the same transaction
@@ -570,6 +636,97 @@ class StateStore:
                 (_key(subscriber), edition, stamp, stamp),
             )
 
+    # -- suppression list ------------------------------------------------------------------
+    def suppress(
+        self,
+        address: str,
+        reason: SuppressionReason | str,
+        *,
+        evidence: str,
+        actor: str,
+        now: datetime | None = None,
+    ) -> bool:
+        """Put ``address`` on the suppression list; ``send`` and the daemon skip it from now on.
+
+        Idempotent: an address already suppressed keeps its first (active) entry, reason and
+        evidence included.
+
+        Args:
+            address: the email address (normalized here: the subscriber identity key).
+            reason: see :class:`SuppressionReason`.
+            evidence: what proves it (SMTP reply, DSN ``Status``/``Diagnostic-Code``, ...).
+            actor: who: ``smtp``, ``bounces``, ``web``, ``cli:<user>``.
+            now: the time to record (aware); default the store's clock.
+
+        Returns:
+            True if the address was newly suppressed, False if it already was.
+
+        Raises:
+            ValueError: ``reason`` is not a :class:`SuppressionReason`.
+        """
+        why = SuppressionReason(reason)
+        stamp = self._stamp_of(now)
+        with self._write() as db:
+            cur = db.execute(
+                """INSERT INTO suppressions (address, reason, since, evidence, actor)
+                   VALUES (?, ?, ?, ?, ?)
+                   ON CONFLICT (address) WHERE lifted_at IS NULL DO NOTHING""",
+                (_key(address), str(why), stamp, evidence, actor),
+            )
+            return cur.rowcount > 0
+
+    def unsuppress(self, address: str, *, actor: str, now: datetime | None = None) -> bool:
+        """Lift the active suppression of ``address``; the entry stays in the history.
+
+        Args:
+            address: the email address.
+            actor: who lifts it: ``web`` (a new confirmed opt-in) or ``cli:<user>``.
+            now: the time to record (aware); default the store's clock.
+
+        Returns:
+            True if a suppression was lifted, False if the address was not suppressed.
+        """
+        stamp = self._stamp_of(now)
+        with self._write() as db:
+            cur = db.execute(
+                """UPDATE suppressions SET lifted_at = ?, lifted_by = ?
+                   WHERE address = ? AND lifted_at IS NULL""",
+                (stamp, actor, _key(address)),
+            )
+            return cur.rowcount > 0
+
+    def suppression(self, address: str) -> Suppression | None:
+        """The active suppression of ``address``, or ``None`` if it may be mailed."""
+        rows = self._query(
+            f"SELECT {_SUPPRESSION_COLUMNS} FROM suppressions "
+            "WHERE address = ? AND lifted_at IS NULL",
+            (_key(address),),
+        )
+        return _suppression(rows[0]) if rows else None
+
+    def suppressions(self) -> dict[str, Suppression]:
+        """Every active suppression, by normalized address."""
+        rows = self._query(
+            f"SELECT {_SUPPRESSION_COLUMNS} FROM suppressions WHERE lifted_at IS NULL"
+        )
+        return {r[0]: _suppression(r) for r in rows}
+
+    def suppression_history(self, address: str | None = None) -> builtins.list[Suppression]:
+        """Every suppression ever recorded (lifted ones too), oldest first.
+
+        Args:
+            address: only this address.
+        """
+        sql = f"SELECT {_SUPPRESSION_COLUMNS} FROM suppressions"
+        params: tuple[str, ...] = ()
+        if address is not None:
+            sql += " WHERE address = ?"
+            params = (_key(address),)
+        return [_suppression(r) for r in self._query(sql + " ORDER BY since, id", params)]
+
+    def _stamp_of(self, now: datetime | None) -> str:
+        return self._stamp() if now is None else now.astimezone(UTC).isoformat()
+
     # -- papers ----------------------------------------------------------------------------
     def save_papers(self, day: date, source: str, papers: Iterable[Paper]) -> None:
         """Store (replace) the papers ``source`` listed for the UTC day ``day``.
@@ -676,8 +833,32 @@ class FeedCache:
             )
 
 
-def _key(subscriber: str) -> str:
-    return subscriber.strip().lower()
+def address_key(address: str) -> str:
+    """The identity key of an email address in the state store (rows, suppressions).
+
+    Today the stripped, lower-cased address.
+    """
+    return address.strip().lower()
+
+
+_key = address_key
+
+
+_SUPPRESSION_COLUMNS = "address, reason, since, evidence, actor, lifted_at, lifted_by"
+
+
+def _suppression(row: Sequence[Any]) -> Suppression:
+    since = _when(row[2])
+    assert since is not None  # NOT NULL column
+    return Suppression(
+        address=row[0],
+        reason=SuppressionReason(row[1]),
+        since=since,
+        evidence=row[3],
+        actor=row[4],
+        lifted_at=_when(row[5]),
+        lifted_by=row[6],
+    )
 
 
 def _when(text: str | None) -> datetime | None:

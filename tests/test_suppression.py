@@ -1,0 +1,175 @@
+"""The suppression list: the state API, and `send`/the daemon skipping suppressed addresses."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from digest.core import Digest
+from digest.daemon import Daemon
+from digest.models import Edition
+from digest.state import (
+    SCHEMA_VERSION,
+    StateStore,
+    Suppression,
+    SuppressionReason,
+    state_lock,
+)
+from tests.test_daemon import Env, FakeClock, days_between, utc, write_papers
+
+T0 = datetime(2026, 8, 21, 7, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[StateStore]:
+    with StateStore(tmp_path / "state.sqlite3", now=lambda: T0) as s:
+        yield s
+
+
+def test_suppress_is_idempotent_and_keeps_the_first_evidence(store: StateStore) -> None:
+    assert store.suppression("ada@example.org") is None
+    assert store.suppress(
+        " Ada@Example.org ",
+        SuppressionReason.BOUNCED,
+        evidence="550 5.1.1 no such user",
+        actor="smtp",
+    )
+    assert not store.suppress(
+        "ada@example.org",
+        "complained",
+        evidence="ARF abuse",
+        actor="bounces",
+        now=T0 + timedelta(1),
+    )
+    got = store.suppression("ADA@example.org")
+    assert got == Suppression(
+        address="ada@example.org",
+        reason=SuppressionReason.BOUNCED,
+        since=T0,
+        evidence="550 5.1.1 no such user",
+        actor="smtp",
+    )
+    assert got.active and got.reason == "bounced"
+    assert store.suppressions() == {"ada@example.org": got}
+
+
+def test_unsuppress_lifts_and_keeps_who_and_when_in_the_history(store: StateStore) -> None:
+    store.suppress("ada@example.org", "unsubscribed", evidence="one-click POST", actor="web")
+    later = T0 + timedelta(days=3)
+    assert store.unsuppress("ada@example.org", actor="cli:root", now=later)
+    assert not store.unsuppress("ada@example.org", actor="cli:root", now=later)
+    assert store.suppression("ada@example.org") is None
+    assert store.suppressions() == {}
+    # Suppressed again later: a second entry; the history has both.
+    assert store.suppress("ada@example.org", "manual", evidence="asked by phone", actor="cli:x")
+    history = store.suppression_history("ada@example.org")
+    assert [(h.reason, h.lifted_at, h.lifted_by) for h in history] == [
+        ("unsubscribed", later, "cli:root"),
+        ("manual", None, None),
+    ]
+
+
+def test_unknown_reason_is_refused(store: StateStore) -> None:
+    with pytest.raises(ValueError):
+        store.suppress("a@example.org", "tired", evidence="", actor="cli:x")
+    assert store.suppressions() == {}
+
+
+def test_suppressions_survive_reopening_and_a_v1_file_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)
+    from digest.state.sqlite import _SCHEMA_V1
+
+    for statement in _SCHEMA_V1:
+        db.execute(statement)
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    with StateStore(path) as s:
+        assert s.schema_version == SCHEMA_VERSION
+        s.suppress("a@example.org", "bounced", evidence="550", actor="smtp")
+    with StateStore(path) as s:
+        assert set(s.suppressions()) == {"a@example.org"}
+
+
+# -- send and the daemon honour it ------------------------------------------------------------
+
+
+def _env(tmp_path: Path) -> Env:
+    papers = tmp_path / "papers"
+    papers.mkdir()
+    return Env(
+        root=tmp_path,
+        papers=papers,
+        subscribers=tmp_path / "subscribers.yaml",
+        state=tmp_path / "state.sqlite3",
+        outbox=tmp_path / "outbox",
+        health=tmp_path / "health",
+    )
+
+
+async def test_send_skips_suppressed_addresses_even_when_active_true(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    write_papers(env.papers, [date(2026, 8, 20)])
+    env.write_subscribers(
+        [
+            {"email": "ada@example.org"},
+            {"email": "Bob@Example.org", "active": True},
+            {"email": "cy@example.org"},
+            {"email": "dee@example.org"},
+        ]
+    )
+    settings = env.settings()
+    with Digest(settings, now=lambda: T0) as digest:
+        digest.store.suppress("bob@example.org", "unsubscribed", evidence="POST", actor="web")
+        digest.store.suppress("cy@example.org", "bounced", evidence="550", actor="smtp")
+        digest.store.suppress("dee@example.org", "complained", evidence="ARF", actor="bounces")
+        subs = digest.load_subscribers().subscribers
+        edition = Edition.daily(date(2026, 8, 20))
+        dry = await digest.send(edition, subs, dry_run=True)
+        assert (dry.sent, dry.skipped) == (1, 3)
+        assert digest.store.list() == []  # a dry run records nothing
+        outcomes: dict[str, str] = {}
+        summary = await digest.send(
+            edition, subs, on_result=lambda e, o: outcomes.__setitem__(e, o)
+        )
+        assert (summary.sent, summary.skipped, summary.failed) == (1, 3, 0) and summary.ok
+        rows = {r.subscriber: (r.status, r.detail) for r in digest.store.list()}
+        assert rows["ada@example.org"][0] == "sent"
+        assert rows["bob@example.org"] == ("skipped", "unsubscribed")
+        assert rows["cy@example.org"] == ("skipped", "bounced")
+        assert rows["dee@example.org"] == ("skipped", "complained")
+        assert outcomes["bob@example.org"] == "skipped"
+        # --resend does not override the suppression list.
+        again = await digest.send(edition, subs, resend=True)
+        assert (again.sent, again.skipped) == (1, 3)
+        # Lifted: the next edition goes out again.
+        digest.store.unsuppress("cy@example.org", actor="cli:test")
+        nxt = await digest.send(edition, subs, resend=True)
+        assert nxt.sent == 2
+    outbox = list((env.outbox / "new").iterdir())
+    assert len(outbox) == 4  # ada, ada again (--resend), then ada and cy
+
+
+async def test_daemon_skips_a_suppressed_subscriber_and_records_why(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    write_papers(env.papers, days_between(date(2026, 8, 18), date(2026, 8, 21)))
+    env.write_subscribers(
+        [{"email": "ada@example.org"}, {"email": "bob@example.org"}],
+        defaults={"send_at": "07:00", "timezone": "UTC"},
+    )
+    clock = FakeClock(utc(2026, 8, 21, 7, 5))
+    settings = env.settings()
+    with state_lock(settings.state_path, purpose="run"), Digest(settings, now=clock) as digest:
+        digest.store.suppress("bob@example.org", "bounced", evidence="550 5.1.1", actor="smtp")
+        daemon = Daemon(digest, settings, now=clock)
+        await daemon.tick()
+        await daemon.tick()
+        rows = {(r.subscriber, r.edition): (r.status, r.detail) for r in digest.store.list()}
+    assert rows[("ada@example.org", "2026-08-20")][0] == "sent"
+    assert rows[("bob@example.org", "2026-08-20")] == ("skipped", "bounced")
+    assert len(list((env.outbox / "new").iterdir())) == 1
