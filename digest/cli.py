@@ -15,20 +15,22 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from digest import __version__
 from digest.core import Digest, default_edition_day
 from digest.errors import ConfigError, DigestError, StateLockedError
 from digest.models import Edition, RunSummary
 from digest.settings import Settings, load_settings
-from digest.state import state_lock
+from digest.state import DeliveryStatus, state_lock
 from digest.subscribers import Subscriber
 
 log = logging.getLogger("digest")
@@ -54,6 +56,32 @@ if not out.is_terminal:
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+_typer_type_label = typer.core.TyperOption.display_type_rich
+
+
+def _type_label(self: typer.core.TyperOption, ctx: Any) -> str | None:
+    """The type column of an option in ``--help``: nothing for a flag, else its metavar.
+
+    typer's rich help shows ``<bool>`` for flags (``--debug <bool>``), as if they took a
+    value, and ``<str>`` / ``<list[str]>`` for the others; a flag takes none, and a metavar
+    (``DATE``, ``EMAIL``) says what to give.
+    """
+    if self.is_flag or self.count:
+        return None
+    if self.metavar:
+        return self.metavar
+    return _typer_type_label(self, ctx)
+
+
+typer.core.TyperOption.display_type_rich = _type_label  # type: ignore[method-assign]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        out.print(f"digest {__version__}")
+        raise typer.Exit()
+
+
 class _Options:
     debug = False
     verbose = 0
@@ -70,8 +98,15 @@ def _main(
         int, typer.Option("--verbose", "-v", count=True, help="More log detail (-vv: debug).")
     ] = 0,
     env_file: Annotated[
-        Path, typer.Option("--env-file", help="Dotenv file with DIGEST_* settings.")
+        Path,
+        typer.Option("--env-file", metavar="PATH", help="Dotenv file with DIGEST_* settings."),
     ] = Path(".env"),
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
 ) -> None:
     _opts.debug = debug
     _opts.verbose = verbose
@@ -158,22 +193,34 @@ def _find_subscriber(digest: Digest, email: str) -> Subscriber:
 
 SourceOpt = Annotated[
     list[str] | None,
-    typer.Option("--source", help="Paper source (repeatable): hf, file:PATH, feed:URL."),
+    typer.Option(
+        "--source",
+        metavar="SPEC",
+        help="Paper source (repeatable): hf, file:PATH, feed:URL; wins over DIGEST_SOURCES "
+        "and a subscriber's own sources.",
+    ),
+]
+DateOpt = Annotated[
+    str | None,
+    typer.Option("--date", metavar="DATE", help="YYYY-MM-DD or YYYY-Www; default yesterday (UTC)."),
 ]
 
 
 @app.command()
 def preview(
-    date_: Annotated[
-        str | None, typer.Option("--date", help="YYYY-MM-DD or YYYY-Www; default yesterday (UTC).")
-    ] = None,
+    date_: DateOpt = None,
     subscriber: Annotated[
-        str | None, typer.Option(help="Render this subscriber's edition (default: unpersonalized).")
+        str | None,
+        typer.Option(
+            metavar="EMAIL", help="Render this subscriber's edition (default: unpersonalized)."
+        ),
     ] = None,
     out_path: Annotated[
-        str | None, typer.Option("--out", help="File to write, or '-' for stdout.")
+        str | None, typer.Option("--out", metavar="PATH", help="File to write, or '-' for stdout.")
     ] = None,
-    fmt: Annotated[str, typer.Option("--format", help="html, text or eml.")] = "html",
+    fmt: Annotated[
+        str, typer.Option("--format", metavar="FORMAT", help="html, text or eml.")
+    ] = "html",
     source: SourceOpt = None,
 ) -> None:
     """Render an edition locally. Sends nothing and records no delivery."""
@@ -183,10 +230,13 @@ def preview(
         with Digest(settings) as digest:
             edition = parse_edition(date_, default_day=default_edition_day(digest.now()))
             sub = _find_subscriber(digest, subscriber) if subscriber else None
-            result = asyncio.run(digest.papers_for(edition, sources=sub.sources if sub else None))
+            # --source wins over the subscriber's own sources, as over DIGEST_SOURCES.
+            own = sub.sources if sub and not source else None
+            result = asyncio.run(digest.papers_for(edition, sources=own))
             for line in result.failed:
-                err.print(f"warning: {line}")
-            data = digest.preview(edition, result.papers, sub, fmt)
+                err.print(f"warning: source {line}")
+            made = digest.render_preview(edition, result.papers, sub, fmt)
+            data = made.data
         if out_path == "-":
             sys.stdout.buffer.write(data)
             sys.stdout.flush()
@@ -196,18 +246,23 @@ def preview(
         path = Path(out_path) if out_path else DEFAULT_PREVIEW_DIR / f"{edition.key}{who}.{ext}"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-        out.print(
-            f"wrote {path} ({len(data):,} bytes, {len(result.papers)} papers on {edition.key})"
-        )
+        out.print(f"wrote {path} ({len(data):,} bytes): {_preview_count(made.shown, made.total)}")
+
+
+def _preview_count(shown: int, total: int) -> str:
+    """``8 of 15 papers`` (what the email holds, of the edition's), ``1 paper``, ``no papers``."""
+    if shown == 0:
+        return f"no papers (the edition has {total})" if total else "no papers"
+    noun = "paper" if shown == 1 else "papers"
+    return f"{shown} {noun}" if shown == total else f"{shown} of {total} papers"
 
 
 @app.command()
 def send(
-    date_: Annotated[
-        str | None, typer.Option("--date", help="YYYY-MM-DD or YYYY-Www; default yesterday (UTC).")
-    ] = None,
+    date_: DateOpt = None,
     subscriber: Annotated[
-        list[str] | None, typer.Option(help="Only these subscribers (repeatable).")
+        list[str] | None,
+        typer.Option(metavar="EMAIL", help="Only these subscribers (repeatable)."),
     ] = None,
     dry_run: Annotated[bool, typer.Option(help="Rank and render, send nothing.")] = False,
     resend: Annotated[bool, typer.Option(help="Send even to those who have it.")] = False,
@@ -286,8 +341,16 @@ def _print_summary(edition: Edition, s: RunSummary, where: str, dry_run: bool) -
 
 
 @app.command()
-def validate() -> None:
-    """Check the settings and the subscribers file; exit 0 or list every problem."""
+def validate(
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Do not check that the sources answer.")
+    ] = False,
+) -> None:
+    """Check the settings and the subscribers file; exit 0 or list every problem.
+
+    Placeholders left from the examples are warnings; unless --offline, each configured
+    source is asked for yesterday's papers once (exit 1 if one does not answer).
+    """
     _setup_logging(logging.WARNING)
     problems: list[str] = []
     settings: Settings | None = None
@@ -307,20 +370,47 @@ def validate() -> None:
         for p in problems:
             err.print(f"[bold red]error:[/] {p}", markup=True, highlight=False)
         raise typer.Exit(EXIT_BAD_INPUT)
+    assert settings is not None
+    from digest import checks
+
+    for line in checks.placeholder_warnings(settings) + checks.subscriber_source_warnings(settings):
+        err.print(f"[bold yellow]warning:[/] {line}", markup=True, highlight=False)
     out.print(f"ok: settings valid, {count} subscribers in {subscribers_path}")
+    if offline:
+        return
+    day = default_edition_day(datetime.now(UTC))
+    probes = asyncio.run(checks.probe_sources(checks.configured_specs(settings), settings, day))
+    for probe in probes:
+        if probe.ok:
+            out.print(checks.describe_probe(probe))
+        else:
+            err.print(
+                f"[bold red]error:[/] {checks.describe_probe(probe)}", markup=True, highlight=False
+            )
+    if checks.probe_failed(probes):
+        raise typer.Exit(EXIT_FAILED)
+
+
+STATUSES = tuple(s.value for s in DeliveryStatus)
 
 
 @app.command()
 def history(
-    date_: Annotated[str | None, typer.Option("--date", help="Edition key.")] = None,
-    subscriber: Annotated[str | None, typer.Option(help="Only this subscriber.")] = None,
+    date_: Annotated[
+        str | None, typer.Option("--date", metavar="EDITION", help="Edition key.")
+    ] = None,
+    subscriber: Annotated[
+        str | None, typer.Option(metavar="EMAIL", help="Only this subscriber.")
+    ] = None,
     status: Annotated[
-        str | None, typer.Option(help="owed, sending, sent, failed, unknown or skipped.")
+        str | None, typer.Option(metavar="STATUS", help=", ".join(STATUSES) + ".")
     ] = None,
 ) -> None:
     """Show what was sent, when, with which Message-ID."""
     _setup_logging(logging.WARNING)
     with _errors():
+        if status is not None and status not in STATUSES:
+            raise ConfigError(f"--status {status!r}: use one of {', '.join(STATUSES)}")
         settings = _settings()
         with Digest(settings) as digest:
             rows = digest.store.list(
@@ -333,9 +423,7 @@ def history(
             table.add_column(col, overflow="fold")
         for r in rows:
             when = r.sent_at or r.updated_at
-            detail = r.detail or ""
-            if r.last_error and r.status != "sent":
-                detail = f"{detail} {r.last_code or ''} {r.last_error}".strip()
+            detail = history_detail(r.detail, r.last_code, r.last_error, sent=r.status == "sent")
             table.add_row(
                 r.edition,
                 r.subscriber,
@@ -346,6 +434,21 @@ def history(
             )
         out.print(table)
         out.print(f"{len(rows)} rows")
+
+
+def history_detail(detail: str | None, code: int | None, error: str | None, *, sent: bool) -> str:
+    """The detail column: the row's detail, then the last failure (its reply code once).
+
+    A server reply stored as ``last_error`` already starts with its code (``550 5.1.1 …``);
+    the code is only prefixed when it does not.
+    """
+    parts = [detail] if detail else []
+    if error and not sent:
+        if code is not None and not error.startswith(str(code)):
+            error = f"{code} {error}"
+        if error != detail:
+            parts.append(error)
+    return " ".join(parts)
 
 
 @app.command()

@@ -14,7 +14,7 @@ from email.utils import parseaddr
 from types import TracebackType
 
 from digest.clock import Clock, utc_now
-from digest.errors import ConfigError, SourceError
+from digest.errors import AllSourcesFailedError, ConfigError, SourceError
 from digest.models import Edition, Paper, RankedPaper, RunSummary
 from digest.pipeline import ResultCallback, SendPipeline
 from digest.pipeline.workers import RENDER_PROCESSES_MIN_BATCH, build_for, render_ranked
@@ -45,6 +45,21 @@ class PapersResult:
     papers: list[Paper]
     failed: list[str] = field(default_factory=list)
     complete: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Preview:
+    """One locally rendered edition (see :meth:`Digest.render_preview`).
+
+    Attributes:
+        data: UTF-8 bytes of the requested format.
+        shown: papers the email holds (after ranking and ``max_papers``).
+        total: papers the edition has (before selection).
+    """
+
+    data: bytes
+    shown: int
+    total: int
 
 
 def default_edition_day(now: datetime) -> date:
@@ -162,8 +177,9 @@ class Digest:
             try:
                 papers = await self._source(spec).fetch(day)
             except SourceError as e:
-                log.warning("%s", e)
-                failed.append(f"{spec} {day.isoformat()}: {e}")
+                # Reported once, by the caller (the CLI's summary, the daemon's edition line).
+                log.debug("%s", e)
+                failed.append(f"{spec} {day.isoformat()}: {e.detail}")
                 return None
             # An empty weekday list is suspicious (an outage, or published late): keep asking.
             if day_has_ended(day, now) and (papers or day.weekday() in WEEKEND):
@@ -177,7 +193,7 @@ class Digest:
             if papers is not None:
                 by_source[spec].extend(papers)
         if len(failed) == len(jobs):
-            raise SourceError(",".join(specs), "every source failed: " + "; ".join(failed))
+            raise AllSourcesFailedError(failed)
         # One edition lists a paper once, whatever days its copies carry (a feed announces a
         # paper before Hugging Face lists it; a weekly edition spans days).
         merged = merge_papers([by_source[spec] for spec in specs], by_day=False)
@@ -235,14 +251,30 @@ class Digest:
         Raises:
             ConfigError: unknown format or broken template.
         """
+        return self.render_preview(edition, papers, subscriber, fmt).data
+
+    def render_preview(
+        self,
+        edition: Edition,
+        papers: Sequence[Paper],
+        subscriber: Subscriber | None,
+        fmt: str = "html",
+    ) -> Preview:
+        """:meth:`preview`, with how many papers the email holds (of the edition's).
+
+        Raises:
+            ConfigError: unknown format or broken template.
+        """
         if fmt not in PREVIEW_FORMATS:
             raise ConfigError(f"--format must be one of {', '.join(PREVIEW_FORMATS)}, not {fmt!r}")
-        _, rendered = self.render(edition, papers, subscriber)
+        ranked, rendered = self.render(edition, papers, subscriber)
         if fmt == "html":
-            return rendered.html.encode()
-        if fmt == "text":
-            return rendered.text.encode()
-        return self.build(rendered, subscriber, edition)[1]
+            data = rendered.html.encode()
+        elif fmt == "text":
+            data = rendered.text.encode()
+        else:
+            data = self.build(rendered, subscriber, edition)[1]
+        return Preview(data=data, shown=len(ranked), total=len(papers))
 
     # -- sending ---------------------------------------------------------------------------
     def recover(self) -> int:

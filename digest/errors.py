@@ -6,6 +6,7 @@ stdlib type that fits, so callers can catch either::
     DigestError (Exception)
     ├── ConfigError (ValueError)          settings, subscribers file, templates: fix the input
     ├── SourceError (RuntimeError)        a paper source failed or returned unusable data
+    │   └── AllSourcesFailedError         no source answered for an edition: nothing to send
     ├── TokenError (ValueError)           a link's token is malformed, forged, for another
     │                                     purpose, or expired
     ├── StateError (RuntimeError)         the state file is unreadable, too new, or corrupt
@@ -47,11 +48,32 @@ class SourceError(DigestError, RuntimeError):
 
     Attributes:
         source: the source's name as configured (``hf``, ``file:PATH``, ``feed:URL``).
+        detail: the message without the ``source NAME:`` prefix (for lines that already
+            name the source).
     """
 
     def __init__(self, source: str, message: str) -> None:
         super().__init__(f"source {source}: {message}")
         self.source = source
+        self.detail = message
+
+
+class AllSourcesFailedError(SourceError):
+    """Every source failed for every day of an edition (nothing can be sent yet).
+
+    Its message names each source once: ``every source failed: hf 2026-08-20: GET …: HTTP
+    503 Service Unavailable; file:x 2026-08-20: …``.
+
+    Attributes:
+        failures: one line per (source, day), ``SPEC DAY: detail``.
+    """
+
+    def __init__(self, failures: list[str]) -> None:
+        sources = ",".join(dict.fromkeys(line.split(" ", 1)[0] for line in failures))
+        super().__init__(sources, "")
+        self.failures = failures
+        self.detail = "every source failed: " + "; ".join(failures)
+        self.args = (self.detail,)
 
 
 class TokenError(DigestError, ValueError):

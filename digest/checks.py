@@ -1,0 +1,208 @@
+"""What ``digest validate`` checks beyond parsing: placeholders left from the examples, and
+whether the paper sources answer.
+
+Parsing errors (bad values, unknown keys) come from :func:`digest.settings.load_settings` and
+:func:`digest.subscribers.load_subscribers`; this module looks at values that parse but are
+not what a real deployment should send with:
+
+* a ``From``, envelope sender, unsubscribe URL or unsubscribe address at a domain reserved
+  for documentation (RFC 2606 / RFC 6761: ``example.org``, ``example.com``, ``example.net``,
+  ``*.example``, ``*.test``, ``*.invalid``) or at ``localhost`` (the built-in default From):
+  mail from there fails SPF/DMARC or cannot be answered, and unsubscribe links lead nowhere;
+* a subscriber's own ``sources`` that are not among ``DIGEST_SOURCES``: legal (they are used
+  *instead of* DIGEST_SOURCES for that subscriber), but easy to miss when ``DIGEST_SOURCES``
+  points at local files and that subscriber's edition still goes to the network.
+
+:func:`probe_sources` fetches one day from each source once, without retries, so ``validate``
+can say whether each is reachable (``--offline`` skips it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from email.utils import parseaddr
+from urllib.parse import urlsplit
+
+from digest.errors import ConfigError, SourceError
+from digest.settings import Settings
+from digest.sources import build_source
+from digest.subscribers import load_subscribers
+
+RESERVED_DOMAINS = ("example.org", "example.com", "example.net", "localhost")
+"""Domains reserved for documentation or this machine (RFC 2606, RFC 6761)."""
+RESERVED_TLDS = (".example", ".test", ".invalid", ".localhost")
+"""Top-level domains reserved for documentation and testing (RFC 2606)."""
+PROBE_TIMEOUT_S = 10.0
+"""Longest a reachability probe waits for one source, seconds (no retries)."""
+
+
+def is_placeholder_domain(domain: str) -> bool:
+    """Whether ``domain`` is reserved (``example.org``, ``x.example``, ``localhost``...)."""
+    d = domain.strip().rstrip(".").lower()
+    return (
+        d in RESERVED_DOMAINS
+        or d.endswith(RESERVED_TLDS)
+        or d.endswith(tuple("." + r for r in RESERVED_DOMAINS))
+    )
+
+
+def _domain_of_address(value: str) -> str:
+    address = parseaddr(value)[1] or value
+    return address.rpartition("@")[2]
+
+
+def placeholder_warnings(settings: Settings) -> list[str]:
+    """Settings that still carry an example value, one line each with what to put instead.
+
+    Args:
+        settings: validated settings.
+
+    Returns:
+        Lines ``DIGEST_NAME: ... ; set ...`` (empty when none). The secret key is checked by
+        the settings themselves (an error, not a warning).
+    """
+    out: list[str] = []
+    sender = parseaddr(settings.sender)[1] or settings.sender
+    if is_placeholder_domain(_domain_of_address(settings.sender)):
+        out.append(
+            f"DIGEST_FROM: {sender} is a placeholder address; set it to an address at your own "
+            'domain, e.g. DIGEST_FROM="Daily Papers <papers@yourlab.org>" (receivers check '
+            "SPF/DKIM/DMARC against that domain)"
+        )
+    if settings.envelope_from and is_placeholder_domain(_domain_of_address(settings.envelope_from)):
+        out.append(
+            f"DIGEST_ENVELOPE_FROM: {settings.envelope_from} is a placeholder address; bounces "
+            "go there: use a mailbox at your domain that you read (or `digest bounces` reads)"
+        )
+    if settings.unsubscribe_url:
+        host = urlsplit(settings.unsubscribe_url).hostname or ""
+        if is_placeholder_domain(host):
+            out.append(
+                f"DIGEST_UNSUBSCRIBE_URL: {host} is a placeholder; set it to the HTTPS address "
+                "where `digest serve` (or your site) answers, e.g. "
+                "https://papers.yourlab.org/unsubscribe?token={token}"
+            )
+    if settings.unsubscribe_mailto:
+        address = settings.unsubscribe_mailto.removeprefix("mailto:").split("?", 1)[0]
+        if is_placeholder_domain(_domain_of_address(address)):
+            out.append(
+                f"DIGEST_UNSUBSCRIBE_MAILTO: {address} is a placeholder address; set it to a "
+                "mailbox at your domain that you read, or remove it"
+            )
+    return out
+
+
+def subscriber_source_warnings(settings: Settings) -> list[str]:
+    """Subscribers whose own ``sources`` are not among ``DIGEST_SOURCES``, one line each.
+
+    Runs the subscribers file's ``known_sources`` check; call it only once the file loads
+    without errors (any problem it reports is then about ``sources``).
+
+    Returns:
+        ``file:line: subscribers[i].sources[j]: 'hf' is not a configured source
+        (DIGEST_SOURCES: ...); this subscriber's papers come from it instead`` lines.
+    """
+    try:
+        load_subscribers(settings.subscribers, known_sources=settings.source_specs)
+    except ConfigError as e:
+        return [
+            f"{p}; this subscriber's papers come from their own sources instead of "
+            "DIGEST_SOURCES (`--source` overrides both for preview)"
+            for p in e.problems
+        ]
+    return []
+
+
+@dataclass(frozen=True, slots=True)
+class SourceProbe:
+    """The answer of one source to one fetch.
+
+    Attributes:
+        spec: the source spec (``hf``, ``file:PATH``, ``feed:URL``).
+        ok: whether it answered with usable data.
+        papers: how many papers it listed for ``day`` (0 when not ``ok``).
+        day: the UTC day asked for.
+        seconds: how long the fetch took.
+        error: why it failed (one line, without the ``source NAME:`` prefix), or ``""``.
+    """
+
+    spec: str
+    ok: bool
+    papers: int
+    day: date
+    seconds: float
+    error: str = ""
+
+
+def configured_specs(settings: Settings) -> list[str]:
+    """``DIGEST_SOURCES`` then every subscriber's own sources not among them, in file order.
+
+    A subscribers file that does not load contributes nothing (validate reports it).
+    """
+    specs = list(dict.fromkeys(settings.source_specs))
+    try:
+        subs = load_subscribers(settings.subscribers)
+    except ConfigError:
+        return specs
+    for sub in subs.subscribers:
+        for spec in sub.sources or ():
+            if spec not in specs:
+                specs.append(spec)
+    return specs
+
+
+async def probe_sources(
+    specs: Iterable[str], settings: Settings, day: date, *, timeout: float = PROBE_TIMEOUT_S
+) -> list[SourceProbe]:
+    """Fetch ``day`` once from each source (no retries, at most ``timeout`` seconds each).
+
+    Nothing is stored (no state file is opened). One source failing does not stop the others.
+
+    Args:
+        specs: source specs.
+        settings: HTTP settings (``hf_api_url``, ``http_timeout``); retries are turned off.
+        day: the UTC day to ask for (``validate`` asks for yesterday's).
+        timeout: seconds per source.
+
+    Returns:
+        One :class:`SourceProbe` per spec, in order.
+    """
+    quick = settings.model_copy(
+        update={"http_retries": 0, "http_timeout": min(settings.http_timeout, timeout)}
+    )
+
+    async def one(spec: str) -> SourceProbe:
+        started = time.monotonic()
+        try:
+            source = build_source(spec, quick)
+            papers = await asyncio.wait_for(source.fetch(day), timeout)
+        except SourceError as e:
+            return SourceProbe(spec, False, 0, day, time.monotonic() - started, e.detail)
+        except ConfigError as e:
+            return SourceProbe(spec, False, 0, day, time.monotonic() - started, str(e))
+        except TimeoutError:
+            error = f"no answer within {timeout:g} s"
+            return SourceProbe(spec, False, 0, day, time.monotonic() - started, error)
+        return SourceProbe(spec, True, len(papers), day, time.monotonic() - started)
+
+    return list(await asyncio.gather(*(one(spec) for spec in specs)))
+
+
+def describe_probe(probe: SourceProbe) -> str:
+    """One line for ``validate``: ``source hf: reachable (29 papers on 2026-08-20, 0.4 s)``."""
+    if probe.ok:
+        noun = "paper" if probe.papers == 1 else "papers"
+        return (
+            f"source {probe.spec}: reachable ({probe.papers} {noun} on {probe.day.isoformat()}, "
+            f"{probe.seconds:.1f} s)"
+        )
+    return f"source {probe.spec}: NOT reachable: {probe.error}"
+
+
+def probe_failed(probes: Sequence[SourceProbe]) -> bool:
+    """Whether any probe failed."""
+    return any(not p.ok for p in probes)

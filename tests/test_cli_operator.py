@@ -1,0 +1,267 @@
+"""An operator's first hour: validate, preview, history, help and error lines (issue 14)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from digest import __version__
+from digest.cli import app, history_detail
+from digest.state import StateStore
+from tests.conftest import EXAMPLES
+from tests.httpserver import LocalHTTPServer
+from tests.smtpserver import RcptFault, SMTPTestServer
+
+DAY = "2026-08-20"
+SECRET = "a-real-secret-key-for-tests-0123456789abcdef"
+SUBSCRIBERS = """\
+defaults:
+  max_papers: 5
+subscribers:
+  - email: ada@example.org
+    name: Ada Lovelace
+    keywords: [robot*, embodied]
+  - email: grace@example.org
+    keywords: [video, diffusion]
+    only_matching: true
+"""
+
+runner = CliRunner()
+
+
+def digest(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Settings an operator would really use: their own domain, the bundled example days."""
+    shutil.copytree(EXAMPLES / "hf-daily-papers", tmp_path / "papers")
+    (tmp_path / "subscribers.yaml").write_text(SUBSCRIBERS)
+    monkeypatch.setenv("DIGEST_SOURCES", f"file:{tmp_path / 'papers'}")
+    monkeypatch.setenv("DIGEST_FROM", "Daily Papers <papers@mylab.org>")
+    monkeypatch.setenv("DIGEST_UNSUBSCRIBE_URL", "https://papers.mylab.org/u?token={token}")
+    monkeypatch.setenv("DIGEST_SECRET_KEY", SECRET)
+    return tmp_path
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+# --- --version and --help -------------------------------------------------------------------
+
+
+def test_version_prints_the_version_and_exits_0() -> None:
+    code, output = digest("--version")
+    assert code == 0
+    assert output.strip() == f"digest {__version__}"
+
+
+@pytest.mark.parametrize("command", [[], ["send"], ["preview"], ["history"], ["validate"]])
+def test_help_shows_no_type_for_flags_and_a_metavar_for_values(command: list[str]) -> None:
+    code, output = digest(*command, "--help")
+    assert code == 0, output
+    assert "<bool>" not in output and "<str>" not in output and "<list[str]>" not in output
+    if command == ["send"]:
+        assert re.search(r"--date\s+DATE", output)
+        assert re.search(r"--subscriber\s+EMAIL", output)
+        assert re.search(r"--dry-run\s+--no-dry-run\s+Rank", output)
+    if not command:
+        assert re.search(r"--debug\s+Show tracebacks", output)
+
+
+# --- history ---------------------------------------------------------------------------------
+
+
+def test_history_with_an_unknown_status_is_an_error_listing_the_valid_ones(workdir: Path) -> None:
+    code, output = digest("history", "--status", "delivered")
+    assert code == 2
+    assert "--status 'delivered'" in output
+    assert "owed, sending, sent, failed, unknown, skipped" in output
+    assert "Traceback" not in output
+
+
+def test_history_detail_shows_the_reply_code_once(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with SMTPTestServer(rcpt_faults={"grace@example.org": RcptFault(550)}) as server:
+        monkeypatch.setenv("DIGEST_SMTP_HOST", "127.0.0.1")
+        monkeypatch.setenv("DIGEST_SMTP_PORT", str(server.port))
+        monkeypatch.setenv("DIGEST_SMTP_SECURITY", "none")
+        code, output = digest("send", "--date", DAY)
+        assert code == 1, output
+    code, output = digest("history", "--status", "failed")
+    assert code == 0, output
+    assert "550 5.1.1 No such user here" in output
+    assert "550 550" not in output
+
+
+def test_history_detail_adds_a_code_only_when_the_reply_lacks_it() -> None:
+    assert history_detail(None, 550, "550 5.1.1 No such user", sent=False) == (
+        "550 5.1.1 No such user"
+    )
+    assert history_detail(None, 451, "try later", sent=False) == "451 try later"
+    assert history_detail(None, None, "connection lost", sent=False) == "connection lost"
+    assert history_detail("OK queued", 250, "451 earlier", sent=True) == "OK queued"
+
+
+# --- error lines say things once --------------------------------------------------------------
+
+
+def test_every_source_failing_is_one_line_naming_the_source_once(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = workdir / "nowhere"
+    monkeypatch.setenv("DIGEST_SOURCES", f"file:{missing}")
+    code, output = digest("send", "--date", DAY)
+    assert code == 1
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 1, output
+    assert lines[0].count(f"file:{missing}") == 1, lines[0]
+    assert lines[0].count("every source failed") == 1
+    assert "WARNING" not in output
+    with StateStore(workdir / "digest-state.sqlite3") as store:
+        assert store.list() == []
+
+
+def test_a_failed_source_among_several_is_reported_once(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = workdir / "nowhere"
+    monkeypatch.setenv("DIGEST_SOURCES", f"file:{workdir / 'papers'},file:{missing}")
+    code, output = digest("send", "--date", DAY)
+    assert code == 0 or code == 1
+    assert output.count(f"file:{missing}") == 1, output
+    assert "source source" not in output
+
+
+# --- preview ---------------------------------------------------------------------------------
+
+
+def test_preview_summary_counts_the_papers_the_email_holds(workdir: Path) -> None:
+    code, output = digest("preview", "--date", DAY, "--subscriber", "ada@example.org")
+    assert code == 0, output
+    html = (workdir / "preview" / f"{DAY}-ada@example.org.html").read_text()
+    cards = html.count('class="title"')
+    assert cards == 5
+    assert "5 of 15 papers" in output, output
+
+
+def test_source_flag_wins_over_the_subscribers_own_sources_for_preview(
+    workdir: Path,
+) -> None:
+    unreachable = f"feed:http://127.0.0.1:{closed_port()}/rss"
+    (workdir / "subscribers.yaml").write_text(SUBSCRIBERS + f'    sources: ["{unreachable}"]\n')
+    code, output = digest("preview", "--date", DAY, "--subscriber", "grace@example.org")
+    assert code == 1  # the subscriber's own (unreachable) source is used without --source
+    code, output = digest(
+        "preview",
+        "--date",
+        DAY,
+        "--subscriber",
+        "grace@example.org",
+        "--source",
+        f"file:{workdir / 'papers'}",
+    )
+    assert code == 0, output
+    assert "warning" not in output
+
+
+def test_example_subscribers_file_says_sources_replace_digest_sources() -> None:
+    text = (Path(__file__).parent.parent / "subscribers.example.yaml").read_text()
+    assert "only papers from these DIGEST_SOURCES" not in text
+    assert "INSTEAD of DIGEST_SOURCES" in text or "INSTEAD\n" in text
+
+
+# --- validate ---------------------------------------------------------------------------------
+
+
+def test_validate_warns_about_each_placeholder_with_what_to_put_instead(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DIGEST_FROM", "Daily Papers <papers@example.org>")
+    monkeypatch.setenv("DIGEST_UNSUBSCRIBE_URL", "https://example.org/unsubscribe?token={token}")
+    monkeypatch.setenv("DIGEST_UNSUBSCRIBE_MAILTO", "unsubscribe@example.org")
+    code, output = digest("validate", "--offline")
+    assert code == 0, output
+    warnings = [line for line in output.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 3, output
+    assert any("DIGEST_FROM: papers@example.org" in w and "your own domain" in w for w in warnings)
+    assert any("DIGEST_UNSUBSCRIBE_URL: example.org" in w and "https://" in w for w in warnings)
+    assert any("DIGEST_UNSUBSCRIBE_MAILTO: unsubscribe@example.org" in w for w in warnings)
+    assert "ok: settings valid" in output
+
+
+def test_validate_warns_about_the_default_localhost_sender(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DIGEST_FROM")
+    code, output = digest("validate", "--offline")
+    assert code == 0
+    assert "warning: DIGEST_FROM: digest@localhost" in output
+
+
+def test_validate_with_real_values_prints_no_warning(workdir: Path) -> None:
+    code, output = digest("validate", "--offline")
+    assert code == 0, output
+    assert "warning" not in output
+    assert "ok: settings valid, 2 subscribers" in output
+
+
+def test_validate_runs_the_known_sources_check_as_a_warning(workdir: Path) -> None:
+    (workdir / "subscribers.yaml").write_text(SUBSCRIBERS + "    sources: [hf]\n")
+    code, output = digest("validate", "--offline")
+    assert code == 0, output
+    line = next(line for line in output.splitlines() if line.startswith("warning:"))
+    assert "subscribers.yaml:10: subscribers[1].sources[0]" in line
+    assert "'hf' is not a configured source" in line
+    assert "instead of DIGEST_SOURCES" in line
+
+
+def test_validate_says_each_source_is_reachable(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with LocalHTTPServer() as server:
+        server.add("/api/daily_papers", body=b"[]")  # yesterday's (a real date) is empty
+        monkeypatch.setenv("DIGEST_HF_API_URL", server.url("/api/daily_papers"))
+        monkeypatch.setenv("DIGEST_SOURCES", f"hf,file:{workdir / 'papers'}")
+        code, output = digest("validate")
+        assert code == 0, output
+        assert server.count("/api/daily_papers") == 1
+    assert re.search(r"^source hf: reachable \(0 papers on \d{4}-\d\d-\d\d", output, re.M)
+    assert f"source file:{workdir / 'papers'}: reachable" in output
+
+
+def test_validate_reports_an_unreachable_source_and_exits_1(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"http://127.0.0.1:{closed_port()}/api/daily_papers"
+    monkeypatch.setenv("DIGEST_HF_API_URL", url)
+    monkeypatch.setenv("DIGEST_SOURCES", f"hf,file:{workdir / 'papers'}")
+    code, output = digest("validate")
+    assert code == 1, output
+    assert re.search(r"error: source hf: NOT reachable: GET http://127\.0\.0\.1:\d+/", output)
+    assert f"source file:{workdir / 'papers'}: reachable" in output
+    assert "Traceback" not in output
+
+
+def test_validate_offline_fetches_nothing(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with LocalHTTPServer() as server:
+        server.add("/api/daily_papers", body=b"[]")
+        monkeypatch.setenv("DIGEST_HF_API_URL", server.url("/api/daily_papers"))
+        monkeypatch.setenv("DIGEST_SOURCES", "hf")
+        code, output = digest("validate", "--offline")
+        assert code == 0, output
+        assert server.count("/api/daily_papers") == 0
+    assert "reachable" not in output
