@@ -51,6 +51,7 @@ from typing import Any
 
 import filelock
 
+from digest.addresses import normalize_email
 from digest.clock import Clock, utc_now
 from digest.errors import StateError, StateLockedError
 from digest.models import Paper
@@ -836,9 +837,9 @@ class FeedCache:
 def address_key(address: str) -> str:
     """The identity key of an email address in the state store (rows, suppressions).
 
-    Today the stripped, lower-cased address.
+    :func:`~digest.addresses.normalize_email`: NFC, lower case, the domain in IDNA form.
     """
-    return address.strip().lower()
+    return normalize_email(address)
 
 
 _key = address_key

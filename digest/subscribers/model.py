@@ -30,6 +30,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from digest.addresses import normalize_email
+
 log = logging.getLogger(__name__)
 
 Frequency = Literal["daily", "weekly"]
@@ -158,8 +160,11 @@ class Subscriber(BaseModel):
     a subscriber's own value wins. Instances are immutable and hashable.
 
     Attributes:
-        email: the address (validated, no DNS lookup), stored lower-cased; the subscriber's
-            identity in the state file, so it must be unique in the file.
+        email: the address (validated, no DNS lookup), stored as
+            :func:`~digest.addresses.normalize_email` makes it (NFC, lower case, the domain
+            in IDNA A-label form: ``ada@xn--bcher-kva.de`` for ``ada@bücher.de``); the
+            subscriber's identity in the state file, so it must be unique in the file. A
+            non-ASCII local part needs a relay that offers SMTPUTF8 (RFC 6531).
         name: display name for the ``To:`` header and the greeting; ``None`` for none. No line
             breaks or control characters.
         keywords: terms of interest, as written, in the subscriber's order. Matching is
@@ -245,7 +250,7 @@ class Subscriber(BaseModel):
             info = validate_email(value.strip(), check_deliverability=False)
         except EmailNotValidError as e:
             raise _custom("email", f"invalid email address {value!r}: {e}") from None
-        return info.normalized.lower()
+        return normalize_email(info.normalized)
 
     @field_validator("name")
     @classmethod
@@ -411,8 +416,8 @@ class SubscriberList:
         object.__setattr__(self, "_by_email", {s.email: s for s in self.subscribers})
 
     def get(self, email: str) -> Subscriber | None:
-        """The subscriber with this address (case-insensitive), or ``None``."""
-        return self._by_email.get(email.strip().lower())
+        """The subscriber with this address (compared normalized: case, NFC, IDNA), or ``None``."""
+        return self._by_email.get(normalize_email(email))
 
     @property
     def active(self) -> list[Subscriber]:

@@ -37,6 +37,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 
+from digest.addresses import normalize_email
 from digest.errors import ConfigError
 from digest.subscribers.model import (
     _CROSS_FIELD,
@@ -248,9 +249,9 @@ def _validate(
             entry = {k: v for k, v in entry.items() if k in _FIELDS}
         raw_email = entry.get("email")
         if isinstance(raw_email, str) and raw_email.strip():
-            # Compared on the raw text, so a duplicate is found even in an entry with other
-            # problems.
-            address = raw_email.strip().lower()
+            # Compared on the raw text (normalized: NFC, IDNA domain, lower case), so a
+            # duplicate is found even in an entry with other problems.
+            address = normalize_email(raw_email)
             if address in first_seen:
                 problems.add(
                     (*loc, "email"),
