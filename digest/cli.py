@@ -26,11 +26,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from digest import __version__
-from digest.core import Digest, default_edition_day
+from digest.core import Digest, default_edition_day, open_store
 from digest.errors import ConfigError, DigestError, StateLockedError
 from digest.models import Edition, RunSummary
 from digest.settings import Settings, load_settings
-from digest.state import DeliveryStatus, state_lock
+from digest.state import DeliveryStatus
 from digest.subscribers import Subscriber
 
 log = logging.getLogger("digest")
@@ -275,7 +275,11 @@ def send(
     _setup_logging(logging.WARNING)
     with _errors():
         settings = _settings(sources=_sources_override(source))
-        with state_lock(settings.state_path, purpose="send"), Digest(settings) as digest:
+        with (
+            open_store(settings) as store,
+            store.sender_lock(purpose="send"),
+            Digest(settings, store=store) as digest,
+        ):
             edition = parse_edition(date_, default_day=default_edition_day(digest.now()))
             # A daily edition goes to daily subscribers, a weekly one (YYYY-Www) to weekly ones.
             subs = [

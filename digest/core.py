@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -24,12 +25,16 @@ from digest.schedule import WEEKEND
 from digest.settings import Settings
 from digest.sources import Source, build_source
 from digest.sources.merge import merge_papers
-from digest.state import StateStore
+from digest.state import StateBackend, open_state
 from digest.subscribers import Subscriber, SubscriberList, load_subscribers
 
 log = logging.getLogger(__name__)
 
 PREVIEW_FORMATS = ("html", "text", "eml")
+PAPERS_LOCK_POLL_S = 0.2
+"""While another sender fetches a (source, day), check its stored list this often, seconds."""
+PAPERS_LOCK_WAIT_S = 120.0
+"""Wait at most this long for another sender's fetch, seconds, then fetch anyway."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +67,18 @@ class Preview:
     total: int
 
 
+def open_store(settings: Settings, *, now: Clock = utc_now) -> StateBackend:
+    """Open the state backend of ``settings`` (``DIGEST_STATE_URL``, else ``DIGEST_STATE_PATH``).
+
+    Raises:
+        ConfigError: the URL is neither ``sqlite:///`` nor ``postgresql://``.
+        StateError: the store cannot be opened or has a newer schema.
+    """
+    return open_state(
+        settings.effective_state_url, now=now, lease_seconds=settings.state_lease_seconds
+    )
+
+
 def default_edition_day(now: datetime) -> date:
     """The most recent Daily Papers date that has ended at ``now``: yesterday in UTC.
 
@@ -83,6 +100,8 @@ class Digest:
 
     Args:
         settings: the validated settings.
+        store: the state backend to use (the caller closes it); default: the one
+            ``settings.effective_state_url`` names, opened here and closed by :meth:`close`.
         now: the clock (aware UTC datetimes); injected by tests.
 
     Attributes:
@@ -96,18 +115,22 @@ class Digest:
 
     render_min_batch: int = RENDER_PROCESSES_MIN_BATCH
 
-    def __init__(self, settings: Settings, *, now: Clock = utc_now) -> None:
+    def __init__(
+        self, settings: Settings, *, store: StateBackend | None = None, now: Clock = utc_now
+    ) -> None:
         self.settings = settings
         self.now = now
-        self.store = StateStore(settings.state_path, now=now)
+        self._owns_store = store is None
+        self.store: StateBackend = store if store is not None else open_store(settings, now=now)
         self._renderer: Renderer | None = None
         self._sources: dict[str, Source] = {}
         self._recovered = False
 
     # -- lifecycle -------------------------------------------------------------------------
     def close(self) -> None:
-        """Close the state file."""
-        self.store.close()
+        """Close the state store if this instance opened it."""
+        if self._owns_store:
+            self.store.close()
 
     def __enter__(self) -> Digest:
         return self
@@ -171,9 +194,26 @@ class Digest:
         failed: list[str] = []
 
         async def one(spec: str, day: date) -> list[Paper] | None:
-            stored = self.store.load_papers(day, spec)
-            if stored is not None:
-                return stored
+            # Several senders on one shared state fetch each (source, day) once: the others
+            # wait for the lock holder's stored list (bounded: then they fetch themselves).
+            deadline = time.monotonic() + PAPERS_LOCK_WAIT_S
+            while True:
+                stored = self.store.load_papers(day, spec)
+                if stored is not None:
+                    return stored
+                if self.store.try_lock_papers(day, spec):
+                    break
+                if time.monotonic() > deadline:
+                    log.warning("%s %s: another sender is still fetching; fetching too", spec, day)
+                    return await fetch(spec, day)
+                await asyncio.sleep(PAPERS_LOCK_POLL_S)
+            try:
+                stored = self.store.load_papers(day, spec)  # stored while we took the lock?
+                return stored if stored is not None else await fetch(spec, day)
+            finally:
+                self.store.unlock_papers(day, spec)
+
+        async def fetch(spec: str, day: date) -> list[Paper] | None:
             try:
                 papers = await self._source(spec).fetch(day)
             except SourceError as e:
@@ -280,10 +320,13 @@ class Digest:
     def recover(self) -> int:
         """Mark rows left in ``sending`` by a crashed run as ``unknown``; returns how many.
 
-        Call only while holding the state lock (no other sender can be mid-delivery).
+        Call while holding :meth:`~digest.state.StateBackend.sender_lock`. On SQLite only
+        the first call does anything (no other sender can be mid-delivery); on a shared state
+        each call turns the rows whose claimer's lease expired (a dead process) into
+        ``unknown``, so the daemon calls it at every tick.
         """
-        if self._recovered:
-            return 0
+        if self._recovered and not self.store.shared:
+            return 0  # one sender per file: only the previous process can have left rows
         self._recovered = True
         rows = self.store.recover_unknown()
         for row in rows:

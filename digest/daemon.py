@@ -47,12 +47,12 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from digest.clock import Clock, utc_now
-from digest.core import Digest
+from digest.core import Digest, open_store
 from digest.errors import ConfigError, DeliveryConfigError, DigestError, SourceError
 from digest.models import Edition, RunSummary
-from digest.schedule import DuePair, due, group_by_edition, may_be_empty
+from digest.schedule import DuePair, due, group_by_edition, lookback_edition_keys, may_be_empty
 from digest.settings import Settings
-from digest.state import SKIP_LATE, SKIP_NO_PAPERS, state_lock
+from digest.state import SKIP_LATE, SKIP_NO_PAPERS
 from digest.subscribers import Subscriber
 
 log = logging.getLogger(__name__)
@@ -199,7 +199,14 @@ class Daemon:
         if subscribers is None:
             return
         report.subscribers = len(subscribers)
-        pairs = due(subscribers, self._status, report.at, self.catchup)
+        self.digest.recover()  # a shared state: rows of senders that died since the last tick
+        # One query for every subscriber's rows over the look-back, not one per pair.
+        statuses = self.digest.store.statuses(lookback_edition_keys(report.at))
+
+        def status(email: str, edition_key: str) -> str | None:
+            return statuses.get((email, edition_key))
+
+        pairs = due(subscribers, status, report.at, self.catchup)
         report.due = len(pairs)
         self._empty_seen &= {p.edition.key for p in pairs}  # only editions still owed
         for edition, group in group_by_edition(pairs):
@@ -227,10 +234,6 @@ class Daemon:
             report.stopped = True
             return
         self._touch_health()
-
-    def _status(self, email: str, edition_key: str) -> str | None:
-        row = self.digest.store.get(email, edition_key)
-        return row.status if row is not None else None
 
     def _reload(self, report: TickReport) -> list[Subscriber] | None:
         """The subscribers in force: the file if valid, else the last valid list (or None)."""
@@ -440,7 +443,7 @@ class Daemon:
             "digest run: tick every %g s, catch-up window %g h, state %s",
             self.settings.tick_seconds,
             self.settings.catchup_hours,
-            self.settings.state_path,
+            self.digest.store.url,
         )
         try:
             await stop.wait()
@@ -497,7 +500,11 @@ def run(settings: Settings) -> int:
         StateLockedError: another ``digest send``/``digest run`` holds the state file.
         StateError: the state file cannot be opened.
     """
-    with state_lock(settings.state_path, purpose=LOCK_PURPOSE), Digest(settings) as digest:
+    with (
+        open_store(settings) as store,
+        store.sender_lock(purpose=LOCK_PURPOSE),
+        Digest(settings, store=store) as digest,
+    ):
         return asyncio.run(_serve(Daemon(digest, settings)))
 
 

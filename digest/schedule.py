@@ -223,6 +223,40 @@ def lookback_for(subscriber: Schedulable) -> timedelta:
     return LOOKBACK_WEEKLY if subscriber.frequency == "weekly" else LOOKBACK_DAILY
 
 
+_EDITION_SLACK = timedelta(days=10)
+"""Margin around the look-back for :func:`lookback_edition_keys`: a local date differs from
+the UTC date by at most a day, a daily edition lags its send date by at most two days, and a
+weekly one carries the week before the send date (seven days)."""
+
+
+def lookback_edition_keys(now_utc: datetime) -> list[str]:
+    """Every edition key :func:`due` can ask about at ``now_utc``, whoever the subscriber.
+
+    The daemon reads the status of all these editions in one query and hands :func:`due` a
+    lookup into the result, instead of one query per subscriber and edition. A superset:
+    daily keys of every UTC day, and weekly keys of every ISO week, from
+    :data:`LOOKBACK_WEEKLY` plus a margin before ``now_utc`` to a day after it.
+
+    Args:
+        now_utc: the current instant (aware).
+
+    Returns:
+        ``YYYY-MM-DD`` and ``YYYY-Www`` keys, oldest first within each kind.
+    """
+    today = now_utc.astimezone(UTC).date()
+    day = today - max(LOOKBACK_DAILY, LOOKBACK_WEEKLY) - _EDITION_SLACK
+    daily: list[str] = []
+    weekly: list[str] = []
+    while day <= today + _ONE_DAY:
+        daily.append(day.isoformat())
+        iso = day.isocalendar()
+        week = Edition.weekly(iso.year, iso.week).key
+        if week not in weekly:
+            weekly.append(week)
+        day += _ONE_DAY
+    return daily + weekly
+
+
 def due(
     subscribers: Iterable[S],
     lookup: StatusLookup,

@@ -20,6 +20,8 @@ from digest.errors import ConfigError
 DEFAULT_HF_API_URL = "https://huggingface.co/api/daily_papers"
 DEFAULT_SUBSCRIBERS_PATH = Path("subscribers.yaml")
 DEFAULT_STATE_PATH = Path("digest-state.sqlite3")
+DEFAULT_STATE_LEASE_S = 60.0
+"""Default lease of a claim on a shared (PostgreSQL) state, seconds (as ``DEFAULT_LEASE_S``)."""
 DEFAULT_OUTBOX = Path("outbox")
 DEFAULT_SENDER = "Daily Papers <digest@localhost>"
 DEFAULT_HTTP_TIMEOUT_S = 20.0
@@ -70,6 +72,19 @@ class Settings(BaseSettings):
     # --- files ---------------------------------------------------------------------------
     subscribers: Path = Field(DEFAULT_SUBSCRIBERS_PATH, description="Subscribers YAML file.")
     state_path: Path = Field(DEFAULT_STATE_PATH, description="SQLite state file.")
+    state_url: SecretStr | None = Field(
+        None,
+        description=(
+            "Where the state lives: 'sqlite:///path' (a file; default: DIGEST_STATE_PATH) or "
+            "'postgresql://user@host/db' (shared by several senders and hosts). A secret: the "
+            "URL may carry a password."
+        ),
+    )
+    state_lease_seconds: float = Field(
+        DEFAULT_STATE_LEASE_S,
+        ge=1,
+        description="PostgreSQL: how long a dead sender's claim lasts before it is 'unknown', s.",
+    )
     outbox: Path = Field(DEFAULT_OUTBOX, description="Maildir used when no SMTP host is set.")
     templates_dir: Path | None = Field(None, description="Directory overriding the templates.")
 
@@ -197,6 +212,17 @@ class Settings(BaseSettings):
         return [s.strip() for s in self.sources.split(",") if s.strip()]
 
     @property
+    def effective_state_url(self) -> str:
+        """``state_url``'s value, or ``sqlite:///<state_path>`` when unset (the default file).
+
+        Contains the password if the URL does: pass it only to :func:`digest.state.open_state`
+        and show :func:`digest.state.redact_url` of it.
+        """
+        if self.state_url is not None:
+            return self.state_url.get_secret_value()
+        return f"sqlite:///{self.state_path}"
+
+    @property
     def effective_smtp_port(self) -> int:
         """``smtp_port`` or the default for ``smtp_security`` (587, 465, 25)."""
         return self.smtp_port or SMTP_DEFAULT_PORTS[self.smtp_security]
@@ -230,6 +256,12 @@ class Settings(BaseSettings):
             out.append(
                 f"DIGEST_SMTP_SECURITY: 'none' sends the password and mail in clear text to "
                 f"{self.smtp_host}; use starttls/tls or set DIGEST_SMTP_ALLOW_PLAINTEXT=true"
+            )
+        url = self.effective_state_url
+        if not url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            out.append(
+                "DIGEST_STATE_URL: must start with sqlite:/// (a file) or postgresql:// "
+                "(a database)"
             )
         if bool(self.smtp_username) != bool(self.smtp_password):
             out.append("DIGEST_SMTP_USERNAME and DIGEST_SMTP_PASSWORD must be set together")

@@ -598,3 +598,41 @@ def test_sigterm_mid_batch_then_restart_sends_each_subscriber_once(env: Env) -> 
         with StateStore(env.state) as store:
             rows = store.list(edition=edition.key)
         assert sorted(r.subscriber for r in rows if r.status == "sent") == sorted(emails)
+
+
+# -- the state backend is injected; one bulk status query per tick ----------------------------
+
+
+class NoPerRowReads(StateStore):
+    """A state file that refuses per-row reads and counts the bulk ones."""
+
+    bulk_reads = 0
+
+    def get(self, subscriber: str, edition: str) -> Any:
+        raise AssertionError(f"per-row read of ({subscriber}, {edition}) during a tick")
+
+    def statuses(self, editions: Iterable[str], subscribers: Iterable[str] | None = None) -> Any:
+        self.bulk_reads += 1
+        return super().statuses(editions, subscribers)
+
+
+async def test_tick_reads_statuses_in_bulk_from_the_injected_backend(env: Env) -> None:
+    write_papers(env.papers, days_between(date(2026, 8, 10), date(2026, 8, 21)))
+    env.write_subscribers(
+        [{"email": f"r{i}@example.org", "send_at": "07:00", "timezone": "UTC"} for i in range(40)]
+    )
+    clock = FakeClock(utc(2026, 8, 21, 8))
+    settings = env.settings()
+    with NoPerRowReads(env.state, now=clock) as store, store.sender_lock(purpose="run"):
+        for i in range(0, 40, 2):  # half of them know the previous edition
+            mark_sent(store, f"r{i}@example.org", "2026-08-19")
+        with Digest(settings, store=store, now=clock) as digest:
+            daemon = Daemon(digest, settings, now=clock)
+            report = await daemon.tick()
+            quiet = await daemon.tick()
+        # Still open: the Digest closes only a store it opened itself.
+        rows = store.list(edition="2026-08-20", statuses=["sent"])
+    assert report.total("sent") == 40 and len(rows) == 40
+    assert quiet.due == 0
+    # One read for the tick's schedule and one for send's candidates, per tick: not 40 × 8.
+    assert store.bulk_reads <= 4

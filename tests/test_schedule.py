@@ -313,3 +313,54 @@ def test_group_by_edition_orders_by_first_instant() -> None:
         ("2026-08-19", ["b@example.org", "n@example.org", "t@example.org"]),
         ("2026-08-20", ["b@example.org", "n@example.org"]),
     ]
+
+
+# -- the daemon's bulk status query -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "now",
+    [
+        datetime(2026, 8, 20, 12, 0, tzinfo=UTC),
+        datetime(2026, 1, 1, 0, 30, tzinfo=UTC),  # a year (and ISO-year) boundary
+        datetime(2026, 3, 29, 1, 30, tzinfo=UTC),  # DST change in Europe
+        datetime(2026, 11, 1, 23, 59, tzinfo=UTC),  # DST change in America
+    ],
+)
+def test_lookback_edition_keys_cover_every_key_due_asks_about(now: datetime) -> None:
+    from digest.schedule import lookback_edition_keys
+
+    keys = set(lookback_edition_keys(now))
+    asked: set[str] = set()
+
+    def lookup(email: str, edition_key: str) -> str | None:
+        asked.add(edition_key)
+        return "sent"  # known everywhere: due() then walks every instant of the look-back
+
+    subs = [
+        Sub(
+            f"s{i}@example.org",
+            send_at=time(hour, minute),
+            timezone=zone,
+            frequency=freq,
+            weekday=weekday,
+        )
+        for i, (hour, minute, zone, freq, weekday) in enumerate(
+            (h, m, z, f, w)
+            for h, m in ((0, 0), (0, 30), (7, 0), (23, 59), (12, 0))
+            for z in (
+                "UTC",
+                "Pacific/Kiritimati",
+                "Pacific/Pago_Pago",
+                "Asia/Tokyo",
+                "America/New_York",
+                "Europe/Berlin",
+                "Australia/Lord_Howe",
+            )
+            for f, w in (("daily", None), ("weekly", "monday"), ("weekly", "sunday"))
+        )
+    ]
+    due(subs, lookup, now, CATCHUP)
+    assert asked, "due() asked nothing: the test cannot fail"
+    assert asked <= keys, sorted(asked - keys)
+    assert len(keys) < 60  # one small IN (...) list, not a scan of the whole history

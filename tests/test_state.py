@@ -15,15 +15,20 @@ from pathlib import Path
 
 import pytest
 
-from digest.errors import StateError, StateLockedError
+from digest.errors import ConfigError, StateError, StateLockedError
 from digest.models import Paper
 from digest.state import (
     SCHEMA_VERSION,
     SKIP_LATE,
     SKIP_NO_PAPERS,
+    TRANSITIONS,
     DeliveryStatus,
+    StateBackend,
     StateStore,
+    Transition,
     lock_paths,
+    may_move,
+    open_state,
     state_lock,
 )
 from tests.factories import FakeClock
@@ -365,3 +370,95 @@ def test_lock_without_sidecar_information(path: Path) -> None:
         proc.kill()
         proc.wait(10)
         _close(proc)
+
+
+# -- the backend protocol, the transition rules, the factory -----------------------------------
+
+
+def _put(store: StateBackend, who: str, status: str | None) -> None:
+    """Give (``who``, EDITION) the status ``status`` through the public methods."""
+    if status is None:
+        return
+    if status == "failed":
+        store.mark_failed(who, EDITION, "550 no")
+    elif status == "unknown":
+        store.mark_unknown(who, EDITION, "boom")
+    elif status == "skipped":
+        store.mark_skipped(who, EDITION, SKIP_LATE)
+    else:
+        store.reopen(who, EDITION)
+        if status in ("sending", "sent"):
+            assert store.claim(who, EDITION, "<m@x>")
+        if status == "sent":
+            store.mark_sent(who, EDITION, "ok")
+
+
+_APPLY = {
+    Transition.CLAIM: lambda s, who: s.claim(who, EDITION, "<m2@x>"),
+    Transition.SENT: lambda s, who: s.mark_sent(who, EDITION, "ok"),
+    Transition.FAILED: lambda s, who: s.mark_failed(who, EDITION, "550 no"),
+    Transition.DEFERRED: lambda s, who: s.mark_deferred(who, EDITION, "451 later"),
+    Transition.UNKNOWN: lambda s, who: s.mark_unknown(who, EDITION, "boom"),
+    Transition.SKIPPED: lambda s, who: s.mark_skipped(who, EDITION, SKIP_NO_PAPERS),
+    Transition.EXPIRE: lambda s, who: s.recover_unknown(),
+    Transition.REOPEN: lambda s, who: s.reopen(who, EDITION),
+}
+
+
+@pytest.mark.parametrize("start", [None, *DeliveryStatus], ids=lambda s: str(s or "absent"))
+@pytest.mark.parametrize("transition", list(Transition), ids=str)
+def test_backend_follows_the_transition_rules(
+    store: StateBackend, transition: Transition, start: DeliveryStatus | None
+) -> None:
+    who = "a@example.org"
+    _put(store, who, start)
+    _APPLY[transition](store, who)
+    row = store.get(who, EDITION)
+    if may_move(transition, start):
+        assert row is not None and row.status == TRANSITIONS[transition].target
+    else:
+        assert (row.status if row else None) == start
+
+
+def test_sqlite_store_is_a_state_backend(store: StateStore) -> None:
+    assert isinstance(store, StateBackend)
+    assert store.shared is False
+    assert store.url == f"sqlite:///{store.path}"
+
+
+def test_open_state_by_url(tmp_path: Path) -> None:
+    with open_state(f"sqlite:///{tmp_path / 'a.sqlite3'}") as s:
+        assert isinstance(s, StateStore) and s.path == tmp_path / "a.sqlite3"
+    with pytest.raises(ConfigError, match=r"must start with sqlite:/// .* or postgresql://"):
+        open_state("mysql://root:hunter2@db/x")
+    with pytest.raises(ConfigError) as info:
+        open_state("mysql://root:hunter2@db/x")
+    assert "hunter2" not in str(info.value)
+
+
+def test_default_state_url_is_the_state_path(tmp_path: Path) -> None:
+    from digest.settings import load_settings
+
+    assert load_settings(env_file=None).effective_state_url == "sqlite:///digest-state.sqlite3"
+    settings = load_settings(env_file=None, state_path=tmp_path / "s.db")
+    assert settings.effective_state_url == f"sqlite:///{tmp_path / 's.db'}"
+    assert "sqlite:////" in settings.effective_state_url  # absolute: four slashes
+    with pytest.raises(ConfigError, match="DIGEST_STATE_URL"):
+        load_settings(env_file=None, state_url="redis://x")
+
+
+def test_statuses_in_bulk(store: StateBackend) -> None:
+    store.mark_skipped("a@example.org", "2025-08-19", SKIP_LATE)
+    store.claim("a@example.org", EDITION, "<a@x>")
+    store.claim("B@example.org", EDITION, "<b@x>")
+    store.mark_sent("b@example.org", EDITION, "ok")
+    store.claim("c@example.org", "2025-08-21", "<c@x>")
+    assert store.statuses([EDITION, "2025-08-19"]) == {
+        ("a@example.org", "2025-08-19"): "skipped",
+        ("a@example.org", EDITION): "sending",
+        ("b@example.org", EDITION): "sent",
+    }
+    assert store.statuses([EDITION], ["B@Example.org", "z@example.org"]) == {
+        ("b@example.org", EDITION): "sent"
+    }
+    assert store.statuses([]) == {}

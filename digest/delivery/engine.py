@@ -63,7 +63,7 @@ from digest.errors import (
 )
 from digest.models import RunSummary
 from digest.settings import Settings
-from digest.state import StateStore
+from digest.state import StateBackend
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ class RateLimiter:
 class _Run:
     """Shared state of one :func:`send_all` run."""
 
-    store: StateStore
+    store: StateBackend
     settings: Settings
     factory: TransportFactory
     on_result: ResultCallback | None
@@ -217,7 +217,7 @@ _DONE = object()
 async def send_all(
     messages: AsyncIterable[OutgoingMessage],
     *,
-    store: StateStore,
+    store: StateBackend,
     settings: Settings,
     transport_factory: TransportFactory | None = None,
     stop: asyncio.Event | None = None,
@@ -235,7 +235,7 @@ async def send_all(
 
     Args:
         messages: the messages, produced lazily (rendering overlaps network waits).
-        store: the state file (hold :func:`~digest.state.state_lock`).
+        store: the state backend (hold its :meth:`~digest.state.StateBackend.sender_lock`).
         settings: ``smtp_concurrency``, ``smtp_rate`` (messages/s, whole pool),
             ``smtp_max_attempts``, ``smtp_retry_base`` (s) and the transport settings.
         transport_factory: creates connected transports; default :func:`open_transport`.

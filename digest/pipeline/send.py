@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from digest.clock import utc_now
@@ -36,13 +37,17 @@ from digest.pipeline.workers import (
     make_message,
 )
 from digest.schedule import may_be_empty
-from digest.state import SKIP_NO_PAPERS, address_key
+from digest.state import CLAIMABLE, SKIP_NO_PAPERS, address_key
 from digest.subscribers import Subscriber
 
 if TYPE_CHECKING:
     from digest.core import Digest, PapersResult
 
 log = logging.getLogger(__name__)
+
+SHARE_CHUNK = 64
+"""On a shared state, a sender takes owed subscribers in chunks of this many, each re-read
+just before it is made (another sender may have sent them meanwhile)."""
 
 ResultCallback = Callable[[str, str], None]
 """``on_result(email, outcome)``: outcome is ``sent``, ``failed``, ``deferred``, ``skipped``."""
@@ -141,25 +146,27 @@ class SendPipeline:
         owed: list[Subscriber] = []
         key = self.edition.key
         suppressed = self.store.suppressions()
-        for sub in subscribers:
-            if not sub.active:
-                continue
-            row = self.store.get(sub.email, key)
+        active = [sub for sub in subscribers if sub.active]
+        current = self.store.statuses([key], [sub.email for sub in active])  # one query
+        for sub in active:
+            status = current.get((sub.email, key))
             suppression = suppressed.get(address_key(sub.email))
             if suppression is not None:
                 # The suppression list wins over the YAML (even `active: true`) and --resend.
-                if not self.dry_run and (row is None or row.status == "owed"):
+                if not self.dry_run and (status is None or status in CLAIMABLE):
                     self.store.mark_skipped(sub.email, key, str(suppression.reason))
                 log.debug("%s: suppressed (%s): skipped", sub.email, suppression.reason)
                 self.summary.skipped += 1
                 self.notify(sub.email, "skipped")
                 continue
-            if row is not None and row.status not in ("owed",):
-                reopen = self.resend or (self.retry_unknown and row.status == "unknown")
-                if row.status == "sending":
-                    reopen = reopen and not self.dry_run
+            if status is not None and status not in CLAIMABLE:
+                reopen = self.resend or (self.retry_unknown and status == "unknown")
+                if status == "sending":
+                    # Left by a crash (SQLite, recovered at start) or in flight in another
+                    # live sender (shared state): never reopened under that sender's feet.
+                    reopen = reopen and not self.dry_run and not self.store.shared
                 if not reopen:
-                    if row.status == "unknown":
+                    if status == "unknown":
                         self.summary.unknown += 1
                     self.summary.skipped += 1
                     self.notify(sub.email, "skipped")
@@ -209,16 +216,45 @@ class SendPipeline:
         ``digest.render_min_batch`` subscribers, else on a thread of this process.
         """
         workers = self.settings.effective_render_workers
+        todo = self.share(owed)
         if workers > 0 and len(owed) >= self.digest.render_min_batch:
             log.debug("edition %s: rendering in %d processes", self.edition.key, workers)
-            return self.compose_in_processes(owed, workers)
-        return self.compose_here(owed)
+            return self.compose_in_processes(todo, workers)
+        return self.compose_here(todo)
+
+    def share(self, owed: list[Subscriber]) -> Iterable[Subscriber]:
+        """``owed`` in the order this sender works through it.
+
+        One sender per state (SQLite), or a dry run: ``owed`` itself. A shared state
+        (several senders on one edition): chunks of :data:`SHARE_CHUNK` in an order of this
+        process's own, each chunk re-read with one query just before its subscribers are
+        made, skipping those another sender took meanwhile (counted ``skipped``). Senders
+        thus spread over the edition and rarely make a message another one sends; the claim
+        still decides who sends it.
+        """
+        if self.dry_run or not self.store.shared:
+            return owed
+        return self._shared_chunks(owed)
+
+    def _shared_chunks(self, owed: list[Subscriber]) -> Iterator[Subscriber]:
+        key = self.edition.key
+        chunks = [owed[i : i + SHARE_CHUNK] for i in range(0, len(owed), SHARE_CHUNK)]
+        random.shuffle(chunks)
+        for chunk in chunks:
+            current = self.store.statuses([key], [sub.email for sub in chunk])
+            for sub in chunk:
+                status = current.get((sub.email, key))
+                if status is None or status in CLAIMABLE:
+                    yield sub
+                else:
+                    self.summary.skipped += 1
+                    self.notify(sub.email, "skipped")
 
     def stopped(self) -> bool:
         """True once the caller's stop event is set: no new message is started."""
         return self.stop is not None and self.stop.is_set()
 
-    async def compose_here(self, owed: list[Subscriber]) -> AsyncIterator[OutgoingMessage]:
+    async def compose_here(self, owed: Iterable[Subscriber]) -> AsyncIterator[OutgoingMessage]:
         """Make the messages on a thread, one at a time (the event loop stays free)."""
         digest = self.digest
         for sub in owed:
@@ -250,7 +286,7 @@ class SendPipeline:
                 await asyncio.sleep(0)
 
     async def compose_in_processes(
-        self, owed: list[Subscriber], workers: int
+        self, owed: Iterable[Subscriber], workers: int
     ) -> AsyncIterator[OutgoingMessage]:
         """Make the messages in ``workers`` processes (:func:`make_in_processes`)."""
         digest = self.digest

@@ -35,7 +35,7 @@ import signal
 import threading
 import traceback
 from collections import deque
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -258,7 +258,7 @@ def _make(sub: Subscriber) -> Made:
 
 
 async def make_in_processes(
-    subscribers: Sequence[Subscriber],
+    subscribers: Iterable[Subscriber],
     *,
     settings: Settings,
     edition: Edition,
@@ -276,7 +276,7 @@ async def make_in_processes(
     control leaves it.
 
     Args:
-        subscribers: whose messages, in this order.
+        subscribers: whose messages, in this order (consumed lazily, ``ahead`` at a time).
         settings: the settings (pickled to each worker once).
         edition: the edition.
         papers: the papers of each source group, by ``Subscriber.sources``.

@@ -1,41 +1,126 @@
-"""The state store: the single record of what was sent (see :mod:`digest.state.sqlite`).
+"""The state store: the single record of what was sent (see :mod:`digest.state.base`).
 
-Today one backend, the embedded SQLite file; the rest of the code imports from here, never from
-a backend module, so a second backend can be added behind the same names.
+Two backends implement :class:`StateBackend`: :mod:`digest.state.sqlite` (an embedded file, the
+default) and :mod:`digest.state.postgres` (a shared database for several senders and hosts).
+The rest of the code imports from here and gets its backend from :func:`open_state`, never
+naming a backend class.
 """
 
+from __future__ import annotations
+
+from digest.clock import Clock, utc_now
+from digest.errors import ConfigError
+from digest.state.base import (
+    ALL_STATUSES,
+    CLAIMABLE,
+    COPY_TABLES,
+    DEFAULT_LEASE_S,
+    SKIP_LATE,
+    SKIP_NO_PAPERS,
+    TRANSITIONS,
+    Delivery,
+    DeliveryStatus,
+    StateBackend,
+    StatusMap,
+    Suppression,
+    SuppressionReason,
+    Transition,
+    address_key,
+    may_move,
+)
 from digest.state.sqlite import (
     BUSY_TIMEOUT_MS,
     MIGRATIONS,
     SCHEMA_VERSION,
-    SKIP_LATE,
-    SKIP_NO_PAPERS,
     STATE_FILE_MODE,
-    Delivery,
-    DeliveryStatus,
     FeedCache,
     StateStore,
-    Suppression,
-    SuppressionReason,
-    address_key,
     lock_paths,
+    sqlite_url,
     state_lock,
 )
 
+SQLITE_SCHEME = "sqlite:///"
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def open_state(
+    url: str, *, now: Clock = utc_now, lease_seconds: float = DEFAULT_LEASE_S
+) -> StateBackend:
+    """Open the state store ``url`` names (``DIGEST_STATE_URL``).
+
+    Args:
+        url: ``sqlite:///relative/path`` or ``sqlite:////absolute/path`` (an embedded file),
+            or ``postgresql://user@host:port/dbname?…`` (any libpq connection URL; give the
+            password through ``PGPASSWORD`` or ``~/.pgpass`` rather than in the URL).
+        now: the clock for every timestamp written (aware UTC).
+        lease_seconds: how long a claim of a shared backend lasts without renewal, seconds.
+
+    Returns:
+        The open backend; close it (or use it as a context manager).
+
+    Raises:
+        ConfigError: the URL has another scheme, or the PostgreSQL driver is not installed.
+        StateError: the store cannot be opened, is corrupt, or has a newer schema.
+    """
+    if url.startswith(SQLITE_SCHEME):
+        path = url[len(SQLITE_SCHEME) :]
+        if not path:
+            raise ConfigError("DIGEST_STATE_URL: sqlite:/// needs a path (sqlite:///state.db)")
+        return StateStore(path, now=now)
+    if url.startswith(POSTGRES_SCHEMES):
+        raise ConfigError(
+            "DIGEST_STATE_URL: the PostgreSQL backend is not available in this version; "
+            "use sqlite:///path"
+        )
+    raise ConfigError(
+        "DIGEST_STATE_URL must start with sqlite:/// (a file) or postgresql:// (a database), "
+        f"not {redact_url(url)!r}"
+    )
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for logs and error messages)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        return "<unparsable URL>"
+
+
 __all__ = [
+    "ALL_STATUSES",
     "BUSY_TIMEOUT_MS",
+    "CLAIMABLE",
+    "COPY_TABLES",
+    "DEFAULT_LEASE_S",
     "MIGRATIONS",
+    "POSTGRES_SCHEMES",
     "SCHEMA_VERSION",
     "SKIP_LATE",
     "SKIP_NO_PAPERS",
+    "SQLITE_SCHEME",
     "STATE_FILE_MODE",
+    "TRANSITIONS",
     "Delivery",
     "DeliveryStatus",
     "FeedCache",
+    "StateBackend",
     "StateStore",
+    "StatusMap",
     "Suppression",
     "SuppressionReason",
+    "Transition",
     "address_key",
     "lock_paths",
+    "may_move",
+    "open_state",
+    "redact_url",
+    "sqlite_url",
     "state_lock",
 ]

@@ -1,5 +1,7 @@
 """The state file: which subscriber got which edition, stored papers, the feed cache, the lock.
 
+The embedded backend of :class:`~digest.state.base.StateBackend` (``DIGEST_STATE_URL=
+sqlite:///path``, the default); the transition rules come from :mod:`digest.state.base`.
 One SQLite file (stdlib :mod:`sqlite3`) in WAL mode. It is what makes "never a duplicate, never a
 missed day" hold across crashes and restarts:
 
@@ -36,25 +38,36 @@ import builtins
 import json
 import logging
 import os
+import secrets
 import socket
 import sqlite3
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, contextmanager, suppress
 from datetime import UTC, date, datetime
-from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import filelock
 
-from digest.addresses import normalize_email
 from digest.clock import Clock, utc_now
 from digest.errors import StateError, StateLockedError
 from digest.models import Paper
+from digest.state.base import (
+    COPY_TABLES,
+    INTERRUPTED,
+    TRANSITIONS,
+    Delivery,
+    DeliveryStatus,
+    StatusMap,
+    Suppression,
+    SuppressionReason,
+    Transition,
+    address_key,
+    allowed_sql,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,104 +77,7 @@ BUSY_TIMEOUT_MS = 5_000
 STATE_FILE_MODE = 0o600
 """Permissions of a newly created state file: it holds subscribers' addresses."""
 
-SKIP_LATE = "late"
-"""``detail`` of a ``skipped`` row whose send window had passed (catch-up limit)."""
-
-SKIP_NO_PAPERS = "no papers"
-"""``detail`` of a ``skipped`` row whose ranked list was empty (and ``send_empty`` was off)."""
-
 _SQLITE_MAGIC = b"SQLite format 3\x00"
-
-
-class DeliveryStatus(StrEnum):
-    """The status of one (subscriber, edition) delivery row; compares equal to its string."""
-
-    OWED = "owed"
-    """Due and not yet delivered (never tried, deferred after a transient failure, reopened)."""
-    SENDING = "sending"
-    """Claimed by a running sender; being handed to the transport right now."""
-    SENT = "sent"
-    """Accepted by the transport (SMTP 250 to end of data, or written to the Maildir)."""
-    FAILED = "failed"
-    """Permanently refused (SMTP 5xx for the recipient or the content); never retried."""
-    UNKNOWN = "unknown"
-    """Was ``sending`` when its process died: may or may not have been delivered."""
-    SKIPPED = "skipped"
-    """Deliberately not sent; ``detail`` says why (``late``, ``no papers``)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """One row of the ``deliveries`` table: the state of one subscriber's copy of one edition.
-
-    Attributes:
-        subscriber: the subscriber's email address, lower-cased.
-        edition: the edition key (``YYYY-MM-DD`` daily, ``YYYY-Www`` weekly).
-        status: see :class:`DeliveryStatus`.
-        detail: for ``skipped``, why (``late`` / ``no papers``); for ``sent``, the transport's
-            acceptance reply (e.g. ``OK queued as 4F2A``); otherwise ``None``.
-        message_id: the ``Message-ID`` (``<...@domain>``) of the last message claimed for it.
-        attempts: delivery attempts (SMTP transactions or Maildir writes) made so far, all runs.
-        created_at: when the row was first written (UTC).
-        updated_at: when the row last changed (UTC).
-        sent_at: when the transport accepted the message (UTC); ``None`` unless ``sent``.
-        last_code: the last SMTP reply code seen (e.g. 250, 451, 550); ``None`` if none.
-        last_error: the last failure's description (server reply text); kept when deferred.
-    """
-
-    subscriber: str
-    edition: str
-    status: DeliveryStatus
-    detail: str | None
-    message_id: str | None
-    attempts: int
-    created_at: datetime
-    updated_at: datetime
-    sent_at: datetime | None
-    last_code: int | None
-    last_error: str | None
-
-
-class SuppressionReason(StrEnum):
-    """Why an address is on the suppression list; compares equal to its string."""
-
-    UNSUBSCRIBED = "unsubscribed"
-    """The subscriber unsubscribed (one-click POST, the web page)."""
-    BOUNCED = "bounced"
-    """Hard bounces (SMTP 5xx, a DSN with a 5.x.x status) or too many soft ones."""
-    COMPLAINED = "complained"
-    """An abuse complaint (ARF feedback report, RFC 5965) named the address."""
-    MANUAL = "manual"
-    """The operator suppressed it (``digest suppress``)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Suppression:
-    """One entry of the suppression list: an address ``send`` and the daemon never mail.
-
-    Attributes:
-        address: the normalized address (the subscriber identity key).
-        reason: see :class:`SuppressionReason`.
-        since: when it was suppressed (aware, UTC).
-        evidence: what proves it, e.g. the SMTP reply (``550 5.1.1 no such user``), a DSN's
-            ``Status``/``Diagnostic-Code``, ``one-click POST``, the operator's note.
-        actor: who suppressed it: ``smtp``, ``bounces``, ``web``, ``cli:<user>``.
-        lifted_at: when it was lifted (aware, UTC); ``None`` while active.
-        lifted_by: who lifted it (``web`` for a new confirmed opt-in, ``cli:<user>``).
-    """
-
-    address: str
-    reason: SuppressionReason
-    since: datetime
-    evidence: str
-    actor: str
-    lifted_at: datetime | None = None
-    lifted_by: str | None = None
-
-    @property
-    def active(self) -> bool:
-        """True while the suppression holds (not lifted)."""
-        return self.lifted_at is None
 
 
 # -- schema ----------------------------------------------------------------------------------
@@ -268,8 +184,13 @@ class StateStore:
             ``digest`` (schema version too high), or cannot be opened or created.
     """
 
+    shared = False
+    """One sender per file (:meth:`sender_lock`); see :class:`~digest.state.base.StateBackend`."""
+
     def __init__(self, path: str | os.PathLike[str], *, now: Clock = utc_now) -> None:
         self.path = Path(path)
+        self.url = sqlite_url(self.path)
+        self.claimer = claimer_id()
         self._now = now
         self._mutex = threading.RLock()
         self._db = self._open()
@@ -430,13 +351,13 @@ class StateStore:
         stamp = self._stamp()
         with self._write() as db:
             cur = db.execute(
-                """INSERT INTO deliveries
+                f"""INSERT INTO deliveries
                        (subscriber, edition, status, message_id, attempts, created_at, updated_at)
                    VALUES (?, ?, 'sending', ?, 0, ?, ?)
                    ON CONFLICT (subscriber, edition) DO UPDATE
                        SET status = 'sending', message_id = excluded.message_id,
                            detail = NULL, updated_at = excluded.updated_at
-                       WHERE deliveries.status = 'owed'""",
+                       WHERE {allowed_sql(Transition.CLAIM)}""",
                 (_key(subscriber), edition, message_id, stamp, stamp),
             )
             return cur.rowcount == 1
@@ -496,7 +417,7 @@ class StateStore:
             code: the SMTP reply code (5xx), or ``None`` for non-SMTP failures.
             attempts: attempts made in this run, added to the row's count.
         """
-        self._mark_unsent(subscriber, edition, DeliveryStatus.FAILED, error, code, attempts)
+        self._mark_unsent(subscriber, edition, Transition.FAILED, error, code, attempts)
 
     def mark_deferred(
         self,
@@ -519,7 +440,7 @@ class StateStore:
             code: the SMTP reply code (4xx), or ``None``.
             attempts: attempts made in this run (0 if it was never tried), added to the count.
         """
-        self._mark_unsent(subscriber, edition, DeliveryStatus.OWED, error, code, attempts)
+        self._mark_unsent(subscriber, edition, Transition.DEFERRED, error, code, attempts)
 
     def mark_unknown(
         self,
@@ -541,21 +462,22 @@ class StateStore:
             code: the SMTP reply code, if any.
             attempts: attempts made in this run, added to the row's count.
         """
-        self._mark_unsent(subscriber, edition, DeliveryStatus.UNKNOWN, error, code, attempts)
+        self._mark_unsent(subscriber, edition, Transition.UNKNOWN, error, code, attempts)
 
     def _mark_unsent(
         self,
         subscriber: str,
         edition: str,
-        status: DeliveryStatus,
+        transition: Transition,
         error: str,
         code: int | None,
         attempts: int,
     ) -> None:
+        status = TRANSITIONS[transition].target
         stamp = self._stamp()
         with self._write() as db:
             cur = db.execute(
-                """INSERT INTO deliveries (subscriber, edition, status, attempts, created_at,
+                f"""INSERT INTO deliveries (subscriber, edition, status, attempts, created_at,
                        updated_at, last_code, last_error)
                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT (subscriber, edition) DO UPDATE
@@ -563,7 +485,7 @@ class StateStore:
                            attempts = deliveries.attempts + excluded.attempts,
                            updated_at = excluded.updated_at, last_code = excluded.last_code,
                            last_error = excluded.last_error
-                       WHERE deliveries.status != 'sent'""",
+                       WHERE {allowed_sql(transition)}""",
                 (_key(subscriber), edition, str(status), attempts, stamp, stamp, code, error),
             )
             if cur.rowcount == 0:
@@ -588,13 +510,13 @@ class StateStore:
         stamp = self._stamp()
         with self._write() as db:
             cur = db.execute(
-                """INSERT INTO deliveries (subscriber, edition, status, detail, attempts,
+                f"""INSERT INTO deliveries (subscriber, edition, status, detail, attempts,
                        created_at, updated_at)
                    VALUES (?, ?, 'skipped', ?, 0, ?, ?)
                    ON CONFLICT (subscriber, edition) DO UPDATE
                        SET status = 'skipped', detail = excluded.detail,
                            updated_at = excluded.updated_at
-                       WHERE deliveries.status != 'sent'""",
+                       WHERE {allowed_sql(Transition.SKIPPED)}""",
                 (_key(subscriber), edition, detail, stamp, stamp),
             )
             if cur.rowcount == 0:
@@ -613,10 +535,9 @@ class StateStore:
         with self._write() as db:
             rows = db.execute(
                 f"""UPDATE deliveries SET status = 'unknown', updated_at = ?,
-                        last_error = coalesce(last_error,
-                            'interrupted while sending: may or may not have been delivered')
-                    WHERE status = 'sending' RETURNING {_COLUMNS}""",
-                (stamp,),
+                        last_error = coalesce(last_error, ?)
+                    WHERE {allowed_sql(Transition.EXPIRE, "status")} RETURNING {_COLUMNS}""",
+                (stamp, INTERRUPTED),
             ).fetchall()
         return sorted((_delivery(r) for r in rows), key=lambda d: (d.edition, d.subscriber))
 
@@ -728,7 +649,48 @@ class StateStore:
     def _stamp_of(self, now: datetime | None) -> str:
         return self._stamp() if now is None else now.astimezone(UTC).isoformat()
 
+    def statuses(
+        self, editions: Iterable[str], subscribers: Iterable[str] | None = None
+    ) -> StatusMap:
+        """The status of every row of ``editions`` (of ``subscribers`` only, if given).
+
+        One query (the daemon's tick asks for every subscriber over the look-back editions).
+
+        Returns:
+            ``{(subscriber, edition): status}``; absent rows are absent.
+        """
+        keys = sorted(set(editions))
+        if not keys:
+            return {}
+        sql = (
+            "SELECT subscriber, edition, status FROM deliveries "
+            f"WHERE edition IN ({', '.join('?' * len(keys))})"
+        )
+        rows = self._query(sql, keys)
+        wanted = None if subscribers is None else {_key(s) for s in subscribers}
+        return {
+            (r[0], r[1]): DeliveryStatus(r[2]) for r in rows if wanted is None or r[0] in wanted
+        }
+
+    # -- the sender lock -------------------------------------------------------------------
+    def sender_lock(self, *, purpose: str) -> AbstractContextManager[dict[str, Any]]:
+        """The exclusive file lock of this state file (:func:`state_lock`); one sender.
+
+        Raises:
+            StateLockedError: another process holds it; the message names the holder.
+        """
+        return state_lock(self.path, purpose=purpose, now=self._now)
+
     # -- papers ----------------------------------------------------------------------------
+    def try_lock_papers(self, day: date, source: str) -> bool:
+        """Always ``True``: one process sends from a file (its fetches need no coordination)."""
+        del day, source
+        return True
+
+    def unlock_papers(self, day: date, source: str) -> None:
+        """Nothing to release (see :meth:`try_lock_papers`)."""
+        del day, source
+
     def save_papers(self, day: date, source: str, papers: Iterable[Paper]) -> None:
         """Store (replace) the papers ``source`` listed for the UTC day ``day``.
 
@@ -765,6 +727,49 @@ class StateStore:
                 f"({e}); delete them and the next run refetches them: sqlite3 {self.path} "
                 f"\"DELETE FROM papers WHERE day = '{day.isoformat()}' AND source = '{source}'\""
             ) from e
+
+    # -- operations ------------------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        """Rows per copied table (:data:`~digest.state.base.COPY_TABLES`)."""
+        return {t: int(self._query(f"SELECT count(*) FROM {t}")[0][0]) for t in COPY_TABLES}
+
+    def export_rows(self, table: str) -> tuple[tuple[str, ...], builtins.list[tuple[Any, ...]]]:
+        """Every row of ``table`` with timestamps as aware datetimes and days as dates.
+
+        Raises:
+            StateError: ``table`` is not one of :data:`~digest.state.base.COPY_TABLES`.
+        """
+        columns = _copy_columns(table)
+        rows = self._query(f"SELECT {', '.join(columns)} FROM {table} ORDER BY 1, 2")
+        kinds = [_COLUMN_KINDS.get(c) for c in columns]
+        return columns, [
+            tuple(_from_sqlite(kind, v) for kind, v in zip(kinds, row, strict=True)) for row in rows
+        ]
+
+    def import_rows(
+        self, table: str, columns: tuple[str, ...], rows: Iterable[tuple[Any, ...]]
+    ) -> int:
+        """Insert exported rows into the empty ``table``; returns how many.
+
+        Raises:
+            StateError: unknown table or column, the table is not empty, or a row is refused.
+        """
+        known = _copy_columns(table)
+        if not set(columns) <= set(known):
+            raise StateError(f"{table}: unknown columns {sorted(set(columns) - set(known))}")
+        kinds = [_COLUMN_KINDS.get(c) for c in columns]
+        count = 0
+        with self._write() as db:
+            if db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]:
+                raise StateError(f"state file {self.path}: table {table} is not empty")
+            sql = (
+                f"INSERT INTO {table} ({', '.join(columns)}) "
+                f"VALUES ({', '.join('?' * len(columns))})"
+            )
+            for row in rows:
+                db.execute(sql, [_to_sqlite(kind, v) for kind, v in zip(kinds, row, strict=True)])
+                count += 1
+        return count
 
     # -- listing (last: the method name shadows the builtin in this class body) ------------
     def list(
@@ -834,14 +839,6 @@ class FeedCache:
             )
 
 
-def address_key(address: str) -> str:
-    """The identity key of an email address in the state store (rows, suppressions).
-
-    :func:`~digest.addresses.normalize_email`: NFC, lower case, the domain in IDNA form.
-    """
-    return normalize_email(address)
-
-
 _key = address_key
 
 
@@ -860,6 +857,63 @@ def _suppression(row: Sequence[Any]) -> Suppression:
         lifted_at=_when(row[5]),
         lifted_by=row[6],
     )
+
+
+def sqlite_url(path: str | os.PathLike[str]) -> str:
+    """The ``DIGEST_STATE_URL`` of a state file: ``sqlite:///relative`` or ``sqlite:////abs``."""
+    return f"sqlite:///{os.fspath(path)}"
+
+
+def claimer_id() -> str:
+    """This process's claimer id: ``host:pid:random`` (unique even when a pid is reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+_COPY_COLUMNS: dict[str, tuple[str, ...]] = {
+    "deliveries": tuple(c.strip() for c in _COLUMNS.split(",")),
+    "suppressions": ("id", *(c.strip() for c in _SUPPRESSION_COLUMNS.split(","))),
+    "papers": ("day", "source", "fetched_at", "payload"),
+    "feed_cache": ("url", "etag", "last_modified", "body", "fetched_at"),
+}
+_COLUMN_KINDS = {
+    "created_at": "time",
+    "updated_at": "time",
+    "sent_at": "time",
+    "fetched_at": "time",
+    "since": "time",
+    "lifted_at": "time",
+    "day": "day",
+    "body": "bytes",
+}
+
+
+def _copy_columns(table: str) -> tuple[str, ...]:
+    try:
+        return _COPY_COLUMNS[table]
+    except KeyError:
+        raise StateError(f"no table {table!r} to copy (one of {', '.join(COPY_TABLES)})") from None
+
+
+def _from_sqlite(kind: str | None, value: Any) -> Any:
+    if value is None:
+        return None
+    if kind == "time":
+        return _when(value)
+    if kind == "day":
+        return date.fromisoformat(value)
+    if kind == "bytes":
+        return bytes(value)
+    return value
+
+
+def _to_sqlite(kind: str | None, value: Any) -> Any:
+    if value is None:
+        return None
+    if kind == "time":
+        return value.astimezone(UTC).isoformat()
+    if kind == "day":
+        return value.isoformat()
+    return value
 
 
 def _when(text: str | None) -> datetime | None:

@@ -1,0 +1,495 @@
+"""The state backend protocol and the delivery transition rules, defined once for every backend.
+
+The state store is the single source of truth for what was sent. Two backends implement
+:class:`StateBackend`: :mod:`digest.state.sqlite` (one embedded file, one sender at a time,
+guarded by a file lock) and :mod:`digest.state.postgres` (one database shared by any number of
+senders on any number of hosts: claims are single atomic statements, each carrying the
+claimer's id and a lease). The rest of ``digest`` only sees the protocol; :func:`digest.state.
+open_state` picks the backend from ``DIGEST_STATE_URL``.
+
+A delivery row (one per subscriber and edition) moves along :data:`TRANSITIONS`::
+
+    (absent) ─┐
+              ▼
+            owed ──claim──▶ sending ──mark_sent──▶ sent
+              ▲               │  ├──mark_failed──▶ failed   (permanent, 5xx)
+              │               │  ├──mark_deferred─▶ owed    (transient, 4xx; next run)
+              │               │  └──mark_unknown──▶ unknown (outcome cannot be known)
+              │               └──expire──▶ unknown  (its process died: lock gone / lease over)
+              └──reopen── any status (``--resend``; ``--retry-unknown`` for unknown rows)
+
+    mark_skipped: any but sent ──▶ skipped (``late`` / ``no papers``)
+
+``sent`` is never overwritten except by :meth:`StateBackend.reopen`; ``unknown`` is never
+resent without ``--retry-unknown``. Each backend turns these rules into the ``WHERE`` clause
+of its single-statement writes with :func:`allowed_sql`, so the rules exist only here.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import date, datetime
+from enum import StrEnum
+from types import TracebackType
+from typing import Any, Protocol, runtime_checkable
+
+from digest.addresses import normalize_email
+from digest.models import Paper
+from digest.sources.feed import FeedCache
+
+SKIP_LATE = "late"
+"""``detail`` of a ``skipped`` row whose send window had passed (catch-up limit)."""
+
+SKIP_NO_PAPERS = "no papers"
+"""``detail`` of a ``skipped`` row whose ranked list was empty (and ``send_empty`` was off)."""
+
+DEFAULT_LEASE_S = 60.0
+"""How long a claim of a shared backend stays valid without renewal, seconds. The claimer
+renews it every :data:`LEASE_RENEW_FRACTION` of this while the message is in flight; a row
+whose lease ran out belongs to a dead process and becomes ``unknown``."""
+
+LEASE_RENEW_FRACTION = 1 / 3
+"""Fraction of the lease after which a live claimer renews its leases."""
+
+INTERRUPTED = "interrupted while sending: may or may not have been delivered"
+"""``last_error`` of a row that was ``sending`` when its process died (if it had none)."""
+
+
+class DeliveryStatus(StrEnum):
+    """The status of one (subscriber, edition) delivery row; compares equal to its string."""
+
+    OWED = "owed"
+    """Due and not yet delivered (never tried, deferred after a transient failure, reopened)."""
+    SENDING = "sending"
+    """Claimed by a running sender; being handed to the transport right now."""
+    SENT = "sent"
+    """Accepted by the transport (SMTP 250 to end of data, or written to the Maildir)."""
+    FAILED = "failed"
+    """Permanently refused (SMTP 5xx for the recipient or the content); never retried."""
+    UNKNOWN = "unknown"
+    """Was ``sending`` when its process died: may or may not have been delivered."""
+    SKIPPED = "skipped"
+    """Deliberately not sent; ``detail`` says why (``late``, ``no papers``)."""
+
+
+ALL_STATUSES: frozenset[DeliveryStatus] = frozenset(DeliveryStatus)
+
+
+class Transition(StrEnum):
+    """A write that changes a delivery row's status (one backend method each)."""
+
+    CLAIM = "claim"
+    SENT = "mark_sent"
+    FAILED = "mark_failed"
+    DEFERRED = "mark_deferred"
+    UNKNOWN = "mark_unknown"
+    SKIPPED = "mark_skipped"
+    EXPIRE = "expire"
+    REOPEN = "reopen"
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """Where a transition leads and from which statuses it is allowed.
+
+    Attributes:
+        target: the status the row gets.
+        sources: statuses the row may have for the transition to apply; a missing row is
+            always created with ``target`` (except for :attr:`Transition.EXPIRE`, which only
+            changes existing rows).
+    """
+
+    target: DeliveryStatus
+    sources: frozenset[DeliveryStatus]
+
+
+_NOT_SENT = ALL_STATUSES - {DeliveryStatus.SENT}
+
+TRANSITIONS: Mapping[Transition, Rule] = {
+    Transition.CLAIM: Rule(DeliveryStatus.SENDING, frozenset({DeliveryStatus.OWED})),
+    # The message is out, whatever the row said (even unknown: a lease that ran out while
+    # the claimer was still alive).
+    Transition.SENT: Rule(DeliveryStatus.SENT, ALL_STATUSES),
+    Transition.FAILED: Rule(DeliveryStatus.FAILED, _NOT_SENT),
+    Transition.DEFERRED: Rule(DeliveryStatus.OWED, _NOT_SENT),
+    Transition.UNKNOWN: Rule(DeliveryStatus.UNKNOWN, _NOT_SENT),
+    Transition.SKIPPED: Rule(DeliveryStatus.SKIPPED, _NOT_SENT),
+    Transition.EXPIRE: Rule(DeliveryStatus.UNKNOWN, frozenset({DeliveryStatus.SENDING})),
+    Transition.REOPEN: Rule(DeliveryStatus.OWED, ALL_STATUSES),
+}
+"""The delivery state machine (see the module docstring)."""
+
+CLAIMABLE: frozenset[DeliveryStatus] = TRANSITIONS[Transition.CLAIM].sources
+"""Statuses that still owe the edition (besides no row at all)."""
+
+
+def may_move(transition: Transition, current: DeliveryStatus | str | None) -> bool:
+    """Whether ``transition`` applies to a row whose status is ``current`` (``None``: no row).
+
+    Args:
+        transition: the write.
+        current: the row's status, or ``None`` if there is no row yet.
+    """
+    if current is None:
+        return transition is not Transition.EXPIRE
+    return DeliveryStatus(current) in TRANSITIONS[transition].sources
+
+
+def allowed_sql(transition: Transition, column: str = "deliveries.status") -> str:
+    """The SQL condition (SQLite and PostgreSQL) under which ``transition`` may update a row.
+
+    Args:
+        transition: the write.
+        column: the status column as the statement names it.
+
+    Returns:
+        ``TRUE``, ``<column> IN ('owed')`` or ``<column> NOT IN ('sent')``: whichever is shorter.
+    """
+    allowed = TRANSITIONS[transition].sources
+    if allowed == ALL_STATUSES:
+        return "TRUE"
+    refused = ALL_STATUSES - allowed
+    if len(refused) < len(allowed):
+        return f"{column} NOT IN ({_literals(refused)})"
+    return f"{column} IN ({_literals(allowed)})"
+
+
+def _literals(statuses: Iterable[DeliveryStatus]) -> str:
+    return ", ".join(f"'{s.value}'" for s in sorted(statuses))
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One row of the ``deliveries`` table: the state of one subscriber's copy of one edition.
+
+    Attributes:
+        subscriber: the subscriber's email address, lower-cased.
+        edition: the edition key (``YYYY-MM-DD`` daily, ``YYYY-Www`` weekly).
+        status: see :class:`DeliveryStatus`.
+        detail: for ``skipped``, why (``late`` / ``no papers``); for ``sent``, the transport's
+            acceptance reply (e.g. ``OK queued as 4F2A``); otherwise ``None``.
+        message_id: the ``Message-ID`` (``<...@domain>``) of the last message claimed for it.
+        attempts: delivery attempts (SMTP transactions or Maildir writes) made so far, all runs.
+        created_at: when the row was first written (UTC).
+        updated_at: when the row last changed (UTC).
+        sent_at: when the transport accepted the message (UTC); ``None`` unless ``sent``.
+        last_code: the last SMTP reply code seen (e.g. 250, 451, 550); ``None`` if none.
+        last_error: the last failure's description (server reply text); kept when deferred.
+    """
+
+    subscriber: str
+    edition: str
+    status: DeliveryStatus
+    detail: str | None
+    message_id: str | None
+    attempts: int
+    created_at: datetime
+    updated_at: datetime
+    sent_at: datetime | None
+    last_code: int | None
+    last_error: str | None
+
+
+class SuppressionReason(StrEnum):
+    """Why an address is on the suppression list; compares equal to its string."""
+
+    UNSUBSCRIBED = "unsubscribed"
+    """The subscriber unsubscribed (one-click POST, the web page)."""
+    BOUNCED = "bounced"
+    """Hard bounces (SMTP 5xx, a DSN with a 5.x.x status) or too many soft ones."""
+    COMPLAINED = "complained"
+    """An abuse complaint (ARF feedback report, RFC 5965) named the address."""
+    MANUAL = "manual"
+    """The operator suppressed it (``digest suppress``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Suppression:
+    """One entry of the suppression list: an address ``send`` and the daemon never mail.
+
+    Attributes:
+        address: the normalized address (the subscriber identity key).
+        reason: see :class:`SuppressionReason`.
+        since: when it was suppressed (aware, UTC).
+        evidence: what proves it, e.g. the SMTP reply (``550 5.1.1 no such user``), a DSN's
+            ``Status``/``Diagnostic-Code``, ``one-click POST``, the operator's note.
+        actor: who suppressed it: ``smtp``, ``bounces``, ``web``, ``cli:<user>``.
+        lifted_at: when it was lifted (aware, UTC); ``None`` while active.
+        lifted_by: who lifted it (``web`` for a new confirmed opt-in, ``cli:<user>``).
+    """
+
+    address: str
+    reason: SuppressionReason
+    since: datetime
+    evidence: str
+    actor: str
+    lifted_at: datetime | None = None
+    lifted_by: str | None = None
+
+    @property
+    def active(self) -> bool:
+        """True while the suppression holds (not lifted)."""
+        return self.lifted_at is None
+
+
+def address_key(address: str) -> str:
+    """The identity key of an email address in the state store (rows, suppressions).
+
+    :func:`~digest.addresses.normalize_email`: NFC, lower case, the domain in IDNA form.
+    """
+    return normalize_email(address)
+
+
+StatusMap = dict[tuple[str, str], DeliveryStatus]
+"""``{(subscriber, edition): status}`` for the rows that exist."""
+
+
+@runtime_checkable
+class StateBackend(Protocol):
+    """What ``digest`` needs of a state store; :mod:`~digest.state.sqlite` and
+    :mod:`~digest.state.postgres` implement it.
+
+    Every write is one transaction, committed (durably) before the method returns; an error
+    rolls it back and raises :class:`~digest.errors.StateError`. Subscriber addresses are
+    keys: lower-cased and stripped by the backend. Timestamps are aware UTC datetimes.
+    Methods are synchronous and short; a backend is safe to call from several threads.
+
+    Attributes:
+        url: where the state lives, for messages (``sqlite:///path``, or the
+            ``postgresql://`` URL with any password replaced by ``***``).
+        shared: ``True`` when several processes may send from this state at once (claims
+            with leases, no exclusive lock); ``False``: one sender, held by
+            :meth:`sender_lock`.
+        claimer: this process's claimer id (``host:pid:random``), stored with its claims.
+    """
+
+    url: str
+    shared: bool
+    claimer: str
+
+    @property
+    def feed_cache(self) -> FeedCache:
+        """The conditional-GET cache for feed sources, stored in this state."""
+        ...
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version of the open state."""
+        ...
+
+    def close(self) -> None:
+        """Release the connection(s) (idempotent); later calls raise ``StateError``."""
+        ...
+
+    def __enter__(self) -> StateBackend: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    def sender_lock(self, *, purpose: str) -> AbstractContextManager[dict[str, Any]]:
+        """Be allowed to send: hold it around a ``send`` or ``run``.
+
+        SQLite: the exclusive file lock (a second sender gets
+        :class:`~digest.errors.StateLockedError` naming the holder). PostgreSQL: nothing
+        exclusive (claims arbitrate); it registers this process's claimer id.
+
+        Args:
+            purpose: what the holder does (``send``, ``run``), shown to contenders.
+
+        Yields:
+            Holder information (pid, host, purpose, since).
+        """
+        ...
+
+    # -- deliveries ------------------------------------------------------------------------
+    def get(self, subscriber: str, edition: str) -> Delivery | None:
+        """The row for (``subscriber``, ``edition``), or ``None`` if there is none."""
+        ...
+
+    def statuses(
+        self, editions: Iterable[str], subscribers: Iterable[str] | None = None
+    ) -> StatusMap:
+        """The status of every row of ``editions`` (of ``subscribers`` only, if given).
+
+        One query, whatever the number of subscribers (the daemon's tick and ``send``).
+
+        Returns:
+            ``{(subscriber, edition): status}``; absent rows are absent.
+        """
+        ...
+
+    def claim(self, subscriber: str, edition: str, message_id: str) -> bool:
+        """Atomically take (``subscriber``, ``edition``) for sending: absent/``owed`` → ``sending``.
+
+        One statement, committed before returning: call it *before* the message is handed to
+        the transport. On a shared backend the row records :attr:`claimer` and a lease that
+        this process renews while it lives.
+
+        Returns:
+            ``True`` if this call took the row; ``False`` if it has any other status.
+        """
+        ...
+
+    def mark_sent(
+        self,
+        subscriber: str,
+        edition: str,
+        reply: str = "",
+        *,
+        code: int | None = None,
+        attempts: int = 1,
+    ) -> None:
+        """→ ``sent``, ``sent_at`` = now; unconditional (``reply`` kept in ``detail``)."""
+        ...
+
+    def mark_failed(
+        self,
+        subscriber: str,
+        edition: str,
+        error: str,
+        code: int | None = None,
+        *,
+        attempts: int = 1,
+    ) -> None:
+        """→ ``failed`` (permanent, e.g. SMTP 550); never over ``sent``."""
+        ...
+
+    def mark_deferred(
+        self,
+        subscriber: str,
+        edition: str,
+        error: str,
+        code: int | None = None,
+        *,
+        attempts: int = 1,
+    ) -> None:
+        """→ ``owed`` (transient failure, or a claimed row handed back); never over ``sent``."""
+        ...
+
+    def mark_unknown(
+        self,
+        subscriber: str,
+        edition: str,
+        error: str,
+        code: int | None = None,
+        *,
+        attempts: int = 1,
+    ) -> None:
+        """→ ``unknown`` (outcome cannot be known); never over ``sent``."""
+        ...
+
+    def mark_skipped(self, subscriber: str, edition: str, detail: str) -> None:
+        """→ ``skipped`` with ``detail`` (``late``, ``no papers``); never over ``sent``."""
+        ...
+
+    def recover_unknown(self) -> builtins.list[Delivery]:
+        """Turn the ``sending`` rows of dead processes into ``unknown``.
+
+        SQLite (call while holding :meth:`sender_lock`): every ``sending`` row. Shared
+        backends: the rows whose lease has expired; safe to call at any time.
+
+        Returns:
+            The rows changed, now ``unknown``, ordered by (edition, subscriber).
+        """
+        ...
+
+    def reopen(self, subscriber: str, edition: str) -> None:
+        """Put (``subscriber``, ``edition``) back to ``owed`` whatever its status (creates it)."""
+        ...
+
+    def list(
+        self,
+        edition: str | None = None,
+        subscriber: str | None = None,
+        statuses: Iterable[str] | None = None,
+    ) -> builtins.list[Delivery]:
+        """Rows matching every given filter, ordered by (edition, subscriber)."""
+        ...
+
+    # -- suppression list --------------------------------------------------------------------
+    def suppress(
+        self,
+        address: str,
+        reason: SuppressionReason | str,
+        *,
+        evidence: str,
+        actor: str,
+        now: datetime | None = None,
+    ) -> bool:
+        """Put ``address`` on the suppression list (idempotent); True if newly suppressed.
+
+        Raises:
+            ValueError: ``reason`` is not a :class:`SuppressionReason`.
+        """
+        ...
+
+    def unsuppress(self, address: str, *, actor: str, now: datetime | None = None) -> bool:
+        """Lift the active suppression of ``address`` (kept in the history); True if lifted."""
+        ...
+
+    def suppression(self, address: str) -> Suppression | None:
+        """The active suppression of ``address``, or ``None`` if it may be mailed."""
+        ...
+
+    def suppressions(self) -> dict[str, Suppression]:
+        """Every active suppression, by normalized address."""
+        ...
+
+    def suppression_history(self, address: str | None = None) -> builtins.list[Suppression]:
+        """Every suppression ever recorded (lifted ones too), oldest first."""
+        ...
+
+    # -- papers ----------------------------------------------------------------------------
+    def save_papers(self, day: date, source: str, papers: Iterable[Paper]) -> None:
+        """Store (replace) the papers ``source`` listed for the UTC day ``day``."""
+        ...
+
+    def load_papers(self, day: date, source: str) -> builtins.list[Paper] | None:
+        """The papers stored for (``day``, ``source``); ``None`` if never stored."""
+        ...
+
+    def try_lock_papers(self, day: date, source: str) -> bool:
+        """Try to become the one process fetching (``day``, ``source``); never blocks.
+
+        Shared backends: a database advisory lock, released by :meth:`unlock_papers` or when
+        this process dies. SQLite (one process per file): always ``True``.
+        """
+        ...
+
+    def unlock_papers(self, day: date, source: str) -> None:
+        """Release what :meth:`try_lock_papers` took (no-op if not held)."""
+        ...
+
+    # -- operations ------------------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        """Rows per table (``deliveries``, ``papers``, ``feed_cache``...), for verification."""
+        ...
+
+    def export_rows(self, table: str) -> tuple[tuple[str, ...], builtins.list[tuple[Any, ...]]]:
+        """Every row of ``table`` (one of :data:`COPY_TABLES`) as plain Python values.
+
+        Returns:
+            ``(columns, rows)``: timestamps as aware datetimes, days as dates, bodies as bytes.
+        """
+        ...
+
+    def import_rows(
+        self, table: str, columns: tuple[str, ...], rows: Iterable[tuple[Any, ...]]
+    ) -> int:
+        """Insert rows exported by another backend into the empty ``table``; returns how many.
+
+        Raises:
+            StateError: the table is not empty, or a row is refused.
+        """
+        ...
+
+
+COPY_TABLES: tuple[str, ...] = ("deliveries", "suppressions", "papers", "feed_cache")
+"""The tables ``digest state migrate`` copies, in this order (parents first)."""
