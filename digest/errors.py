@@ -14,6 +14,9 @@ stdlib type that fits, so callers can catch either::
     └── DeliveryError (RuntimeError)      a message could not be handed to the transport
         ├── TransientDeliveryError        4xx reply, timeout, dropped connection: retry later
         ├── PermanentDeliveryError        5xx reply for this recipient: never retried
+        ├── UnknownDeliveryError (TimeoutError)
+        │                                 the whole message was sent but its final reply was
+        │                                 lost or stalled: maybe delivered, never resent
         └── DeliveryConfigError (ConfigError)
                                           authentication refused, TLS certificate invalid,
                                           relay unreachable: stop the whole run
@@ -125,6 +128,15 @@ class TransientDeliveryError(DeliveryError):
 
 class PermanentDeliveryError(DeliveryError):
     """A permanent failure (5xx reply for this recipient): record as failed, never retry."""
+
+
+class UnknownDeliveryError(DeliveryError, TimeoutError):
+    """The message's data was sent in full but the reply to its final ``.`` never came.
+
+    The connection dropped or the reply stalled past ``DIGEST_SMTP_DATA_TIMEOUT``: the relay
+    may have accepted the message. Recorded ``unknown``; resending it automatically could
+    deliver a second copy, so only ``digest send --retry-unknown`` does (same Message-ID).
+    """
 
 
 class DeliveryConfigError(DeliveryError, ConfigError):

@@ -27,6 +27,10 @@ DEFAULT_SENDER = "Daily Papers <digest@localhost>"
 DEFAULT_HTTP_TIMEOUT_S = 20.0
 DEFAULT_HTTP_RETRIES = 3
 DEFAULT_SMTP_TIMEOUT_S = 30.0
+DEFAULT_SMTP_DATA_TIMEOUT_S = 600.0
+"""How long to wait for the reply to the final ``.`` of DATA, seconds: RFC 5321 §4.5.3.2.6
+("DATA Termination: 10 minutes"). A relay may scan the message before it answers, and giving
+up early does not save a copy: the message was sent and becomes ``unknown``."""
 DEFAULT_SMTP_CONCURRENCY = 4
 DEFAULT_SMTP_MAX_ATTEMPTS = 5
 DEFAULT_SMTP_RETRY_BASE_S = 1.0
@@ -133,6 +137,9 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_security: SmtpSecurity = "starttls"
     smtp_timeout: float = Field(DEFAULT_SMTP_TIMEOUT_S, gt=0, description="Per operation, s.")
+    smtp_data_timeout: float = Field(
+        DEFAULT_SMTP_DATA_TIMEOUT_S, gt=0, description="Reply to the end of DATA, s."
+    )
     smtp_concurrency: int = Field(DEFAULT_SMTP_CONCURRENCY, ge=1, le=64)
     smtp_rate: float | None = Field(None, gt=0, description="Messages per second, whole pool.")
     smtp_max_attempts: int = Field(DEFAULT_SMTP_MAX_ATTEMPTS, ge=1, description="Per run.")

@@ -28,6 +28,8 @@ Guarantees:
   so at most ``N + queue size`` rendered messages exist at once.
 * One subscriber's failure never stops the others (permanent → ``failed``; transient after
   ``smtp_max_attempts`` → ``owed`` for the next run).
+* A message whose data was sent in full but whose final reply was lost or stalled (the relay
+  may have it) is ``unknown``: never retried in the run nor resent by the next one.
 * A configuration error (auth refused, certificate, relay unreachable at start) stops the run:
   the first connection is opened before any row is claimed, so a bad configuration fails once
   with nothing claimed; later, every claimed-but-unsent row is handed back to ``owed``.
@@ -60,6 +62,7 @@ from digest.errors import (
     PermanentDeliveryError,
     StateError,
     TransientDeliveryError,
+    UnknownDeliveryError,
 )
 from digest.models import RunSummary
 from digest.settings import Settings
@@ -441,6 +444,24 @@ async def _one(run: _Run, holder: list[Transport | None], msg: OutgoingMessage) 
             summary.errors.append(f"{msg.subscriber}: {e.reply}")
             log.warning("%s: permanently refused: %s", msg.subscriber, e.reply)
             run.notify(msg, OUTCOME_FAILED, e.reply)
+            return
+        except UnknownDeliveryError as e:
+            # The data went out in full and its reply was lost: the relay may have it.
+            # Resending could deliver a second copy; only --retry-unknown does.
+            await run.write(
+                store.mark_unknown, msg.subscriber, msg.edition, e.reply, e.code, attempts=attempt
+            )
+            summary.unknown += 1
+            summary.errors.append(f"{msg.subscriber}: unknown: {e.reply}")
+            log.warning(
+                "%s: %s; status unknown (Message-ID %s), not resent; "
+                "resend with `digest send --retry-unknown`",
+                msg.subscriber,
+                e.reply,
+                msg.message_id,
+            )
+            run.notify(msg, OUTCOME_UNKNOWN, e.reply)
+            holder[0] = None
             return
         except RelayUnreachableError as e:
             # A reconnect mid-run: the relay may be restarting; retry like a transient

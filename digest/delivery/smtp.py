@@ -14,6 +14,11 @@ the system store or ``DIGEST_SMTP_CA_FILE`` for a private CA. AUTH runs when a u
 the password is read from its ``SecretStr`` only for the AUTH command and never appears in an
 error or a log line.
 
+The reply to the end of data gets its own, longer timeout (``DIGEST_SMTP_DATA_TIMEOUT``,
+default 10 minutes as RFC 5321 §4.5.3.2.6 recommends): once the last byte has been written the
+relay may have queued the message, so a lost reply is not a transient failure to retry but an
+``unknown`` outcome.
+
 Messages are sent as bytes with ``sendmail`` (not ``send_message``, which would re-fold
 headers and break a DKIM signature), one recipient per message.
 
@@ -25,6 +30,10 @@ what happened                              raised
 =========================================  ==========================================
 4yz to RCPT / MAIL / DATA, timeout,        :class:`~digest.errors.TransientDeliveryError`
 connection dropped, 4yz greeting/EHLO
+(all before the message's data is sent)
+no reply to the final ``.`` of DATA: the   :class:`~digest.errors.UnknownDeliveryError`
+connection dropped, or it stalled past
+``smtp_data_timeout`` (may be delivered)
 5yz to RCPT (this recipient) or to the     :class:`~digest.errors.PermanentDeliveryError`
 message data (content refused); 552 to
 MAIL FROM (message too big)
@@ -40,9 +49,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import ssl
 import time
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import aiosmtplib
 from aiosmtplib import (
@@ -57,6 +67,8 @@ from aiosmtplib import (
     SMTPServerDisconnected,
     SMTPTimeoutError,
 )
+from aiosmtplib.response import SMTPResponse
+from aiosmtplib.typing import Default, SMTPStatus
 
 from digest.delivery import DeliveryResult, OutgoingMessage, RelayUnreachableError
 from digest.errors import (
@@ -64,6 +76,7 @@ from digest.errors import (
     DeliveryError,
     PermanentDeliveryError,
     TransientDeliveryError,
+    UnknownDeliveryError,
 )
 from digest.settings import Settings
 
@@ -83,6 +96,62 @@ IDLE_CHECK_AFTER_S = 10.0
 """Before reusing a connection idle for this long, seconds, check it with ``NOOP``."""
 
 _E = TypeVar("_E", bound=BaseException)
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+class _EndOfDataUnanswered(Exception):
+    """The whole message was written, then no reply to its final ``.`` came."""
+
+
+class _SMTP(aiosmtplib.SMTP):
+    """aiosmtplib's client, with DATA split at the last byte written.
+
+    Up to and including the 354 reply to ``DATA``, a failure is the usual
+    :class:`~aiosmtplib.SMTPServerDisconnected` / :class:`~aiosmtplib.SMTPTimeoutError`
+    (nothing was sent: transient). Once the message and its final ``.`` are written, the
+    reply is awaited for ``data_timeout`` seconds and a lost or stalled reply raises
+    :class:`_EndOfDataUnanswered` (the relay may have the message).
+
+    Args:
+        data_timeout: seconds to wait for the reply to the end of data.
+        **kwargs: as :class:`aiosmtplib.SMTP`.
+    """
+
+    def __init__(self, *, data_timeout: float, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.data_timeout = data_timeout
+
+    async def data(
+        self,
+        message: str | bytes,
+        /,
+        *,
+        timeout: float | Literal[Default.token] | None = Default.token,
+    ) -> SMTPResponse:
+        """``DATA``, the dot-stuffed message and its final ``.`` (RFC 5321 §4.1.1.4)."""
+        if isinstance(message, str):
+            message = message.encode("ascii")
+        payload = _LINE_END.sub(b"\r\n", message)
+        if not payload.endswith(b"\r\n"):
+            payload += b"\r\n"
+        payload = _LEADING_DOT.sub(b"..", payload) + b".\r\n"
+        start = await self.execute_command(b"DATA", timeout=timeout)
+        if start.code != SMTPStatus.start_input:
+            raise SMTPDataError(start.code, start.message)
+        protocol = self.protocol
+        if protocol is None:  # pragma: no cover - execute_command raised already
+            raise SMTPServerDisconnected("Connection lost")
+        protocol.write(payload)  # raises if already closing: then nothing was sent
+        try:
+            response = await protocol.read_response(timeout=self.data_timeout)
+        except (SMTPServerDisconnected, SMTPTimeoutError, OSError) as e:
+            self.close()
+            raise _EndOfDataUnanswered(_text(e)) from e
+        if response.code != SMTPStatus.completed:
+            raise SMTPDataError(response.code, response.message)
+        return response
 
 
 def build_tls_context(settings: Settings) -> ssl.SSLContext:
@@ -120,7 +189,7 @@ class SmtpTransport:
         self.host: str = settings.smtp_host
         self.port: int = settings.effective_smtp_port
         self._tls = build_tls_context(settings) if settings.smtp_security != "none" else None
-        self._smtp: aiosmtplib.SMTP | None = None
+        self._smtp: _SMTP | None = None
         self._last_used = 0.0
 
     @property
@@ -150,7 +219,8 @@ class SmtpTransport:
     async def _connect(self) -> None:
         settings = self._settings
         security = settings.smtp_security
-        smtp = aiosmtplib.SMTP(
+        smtp = _SMTP(
+            data_timeout=settings.smtp_data_timeout,
             hostname=self.host,
             port=self.port,
             use_tls=security == "tls",
@@ -244,7 +314,7 @@ class SmtpTransport:
             return DeliveryConfigError(f"SMTP server {where}: {e.message}")
         return DeliveryConfigError(f"SMTP server {where}: {_text(e)}")
 
-    async def _ensure_connected(self) -> aiosmtplib.SMTP:
+    async def _ensure_connected(self) -> _SMTP:
         smtp = self._smtp
         if smtp is not None and smtp.is_connected:
             if time.monotonic() - self._last_used < IDLE_CHECK_AFTER_S:
@@ -270,7 +340,11 @@ class SmtpTransport:
             ``DeliveryResult(250, reply)`` once the relay accepted the end of data.
 
         Raises:
-            TransientDeliveryError: 4yz, timeout, dropped connection (``code`` set if a reply).
+            TransientDeliveryError: 4yz, timeout, dropped connection (``code`` set if a reply),
+                before the message's data was sent.
+            UnknownDeliveryError: the data was sent in full, then the reply to its final
+                ``.`` was lost (connection dropped) or did not come within
+                ``smtp_data_timeout`` seconds.
             PermanentDeliveryError: 5yz for the recipient or the data (``code`` and ``reply``).
             DeliveryConfigError: 5yz to our ``MAIL FROM``; or a reconnect failed for a
                 configuration reason (see :meth:`connect`).
@@ -281,6 +355,17 @@ class SmtpTransport:
             errors, reply = await smtp.sendmail(
                 msg.envelope_from, list(msg.recipients), msg.data, mail_options=options
             )
+        except _EndOfDataUnanswered as e:
+            self._drop()
+            timeout = self._settings.smtp_data_timeout
+            cause = e.__cause__
+            what = (
+                f"no reply within DIGEST_SMTP_DATA_TIMEOUT={timeout:g} s"
+                if isinstance(cause, TimeoutError)
+                else "the connection was lost"
+            )
+            reply = f"message sent, but {what} to its end of data: may have been delivered"
+            raise UnknownDeliveryError(f"{self.where}: {reply}", reply=reply) from e
         except SMTPRecipientsRefused as e:
             raise _recipients_error(e) from e
         except SMTPSenderRefused as e:

@@ -367,4 +367,5 @@ class SendPipeline:
         self.summary.failed += sent.failed
         self.summary.deferred += sent.deferred
         self.summary.skipped += sent.skipped
+        self.summary.unknown += sent.unknown
         self.summary.errors.extend(sent.errors)

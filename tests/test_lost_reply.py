@@ -1,0 +1,94 @@
+"""A lost or stalled reply to the end of DATA: ``unknown``, never resent automatically.
+
+The relay is :class:`tests.faultrelay.FaultRelay` (raw asyncio): aiosmtpd cannot drop the
+connection after it has read a message, nor withhold the reply to the final ``.``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from digest.delivery.engine import send_all
+from digest.state import StateStore
+from tests.factories import smtp_settings
+from tests.faultrelay import FaultRelay
+from tests.test_delivery import EDITION, build, statuses, stream
+
+DATA_TIMEOUT_S = 1.5
+"""The end-of-data timeout in these tests, seconds (longer than the 0.3 s command timeout)."""
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[StateStore]:
+    with StateStore(tmp_path / "state.sqlite3") as s:
+        yield s
+
+
+async def test_connection_dropped_after_data_is_unknown_and_never_resent(
+    store: StateStore,
+) -> None:
+    # The relay reads the whole message, then hangs up without a reply, once.
+    with FaultRelay(after_data=lambda n: "drop" if n == 0 else "ok") as relay:
+        settings = smtp_settings(relay, smtp_concurrency=1)
+        msg = build("ada@example.org")
+        first = await send_all(stream([msg]), store=store, settings=settings)
+        second = await send_all(stream([msg]), store=store, settings=settings)
+        copies = relay.copies("ada@example.org")
+    assert copies == 1, f"the relay got {copies} copies"
+    assert (first.unknown, first.sent, first.deferred) == (1, 0, 0)
+    assert (second.sent, second.skipped) == (0, 1)
+    row = store.get("ada@example.org", EDITION)
+    assert row is not None and row.status == "unknown"
+    assert row.message_id == msg.message_id
+    assert "may have been delivered" in (row.last_error or "")
+
+
+async def test_a_relay_that_always_loses_the_reply_gets_one_copy(store: StateStore) -> None:
+    addresses = [f"user{i}@example.org" for i in range(5)]
+    with FaultRelay(after_data="drop") as relay:
+        settings = smtp_settings(relay, smtp_concurrency=2)
+        for _ in range(2):  # two runs, as the issue's report did
+            await send_all(stream([build(a) for a in addresses]), store=store, settings=settings)
+        copies = {a: relay.copies(a) for a in addresses}
+    assert copies == dict.fromkeys(addresses, 1)
+    assert set(statuses(store).values()) == {"unknown"}
+
+
+async def test_stalled_reply_waits_for_the_data_timeout_then_unknown(store: StateStore) -> None:
+    with FaultRelay(after_data="stall") as relay:
+        settings = smtp_settings(
+            relay, smtp_timeout=0.3, smtp_data_timeout=DATA_TIMEOUT_S, smtp_concurrency=1
+        )
+        started = time.monotonic()
+        summary = await send_all(stream([build("ada@example.org")]), store=store, settings=settings)
+        waited = time.monotonic() - started
+        copies = relay.copies("ada@example.org")
+    assert copies == 1
+    assert summary.unknown == 1
+    # Its own timeout: not the 0.3 s of every other command.
+    assert waited >= DATA_TIMEOUT_S, waited
+    row = store.get("ada@example.org", EDITION)
+    assert row is not None and row.status == "unknown"
+    assert f"DIGEST_SMTP_DATA_TIMEOUT={DATA_TIMEOUT_S:g} s" in (row.last_error or "")
+
+
+async def test_a_drop_before_the_data_is_sent_stays_transient(store: StateStore) -> None:
+    # The relay hangs up at the DATA command (no 354): nothing was sent, retrying is safe.
+    with FaultRelay(at_data=lambda n: "drop" if n == 0 else "ok") as relay:
+        settings = smtp_settings(relay, smtp_concurrency=1)
+        summary = await send_all(stream([build("ada@example.org")]), store=store, settings=settings)
+        copies = relay.copies("ada@example.org")
+        commands = relay.data_commands
+    assert (summary.sent, summary.unknown, copies, commands) == (1, 0, 1, 2)
+    row = store.get("ada@example.org", EDITION)
+    assert row is not None and row.status == "sent" and row.attempts == 2
+
+
+def test_data_timeout_default_is_rfc_5321_ten_minutes() -> None:
+    from digest.settings import Settings
+
+    assert Settings(_env_file=None).smtp_data_timeout == 600.0  # type: ignore[call-arg]
