@@ -267,7 +267,10 @@ def send(
     dry_run: Annotated[bool, typer.Option(help="Rank and render, send nothing.")] = False,
     resend: Annotated[bool, typer.Option(help="Send even to those who have it.")] = False,
     retry_unknown: Annotated[
-        bool, typer.Option(help="Resend editions left 'unknown' by a crash.")
+        bool,
+        typer.Option(
+            help="Resend editions left 'unknown' (a crash, a lost relay reply), same Message-ID."
+        ),
     ] = False,
     source: SourceOpt = None,
 ) -> None:

@@ -6,15 +6,23 @@ connection after it has read a message, nor withhold the reply to the final ``.`
 
 from __future__ import annotations
 
+import email
+import email.policy
+import shutil
 import time
 from collections.abc import Iterator
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
 
+from digest.core import Digest
 from digest.delivery.engine import send_all
+from digest.models import Edition
 from digest.state import StateStore
-from tests.factories import smtp_settings
+from digest.subscribers import Subscriber
+from tests.conftest import FIXTURES
+from tests.factories import send_settings, smtp_settings
 from tests.faultrelay import FaultRelay
 from tests.test_delivery import EDITION, build, statuses, stream
 
@@ -92,3 +100,52 @@ def test_data_timeout_default_is_rfc_5321_ten_minutes() -> None:
     from digest.settings import Settings
 
     assert Settings(_env_file=None).smtp_data_timeout == 600.0  # type: ignore[call-arg]
+
+
+# -- --retry-unknown resends with the same Message-ID (issue 8, item 2) ----------------------
+
+DAY = date(2026, 8, 20)
+NOW = datetime(2026, 8, 22, 12, 0, tzinfo=UTC)
+
+
+def message_ids(relay: FaultRelay, address: str) -> list[str]:
+    out = []
+    for arrived in relay.received:
+        if address in arrived.rcpt_tos:
+            msg = email.message_from_bytes(arrived.data, policy=email.policy.default)
+            out.append(str(msg["Message-ID"]))
+    return out
+
+
+@pytest.mark.parametrize("in_processes", [False, True], ids=["thread", "processes"])
+async def test_retry_unknown_resends_with_the_same_message_id(
+    tmp_path: Path, in_processes: bool
+) -> None:
+    papers = tmp_path / "papers"
+    papers.mkdir()
+    shutil.copy(FIXTURES / "hf-daily-papers" / "2026-08-20.json", papers / "2026-08-20.json")
+    subscribers = [Subscriber(email="ada@example.org"), Subscriber(email="bob@example.org")]
+    edition = Edition.daily(DAY)
+    # The relay loses the reply to ada's first message only.
+    with FaultRelay(after_data=lambda n: "drop" if n == 0 else "ok") as relay:
+        settings = send_settings(
+            tmp_path,
+            relay,
+            sources=f"file:{papers}",
+            smtp_concurrency=1,
+            render_workers=1 if in_processes else 0,
+        )
+        with Digest(settings, now=lambda: NOW) as digest:
+            digest.render_min_batch = 1
+            first = await digest.send(edition, subscribers[:1])
+            row = digest.store.get("ada@example.org", edition.key)
+            assert row is not None and row.status == "unknown" and row.message_id
+            original = row.message_id
+            plain = await digest.send(edition, subscribers)  # not resent without the flag
+            retried = await digest.send(edition, subscribers, retry_unknown=True)
+            row = digest.store.get("ada@example.org", edition.key)
+        ids = message_ids(relay, "ada@example.org")
+    assert (first.unknown, plain.sent, retried.sent) == (1, 1, 1)
+    assert ids == [original, original], "the resend carries the first copy's Message-ID"
+    assert row is not None and row.status == "sent" and row.message_id == original
+    assert len(message_ids(relay, "bob@example.org")) == 1

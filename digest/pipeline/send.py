@@ -76,6 +76,8 @@ class SendPipeline:
         summary: the run's counts, filled in by the stages.
         groups: the papers of each source group (by ``Subscriber.sources``), set by
             :meth:`papers`.
+        message_ids: by subscriber email, the Message-ID of a reopened ``unknown`` row, reused
+            for its resend (set by :meth:`select_owed`).
     """
 
     def __init__(
@@ -100,6 +102,7 @@ class SendPipeline:
         self.notify: ResultCallback = on_result or _ignore
         self.summary = RunSummary()
         self.groups: dict[SourceKey, PapersResult] = {}
+        self.message_ids: dict[str, str] = {}
 
     async def run(self, subscribers: Sequence[Subscriber]) -> RunSummary:
         """Send the edition to every subscriber in ``subscribers`` who is owed it.
@@ -141,7 +144,8 @@ class SendPipeline:
         as detail (``skipped (bounced)``), whatever the YAML or ``resend`` say.
         A row already ``sent``, ``failed``, ``skipped`` or ``unknown`` is final unless
         ``resend`` (all) or ``retry_unknown`` (unknown ones) reopen it; a reopened row is set
-        back to ``owed`` now (not in a dry run).
+        back to ``owed`` now (not in a dry run). A reopened ``unknown`` row keeps its
+        Message-ID (:attr:`message_ids`).
         """
         owed: list[Subscriber] = []
         key = self.edition.key
@@ -171,6 +175,12 @@ class SendPipeline:
                     self.summary.skipped += 1
                     self.notify(sub.email, "skipped")
                     continue
+                if status in ("unknown", "sending"):
+                    # The relay may have the first copy: the resend carries the same
+                    # Message-ID, so mail systems and clients see one message, not two.
+                    row = self.store.get(sub.email, key)
+                    if row is not None and row.message_id:
+                        self.message_ids[sub.email] = row.message_id
                 if not self.dry_run:
                     self.store.reopen(sub.email, key)
             owed.append(sub)
@@ -273,6 +283,7 @@ class SendPipeline:
                     self.groups[sub.sources].papers,
                     sub,
                     digest.now(),
+                    self.message_ids.get(sub.email),
                 )
             except DigestError as e:
                 self.record_not_built(sub, str(e))
@@ -301,6 +312,7 @@ class SendPipeline:
             workers=workers,
             ahead=TASKS_IN_FLIGHT_PER_WORKER * workers + pool_size(self.settings),
             stopped=self.stopped,
+            message_ids=self.message_ids,
         )
         try:
             async for sub, result in made:

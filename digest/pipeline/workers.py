@@ -132,6 +132,7 @@ def make_message(
     papers: Sequence[Paper],
     subscriber: Subscriber,
     date: datetime,
+    message_id: str | None = None,
 ) -> tuple[str, bytes] | None:
     """Rank, render, inline and build one subscriber's message: the whole per-subscriber work,
     done the same way in the sending process (on a thread) and in a worker process.
@@ -141,6 +142,8 @@ def make_message(
             worker builds its renderer lazily, so a broken template fails per message).
         papers: the papers ``subscriber`` is ranked on (its source group's).
         date: the Date header (aware).
+        message_id: the Message-ID to use (a resend of an ``unknown`` row keeps the id the
+            relay may already have); ``None``: a new one.
 
     Returns:
         ``(message_id, bytes)``, or ``None`` when nothing ranked and not ``send_empty``.
@@ -152,7 +155,7 @@ def make_message(
     if not ranked and not subscriber.send_empty:
         return None
     rendered = render_ranked(settings, renderer(), edition, ranked, len(papers), subscriber)
-    return build_for(settings, rendered, subscriber, edition, date)
+    return build_for(settings, rendered, subscriber, edition, date, message_id)
 
 
 def build_for(
@@ -161,6 +164,7 @@ def build_for(
     subscriber: Subscriber | None,
     edition: Edition,
     date: datetime,
+    message_id: str | None = None,
 ) -> tuple[str, bytes]:
     """Build the RFC 5322 message; returns ``(message_id, bytes)``.
 
@@ -170,9 +174,11 @@ def build_for(
         subscriber: the recipient, or ``None`` for a preview (``preview@localhost``).
         edition: the edition (its key goes into the Message-ID).
         date: the Date header (aware).
+        message_id: the Message-ID (``<...@domain>``); ``None``: a new one
+            (:func:`~digest.message.make_message_id`).
     """
     email = subscriber.email if subscriber else "preview@localhost"
-    message_id = make_message_id(settings, email, edition.key)
+    message_id = message_id or make_message_id(settings, email, edition.key)
     data = build_message(
         rendered,
         settings=settings,
@@ -223,8 +229,8 @@ def _exit_with_parent(sentinel: int) -> None:
     os._exit(ORPHAN_EXIT_CODE)
 
 
-def _make(sub: Subscriber) -> Made:
-    """Worker task: rank, render, inline and build ``sub``'s message."""
+def _make(sub: Subscriber, message_id: str | None = None) -> Made:
+    """Worker task: rank, render, inline and build ``sub``'s message (``message_id``: keep it)."""
     state = _state
     assert state is not None, "render worker used before its initializer ran"
 
@@ -243,6 +249,7 @@ def _make(sub: Subscriber) -> Made:
             state.papers[sub.sources],
             sub,
             state.date or utc_now(),
+            message_id,
         )
     except DigestError as e:
         return Made(sub.email, "error", error=str(e))
@@ -267,6 +274,7 @@ async def make_in_processes(
     workers: int,
     ahead: int,
     stopped: Callable[[], bool],
+    message_ids: Mapping[str, str] | None = None,
 ) -> AsyncGenerator[tuple[Subscriber, Made], None]:
     """Make every subscriber's message in ``workers`` processes; yield them in order.
 
@@ -285,6 +293,7 @@ async def make_in_processes(
         ahead: how many tasks may be in flight (≥ 1).
         stopped: checked before each submission and each yield; once True, nothing new
             starts and the generator returns.
+        message_ids: Message-IDs to reuse, by subscriber email (resent ``unknown`` rows).
 
     Yields:
         ``(subscriber, made)`` for each subscriber, until stopped.
@@ -301,13 +310,14 @@ async def make_in_processes(
     )
     pending: deque[tuple[Subscriber, Future[Made]]] = deque()
     todo = iter(subscribers)
+    ids = message_ids or {}
     try:
         while True:
             while len(pending) < max(1, ahead) and not stopped():
                 sub = next(todo, None)
                 if sub is None:
                     break
-                pending.append((sub, executor.submit(_make, sub)))
+                pending.append((sub, executor.submit(_make, sub, ids.get(sub.email))))
             if not pending or stopped():
                 return
             sub, future = pending.popleft()
