@@ -338,6 +338,9 @@ def _with_progress(total: int, run: Callable[[Callable[[str, str], None]], Any])
 def _print_summary(edition: Edition, s: RunSummary, where: str, dry_run: bool) -> None:
     verb = "would send" if dry_run else "sent"
     line = f"edition {edition.key}: {verb} {s.sent}, skipped {s.skipped}, failed {s.failed}"
+    if s.bounced:
+        plural = "s" if s.bounced > 1 else ""
+        line += f" ({s.bounced} hard bounce{plural}, suppressed)"
     if s.deferred:
         line += f", deferred {s.deferred} (retried next run)"
     if s.unknown:

@@ -127,7 +127,29 @@ class TransientDeliveryError(DeliveryError):
 
 
 class PermanentDeliveryError(DeliveryError):
-    """A permanent failure (5xx reply for this recipient): record as failed, never retry."""
+    """A permanent failure (5xx reply for this recipient): record as failed, never retry.
+
+    Attributes:
+        about_recipient: False when the refusal is about the message, not the address (e.g.
+            ``552`` to ``MAIL FROM ... SIZE=``); only refusals about the recipient are hard
+            bounces.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: int | None = None,
+        reply: str = "",
+        about_recipient: bool = True,
+    ) -> None:
+        super().__init__(message, code=code, reply=reply)
+        self.about_recipient = about_recipient
+
+    @property
+    def hard_bounce(self) -> bool:
+        """True for a 5xx reply about the recipient (RCPT or DATA): a hard bounce."""
+        return self.about_recipient and self.code is not None and 500 <= self.code < 600
 
 
 class UnknownDeliveryError(DeliveryError, TimeoutError):

@@ -157,6 +157,8 @@ class RunSummary:
         sent: messages accepted by the transport.
         skipped: subscribers skipped (already had the edition, inactive, nothing to send).
         failed: permanent failures recorded this run.
+        bounced: of ``failed``, hard bounces (5xx for the recipient) whose address is now on
+            the suppression list: handled, so they do not make the run a failure.
         deferred: transient failures that stay owed for the next run.
         unknown: rows found in ``sending`` after a crash (not resent automatically).
         errors: one line per failure, ``email: reason``.
@@ -165,11 +167,12 @@ class RunSummary:
     sent: int = 0
     skipped: int = 0
     failed: int = 0
+    bounced: int = 0
     deferred: int = 0
     unknown: int = 0
     errors: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        """True when no delivery failed or was deferred this run."""
-        return self.failed == 0 and self.deferred == 0
+        """True when nothing failed (bar suppressed hard bounces) or was deferred this run."""
+        return self.failed - self.bounced == 0 and self.deferred == 0

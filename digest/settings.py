@@ -43,6 +43,13 @@ DEFAULT_HTTP_HOST = "127.0.0.1"
 DEFAULT_HTTP_PORT = 8080
 DEFAULT_SIGNUP_PER_CLIENT_HOUR = 10
 DEFAULT_SIGNUP_PER_ADDRESS_DAY = 3
+DEFAULT_BOUNCE_HARD_LIMIT = 1
+DEFAULT_BOUNCE_SOFT_LIMIT = 5.0
+DEFAULT_BOUNCE_RESET_DAYS = 7.0
+DEFAULT_BOUNCE_MAX_BYTES = 2_000_000
+"""Largest bounce message read; a bigger one is kept aside unread (our editions are ~100 kB)."""
+DEFAULT_BOUNCE_MATCH_DAYS = 30.0
+"""A bounce matched only by its recipient address needs a delivery to it this recent."""
 SMTP_DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
 
 SmtpSecurity = Literal["starttls", "tls", "none"]
@@ -156,6 +163,36 @@ class Settings(BaseSettings):
     catchup_hours: float = Field(DEFAULT_CATCHUP_HOURS, ge=0)
     tick_seconds: float = Field(DEFAULT_TICK_SECONDS, gt=0, description="Daemon period, s.")
     health_file: Path | None = None
+
+    # --- bounces and complaints -------------------------------------------------------------
+    bounce_maildir: Path | None = Field(
+        None, description="Maildir of the bounce mailbox read by `digest bounces`."
+    )
+    bounce_imap_url: str | None = Field(
+        None, description="imaps://USER@HOST[:PORT]/MAILBOX of the bounce mailbox (TLS only)."
+    )
+    bounce_imap_password: SecretStr | None = None
+    bounce_imap_ca_file: Path | None = Field(
+        None, description="CA bundle for the IMAP server's certificate (default: system)."
+    )
+    bounce_on_tick: bool = Field(
+        True, description="The daemon reads the bounce mailbox at every tick (when one is set)."
+    )
+    bounce_hard_limit: int = Field(
+        DEFAULT_BOUNCE_HARD_LIMIT, ge=0, description="Hard bounces that suppress (0 = never)."
+    )
+    bounce_soft_limit: float = Field(
+        DEFAULT_BOUNCE_SOFT_LIMIT, ge=0, description="Soft-bounce score that suppresses."
+    )
+    bounce_reset_days: float = Field(
+        DEFAULT_BOUNCE_RESET_DAYS, gt=0, description="Quiet days after which the score resets."
+    )
+    bounce_suppress_complaints: bool = Field(True, description="One complaint suppresses.")
+    bounce_max_bytes: int = Field(DEFAULT_BOUNCE_MAX_BYTES, ge=10_000)
+    bounce_match_days: float = Field(DEFAULT_BOUNCE_MATCH_DAYS, gt=0)
+    verp: bool = Field(
+        False, description="Envelope sender bounces+TOKEN@domain naming subscriber and edition."
+    )
 
     # --- web app (digest serve) ------------------------------------------------------------
     http_host: str = Field(DEFAULT_HTTP_HOST, description="Address `digest serve` listens on.")

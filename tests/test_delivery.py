@@ -217,7 +217,18 @@ async def test_550_is_a_permanent_failure_and_others_are_unaffected(store: State
         received = server.messages
         tries = [who for who, _ in server.rcpt_log if who == bad]
     assert (summary.sent, summary.failed, summary.deferred) == (4, 1, 0)
-    assert summary.errors == [f"{bad}: 550 5.1.1 No such user here"]
+    # A hard bounce: with the default policy the address is suppressed, and the run is ok.
+    assert summary.bounced == 1 and summary.ok
+    assert summary.errors == [f"{bad}: 550 5.1.1 No such user here (suppressed: bounced)"]
+    suppression = store.suppression(bad)
+    assert suppression is not None
+    assert (suppression.reason, suppression.actor, suppression.evidence) == (
+        "bounced",
+        "smtp",
+        "550 5.1.1 No such user here",
+    )
+    [event] = store.bounce_events(bad)
+    assert (event.kind, event.edition, event.source) == ("hard", EDITION, "smtp")
     assert len(tries) == 1  # never retried
     assert bad not in by_recipient(received)
     row = store.get(bad, EDITION)
@@ -229,6 +240,20 @@ async def test_550_is_a_permanent_failure_and_others_are_unaffected(store: State
     )
     assert outcomes[bad] == ("failed", "550 5.1.1 No such user here")
     assert [s for w, s in statuses(store).items() if w != bad] == ["sent"] * 4
+
+
+async def test_550_with_the_hard_bounce_policy_off_is_a_failure_and_suppresses_nothing(
+    store: StateStore,
+) -> None:
+    bad = "user01@example.org"
+    with SMTPTestServer(rcpt_faults={bad: RcptFault(550)}) as server:
+        settings = smtp_settings(server).model_copy(update={"bounce_hard_limit": 0})
+        summary = await send_all(
+            stream([build(e) for e in emails(2)]), store=store, settings=settings, sleep=Sleeps()
+        )
+    assert (summary.failed, summary.bounced, summary.ok) == (1, 0, False)
+    assert store.suppressions() == {}
+    assert [e.kind for e in store.bounce_events(bad)] == ["hard"]
 
 
 async def test_421_and_disconnect_mid_batch_reconnects_without_duplicates(

@@ -48,6 +48,8 @@ from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
+from digest.bounces.policy import BouncePolicy, record_smtp_bounce
+from digest.clock import Clock, utc_now
 from digest.delivery import (
     OutgoingMessage,
     RelayUnreachableError,
@@ -161,6 +163,8 @@ class _Run:
     rng: random.Random
     limiter: RateLimiter
     writer: concurrent.futures.Executor
+    policy: BouncePolicy = field(default_factory=BouncePolicy)
+    now: Clock = utc_now
     user_stop: asyncio.Event | None = None
     halt: asyncio.Event = field(default_factory=asyncio.Event)
     summary: RunSummary = field(default_factory=RunSummary)
@@ -228,6 +232,7 @@ async def send_all(
     sleep: Sleep = asyncio.sleep,
     rng: random.Random | None = None,
     concurrency: int | None = None,
+    now: Clock = utc_now,
 ) -> RunSummary:
     """Deliver ``messages`` through a pool of connections, recording each in ``store``.
 
@@ -235,6 +240,8 @@ async def send_all(
     ``mark_sent`` / ``mark_failed`` (5yz, with the server reply) / transient: retry up to
     ``settings.smtp_max_attempts`` times in this run with exponential backoff + jitter (base
     ``settings.smtp_retry_base`` s), then ``mark_deferred`` (stays owed for the next run).
+    A 5yz about the recipient is also a hard bounce (:mod:`digest.bounces.policy`): with the
+    default policy the address goes on the suppression list and counts as ``bounced``.
 
     Args:
         messages: the messages, produced lazily (rendering overlaps network waits).
@@ -249,6 +256,7 @@ async def send_all(
         sleep: the sleep coroutine for backoff and rate limiting (inject in tests).
         rng: random source for the jitter; default a fresh :class:`random.Random`.
         concurrency: pool size; default :func:`~digest.delivery.pool_size` (1 for Maildir).
+        now: the clock for bounce records (aware UTC).
 
     Returns:
         Counts: ``sent``, ``failed``, ``deferred``, ``skipped`` (claim refused), ``unknown``,
@@ -273,6 +281,8 @@ async def send_all(
         rng=rng or random.Random(),
         limiter=RateLimiter(settings.smtp_rate, sleep=sleep),
         user_stop=stop,
+        policy=BouncePolicy.from_settings(settings),
+        now=now,
     )
     queue: asyncio.Queue[object] = asyncio.Queue(maxsize=QUEUE_SLOTS_PER_WORKER * workers)
     producer_error: list[BaseException] = []
@@ -441,8 +451,27 @@ async def _one(run: _Run, holder: list[Transport | None], msg: OutgoingMessage) 
                 store.mark_failed, msg.subscriber, msg.edition, e.reply, e.code, attempts=attempt
             )
             summary.failed += 1
-            summary.errors.append(f"{msg.subscriber}: {e.reply}")
-            log.warning("%s: permanently refused: %s", msg.subscriber, e.reply)
+            suppressed = False
+            if e.hard_bounce:
+                suppressed = await run.write(
+                    record_smtp_bounce,
+                    store,
+                    msg.subscriber,
+                    msg.edition,
+                    msg.message_id,
+                    e.reply,
+                    policy=run.policy,
+                    now=run.now(),
+                )
+            if suppressed:
+                summary.bounced += 1
+                summary.errors.append(f"{msg.subscriber}: {e.reply} (suppressed: bounced)")
+                log.warning(
+                    "%s: permanently refused: %s; suppressed (bounced)", msg.subscriber, e.reply
+                )
+            else:
+                summary.errors.append(f"{msg.subscriber}: {e.reply}")
+                log.warning("%s: permanently refused: %s", msg.subscriber, e.reply)
             run.notify(msg, OUTCOME_FAILED, e.reply)
             return
         except UnknownDeliveryError as e:

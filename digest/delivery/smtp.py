@@ -377,7 +377,7 @@ class SmtpTransport:
                 ) from e
             if e.code == SMTP_TOO_BIG:  # about this message (SIZE), not about our sender
                 raise PermanentDeliveryError(
-                    f"message refused: {reply}", code=e.code, reply=reply
+                    f"message refused: {reply}", code=e.code, reply=reply, about_recipient=False
                 ) from e
             raise DeliveryConfigError(
                 f"SMTP server {self.where} refused the envelope sender {e.sender!r}: {reply}; "

@@ -354,7 +354,12 @@ class SendPipeline:
             self.notify(msg.subscriber, outcome)
 
         sent = await send_all(
-            messages, store=self.store, settings=self.settings, stop=self.stop, on_result=relay
+            messages,
+            store=self.store,
+            settings=self.settings,
+            stop=self.stop,
+            on_result=relay,
+            now=self.digest.now,
         )
         self.record_delivered(sent)
 
@@ -377,6 +382,7 @@ class SendPipeline:
         """Add the pool's counts (the store was written message by message) to the summary."""
         self.summary.sent += sent.sent
         self.summary.failed += sent.failed
+        self.summary.bounced += sent.bounced
         self.summary.deferred += sent.deferred
         self.summary.skipped += sent.skipped
         self.summary.unknown += sent.unknown

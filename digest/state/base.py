@@ -28,7 +28,7 @@ of its single-statement writes with :func:`allowed_sql`, so the rules exist only
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -233,6 +233,82 @@ class Suppression:
     def active(self) -> bool:
         """True while the suppression holds (not lifted)."""
         return self.lifted_at is None
+
+
+class BounceKind(StrEnum):
+    """What a bounce says about an address; compares equal to its string."""
+
+    HARD = "hard"
+    """Permanent failure: SMTP 5xx for the recipient, a DSN ``Status: 5.x.x``."""
+    SOFT = "soft"
+    """Transient failure reported after acceptance: a DSN ``Action: failed`` with ``4.x.x``."""
+    COMPLAINT = "complaint"
+    """An abuse report (ARF ``feedback-report``, RFC 5965) about our message."""
+
+
+@dataclass(frozen=True, slots=True)
+class BounceEvent:
+    """One bounce or complaint about one address.
+
+    Attributes:
+        address: the normalized address it is about.
+        kind: see :class:`BounceKind`.
+        at: when it was recorded (aware, UTC).
+        edition: the edition of the delivery it bounced, if matched.
+        message_id: the ``Message-ID`` of our message it bounced, if known.
+        evidence: one line: the SMTP reply, or the DSN's ``Status``/``Diagnostic-Code``, or
+            the ARF ``Feedback-Type``.
+        source: ``smtp`` (refused at send time) or ``bounces`` (read from the bounce mailbox).
+        scored: whether it counted towards the bounce score (soft bounces count once a day).
+    """
+
+    address: str
+    kind: BounceKind
+    at: datetime
+    edition: str | None
+    message_id: str | None
+    evidence: str
+    source: str
+    scored: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class BounceScore:
+    """The bounce score of one address (see :mod:`digest.bounces.policy`).
+
+    Attributes:
+        address: the normalized address.
+        hard: hard bounces counted since the last reset.
+        soft: soft-bounce score since the last reset (at most one point per UTC day).
+        last_scored_day: the UTC day a soft bounce last counted, or ``None``.
+        last_bounce_at: the last bounce of any kind (aware, UTC), or ``None``.
+    """
+
+    address: str
+    hard: int = 0
+    soft: float = 0.0
+    last_scored_day: date | None = None
+    last_bounce_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessedMessage:
+    """A bounce-mailbox message already handled; it is never counted again.
+
+    Attributes:
+        key: ``sha256:<hex>`` of the message's raw bytes.
+        message_id: the message's own ``Message-ID`` header, if any (information only).
+        at: when it was handled (aware, UTC).
+        outcome: ``bounce``, ``complaint``, ``ignored`` (delay/success notices) or
+            ``unrecognised`` (kept aside).
+        detail: one line on what was done or why it was kept aside.
+    """
+
+    key: str
+    message_id: str | None
+    at: datetime
+    outcome: str
+    detail: str = ""
 
 
 def address_key(address: str) -> str:
@@ -446,6 +522,50 @@ class StateBackend(Protocol):
         """Every suppression ever recorded (lifted ones too), oldest first."""
         ...
 
+    # -- bounces ---------------------------------------------------------------------------
+    def record_bounces(
+        self,
+        items: Sequence[tuple[BounceEvent, BounceScore, Suppression | None]],
+        *,
+        processed: ProcessedMessage | None = None,
+    ) -> builtins.list[bool]:
+        """Record bounces, their new scores, suppressions and the processed message at once.
+
+        One transaction. Returns, per item, True if its suppression was newly added.
+
+        Raises:
+            StateError: ``processed`` was already processed (nothing written).
+        """
+        ...
+
+    def mark_processed(self, processed: ProcessedMessage) -> bool:
+        """Mark a bounce-mailbox message handled without a bounce; False if it already was."""
+        ...
+
+    def processed(self, key: str) -> ProcessedMessage | None:
+        """The record of the bounce-mailbox message ``key`` (``sha256:<hex>``), or ``None``."""
+        ...
+
+    def bounce_score(self, address: str) -> BounceScore | None:
+        """The stored bounce score of ``address`` (not yet decayed), or ``None``."""
+        ...
+
+    def bounce_scores(self) -> dict[str, BounceScore]:
+        """Every stored bounce score, by address."""
+        ...
+
+    def bounce_events(self, address: str | None = None) -> builtins.list[BounceEvent]:
+        """Recorded bounces and complaints, oldest first (optionally of one address)."""
+        ...
+
+    def find_message(self, message_id: str) -> Delivery | None:
+        """The delivery whose last claimed ``Message-ID`` is ``message_id``, or ``None``."""
+        ...
+
+    def last_delivery_to(self, address: str) -> Delivery | None:
+        """The most recent ``sent`` (or ``failed``) delivery to ``address``, or ``None``."""
+        ...
+
     # -- papers ----------------------------------------------------------------------------
     def save_papers(self, day: date, source: str, papers: Iterable[Paper]) -> None:
         """Store (replace) the papers ``source`` listed for the UTC day ``day``."""
@@ -491,5 +611,13 @@ class StateBackend(Protocol):
         ...
 
 
-COPY_TABLES: tuple[str, ...] = ("deliveries", "suppressions", "papers", "feed_cache")
+COPY_TABLES: tuple[str, ...] = (
+    "deliveries",
+    "suppressions",
+    "bounces",
+    "bounce_scores",
+    "processed_messages",
+    "papers",
+    "feed_cache",
+)
 """The tables ``digest state migrate`` copies, in this order (parents first)."""

@@ -59,8 +59,12 @@ from digest.state.base import (
     COPY_TABLES,
     INTERRUPTED,
     TRANSITIONS,
+    BounceEvent,
+    BounceKind,
+    BounceScore,
     Delivery,
     DeliveryStatus,
+    ProcessedMessage,
     StatusMap,
     Suppression,
     SuppressionReason,
@@ -150,9 +154,48 @@ def _migrate_to_v2(db: sqlite3.Connection) -> None:
         db.execute(statement)
 
 
+_SCHEMA_V3 = (
+    # Bounces and complaints, one row each (SMTP-time refusals and DSN/ARF reports).
+    """CREATE TABLE bounces (
+        id INTEGER PRIMARY KEY,
+        address TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('hard', 'soft', 'complaint')),
+        at TEXT NOT NULL,
+        edition TEXT,
+        message_id TEXT,
+        evidence TEXT NOT NULL,
+        source TEXT NOT NULL,
+        scored INTEGER NOT NULL DEFAULT 0
+    )""",
+    "CREATE INDEX bounces_by_address ON bounces (address, at)",
+    # The bounce score of each address (policy in digest.bounces.policy).
+    """CREATE TABLE bounce_scores (
+        address TEXT PRIMARY KEY,
+        hard INTEGER NOT NULL DEFAULT 0,
+        soft REAL NOT NULL DEFAULT 0,
+        last_scored_day TEXT,
+        last_bounce_at TEXT
+    ) WITHOUT ROWID""",
+    # Bounce-mailbox messages already handled (key: sha256 of the raw bytes): exactly once.
+    """CREATE TABLE processed_messages (
+        key TEXT PRIMARY KEY,
+        message_id TEXT,
+        at TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT ''
+    ) WITHOUT ROWID""",
+    "CREATE INDEX deliveries_by_message_id ON deliveries (message_id)",
+)
+
+
+def _migrate_to_v3(db: sqlite3.Connection) -> None:
+    for statement in _SCHEMA_V3:
+        db.execute(statement)
+
+
 Migration = Callable[[sqlite3.Connection], None]
 
-MIGRATIONS: tuple[Migration, ...] = (_migrate_to_v1, _migrate_to_v2)
+MIGRATIONS: tuple[Migration, ...] = (_migrate_to_v1, _migrate_to_v2, _migrate_to_v3)
 """Ordered schema migrations; after applying the first *n*, ``user_version`` is *n*.
 
 Append only: never edit or reorder a released migration. Each runs inside the same transaction
@@ -646,6 +689,172 @@ class StateStore:
             params = (_key(address),)
         return [_suppression(r) for r in self._query(sql + " ORDER BY since, id", params)]
 
+    # -- bounces ---------------------------------------------------------------------------
+    def record_bounces(
+        self,
+        items: Sequence[tuple[BounceEvent, BounceScore, Suppression | None]],
+        *,
+        processed: ProcessedMessage | None = None,
+    ) -> builtins.list[bool]:
+        """Record bounces, their new scores, suppressions and the processed message at once.
+
+        One transaction: a crash leaves either all of it or none of it, so a bounce message
+        whose result is committed is never counted twice (see :meth:`processed`).
+
+        Args:
+            items: ``(event, new score of its address, suppression to add or None)``.
+            processed: the bounce-mailbox message these came from, marked processed.
+
+        Returns:
+            For each item, True if its suppression was newly added.
+
+        Raises:
+            StateError: the message was already processed (nothing written).
+        """
+        added: builtins.list[bool] = []
+        with self._write() as db:
+            if processed is not None:
+                cur = db.execute(
+                    """INSERT INTO processed_messages (key, message_id, at, outcome, detail)
+                       VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING""",
+                    (
+                        processed.key,
+                        processed.message_id,
+                        processed.at.astimezone(UTC).isoformat(),
+                        processed.outcome,
+                        processed.detail,
+                    ),
+                )
+                if cur.rowcount == 0:
+                    raise StateError(f"bounce message {processed.key} was already processed")
+            for event, score, suppression in items:
+                address = _key(event.address)
+                db.execute(
+                    """INSERT INTO bounces (address, kind, at, edition, message_id, evidence,
+                           source, scored)
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+                    (
+                        address,
+                        str(event.kind),
+                        event.at.astimezone(UTC).isoformat(),
+                        event.edition,
+                        event.message_id,
+                        event.evidence,
+                        event.source,
+                        int(event.scored),
+                    ),
+                )
+                db.execute(
+                    """INSERT INTO bounce_scores (address, hard, soft, last_scored_day,
+                           last_bounce_at)
+                       VALUES (?, ?, ?, ?, ?)
+                       ON CONFLICT (address) DO UPDATE
+                           SET hard = excluded.hard, soft = excluded.soft,
+                               last_scored_day = excluded.last_scored_day,
+                               last_bounce_at = excluded.last_bounce_at""",
+                    (
+                        address,
+                        score.hard,
+                        score.soft,
+                        score.last_scored_day.isoformat() if score.last_scored_day else None,
+                        score.last_bounce_at.astimezone(UTC).isoformat()
+                        if score.last_bounce_at
+                        else None,
+                    ),
+                )
+                new = False
+                if suppression is not None:
+                    cur = db.execute(
+                        """INSERT INTO suppressions (address, reason, since, evidence, actor)
+                           VALUES (?, ?, ?, ?, ?)
+                           ON CONFLICT (address) WHERE lifted_at IS NULL DO NOTHING""",
+                        (
+                            address,
+                            str(suppression.reason),
+                            suppression.since.astimezone(UTC).isoformat(),
+                            suppression.evidence,
+                            suppression.actor,
+                        ),
+                    )
+                    new = cur.rowcount > 0
+                added.append(new)
+        return added
+
+    def mark_processed(self, processed: ProcessedMessage) -> bool:
+        """Mark a bounce-mailbox message handled without any bounce (ignored, unrecognised).
+
+        Returns:
+            True if newly marked, False if it already was.
+        """
+        with self._write() as db:
+            cur = db.execute(
+                """INSERT INTO processed_messages (key, message_id, at, outcome, detail)
+                   VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING""",
+                (
+                    processed.key,
+                    processed.message_id,
+                    processed.at.astimezone(UTC).isoformat(),
+                    processed.outcome,
+                    processed.detail,
+                ),
+            )
+            return cur.rowcount > 0
+
+    def processed(self, key: str) -> ProcessedMessage | None:
+        """The record of the bounce-mailbox message ``key`` (``sha256:<hex>``), or ``None``."""
+        rows = self._query(
+            "SELECT key, message_id, at, outcome, detail FROM processed_messages WHERE key = ?",
+            (key,),
+        )
+        if not rows:
+            return None
+        at = _when(rows[0][2])
+        assert at is not None
+        return ProcessedMessage(rows[0][0], rows[0][1], at, rows[0][3], rows[0][4])
+
+    def bounce_score(self, address: str) -> BounceScore | None:
+        """The stored bounce score of ``address`` (not yet decayed), or ``None``."""
+        rows = self._query(
+            f"SELECT {_SCORE_COLUMNS} FROM bounce_scores WHERE address = ?", (_key(address),)
+        )
+        return _score(rows[0]) if rows else None
+
+    def bounce_scores(self) -> dict[str, BounceScore]:
+        """Every stored bounce score, by address."""
+        return {r[0]: _score(r) for r in self._query(f"SELECT {_SCORE_COLUMNS} FROM bounce_scores")}
+
+    def bounce_events(self, address: str | None = None) -> builtins.list[BounceEvent]:
+        """Recorded bounces and complaints, oldest first (optionally of one address)."""
+        sql = "SELECT address, kind, at, edition, message_id, evidence, source, scored FROM bounces"
+        params: tuple[str, ...] = ()
+        if address is not None:
+            sql += " WHERE address = ?"
+            params = (_key(address),)
+        out: builtins.list[BounceEvent] = []
+        for r in self._query(sql + " ORDER BY at, id", params):
+            at = _when(r[2])
+            assert at is not None
+            out.append(BounceEvent(r[0], BounceKind(r[1]), at, r[3], r[4], r[5], r[6], bool(r[7])))
+        return out
+
+    def find_message(self, message_id: str) -> Delivery | None:
+        """The delivery whose last claimed ``Message-ID`` is ``message_id`` (``<...>``)."""
+        mid = message_id.strip()
+        if not mid.startswith("<"):
+            mid = f"<{mid}>"
+        rows = self._query(f"SELECT {_COLUMNS} FROM deliveries WHERE message_id = ?", (mid,))
+        return _delivery(rows[0]) if rows else None
+
+    def last_delivery_to(self, address: str) -> Delivery | None:
+        """The most recent ``sent`` (or ``failed``) delivery to ``address``, or ``None``."""
+        rows = self._query(
+            f"""SELECT {_COLUMNS} FROM deliveries
+                WHERE subscriber = ? AND status IN ('sent', 'failed')
+                ORDER BY coalesce(sent_at, updated_at) DESC LIMIT 1""",
+            (_key(address),),
+        )
+        return _delivery(rows[0]) if rows else None
+
     def _stamp_of(self, now: datetime | None) -> str:
         return self._stamp() if now is None else now.astimezone(UTC).isoformat()
 
@@ -842,6 +1051,19 @@ class FeedCache:
 _key = address_key
 
 
+_SCORE_COLUMNS = "address, hard, soft, last_scored_day, last_bounce_at"
+
+
+def _score(row: Sequence[Any]) -> BounceScore:
+    return BounceScore(
+        address=row[0],
+        hard=int(row[1]),
+        soft=float(row[2]),
+        last_scored_day=date.fromisoformat(row[3]) if row[3] else None,
+        last_bounce_at=_when(row[4]),
+    )
+
+
 _SUPPRESSION_COLUMNS = "address, reason, since, evidence, actor, lifted_at, lifted_by"
 
 
@@ -874,6 +1096,19 @@ _COPY_COLUMNS: dict[str, tuple[str, ...]] = {
     "suppressions": ("id", *(c.strip() for c in _SUPPRESSION_COLUMNS.split(","))),
     "papers": ("day", "source", "fetched_at", "payload"),
     "feed_cache": ("url", "etag", "last_modified", "body", "fetched_at"),
+    "bounces": (
+        "id",
+        "address",
+        "kind",
+        "at",
+        "edition",
+        "message_id",
+        "evidence",
+        "source",
+        "scored",
+    ),
+    "bounce_scores": tuple(c.strip() for c in _SCORE_COLUMNS.split(",")),
+    "processed_messages": ("key", "message_id", "at", "outcome", "detail"),
 }
 _COLUMN_KINDS = {
     "created_at": "time",
@@ -882,6 +1117,9 @@ _COLUMN_KINDS = {
     "fetched_at": "time",
     "since": "time",
     "lifted_at": "time",
+    "at": "time",
+    "last_bounce_at": "time",
+    "last_scored_day": "day",
     "day": "day",
     "body": "bytes",
 }
