@@ -156,7 +156,11 @@ class Digest:
     def renderer(self) -> Renderer:
         """The template renderer (built on first use)."""
         if self._renderer is None:
-            self._renderer = Renderer(self.settings.templates_dir, site_url=self.settings.site_url)
+            self._renderer = Renderer(
+                self.settings.templates_dir,
+                site_url=self.settings.site_url,
+                thumbnails=self.settings.thumbnails,
+            )
         return self._renderer
 
     def _source(self, spec: str) -> Source:

@@ -56,7 +56,7 @@ from premailer import Premailer
 
 from digest.errors import ConfigError
 from digest.models import Edition, Paper, RankedPaper
-from digest.ranking import keyword_pattern
+from digest.ranking import keyword_pattern, matched_word
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,19 @@ PACKAGED_TEMPLATES_DIR = Path(__file__).parent / "templates"
 HTML_TEMPLATE = "digest.html.j2"
 TEXT_TEMPLATE = "digest.txt.j2"
 DEFAULT_SITE_URL = "https://huggingface.co/papers"
+HF_DAY_URL = "https://huggingface.co/papers/date/{day}"
+"""Hugging Face's Daily Papers page of one date (the "See all papers" link of a daily edition)."""
+HF_WEEK_URL = "https://huggingface.co/papers/week/{year}-W{week:02d}"
+"""Hugging Face's papers page of one ISO week (the link of a weekly edition)."""
+SUBJECT_MAX_CHARS = 78
+"""The Subject up to " and N more" is cut to this many characters (RFC 5322's recommended line
+length; inboxes show about this much)."""
+AI_KEYWORDS_NOTE = "in AI keywords"
+"""Said on a keyword chip whose match is only in Hugging Face's AI keywords (not shown)."""
+THUMBNAIL_ALT_MAX_CHARS = 60
+"""A thumbnail's alt text (shown where images are off) names the paper in this many chars."""
+THUMBNAIL_WIDTH_PX = 536
+"""Width of a thumbnail: the 600 px container less the card's 32 px paddings."""
 
 DAILY_BRAND = "Daily Papers"
 WEEKLY_BRAND = "Weekly Papers"
@@ -131,8 +144,10 @@ PREMAILER_OPTIONS: dict[str, Any] = dict(
     allow_loading_external_files=False,
     align_floating_images=False,
     # bgcolor= copies of every background (even on <span>) cost ~4 KB per 30 papers;
-    # the template sets bgcolor itself where old Outlook needs it (tables, cells).
-    disable_basic_attributes=["bgcolor"],
+    # the template sets bgcolor itself where old Outlook needs it (tables, cells). Nor width=
+    # / height= from CSS widths: an image's width="100%" and height="auto" would be wrong for
+    # Outlook, which sizes images by the attribute (the template sets width="536").
+    disable_basic_attributes=["bgcolor", "width", "height"],
     disable_validation=True,
     cache_css_parsing=True,
     cssutils_logging_level=logging.CRITICAL,
@@ -221,7 +236,14 @@ class PaperView:
             :data:`SUMMARY_MAX_CHARS` at a word boundary; plain text.
         summary_html: ``summary`` escaped, matched keywords highlighted.
         summary_is_ai: whether ``summary`` is HF's AI summary.
-        keywords: the subscriber's keywords that matched this paper, in their order.
+        keywords: the subscriber's keywords that matched this paper, in their order, as
+            written (``agent*``).
+        chips: what the keyword chips say: the words that matched where the reader sees them
+            (title, shown summary: ``agents``), or ``agents · in AI keywords`` for a match
+            only in HF's AI keywords; a keyword matched only in a hidden field (the abstract
+            when the AI summary is shown) gets no chip. In the subscriber's keyword order.
+        thumbnail_url: the paper's thumbnail (HTTPS only) when thumbnails are on, else None.
+        thumbnail_alt: the thumbnail's alt text.
         code_url: code repository, if any.
         stars: the repository's stars formatted (``"1.2k"``), ``None`` if unknown or zero.
         project_url: project page, if any.
@@ -244,6 +266,9 @@ class PaperView:
     summary_html: Markup
     summary_is_ai: bool
     keywords: tuple[str, ...]
+    chips: tuple[str, ...]
+    thumbnail_url: str | None
+    thumbnail_alt: str
     code_url: str | None
     stars: str | None
     project_url: str | None
@@ -381,19 +406,42 @@ def brand(edition: Edition) -> str:
     return WEEKLY_BRAND if edition.frequency == "weekly" else DAILY_BRAND
 
 
+def period_label(edition: Edition) -> str:
+    """When the edition's papers trended, for prose: ``on Thursday``, ``in the week of Aug 17–23``.
+
+    Never "today": an edition is sent after its day has ended.
+    """
+    if edition.frequency == "weekly":
+        return f"in the week of {date_label(edition)}"
+    if not edition.days:
+        return f"on {edition.key}"
+    return f"on {edition.days[0]:%A}"
+
+
+def see_all_url(edition: Edition) -> str:
+    """That edition's page on Hugging Face: ``https://huggingface.co/papers/date/2026-08-20``
+    (daily) or ``…/papers/week/2026-W34`` (weekly)."""
+    if edition.frequency == "weekly" and edition.days:
+        year, week, _ = edition.days[0].isocalendar()
+        return HF_WEEK_URL.format(year=year, week=week)
+    if edition.days:
+        return HF_DAY_URL.format(day=edition.days[-1].isoformat())
+    return DEFAULT_SITE_URL
+
+
 def make_subject(edition: Edition, papers: Sequence[RankedPaper]) -> str:
     """The Subject line.
 
     Examples: ``Daily Papers · May 29: <top title> and 9 more``, ``Daily Papers · May 29:
     <title>`` (one paper), ``Weekly Papers · Aug 17–23: <top title> and 4 more``,
-    ``Daily Papers · May 29: no papers today``. The title is not truncated; whitespace in it
-    is collapsed so the subject is one line.
+    ``Daily Papers · May 29: no papers``. Whitespace in the title is collapsed so the subject
+    is one line, and the part before `` and N more`` is cut at a word boundary to
+    :data:`SUBJECT_MAX_CHARS` characters.
     """
     prefix = f"{brand(edition)}{SUBJECT_SEPARATOR}{date_label(edition)}: "
     if not papers:
-        period = "this week" if edition.frequency == "weekly" else "today"
-        return f"{prefix}no papers {period}"
-    top = collapse(papers[0].paper.title)
+        return f"{prefix}no papers"
+    top = shorten(papers[0].paper.title, max(SUBJECT_MAX_CHARS - len(prefix), len(ELLIPSIS) + 1))
     if len(papers) == 1:
         return prefix + top
     return f"{prefix}{top} and {len(papers) - 1} more"
@@ -402,8 +450,9 @@ def make_subject(edition: Edition, papers: Sequence[RankedPaper]) -> str:
 def make_preheader(edition: Edition, papers: Sequence[RankedPaper]) -> str:
     """The inbox preview line: the next titles after the top one (which is in the subject)."""
     if not papers:
-        period = "this week" if edition.frequency == "weekly" else "today"
-        return f"Nothing new on Hugging Face Daily Papers {period}. See you next time!"
+        return (
+            f"Nothing new on Hugging Face Daily Papers {period_label(edition)}. See you next time!"
+        )
     if len(papers) == 1:
         p = papers[0].paper
         return shorten(p.ai_summary or p.abstract or p.title, PREHEADER_MAX_CHARS)
@@ -433,13 +482,60 @@ def _stats(p: Paper) -> str:
     return " · ".join(parts)
 
 
-def paper_view(rank: int, ranked: RankedPaper) -> PaperView:
-    """The template view of ``ranked`` at 1-based position ``rank``."""
+def _chip_word(word: str) -> str:
+    """A matched word for a chip: a capital from title case dropped ("Agents" → "agents"),
+    acronyms kept ("LLMs")."""
+    return word[0].lower() + word[1:] if word[1:] == word[1:].lower() else word
+
+
+def keyword_chips(
+    keywords: Sequence[str], shown: Sequence[str], ai_keywords: Sequence[str]
+) -> tuple[str, ...]:
+    """What the keyword chips of one paper say (see :attr:`PaperView.chips`).
+
+    Args:
+        keywords: the subscriber's keywords that matched, in their order (``agent*``).
+        shown: the texts the reader sees (title, the summary shown).
+        ai_keywords: HF's AI keywords of the paper (not shown in the email).
+
+    Returns:
+        One chip per keyword, duplicates (by lower-cased text) dropped.
+    """
+    chips: list[str] = []
+    seen: set[str] = set()
+    for keyword in keywords:
+        label: str | None = None
+        for text in shown:
+            word = matched_word(text, keyword)
+            if word:
+                label = _chip_word(word)
+                break
+        if label is None:
+            for text in ai_keywords:
+                word = matched_word(text, keyword)
+                if word:
+                    label = f"{_chip_word(word)} · {AI_KEYWORDS_NOTE}"
+                    break
+        if label is not None and label.lower() not in seen:
+            seen.add(label.lower())
+            chips.append(label)
+    return tuple(chips)
+
+
+def paper_view(rank: int, ranked: RankedPaper, *, thumbnails: bool = False) -> PaperView:
+    """The template view of ``ranked`` at 1-based position ``rank``.
+
+    Args:
+        thumbnails: show the paper's thumbnail (``DIGEST_THUMBNAILS``) when it has an HTTPS one.
+    """
     p = ranked.paper
     title = collapse(p.title)
     is_ai = bool(p.ai_summary and p.ai_summary.strip())
     summary = collapse(p.ai_summary or "") if is_ai else shorten(p.abstract, SUMMARY_MAX_CHARS)
     keywords = tuple(ranked.matched)
+    thumbnail = p.thumbnail if thumbnails and p.thumbnail else None
+    if thumbnail is not None and not thumbnail.lower().startswith("https://"):
+        thumbnail = None
     return PaperView(
         rank=rank,
         arxiv_id=p.arxiv_id,
@@ -456,6 +552,9 @@ def paper_view(rank: int, ranked: RankedPaper) -> PaperView:
         summary_html=highlight(summary, keywords),
         summary_is_ai=is_ai,
         keywords=keywords,
+        chips=keyword_chips(keywords, (title, summary), p.ai_keywords),
+        thumbnail_url=thumbnail,
+        thumbnail_alt=f"Figure: {shorten(title, THUMBNAIL_ALT_MAX_CHARS)}",
         code_url=p.github_repo or None,
         stars=format_count(p.github_stars) if p.github_stars else None,
         project_url=p.project_page or None,
@@ -477,13 +576,20 @@ class Renderer:
         templates_dir: a directory whose ``digest.html.j2`` and/or ``digest.txt.j2`` replace
             the packaged ones (``DIGEST_TEMPLATES_DIR``); ``None`` for the packaged ones only.
         site_url: the link in the email header (``DIGEST_SITE_URL``).
+        thumbnails: show papers' thumbnails (``DIGEST_THUMBNAILS``).
 
     Raises:
         ConfigError: ``templates_dir`` is not a directory, or a template has a syntax error
             (the message names the file and line).
     """
 
-    def __init__(self, templates_dir: Path | None = None, *, site_url: str = DEFAULT_SITE_URL):
+    def __init__(
+        self,
+        templates_dir: Path | None = None,
+        *,
+        site_url: str = DEFAULT_SITE_URL,
+        thumbnails: bool = False,
+    ):
         loaders: list[jinja2.BaseLoader] = []
         if templates_dir is not None:
             if not templates_dir.is_dir():
@@ -491,6 +597,7 @@ class Renderer:
             loaders.append(jinja2.FileSystemLoader(templates_dir))
         loaders.append(jinja2.FileSystemLoader(PACKAGED_TEMPLATES_DIR))
         self.site_url = site_url
+        self.thumbnails = thumbnails
         self._env = jinja2.Environment(
             loader=jinja2.ChoiceLoader(loaders),
             autoescape=_autoescape,
@@ -544,7 +651,8 @@ class Renderer:
             ``shown`` (len(papers)), ``total_papers``, ``site_url``, ``subscriber`` (or
             ``None``), ``email`` (or ``None``), ``name`` (or ``None``), ``keywords`` (tuple),
             ``unsubscribe_url``, ``unsubscribe_mailto`` (a ``mailto:`` URL or ``None``),
-            ``text_width``, ``highlight_class``.
+            ``text_width``, ``highlight_class``, ``period`` (``on Thursday``, ``in the week of
+            Aug 17–23``: never "today"), ``see_all_url`` (the edition's page on Hugging Face).
         """
         sub = ctx.subscriber
         return {
@@ -555,7 +663,12 @@ class Renderer:
             "long_date": long_date_label(ctx.edition),
             "edition": ctx.edition,
             "is_weekly": ctx.edition.frequency == "weekly",
-            "papers": [paper_view(i, rp) for i, rp in enumerate(ctx.papers, start=1)],
+            "papers": [
+                paper_view(i, rp, thumbnails=self.thumbnails)
+                for i, rp in enumerate(ctx.papers, start=1)
+            ],
+            "period": period_label(ctx.edition),
+            "see_all_url": see_all_url(ctx.edition),
             "shown": len(ctx.papers),
             "total_papers": max(ctx.total_papers, len(ctx.papers)),
             "site_url": self.site_url,

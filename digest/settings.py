@@ -210,6 +210,10 @@ class Settings(BaseSettings):
     )
 
     # --- rendering -----------------------------------------------------------------------
+    thumbnails: bool = Field(
+        False,
+        description="Show each paper's thumbnail (Hugging Face's, HTTPS only) above its title.",
+    )
     render_workers: int | None = Field(
         None,
         ge=0,

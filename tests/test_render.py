@@ -160,7 +160,8 @@ def test_both_parts_carry_the_same_papers_links_and_unsubscribe(
     assert UNSUB in out.text
     assert "Unsubscribe" in out.html and "Unsubscribe" in out.text
     # order: same papers, same order, in both parts
-    html_ids = re.findall(r"huggingface\.co/papers/([\d.]+)\"", out.html)
+    # each card links its Hugging Face page twice: the title and a "Hugging Face" link
+    html_ids = list(dict.fromkeys(re.findall(r"huggingface\.co/papers/([\d.]+)\"", out.html)))
     text_ids = re.findall(r"Hugging Face: https://huggingface\.co/papers/([\d.]+)", out.text)
     assert html_ids == text_ids == [p.arxiv_id for p in papers]
 
@@ -269,11 +270,19 @@ def test_footer_says_why_and_falls_back_to_mailto_then_reply(
 
 def test_subject_formats(real_day: list[Paper]) -> None:
     rp = ranked(real_day[:10])
-    top = real_day[0].title
     daily = Edition.daily(DAY)
+    long_top = real_day[0].title  # 90 characters: cut at a word so the subject fits an inbox
+    assert len("Daily Papers · May 29: " + long_top) > 78
+    assert make_subject(daily, rp) == (
+        "Daily Papers · May 29: Zetta ζ: An Efficient Closed-Loop Embodied Harness for… and 9 more"
+    )
+    assert len(make_subject(daily, rp).rsplit(" and ", 1)[0]) <= 78
+    short = Paper("2405.00001", "Scaling Laws for Tiny Agents")
+    rp = [RankedPaper(short, 1.0), *rp[1:]]
+    top = short.title
     assert make_subject(daily, rp) == f"Daily Papers · May 29: {top} and 9 more"
     assert make_subject(daily, rp[:1]) == f"Daily Papers · May 29: {top}"
-    assert make_subject(daily, []) == "Daily Papers · May 29: no papers today"
+    assert make_subject(daily, []) == "Daily Papers · May 29: no papers"
     weekly = Edition.weekly(2026, 34)
     assert make_subject(weekly, rp[:5]) == f"Weekly Papers · Aug 17–23: {top} and 4 more"
     assert make_subject(Edition.weekly(2026, 36), rp[:2]).startswith(
@@ -285,8 +294,8 @@ def test_subject_formats(real_day: list[Paper]) -> None:
 
 def test_empty_edition_has_friendly_body(renderer: Renderer) -> None:
     out = renderer.render(context([]))
-    assert out.subject == "Daily Papers · May 29: no papers today"
-    assert "No papers today" in out.html and "No papers today" in out.text
+    assert out.subject == "Daily Papers · May 29: no papers"
+    assert "No papers on Thursday" in out.html and "No papers on Thursday" in out.text
     assert 'class="paper"' not in out.html
     assert UNSUB in out.text and UNSUB in out.html
 
@@ -298,7 +307,8 @@ def test_styles_are_inlined_and_media_rules_kept(renderer: Renderer, real_day: l
     out = renderer.render(context(ranked(real_day[:3])))
     assert re.search(r'<p class="summary" style="[^"]*font-size:15px', out.html)
     assert re.search(r'<h2 class="title" style="[^"]*font-weight:700', out.html)
-    style = re.search(r"<style[^>]*>(.*?)</style>", out.html, re.S)
+    outside_mso = re.sub(r"<!--\[if mso\]>.*?<!\[endif\]-->", "", out.html, flags=re.S)
+    style = re.search(r"<style[^>]*>(.*?)</style>", outside_mso, re.S)
     assert style is not None
     css = style.group(1)
     assert "@media (prefers-color-scheme: dark)" in css

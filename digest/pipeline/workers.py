@@ -237,7 +237,9 @@ def _make(sub: Subscriber, message_id: str | None = None) -> Made:
     def renderer() -> Renderer:
         if state.renderer is None:  # built lazily: a broken template fails per message
             state.renderer = Renderer(
-                state.settings.templates_dir, site_url=state.settings.site_url
+                state.settings.templates_dir,
+                site_url=state.settings.site_url,
+                thumbnails=state.settings.thumbnails,
             )
         return state.renderer
 

@@ -15,6 +15,7 @@ from digest.ranking.keywords import (
     highlight_spans,
     highlight_terms,
     keyword_pattern,
+    matched_word,
     matches,
     rank,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "highlight_spans",
     "highlight_terms",
     "keyword_pattern",
+    "matched_word",
     "matches",
     "rank",
 ]

@@ -266,6 +266,37 @@ def matches(text: str, keyword: str) -> bool:
 
 
 @functools.lru_cache(maxsize=MATCHER_CACHE_SIZE)
+def _original_case_pattern(keyword: str) -> re.Pattern[str] | None:
+    """``keyword``'s whole-word regex, case-insensitive, for text in its original case."""
+    if not split_keyword(keyword):
+        return None
+    return re.compile(_regex(keyword.lower()), re.IGNORECASE)
+
+
+def matched_word(text: str, keyword: str) -> str | None:
+    """The words of ``text`` that ``keyword`` matched first, as written in ``text``.
+
+    Same rules as :func:`matches` (whole words, ``*`` prefix, plurals, hyphen/space-insensitive
+    multi-word keywords), so it is ``None`` exactly when :func:`matches` is False.
+
+    Args:
+        text: any text, original case (a title, a summary, one AI keyword).
+        keyword: as the subscriber wrote it (``"agent*"``).
+
+    Returns:
+        E.g. ``"agents"`` for ``"agent*"`` in "Competing Agents" (case kept: ``"Agents"``),
+        ``"reinforcement-learning"`` for ``"reinforcement learning"``; ``None`` if no match.
+    """
+    pattern = _original_case_pattern(keyword)
+    if pattern is None:
+        return None
+    for m in pattern.finditer(text):
+        if m.end() > m.start():
+            return m.group(0)
+    return None
+
+
+@functools.lru_cache(maxsize=MATCHER_CACHE_SIZE)
 def _highlight_pattern(keywords: tuple[str, ...]) -> re.Pattern[str] | None:
     usable = sorted({k for k in keywords if split_keyword(k)}, key=lambda k: (-len(k), k))
     if not usable:
