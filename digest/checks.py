@@ -27,6 +27,7 @@ from datetime import date
 from email.utils import parseaddr
 from urllib.parse import urlsplit
 
+from digest.addresses import needs_smtputf8
 from digest.errors import ConfigError, SourceError
 from digest.settings import Settings
 from digest.sources import build_source
@@ -115,6 +116,26 @@ def subscriber_source_warnings(settings: Settings) -> list[str]:
             for p in e.problems
         ]
     return []
+
+
+def smtputf8_notes(settings: Settings) -> list[str]:
+    """Subscribers whose address needs SMTPUTF8 (RFC 6531: a non-ASCII local part), one line each.
+
+    Such an address is sent only through a relay that advertises SMTPUTF8; with any other
+    relay that subscriber is recorded ``failed`` ("relay does not offer SMTPUTF8") and the
+    others are sent. An IDN domain (``ada@bücher.de``) needs nothing: it goes out in its
+    IDNA form. Call it only once the subscribers file loads without errors.
+
+    Returns:
+        ``file: josé@example.org needs SMTPUTF8 ...`` lines, in file order.
+    """
+    subscribers = load_subscribers(settings.subscribers)
+    return [
+        f"{settings.subscribers}: {sub.email} needs SMTPUTF8 (RFC 6531, non-ASCII local part): "
+        "sent only if the relay offers it, else recorded failed"
+        for sub in subscribers
+        if needs_smtputf8(sub.email)
+    ]
 
 
 @dataclass(frozen=True, slots=True)

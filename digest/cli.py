@@ -385,6 +385,8 @@ def validate(
 
     for line in checks.placeholder_warnings(settings) + checks.subscriber_source_warnings(settings):
         err.print(f"[bold yellow]warning:[/] {line}", markup=True, highlight=False)
+    for line in checks.smtputf8_notes(settings):
+        out.print(f"note: {line}", markup=False, highlight=False)
     out.print(f"ok: settings valid, {count} subscribers in {subscribers_path}")
     if offline:
         return

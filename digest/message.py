@@ -101,6 +101,8 @@ class _HeaderPolicy(EmailPolicy):
 
 _UNFOLDED = SMTP.clone(max_line_length=MAX_LINE_LENGTH)
 POLICY = _HeaderPolicy(linesep="\r\n", max_line_length=FOLD_LINE_LENGTH)
+UTF8_POLICY = POLICY.clone(utf8=True)
+"""For the ``To:`` of an address with a non-ASCII local part: UTF-8 as is (RFC 6532 §3.2)."""
 
 #: Distinct (name, value) pairs of the per-run constant headers whose folded bytes are kept.
 _HEADER_CACHE_SIZE = 256
@@ -116,6 +118,27 @@ def _header(name: str, value: object) -> bytes:
         ValueError: the value contains a line break.
     """
     return POLICY.fold_binary(*POLICY.header_store_parse(name, value))
+
+
+def to_header(to_email: str, to_name: str | None) -> bytes:
+    """The ``To:`` header of one recipient, folded, CRLF-terminated bytes.
+
+    An ASCII address (an IDN domain is ASCII once normalized: ``ada@xn--bcher-kva.de``, see
+    :func:`~digest.addresses.normalize_email`) gets an ASCII header, the display name as an
+    RFC 2047 encoded-word when it is not ASCII. An address with a non-ASCII local part
+    (``josé@example.org``) can only travel in an SMTPUTF8 transaction (RFC 6531), whose
+    headers are UTF-8 (RFC 6532): the address and the name are written as UTF-8, since an
+    encoded-word is not allowed inside an address.
+
+    Raises:
+        ValueError: the name or address contains a line break.
+    """
+    name = " ".join((to_name or "").split())
+    if to_email.isascii():
+        return _header("To", Address(display_name=name, addr_spec=to_email))
+    local, _, domain = to_email.rpartition("@")
+    to = Address(display_name=name, username=local, domain=domain)
+    return UTF8_POLICY.fold_binary(*UTF8_POLICY.header_store_parse("To", to))
 
 
 @functools.lru_cache(maxsize=_HEADER_CACHE_SIZE)
@@ -294,10 +317,9 @@ def build_message(
         raise ValueError("build_message: date must be timezone-aware")
     # Values equal in every message of a run (From, List-Id...) come folded from a cache.
     # The body is assembled directly (see _multipart_body).
-    to = Address(display_name=" ".join((to_name or "").split()), addr_spec=to_email)
     head = [
         _constant_header("From", settings.sender),
-        _header("To", to),
+        to_header(to_email, to_name),
         _header("Subject", " ".join(rendered.subject.split())),
         _header("Date", format_datetime(date)),
         _header("Message-ID", message_id),

@@ -393,6 +393,12 @@ class SmtpTransport:
             what = "message refused" if isinstance(e, SMTPDataError) else "refused"
             raise PermanentDeliveryError(f"{what}: {reply}", code=e.code, reply=reply) from e
         except SMTPNotSupported as e:  # e.g. a non-ASCII address and no SMTPUTF8
+            if "SMTPUTF8" in options:
+                reply = (
+                    "relay does not offer SMTPUTF8, which this address needs (RFC 6531: "
+                    "non-ASCII local part)"
+                )
+                raise PermanentDeliveryError(f"{self.where}: {reply}", reply=reply) from e
             raise PermanentDeliveryError(f"not supported by {self.where}: {e.message}") from e
         except ValueError as e:  # an address aiosmtplib refuses to put on the wire
             raise PermanentDeliveryError(f"invalid address: {e}") from e
