@@ -143,7 +143,7 @@ def make_settings(
         sender="Daily Papers <papers@bench.example.org>",
         unsubscribe_url="https://papers.example.org/unsubscribe?token={token}",
         unsubscribe_mailto="unsubscribe@bench.example.org",
-        secret_key="bench-secret-key-not-a-real-one",  # type: ignore[arg-type]
+        secret_key="bench-secret-key-not-a-real-one-0123456789",  # type: ignore[arg-type]
         smtp_host="127.0.0.1",
         smtp_port=port,
         smtp_security="none",

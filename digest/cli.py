@@ -13,6 +13,7 @@ import asyncio
 import logging
 import re
 import sys
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
@@ -29,7 +30,7 @@ from digest import __version__
 from digest.core import Digest, default_edition_day, open_store
 from digest.errors import ConfigError, DigestError, StateLockedError
 from digest.models import Edition, RunSummary
-from digest.settings import Settings, load_settings
+from digest.settings import Settings, configured_subscribers_path, load_settings
 from digest.state import DeliveryStatus
 from digest.subscribers import Subscriber
 
@@ -146,8 +147,8 @@ def _errors() -> Iterator[None]:
         err.print("interrupted")
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except DigestError as e:
-        if _opts.debug:
-            raise
+        if _opts.debug:  # the traceback, then the same line and exit code as without --debug
+            err.print("".join(traceback.format_exception(e)), markup=False, highlight=False, end="")
         if isinstance(e, StateLockedError):
             _fail(str(e), EXIT_LOCKED)
         if isinstance(e, ConfigError) and len(e.problems) > 1:
@@ -368,11 +369,13 @@ def validate(
         settings = _settings()
     except ConfigError as e:
         problems.extend(e.problems)
-    subscribers_path = settings.subscribers if settings else Path("subscribers.yaml")
     count = 0
+    subscribers_path = settings.subscribers if settings else None
     try:
         from digest.subscribers import load_subscribers
 
+        if subscribers_path is None:  # invalid settings: still the file DIGEST_SUBSCRIBERS names
+            subscribers_path = configured_subscribers_path(_opts.env_file)
         count = len(load_subscribers(subscribers_path).subscribers)
     except ConfigError as e:
         problems.extend(e.problems)

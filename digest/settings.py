@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from digest.errors import ConfigError
@@ -51,6 +52,11 @@ DEFAULT_BOUNCE_MAX_BYTES = 2_000_000
 DEFAULT_BOUNCE_MATCH_DAYS = 30.0
 """A bounce matched only by its recipient address needs a delivery to it this recent."""
 SMTP_DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
+MIN_SECRET_KEY_CHARS = 32
+"""Shortest DIGEST_SECRET_KEY accepted, characters (``secrets.token_urlsafe(32)`` gives 43)."""
+EXAMPLE_SECRET_KEY = "change-me-to-a-long-random-string"
+"""The placeholder of ``.env.example``: public, so refused as a key."""
+SECRET_KEY_HINT = "generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
 SmtpSecurity = Literal["starttls", "tls", "none"]
 
@@ -235,6 +241,28 @@ class Settings(BaseSettings):
                 raise ValueError(f"unknown source {spec!r}: use 'hf', 'file:PATH' or 'feed:URL'")
         return value
 
+    @field_validator("secret_key", "secret_key_previous")
+    @classmethod
+    def _check_secret_key(cls, value: SecretStr | None) -> SecretStr | None:
+        """Refuse a key anyone could guess: the ``.env.example`` placeholder, or a short one."""
+        if value is None:
+            return None
+        key = value.get_secret_value()
+        if key.strip() == EXAMPLE_SECRET_KEY:
+            raise PydanticCustomError(
+                "placeholder_secret",
+                "is the placeholder from .env.example, which anyone can read (and so forge "
+                "unsubscribe and sign-up links); {hint}",
+                {"hint": SECRET_KEY_HINT},
+            )
+        if len(key) < MIN_SECRET_KEY_CHARS:
+            raise PydanticCustomError(
+                "short_secret",
+                "is {length} characters long, at least {minimum} are needed; {hint}",
+                {"length": len(key), "minimum": MIN_SECRET_KEY_CHARS, "hint": SECRET_KEY_HINT},
+            )
+        return value
+
     @field_validator("unsubscribe_url")
     @classmethod
     def _check_unsubscribe_url(cls, value: str | None) -> str | None:
@@ -362,6 +390,36 @@ def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Set
     if extra:
         raise ConfigError(_summary(extra), extra)
     return settings
+
+
+class _SubscribersOnly(BaseSettings):
+    """Just DIGEST_SUBSCRIBERS, read the same way as :class:`Settings` (other fields ignored)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DIGEST_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    subscribers: Path = DEFAULT_SUBSCRIBERS_PATH
+
+
+def configured_subscribers_path(env_file: str | Path | None = ".env") -> Path:
+    """The subscribers file the settings name, even when other settings are invalid.
+
+    Args:
+        env_file: the dotenv file to read, as for :func:`load_settings`.
+
+    Returns:
+        DIGEST_SUBSCRIBERS from the environment or ``env_file``, else the default
+        (``subscribers.yaml``).
+
+    Raises:
+        ConfigError: DIGEST_SUBSCRIBERS itself is invalid.
+    """
+    try:
+        return _SubscribersOnly(_env_file=env_file).subscribers
+    except ValidationError as e:
+        message = e.errors()[0]["msg"] if e.errors() else "invalid"
+        raise ConfigError(f"DIGEST_SUBSCRIBERS: {message}") from None
 
 
 def _summary(problems: list[str]) -> str:

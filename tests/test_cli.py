@@ -21,7 +21,7 @@ from tests.conftest import EXAMPLES, FIXTURES
 from tests.smtpserver import RcptFault, SMTPTestServer
 
 DAY = "2026-08-20"
-SECRET = "test-secret-key-0123456789"
+SECRET = "test-secret-key-0123456789-abcdefghijkl"
 PASSWORD = "s3cr3t-Pa55"
 SUBSCRIBERS = """\
 defaults:

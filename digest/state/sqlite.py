@@ -83,6 +83,13 @@ STATE_FILE_MODE = 0o600
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
+APPLICATION_ID = 0x44475354
+"""``PRAGMA application_id`` of a digest state file (``b"DGST"``). A SQLite file with another
+id, or with id 0 and tables that are not ours, is another program's database and is refused;
+a digest file from before the id (0, with our tables) gets it on open."""
+_OWN_TABLES = frozenset({"meta", "deliveries", "papers", "feed_cache"})
+"""Tables every digest schema version has: how an older file (application_id 0) is known."""
+
 
 # -- schema ----------------------------------------------------------------------------------
 
@@ -262,10 +269,13 @@ class StateStore:
             raise StateError(f"cannot open the state file {path}: {e}") from e
         try:
             db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            owned = self._check_owner(db)  # before any write: WAL mode alone changes the file
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = FULL")
             db.execute("PRAGMA foreign_keys = ON")
             self._migrate(db)
+            if not owned:
+                db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         except StateError:
             db.close()
             raise
@@ -276,6 +286,26 @@ class StateStore:
             db.close()
             raise StateError(_not_a_state_file(path, str(e))) from e
         return db
+
+    def _check_owner(self, db: sqlite3.Connection) -> bool:
+        """True if the file carries our application_id; raise if it is another program's.
+
+        Raises:
+            StateError: another application_id, or id 0 with tables that are not digest's.
+        """
+        app_id = int(db.execute("PRAGMA application_id").fetchone()[0])
+        if app_id == APPLICATION_ID:
+            return True
+        if app_id != 0:
+            raise StateError(_foreign_file(self.path, f"application_id {app_id}"))
+        rows = db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        ).fetchall()
+        tables = {str(r[0]) for r in rows}
+        if tables and not tables >= _OWN_TABLES:
+            shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+            raise StateError(_foreign_file(self.path, f"tables {shown}"))
+        return False
 
     def _migrate(self, db: sqlite3.Connection) -> None:
         version = int(db.execute("PRAGMA user_version").fetchone()[0])
@@ -1177,6 +1207,13 @@ def _delivery(row: Sequence[Any]) -> Delivery:
         sent_at=_when(row[8]),
         last_code=row[9],
         last_error=row[10],
+    )
+
+
+def _foreign_file(path: Path, what: str) -> str:
+    return (
+        f"the state file {path} is another program's SQLite database ({what}), not a digest "
+        f"state file; it was left unchanged: set DIGEST_STATE_PATH to a file of digest's own"
     )
 
 
