@@ -185,10 +185,10 @@ def parse_edition(value: str | None, *, default_day: date) -> Edition:
         ) from None
 
 
-def _find_subscriber(digest: Digest, email: str) -> Subscriber:
+def _find_subscriber(digest: Digest, email: str, *, flag: str = "--subscriber") -> Subscriber:
     found = digest.load_subscribers().get(email)
     if found is None:
-        raise ConfigError(f"--subscriber {email}: not in {digest.settings.subscribers}")
+        raise ConfigError(f"{flag} {email}: not in {digest.settings.subscribers}")
     return found
 
 
@@ -274,10 +274,46 @@ def send(
         ),
     ] = False,
     source: SourceOpt = None,
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to",
+            metavar="ADDRESS",
+            help="Test send: one copy to this address only, recorded as a test in history.",
+        ),
+    ] = None,
+    as_: Annotated[
+        str | None,
+        typer.Option(
+            "--as",
+            metavar="EMAIL",
+            help="With --to: render as this subscriber (default: unpersonalized).",
+        ),
+    ] = None,
 ) -> None:
-    """Send an edition to every active subscriber who has not had it."""
+    """Send an edition to every active subscriber who has not had it.
+
+    With --to ADDRESS, send one test copy instead (subject "[Test] ...", unsubscribe links of
+    ADDRESS), rendered as the subscriber given by --as; it is recorded as test:DATE in history,
+    never as anyone's edition.
+    """
     _setup_logging(logging.WARNING)
     with _errors():
+        if as_ is not None and to is None:
+            raise ConfigError("--as needs --to ADDRESS (the address that gets the test copy)")
+        if to is not None:
+            used = [
+                flag
+                for flag, on in (
+                    ("--subscriber", bool(subscriber)),
+                    ("--dry-run", dry_run),
+                    ("--resend", resend),
+                    ("--retry-unknown", retry_unknown),
+                )
+                if on
+            ]
+            if used:
+                raise ConfigError(f"--to sends one test copy; it cannot be combined with {used[0]}")
         settings = _settings(sources=_sources_override(source))
         with (
             open_store(settings) as store,
@@ -285,6 +321,9 @@ def send(
             Digest(settings, store=store) as digest,
         ):
             edition = parse_edition(date_, default_day=default_edition_day(digest.now()))
+            if to is not None:
+                _test_send(digest, edition, to, as_, source)
+                return
             # A daily edition goes to daily subscribers, a weekly one (YYYY-Www) to weekly ones.
             subs = [
                 s for s in digest.load_subscribers().subscribers if s.frequency == edition.frequency
@@ -318,6 +357,35 @@ def send(
         _print_summary(edition, summary, where, dry_run)
         if not summary.ok:
             raise typer.Exit(EXIT_FAILED)
+
+
+def _where(settings: Settings) -> str:
+    if settings.smtp_host:
+        return f"SMTP {settings.smtp_host}:{settings.effective_smtp_port}"
+    return f"Maildir {settings.outbox}"
+
+
+def _test_send(
+    digest: Digest, edition: Edition, to: str, as_: str | None, source: list[str] | None
+) -> None:
+    from digest.pipeline.proof import send_proof
+
+    sub = _find_subscriber(digest, as_, flag="--as") if as_ else None
+    result = asyncio.run(send_proof(digest, edition, to, sub, sources=source))
+    for line in result.failed_sources:
+        err.print(f"warning: source {line}")
+    who = f" as {sub.email}" if sub else " (unpersonalized)"
+    s = result.summary
+    outcome = "sent" if s.sent else "failed" if s.failed else "deferred" if s.deferred else "?"
+    out.print(
+        f"test edition {edition.key}{who}: {outcome} to {result.recipient} "
+        f"({_preview_count(result.shown, result.total)}, Message-ID {result.message_id}) "
+        f"→ {_where(digest.settings)}; in history as {result.edition_key}"
+    )
+    for e in s.errors:
+        err.print(f"  {e}")
+    if not s.ok or not s.sent:
+        raise typer.Exit(EXIT_FAILED)
 
 
 def _with_progress(total: int, run: Callable[[Callable[[str, str], None]], Any]) -> RunSummary:

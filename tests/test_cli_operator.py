@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import re
 import shutil
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,8 @@ from typer.testing import CliRunner
 
 from digest import __version__
 from digest.cli import app, history_detail
+from digest.message import unsubscribe_url_for
+from digest.settings import load_settings
 from digest.state import StateStore
 from tests.conftest import EXAMPLES
 from tests.httpserver import LocalHTTPServer
@@ -265,3 +270,92 @@ def test_validate_offline_fetches_nothing(workdir: Path, monkeypatch: pytest.Mon
         assert code == 0, output
         assert server.count("/api/daily_papers") == 0
     assert "reachable" not in output
+
+
+# --- test send: send --to ADDRESS [--as EMAIL] ------------------------------------------------
+
+
+@pytest.fixture
+def relay(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SMTPTestServer]:
+    with SMTPTestServer() as server:
+        monkeypatch.setenv("DIGEST_SMTP_HOST", "127.0.0.1")
+        monkeypatch.setenv("DIGEST_SMTP_PORT", str(server.port))
+        monkeypatch.setenv("DIGEST_SMTP_SECURITY", "none")
+        yield server
+
+
+def test_test_send_goes_to_the_address_as_the_subscriber_and_is_not_their_edition(
+    relay: SMTPTestServer, workdir: Path
+) -> None:
+    code, output = digest(
+        "send", "--to", "me@mydomain.org", "--as", "ada@example.org", "--date", DAY
+    )
+    assert code == 0, output
+    assert f"test edition {DAY} as ada@example.org: sent to me@mydomain.org" in output
+    assert f"in history as test:{DAY}:ada@example.org" in output
+    assert [m.rcpt_tos for m in relay.messages] == [["me@mydomain.org"]]
+    msg = email.message_from_bytes(relay.messages[0].data, policy=email.policy.default)
+    assert msg["Subject"].startswith("[Test] Daily Papers · Aug 20: ")
+    assert msg["To"] == "me@mydomain.org"
+    html = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert "<strong>ada@example.org</strong> is subscribed" in html  # rendered as Ada
+    assert "your keywords: robot*, embodied" in html
+    # Its unsubscribe links are the test address's: clicking them cannot unsubscribe Ada.
+    settings = load_settings(env_file=None)
+    own = unsubscribe_url_for(settings, "me@mydomain.org")
+    assert own is not None and f"<{own}>" in msg["List-Unsubscribe"]
+    assert unsubscribe_url_for(settings, "ada@example.org") not in relay.messages[0].data.decode()
+
+    with StateStore(workdir / "digest-state.sqlite3") as store:
+        rows = store.list()
+    assert [(r.subscriber, r.edition, r.status) for r in rows] == [
+        ("me@mydomain.org", f"test:{DAY}:ada@example.org", "sent")
+    ]
+    code, output = digest("history")
+    assert f"test:{DAY}:ada@example.org" in output and "me@mydomain.org" in output
+    # Ada's real edition is still owed: the next send delivers it.
+    code, output = digest("send", "--date", DAY)
+    assert code == 0, output
+    assert "sent 2, skipped 0" in output
+    assert sorted(m.rcpt_tos[0] for m in relay.messages[1:]) == [
+        "ada@example.org",
+        "grace@example.org",
+    ]
+
+
+def test_test_send_can_be_repeated_and_defaults_to_the_unpersonalized_edition(
+    relay: SMTPTestServer, workdir: Path
+) -> None:
+    for _ in range(2):
+        code, output = digest("send", "--to", "Me@MyDomain.org", "--date", DAY)
+        assert code == 0, output
+        assert "(unpersonalized): sent to me@mydomain.org" in output
+    assert len(relay.messages) == 2
+    msg = email.message_from_bytes(relay.messages[1].data, policy=email.policy.default)
+    html = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert "you follow no keywords" in html
+    with StateStore(workdir / "digest-state.sqlite3") as store:
+        rows = store.list()
+    assert [(r.subscriber, r.edition, r.status) for r in rows] == [
+        ("me@mydomain.org", f"test:{DAY}", "sent")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--as", "ada@example.org"], "--as needs --to"),
+        (["--to", "me@mydomain.org", "--resend"], "cannot be combined with --resend"),
+        (["--to", "me@mydomain.org", "--subscriber", "ada@example.org"], "with --subscriber"),
+        (["--to", "not an address"], "--to 'not an address': not an email address"),
+        (["--to", "me@mydomain.org", "--as", "nobody@example.org"], "--as nobody@example.org"),
+    ],
+)
+def test_test_send_refuses_bad_flags_with_one_line(
+    relay: SMTPTestServer, workdir: Path, args: list[str], message: str
+) -> None:
+    code, output = digest("send", "--date", DAY, *args)
+    assert code == 2, output
+    assert message in output
+    assert "Traceback" not in output
+    assert relay.messages == []

@@ -1,0 +1,168 @@
+"""Test sends (``digest send --to ADDRESS [--as SUBSCRIBER]``): one copy of an edition to any
+address, to see it in a real mail client before the list gets it.
+
+The copy is rendered as the given subscriber (their keywords, their ranking, their footer) or
+unpersonalized, and built like a real one, except:
+
+* the Subject starts with ``[Test]``, and ``To`` is the test address;
+* the unsubscribe link and ``List-Unsubscribe`` are the *test address's* own: clicking them in
+  the test copy can never unsubscribe the subscriber it was rendered as;
+* it is recorded under its own edition key, ``test:YYYY-MM-DD`` (``test:YYYY-MM-DD:EMAIL`` when
+  rendered as a subscriber), for the test address: ``digest history`` lists it, and it never
+  counts as that subscriber's (or the test address's) edition. Sending the same test again
+  reopens that row: a test can be repeated.
+
+Delivery goes through the same engine as ``send`` (retries, bounce handling), so a 5xx for the
+test address is recorded like any other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from email_validator import EmailNotValidError, validate_email
+
+from digest.addresses import normalize_email
+from digest.delivery import OutgoingMessage
+from digest.delivery.engine import send_all
+from digest.errors import ConfigError
+from digest.message import build_message, make_message_id, unsubscribe_url_for
+from digest.models import Edition, RunSummary
+from digest.ranking import rank
+from digest.render import EmailContext
+from digest.subscribers import Subscriber
+
+if TYPE_CHECKING:
+    from digest.core import Digest
+
+TEST_EDITION_PREFIX = "test:"
+"""Edition keys of test sends start with this (never a real edition key)."""
+TEST_SUBJECT_PREFIX = "[Test] "
+"""Put before the Subject of a test send."""
+
+
+def test_edition_key(edition: Edition, as_subscriber: Subscriber | None) -> str:
+    """The state key of a test send: ``test:2026-08-20`` or ``test:2026-08-20:ada@example.org``."""
+    key = TEST_EDITION_PREFIX + edition.key
+    return f"{key}:{as_subscriber.email}" if as_subscriber is not None else key
+
+
+def is_test_edition(key: str) -> bool:
+    """Whether an edition key is a test send's (see :func:`test_edition_key`)."""
+    return key.startswith(TEST_EDITION_PREFIX)
+
+
+def check_address(address: str) -> str:
+    """``address`` checked (syntax only, no DNS) and normalized.
+
+    Raises:
+        ConfigError: not an email address (names the flag and the reason).
+    """
+    try:
+        validate_email(address, check_deliverability=False)
+    except EmailNotValidError as e:
+        raise ConfigError(f"--to {address!r}: not an email address ({e})") from None
+    return normalize_email(address)
+
+
+@dataclass(frozen=True, slots=True)
+class ProofResult:
+    """What one test send did.
+
+    Attributes:
+        recipient: the test address (normalized).
+        edition_key: the key it is recorded under (``test:...``).
+        message_id: the Message-ID of the copy.
+        shown: papers the copy holds.
+        total: papers the edition has.
+        summary: the delivery's counts (one message: ``sent``, ``failed`` or ``deferred``).
+        failed_sources: source lines that could not be fetched (the copy went without them).
+    """
+
+    recipient: str
+    edition_key: str
+    message_id: str
+    shown: int
+    total: int
+    summary: RunSummary
+    failed_sources: Sequence[str]
+
+
+async def send_proof(
+    digest: Digest,
+    edition: Edition,
+    to: str,
+    as_subscriber: Subscriber | None,
+    *,
+    sources: Sequence[str] | None = None,
+) -> ProofResult:
+    """Send one test copy of ``edition`` to ``to`` (see the module docstring).
+
+    Call while holding the state backend's sender lock, like ``send``.
+
+    Args:
+        digest: the configured instance.
+        edition: the edition.
+        to: the test address.
+        as_subscriber: render as this subscriber, or ``None`` for the unpersonalized edition.
+        sources: source specs overriding the subscriber's own and ``DIGEST_SOURCES``.
+
+    Returns:
+        The outcome (a failed delivery is a result, not an exception).
+
+    Raises:
+        ConfigError: ``to`` is not an address; a template or the settings are broken.
+        SourceError: every source failed.
+        DeliveryConfigError: the transport cannot work (auth, TLS, unreachable relay).
+    """
+    settings = digest.settings
+    recipient = check_address(to)
+    own = as_subscriber.sources if as_subscriber is not None else None
+    papers = await digest.papers_for(edition, sources=sources or own)
+    ranked = rank(papers.papers, as_subscriber or Subscriber.default())
+    ctx = EmailContext(
+        edition=edition,
+        papers=ranked,
+        subscriber=as_subscriber,
+        unsubscribe_url=unsubscribe_url_for(settings, recipient),
+        unsubscribe_mailto=settings.unsubscribe_mailto,
+        total_papers=len(papers.papers),
+    )
+    rendered = digest.renderer.render(ctx)
+    rendered = dataclasses.replace(rendered, subject=TEST_SUBJECT_PREFIX + rendered.subject)
+    key = test_edition_key(edition, as_subscriber)
+    message_id = make_message_id(settings, recipient, key)
+    data = build_message(
+        rendered,
+        settings=settings,
+        to_email=recipient,
+        to_name=None,
+        message_id=message_id,
+        date=digest.now(),
+    )
+    if digest.store.get(recipient, key) is not None:
+        digest.store.reopen(recipient, key)  # a test may be sent again
+
+    async def one() -> AsyncIterator[OutgoingMessage]:
+        yield OutgoingMessage(
+            subscriber=recipient,
+            edition=key,
+            message_id=message_id,
+            envelope_from=digest.envelope_sender,
+            recipients=(recipient,),
+            data=data,
+        )
+
+    summary = await send_all(one(), store=digest.store, settings=settings, now=digest.now)
+    return ProofResult(
+        recipient=recipient,
+        edition_key=key,
+        message_id=message_id,
+        shown=len(ranked),
+        total=len(papers.papers),
+        summary=summary,
+        failed_sources=papers.failed,
+    )
