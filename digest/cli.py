@@ -13,6 +13,7 @@ import asyncio
 import logging
 import re
 import sys
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,11 +24,21 @@ from typing import Annotated, Any, NoReturn
 import typer
 import typer.core
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
 from digest import __version__
 from digest.core import Digest, default_edition_day, open_store
+from digest.delivery import OutgoingMessage
 from digest.errors import ConfigError, DigestError, StateLockedError
 from digest.models import Edition, RunSummary
 from digest.settings import Settings, configured_subscribers_path, load_settings
@@ -339,13 +350,15 @@ def send(
             unknown = 0 if dry_run else digest.recover()
             summary = _with_progress(
                 len(subs),
-                lambda cb: digest.send(
+                settings.smtp_max_attempts,
+                lambda on_result, on_retry: digest.send(
                     edition,
                     subs,
                     dry_run=dry_run,
                     resend=resend,
                     retry_unknown=retry_unknown,
-                    on_result=cb,
+                    on_result=on_result,
+                    on_retry=on_retry,
                 ),
             )
             summary.unknown = max(summary.unknown, unknown)
@@ -388,19 +401,107 @@ def _test_send(
         raise typer.Exit(EXIT_FAILED)
 
 
-def _with_progress(total: int, run: Callable[[Callable[[str, str], None]], Any]) -> RunSummary:
+PROGRESS_RATE_AFTER_S = 2.0
+"""The progress line shows the rate and ETA once a send has run this long, seconds."""
+REPLY_SHOWN_CHARS = 48
+"""Characters of a relay's reply the progress line shows while waiting to retry."""
+
+
+class SendProgress:
+    """What the send progress line says besides the count: retries, back-off, rate and ETA.
+
+    Fed by ``Digest.send``'s ``on_result`` and ``on_retry`` callbacks; :meth:`status` is read
+    at every refresh of the bar (so the back-off countdown moves).
+
+    Args:
+        total: subscribers in the send.
+        max_attempts: ``DIGEST_SMTP_MAX_ATTEMPTS`` (shown as "attempt 2 of 5").
+        clock: monotonic seconds (injected by tests).
+    """
+
+    def __init__(
+        self, total: int, max_attempts: int, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.total = total
+        self.max_attempts = max_attempts
+        self.clock = clock
+        self.started = clock()
+        self.done = 0
+        self.retries = 0
+        self.waiting: dict[str, tuple[float, int, str]] = {}
+        """By subscriber: (when the next attempt starts, that attempt's number, last reply)."""
+
+    def result(self, email: str, _outcome: str) -> None:
+        """One subscriber is finished (sent, failed, deferred or skipped)."""
+        self.done += 1
+        self.waiting.pop(email, None)
+
+    def retry(self, msg: OutgoingMessage, attempt: int, delay: float, reply: str) -> None:
+        """Attempt ``attempt`` of ``msg`` failed transiently; the next starts in ``delay`` s."""
+        self.retries += 1
+        self.waiting[msg.subscriber] = (self.clock() + delay, attempt + 1, reply)
+
+    def status(self) -> str:
+        """``12.5 msg/s · ETA 0:41 · retry 2 of 5 for ada@… in 3 s (451 4.2.1 …) · 3 retries``."""
+        now = self.clock()
+        parts: list[str] = []
+        elapsed = now - self.started
+        if self.done and elapsed >= PROGRESS_RATE_AFTER_S:
+            rate = self.done / elapsed
+            left = max(self.total - self.done, 0) / rate
+            parts.append(f"{rate:.1f} msg/s")
+            parts.append(f"ETA {int(left) // 60}:{int(left) % 60:02d}")
+        if self.waiting:
+            email, (at, attempt, reply) = min(self.waiting.items(), key=lambda kv: kv[1][0])
+            reply = " ".join(reply.split())
+            if len(reply) > REPLY_SHOWN_CHARS:
+                reply = reply[: REPLY_SHOWN_CHARS - 1] + "…"
+            others = f" (+{len(self.waiting) - 1} more)" if len(self.waiting) > 1 else ""
+            parts.append(
+                f"back-off: attempt {attempt} of {self.max_attempts} for {email}{others} in "
+                f"{max(at - now, 0):.0f} s after {reply}"
+            )
+        if self.retries:
+            parts.append(f"{self.retries} {'retry' if self.retries == 1 else 'retries'}")
+        return " · ".join(parts)
+
+
+class _StatusColumn(ProgressColumn):
+    """The :class:`SendProgress` status as a column of the rich progress bar."""
+
+    def __init__(self, state: SendProgress) -> None:
+        super().__init__()
+        self.state = state
+
+    def render(self, task: Task) -> Text:
+        return Text(self.state.status(), style="progress.description", no_wrap=True)
+
+
+RunWithCallbacks = Callable[
+    [Callable[[str, str], None], Callable[[OutgoingMessage, int, float, str], None]], Any
+]
+
+
+def _with_progress(total: int, max_attempts: int, run: RunWithCallbacks) -> RunSummary:
+    state = SendProgress(total, max_attempts)
     if not err.is_terminal or total == 0:
-        result: RunSummary = asyncio.run(run(lambda _e, _o: None))
+        result: RunSummary = asyncio.run(run(state.result, state.retry))
         return result
     columns = (
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        _StatusColumn(state),
     )
     with Progress(*columns, console=err, transient=True) as progress:
         task = progress.add_task("sending", total=total)
-        result = asyncio.run(run(lambda _e, _o: progress.advance(task)))
+
+        def on_result(email: str, outcome: str) -> None:
+            state.result(email, outcome)
+            progress.advance(task)
+
+        result = asyncio.run(run(on_result, state.retry))
     return result
 
 

@@ -15,6 +15,7 @@ from email.utils import parseaddr
 from types import TracebackType
 
 from digest.clock import Clock, utc_now
+from digest.delivery.engine import RetryCallback
 from digest.errors import AllSourcesFailedError, ConfigError, SourceError
 from digest.models import Edition, Paper, RankedPaper, RunSummary
 from digest.pipeline import ResultCallback, SendPipeline
@@ -354,6 +355,7 @@ class Digest:
         retry_unknown: bool = False,
         stop: asyncio.Event | None = None,
         on_result: ResultCallback | None = None,
+        on_retry: RetryCallback | None = None,
     ) -> RunSummary:
         """Send ``edition`` to every active subscriber in ``subscribers`` who lacks it.
 
@@ -373,6 +375,8 @@ class Digest:
             retry_unknown: resend rows left ``unknown`` by a crash.
             stop: when set, no new message is started; in-flight ones finish.
             on_result: called with ``(email, outcome)`` after each subscriber.
+            on_retry: called with ``(message, attempt, delay_s, reply)`` before each back-off
+                wait after a transient failure (a progress display shows it).
 
         Returns:
             The run's counts.
@@ -389,6 +393,7 @@ class Digest:
             retry_unknown=retry_unknown,
             stop=stop,
             on_result=on_result,
+            on_retry=on_retry,
         )
         return await pipeline.run(subscribers)
 

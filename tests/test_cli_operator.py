@@ -4,21 +4,29 @@ from __future__ import annotations
 
 import email
 import email.policy
+import io
 import re
 import shutil
 import socket
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
-from digest import __version__
-from digest.cli import app, history_detail
+from digest import __version__, cli
+from digest.cli import SendProgress, app, history_detail
+from digest.core import Digest
+from digest.delivery import OutgoingMessage
 from digest.message import unsubscribe_url_for
+from digest.models import Edition
 from digest.settings import load_settings
 from digest.state import StateStore
+from digest.subscribers import Subscriber
 from tests.conftest import EXAMPLES
+from tests.factories import papers_from_fixture, smtp_settings
 from tests.httpserver import LocalHTTPServer
 from tests.smtpserver import RcptFault, SMTPTestServer
 
@@ -359,3 +367,80 @@ def test_test_send_refuses_bad_flags_with_one_line(
     assert message in output
     assert "Traceback" not in output
     assert relay.messages == []
+
+
+# --- the progress line: retries, back-off, rate, ETA -------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def outgoing(email: str) -> OutgoingMessage:
+    return OutgoingMessage(email, DAY, "<id@x>", "papers@mylab.org", (email,), b"")
+
+
+def test_progress_status_says_what_it_waits_for_then_the_rate_and_eta() -> None:
+    clock = Clock()
+    state = SendProgress(10, 5, clock=clock)
+    assert state.status() == ""
+    state.result("a@x.org", "sent")
+    clock.t += 1.0
+    state.retry(outgoing("b@x.org"), 1, 4.0, "451 4.2.1 Mailbox temporarily unavailable")
+    status = state.status()
+    assert "back-off: attempt 2 of 5 for b@x.org in 4 s after 451 4.2.1 Mailbox" in status
+    assert "1 retry" in status
+    assert "msg/s" not in status  # too early for a rate
+    clock.t += 3.0
+    assert "in 1 s after" in state.status()  # the countdown moves
+    state.retry(outgoing("c@x.org"), 2, 8.0, "421 4.7.0 Try again later")
+    assert "for b@x.org (+1 more) in 1 s" in state.status()
+    state.result("b@x.org", "sent")
+    for i in range(3):
+        state.result(f"d{i}@x.org", "sent")
+    status = state.status()
+    assert "for c@x.org in 8 s after 421 4.7.0" in status and "2 retries" in status
+    assert "1.2 msg/s · ETA 0:04" in status  # 5 done in 4 s: 5 left take 4 s
+
+
+async def test_send_reports_each_back_off_before_it_waits(tmp_path: Path) -> None:
+    retries: list[tuple[str, int, float, str]] = []
+    with SMTPTestServer(rcpt_faults={"grace@example.org": RcptFault(451, times=2)}) as server:
+        settings = smtp_settings(server, state_path=tmp_path / "s.sqlite3", smtp_max_attempts=4)
+        papers = papers_from_fixture(f"{DAY}.json")
+        with Digest(settings) as d:
+            subs = [Subscriber(email="ada@example.org"), Subscriber(email="grace@example.org")]
+            d.store.save_papers(date.fromisoformat(DAY), settings.source_specs[0], papers)
+            summary = await d.send(
+                Edition.daily(date.fromisoformat(DAY)),
+                subs,
+                on_retry=lambda m, a, delay, r: retries.append((m.subscriber, a, delay, r)),
+            )
+    assert summary.sent == 2, summary
+    assert [(e, a) for e, a, _, _ in retries] == [
+        ("grace@example.org", 1),
+        ("grace@example.org", 2),
+    ]
+    assert all(r.startswith("451 4.2.1") and delay >= 0 for _, _, delay, r in retries)
+
+
+def test_the_bar_shows_retries_and_back_off_on_a_terminal(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    screen = io.StringIO()
+    monkeypatch.setattr(cli, "err", Console(file=screen, force_terminal=True, width=240))
+    monkeypatch.setenv("DIGEST_SMTP_RETRY_BASE", "1.5")
+    with SMTPTestServer(rcpt_faults={"grace@example.org": RcptFault(451, times=1)}) as server:
+        monkeypatch.setenv("DIGEST_SMTP_HOST", "127.0.0.1")
+        monkeypatch.setenv("DIGEST_SMTP_PORT", str(server.port))
+        monkeypatch.setenv("DIGEST_SMTP_SECURITY", "none")
+        code, output = digest("send", "--date", DAY)
+    assert code == 0, output + screen.getvalue()
+    shown = screen.getvalue()
+    assert "back-off: attempt 2 of 5 for grace@example.org" in shown, shown
+    assert "after 451 4.2.1 Mailbox temporarily unavailable" in shown
+    assert "1 retry" in shown

@@ -95,6 +95,10 @@ ResultCallback = Callable[[OutgoingMessage, str, str], None]
 """``on_result(message, outcome, detail)``; outcome is ``sent``, ``failed``, ``deferred``,
 ``skipped`` (already handled: claim refused) or ``unknown``; detail is the reply or error."""
 
+RetryCallback = Callable[[OutgoingMessage, int, float, str], None]
+"""``on_retry(message, attempt, delay, reply)``: attempt ``attempt`` (1-based) of ``message``
+failed transiently with ``reply``; the next one starts in ``delay`` seconds (back-off)."""
+
 Sleep = Callable[[float], Awaitable[object]]
 
 _P = ParamSpec("_P")
@@ -159,6 +163,7 @@ class _Run:
     settings: Settings
     factory: TransportFactory
     on_result: ResultCallback | None
+    on_retry: RetryCallback | None
     sleep: Sleep
     rng: random.Random
     limiter: RateLimiter
@@ -209,6 +214,14 @@ class _Run:
             self.fatal = error
         self.halt.set()
 
+    def notify_retry(self, msg: OutgoingMessage, attempt: int, delay: float, reply: str) -> None:
+        if self.on_retry is None:
+            return
+        try:
+            self.on_retry(msg, attempt, delay, reply)
+        except Exception:  # a reporting bug must not stop deliveries
+            log.exception("on_retry callback failed for %s", msg.subscriber)
+
     def notify(self, msg: OutgoingMessage, outcome: str, detail: str) -> None:
         if self.on_result is None:
             return
@@ -229,6 +242,7 @@ async def send_all(
     transport_factory: TransportFactory | None = None,
     stop: asyncio.Event | None = None,
     on_result: ResultCallback | None = None,
+    on_retry: RetryCallback | None = None,
     sleep: Sleep = asyncio.sleep,
     rng: random.Random | None = None,
     concurrency: int | None = None,
@@ -253,6 +267,8 @@ async def send_all(
             to retry is deferred at once); then the run returns.
         on_result: ``(message, outcome, detail)`` after each message (see
             :data:`ResultCallback`).
+        on_retry: ``(message, attempt, delay, reply)`` before each back-off wait (see
+            :data:`RetryCallback`), e.g. for a progress display.
         sleep: the sleep coroutine for backoff and rate limiting (inject in tests).
         rng: random source for the jitter; default a fresh :class:`random.Random`.
         concurrency: pool size; default :func:`~digest.delivery.pool_size` (1 for Maildir).
@@ -277,6 +293,7 @@ async def send_all(
         settings=settings,
         factory=transport_factory or open_transport(settings),
         on_result=on_result,
+        on_retry=on_retry,
         sleep=sleep,
         rng=rng or random.Random(),
         limiter=RateLimiter(settings.smtp_rate, sleep=sleep),
@@ -556,6 +573,7 @@ async def _retry_or_defer(
             error.reply,
             delay,
         )
+        run.notify_retry(msg, attempt, delay, error.reply)
         await _pause(run, delay)
         if not run.halting:
             return True
@@ -569,7 +587,8 @@ async def _retry_or_defer(
     )
     run.summary.deferred += 1
     run.summary.errors.append(f"{msg.subscriber}: deferred: {error.reply}")
-    log.warning(
+    # The caller reports it (the summary's "email: deferred: reply" line): info, not warning.
+    log.info(
         "%s: deferred to the next run after %d attempt(s): %s",
         msg.subscriber,
         attempt,

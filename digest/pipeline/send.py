@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from digest.clock import utc_now
 from digest.delivery import OutgoingMessage, pool_size
-from digest.delivery.engine import send_all
+from digest.delivery.engine import RetryCallback, send_all
 from digest.errors import DigestError
 from digest.models import Edition, RunSummary
 from digest.pipeline.workers import (
@@ -71,6 +71,8 @@ class SendPipeline:
         retry_unknown: resend rows left ``unknown`` by a crash.
         stop: when set, no new message is started; in-flight ones finish.
         on_result: called with ``(email, outcome)`` after each subscriber.
+        on_retry: called before each back-off wait of the connection pool (see
+            :data:`~digest.delivery.engine.RetryCallback`).
 
     Attributes:
         summary: the run's counts, filled in by the stages.
@@ -90,8 +92,10 @@ class SendPipeline:
         retry_unknown: bool = False,
         stop: asyncio.Event | None = None,
         on_result: ResultCallback | None = None,
+        on_retry: RetryCallback | None = None,
     ) -> None:
         self.digest = digest
+        self.on_retry = on_retry
         self.settings = digest.settings
         self.store = digest.store
         self.edition = edition
@@ -359,6 +363,7 @@ class SendPipeline:
             settings=self.settings,
             stop=self.stop,
             on_result=relay,
+            on_retry=self.on_retry,
             now=self.digest.now,
         )
         self.record_delivered(sent)
