@@ -10,6 +10,7 @@ arguments); 3 the state file is locked by another sender; 130 interrupted.
 from __future__ import annotations
 
 import asyncio
+import getpass
 import logging
 import re
 import sys
@@ -602,22 +603,34 @@ def history(
                 subscriber=subscriber.lower() if subscriber else None,
                 statuses=[status] if status else None,
             )
-        table = Table(show_lines=False)
-        for col in ("edition", "subscriber", "status", "when (UTC)", "Message-ID", "detail"):
-            table.add_column(col, overflow="fold")
+            # Bounces and complaints next to the deliveries they are about.
+            events = (
+                []
+                if status is not None
+                else [
+                    e
+                    for e in digest.store.bounce_events(subscriber)
+                    if date_ is None or e.edition == date_
+                ]
+            )
+        lines: list[tuple[str, str, datetime, str, str, str, str]] = []
         for r in rows:
             when = r.sent_at or r.updated_at
             detail = history_detail(r.detail, r.last_code, r.last_error, sent=r.status == "sent")
-            table.add_row(
-                r.edition,
-                r.subscriber,
-                r.status,
-                when.strftime("%Y-%m-%d %H:%M:%S") if when else "",
-                r.message_id or "",
-                detail,
+            lines.append((r.edition, r.subscriber, when, "0", r.status, r.message_id or "", detail))
+        for e in events:
+            what = "complaint" if e.kind == "complaint" else f"bounce ({e.kind})"
+            lines.append(
+                (e.edition or "", e.address, e.at, "1", what, e.message_id or "", e.evidence)
             )
+        lines.sort(key=lambda line: line[:4])
+        table = Table(show_lines=False)
+        for col in ("edition", "subscriber", "status", "when (UTC)", "Message-ID", "detail"):
+            table.add_column(col, overflow="fold")
+        for edition_key, who, when, _order, what, mid, detail in lines:
+            table.add_row(edition_key, who, what, when.strftime("%Y-%m-%d %H:%M:%S"), mid, detail)
         out.print(table)
-        out.print(f"{len(rows)} rows")
+        out.print(f"{len(rows)} rows" + (f", {len(events)} bounces" if events else ""))
 
 
 def history_detail(detail: str | None, code: int | None, error: str | None, *, sent: bool) -> str:
@@ -633,6 +646,163 @@ def history_detail(detail: str | None, code: int | None, error: str | None, *, s
         if error != detail:
             parts.append(error)
     return " ".join(parts)
+
+
+@app.command()
+def bounces() -> None:
+    """Read the bounce mailbox (DSNs, ARF complaints) once; suppress per the bounce policy."""
+    _setup_logging(logging.WARNING)
+    with _errors():
+        from digest.bounces.intake import run_intake
+
+        settings = _settings()
+        if not settings.bounce_maildir and not settings.bounce_imap_url:
+            raise ConfigError(
+                "no bounce mailbox: set DIGEST_BOUNCE_MAILDIR (a Maildir) or "
+                "DIGEST_BOUNCE_IMAP_URL (imaps://USER@HOST/MAILBOX)"
+            )
+        with (
+            open_store(settings) as store,
+            store.sender_lock(purpose="bounces"),
+            Digest(settings, store=store) as digest,
+        ):
+            known = [s.email for s in digest.load_subscribers().subscribers]
+            report = run_intake(settings, store, known=known, now=digest.now())
+        assert report is not None
+        where = settings.bounce_maildir or settings.bounce_imap_url
+        out.print(
+            f"bounce mailbox {where}: {report.messages} messages: {report.bounces} bounces, "
+            f"{report.complaints} complaints, {report.ignored} ignored, "
+            f"{len(report.unrecognised)} kept aside, {report.already} already processed; "
+            f"{len(report.suppressed)} newly suppressed"
+        )
+        for address in report.suppressed:
+            out.print(f"  suppressed {address}")
+        for line in report.unrecognised:
+            err.print(f"  kept aside: {line}")
+        for line in report.errors:
+            err.print(f"  left in the mailbox: {line}")
+        if report.errors:
+            raise typer.Exit(EXIT_FAILED)
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no user name for this uid
+        return "cli:unknown"
+
+
+@app.command()
+def suppress(
+    address: Annotated[str, typer.Argument(metavar="ADDRESS", help="The address to stop mailing.")],
+    reason: Annotated[
+        str,
+        typer.Option(metavar="REASON", help="manual, bounced, complained or unsubscribed."),
+    ] = "manual",
+    note: Annotated[
+        str, typer.Option(metavar="TEXT", help="Why (kept as the evidence).")
+    ] = "suppressed by the operator",
+) -> None:
+    """Put ADDRESS on the suppression list: no edition is sent to it, whatever the YAML says."""
+    _setup_logging(logging.WARNING)
+    with _errors():
+        from digest.state import SuppressionReason
+
+        reasons = [r.value for r in SuppressionReason]
+        if reason not in reasons:
+            raise ConfigError(f"--reason {reason!r}: use one of {', '.join(reasons)}")
+        settings = _settings()
+        with open_store(settings) as store:
+            new = store.suppress(address, reason, evidence=note, actor=_actor())
+            current = store.suppression(address)
+        assert current is not None
+        if new:
+            out.print(f"suppressed {current.address} ({current.reason})")
+        else:
+            out.print(
+                f"{current.address} was already suppressed ({current.reason}, since "
+                f"{current.since:%Y-%m-%d %H:%M} UTC, by {current.actor})"
+            )
+
+
+@app.command()
+def unsuppress(
+    address: Annotated[str, typer.Argument(metavar="ADDRESS", help="The address to mail again.")],
+) -> None:
+    """Lift ADDRESS's suppression (kept in the history with who and when)."""
+    _setup_logging(logging.WARNING)
+    with _errors():
+        settings = _settings()
+        with open_store(settings) as store:
+            previous = store.suppression(address)
+            lifted = store.unsuppress(address, actor=_actor())
+        if not lifted or previous is None:
+            raise ConfigError(f"{address}: not on the suppression list")
+        out.print(f"lifted the suppression of {previous.address} ({previous.reason})")
+
+
+@app.command()
+def subscribers(
+    status: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="STATUS",
+            help="Only these (repeatable): active, paused, unsubscribed, bounced, complained, "
+            "suppressed.",
+        ),
+    ] = None,
+    frequency: Annotated[
+        str | None, typer.Option(metavar="FREQ", help="Only daily or weekly.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array, for scripts.")] = False,
+) -> None:
+    """One line per subscriber: status, frequency, next send, last edition, bounce score."""
+    _setup_logging(logging.WARNING)
+    with _errors():
+        import json
+
+        from digest.bounces.policy import BouncePolicy
+        from digest.subscribers.status import SubscriberStatus, filter_overview, overview
+
+        known = [s.value for s in SubscriberStatus]
+        bad = [s for s in status or [] if s not in known]
+        if bad:
+            raise ConfigError(f"--status {bad[0]!r}: use one of {', '.join(known)}")
+        if frequency is not None and frequency not in ("daily", "weekly"):
+            raise ConfigError(f"--frequency {frequency!r}: use daily or weekly")
+        settings = _settings()
+        with Digest(settings) as digest:
+            rows = overview(
+                digest.load_subscribers().subscribers,
+                digest.store,
+                policy=BouncePolicy.from_settings(settings),
+                now=digest.now(),
+            )
+        rows = filter_overview(rows, statuses=status or (), frequency=frequency)
+        if as_json:
+            out.print_json(json.dumps([r.to_json() for r in rows]))
+            return
+        table = Table(show_lines=False)
+        columns = ("subscriber", "status", "frequency", "next send (local)", "last sent")
+        for col in (*columns, "bounce score", "keywords", "why"):
+            table.add_column(col, overflow="fold")
+        for r in rows:
+            table.add_row(
+                r.email,
+                str(r.status),
+                r.frequency,
+                r.next_due.strftime("%Y-%m-%d %H:%M %Z") if r.next_due else "",
+                r.last_sent or "",
+                f"{r.bounce_score:g}" + (f" (+{r.hard_bounces} hard)" if r.hard_bounces else ""),
+                ", ".join(r.keywords),
+                r.why,
+            )
+        out.print(table)
+        counts = {s: sum(1 for r in rows if r.status == s) for s in known}
+        out.print(
+            f"{len(rows)} subscribers: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+        )
 
 
 @app.command()

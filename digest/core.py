@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from email.utils import parseaddr
 from types import TracebackType
 
+from digest.bounces.verp import verp_address
 from digest.clock import Clock, utc_now
 from digest.delivery.engine import RetryCallback
 from digest.errors import AllSourcesFailedError, ConfigError, SourceError
@@ -28,6 +29,7 @@ from digest.sources import Source, build_source
 from digest.sources.merge import merge_papers
 from digest.state import StateBackend, open_state
 from digest.subscribers import Subscriber, SubscriberList, load_subscribers
+from digest.tokens import TokenSigner
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +128,7 @@ class Digest:
         self._renderer: Renderer | None = None
         self._sources: dict[str, Source] = {}
         self._recovered = False
+        self._verp_signer: TokenSigner | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def close(self) -> None:
@@ -401,3 +404,13 @@ class Digest:
     def envelope_sender(self) -> str:
         """The envelope sender (SMTP ``MAIL FROM``): ``DIGEST_ENVELOPE_FROM`` or From's address."""
         return self.settings.envelope_from or parseaddr(self.settings.sender)[1]
+
+    def envelope_sender_for(self, subscriber: str, edition: str) -> str:
+        """The envelope sender of one delivery: with DIGEST_VERP, ``local+TOKEN@domain``
+        naming ``subscriber`` and ``edition`` (:mod:`digest.bounces.verp`), else
+        :attr:`envelope_sender`."""
+        if not self.settings.verp:
+            return self.envelope_sender
+        if self._verp_signer is None:
+            self._verp_signer = TokenSigner.from_settings(self.settings)
+        return verp_address(self.envelope_sender, self._verp_signer, subscriber, edition)

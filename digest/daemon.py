@@ -46,6 +46,7 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from digest.bounces.intake import IntakeReport, run_intake
 from digest.clock import Clock, utc_now
 from digest.core import Digest, open_store
 from digest.errors import ConfigError, DeliveryConfigError, DigestError, SourceError
@@ -110,6 +111,7 @@ class TickReport:
         config_problems: problems of an invalid subscribers file (last valid list used).
         errors: one line per error that did not stop the tick (source, delivery config).
         stopped: a stop was requested and the tick returned early.
+        bounces: what reading the bounce mailbox did (``None`` when not configured).
         duration_s: wall time of the tick, seconds.
     """
 
@@ -120,6 +122,7 @@ class TickReport:
     config_problems: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     stopped: bool = False
+    bounces: IntakeReport | None = None
     duration_s: float = 0.0
 
     def total(self, attr: str) -> int:
@@ -200,6 +203,10 @@ class Daemon:
             return
         report.subscribers = len(subscribers)
         self.digest.recover()  # a shared state: rows of senders that died since the last tick
+        if self.settings.bounce_on_tick and (
+            self.settings.bounce_maildir or self.settings.bounce_imap_url
+        ):
+            await self._read_bounces(report, subscribers)
         # One query for every subscriber's rows over the look-back, not one per pair.
         statuses = self.digest.store.statuses(lookback_edition_keys(report.at))
 
@@ -234,6 +241,34 @@ class Daemon:
             report.stopped = True
             return
         self._touch_health()
+
+    async def _read_bounces(self, report: TickReport, subscribers: list[Subscriber]) -> None:
+        """Read the bounce mailbox before sending, so new suppressions apply in this tick."""
+        try:
+            intake = await asyncio.to_thread(
+                run_intake,
+                self.settings,
+                self.digest.store,
+                known=[s.email for s in subscribers],
+                now=self.now(),
+            )
+        except ConfigError as e:
+            report.errors.append(str(e))
+            log.error("bounce mailbox: %s", e)
+            return
+        if intake is None:
+            return
+        report.bounces = intake
+        if intake.messages:
+            log.info(
+                "bounce mailbox: %d messages, %d bounces, %d complaints, %d kept aside, "
+                "%d suppressed",
+                intake.messages,
+                intake.bounces,
+                intake.complaints,
+                len(intake.unrecognised),
+                len(intake.suppressed),
+            )
 
     def _reload(self, report: TickReport) -> list[Subscriber] | None:
         """The subscribers in force: the file if valid, else the last valid list (or None)."""

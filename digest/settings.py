@@ -327,6 +327,12 @@ class Settings(BaseSettings):
             out.append("DIGEST_SECRET_KEY: required when DIGEST_UNSUBSCRIBE_URL uses {token}")
         if self.public_url and not self.secret_key:
             out.append("DIGEST_SECRET_KEY: required when DIGEST_PUBLIC_URL is set (signed links)")
+        if self.verp and not self.secret_key:
+            out.append("DIGEST_SECRET_KEY: required when DIGEST_VERP=true (signed VERP tokens)")
+        if self.bounce_maildir and self.bounce_imap_url:
+            out.append("DIGEST_BOUNCE_MAILDIR and DIGEST_BOUNCE_IMAP_URL are both set; keep one")
+        if self.bounce_imap_url and self.bounce_imap_password is None:
+            out.append("DIGEST_BOUNCE_IMAP_PASSWORD: required with DIGEST_BOUNCE_IMAP_URL")
         plaintext = self.smtp_security == "none" and not self.smtp_allow_plaintext
         if self.smtp_host and plaintext and not _is_loopback(self.smtp_host):
             out.append(

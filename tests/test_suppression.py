@@ -173,3 +173,40 @@ async def test_daemon_skips_a_suppressed_subscriber_and_records_why(tmp_path: Pa
     assert rows[("ada@example.org", "2026-08-20")][0] == "sent"
     assert rows[("bob@example.org", "2026-08-20")] == ("skipped", "bounced")
     assert len(list((env.outbox / "new").iterdir())) == 1
+
+
+async def test_daemon_reads_the_bounce_maildir_at_each_tick_before_sending(
+    tmp_path: Path,
+) -> None:
+    env = _env(tmp_path)
+    write_papers(env.papers, days_between(date(2026, 8, 18), date(2026, 8, 22)))
+    env.write_subscribers(
+        [{"email": "ada@example.org"}, {"email": "bob@example.org"}],
+        defaults={"send_at": "07:00", "timezone": "UTC"},
+    )
+    box = tmp_path / "bounces"
+    for sub in ("new", "cur", "tmp"):
+        (box / sub).mkdir(parents=True)
+    clock = FakeClock(utc(2026, 8, 21, 7, 5))
+    settings = env.settings(bounce_maildir=box)
+    with state_lock(settings.state_path, purpose="run"), Digest(settings, now=clock) as digest:
+        daemon = Daemon(digest, settings, now=clock)
+        await daemon.tick()
+        row = digest.store.get("bob@example.org", "2026-08-20")
+        assert row is not None and row.status == "sent" and row.message_id
+        dsn = (
+            "From: MAILER-DAEMON@mx.example.net\r\nMIME-Version: 1.0\r\n"
+            'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
+            "--B\r\nContent-Type: message/delivery-status\r\n\r\n"
+            "Reporting-MTA: dns; mx.example.net\r\n\r\n"
+            "Final-Recipient: rfc822; bob@example.org\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n"
+            "--B\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+            f"Message-ID: {row.message_id}\r\n\r\n--B--\r\n"
+        )
+        (box / "new" / "1.dsn").write_text(dsn)
+        clock.at = utc(2026, 8, 22, 7, 5)
+        report = await daemon.tick()
+        assert report.bounces is not None and report.bounces.suppressed == ["bob@example.org"]
+        rows = {(r.subscriber, r.edition): (r.status, r.detail) for r in digest.store.list()}
+    assert rows[("ada@example.org", "2026-08-21")][0] == "sent"
+    assert rows[("bob@example.org", "2026-08-21")] == ("skipped", "bounced")

@@ -341,7 +341,7 @@ class SendPipeline:
             subscriber=sub.email,
             edition=self.edition.key,
             message_id=message_id,
-            envelope_from=self.digest.envelope_sender,
+            envelope_from=self.digest.envelope_sender_for(sub.email, self.edition.key),
             recipients=(sub.email,),
             data=data,
         )
