@@ -305,6 +305,7 @@ def test_test_send_goes_to_the_address_as_the_subscriber_and_is_not_their_editio
     msg = email.message_from_bytes(relay.messages[0].data, policy=email.policy.default)
     assert msg["Subject"].startswith("[Test] Daily Papers · Aug 20: ")
     assert msg["To"] == "me@mydomain.org"
+    assert "ada" not in msg["Message-ID"]  # no subscriber's address in a Message-ID
     html = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
     assert "<strong>ada@example.org</strong> is subscribed" in html  # rendered as Ada
     assert "your keywords: robot*, embodied" in html

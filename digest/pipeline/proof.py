@@ -134,7 +134,8 @@ async def send_proof(
     rendered = digest.renderer.render(ctx)
     rendered = dataclasses.replace(rendered, subject=TEST_SUBJECT_PREFIX + rendered.subject)
     key = test_edition_key(edition, as_subscriber)
-    message_id = make_message_id(settings, recipient, key)
+    # Not ``key``: the Message-ID never names a subscriber's address (make_message_id).
+    message_id = make_message_id(settings, recipient, TEST_EDITION_PREFIX + edition.key)
     data = build_message(
         rendered,
         settings=settings,
