@@ -34,6 +34,9 @@ DEFAULT_SMTP_DATA_TIMEOUT_S = 600.0
 up early does not save a copy: the message was sent and becomes ``unknown``."""
 DEFAULT_SMTP_CONCURRENCY = 4
 DEFAULT_SMTP_MAX_ATTEMPTS = 5
+DEFAULT_SMTP_CONNECT_ATTEMPTS_PER_MINUTE = 6
+"""While a relay refuses connections (421 greeting, dropped during set-up), the whole pool makes
+at most this many connection attempts a minute (one every 10 s)."""
 DEFAULT_SMTP_RETRY_BASE_S = 1.0
 DEFAULT_CATCHUP_HOURS = 12.0
 DEFAULT_TICK_SECONDS = 60.0
@@ -156,6 +159,11 @@ class Settings(BaseSettings):
     smtp_concurrency: int = Field(DEFAULT_SMTP_CONCURRENCY, ge=1, le=64)
     smtp_rate: float | None = Field(None, gt=0, description="Messages per second, whole pool.")
     smtp_max_attempts: int = Field(DEFAULT_SMTP_MAX_ATTEMPTS, ge=1, description="Per run.")
+    smtp_connect_attempts_per_minute: int = Field(
+        DEFAULT_SMTP_CONNECT_ATTEMPTS_PER_MINUTE,
+        ge=1,
+        description="Whole pool, while the relay refuses connections.",
+    )
     smtp_retry_base: float = Field(DEFAULT_SMTP_RETRY_BASE_S, ge=0, description="Backoff, s.")
     smtp_allow_plaintext: bool = False
     smtp_ca_file: Path | None = None

@@ -80,6 +80,9 @@ class FaultRelay:
         self._at_data = at_data
         self.data_commands = 0
         self.connect_reply = connect_reply
+        self.connect_reply_for: Callable[[int], str | None] | None = None
+        """If set, ``(n) -> reply or None`` for the n-th connection (1-based): overrides
+        ``connect_reply``."""
         self.extensions = extensions
         self.port = 0
         self.connections = 0
@@ -154,8 +157,13 @@ class FaultRelay:
             self._tasks.add(task)  # type: ignore[arg-type]
         self._writers.add(writer)
         try:
-            if self.connect_reply is not None:
-                writer.write(self.connect_reply.encode() + b"\r\n")
+            refusal = (
+                self.connect_reply_for(connection)
+                if self.connect_reply_for is not None
+                else self.connect_reply
+            )
+            if refusal is not None:
+                writer.write(refusal.encode() + b"\r\n")
                 await writer.drain()
                 return
             await self._session(reader, writer, connection)

@@ -155,6 +155,108 @@ class RateLimiter:
             await self._sleep(slot - now)
 
 
+class ConnectGate:
+    """Pool-wide back-off while the relay refuses connections (421 greeting, set-up dropped).
+
+    While every connection succeeds, workers connect freely and at once. After a connection
+    attempt fails with a transient error, the pool backs off as one: attempts are made one at
+    a time, each at least ``60 / per_minute`` seconds (and the exponential backoff of the
+    failures so far) after the previous one, so a relay shedding load gets at most
+    ``per_minute`` attempts a minute from the whole pool, not ``max_attempts`` per message.
+    The first success ends the back-off. After ``max_attempts`` failures in a row the relay is
+    declared unavailable: :attr:`outage` is set and ``on_outage`` is called once, which stops
+    the run (claimed messages go back to ``owed``).
+
+    Args:
+        factory: connects one transport.
+        settings: ``smtp_connect_attempts_per_minute``, ``smtp_max_attempts``,
+            ``smtp_retry_base`` (s).
+        pause: sleeps a number of seconds, returning early if the run halts.
+        halting: whether the run is stopping (no new attempt is made then).
+        rng: random source for the jitter.
+        on_outage: called once with the line that reports the outage.
+
+    Attributes:
+        attempts: connection attempts made (successful or not).
+        failures: failed attempts since the last success.
+        outage: the report line once the relay was declared unavailable, else ``None``.
+    """
+
+    def __init__(
+        self,
+        factory: TransportFactory,
+        *,
+        settings: Settings,
+        pause: Callable[[float], Awaitable[None]],
+        halting: Callable[[], bool],
+        rng: random.Random,
+        on_outage: Callable[[str], None],
+    ) -> None:
+        self._factory = factory
+        self._interval = 60.0 / settings.smtp_connect_attempts_per_minute
+        self._max_failures = settings.smtp_max_attempts
+        self._base = settings.smtp_retry_base
+        self._pause = pause
+        self._halting = halting
+        self._rng = rng
+        self._on_outage = on_outage
+        self._lock = asyncio.Lock()
+        self._last_error: DeliveryError | None = None
+        self.attempts = 0
+        self.failures = 0
+        self.outage: str | None = None
+
+    async def connect(self) -> Transport:
+        """A new connected transport, respecting the back-off.
+
+        Raises:
+            TransientDeliveryError: this attempt failed, or the pool is backing off and the
+                run halted meanwhile (the last failure is raised again, no attempt made).
+            RelayUnreachableError, DeliveryConfigError: as the factory raises them.
+        """
+        if self.failures == 0:
+            return await self._attempt()
+        async with self._lock:  # backing off: one attempt at a time, spaced
+            if self.failures == 0:  # another worker got through while this one waited
+                return await self._attempt()
+            delay = max(self._interval, backoff_delay(self.failures, self._base, self._rng))
+            if not self._halting():
+                await self._pause(delay)
+            if self._halting() or self.outage is not None:
+                assert self._last_error is not None
+                raise self._last_error
+            return await self._attempt()
+
+    async def _attempt(self) -> Transport:
+        self.attempts += 1
+        try:
+            transport = await self._factory()
+        except (TransientDeliveryError, RelayUnreachableError) as e:
+            self._failed(e)
+            raise
+        if self.failures:
+            log.info("SMTP relay accepts connections again after %d refusal(s)", self.failures)
+        self.failures = 0
+        return transport
+
+    def _failed(self, error: DeliveryError) -> None:
+        self._last_error = error
+        self.failures += 1
+        if self.failures == 1:
+            log.warning(
+                "%s; backing off the whole pool: at most %d connection attempts a minute",
+                error,
+                round(60.0 / self._interval),
+            )
+        if self.failures >= self._max_failures and self.outage is None:
+            self.outage = (
+                f"relay unavailable: {self.failures} connection attempts in a row failed "
+                f"(last: {error.reply}); stopped, unsent subscribers stay owed for the next run"
+            )
+            log.error("%s", self.outage)
+            self._on_outage(self.outage)
+
+
 @dataclass
 class _Run:
     """Shared state of one :func:`send_all` run."""
@@ -174,6 +276,17 @@ class _Run:
     halt: asyncio.Event = field(default_factory=asyncio.Event)
     summary: RunSummary = field(default_factory=RunSummary)
     fatal: BaseException | None = None
+    gate: ConnectGate | None = None
+
+    async def connect(self) -> Transport:
+        """A new transport through the pool's :class:`ConnectGate`."""
+        assert self.gate is not None
+        return await self.gate.connect()
+
+    def relay_down(self, line: str) -> None:
+        """The gate declared the relay unavailable: report it once and stop the run."""
+        self.summary.errors.append(line)
+        self.halt.set()
 
     async def write(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """Run one state-store call on the state thread and wait until it has committed.
@@ -301,6 +414,14 @@ async def send_all(
         policy=BouncePolicy.from_settings(settings),
         now=now,
     )
+    run.gate = ConnectGate(
+        run.factory,
+        settings=settings,
+        pause=functools.partial(_pause, run),
+        halting=lambda: run.halting,
+        rng=run.rng,
+        on_outage=run.relay_down,
+    )
     queue: asyncio.Queue[object] = asyncio.Queue(maxsize=QUEUE_SLOTS_PER_WORKER * workers)
     producer_error: list[BaseException] = []
 
@@ -349,7 +470,7 @@ async def send_all(
             # Connect once before claiming anything: a bad configuration fails here, once.
             transport: Transport | None = None
             try:
-                transport = await run.factory()
+                transport = await run.connect()
             except TransientDeliveryError as e:
                 log.warning("first connection failed (%s); workers will retry", e)
             pool = [
@@ -460,7 +581,7 @@ async def _one(run: _Run, holder: list[Transport | None], msg: OutgoingMessage) 
         try:
             transport = holder[0]
             if transport is None:
-                transport = holder[0] = await run.factory()
+                transport = holder[0] = await run.connect()
             await run.limiter.acquire()
             result = await transport.deliver(msg)
         except PermanentDeliveryError as e:
@@ -586,9 +707,12 @@ async def _retry_or_defer(
         attempts=attempt,
     )
     run.summary.deferred += 1
-    run.summary.errors.append(f"{msg.subscriber}: deferred: {error.reply}")
+    relay_down = run.gate is not None and run.gate.outage is not None
+    if not relay_down:  # a relay outage is reported once, not once per subscriber
+        run.summary.errors.append(f"{msg.subscriber}: deferred: {error.reply}")
     # The caller reports it (the summary's "email: deferred: reply" line): info, not warning.
-    log.info(
+    log.log(
+        logging.DEBUG if relay_down else logging.INFO,
         "%s: deferred to the next run after %d attempt(s): %s",
         msg.subscriber,
         attempt,
