@@ -122,6 +122,15 @@ class RankedPaper:
     matched_in_title: tuple[str, ...] = ()
 
 
+TEST_EDITION_PREFIX = "test:"
+"""Edition keys of test sends (``digest send --to``) start with this; never a real edition."""
+
+
+def is_test_edition(key: str) -> bool:
+    """Whether a state row's edition key is a test send's (``test:2026-08-20[:EMAIL]``)."""
+    return key.startswith(TEST_EDITION_PREFIX)
+
+
 @dataclass(frozen=True, slots=True)
 class Edition:
     """Which papers an edition covers.

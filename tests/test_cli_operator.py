@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import io
+import json
 import re
 import shutil
 import socket
@@ -445,3 +446,21 @@ def test_the_bar_shows_retries_and_back_off_on_a_terminal(
     assert "back-off: attempt 2 of 5 for grace@example.org" in shown, shown
     assert "after 451 4.2.1 Mailbox temporarily unavailable" in shown
     assert "1 retry" in shown
+
+
+def test_a_test_send_to_a_subscriber_is_not_their_last_edition(
+    relay: SMTPTestServer, workdir: Path
+) -> None:
+    code, output = digest(
+        "send", "--to", "ada@example.org", "--as", "ada@example.org", "--date", DAY
+    )
+    assert code == 0, output
+    code, output = digest("subscribers", "--json")
+    assert code == 0, output
+    rows = {r["email"]: r for r in json.loads(output)}
+    assert rows["ada@example.org"]["last_sent"] is None
+    code, output = digest("send", "--date", DAY)
+    assert code == 0 and "sent 2, skipped 0" in output, output
+    code, output = digest("subscribers", "--json")
+    rows = {r["email"]: r for r in json.loads(output)}
+    assert rows["ada@example.org"]["last_sent"] == DAY

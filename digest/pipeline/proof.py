@@ -30,7 +30,7 @@ from digest.delivery import OutgoingMessage
 from digest.delivery.engine import send_all
 from digest.errors import ConfigError
 from digest.message import build_message, make_message_id, unsubscribe_url_for
-from digest.models import Edition, RunSummary
+from digest.models import TEST_EDITION_PREFIX, Edition, RunSummary, is_test_edition
 from digest.ranking import rank
 from digest.render import EmailContext
 from digest.subscribers import Subscriber
@@ -38,8 +38,14 @@ from digest.subscribers import Subscriber
 if TYPE_CHECKING:
     from digest.core import Digest
 
-TEST_EDITION_PREFIX = "test:"
-"""Edition keys of test sends start with this (never a real edition key)."""
+__all__ = [
+    "TEST_EDITION_PREFIX",
+    "ProofResult",
+    "is_test_edition",
+    "send_proof",
+    "test_edition_key",
+]
+
 TEST_SUBJECT_PREFIX = "[Test] "
 """Put before the Subject of a test send."""
 
@@ -48,11 +54,6 @@ def test_edition_key(edition: Edition, as_subscriber: Subscriber | None) -> str:
     """The state key of a test send: ``test:2026-08-20`` or ``test:2026-08-20:ada@example.org``."""
     key = TEST_EDITION_PREFIX + edition.key
     return f"{key}:{as_subscriber.email}" if as_subscriber is not None else key
-
-
-def is_test_edition(key: str) -> bool:
-    """Whether an edition key is a test send's (see :func:`test_edition_key`)."""
-    return key.startswith(TEST_EDITION_PREFIX)
 
 
 def check_address(address: str) -> str:

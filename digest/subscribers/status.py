@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from digest.bounces.policy import BouncePolicy, current_score
+from digest.models import is_test_edition
 from digest.schedule import scheduled_instants
 from digest.state import StateBackend, SuppressionReason, address_key
 from digest.subscribers.model import Subscriber
@@ -107,6 +108,8 @@ def overview(
     scores = store.bounce_scores()
     last: dict[str, tuple[str, datetime | None]] = {}
     for row in store.list(statuses=["sent"]):
+        if is_test_edition(row.edition):
+            continue  # a test send (`send --to`) is nobody's edition
         at = row.sent_at or row.updated_at
         prev = last.get(row.subscriber)
         if prev is None or (prev[1] is not None and at is not None and at > prev[1]):
