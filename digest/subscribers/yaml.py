@@ -15,19 +15,25 @@ as one line ``path:line: subscribers[3].keywords[1]: message`` (``line`` is 1-ba
 indexes are 0-based). Unknown keys are errors with a "did you mean" hint, so a typo never
 silently falls back to a default.
 
-Speed: the daemon re-reads the file every tick. The parsed result is cached per path and keyed
-by the file's bytes (SHA-256), so an unchanged file costs one read and one hash. The YAML is
-parsed once into a node tree (the libyaml-based C parser when ``ruamel.yaml.clib`` is
-installed, else the pure-Python one); line numbers come from that tree and are looked up only
-when there is a problem to report.
+Speed and memory: a valid file is read by :mod:`digest.subscribers.stream` (libyaml, a run of
+subscribers at a time, values shared between subscribers: 100,000 subscribers in a few seconds
+and in memory that does not grow with a node tree). A file with a problem, or using YAML that
+reader leaves alone, is parsed once into a ruamel node tree (its C parser when
+``ruamel.yaml.clib`` is installed), whose line numbers locate every problem. The result is
+cached per path: while the file's mtime, ctime, size and inode stay the same (and it was not
+modified within :data:`RACY_STAMP_S` of being read) a load neither reads nor hashes it; when
+they change, the file is read and hashed, and parsed only if its SHA-256 changed.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import hashlib
 import logging
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +58,7 @@ from digest.subscribers.model import (
     SubscriberList,
     _hint,
 )
+from digest.subscribers.stream import NotSure, read_entries
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +88,16 @@ class _Cached:
     known_sources: tuple[str, ...] | None
     result: SubscriberList | None
     problems: tuple[str, ...]
+    stamp: tuple[int, ...] = ()
+    """``(mtime_ns, ctime_ns, size, inode)`` when the file was read; ``()``: do not trust it
+    (the file was modified too recently to rule out a same-size edit within the clock's
+    granularity)."""
+
+
+RACY_STAMP_S = 2.0
+"""A file modified less than this many seconds before it was read may change again with no
+visible change of mtime (the file system's timestamps are coarser than its writes): until it
+is older, every load reads and hashes it."""
 
 
 _cache: dict[str, _Cached] = {}
@@ -90,8 +107,9 @@ _cache_lock = threading.Lock()
 def load_subscribers(path: Path, *, known_sources: Sequence[str] | None = None) -> SubscriberList:
     """Read and validate the subscribers file.
 
-    The result is cached per path, keyed by the file's content, so re-reading an unchanged
-    file (the daemon does every tick) costs one read and one SHA-256.
+    The result is cached per path: re-loading a file whose mtime, ctime, size and inode are
+    unchanged (the daemon does every tick) costs one ``stat``; after a change, one read and
+    one SHA-256, and a parse only when the content changed.
 
     Args:
         path: the YAML file (``DIGEST_SUBSCRIBERS``).
@@ -107,7 +125,15 @@ def load_subscribers(path: Path, *, known_sources: Sequence[str] | None = None) 
             (1-based line; 0-based list index).
     """
     shown = str(path)
+    known = tuple(known_sources) if known_sources is not None else None
     try:
+        key = str(path.resolve())
+        st = path.stat()
+        stamp = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
+        with _cache_lock:
+            hit = _cache.get(key)
+        if hit is not None and hit.stamp == stamp and hit.known_sources == known:
+            return _cached(shown, hit)  # unchanged since read: no read, no hash
         data = path.read_bytes()
     except FileNotFoundError:
         raise _error(
@@ -120,23 +146,27 @@ def load_subscribers(path: Path, *, known_sources: Sequence[str] | None = None) 
     except OSError as e:
         raise _error(shown, [f"{shown}: cannot read the subscribers file: {e.strerror}"]) from None
 
-    known = tuple(known_sources) if known_sources is not None else None
-    key = str(path.resolve())
+    settled = time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > RACY_STAMP_S * 1e9
+    trusted = stamp if settled else ()
     digest = hashlib.sha256(data).digest()
-    with _cache_lock:
-        hit = _cache.get(key)
     if hit is not None and hit.digest == digest and hit.known_sources == known:
-        if hit.result is None:
-            raise _error(shown, list(hit.problems))
-        return _copy(hit.result)
+        with _cache_lock:
+            _cache[key] = dataclasses.replace(hit, stamp=trusted)
+        return _cached(shown, hit)
 
     result, problems = _load(data, path, known)
     with _cache_lock:
-        _cache[key] = _Cached(digest, known, result, tuple(problems))
+        _cache[key] = _Cached(digest, known, result, tuple(problems), trusted)
     if result is None:
         raise _error(shown, problems)
     log.debug("loaded %d subscribers from %s", len(result), shown)
     return _copy(result)
+
+
+def _cached(shown: str, hit: _Cached) -> SubscriberList:
+    if hit.result is None:
+        raise _error(shown, list(hit.problems))
+    return _copy(hit.result)
 
 
 def _copy(result: SubscriberList) -> SubscriberList:
@@ -153,15 +183,22 @@ def _error(shown: str, problems: list[str]) -> ConfigError:
 
 
 def _load(
-    data: bytes, path: Path, known_sources: tuple[str, ...] | None
+    data: bytes, path: Path, known_sources: tuple[str, ...] | None, *, streamed: bool = True
 ) -> tuple[SubscriberList | None, list[str]]:
-    """Parse and validate; ``(result, [])`` or ``(None, problems)``."""
+    """Parse and validate; ``(result, [])`` or ``(None, problems)``.
+
+    ``streamed``: try the streaming reader first (``False``: only the ruamel path; tests
+    compare the two).
+    """
     shown = str(path)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         return None, [f"{shown}: not UTF-8 text (bad byte at offset {e.start})"]
 
+    fast = _load_streamed(text, path, known_sources) if streamed else None
+    if fast is not None:
+        return fast, []
     yaml = YAML(typ="safe", pure=False)  # the C parser when ruamel.yaml.clib is installed
     try:
         root = yaml.compose(text)
@@ -188,6 +225,30 @@ def _load(
     return None, out
 
 
+def _load_streamed(
+    text: str, path: Path, known_sources: tuple[str, ...] | None
+) -> SubscriberList | None:
+    """The fast path (:mod:`digest.subscribers.stream`): the result of a valid file, or
+    ``None`` when the file must be read the slow way (it has a problem, or uses YAML the
+    streaming reader leaves to ruamel)."""
+    split = read_entries(text)
+    if split is None:
+        return None
+    top, entries = split
+    problems = _Problems()
+    enabled = gc.isenabled()
+    gc.disable()  # only acyclic values are made here: no collection can free anything
+    try:
+        result = _validate(top, path, known_sources, problems, streamed=entries)
+    except NotSure as e:
+        log.debug("%s: reading it the slow way (%s)", path, e)
+        return None
+    finally:
+        if enabled:
+            gc.enable()
+    return None if problems.items else result
+
+
 def _yaml_problem(shown: str, e: MarkedYAMLError) -> str:
     mark = e.problem_mark or e.context_mark
     line = mark.line + 1 if mark is not None else 1
@@ -198,9 +259,52 @@ def _yaml_problem(shown: str, e: MarkedYAMLError) -> str:
     return f"{shown}:{line}: invalid YAML: {problem}{context}"
 
 
+class _Compactor:
+    """Shares equal values between the subscribers of one load (memory per subscriber).
+
+    Keyword strings recur across a list (each YAML scalar is a new string object), and so do
+    the sets of options a subscriber sets (pydantic keeps one ``set`` of field names per
+    instance). Models are frozen, so sharing equal immutable values changes nothing else.
+    """
+
+    def __init__(self) -> None:
+        self._strings: dict[str, str] = {}
+        self._field_sets: dict[frozenset[str], set[str]] = {}
+
+    def entry(self, entry: Any) -> Any:
+        """``entry`` with the strings of its term lists shared."""
+        if not isinstance(entry, dict):
+            return entry
+        strings = self._strings
+        for key in ("keywords", "exclude"):
+            terms = entry.get(key)
+            if isinstance(terms, list):
+                entry[key] = [strings.setdefault(t, t) if isinstance(t, str) else t for t in terms]
+        return entry
+
+    def subscriber(self, sub: Subscriber) -> Subscriber:
+        """``sub`` with its set of explicitly set fields shared with equal ones."""
+        own = sub.__pydantic_fields_set__
+        shared = self._field_sets.setdefault(frozenset(own), own)
+        if shared is not own:
+            object.__setattr__(sub, "__pydantic_fields_set__", shared)
+        return sub
+
+
 def _validate(
-    doc: Any, path: Path, known_sources: tuple[str, ...] | None, problems: _Problems
+    doc: Any,
+    path: Path,
+    known_sources: tuple[str, ...] | None,
+    problems: _Problems,
+    *,
+    streamed: Iterable[Any] | None = None,
 ) -> SubscriberList | None:
+    """Validate the parsed document; ``None`` when there are problems (in ``problems``).
+
+    ``streamed``: the subscriber entries, read lazily (the fast path, whose ``doc`` maps
+    ``subscribers`` to ``None``); validation then stops at the first problem, since the
+    caller reads the file again the slow way to locate every problem.
+    """
     example = f"see {EXAMPLE_FILE}"
     if doc is None:
         problems.add((), f"the file is empty; it needs a 'subscribers:' list ({example})")
@@ -221,16 +325,19 @@ def _validate(
     if "subscribers" not in doc:
         problems.add((), f"missing 'subscribers:' list ({example})")
         return None
-    entries = doc["subscribers"]
+    entries = doc["subscribers"] if streamed is None else streamed
     if entries is None:
         entries = []
-    if not isinstance(entries, list):
+    if not isinstance(entries, list) and streamed is None:
         problems.add(("subscribers",), f"must be a list of subscribers, got {_kind(entries)}")
         return None
 
     subscribers: list[Subscriber] = []
     first_seen: dict[str, int] = {}
+    compact = _Compactor()
     for i, entry in enumerate(entries):
+        if streamed is not None and problems.items:
+            return None
         loc: Loc = ("subscribers", i)
         if not isinstance(entry, dict):
             problems.add(
@@ -258,8 +365,10 @@ def _validate(
                     f"duplicate email {address}",
                     also=("subscribers", first_seen[address], "email"),
                 )
-            else:
+            elif streamed is None:
                 first_seen[address] = i
+        if streamed is not None:
+            entry = compact.entry(entry)
         merged = {**defaults, **entry}
         try:
             sub = Subscriber.model_validate(merged)
@@ -274,6 +383,12 @@ def _validate(
                     continue  # a bad default: reported once, under defaults
                 problems.add((*loc, *field_loc), _message(err))
             continue
+        if streamed is not None and isinstance(raw_email, str) and raw_email.strip():
+            # Keyed by the subscriber's own string when it is the same text (memory).
+            address = raw_email.strip().lower()
+            if address not in first_seen:
+                first_seen[sub.email if sub.email == address else address] = i
+        sub = compact.subscriber(sub)
         if known_sources is not None and sub.sources is not None:
             for j, spec in enumerate(sub.sources):
                 if spec not in known_sources:
