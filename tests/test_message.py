@@ -309,3 +309,94 @@ def test_unreadable_dkim_key_is_a_config_error_without_key_material(
     bad.unlink()
     with pytest.raises(ConfigError, match="cannot read"):
         build(rendered, s)
+
+
+# --- headers written directly: the same bytes as the email package's ----------------------
+
+_TRICKY_NAMES = [
+    None,
+    "",
+    "Reader 5",
+    "Ada",
+    "O'Brien",
+    "José Núñez",
+    "A. B. Smith",
+    'Eve "the" Hacker',
+    "=?utf-8?q?Ada?=",
+    "a,b",
+    "name (comment)",
+    "x" * 200,
+    "Ünïcödé " * 12,
+    "日本語 の 名前",
+    "back\\slash",
+    "semi;colon",
+    "at@sign",
+    "#!$%&*+/=?^_`{|}~-",
+]
+_TRICKY_ADDRESSES = [
+    "reader000001@bench.example.org",
+    "a.b+tag@example.org",
+    "ada@xn--bcher-kva.de",
+    "x@localhost",
+    "o'brien@example.org",
+    "a..b@example.org",
+    "-a-@sub-domain.example.org",
+    "x@-bad.example.org",
+    "x@1.2.3.4",
+]
+
+
+@pytest.mark.parametrize("email", _TRICKY_ADDRESSES)
+@pytest.mark.parametrize("name", _TRICKY_NAMES)
+def test_to_header_written_directly_is_the_email_packages(email: str, name: str | None) -> None:
+    from email.headerregistry import Address
+
+    from digest.message import _header, to_header
+
+    collapsed = " ".join((name or "").split())
+    try:
+        expected = _header("To", Address(display_name=collapsed, addr_spec=email))
+    except Exception as e:  # the email package refuses it: so must the direct path
+        with pytest.raises(type(e)):
+            to_header(email, name)
+        return
+    assert to_header(email, name) == expected
+
+
+_TRICKY_VALUES = [
+    ("Subject", "Daily Papers · Aug 18: A title and 9 more"),
+    ("Subject", "Daily Papers: an ASCII subject"),
+    ("Subject", "Daily Papers · " + "Ünïcödé title words " * 12),
+    ("Subject", "A long ASCII subject " * 12),
+    ("Subject", "A very long ASCII subject " * 45),
+    ("Subject", "with =?utf-8?q?encoded?= word"),
+    ("Subject", "double  space"),
+    ("Subject", " leading space"),
+    ("Subject", "tab\there"),
+    ("Date", "Tue, 18 Aug 2026 07:30:00 +0000"),
+    ("Date", "Tue, 18 Aug 2026 09:30:00 +0200"),
+    ("Message-ID", "<2026-08-18.0123456789abcdef01234567@example.org>"),
+    ("Message-ID", "<x@localhost>"),
+    ("List-Unsubscribe", "<https://example.org/u/abc>, <mailto:u@example.org?subject=unsubscribe>"),
+    ("List-Unsubscribe", "<https://example.org/u/" + "a" * 960 + ">"),
+    ("List-Unsubscribe", "<https://example.org/u/" + "a" * 980 + ">"),
+    ("List-Unsubscribe", "<https://example.org/u?t==?x?=>"),
+    ("Content-Type", 'multipart/alternative; boundary="=_0123456789abcdef"'),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), _TRICKY_VALUES)
+def test_headers_written_directly_are_the_email_packages(name: str, value: str) -> None:
+    from digest.message import _direct_header, _header, _subject_header
+
+    assert _direct_header(name, value) == _header(name, value)
+    if name == "Subject":
+        assert _subject_header(value) == _header(name, value)
+
+
+def test_plain_headers_skip_the_parser() -> None:
+    from digest.message import _plain_header
+
+    assert _plain_header("Date", "Tue, 18 Aug 2026 07:30:00 +0000") is not None
+    assert _plain_header("Subject", "Daily Papers · x") is None  # non-ASCII: folded by email
+    assert _plain_header("Subject", "x" * 1000) is None
