@@ -53,7 +53,7 @@ from digest.errors import ConfigError, DeliveryConfigError, DigestError, SourceE
 from digest.models import Edition, RunSummary
 from digest.schedule import DuePair, due, group_by_edition, lookback_edition_keys, may_be_empty
 from digest.settings import Settings
-from digest.state import SKIP_LATE, SKIP_NO_PAPERS
+from digest.state import SKIP_LATE, SKIP_NO_PAPERS, address_key
 from digest.subscribers import Subscriber
 
 log = logging.getLogger(__name__)
@@ -303,7 +303,15 @@ class Daemon:
         self, edition: Edition, pairs: Sequence[DuePair[Subscriber]], er: EditionReport
     ) -> None:
         detail = SKIP_NO_PAPERS if edition.key in self._empty_seen else SKIP_LATE
+        suppressed = self.digest.store.suppressions()
         for pair in pairs:
+            suppression = suppressed.get(address_key(pair.subscriber.email))
+            if suppression is not None:  # the reason says more than "late"
+                self.digest.store.mark_skipped(
+                    pair.subscriber.email, edition.key, str(suppression.reason)
+                )
+                er.skipped += 1
+                continue
             log.debug(
                 "%s: edition %s scheduled %s is more than %s late: skipped (%s)",
                 pair.subscriber.email,

@@ -254,3 +254,18 @@ def test_killed_between_parsing_and_the_move_then_restart_counts_each_message_on
     assert list((workdir / "bounces" / "new").iterdir()) == []
     if point == "before-move":
         assert b"1 already processed" in restarted.stdout
+
+
+def test_subscribers_last_sent_ignores_test_sends(workdir: Path) -> None:
+    code, output = digest("send", "--to", "ada@example.org", "--date", DAY)
+    assert code == 0, output
+    code, output = digest("subscribers", "--json")
+    rows = {r["email"]: r for r in json.loads(output)}
+    assert rows["ada@example.org"]["last_sent"] is None
+    code, output = digest("send", "--date", DAY, "--subscriber", "ada@example.org")
+    assert code == 0, output
+    code, output = digest("subscribers", "--json", "--frequency", "daily")
+    rows = {r["email"]: r for r in json.loads(output)}
+    assert rows["ada@example.org"]["last_sent"] == DAY
+    assert rows["ada@example.org"]["keywords"] == ["robot*", "agents"]
+    assert "fay@example.org" in rows and rows["fay@example.org"]["status"] == "paused"

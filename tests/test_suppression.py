@@ -210,3 +210,25 @@ async def test_daemon_reads_the_bounce_maildir_at_each_tick_before_sending(
         rows = {(r.subscriber, r.edition): (r.status, r.detail) for r in digest.store.list()}
     assert rows[("ada@example.org", "2026-08-21")][0] == "sent"
     assert rows[("bob@example.org", "2026-08-21")] == ("skipped", "bounced")
+
+
+async def test_a_late_edition_of_a_suppressed_subscriber_is_skipped_for_the_reason(
+    tmp_path: Path,
+) -> None:
+    env = _env(tmp_path)
+    write_papers(env.papers, days_between(date(2026, 8, 18), date(2026, 8, 21)))
+    env.write_subscribers(
+        [{"email": "ada@example.org"}, {"email": "bob@example.org"}],
+        defaults={"send_at": "07:00", "timezone": "UTC"},
+    )
+    clock = FakeClock(utc(2026, 8, 21, 20, 5))  # 13 h after 07:00: past the catch-up window
+    settings = env.settings()
+    with state_lock(settings.state_path, purpose="run"), Digest(settings, now=clock) as digest:
+        for who in ("ada@example.org", "bob@example.org"):
+            assert digest.store.claim(who, "2026-08-19", f"<{who}@t>")
+            digest.store.mark_sent(who, "2026-08-19", "250 OK")
+        digest.store.suppress("bob@example.org", "complained", evidence="ARF", actor="bounces")
+        await Daemon(digest, settings, now=clock).tick()
+        rows = {(r.subscriber, r.edition): (r.status, r.detail) for r in digest.store.list()}
+    assert rows[("ada@example.org", "2026-08-20")] == ("skipped", "late")
+    assert rows[("bob@example.org", "2026-08-20")] == ("skipped", "complained")
