@@ -404,6 +404,8 @@ def _test_send(
 
 PROGRESS_RATE_AFTER_S = 2.0
 """The progress line shows the rate and ETA once a send has run this long, seconds."""
+RELAY = "the relay"
+"""Who the progress line says it waits for when the whole pool backs off."""
 REPLY_SHOWN_CHARS = 48
 """Characters of a relay's reply the progress line shows while waiting to retry."""
 
@@ -436,11 +438,16 @@ class SendProgress:
         """One subscriber is finished (sent, failed, deferred or skipped)."""
         self.done += 1
         self.waiting.pop(email, None)
+        self.waiting.pop(RELAY, None)  # something got through: the relay accepts again
 
-    def retry(self, msg: OutgoingMessage, attempt: int, delay: float, reply: str) -> None:
-        """Attempt ``attempt`` of ``msg`` failed transiently; the next starts in ``delay`` s."""
+    def retry(self, msg: OutgoingMessage | None, attempt: int, delay: float, reply: str) -> None:
+        """Attempt ``attempt`` of ``msg`` failed transiently; the next starts in ``delay`` s.
+
+        ``msg`` is ``None`` when the whole pool waits for a relay refusing connections.
+        """
         self.retries += 1
-        self.waiting[msg.subscriber] = (self.clock() + delay, attempt + 1, reply)
+        who = msg.subscriber if msg is not None else RELAY
+        self.waiting[who] = (self.clock() + delay, attempt + 1, reply)
 
     def status(self) -> str:
         """``12.5 msg/s · ETA 0:41 · retry 2 of 5 for ada@… in 3 s (451 4.2.1 …) · 3 retries``."""
@@ -458,10 +465,16 @@ class SendProgress:
             if len(reply) > REPLY_SHOWN_CHARS:
                 reply = reply[: REPLY_SHOWN_CHARS - 1] + "…"
             others = f" (+{len(self.waiting) - 1} more)" if len(self.waiting) > 1 else ""
-            parts.append(
-                f"back-off: attempt {attempt} of {self.max_attempts} for {email}{others} in "
-                f"{max(at - now, 0):.0f} s after {reply}"
-            )
+            wait = f"in {max(at - now, 0):.0f} s after {reply}"
+            if email == RELAY:
+                parts.append(
+                    f"back-off: the relay refuses connections; connection attempt {attempt} "
+                    f"of {self.max_attempts} {wait}"
+                )
+            else:
+                parts.append(
+                    f"back-off: attempt {attempt} of {self.max_attempts} for {email}{others} {wait}"
+                )
         if self.retries:
             parts.append(f"{self.retries} {'retry' if self.retries == 1 else 'retries'}")
         return " · ".join(parts)
@@ -479,7 +492,7 @@ class _StatusColumn(ProgressColumn):
 
 
 RunWithCallbacks = Callable[
-    [Callable[[str, str], None], Callable[[OutgoingMessage, int, float, str], None]], Any
+    [Callable[[str, str], None], Callable[[OutgoingMessage | None, int, float, str], None]], Any
 ]
 
 

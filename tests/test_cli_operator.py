@@ -21,6 +21,7 @@ from digest import __version__, cli
 from digest.cli import SendProgress, app, history_detail
 from digest.core import Digest
 from digest.delivery import OutgoingMessage
+from digest.delivery.engine import send_all
 from digest.message import unsubscribe_url_for
 from digest.models import Edition
 from digest.settings import load_settings
@@ -28,8 +29,11 @@ from digest.state import StateStore
 from digest.subscribers import Subscriber
 from tests.conftest import EXAMPLES
 from tests.factories import papers_from_fixture, smtp_settings
+from tests.faultrelay import FaultRelay
 from tests.httpserver import LocalHTTPServer
 from tests.smtpserver import RcptFault, SMTPTestServer
+from tests.test_backoff import BUSY
+from tests.test_delivery import Sleeps, build, stream
 
 DAY = "2026-08-20"
 SECRET = "a-real-secret-key-for-tests-0123456789abcdef"
@@ -464,3 +468,37 @@ def test_a_test_send_to_a_subscriber_is_not_their_last_edition(
     code, output = digest("subscribers", "--json")
     rows = {r["email"]: r for r in json.loads(output)}
     assert rows["ada@example.org"]["last_sent"] == DAY
+
+
+async def test_the_pools_back_off_on_a_relay_refusing_connections_is_reported(
+    tmp_path: Path,
+) -> None:
+    waits: list[tuple[OutgoingMessage | None, int, float, str]] = []
+    batch = [build(f"user{i:02d}@example.org") for i in range(6)]
+    with (
+        StateStore(tmp_path / "s.sqlite3") as store,
+        FaultRelay() as relay,
+    ):
+        relay.connect_reply_for = lambda n: BUSY if n <= 3 else None
+        settings = smtp_settings(
+            relay, smtp_concurrency=2, smtp_max_attempts=5, smtp_connect_attempts_per_minute=6
+        )
+        summary = await send_all(
+            stream(batch),
+            store=store,
+            settings=settings,
+            sleep=Sleeps(),
+            on_retry=lambda m, a, d, r: waits.append((m, a, d, r)),
+        )
+    assert summary.sent == 6
+    pool = [w for w in waits if w[0] is None]
+    assert pool and all(r == BUSY and d >= 10 for _, _, d, r in pool), waits
+    clock = Clock()
+    state = SendProgress(6, 5, clock=clock)
+    state.retry(None, pool[0][1], 10.0, BUSY)
+    assert (
+        "back-off: the relay refuses connections; connection attempt 2 of 5 in 10 s after 421"
+        in state.status()
+    )
+    state.result("user00@example.org", "sent")
+    assert "refuses" not in state.status()

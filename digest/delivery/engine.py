@@ -95,9 +95,11 @@ ResultCallback = Callable[[OutgoingMessage, str, str], None]
 """``on_result(message, outcome, detail)``; outcome is ``sent``, ``failed``, ``deferred``,
 ``skipped`` (already handled: claim refused) or ``unknown``; detail is the reply or error."""
 
-RetryCallback = Callable[[OutgoingMessage, int, float, str], None]
+RetryCallback = Callable[[OutgoingMessage | None, int, float, str], None]
 """``on_retry(message, attempt, delay, reply)``: attempt ``attempt`` (1-based) of ``message``
-failed transiently with ``reply``; the next one starts in ``delay`` seconds (back-off)."""
+failed transiently with ``reply``; the next one starts in ``delay`` seconds (back-off).
+``message`` is ``None`` when the whole pool backs off because the relay refuses connections
+(:class:`ConnectGate`; ``attempt`` is then the number of refusals in a row)."""
 
 Sleep = Callable[[float], Awaitable[object]]
 
@@ -175,6 +177,7 @@ class ConnectGate:
         halting: whether the run is stopping (no new attempt is made then).
         rng: random source for the jitter.
         on_outage: called once with the line that reports the outage.
+        on_wait: called with ``(failures, delay_s, last reply)`` before each back-off wait.
 
     Attributes:
         attempts: connection attempts made (successful or not).
@@ -191,8 +194,10 @@ class ConnectGate:
         halting: Callable[[], bool],
         rng: random.Random,
         on_outage: Callable[[str], None],
+        on_wait: Callable[[int, float, str], None] | None = None,
     ) -> None:
         self._factory = factory
+        self._on_wait = on_wait
         self._interval = 60.0 / settings.smtp_connect_attempts_per_minute
         self._max_failures = settings.smtp_max_attempts
         self._base = settings.smtp_retry_base
@@ -221,6 +226,8 @@ class ConnectGate:
                 return await self._attempt()
             delay = max(self._interval, backoff_delay(self.failures, self._base, self._rng))
             if not self._halting():
+                if self._on_wait is not None and self._last_error is not None:
+                    self._on_wait(self.failures, delay, self._last_error.reply)
                 await self._pause(delay)
             if self._halting() or self.outage is not None:
                 assert self._last_error is not None
@@ -327,13 +334,15 @@ class _Run:
             self.fatal = error
         self.halt.set()
 
-    def notify_retry(self, msg: OutgoingMessage, attempt: int, delay: float, reply: str) -> None:
+    def notify_retry(
+        self, msg: OutgoingMessage | None, attempt: int, delay: float, reply: str
+    ) -> None:
         if self.on_retry is None:
             return
         try:
             self.on_retry(msg, attempt, delay, reply)
         except Exception:  # a reporting bug must not stop deliveries
-            log.exception("on_retry callback failed for %s", msg.subscriber)
+            log.exception("on_retry callback failed for %s", msg.subscriber if msg else "pool")
 
     def notify(self, msg: OutgoingMessage, outcome: str, detail: str) -> None:
         if self.on_result is None:
@@ -381,7 +390,8 @@ async def send_all(
         on_result: ``(message, outcome, detail)`` after each message (see
             :data:`ResultCallback`).
         on_retry: ``(message, attempt, delay, reply)`` before each back-off wait (see
-            :data:`RetryCallback`), e.g. for a progress display.
+            :data:`RetryCallback`; ``message`` is ``None`` for the pool's back-off while the
+            relay refuses connections), e.g. for a progress display.
         sleep: the sleep coroutine for backoff and rate limiting (inject in tests).
         rng: random source for the jitter; default a fresh :class:`random.Random`.
         concurrency: pool size; default :func:`~digest.delivery.pool_size` (1 for Maildir).
@@ -421,6 +431,7 @@ async def send_all(
         halting=lambda: run.halting,
         rng=run.rng,
         on_outage=run.relay_down,
+        on_wait=lambda failures, delay, reply: run.notify_retry(None, failures, delay, reply),
     )
     queue: asyncio.Queue[object] = asyncio.Queue(maxsize=QUEUE_SLOTS_PER_WORKER * workers)
     producer_error: list[BaseException] = []
