@@ -27,6 +27,12 @@ DEFAULT_OUTBOX = Path("outbox")
 DEFAULT_SENDER = "Daily Papers <digest@localhost>"
 DEFAULT_HTTP_TIMEOUT_S = 20.0
 DEFAULT_HTTP_RETRIES = 3
+DEFAULT_HTTP_DEADLINE_S = 120.0
+"""Longest one source fetch may take, seconds: every attempt, backoff and Retry-After wait,
+and reading the body (a server trickling bytes passes every read timeout, not this)."""
+DEFAULT_HTTP_MAX_BYTES = 20 * 1024 * 1024
+"""Largest source response accepted, bytes (20 MiB; a Daily Papers day is about 0.3 MB, an
+arXiv RSS feed a few MB)."""
 DEFAULT_SMTP_TIMEOUT_S = 30.0
 DEFAULT_SMTP_DATA_TIMEOUT_S = 600.0
 """How long to wait for the reply to the final ``.`` of DATA, seconds: RFC 5321 §4.5.3.2.6
@@ -87,7 +93,17 @@ class Settings(BaseSettings):
     )
     hf_api_url: str = Field(DEFAULT_HF_API_URL, description="Daily Papers API endpoint.")
     http_timeout: float = Field(DEFAULT_HTTP_TIMEOUT_S, gt=0, description="HTTP timeout, s.")
-    http_retries: int = Field(DEFAULT_HTTP_RETRIES, ge=0, description="Retries on 5xx/errors.")
+    http_retries: int = Field(
+        DEFAULT_HTTP_RETRIES, ge=0, description="Retries on errors, 5xx and 429."
+    )
+    http_deadline: float = Field(
+        DEFAULT_HTTP_DEADLINE_S,
+        gt=0,
+        description="Whole fetch of one source: attempts, waits (Retry-After), body; s.",
+    )
+    http_max_bytes: int = Field(
+        DEFAULT_HTTP_MAX_BYTES, ge=1024, description="Largest source response, bytes."
+    )
 
     # --- files ---------------------------------------------------------------------------
     subscribers: Path = Field(DEFAULT_SUBSCRIBERS_PATH, description="Subscribers YAML file.")

@@ -7,10 +7,16 @@ Usage::
         server.add("/feed.xml", file=..., etag='"v1"')      # honours If-None-Match → 304
         server.add("/boom", status=500)                       # always 500
         server.add("/flaky", file=..., fail_first=[503, 503])  # 503 twice, then 200
+        server.add("/busy", file=..., fail_first=[429], retry_after="2")  # 429 + Retry-After
+        server.add("/slow", body=..., trickle_s=1.0)         # one body byte per second
+        server.add("/huge", size=300 * 2**20)                 # 300 MB generated, streamed
+        server.add("/huge2", size=..., declare_length=False)  # ... without Content-Length
         url = server.url("/api/daily_papers")
         ...
         assert server.count("/boom") == 3
         assert server.requests[0].headers["user-agent"].startswith("digest/")
+
+:meth:`LocalHTTPServer.bytes_sent` tells how much of a body went out before the client hung up.
 
 Routes are matched on path and query exactly (``/p?date=2024-05-29``); a route registered
 without a query matches its path with any query. Anything else is a 404. Each handled request
@@ -51,6 +57,12 @@ class Route:
         headers: extra response headers.
         fail_first: statuses returned by the first requests, one each, before ``status``.
         delay_s: seconds to wait before answering (for timeout tests).
+        retry_after: sent as ``Retry-After`` with the ``fail_first`` answers.
+        trickle_s: seconds between the body's bytes (one byte at a time; headers at once).
+        size: serve a generated body of this many bytes instead of ``body`` (JSON-looking
+            filler, written in chunks, never held in memory whole).
+        declare_length: send ``Content-Length`` (else the body ends when the connection
+            closes, as HTTP/1.0 allows).
     """
 
     body: bytes = b""
@@ -61,6 +73,14 @@ class Route:
     headers: dict[str, str] = field(default_factory=dict)
     fail_first: list[int] = field(default_factory=list)
     delay_s: float = 0.0
+    retry_after: str | None = None
+    trickle_s: float = 0.0
+    size: int | None = None
+    declare_length: bool = True
+
+
+GENERATED_CHUNK = b'{"paper": {"id": "0000.00000", "title": "filler"}}, ' * 1024
+"""What a generated body (:attr:`Route.size`) repeats: about 50 KiB per write."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +111,7 @@ class LocalHTTPServer:
     def __init__(self) -> None:
         self.routes: dict[str, Route] = {}
         self.requests: list[RecordedRequest] = []
+        self._sent: dict[str, int] = {}
         self._lock = threading.Lock()
         self._httpd = _QuietServer(("127.0.0.1", 0), self._handler_class())
         self._thread: threading.Thread | None = None
@@ -146,6 +167,10 @@ class LocalHTTPServer:
         headers: dict[str, str] | None = None,
         fail_first: Sequence[int] = (),
         delay_s: float = 0.0,
+        retry_after: str | None = None,
+        trickle_s: float = 0.0,
+        size: int | None = None,
+        declare_length: bool = True,
     ) -> Route:
         """Serve ``body`` (or the bytes of ``file``) at ``target`` (path, optionally ``?query``).
 
@@ -162,6 +187,10 @@ class LocalHTTPServer:
             headers=dict(headers or {}),
             fail_first=list(fail_first),
             delay_s=delay_s,
+            retry_after=retry_after,
+            trickle_s=trickle_s,
+            size=size,
+            declare_length=declare_length,
         )
         with self._lock:
             self.routes[target] = route
@@ -204,7 +233,16 @@ class LocalHTTPServer:
             return [r for r in requests if r.target == target]
         return [r for r in requests if r.path == target]
 
+    def bytes_sent(self, target: str) -> int:
+        """Body bytes written for ``target`` (exact path+query as requested), all requests."""
+        with self._lock:
+            return self._sent.get(target, 0)
+
     # --- serving -----------------------------------------------------------------------------
+    def _count_sent(self, target: str, n: int) -> None:
+        with self._lock:
+            self._sent[target] = self._sent.get(target, 0) + n
+
     def _find(self, target: str) -> Route | None:
         with self._lock:
             return self.routes.get(target) or self.routes.get(urlsplit(target).path)
@@ -223,8 +261,11 @@ class LocalHTTPServer:
         if route.delay_s:
             time.sleep(route.delay_s)
         with self._lock:
+            failing = bool(route.fail_first)
             status = route.fail_first.pop(0) if route.fail_first else route.status
         out = {"Content-Type": route.content_type, **route.headers}
+        if failing and route.retry_after is not None:
+            out["Retry-After"] = route.retry_after
         if route.etag:
             out["ETag"] = route.etag
         if route.last_modified:
@@ -247,14 +288,39 @@ class LocalHTTPServer:
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 status, out, body = server._answer(self.path, headers)
                 server._record(self.command, self.path, self.headers.items(), status)
+                route = server._find(self.path)
+                generated = route.size if route and status == 200 else None
+                length = generated if generated is not None else len(body)
                 self.send_response(status)
                 for name, value in out.items():
                     self.send_header(name, value)
-                if status != 304:
-                    self.send_header("Content-Length", str(len(body)))
+                if status != 304 and (route is None or route.declare_length):
+                    self.send_header("Content-Length", str(length))
                 self.end_headers()
-                if status != 304:
-                    self.wfile.write(body)
+                if status == 304:
+                    return
+                if generated is not None:
+                    self._write_generated(generated)
+                elif route is not None and route.trickle_s and status == 200:
+                    for i in range(len(body)):
+                        self._write(body[i : i + 1])
+                        time.sleep(route.trickle_s)
+                else:
+                    self._write(body)
+
+            def _write(self, data: bytes) -> None:
+                self.wfile.write(data)
+                self.wfile.flush()
+                server._count_sent(self.path, len(data))
+
+            def _write_generated(self, size: int) -> None:
+                self._write(b"[")
+                left = size - 2
+                while left > 0:
+                    chunk = GENERATED_CHUNK[:left]
+                    self._write(chunk)
+                    left -= len(chunk)
+                self._write(b"]")
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # keep test output clean

@@ -108,7 +108,7 @@ class HfSource:
             client=self._client,
             params={"date": day.isoformat()},
         )
-        origin = str(response.request.url)
+        origin = response.url
         data = load_json(response.content, source=self.name, origin=origin)
         papers = parse_daily_papers(data, source=self.name, origin=origin, day=day)
         log.debug("source %s: %d papers for %s", self.name, len(papers), day)
@@ -127,7 +127,8 @@ def load_json(content: bytes, *, source: str, origin: str) -> Any:
         The decoded value.
 
     Raises:
-        SourceError: empty or invalid JSON, naming ``origin`` and the line and column.
+        SourceError: empty or invalid JSON, naming ``origin`` and the line and column; JSON
+            nested deeper than the interpreter's recursion limit (about 1,000 levels).
     """
     if not content.strip():
         raise SourceError(source, f"{origin}: empty response, expected a JSON list of papers")
@@ -139,6 +140,10 @@ def load_json(content: bytes, *, source: str, origin: str) -> Any:
         ) from e
     except UnicodeDecodeError as e:
         raise SourceError(source, f"{origin}: not UTF-8 text, expected JSON ({e.reason})") from e
+    except RecursionError:  # "[[[[...": the decoder recurses once per level
+        raise SourceError(
+            source, f"{origin}: JSON nested too deeply to be a list of papers; refused"
+        ) from None
 
 
 def parse_daily_papers(data: Any, *, source: str, origin: str, day: date) -> list[Paper]:
