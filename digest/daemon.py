@@ -357,6 +357,12 @@ class Daemon:
                 report.errors.append(str(e))
                 log.error("edition %s: %s", edition.key, e)
                 return
+            except Exception as e:  # a bug: stop this edition, not the daemon's tick
+                report.errors.append(f"edition {edition.key}: unexpected error: {e!r}")
+                log.exception(
+                    "edition %s: unexpected error; retrying at the next tick", edition.key
+                )
+                return
             self._add(er, summary)
 
     async def _papers_ready(

@@ -292,6 +292,10 @@ class SendPipeline:
             except DigestError as e:
                 self.record_not_built(sub, str(e))
                 continue
+            except Exception as e:  # a bug, or data no check foresaw: this subscriber only
+                log.exception("%s: making edition %s failed", sub.email, self.edition.key)
+                self.record_failed(sub, f"{type(e).__name__}: {e}")
+                continue
             if made is None:
                 self.record_no_papers(sub)
                 continue
@@ -324,6 +328,14 @@ class SendPipeline:
                     self.record_no_papers(sub)
                 elif result.kind == "error":
                     self.record_not_built(sub, result.error)
+                elif result.kind == "bug":
+                    log.error(
+                        "%s: making edition %s failed in a render worker:\n%s",
+                        sub.email,
+                        self.edition.key,
+                        result.error,
+                    )
+                    self.record_failed(sub, _last_line(result.error))
                 else:
                     msg = self.outgoing(sub, result.message_id, result.data)
                     if msg is not None:
@@ -383,6 +395,20 @@ class SendPipeline:
         self.summary.errors.append(f"{sub.email}: {error}")
         self.notify(sub.email, "failed")
 
+    def record_failed(self, sub: Subscriber, error: str) -> None:
+        """Making ``sub``'s message raised an unexpected exception: ``failed``, with the reason.
+
+        Recorded in the state store (not in a dry run), so ``digest history`` shows it and the
+        run, the other subscribers and the daemon's next ticks go on; ``digest send --resend
+        --subscriber EMAIL`` sends it once the cause is fixed.
+        """
+        reason = f"could not make the message: {error}"
+        if not self.dry_run:
+            self.store.mark_failed(sub.email, self.edition.key, reason, attempts=0)
+        self.summary.failed += 1
+        self.summary.errors.append(f"{sub.email}: {reason}")
+        self.notify(sub.email, "failed")
+
     def record_delivered(self, sent: RunSummary) -> None:
         """Add the pool's counts (the store was written message by message) to the summary."""
         self.summary.sent += sent.sent
@@ -392,3 +418,9 @@ class SendPipeline:
         self.summary.skipped += sent.skipped
         self.summary.unknown += sent.unknown
         self.summary.errors.extend(sent.errors)
+
+
+def _last_line(text: str) -> str:
+    """The last non-empty line of a traceback text: ``ExcType: message``."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "unexpected error"

@@ -15,7 +15,7 @@ threads: the state writer and whatever runs the event loop). Each worker receive
 settings, the edition and the papers of every source group once (initializer); each task is
 one :class:`~digest.subscribers.Subscriber` and returns a small :class:`Made`. Exceptions are
 not pickled: a :class:`~digest.errors.DigestError` comes back as its message, anything else as
-a traceback text that the sending process raises as :class:`RenderWorkerError`.
+a traceback text (kind ``bug``) that the sending process records against that one subscriber.
 
 Workers ignore SIGINT and SIGTERM: a Ctrl-C or a service manager's SIGTERM to the process
 group is the sending process's to handle (a graceful stop), and it shuts the workers down. A
@@ -92,10 +92,6 @@ class Made(NamedTuple):
     message_id: str = ""
     data: bytes = b""
     error: str = ""
-
-
-class RenderWorkerError(RuntimeError):
-    """A render worker failed with an unexpected (non-``DigestError``) exception: a bug."""
 
 
 # -- the shared steps ----------------------------------------------------------------------------
@@ -301,7 +297,6 @@ async def make_in_processes(
         ``(subscriber, made)`` for each subscriber, until stopped.
 
     Raises:
-        RenderWorkerError: a worker hit an unexpected exception (a bug).
         concurrent.futures.process.BrokenProcessPool: a worker died (killed, out of memory).
     """
     executor = ProcessPoolExecutor(
@@ -324,8 +319,6 @@ async def make_in_processes(
                 return
             sub, future = pending.popleft()
             made = await asyncio.wrap_future(future)
-            if made.kind == "bug":
-                raise RenderWorkerError(f"{made.email}: making the message failed:\n{made.error}")
             if stopped():
                 return
             yield sub, made
