@@ -432,21 +432,25 @@ def test_imap_mailbox_on_dovecot_is_processed_once_and_sorted(
     for name in ("postfix-hard-5.1.1.eml", "arf-abuse.eml"):
         client.append("INBOX", (BOUNCES / name).read_bytes())
     client.append("INBOX", HOSTILE["forged-dsn"])
+    big = _dsn("kijitora@example.co.jp", "<A8F82EDD-E518-4F5C-8C70-BC4EFF24AB9F@example.ne.jp>")
+    client.append("INBOX", big + b"x" * 120_000)  # over the limit below: never fetched
     s = settings(
         tmp_path,
         bounce_imap_url=f"imaps://{USER}@127.0.0.1:{dovecot.port}/INBOX",
         bounce_imap_password=PASSWORD,
         bounce_imap_ca_file=ca_file,
+        bounce_max_bytes=100_000,
     )
     report = run_intake(s, store, known=[], now=NOW)
     assert report is not None
-    assert (report.messages, report.bounces, report.complaints) == (3, 1, 1)
-    assert len(report.unrecognised) == 1
+    assert (report.messages, report.bounces, report.complaints) == (4, 1, 1)
+    assert len(report.unrecognised) == 2
+    assert any("too large" in line for line in report.unrecognised)
     assert {a: x.reason for a, x in store.suppressions().items()} == {
         "kijitora@example.co.jp": "bounced",
         "this-local-part-does-not-exist-on-yahoo@yahoo.com": "complained",
     }
-    for mailbox, count in (("INBOX", 0), ("Processed", 2), ("Unrecognised", 1)):
+    for mailbox, count in (("INBOX", 0), ("Processed", 2), ("Unrecognised", 2)):
         client.select_folder(mailbox)
         assert len(client.search(["NOT", "DELETED"])) == count, mailbox
     again = run_intake(s, store, known=[], now=NOW)

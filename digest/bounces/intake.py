@@ -287,7 +287,7 @@ class ImapBox:
                 else:  # too large: not fetched; the key names the message in this mailbox
                     size = int(sizes.get(uid, {}).get(b"RFC822.SIZE", 0))
                     key = f"imap:{self._validity}:{uid}:{size}"
-                    data = _too_large_marker(size, self.max_bytes)
+                    data = _too_large_marker(self.max_bytes)
                 yield MailboxItem(name, key, data, uid)
 
     def _ensure(self, folder: str) -> None:
@@ -319,9 +319,8 @@ class ImapBox:
             log.debug("IMAP logout failed", exc_info=True)
 
 
-def _too_large_marker(size: int, max_bytes: int) -> bytes:
+def _too_large_marker(max_bytes: int) -> bytes:
     """Bytes that :func:`parse_bounce` reports as too large, without fetching the message."""
-    del size
     return b" " * (max_bytes + 1)
 
 
