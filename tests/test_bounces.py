@@ -445,7 +445,7 @@ def test_imap_mailbox_on_dovecot_is_processed_once_and_sorted(
     assert report is not None
     assert (report.messages, report.bounces, report.complaints) == (4, 1, 1)
     assert len(report.unrecognised) == 2
-    assert any("too large" in line for line in report.unrecognised)
+    assert any("too large (1" in line and "limit 100,000" in line for line in report.unrecognised)
     assert {a: x.reason for a, x in store.suppressions().items()} == {
         "kijitora@example.co.jp": "bounced",
         "this-local-part-does-not-exist-on-yahoo@yahoo.com": "complained",

@@ -62,12 +62,14 @@ class MailboxItem:
         key: ``sha256:<hex>`` of its bytes (or an IMAP size-based key when not fetched).
         data: its bytes, at most ``max_bytes + 1`` of them (more means "too large").
         handle: the mailbox's own reference (a path, a UID).
+        size: the message's size in bytes when known and larger than ``data``.
     """
 
     name: str
     key: str
     data: bytes
     handle: Any
+    size: int | None = None
 
 
 class Mailbox(Protocol):
@@ -287,7 +289,8 @@ class ImapBox:
                 else:  # too large: not fetched; the key names the message in this mailbox
                     size = int(sizes.get(uid, {}).get(b"RFC822.SIZE", 0))
                     key = f"imap:{self._validity}:{uid}:{size}"
-                    data = _too_large_marker(self.max_bytes)
+                    yield MailboxItem(name, key, b"", uid, size=size)
+                    continue
                 yield MailboxItem(name, key, data, uid)
 
     def _ensure(self, folder: str) -> None:
@@ -317,11 +320,6 @@ class ImapBox:
             self._client.logout()
         except Exception:  # already gone
             log.debug("IMAP logout failed", exc_info=True)
-
-
-def _too_large_marker(max_bytes: int) -> bytes:
-    """Bytes that :func:`parse_bounce` reports as too large, without fetching the message."""
-    return b" " * (max_bytes + 1)
 
 
 def open_mailbox(settings: Settings) -> Mailbox | None:
@@ -503,7 +501,13 @@ def _one(
         report.already += 1
         box.move(item, UNRECOGNISED_FOLDER if done.outcome == "unrecognised" else PROCESSED_FOLDER)
         return
-    parsed = parse_bounce(item.data, max_bytes=max_bytes)
+    if item.size is not None and item.size > max_bytes:  # not fetched
+        parsed = ParsedBounce(
+            ReportKind.UNRECOGNISED,
+            problem=f"too large ({item.size:,} bytes, limit {max_bytes:,}); not read",
+        )
+    else:
+        parsed = parse_bounce(item.data, max_bytes=max_bytes)
 
     def keep_aside(why: str) -> None:
         log.warning("bounce message %s: kept aside in %s: %s", item.name, UNRECOGNISED_FOLDER, why)
