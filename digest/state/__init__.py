@@ -32,6 +32,7 @@ from digest.state.base import (
     address_key,
     may_move,
 )
+from digest.state.records import Event, Signup
 from digest.state.sqlite import (
     BUSY_TIMEOUT_MS,
     MIGRATIONS,
@@ -116,8 +117,10 @@ __all__ = [
     "BounceScore",
     "Delivery",
     "DeliveryStatus",
+    "Event",
     "FeedCache",
     "ProcessedMessage",
+    "Signup",
     "StateBackend",
     "StateStore",
     "StatusMap",

@@ -39,6 +39,7 @@ from typing import Any, Protocol, runtime_checkable
 from digest.addresses import normalize_email
 from digest.models import Paper
 from digest.sources.feed import FeedCache
+from digest.state.records import Event, Signup
 
 SKIP_LATE = "late"
 """``detail`` of a ``skipped`` row whose send window had passed (catch-up limit)."""
@@ -567,6 +568,51 @@ class StateBackend(Protocol):
         ...
 
     # -- papers ----------------------------------------------------------------------------
+    # -- events and sign-ups (digest.web; see digest.state.records) -----------------------
+    def record_event(
+        self,
+        subscriber: str,
+        action: str,
+        *,
+        actor: str,
+        request: str = "",
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """Append one event: who (``actor``), what (``action``), when (now), from which
+        ``request``; never a token."""
+        ...
+
+    def events(self, subscriber: str | None = None) -> builtins.list[Event]:
+        """Events in the order they happened, all or one subscriber's."""
+        ...
+
+    def add_signup(
+        self,
+        signup_id: str,
+        address: str,
+        *,
+        name: str | None,
+        keywords: Sequence[str],
+        client: str,
+        expires_at: datetime,
+    ) -> None:
+        """Record a pending double opt-in sign-up."""
+        ...
+
+    def signup(self, signup_id: str) -> Signup | None:
+        """The sign-up with this id, or ``None``."""
+        ...
+
+    def confirm_signup(self, signup_id: str) -> bool:
+        """Mark a sign-up confirmed; ``False`` if it already was (or does not exist)."""
+        ...
+
+    def count_signups(
+        self, *, since: datetime, address: str | None = None, client: str | None = None
+    ) -> int:
+        """Sign-ups created at or after ``since`` for one address and/or one client."""
+        ...
+
     def save_papers(self, day: date, source: str, papers: Iterable[Paper]) -> None:
         """Store (replace) the papers ``source`` listed for the UTC day ``day``."""
         ...

@@ -72,6 +72,7 @@ from digest.state.base import (
     address_key,
     allowed_sql,
 )
+from digest.state.records import RecordsMixin, migrate_events_signups
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +203,12 @@ def _migrate_to_v3(db: sqlite3.Connection) -> None:
 
 Migration = Callable[[sqlite3.Connection], None]
 
-MIGRATIONS: tuple[Migration, ...] = (_migrate_to_v1, _migrate_to_v2, _migrate_to_v3)
+MIGRATIONS: tuple[Migration, ...] = (
+    _migrate_to_v1,
+    _migrate_to_v2,
+    _migrate_to_v3,
+    migrate_events_signups,
+)
 """Ordered schema migrations; after applying the first *n*, ``user_version`` is *n*.
 
 Append only: never edit or reorder a released migration. Each runs inside the same transaction
@@ -218,7 +224,7 @@ _COLUMNS = (
 )
 
 
-class StateStore:
+class StateStore(RecordsMixin):
     """The SQLite state file. Open it once per process; use it as a context manager.
 
     Not safe for two *senders* at once: hold :func:`state_lock` while sending. Readers (e.g.

@@ -1,0 +1,326 @@
+"""Write changes back into the subscribers YAML file, keeping it the file people edit.
+
+The web app (and later the bounce processor) changes the file in three ways: set
+``active: false`` (unsubscribe), replace some of a subscriber's fields (preferences), append an
+entry (confirmed sign-up). Each write:
+
+* is a ruamel.yaml *round trip*: comments, key order, blank lines, quoting and flow style of
+  everything not changed stay as they were (indentation is detected from the file);
+* is validated with the same rules as :func:`digest.subscribers.load_subscribers` before it is
+  written: an edit that would make the file invalid is refused and nothing is written;
+* is atomic: written to a temporary file in the same directory, fsynced, then renamed over the
+  file (readers such as the daemon see the old or the new file, never a half-written one;
+  the file's permissions are kept);
+* is serialized with every other writer by a :class:`filelock.FileLock` on
+  ``<file>.lock``;
+* is safe against an edit made by hand at the same moment: just before the rename the file is
+  read again, and if it changed since it was read, the change is re-applied to the new
+  contents (up to :data:`MAX_ATTEMPTS` times). Someone's edit is never overwritten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from datetime import time
+from pathlib import Path
+from typing import Any
+
+import filelock
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import YAMLError
+from ruamel.yaml.scalarstring import DoubleQuotedScalarString
+from ruamel.yaml.util import load_yaml_guess_indent
+
+from digest.errors import ConfigError
+from digest.subscribers.model import Subscriber
+from digest.subscribers.yaml import _load as _validate_bytes
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 5
+"""How often a write is re-applied when the file keeps changing under it."""
+LOCK_TIMEOUT_S = 10.0
+"""How long a writer waits for another writer's lock, seconds."""
+
+Change = Callable[[CommentedMap], bool]
+"""Mutates the round-trip document in place; returns whether anything changed."""
+
+
+class SubscribersFile:
+    """The subscribers file as something to write into.
+
+    Args:
+        path: the YAML file (``DIGEST_SUBSCRIBERS``).
+        lock_timeout: seconds to wait for another writer.
+        before_replace: test hook, called after the new contents are written to the temporary
+            file and before the file is re-checked and replaced.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        lock_timeout: float = LOCK_TIMEOUT_S,
+        before_replace: Callable[[], None] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self._lock = filelock.FileLock(str(self.path) + ".lock", timeout=lock_timeout)
+        self._before_replace = before_replace
+
+    # -- the changes ---------------------------------------------------------------------
+    def set_active(self, email: str, active: bool) -> bool:
+        """Set ``active`` of the subscriber with this address.
+
+        Returns:
+            ``True`` if the file changed, ``False`` if it already said so or the address is
+            not in the file.
+
+        Raises:
+            ConfigError: the file cannot be read, parsed, validated or written.
+        """
+
+        def change(doc: CommentedMap) -> bool:
+            entry = _find(doc, email)
+            if entry is None or entry.get("active", _default(doc, "active", True)) == active:
+                return False
+            entry["active"] = active
+            return True
+
+        return self.edit(change)
+
+    def update_fields(self, email: str, fields: Mapping[str, Any]) -> bool:
+        """Replace some fields of one subscriber (the preferences form).
+
+        A field whose value is what the subscriber already gets (own value or ``defaults``)
+        is left as written; ``None`` removes the key. Lists keep their flow/block style.
+
+        Returns:
+            ``True`` if the file changed; ``False`` if nothing differed or the address is
+            not in the file.
+
+        Raises:
+            ConfigError: as :meth:`set_active`; also when the result does not validate.
+        """
+
+        def change(doc: CommentedMap) -> bool:
+            entry = _find(doc, email)
+            if entry is None:
+                return False
+            changed = False
+            for key, value in fields.items():
+                if value is None:
+                    if key in entry:
+                        del entry[key]
+                        changed = True
+                    continue
+                current = entry.get(key, _default(doc, key, _model_default(key)))
+                if _plain(current) == _plain(value):
+                    continue
+                _assign(entry, key, value)
+                changed = True
+            return changed
+
+        return self.edit(change)
+
+    def add_or_activate(
+        self, email: str, *, name: str | None = None, keywords: Iterable[str] = ()
+    ) -> bool:
+        """Append a subscriber (a confirmed sign-up), or set ``active: true`` if present.
+
+        Returns:
+            ``True`` if the file changed.
+
+        Raises:
+            ConfigError: as :meth:`update_fields`.
+        """
+        words = list(keywords)
+
+        def change(doc: CommentedMap) -> bool:
+            entry = _find(doc, email)
+            if entry is not None:
+                if entry.get("active", _default(doc, "active", True)) is True:
+                    return False
+                entry["active"] = True
+                return True
+            subs = doc.get("subscribers")
+            if subs is None:
+                subs = doc["subscribers"] = CommentedSeq()
+            new = CommentedMap()
+            new["email"] = email.strip().lower()
+            if name:
+                new["name"] = name
+            if words:
+                new["keywords"] = _flow(words)
+            if _default(doc, "active", True) is not True:
+                new["active"] = True
+            subs.append(new)
+            return True
+
+        return self.edit(change)
+
+    # -- the write -----------------------------------------------------------------------
+    def edit(self, change: Change) -> bool:
+        """Apply ``change`` to the file: round trip, validated, atomic, re-applied on conflict.
+
+        Returns:
+            ``True`` if the file was rewritten, ``False`` if ``change`` changed nothing.
+
+        Raises:
+            ConfigError: the file cannot be read, is not valid YAML, the result does not
+                validate, or it kept changing for :data:`MAX_ATTEMPTS` attempts; nothing
+                was written.
+        """
+        shown = str(self.path)
+        try:
+            with self._lock:
+                for _attempt in range(MAX_ATTEMPTS):
+                    before = self._read()
+                    after = self._apply(before, change)
+                    if after is None:
+                        return False
+                    if self._replace_if_unchanged(before, after):
+                        return True
+                    log.info("%s changed while being written; re-applying the change", shown)
+        except filelock.Timeout:
+            raise ConfigError(
+                f"{shown}: another writer holds {shown}.lock for more than "
+                f"{self._lock.timeout:g} s; try again"
+            ) from None
+        raise ConfigError(
+            f"{shown}: the file kept changing while being written ({MAX_ATTEMPTS} attempts); "
+            "nothing was written, try again"
+        )
+
+    def _read(self) -> bytes:
+        try:
+            return self.path.read_bytes()
+        except OSError as e:
+            raise ConfigError(f"{self.path}: cannot read the subscribers file: {e}") from None
+
+    def _apply(self, before: bytes, change: Change) -> bytes | None:
+        shown = str(self.path)
+        try:
+            text = before.decode("utf-8-sig")
+            _, indent, offset = load_yaml_guess_indent(text) if text.strip() else (None, 2, 0)
+            yaml = _round_trip(indent or 2, offset or 0)
+            doc = yaml.load(text)
+        except (UnicodeDecodeError, YAMLError) as e:
+            raise ConfigError(f"{shown}: cannot update the file: it is not valid YAML ({e})") from e
+        if doc is None:
+            doc = CommentedMap()
+        if not isinstance(doc, CommentedMap):
+            raise ConfigError(f"{shown}: cannot update the file: the top level is not a mapping")
+        if not change(doc):
+            return None
+        out = io.StringIO()
+        yaml.dump(doc, out)
+        after = out.getvalue().encode("utf-8")
+        _, problems = _validate_bytes(after, self.path, None)
+        if problems:
+            raise ConfigError(
+                f"{shown}: the change was not written: the result would be invalid: {problems[0]}",
+                problems,
+            )
+        return after
+
+    def _replace_if_unchanged(self, before: bytes, after: bytes) -> bool:
+        directory = self.path.parent
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=directory)
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(after)
+                f.flush()
+                os.fsync(f.fileno())
+            with contextlib.suppress(OSError):
+                st = self.path.stat()
+                os.chmod(tmp, st.st_mode & 0o7777)
+            if self._before_replace is not None:
+                self._before_replace()
+            if self._read() != before:
+                return False
+            os.replace(tmp, self.path)
+        except OSError as e:
+            raise ConfigError(f"{self.path}: cannot write the subscribers file: {e}") from None
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        with contextlib.suppress(OSError):
+            dir_fd = os.open(directory, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        return True
+
+
+_MISSING = object()
+
+
+def _round_trip(indent: int, offset: int) -> YAML:
+    yaml = YAML(typ="rt")
+    yaml.preserve_quotes = True
+    yaml.width = 4096  # never re-wrap long lines
+    yaml.indent(mapping=2, sequence=indent, offset=offset)
+    return yaml
+
+
+def _find(doc: CommentedMap, email: str) -> CommentedMap | None:
+    wanted = email.strip().lower()
+    for entry in doc.get("subscribers") or ():
+        if isinstance(entry, CommentedMap) and str(entry.get("email", "")).strip().lower() == (
+            wanted
+        ):
+            return entry
+    return None
+
+
+def _default(doc: CommentedMap, key: str, fallback: Any) -> Any:
+    defaults = doc.get("defaults")
+    if isinstance(defaults, Mapping) and key in defaults:
+        return defaults[key]
+    return fallback
+
+
+def _model_default(key: str) -> Any:
+    info = Subscriber.model_fields.get(key)
+    return _MISSING if info is None else info.default
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return [str(v) for v in value]
+    if isinstance(value, time):
+        return value.strftime("%H:%M")
+    if isinstance(value, str):
+        return str(value)
+    return value
+
+
+def _flow(items: Iterable[Any]) -> CommentedSeq:
+    seq = CommentedSeq(items)
+    seq.fa.set_flow_style()
+    return seq
+
+
+def _assign(entry: CommentedMap, key: str, value: Any) -> None:
+    if isinstance(value, time):
+        value = value.strftime("%H:%M")
+    if key == "send_at":
+        entry[key] = DoubleQuotedScalarString(str(value))
+        return
+    if isinstance(value, list | tuple):
+        current = entry.get(key)
+        if isinstance(current, CommentedSeq):
+            current.clear()
+            current.extend(value)
+        else:
+            entry[key] = _flow(value)
+        return
+    entry[key] = value
