@@ -830,6 +830,23 @@ def run() -> None:
     raise typer.Exit(code)
 
 
+@app.command()
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on (default DIGEST_HTTP_HOST, 127.0.0.1).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="TCP port (default DIGEST_HTTP_PORT, else 8080).")
+    ] = None,
+) -> None:
+    """Serve the web app: one-click unsubscribe, preferences, sign-up, archive."""
+    _setup_logging(logging.INFO)
+    with _errors():
+        from digest.web import serve as serve_web
+
+        serve_web(_settings(), host=host, port=port)
+
+
 def main() -> None:
     """Console-script entry point (``digest``)."""
     app()

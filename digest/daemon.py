@@ -572,9 +572,17 @@ async def _serve(daemon: Daemon) -> int:
 
     for sig in signals:
         loop.add_signal_handler(sig, on_signal, sig)
+    web: asyncio.Task[None] | None = None
+    if daemon.settings.http_port:
+        from digest.web import serve_until
+
+        web = asyncio.create_task(serve_until(daemon.settings, stop))
     try:
         await daemon.run_forever(stop)
     finally:
+        if web is not None:
+            stop.set()
+            await web
         for sig in signals:
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)

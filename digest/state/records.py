@@ -233,6 +233,15 @@ class RecordsMixin:
         rows = self._query(f"SELECT COUNT(*) FROM signups WHERE {' AND '.join(where)}", params)
         return int(rows[0][0])
 
+    def sent_editions(self, *, limit: int = 60) -> builtins.list[tuple[str, datetime]]:
+        """``(edition key, first sent at UTC)`` of editions sent to anyone, newest first."""
+        rows = self._query(
+            "SELECT edition, MIN(COALESCE(sent_at, updated_at)) FROM deliveries "
+            "WHERE status = 'sent' GROUP BY edition ORDER BY edition DESC LIMIT ?",
+            (limit,),
+        )
+        return [(r[0], _utc(r[1]) or datetime.min.replace(tzinfo=UTC)) for r in rows]
+
     def signup_addresses(self) -> Iterator[str]:
         """Every address with a sign-up on record (to resolve confirm tokens)."""
         for (address,) in self._query("SELECT DISTINCT address FROM signups"):

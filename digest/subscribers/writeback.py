@@ -35,6 +35,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString
+from ruamel.yaml.tokens import CommentToken
 from ruamel.yaml.util import load_yaml_guess_indent
 
 from digest.errors import ConfigError
@@ -73,7 +74,7 @@ class SubscribersFile:
         self._lock = filelock.FileLock(str(self.path) + ".lock", timeout=lock_timeout)
         self._before_replace = before_replace
 
-    # -- the changes ---------------------------------------------------------------------
+    # -- the changes (each returns whether the file changed) ---------------------------------
     def set_active(self, email: str, active: bool) -> bool:
         """Set ``active`` of the subscriber with this address.
 
@@ -84,21 +85,14 @@ class SubscribersFile:
         Raises:
             ConfigError: the file cannot be read, parsed, validated or written.
         """
-
-        def change(doc: CommentedMap) -> bool:
-            entry = _find(doc, email)
-            if entry is None or entry.get("active", _default(doc, "active", True)) == active:
-                return False
-            entry["active"] = active
-            return True
-
-        return self.edit(change)
+        return self.edit(lambda doc: change_active(doc, email, active))
 
     def update_fields(self, email: str, fields: Mapping[str, Any]) -> bool:
         """Replace some fields of one subscriber (the preferences form).
 
-        A field whose value is what the subscriber already gets (own value or ``defaults``)
-        is left as written; ``None`` removes the key. Lists keep their flow/block style.
+        A field whose value is what the subscriber already gets (own value, ``defaults`` or
+        the built-in default) is left as written; ``None`` removes the key. Lists keep their
+        flow/block style.
 
         Returns:
             ``True`` if the file changed; ``False`` if nothing differed or the address is
@@ -107,26 +101,7 @@ class SubscribersFile:
         Raises:
             ConfigError: as :meth:`set_active`; also when the result does not validate.
         """
-
-        def change(doc: CommentedMap) -> bool:
-            entry = _find(doc, email)
-            if entry is None:
-                return False
-            changed = False
-            for key, value in fields.items():
-                if value is None:
-                    if key in entry:
-                        del entry[key]
-                        changed = True
-                    continue
-                current = entry.get(key, _default(doc, key, _model_default(key)))
-                if _plain(current) == _plain(value):
-                    continue
-                _assign(entry, key, value)
-                changed = True
-            return changed
-
-        return self.edit(change)
+        return self.edit(lambda doc: change_fields(doc, email, fields))
 
     def add_or_activate(
         self, email: str, *, name: str | None = None, keywords: Iterable[str] = ()
@@ -140,29 +115,7 @@ class SubscribersFile:
             ConfigError: as :meth:`update_fields`.
         """
         words = list(keywords)
-
-        def change(doc: CommentedMap) -> bool:
-            entry = _find(doc, email)
-            if entry is not None:
-                if entry.get("active", _default(doc, "active", True)) is True:
-                    return False
-                entry["active"] = True
-                return True
-            subs = doc.get("subscribers")
-            if subs is None:
-                subs = doc["subscribers"] = CommentedSeq()
-            new = CommentedMap()
-            new["email"] = email.strip().lower()
-            if name:
-                new["name"] = name
-            if words:
-                new["keywords"] = _flow(words)
-            if _default(doc, "active", True) is not True:
-                new["active"] = True
-            subs.append(new)
-            return True
-
-        return self.edit(change)
+        return self.edit(lambda doc: change_add_or_activate(doc, email, name=name, keywords=words))
 
     # -- the write -----------------------------------------------------------------------
     def edit(self, change: Change) -> bool:
@@ -263,6 +216,62 @@ class SubscribersFile:
 _MISSING = object()
 
 
+def change_active(doc: CommentedMap, email: str, active: bool) -> bool:
+    """In the round-trip ``doc``: set ``active`` of ``email``'s entry (see
+    :meth:`SubscribersFile.set_active`)."""
+    entry = _find(doc, email)
+    if entry is None or entry.get("active", _default(doc, "active", True)) == active:
+        return False
+    _set(entry, "active", active)
+    return True
+
+
+def change_fields(doc: CommentedMap, email: str, fields: Mapping[str, Any]) -> bool:
+    """In ``doc``: replace fields of one entry (:meth:`SubscribersFile.update_fields`)."""
+    entry = _find(doc, email)
+    if entry is None:
+        return False
+    changed = False
+    for key, value in fields.items():
+        current = entry.get(key, _default(doc, key, _model_default(key)))
+        if value is None:
+            if key in entry:
+                del entry[key]
+                changed = True
+            continue
+        if _plain(current) == _plain(value):
+            continue
+        _assign(entry, key, value)
+        changed = True
+    return changed
+
+
+def change_add_or_activate(
+    doc: CommentedMap, email: str, *, name: str | None, keywords: Iterable[str]
+) -> bool:
+    """In ``doc``: append or re-activate (:meth:`SubscribersFile.add_or_activate`)."""
+    words = list(keywords)
+    entry = _find(doc, email)
+    if entry is not None:
+        if entry.get("active", _default(doc, "active", True)) is True:
+            return False
+        _set(entry, "active", True)
+        return True
+    subs = doc.get("subscribers")
+    if subs is None:
+        subs = doc["subscribers"] = CommentedSeq()
+    new = CommentedMap()
+    new["email"] = email.strip().lower()
+    if name:
+        new["name"] = name
+    if words:
+        new["keywords"] = _flow(words)
+    if _default(doc, "active", True) is not True:
+        new["active"] = True
+    subs.append(new)
+    return True
+
+
 def _round_trip(indent: int, offset: int) -> YAML:
     yaml = YAML(typ="rt")
     yaml.preserve_quotes = True
@@ -313,7 +322,7 @@ def _assign(entry: CommentedMap, key: str, value: Any) -> None:
     if isinstance(value, time):
         value = value.strftime("%H:%M")
     if key == "send_at":
-        entry[key] = DoubleQuotedScalarString(str(value))
+        _set(entry, key, DoubleQuotedScalarString(str(value)))
         return
     if isinstance(value, list | tuple):
         current = entry.get(key)
@@ -321,6 +330,26 @@ def _assign(entry: CommentedMap, key: str, value: Any) -> None:
             current.clear()
             current.extend(value)
         else:
-            entry[key] = _flow(value)
+            _set(entry, key, _flow(value))
         return
+    _set(entry, key, value)
+
+
+def _set(entry: CommentedMap, key: str, value: Any) -> None:
+    """``entry[key] = value``; a new last key takes over the blank lines (and comments) that
+    followed the old last key, so the gap before the next entry stays where it was."""
+    keys = list(entry.keys())
+    appended = key not in entry and keys
     entry[key] = value
+    if not appended:
+        return
+    items = entry.ca.items
+    old = items.get(keys[-1])
+    token = old[2] if old and len(old) > 2 else None
+    if token is None or "\n" not in token.value:
+        return
+    head, _, tail = token.value.partition("\n")
+    if not tail:
+        return
+    token.value = head + "\n"
+    items[key] = [None, None, CommentToken("\n" + tail, token.start_mark, None), None]

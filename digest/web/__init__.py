@@ -1,0 +1,88 @@
+"""``digest serve``: the subscriber's side on the web (Starlette app served by uvicorn).
+
+* :func:`create_app` (:mod:`digest.web.app`): the ASGI application.
+* :func:`serve`: run it until SIGTERM/SIGINT (``digest serve``).
+* :func:`serve_until`: run it inside another event loop until an event is set (``digest run``
+  with DIGEST_HTTP_PORT).
+
+The business logic lives in :mod:`digest.web.service`; HTTP hardening in
+:mod:`digest.web.security`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Generator
+
+import uvicorn
+
+from digest.settings import Settings
+from digest.web.app import WebApp, create_app
+
+__all__ = ["WebApp", "create_app", "serve", "serve_until", "server"]
+
+log = logging.getLogger("digest.web")
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to its host (the daemon)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def server(
+    settings: Settings, *, host: str | None = None, port: int | None = None, embedded: bool = False
+) -> uvicorn.Server:
+    """A configured uvicorn server for the app.
+
+    uvicorn's access log is off (its lines would carry the tokens in the paths); the app logs
+    one redacted line per request instead. ``X-Forwarded-For`` is trusted from the addresses
+    in uvicorn's FORWARDED_ALLOW_IPS (default 127.0.0.1: a reverse proxy on the same host).
+
+    Args:
+        settings: the settings (DIGEST_HTTP_HOST / DIGEST_HTTP_PORT are the defaults).
+        host: address to listen on.
+        port: TCP port.
+        embedded: do not install signal handlers (the caller stops it via ``should_exit``).
+
+    Raises:
+        ConfigError: DIGEST_SECRET_KEY is not set.
+        StateError: the state file cannot be opened.
+    """
+    from digest.settings import DEFAULT_HTTP_PORT
+
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=host or settings.http_host,
+        port=port or settings.http_port or DEFAULT_HTTP_PORT,
+        access_log=False,
+        log_config=None,
+        proxy_headers=True,
+        server_header=False,
+        lifespan="off",
+    )
+    return _EmbeddedServer(config) if embedded else uvicorn.Server(config)
+
+
+def serve(settings: Settings, *, host: str | None = None, port: int | None = None) -> None:
+    """Serve the app until SIGTERM/SIGINT (``digest serve``)."""
+    srv = server(settings, host=host, port=port)
+    log.info("serving on http://%s:%d", srv.config.host, srv.config.port)
+    srv.run()
+
+
+async def serve_until(settings: Settings, stop: asyncio.Event) -> None:
+    """Serve the app on DIGEST_HTTP_HOST:DIGEST_HTTP_PORT until ``stop`` is set."""
+    srv = server(settings, embedded=True)
+    log.info("serving the web app on http://%s:%d", srv.config.host, srv.config.port)
+    task = asyncio.create_task(srv.serve())
+    waiter = asyncio.create_task(stop.wait())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    srv.should_exit = True
+    waiter.cancel()
+    await task

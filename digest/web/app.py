@@ -1,0 +1,515 @@
+"""The Starlette application of ``digest serve``: routes and pages.
+
+Routes (every page works without JavaScript; tokens from :mod:`digest.tokens`)::
+
+    GET  /                       the pitch and the sign-up form (404 with DIGEST_SIGNUP=false)
+    POST /subscribe              start a double opt-in; the same answer whatever the address
+    GET  /confirm/{token}        one button; POST /confirm/{token} makes the subscription active
+    GET  /u/{token}              masked address and one "Unsubscribe" button; changes nothing
+    POST /u/{token}              RFC 8058 one-click (body List-Unsubscribe=One-Click, no
+                                 cookie) or the page's form (CSRF); 200, idempotent
+    POST /u/{token}/resubscribe  undo, from the page after unsubscribing
+    GET  /preferences/{token}    the preferences form; POST saves it (errors next to fields)
+    GET  /archive                past editions; /archive/{key} one edition (unpersonalized);
+                                 /archive.atom an Atom feed (RFC 4287)
+    GET  /healthz                200 "ok"
+
+A bad, forged, expired or wrong-purpose token gets a 4xx page and changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import zoneinfo
+from collections.abc import Mapping
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from starlette.applications import Starlette
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from digest.clock import Clock, utc_now
+from digest.core import Digest
+from digest.delivery import TransportFactory
+from digest.errors import ConfigError, DigestError, TokenError
+from digest.models import Edition
+from digest.render import brand, long_date_label
+from digest.settings import Settings
+from digest.subscribers import FREQUENCIES, WEEKDAYS, Subscriber
+from digest.tokens import Purpose
+from digest.web.security import CSRF_FIELD, Csrf, SecurityMiddleware
+from digest.web.service import (
+    FormErrors,
+    RequestInfo,
+    SignupRefused,
+    Subscriptions,
+    mask_address,
+)
+
+log = logging.getLogger("digest.web")
+
+HERE = Path(__file__).parent
+ONE_CLICK_FIELD = "List-Unsubscribe"
+ONE_CLICK_VALUE = "One-Click"
+MAX_FORM_FIELDS = 20
+ARCHIVE_LIMIT = 60
+"""Editions listed in the archive index and the Atom feed (newest first)."""
+_EDITION_KEY_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$|^(\d{4})-W(\d{2})$")
+_TOKEN_STATUS = {"malformed": 400, "forged": 403, "expired": 410, "unknown": 404}
+
+
+def parse_edition_key(key: str) -> Edition | None:
+    """The :class:`Edition` of ``2026-08-20`` or ``2026-W34``, or ``None`` if malformed."""
+    m = _EDITION_KEY_RE.match(key)
+    if not m:
+        return None
+    try:
+        if m.group(4):
+            return Edition.weekly(int(m.group(4)), int(m.group(5)))
+        return Edition.daily(date.fromisoformat(key))
+    except ValueError:
+        return None
+
+
+class WebApp:
+    """The app's state: settings, the state file, the subscriptions service, templates.
+
+    Args:
+        settings: as for ``digest serve``.
+        now: the clock (aware UTC).
+        transport: transport factory for confirmation mail (default: from the settings).
+
+    Raises:
+        ConfigError: DIGEST_SECRET_KEY is not set.
+        StateError: the state file cannot be opened.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        now: Clock = utc_now,
+        transport: TransportFactory | None = None,
+    ) -> None:
+        self.settings = settings
+        self.now = now
+        self.digest = Digest(settings, now=now)
+        self.subs = Subscriptions(settings, self.digest.store, now=now, transport=transport)
+        secret = settings.secret_key
+        assert secret is not None  # Subscriptions checked it
+        self.csrf = Csrf(secret.get_secret_value().encode())
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(HERE / "templates"),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.archive_cache: dict[str, tuple[str, str]] = {}
+        self._archive_lock = asyncio.Lock()
+
+    def close(self) -> None:
+        """Close the state file."""
+        self.digest.close()
+
+    # -- helpers ---------------------------------------------------------------------------
+    def page(
+        self,
+        name: str,
+        request: Request,
+        *,
+        status: int = 200,
+        form: bool = False,
+        **context: Any,
+    ) -> HTMLResponse:
+        """Render ``name`` (autoescaped); with ``form``, issue the CSRF field and cookie."""
+        cookie = None
+        if form:
+            context["csrf"], cookie = self.csrf.issue(request)
+        context.setdefault("csrf_field", CSRF_FIELD)
+        context.setdefault("signup_enabled", self.settings.signup)
+        context.setdefault("postal_address", self.settings.postal_address)
+        html = self.env.get_template(name).render(**context)
+        response = HTMLResponse(html, status_code=status)
+        self.csrf.set_cookie(request, response, cookie)
+        return response
+
+    def token_error(self, request: Request, e: TokenError) -> HTMLResponse:
+        """The 4xx page of a bad token (nothing changed)."""
+        status = _TOKEN_STATUS.get(e.reason, 400)
+        log.info("token refused (%s) req=%s", e.reason, _rid(request))
+        return self.page("error.html.j2", request, status=status, message=str(e), reason=e.reason)
+
+    def request_info(self, request: Request) -> RequestInfo:
+        client = request.client.host if request.client else "-"
+        return RequestInfo(_rid(request), client)
+
+    async def form(self, request: Request) -> FormData:
+        """The urlencoded/multipart form, bounded in fields and sizes.
+
+        Raises:
+            HTTPException: 400 for a malformed body, 415 for another content type.
+        """
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype not in ("application/x-www-form-urlencoded", "multipart/form-data"):
+            raise HTTPException(415, "send the form as application/x-www-form-urlencoded")
+        try:
+            return await request.form(max_files=0, max_fields=MAX_FORM_FIELDS)
+        except HTTPException:
+            raise
+        except Exception as e:  # malformed multipart and similar: the client's fault
+            raise HTTPException(400, "malformed form") from e
+
+
+def _rid(request: Request) -> str:
+    return str(request.scope.get("state", {}).get("request_id", "-"))
+
+
+def _text(form: FormData) -> dict[str, str]:
+    """Only string fields (files are refused anyway)."""
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+# -- routes ------------------------------------------------------------------------------------
+
+
+async def home(request: Request) -> Response:
+    app: WebApp = request.app.state.web
+    if not app.settings.signup:
+        return app.page("home.html.j2", request, status=200, errors={}, values={})
+    return app.page("signup.html.j2", request, form=True, errors={}, values={})
+
+
+async def subscribe(request: Request) -> Response:
+    app: WebApp = request.app.state.web
+    if not app.settings.signup:
+        raise HTTPException(404, "sign-up is turned off")
+    form = _text(await app.form(request))
+    if not app.csrf.check(request, form):
+        return app.page("error.html.j2", request, status=403, reason="csrf", message=_CSRF)
+    values = {k: form.get(k, "") for k in ("email", "name", "keywords")}
+    try:
+        address, name, keywords = app.subs.validate_signup(form)
+    except FormErrors as e:
+        return app.page(
+            "signup.html.j2", request, status=422, form=True, errors=e.errors, values=values
+        )
+    try:
+        await app.subs.signup(address, name, keywords, app.request_info(request))
+    except SignupRefused:
+        return app.page(
+            "error.html.j2",
+            request,
+            status=429,
+            reason="rate",
+            message="Too many sign-ups from your network. Please try again in an hour.",
+        )
+    return app.page("signup_sent.html.j2", request, address=mask_address(address))
+
+
+async def confirm_page(request: Request) -> Response:
+    app: WebApp = request.app.state.web
+    token = request.path_params["token"]
+    try:
+        _, address = app.subs.pending_signup(token)
+    except TokenError as e:
+        return app.token_error(request, e)
+    return app.page("confirm.html.j2", request, form=True, address=mask_address(address))
+
+
+async def confirm(request: Request) -> Response:
+    app: WebApp = request.app.state.web
+    token = request.path_params["token"]
+    try:
+        app.subs.pending_signup(token)
+    except TokenError as e:
+        return app.token_error(request, e)
+    form = _text(await app.form(request))
+    if not app.csrf.check(request, form):
+        return app.page("error.html.j2", request, status=403, reason="csrf", message=_CSRF)
+    address = await app.subs.confirm(token, app.request_info(request))
+    prefs = app.subs.link(Purpose.PREFERENCES, address, path="/preferences")
+    return app.page("confirmed.html.j2", request, address=mask_address(address), prefs=prefs)
+
+
+async def unsubscribe_page(request: Request) -> Response:
+    app: WebApp = request.app.state.web
+    try:
+        _, address = app.subs.resolve(Purpose.UNSUBSCRIBE, request.path_params["token"])
+    except TokenError as e:
+        return app.token_error(request, e)
+    return app.page(
+        "unsubscribe.html.j2",
+        request,
+        form=True,
+        address=mask_address(address),
+        subscribed=app.subs.is_subscribed(address),
+        token=request.path_params["token"],
+    )
+
+
+async def unsubscribe(request: Request) -> Response:
+    app: WebApp = request.app.state.web
+    token = request.path_params["token"]
+    try:
+        _, address = app.subs.resolve(Purpose.UNSUBSCRIBE, token)
+    except TokenError as e:
+        return app.token_error(request, e)
+    form = _text(await app.form(request))
+    one_click = form.get(ONE_CLICK_FIELD) == ONE_CLICK_VALUE
+    if not one_click and not app.csrf.check(request, form):
+        return app.page("error.html.j2", request, status=403, reason="csrf", message=_CSRF)
+    via = "one-click POST (RFC 8058)" if one_click else "unsubscribe page"
+    try:
+        await app.subs.unsubscribe(address, app.request_info(request), via=via)
+    except ConfigError as e:  # the suppression stands: the address gets no more mail
+        log.error("unsubscribe: could not update the subscribers file: %s", e)
+    if one_click:
+        return PlainTextResponse("Unsubscribed.\n")
+    prefs = app.subs.link(Purpose.PREFERENCES, address, path="/preferences")
+    return app.page(
+        "unsubscribed.html.j2",
+        request,
+        form=True,
+        address=mask_address(address),
+        token=token,
+        prefs=prefs,
+    )
+
+
+async def resubscribe(request: Request) -> Response:
+    app: WebApp = request.app.state.web
+    token = request.path_params["token"]
+    try:
+        _, address = app.subs.resolve(Purpose.UNSUBSCRIBE, token)
+    except TokenError as e:
+        return app.token_error(request, e)
+    form = _text(await app.form(request))
+    if not app.csrf.check(request, form):
+        return app.page("error.html.j2", request, status=403, reason="csrf", message=_CSRF)
+    await app.subs.resubscribe(address, app.request_info(request))
+    prefs = app.subs.link(Purpose.PREFERENCES, address, path="/preferences")
+    return app.page("confirmed.html.j2", request, address=mask_address(address), prefs=prefs)
+
+
+def _preference_values(sub: Subscriber) -> dict[str, str]:
+    return {
+        "name": sub.name or "",
+        "keywords": ", ".join(sub.keywords),
+        "exclude": ", ".join(sub.exclude),
+        "frequency": sub.frequency,
+        "weekday": sub.weekday,
+        "send_at": sub.send_at.strftime("%H:%M"),
+        "timezone": sub.timezone,
+        "max_papers": str(sub.max_papers),
+    }
+
+
+def _preferences_page(
+    app: WebApp,
+    request: Request,
+    address: str,
+    values: Mapping[str, str],
+    *,
+    errors: Mapping[str, str],
+    status: int = 200,
+    saved: bool = False,
+) -> Response:
+    token = request.path_params["token"]
+    unsubscribe = app.subs.link(Purpose.UNSUBSCRIBE, address, path="/u")
+    return app.page(
+        "preferences.html.j2",
+        request,
+        status=status,
+        form=True,
+        address=mask_address(address),
+        values=values,
+        errors=errors,
+        saved=saved,
+        token=token,
+        unsubscribe=unsubscribe,
+        frequencies=FREQUENCIES,
+        weekdays=WEEKDAYS,
+        zones=_zones(),
+    )
+
+
+def _zones() -> list[str]:
+    return sorted(zoneinfo.available_timezones())
+
+
+async def preferences_page(request: Request) -> Response:
+    app: WebApp = request.app.state.web
+    try:
+        _, address = app.subs.resolve(Purpose.PREFERENCES, request.path_params["token"])
+    except TokenError as e:
+        return app.token_error(request, e)
+    sub = app.subs.subscribers().get(address)
+    assert sub is not None  # resolve() found it there
+    return _preferences_page(app, request, address, _preference_values(sub), errors={})
+
+
+async def preferences(request: Request) -> Response:
+    app: WebApp = request.app.state.web
+    try:
+        _, address = app.subs.resolve(Purpose.PREFERENCES, request.path_params["token"])
+    except TokenError as e:
+        return app.token_error(request, e)
+    form = _text(await app.form(request))
+    if not app.csrf.check(request, form):
+        return app.page("error.html.j2", request, status=403, reason="csrf", message=_CSRF)
+    shown = {k: form.get(k, "") for k in _preference_values(Subscriber(email="x@example.org"))}
+    try:
+        values = app.subs.validate_preferences(address, form)
+    except FormErrors as e:
+        return _preferences_page(app, request, address, shown, errors=e.errors, status=422)
+    try:
+        await app.subs.update_preferences(address, values, app.request_info(request))
+    except ConfigError as e:
+        log.error("preferences: could not update the subscribers file: %s", e)
+        return _preferences_page(
+            app,
+            request,
+            address,
+            shown,
+            errors={"": "Your changes could not be saved right now; please try again later."},
+            status=503,
+        )
+    sub = app.subs.subscribers().get(address)
+    assert sub is not None
+    return _preferences_page(app, request, address, _preference_values(sub), errors={}, saved=True)
+
+
+# -- archive -----------------------------------------------------------------------------------
+
+
+async def _edition_html(app: WebApp, edition: Edition) -> tuple[str, str]:
+    """``(subject, html)`` of the unpersonalized edition, cached."""
+    cached = app.archive_cache.get(edition.key)
+    if cached is not None:
+        return cached
+    async with app._archive_lock:
+        cached = app.archive_cache.get(edition.key)
+        if cached is not None:
+            return cached
+        result = await app.digest.papers_for(edition)
+        _, rendered = await asyncio.to_thread(app.digest.render, edition, result.papers, None)
+        app.archive_cache[edition.key] = (rendered.subject, rendered.html)
+        return rendered.subject, rendered.html
+
+
+def _sent_editions(app: WebApp) -> list[tuple[Edition, datetime]]:
+    out = []
+    for key, first_sent in app.subs.store.sent_editions(limit=ARCHIVE_LIMIT):
+        edition = parse_edition_key(key)
+        if edition is not None:
+            out.append((edition, first_sent))
+    return out
+
+
+async def archive_index(request: Request) -> Response:
+    app: WebApp = request.app.state.web
+    editions = [
+        {"key": e.key, "label": f"{brand(e)} · {long_date_label(e)}", "sent": sent}
+        for e, sent in _sent_editions(app)
+    ]
+    return app.page("archive.html.j2", request, editions=editions)
+
+
+async def archive_edition(request: Request) -> Response:
+    app: WebApp = request.app.state.web
+    key = request.path_params["key"]
+    edition = parse_edition_key(key)
+    sent = {e.key for e, _ in _sent_editions(app)} if edition else set()
+    if edition is None or edition.key not in sent:
+        raise HTTPException(404, "no such edition")
+    try:
+        _, html = await _edition_html(app, edition)
+    except DigestError as e:
+        log.warning("archive %s: %s", key, e)
+        raise HTTPException(503, "this edition cannot be shown right now") from None
+    return HTMLResponse(html)
+
+
+async def archive_feed(request: Request) -> Response:
+    app: WebApp = request.app.state.web
+    base = app.settings.public_url or str(request.base_url).rstrip("/")
+    entries: list[dict[str, Any]] = []
+    for edition, sent in _sent_editions(app):
+        try:
+            subject, _ = await _edition_html(app, edition)
+        except DigestError:
+            subject = f"{brand(edition)} · {long_date_label(edition)}"
+        entries.append({"key": edition.key, "title": subject, "updated": sent})
+    updated: datetime = max((e["updated"] for e in entries), default=app.now())
+    xml = app.env.get_template("feed.atom.j2").render(
+        base=base, entries=entries, updated=updated, title="Daily Papers"
+    )
+    return Response(xml, media_type="application/atom+xml; charset=utf-8")
+
+
+async def healthz(request: Request) -> Response:
+    return PlainTextResponse("ok\n")
+
+
+_CSRF = "This form has expired. Go back, reload the page and try again."
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    app: WebApp = request.app.state.web
+    return app.page(
+        "error.html.j2", request, status=exc.status_code, reason="http", message=exc.detail
+    )
+
+
+def create_app(
+    settings: Settings,
+    *,
+    now: Clock = utc_now,
+    transport: TransportFactory | None = None,
+) -> Starlette:
+    """The ASGI application of ``digest serve``.
+
+    Args:
+        settings: DIGEST_SUBSCRIBERS, DIGEST_STATE_PATH, DIGEST_SECRET_KEY (required),
+            DIGEST_PUBLIC_URL, DIGEST_SIGNUP and the transport settings.
+        now: the clock (aware UTC).
+        transport: transport factory for confirmation mail (default: from the settings).
+
+    Raises:
+        ConfigError: DIGEST_SECRET_KEY is not set.
+        StateError: the state file cannot be opened.
+    """
+    web = WebApp(settings, now=now, transport=transport)
+    # uvicorn's access log would print the tokens in the paths: our middleware logs instead.
+    logging.getLogger("uvicorn.access").disabled = True
+    routes = [
+        Route("/", home, methods=["GET"]),
+        Route("/subscribe", subscribe, methods=["POST"]),
+        Route("/confirm/{token}", confirm_page, methods=["GET"]),
+        Route("/confirm/{token}", confirm, methods=["POST"]),
+        Route("/u/{token}", unsubscribe_page, methods=["GET"]),
+        Route("/u/{token}", unsubscribe, methods=["POST"]),
+        Route("/u/{token}/resubscribe", resubscribe, methods=["POST"]),
+        Route("/preferences/{token}", preferences_page, methods=["GET"]),
+        Route("/preferences/{token}", preferences, methods=["POST"]),
+        Route("/archive", archive_index, methods=["GET"]),
+        Route("/archive.atom", archive_feed, methods=["GET"]),
+        Route("/archive/{key}", archive_edition, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+    ]
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    app.state.web = web
+    app.add_middleware(SecurityMiddleware)
+    return app

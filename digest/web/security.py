@@ -1,0 +1,186 @@
+"""HTTP hardening for :mod:`digest.web`: headers, body limit, CSRF, log hygiene.
+
+* :class:`SecurityMiddleware` (pure ASGI): refuses bodies over :data:`MAX_BODY_BYTES` with 413
+  (by ``Content-Length`` and while streaming), gives every request an id, sets the security
+  headers (CSP without inline script, ``frame-ancestors 'none'`` + ``X-Frame-Options: DENY``,
+  ``nosniff``, ``Referrer-Policy: no-referrer`` so tokens in our URLs never leak to a linked
+  site, ``Cache-Control: no-store`` on pages behind a token), and logs one line per request
+  with the path's tokens replaced by ``…`` (uvicorn's own access log is off).
+* CSRF: double-submit. A form page sets the cookie :data:`CSRF_COOKIE` (random, HttpOnly,
+  SameSite=Lax) and puts ``HMAC(secret, cookie)`` in a hidden field; a form POST must carry
+  both, matching. The RFC 8058 one-click POST is exempt by design: the signed token in its URL
+  is the proof (and Gmail sends no cookie).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+import secrets
+import time
+from typing import Any
+
+from starlette.datastructures import MutableHeaders
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("digest.web")
+
+MAX_BODY_BYTES = 16 * 1024
+"""Largest accepted request body (the preferences form is well under 4 KiB)."""
+CSRF_COOKIE = "digest_csrf"
+CSRF_FIELD = "csrf"
+CSRF_COOKIE_MAX_AGE_S = 7 * 24 * 3600
+PAGE_CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+"""CSP of the app's own pages: no script at all, styles from /static only."""
+ARCHIVE_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; "
+    "form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
+)
+"""CSP of an archived edition: the email's inlined styles, images over HTTPS, no script."""
+_TOKEN_PATH_RE = re.compile(r"^/(u|preferences|confirm)/[^/]+")
+
+
+def redact_path(path: str) -> str:
+    """``/u/…`` for ``/u/<token>``: paths as they may appear in logs."""
+    return _TOKEN_PATH_RE.sub(lambda m: f"/{m.group(1)}/…", path)
+
+
+class BodyTooLarge(Exception):
+    """The request body exceeded :data:`MAX_BODY_BYTES`."""
+
+
+class SecurityMiddleware:
+    """Body limit, request id, security headers and a redacted access log (pure ASGI)."""
+
+    def __init__(self, app: ASGIApp, *, max_body: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = secrets.token_hex(6)
+        scope.setdefault("state", {})["request_id"] = request_id
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        status = 500
+        if length is not None and (not length.isdigit() or int(length) > self.max_body):
+            response = Response("Request body too large.\n", status_code=413)
+            status = 413
+            await _with_headers(response, scope, receive, send, request_id)
+            self._log(scope, status, started, request_id)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    raise BodyTooLarge
+            return message
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                _secure_headers(MutableHeaders(scope=message), scope, request_id)
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, send_with_headers)
+        except BodyTooLarge:
+            status = 413
+            response = Response("Request body too large.\n", status_code=413)
+            await _with_headers(response, scope, receive, send, request_id)
+        self._log(scope, status, started, request_id)
+
+    @staticmethod
+    def _log(scope: Scope, status: int, started: float, request_id: str) -> None:
+        log.info(
+            "%s %s %d %.1f ms req=%s",
+            scope.get("method", "-"),
+            redact_path(scope.get("path", "")),
+            status,
+            (time.perf_counter() - started) * 1000,
+            request_id,
+        )
+
+
+async def _with_headers(
+    response: Response, scope: Scope, receive: Receive, send: Send, request_id: str
+) -> None:
+    _secure_headers(response.headers, scope, request_id)
+    await response(scope, receive, send)
+
+
+def _secure_headers(headers: MutableHeaders, scope: Scope, request_id: str) -> None:
+    path = scope.get("path", "")
+    archive = path.startswith("/archive/") and not path.endswith(".atom")
+    headers.setdefault("Content-Security-Policy", ARCHIVE_CSP if archive else PAGE_CSP)
+    headers.setdefault("X-Frame-Options", "DENY")
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("Referrer-Policy", "no-referrer")
+    headers.setdefault("X-Request-Id", request_id)
+    if _TOKEN_PATH_RE.match(path) or path == "/subscribe":
+        headers["Cache-Control"] = "no-store"
+        headers.setdefault("X-Robots-Tag", "noindex")
+
+
+# -- CSRF ------------------------------------------------------------------------------------
+
+
+class Csrf:
+    """Double-submit CSRF tokens bound to a cookie and signed with the app's key.
+
+    The cookie is ``Secure`` when the request came over HTTPS (directly, or per a trusted
+    reverse proxy's ``X-Forwarded-Proto``).
+
+    Args:
+        key: secret bytes (derived from DIGEST_SECRET_KEY).
+    """
+
+    def __init__(self, key: bytes) -> None:
+        self._key = hashlib.sha256(b"digest/csrf/v1\x00" + key).digest()
+
+    def _field_for(self, cookie: str) -> str:
+        return hmac.new(self._key, cookie.encode("ascii", "replace"), hashlib.sha256).hexdigest()
+
+    def issue(self, request: Request) -> tuple[str, str | None]:
+        """``(field value, new cookie or None)`` for a page that shows a form."""
+        cookie = request.cookies.get(CSRF_COOKIE, "")
+        if not re.fullmatch(r"[A-Za-z0-9_-]{32,64}", cookie):
+            cookie = secrets.token_urlsafe(32)
+            return self._field_for(cookie), cookie
+        return self._field_for(cookie), None
+
+    def set_cookie(self, request: Request, response: Response, cookie: str | None) -> None:
+        """Attach a newly issued cookie (no-op for ``None``)."""
+        if cookie is not None:
+            response.set_cookie(
+                CSRF_COOKIE,
+                cookie,
+                max_age=CSRF_COOKIE_MAX_AGE_S,
+                httponly=True,
+                samesite="lax",
+                secure=request.url.scheme == "https",
+                path="/",
+            )
+
+    def check(self, request: Request, form: Any) -> bool:
+        """True if the form's field matches the request's cookie."""
+        cookie = request.cookies.get(CSRF_COOKIE, "")
+        field = form.get(CSRF_FIELD, "")
+        if not cookie or not isinstance(field, str) or not field:
+            return False
+        return hmac.compare_digest(field, self._field_for(cookie))

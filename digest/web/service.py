@@ -1,0 +1,515 @@
+"""What the web app does to a subscription, without HTTP: the library side of ``digest serve``.
+
+:class:`Subscriptions` resolves tokens to subscribers, and carries out unsubscribe,
+resubscribe, preferences and double opt-in sign-up. Every change goes, in this order, to
+
+1. the state file: the suppression list (an unsubscribed address is suppressed, which ``send``
+   and the daemon honour at once, even if the YAML still says ``active: true``) and an event
+   (who, what, when, from which request);
+2. the subscribers YAML (:mod:`digest.writeback`): ``active: false``, replaced fields, or an
+   appended entry. Writes of concurrent requests are coalesced into one round trip
+   (:class:`WriteQueue`), so a burst of one-click unsubscribes costs one rewrite per batch.
+
+Addresses in logs are masked (:func:`mask_address`); tokens are never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime, parseaddr
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+from pydantic import ValidationError
+
+from digest.clock import Clock, utc_now
+from digest.delivery import OutgoingMessage, TransportFactory, open_transport
+from digest.errors import ConfigError, DeliveryError, TokenError
+from digest.message import make_message_id
+from digest.settings import Settings
+from digest.state import StateStore, SuppressionReason
+from digest.subscribers import Subscriber, SubscriberList, load_subscribers
+from digest.subscribers.writeback import (
+    Change,
+    SubscribersFile,
+    change_active,
+    change_add_or_activate,
+    change_fields,
+)
+from digest.tokens import CONFIRM_TTL, Claims, Purpose, SubscriberIndex, TokenSigner
+
+log = logging.getLogger(__name__)
+
+ACTOR = "web"
+"""``actor`` of the events and suppressions the web app records."""
+SIGNUP_CLIENT_WINDOW = timedelta(hours=1)
+SIGNUP_ADDRESS_WINDOW = timedelta(hours=24)
+PREFERENCE_FIELDS = (
+    "name",
+    "keywords",
+    "exclude",
+    "frequency",
+    "weekday",
+    "send_at",
+    "timezone",
+    "max_papers",
+)
+"""The fields the preferences form edits."""
+MAX_NAME_CHARS = 100
+MAX_TERMS = 50
+"""At most this many keywords (and exclude terms) from a form."""
+
+
+def mask_address(address: str) -> str:
+    """``a***@e***.org`` for ``ada@example.org``: enough to recognize, not to harvest."""
+    local, _, domain = address.partition("@")
+    host, dot, tld = domain.rpartition(".")
+    if not dot:
+        host, tld = domain, ""
+    masked_host = (host[:1] + "***") if host else ""
+    return f"{local[:1]}***@{masked_host}{dot}{tld}"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestInfo:
+    """Where a change came from, for the event record and the logs.
+
+    Attributes:
+        request_id: a random id of the HTTP request (also in the log line).
+        client: the client's address (after a trusted reverse proxy's X-Forwarded-For).
+    """
+
+    request_id: str
+    client: str
+
+    def __str__(self) -> str:
+        return f"req={self.request_id} client={self.client}"
+
+
+@dataclass(frozen=True, slots=True)
+class FormErrors(Exception):
+    """The preferences or sign-up form has invalid fields.
+
+    Attributes:
+        errors: field name → message (``""`` key: not tied to one field).
+    """
+
+    errors: Mapping[str, str]
+
+
+class SignupRefused(Exception):
+    """Too many sign-ups from one client address: answer 429."""
+
+
+class WriteQueue:
+    """Coalesces YAML changes of concurrent requests into one round-trip write.
+
+    A request adds its change and waits; whichever request gets the lock writes every change
+    pending at that moment in one :meth:`SubscribersFile.edit` (on a thread). If a combined
+    write fails, each of its changes is retried alone, so one bad change fails only its own
+    request.
+    """
+
+    def __init__(self, file: SubscribersFile) -> None:
+        self.file = file
+        self._pending: list[tuple[Change, asyncio.Future[bool]]] = []
+        self._lock = asyncio.Lock()
+
+    async def apply(self, change: Change) -> bool:
+        """Apply ``change``; ``True`` if the file changed.
+
+        Raises:
+            ConfigError: the file could not be written (nothing of this change was).
+        """
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append((change, future))
+        async with self._lock:
+            if not future.done():
+                batch, self._pending = self._pending, []
+                await self._write(batch)
+        return await future
+
+    async def _write(self, batch: list[tuple[Change, asyncio.Future[bool]]]) -> None:
+        changes = [c for c, _ in batch]
+
+        def combined(doc: Any) -> bool:
+            results = [change(doc) for change in changes]
+            return any(results)
+
+        try:
+            changed = await asyncio.to_thread(self.file.edit, combined)
+        except ConfigError as e:
+            if len(batch) == 1:
+                batch[0][1].set_exception(e)
+                return
+            for change, future in batch:
+                try:
+                    future.set_result(await asyncio.to_thread(self.file.edit, change))
+                except ConfigError as one:
+                    future.set_exception(one)
+            return
+        for _, future in batch:
+            future.set_result(changed)
+
+
+class Subscriptions:
+    """Unsubscribe, resubscribe, preferences and sign-up, against the state and the YAML.
+
+    Args:
+        settings: DIGEST_SUBSCRIBERS, the secret keys, DIGEST_PUBLIC_URL, the transport
+            settings (for confirmation mail), the sign-up limits.
+        store: the state file.
+        now: the clock (aware UTC).
+        transport: the transport factory for confirmation mail; default from the settings.
+
+    Raises:
+        ConfigError: DIGEST_SECRET_KEY is not set.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: StateStore,
+        *,
+        now: Clock = utc_now,
+        transport: TransportFactory | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.now = now
+        self.signer = TokenSigner.from_settings(settings)
+        self.file = SubscribersFile(settings.subscribers)
+        self.writes = WriteQueue(self.file)
+        self._transport = transport or open_transport(settings)
+        self._index_for: tuple[int, SubscriberIndex] | None = None
+
+    # -- lookups ---------------------------------------------------------------------------
+    def subscribers(self) -> SubscriberList:
+        """The subscribers file as it is now (cached by content).
+
+        Raises:
+            ConfigError: it is missing or invalid.
+        """
+        return load_subscribers(self.settings.subscribers)
+
+    def _index(self, subs: SubscriberList) -> SubscriberIndex:
+        key = hash(tuple(s.email for s in subs))
+        cached = self._index_for
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        index = self.signer.index(s.email for s in subs)
+        self._index_for = (key, index)
+        return index
+
+    def verify(self, purpose: Purpose, token: str) -> Claims:
+        """Check a token for ``purpose`` (see :meth:`digest.tokens.TokenSigner.verify`).
+
+        Raises:
+            TokenError: malformed, forged, wrong purpose or expired.
+        """
+        return self.signer.verify(purpose, token, now=self.now())
+
+    def resolve(self, purpose: Purpose, token: str) -> tuple[Claims, str]:
+        """The verified claims and the subscriber's address a token is for.
+
+        Raises:
+            TokenError: bad token, or its subscriber is not in the subscribers file
+                (``reason`` ``unknown``).
+            ConfigError: the subscribers file is missing or invalid.
+        """
+        claims = self.verify(purpose, token)
+        subs = self.subscribers()
+        address = self._index(subs).lookup(claims)
+        if address is None:
+            raise TokenError("unknown", "this link is for an address that is not on the list")
+        return claims, address
+
+    def is_subscribed(self, address: str) -> bool:
+        """Active in the YAML and not suppressed."""
+        sub = self.subscribers().get(address)
+        return bool(sub and sub.active and self.store.suppression(address) is None)
+
+    def link(self, purpose: Purpose, address: str, *, path: str) -> str:
+        """``{DIGEST_PUBLIC_URL}{path}/{token}`` (or a relative path without a public URL)."""
+        token = self.signer.make(purpose, address)
+        return f"{self.settings.public_url or ''}{path}/{token}"
+
+    # -- changes ---------------------------------------------------------------------------
+    async def unsubscribe(self, address: str, request: RequestInfo, *, via: str) -> None:
+        """Suppress ``address`` (reason ``unsubscribed``), record it, set ``active: false``.
+
+        Idempotent: repeating it changes nothing more. The suppression is committed first,
+        so ``send`` skips the address from that moment even if the YAML write fails.
+
+        Raises:
+            ConfigError: the YAML could not be written (the suppression stands).
+        """
+        now = self.now()
+        new = self.store.suppress(
+            address,
+            SuppressionReason.UNSUBSCRIBED,
+            evidence=via,
+            actor=ACTOR,
+            now=now,
+        )
+        if new:
+            self.store.record_event(
+                address, "unsubscribe", actor=ACTOR, request=str(request), detail={"via": via}
+            )
+        log.info("unsubscribe %s (%s) %s", mask_address(address), via, request.request_id)
+        await self.writes.apply(_set_active(address, False))
+
+    async def resubscribe(self, address: str, request: RequestInfo) -> None:
+        """Undo an unsubscribe from the link in the subscriber's own email (a confirmed
+        opt-in: the token proves the mailbox): lift the suppression, ``active: true``."""
+        self.store.unsuppress(address, actor=ACTOR, now=self.now())
+        self.store.record_event(address, "resubscribe", actor=ACTOR, request=str(request))
+        log.info("resubscribe %s %s", mask_address(address), request.request_id)
+        await self.writes.apply(_set_active(address, True))
+
+    def validate_preferences(self, address: str, form: Mapping[str, str]) -> dict[str, Any]:
+        """The form's values as YAML field values, validated by the :class:`Subscriber` model.
+
+        Args:
+            address: whose preferences.
+            form: the submitted fields (strings): ``name``, ``keywords`` and ``exclude``
+                (comma- or newline-separated), ``frequency``, ``weekday``, ``send_at``
+                (``HH:MM``), ``timezone``, ``max_papers``.
+
+        Returns:
+            field → value to write (lists, strings, ints).
+
+        Raises:
+            FormErrors: field → message, from the same validation as the YAML.
+            ConfigError: the subscribers file is invalid.
+        """
+        subs = self.subscribers()
+        current = subs.get(address)
+        if current is None:
+            raise FormErrors({"": "this address is no longer on the list"})
+        errors: dict[str, str] = {}
+        values: dict[str, Any] = {}
+        name = form.get("name", "").strip()
+        if len(name) > MAX_NAME_CHARS:
+            errors["name"] = f"at most {MAX_NAME_CHARS} characters"
+        values["name"] = name or None
+        for key in ("keywords", "exclude"):
+            terms = split_terms(form.get(key, ""))
+            if len(terms) > MAX_TERMS:
+                errors[key] = f"at most {MAX_TERMS} terms"
+            values[key] = terms
+        for key in ("frequency", "weekday", "send_at", "timezone"):
+            values[key] = form.get(key, "").strip()
+        raw_max = form.get("max_papers", "").strip()
+        try:
+            values["max_papers"] = int(raw_max)
+        except ValueError:
+            errors["max_papers"] = "a whole number, e.g. 10"
+            values["max_papers"] = current.max_papers
+        if errors:
+            raise FormErrors(errors)
+        merged = current.model_dump()
+        merged.update(values)
+        try:
+            Subscriber.model_validate(merged)
+        except ValidationError as e:
+            for err in e.errors():
+                field = str(err["loc"][0]) if err["loc"] else ""
+                errors.setdefault(field if field in PREFERENCE_FIELDS else "", err["msg"])
+            raise FormErrors(errors) from None
+        return values
+
+    async def update_preferences(
+        self, address: str, values: Mapping[str, Any], request: RequestInfo
+    ) -> bool:
+        """Write validated preferences (:meth:`validate_preferences`) into the YAML.
+
+        Returns:
+            ``True`` if anything changed.
+
+        Raises:
+            ConfigError: the YAML could not be written.
+        """
+        changed = await self.writes.apply(lambda doc: change_fields(doc, address, values))
+        if changed:
+            self.store.record_event(
+                address,
+                "preferences",
+                actor=ACTOR,
+                request=str(request),
+                detail={"fields": sorted(values)},
+            )
+        log.info("preferences %s %s", mask_address(address), request.request_id)
+        return changed
+
+    # -- sign-up ---------------------------------------------------------------------------
+    def validate_signup(self, form: Mapping[str, str]) -> tuple[str, str | None, list[str]]:
+        """``(address, name, keywords)`` from the sign-up form.
+
+        Raises:
+            FormErrors: the address is not valid, the name or keywords are not acceptable.
+        """
+        errors: dict[str, str] = {}
+        raw = form.get("email", "").strip()
+        address = ""
+        try:
+            address = validate_email(raw, check_deliverability=False).normalized.lower()
+        except EmailNotValidError:
+            errors["email"] = "enter a valid email address, e.g. ada@example.org"
+        name = form.get("name", "").strip() or None
+        keywords = split_terms(form.get("keywords", ""))
+        if len(keywords) > MAX_TERMS:
+            errors["keywords"] = f"at most {MAX_TERMS} keywords"
+        if name is not None and len(name) > MAX_NAME_CHARS:
+            errors["name"] = f"at most {MAX_NAME_CHARS} characters"
+        if not errors:
+            try:
+                Subscriber(email=address, name=name, keywords=tuple(keywords))
+            except ValidationError as e:
+                for err in e.errors():
+                    field = str(err["loc"][0]) if err["loc"] else ""
+                    errors.setdefault(
+                        field if field in ("email", "name", "keywords") else "", err["msg"]
+                    )
+        if errors:
+            raise FormErrors(errors)
+        return address, name, keywords
+
+    async def signup(
+        self, address: str, name: str | None, keywords: Sequence[str], request: RequestInfo
+    ) -> None:
+        """Start a double opt-in: record the sign-up and mail the confirmation link.
+
+        The caller answers the same whatever happens here (already subscribed, limit for
+        the address reached, mail failed), so the answer never reveals anything about the
+        address. An address already subscribed gets a note with its preferences link instead.
+
+        Raises:
+            SignupRefused: too many sign-ups from this client in the last hour.
+        """
+        now = self.now()
+        client_count = self.store.count_signups(
+            since=now - SIGNUP_CLIENT_WINDOW, client=request.client
+        )
+        if client_count >= self.settings.signup_per_client_hour:
+            log.warning("sign-up refused: client limit %s", request.request_id)
+            raise SignupRefused
+        signup_id = secrets.token_hex(8)
+        too_many = (
+            self.store.count_signups(since=now - SIGNUP_ADDRESS_WINDOW, address=address)
+            >= self.settings.signup_per_address_day
+        )
+        self.store.add_signup(
+            signup_id,
+            address,
+            name=name,
+            keywords=keywords,
+            client=request.client,
+            expires_at=now + CONFIRM_TTL,
+        )
+        if too_many:
+            log.warning("sign-up: no mail, address limit %s", request.request_id)
+            return
+        self.store.record_event(address, "signup", actor=ACTOR, request=str(request))
+        if self.is_subscribed(address):
+            link = self.link(Purpose.PREFERENCES, address, path="/preferences")
+            subject = "You are already subscribed"
+            body = (
+                "Someone (probably you) asked to subscribe this address, which already gets "
+                f"the digest. Nothing changed.\n\nManage your preferences: {link}\n"
+            )
+        else:
+            token = self.signer.make(
+                Purpose.CONFIRM, address, data=signup_id, expires=now + CONFIRM_TTL
+            )
+            link = f"{self.settings.public_url or ''}/confirm/{token}"
+            subject = "Confirm your subscription"
+            body = (
+                "Someone (probably you) asked to receive the daily papers digest at this "
+                f"address. To confirm, open this link within 48 hours:\n\n{link}\n\n"
+                "If it was not you, ignore this message: nothing is sent without a "
+                "confirmation.\n"
+            )
+        await self._mail(address, subject, body)
+        log.info("sign-up %s mailed %s", mask_address(address), request.request_id)
+
+    def pending_signup(self, token: str) -> tuple[str, str]:
+        """``(signup id, address)`` of a confirm token.
+
+        Raises:
+            TokenError: bad/expired token, or no such sign-up.
+        """
+        claims = self.verify(Purpose.CONFIRM, token)
+        signup = self.store.signup(claims.data)
+        if signup is None or not self.signer.is_for(claims, signup.address):
+            raise TokenError("unknown", "this confirmation link is not valid")
+        return signup.id, signup.address
+
+    async def confirm(self, token: str, request: RequestInfo) -> str:
+        """Confirm a sign-up: lift a suppression, append (or re-activate) the subscriber.
+
+        Returns:
+            The address.
+
+        Raises:
+            TokenError: as :meth:`pending_signup`.
+            ConfigError: the YAML could not be written.
+        """
+        signup_id, address = self.pending_signup(token)
+        signup = self.store.signup(signup_id)
+        assert signup is not None
+        name, keywords = signup.name, signup.keywords
+        await self.writes.apply(
+            lambda doc: change_add_or_activate(doc, address, name=name, keywords=keywords)
+        )
+        self.store.unsuppress(address, actor=ACTOR, now=self.now())
+        if self.store.confirm_signup(signup_id):
+            self.store.record_event(address, "confirm", actor=ACTOR, request=str(request))
+        log.info("confirmed %s %s", mask_address(address), request.request_id)
+        return address
+
+    async def _mail(self, address: str, subject: str, body: str) -> None:
+        msg = EmailMessage()
+        msg["From"] = self.settings.sender
+        msg["To"] = address
+        msg["Subject"] = subject
+        msg["Date"] = format_datetime(self.now())
+        message_id = make_message_id(self.settings, address, "signup")
+        msg["Message-ID"] = message_id
+        msg["Auto-Submitted"] = "auto-generated"
+        msg.set_content(body)
+        envelope = self.settings.envelope_from or parseaddr(self.settings.sender)[1]
+        out = OutgoingMessage(
+            subscriber=address,
+            edition="signup",
+            message_id=message_id,
+            envelope_from=envelope,
+            recipients=(address,),
+            data=msg.as_bytes(policy=msg.policy.clone(linesep="\r\n")),
+        )
+        try:
+            transport = await self._transport()
+            try:
+                await transport.deliver(out)
+            finally:
+                await transport.close()
+        except DeliveryError as e:
+            log.warning("confirmation mail to %s failed: %s", mask_address(address), e.code)
+
+
+def split_terms(text: str) -> list[str]:
+    """Keywords from a form field: split on commas and newlines, stripped, empties dropped."""
+    out: list[str] = []
+    for line in text.replace("\r", "\n").split("\n"):
+        out.extend(part.strip() for part in line.split(","))
+    return [t for t in out if t]
+
+
+def _set_active(address: str, active: bool) -> Change:
+    return lambda doc: change_active(doc, address, active)

@@ -1,0 +1,575 @@
+"""`digest serve`: a real uvicorn server on loopback, driven with httpx."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import hashlib
+import logging
+import mailbox
+import re
+import shutil
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from digest.core import Digest
+from digest.message import unsubscribe_url_for
+from digest.models import Edition
+from digest.settings import Settings
+from digest.state import StateStore
+from digest.subscribers import load_subscribers
+from digest.tokens import Purpose, TokenSigner
+from tests.conftest import FIXTURES
+from tests.factories import SECRET_KEY, make_settings
+from tests.webserver import running_app
+
+PUBLIC = "https://papers.example.org"
+DAY = date(2026, 8, 20)
+EDITION = Edition.daily(DAY)
+# What Gmail sends for RFC 8058 one-click: a POST, form-encoded, no cookie, no Referer.
+GMAIL_HEADERS = {
+    "Content-Type": "application/x-www-form-urlencoded",
+    "User-Agent": "Mozilla/5.0 (compatible; Google-Unsubscribe)",
+}
+GMAIL_BODY = "List-Unsubscribe=One-Click"
+SUBSCRIBERS_YAML = """\
+# Our lab's list.
+defaults:
+  max_papers: 5   # keep it short
+
+subscribers:
+  # The PI.
+  - email: ada@example.org
+    name: Ada
+    keywords: [agent*, "reinforcement learning"]   # her interests
+
+  - email: bob@example.org   # a student
+    name: Bob
+"""
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, Any]:
+    subscribers = tmp_path / "subscribers.yaml"
+    subscribers.write_text(SUBSCRIBERS_YAML)
+    return {
+        "subscribers": subscribers,
+        "state_path": tmp_path / "state.sqlite3",
+        "outbox": tmp_path / "outbox",
+        "sources": f"file:{FIXTURES / 'hf-daily-papers'}",
+        "secret_key": SECRET_KEY,
+        "public_url": PUBLIC,
+        "sender": "Daily Papers <papers@example.org>",
+    }
+
+
+@pytest.fixture
+def settings(env: dict[str, Any]) -> Settings:
+    return make_settings(**env)
+
+
+@pytest.fixture
+def base(settings: Settings) -> Iterator[str]:
+    with running_app(settings) as url:
+        yield url
+
+
+def local(url: str, base: str) -> str:
+    """An email link (DIGEST_PUBLIC_URL) pointed at the test server."""
+    assert url.startswith(PUBLIC), url
+    return base + url[len(PUBLIC) :]
+
+
+def unsubscribe_link(settings: Settings, address: str, base: str) -> str:
+    url = unsubscribe_url_for(settings, address)
+    assert url is not None
+    return local(url, base)
+
+
+def snapshot(settings: Settings) -> tuple[bytes, str]:
+    """The YAML bytes and a digest of the state file (main file + WAL)."""
+    h = hashlib.sha256()
+    for suffix in ("", "-wal"):
+        p = Path(str(settings.state_path) + suffix)
+        h.update(p.read_bytes() if p.exists() else b"")
+    return settings.subscribers.read_bytes(), h.hexdigest()
+
+
+def state_rows(settings: Settings) -> tuple[Any, ...]:
+    with StateStore(settings.state_path) as store:
+        return (
+            sorted(store.suppressions()),
+            [(e.action, e.subscriber) for e in store.events()],
+        )
+
+
+def messages(settings: Settings) -> list[EmailMessage]:
+    box = mailbox.Maildir(settings.outbox, create=False)
+    out = []
+    for key in box.iterkeys():
+        msg = email.message_from_bytes(box.get_bytes(key), policy=email.policy.default)
+        assert isinstance(msg, EmailMessage)
+        out.append(msg)
+    return out
+
+
+def link_in(msg: EmailMessage, path: str) -> str:
+    body = msg.get_body(("plain",))
+    assert body is not None
+    found = re.search(re.escape(PUBLIC) + re.escape(path) + r"/[A-Za-z0-9_-]+", body.get_content())
+    assert found, body.get_content()
+    return found.group(0)
+
+
+def csrf_of(page: httpx.Response) -> str:
+    found = re.search(r'name="csrf" value="([0-9a-f]+)"', page.text)
+    assert found, page.text
+    return found.group(1)
+
+
+async def send_edition(settings: Settings) -> dict[str, tuple[str, str | None]]:
+    with Digest(settings) as digest:
+        subs = digest.load_subscribers()
+        await digest.send(EDITION, subs.subscribers)
+        return {r.subscriber: (r.status, r.detail) for r in digest.store.list(edition=EDITION.key)}
+
+
+# -- unsubscribe ---------------------------------------------------------------------------------
+
+
+async def test_one_click_post_as_gmail_sends_it_unsubscribes_and_send_skips(
+    settings: Settings, base: str
+) -> None:
+    url = unsubscribe_link(settings, "ada@example.org", base)
+    assert "ada" not in url
+    with httpx.Client() as client:
+        r = client.post(url, content=GMAIL_BODY, headers=GMAIL_HEADERS)
+    assert r.status_code == 200 and "location" not in r.headers
+    assert "set-cookie" not in r.headers
+    subs = load_subscribers(settings.subscribers)
+    assert subs.get("ada@example.org").active is False  # type: ignore[union-attr]
+    assert subs.get("bob@example.org").active is True  # type: ignore[union-attr]
+    text = settings.subscribers.read_text()
+    assert "# The PI." in text and "# her interests" in text and "# keep it short" in text
+    assert state_rows(settings) == (["ada@example.org"], [("unsubscribe", "ada@example.org")])
+    # Repeating it is harmless.
+    before = settings.subscribers.read_bytes()
+    with httpx.Client() as client:
+        again = client.post(url, content=GMAIL_BODY, headers=GMAIL_HEADERS)
+    assert again.status_code == 200
+    assert settings.subscribers.read_bytes() == before
+    assert state_rows(settings)[1] == [("unsubscribe", "ada@example.org")]
+    # The next send skips her, even after someone sets active: true again by hand.
+    settings.subscribers.write_text(
+        settings.subscribers.read_text().replace("active: false", "active: true")
+    )
+    rows = await send_edition(settings)
+    assert rows["ada@example.org"] == ("skipped", "unsubscribed")
+    assert rows["bob@example.org"][0] == "sent"
+
+
+async def test_get_shows_a_masked_address_and_changes_nothing(
+    settings: Settings, base: str
+) -> None:
+    url = unsubscribe_link(settings, "ada@example.org", base)
+    before = snapshot(settings)
+    with httpx.Client() as client:
+        for _ in range(3):  # link scanners fetch links, sometimes more than once
+            page = client.get(url)
+            assert page.status_code == 200
+            client.head(url)
+    assert snapshot(settings) == before
+    assert "a***@e***.org" in page.text and "ada@example.org" not in page.text
+    assert re.search(r'<form method="post" action="/u/[A-Za-z0-9_-]+">', page.text)
+    assert page.text.count("<button") == 1
+    assert page.headers["cache-control"] == "no-store"
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert "script" not in page.headers["content-security-policy"]
+    assert page.headers["x-frame-options"] == "DENY"
+    assert page.headers["referrer-policy"] == "no-referrer"
+
+
+async def test_the_pages_button_unsubscribes_and_offers_resubscribe_and_preferences(
+    settings: Settings, base: str
+) -> None:
+    url = unsubscribe_link(settings, "bob@example.org", base)
+    with httpx.Client() as client:
+        page = client.get(url)
+        done = client.post(url, data={"csrf": csrf_of(page)})
+        assert done.status_code == 200 and "unsubscribed" in done.text
+        assert load_subscribers(settings.subscribers).get("bob@example.org").active is False  # type: ignore[union-attr]
+        assert "Manage preferences instead" in done.text
+        prefs = re.search(r'href="(https://papers\.example\.org/preferences/[^"]+)"', done.text)
+        assert prefs is not None
+        assert client.get(local(prefs.group(1), base)).status_code == 200
+        resub = re.search(r'action="(/u/[^"]+/resubscribe)"', done.text)
+        assert resub is not None
+        back = client.post(base + resub.group(1), data={"csrf": csrf_of(done)})
+        assert back.status_code == 200 and "subscribed" in back.text
+    assert load_subscribers(settings.subscribers).get("bob@example.org").active is True  # type: ignore[union-attr]
+    assert state_rows(settings) == (
+        [],
+        [("unsubscribe", "bob@example.org"), ("resubscribe", "bob@example.org")],
+    )
+
+
+def _forged_tokens(settings: Settings) -> dict[str, tuple[str, str]]:
+    signer = TokenSigner(SECRET_KEY)
+    other_key = TokenSigner("another-secret-key-0123456789")
+    good = signer.make(Purpose.UNSUBSCRIBE, "ada@example.org")
+    expired_confirm = signer.make(
+        Purpose.CONFIRM,
+        "ada@example.org",
+        data="0" * 16,
+        expires=datetime.now(UTC) - timedelta(seconds=1),
+    )
+    flipped = good[:-3] + ("A" if good[-3] != "A" else "B") + good[-2:]
+    return {
+        "forged (other key)": ("/u/", other_key.make(Purpose.UNSUBSCRIBE, "ada@example.org")),
+        "tampered": ("/u/", flipped),
+        "address not on the list": ("/u/", signer.make(Purpose.UNSUBSCRIBE, "eve@example.org")),
+        "wrong purpose (preferences at /u)": (
+            "/u/",
+            signer.make(Purpose.PREFERENCES, "ada@example.org"),
+        ),
+        "wrong purpose (unsubscribe at /preferences)": ("/preferences/", good),
+        "wrong purpose (unsubscribe at /confirm)": ("/confirm/", good),
+        "expired confirm": ("/confirm/", expired_confirm),
+        "malformed": ("/u/", "not-a-token!"),
+        "empty-ish": ("/u/", "A"),
+        "old base64 form with the address": ("/u/", "YWRhQGV4YW1wbGUub3Jn" + "A" * 43),
+    }
+
+
+async def test_bad_tokens_get_4xx_and_change_nothing(settings: Settings, base: str) -> None:
+    before = snapshot(settings)
+    with httpx.Client() as client:
+        for label, (path, token) in _forged_tokens(settings).items():
+            url = f"{base}{path}{token}"
+            got = client.get(url)
+            assert 400 <= got.status_code < 500, label
+            assert "Nothing was changed" in got.text
+            one_click = client.post(url, content=GMAIL_BODY, headers=GMAIL_HEADERS)
+            assert 400 <= one_click.status_code < 500, label
+            form = client.post(url, data={"csrf": "x", "max_papers": "1"})
+            assert 400 <= form.status_code < 500, label
+    assert snapshot(settings) == before
+    expired = _forged_tokens(settings)["expired confirm"][1]
+    with httpx.Client() as client:
+        assert client.get(f"{base}/confirm/{expired}").status_code == 410
+
+
+async def test_a_rotated_key_still_accepts_old_links(env: dict[str, Any]) -> None:
+    old = make_settings(**env)
+    url = unsubscribe_url_for(old, "ada@example.org")
+    assert url is not None
+    rotated = make_settings(
+        **{**env, "secret_key": "the-new-key-0123456789-abcdef", "secret_key_previous": SECRET_KEY}
+    )
+    with running_app(rotated) as base, httpx.Client() as client:
+        r = client.post(local(url, base), content=GMAIL_BODY, headers=GMAIL_HEADERS)
+        assert r.status_code == 200
+    assert load_subscribers(rotated.subscribers).get("ada@example.org").active is False  # type: ignore[union-attr]
+    without = make_settings(**{**env, "secret_key": "the-new-key-0123456789-abcdef"})
+    with running_app(without) as base, httpx.Client() as client:
+        assert client.get(local(url, base)).status_code == 403
+
+
+# -- preferences ---------------------------------------------------------------------------------
+
+
+async def test_preferences_errors_next_to_fields_then_saved_into_the_yaml(
+    settings: Settings, base: str
+) -> None:
+    signer = TokenSigner(SECRET_KEY)
+    url = f"{base}/preferences/{signer.make(Purpose.PREFERENCES, 'ada@example.org')}"
+    with httpx.Client() as client:
+        page = client.get(url)
+        assert page.status_code == 200
+        assert 'value="agent*, reinforcement learning"' in page.text or (
+            ">agent*, reinforcement learning<" in page.text
+        )
+        before = snapshot(settings)
+        bad = {
+            "csrf": csrf_of(page),
+            "name": "Ada",
+            "keywords": "agent*, *",
+            "exclude": "",
+            "frequency": "hourly",
+            "weekday": "monday",
+            "send_at": "25:99",
+            "timezone": "Mars/Olympus_Mons",
+            "max_papers": "0",
+        }
+        r = client.post(url, data=bad)
+        assert r.status_code == 422
+        assert snapshot(settings) == before
+        for field in ("keywords", "frequency", "send_at", "timezone", "max_papers"):
+            assert re.search(rf'id="{field}".*?class="error" id="{field}-error"', r.text, re.S), (
+                field
+            )
+        assert 'value="Mars/Olympus_Mons"' in r.text  # what was typed stays in the form
+        good = {
+            **bad,
+            "csrf": csrf_of(r),
+            "keywords": "world model, agent*",
+            "exclude": "survey",
+            "frequency": "weekly",
+            "weekday": "friday",
+            "send_at": "08:15",
+            "timezone": "Europe/Paris",
+            "max_papers": "3",
+        }
+        saved = client.post(url, data=good)
+        assert saved.status_code == 200 and "Saved." in saved.text
+    ada = load_subscribers(settings.subscribers).get("ada@example.org")
+    assert ada is not None
+    assert ada.keywords == ("world model", "agent*") and ada.exclude == ("survey",)
+    assert (ada.frequency, ada.weekday, ada.timezone, ada.max_papers) == (
+        "weekly",
+        "friday",
+        "Europe/Paris",
+        3,
+    )
+    assert ada.send_at.strftime("%H:%M") == "08:15"
+    text = settings.subscribers.read_text()
+    assert "# The PI." in text and "# a student" in text and "\n\n  - email: bob" in text
+    assert state_rows(settings)[1] == [("preferences", "ada@example.org")]
+
+
+# -- sign-up ---------------------------------------------------------------------------------------
+
+
+def _sign_up(client: httpx.Client, base: str, address: str, **fields: str) -> httpx.Response:
+    page = client.get(base + "/")
+    assert page.status_code == 200
+    return client.post(
+        base + "/subscribe", data={"csrf": csrf_of(page), "email": address, **fields}
+    )
+
+
+async def test_sign_up_double_opt_in_then_the_next_edition_goes_to_the_new_subscriber(
+    settings: Settings, base: str
+) -> None:
+    with httpx.Client() as client:
+        r = _sign_up(client, base, "Grace@Example.org", name="Grace", keywords="diffusion, video")
+        assert r.status_code == 200 and "Check your inbox" in r.text
+        assert load_subscribers(settings.subscribers).get("grace@example.org") is None
+        [mail] = messages(settings)
+        assert mail["To"] == "grace@example.org"
+        link = local(link_in(mail, "/confirm"), base)
+        page = client.get(link)
+        assert page.status_code == 200 and "Confirm subscription" in page.text
+        assert load_subscribers(settings.subscribers).get("grace@example.org") is None
+        done = client.post(link, data={"csrf": csrf_of(page)})
+        assert done.status_code == 200 and "You're subscribed" in done.text
+    grace = load_subscribers(settings.subscribers).get("grace@example.org")
+    assert grace is not None and grace.name == "Grace" and grace.keywords == ("diffusion", "video")
+    assert "# The PI." in settings.subscribers.read_text()
+    rows = await send_edition(settings)
+    assert rows["grace@example.org"][0] == "sent"
+    got = [m for m in messages(settings) if m["To"] and "grace@example.org" in m["To"]]
+    assert any(m["Subject"].startswith("Daily Papers") for m in got)
+
+
+async def test_sign_up_never_reveals_whether_the_address_is_subscribed(
+    settings: Settings, base: str
+) -> None:
+    with httpx.Client() as client:
+        known = _sign_up(client, base, "ada@example.org")
+        new = _sign_up(client, base, "amy@example.org")
+    assert known.status_code == new.status_code == 200
+    assert known.text == new.text  # both mask to a***@e***.org
+    assert load_subscribers(settings.subscribers).get("ada@example.org").active  # type: ignore[union-attr]
+    subjects = {m["To"]: m["Subject"] for m in messages(settings)}
+    assert subjects == {
+        "ada@example.org": "You are already subscribed",
+        "amy@example.org": "Confirm your subscription",
+    }
+
+
+async def test_confirmed_opt_in_lifts_an_unsubscribe(settings: Settings, base: str) -> None:
+    with httpx.Client() as client:
+        client.post(
+            unsubscribe_link(settings, "ada@example.org", base),
+            content=GMAIL_BODY,
+            headers=GMAIL_HEADERS,
+        )
+        _sign_up(client, base, "ada@example.org")
+        [mail] = messages(settings)
+        link = local(link_in(mail, "/confirm"), base)
+        client.post(link, data={"csrf": csrf_of(client.get(link))})
+    rows = await send_edition(settings)
+    assert rows["ada@example.org"][0] == "sent"
+    assert load_subscribers(settings.subscribers).get("ada@example.org").active  # type: ignore[union-attr]
+
+
+async def test_sign_up_rate_limits_per_target_and_per_client(env: dict[str, Any]) -> None:
+    settings = make_settings(**env, signup_per_address_day=2, signup_per_client_hour=4)
+    with running_app(settings) as base, httpx.Client() as client:
+        answers = [_sign_up(client, base, "victim@example.org") for _ in range(3)]
+        assert [a.status_code for a in answers] == [200, 200, 200]
+        assert len(messages(settings)) == 2  # the third got no mail; the answer is the same
+        assert answers[2].text == answers[0].text
+        assert _sign_up(client, base, "other@example.org").status_code == 200
+        refused = _sign_up(client, base, "third@example.org")
+        assert refused.status_code == 429
+        assert len(messages(settings)) == 3
+
+
+async def test_sign_up_can_be_turned_off(env: dict[str, Any]) -> None:
+    settings = make_settings(**env, signup=False)
+    with running_app(settings) as base, httpx.Client() as client:
+        assert 'action="/subscribe"' not in client.get(base + "/").text
+        assert client.post(base + "/subscribe", data={"email": "a@example.org"}).status_code == 404
+
+
+# -- hostile input -------------------------------------------------------------------------------
+
+
+HOSTILE = [
+    "<script>alert(1)</script>@example.org",
+    "ada@example.org\r\nBcc: everyone@example.org",
+    "a" * 300 + "@example.org",
+    "",
+    "ada@example.org, bob@example.org",
+]
+
+
+async def test_hostile_sign_up_inputs_are_refused_or_escaped(
+    settings: Settings, base: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    before = snapshot(settings)[0]
+    with httpx.Client() as client:
+        for value in HOSTILE:
+            r = _sign_up(client, base, value)
+            assert r.status_code == 422, value
+            assert "<script>" not in r.text
+            assert "enter a valid email address" in r.text
+        xss = _sign_up(
+            client, base, "x@example.org", name="<img src=x onerror=alert(1)>", keywords="</li>"
+        )
+        assert "<img src=x" not in xss.text
+        nobody = client.post(base + "/subscribe", data={"email": "y@example.org"})
+        assert nobody.status_code == 403  # no CSRF field/cookie
+        huge = client.post(
+            base + "/subscribe",
+            content=b"email=" + b"a" * 100_000,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert huge.status_code == 413
+        json_body = client.post(base + "/subscribe", json={"email": "z@example.org"})
+        assert json_body.status_code == 415
+        many = client.post(base + "/subscribe", data={f"f{i}": "x" for i in range(200)})
+        assert many.status_code == 400
+        redirect = client.get(base + "/?next=https://evil.example/")
+        assert "location" not in redirect.headers and "evil.example" not in redirect.text
+    assert snapshot(settings)[0] == before
+    # Only the valid sign-up (its odd name is plain text, escaped wherever it is shown).
+    assert [m["To"] for m in messages(settings)] == ["x@example.org"]
+
+
+async def test_hostile_preferences_inputs(settings: Settings, base: str) -> None:
+    url = (
+        f"{base}/preferences/{TokenSigner(SECRET_KEY).make(Purpose.PREFERENCES, 'bob@example.org')}"
+    )
+    before = snapshot(settings)
+    with httpx.Client() as client:
+        page = client.get(url)
+        csrf = csrf_of(page)
+        base_form = {
+            "csrf": csrf,
+            "name": "Bob",
+            "keywords": "",
+            "exclude": "",
+            "frequency": "daily",
+            "weekday": "monday",
+            "send_at": "07:00",
+            "timezone": "UTC",
+            "max_papers": "5",
+        }
+        cases = [
+            {"name": "Bob\r\nBcc: x@example.org"},
+            {"name": "x" * 500},
+            {"keywords": ", ".join(f"k{i}" for i in range(80))},
+            {"max_papers": "1e9"},
+            {"max_papers": "-1"},
+            {"timezone": "../../etc/passwd"},
+            {"send_at": "07:00; DROP TABLE"},
+            {"weekday": "<b>"},
+            {"frequency": "<b>weekly</b>"},
+        ]
+        for case in cases:
+            r = client.post(url, data={**base_form, **case})
+            assert r.status_code == 422, case
+            assert "<b>" not in r.text
+        no_csrf = client.post(url, data={**base_form, "csrf": "0" * 64})
+        assert no_csrf.status_code == 403
+    assert snapshot(settings) == before
+
+
+async def test_logs_carry_no_token_and_no_full_address(
+    settings: Settings, base: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    url = unsubscribe_link(settings, "ada@example.org", base)
+    token = url.rsplit("/", 1)[1]
+    with httpx.Client() as client:
+        client.get(url)
+        client.post(url, content=GMAIL_BODY, headers=GMAIL_HEADERS)
+        _sign_up(client, base, "newbie@example.org")
+    server_side = [r for r in caplog.records if r.name.startswith(("digest", "uvicorn"))]
+    text = "\n".join(r.getMessage() for r in server_side)
+    assert "unsubscribe a***@e***.org" in text and "POST /u/…" in text
+    assert token not in text
+    assert "ada@example.org" not in text and "newbie@example.org" not in text
+    assert SECRET_KEY not in text
+
+
+# -- archive ---------------------------------------------------------------------------------------
+
+
+async def test_archive_index_edition_and_atom_feed(settings: Settings, base: str) -> None:
+    with httpx.Client() as client:
+        assert "No edition has been sent yet" in client.get(base + "/archive").text
+        await send_edition(settings)
+        index = client.get(base + "/archive")
+        assert index.status_code == 200 and 'href="/archive/2026-08-20"' in index.text
+        edition = client.get(base + "/archive/2026-08-20")
+        assert edition.status_code == 200 and "<html" in edition.text
+        assert "ada@example.org" not in edition.text  # the unpersonalized edition
+        assert "script-src" not in edition.headers["content-security-policy"]
+        feed = client.get(base + "/archive.atom")
+        assert feed.headers["content-type"].startswith("application/atom+xml")
+        assert f"<id>{PUBLIC}/archive/2026-08-20</id>" in feed.text
+        assert "<title>Daily Papers · " in feed.text
+        for bad in ("2026-08-21", "2026-13-40", "..%2F..%2Fetc%2Fpasswd", "<script>"):
+            assert client.get(base + "/archive/" + bad).status_code == 404
+
+
+def test_cli_serve_needs_a_secret_key(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    shutil.copy(FIXTURES.parent.parent / "subscribers.example.yaml", tmp_path / "s.yaml")
+    proc = subprocess.run(
+        [sys.executable, "-m", "digest", "serve", "--port", "1"],
+        env={
+            "PATH": "/usr/bin:/bin",
+            "DIGEST_SUBSCRIBERS": str(tmp_path / "s.yaml"),
+            "DIGEST_STATE_PATH": str(tmp_path / "s.sqlite3"),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert "DIGEST_SECRET_KEY" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,53 @@
+"""A real uvicorn server on loopback serving :func:`digest.web.create_app`, on a thread."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import uvicorn
+
+from digest.settings import Settings
+from digest.web import create_app
+
+START_TIMEOUT_S = 20.0
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def running_app(settings: Settings, **app_options: Any) -> Iterator[str]:
+    """Serve the app on 127.0.0.1 (a free port) while the block runs; yields the base URL.
+
+    Args:
+        settings: the app's settings.
+        **app_options: passed to :func:`create_app` (``now=``, ``transport=``).
+    """
+    app = create_app(settings, **app_options)
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, access_log=False, log_config=None, lifespan="off"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(START_TIMEOUT_S)
+        app.state.web.close()
