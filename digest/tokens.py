@@ -39,6 +39,7 @@ from enum import StrEnum
 
 from pydantic import SecretStr
 
+from digest.addresses import normalize_email
 from digest.errors import ConfigError, TokenError
 
 VERSION = 1
@@ -91,11 +92,9 @@ class Claims:
 
 
 def normalize_address(address: str) -> str:
-    """The identity form of an address used for references: stripped, lower-cased.
-
-    (The same key the subscribers file uses for duplicates.)
-    """
-    return address.strip().lower()
+    """The identity form of an address used for references
+    (:func:`digest.addresses.normalize_email`: NFC, lower case, IDNA domain)."""
+    return normalize_email(address)
 
 
 def _key(secret: SecretStr | str | bytes) -> bytes:

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from digest.addresses import normalize_email
+
 _SCHEMA = (
     """CREATE TABLE events (
         id INTEGER PRIMARY KEY,
@@ -149,7 +151,7 @@ class RecordsMixin:
                     self._stamp(),
                     actor,
                     action,
-                    subscriber.strip().lower(),
+                    normalize_email(subscriber),
                     request,
                     json.dumps(detail or {}, sort_keys=True),
                 ),
@@ -161,7 +163,7 @@ class RecordsMixin:
         params: tuple[str, ...] = ()
         if subscriber is not None:
             sql += " WHERE subscriber = ?"
-            params = (subscriber.strip().lower(),)
+            params = (normalize_email(subscriber),)
         rows = self._query(sql + " ORDER BY id", params)
         return [
             Event(r[0], _utc(r[1]) or datetime.min, r[2], r[3], r[4], r[5], json.loads(r[6]))
@@ -186,7 +188,7 @@ class RecordsMixin:
                 "expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     signup_id,
-                    address.strip().lower(),
+                    normalize_email(address),
                     name,
                     json.dumps(list(keywords)),
                     client,
@@ -226,7 +228,7 @@ class RecordsMixin:
         params: list[str] = [_iso(since)]
         if address is not None:
             where.append("address = ?")
-            params.append(address.strip().lower())
+            params.append(normalize_email(address))
         if client is not None:
             where.append("client = ?")
             params.append(client)

@@ -38,6 +38,7 @@ from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 from ruamel.yaml.tokens import CommentToken
 from ruamel.yaml.util import load_yaml_guess_indent
 
+from digest.addresses import normalize_email
 from digest.errors import ConfigError
 from digest.subscribers.model import Subscriber
 from digest.subscribers.yaml import _load as _validate_bytes
@@ -261,7 +262,7 @@ def change_add_or_activate(
     if subs is None:
         subs = doc["subscribers"] = CommentedSeq()
     new = CommentedMap()
-    new["email"] = email.strip().lower()
+    new["email"] = normalize_email(email)
     if name:
         new["name"] = name
     if words:
@@ -281,9 +282,9 @@ def _round_trip(indent: int, offset: int) -> YAML:
 
 
 def _find(doc: CommentedMap, email: str) -> CommentedMap | None:
-    wanted = email.strip().lower()
+    wanted = normalize_email(email)
     for entry in doc.get("subscribers") or ():
-        if isinstance(entry, CommentedMap) and str(entry.get("email", "")).strip().lower() == (
+        if isinstance(entry, CommentedMap) and normalize_email(str(entry.get("email", ""))) == (
             wanted
         ):
             return entry

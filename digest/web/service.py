@@ -28,6 +28,7 @@ from typing import Any
 from email_validator import EmailNotValidError, validate_email
 from pydantic import ValidationError
 
+from digest.addresses import normalize_email
 from digest.clock import Clock, utc_now
 from digest.delivery import OutgoingMessage, TransportFactory, open_transport
 from digest.errors import ConfigError, DeliveryError, TokenError
@@ -359,7 +360,7 @@ class Subscriptions:
         raw = form.get("email", "").strip()
         address = ""
         try:
-            address = validate_email(raw, check_deliverability=False).normalized.lower()
+            address = normalize_email(validate_email(raw, check_deliverability=False).normalized)
         except EmailNotValidError:
             errors["email"] = "enter a valid email address, e.g. ada@example.org"
         name = form.get("name", "").strip() or None
