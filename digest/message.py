@@ -280,6 +280,22 @@ def unsubscribe_url_for(settings: Settings, email: str) -> str | None:
     return url.replace("{email}", quote(email.strip().lower(), safe=""))
 
 
+def preferences_url_for(settings: Settings, email: str) -> str | None:
+    """``{DIGEST_PUBLIC_URL}/preferences/{token}`` (purpose ``preferences``), or ``None``
+    without DIGEST_PUBLIC_URL or DIGEST_SECRET_KEY."""
+    if not settings.public_url or settings.secret_key is None:
+        return None
+    token = TokenSigner.from_settings(settings).make(Purpose.PREFERENCES, email)
+    return f"{settings.public_url}/preferences/{token}"
+
+
+def archive_url_for(settings: Settings, edition_key: str) -> str | None:
+    """``{DIGEST_PUBLIC_URL}/archive/{edition_key}`` (the unpersonalized edition), or ``None``."""
+    if not settings.public_url:
+        return None
+    return f"{settings.public_url}/archive/{quote(edition_key, safe='')}"
+
+
 def unsubscribe_mailto_for(settings: Settings) -> str | None:
     """``mailto:ADDR?subject=unsubscribe`` from DIGEST_UNSUBSCRIBE_MAILTO, or ``None``."""
     return mailto_url(settings.unsubscribe_mailto)

@@ -188,6 +188,9 @@ class EmailContext:
             ``mailto:`` URL, used when there is no ``unsubscribe_url``.
         total_papers: how many papers the edition had before selection (``len(papers)``
             or more).
+        preferences_url: this subscriber's "Manage preferences" link (``digest serve``), if any.
+        archive_url: the edition's "View in browser" link (unpersonalized), if any.
+        postal_address: the sender's postal address for the footer (DIGEST_POSTAL_ADDRESS).
     """
 
     edition: Edition
@@ -196,6 +199,9 @@ class EmailContext:
     unsubscribe_url: str | None
     unsubscribe_mailto: str | None
     total_papers: int
+    preferences_url: str | None = None
+    archive_url: str | None = None
+    postal_address: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -682,6 +688,7 @@ class Renderer:
             ``shown`` (len(papers)), ``total_papers``, ``site_url``, ``subscriber`` (or
             ``None``), ``email`` (or ``None``), ``name`` (or ``None``), ``keywords`` (tuple),
             ``unsubscribe_url``, ``unsubscribe_mailto`` (a ``mailto:`` URL or ``None``),
+            ``preferences_url``, ``archive_url``, ``postal_address`` (each or ``None``),
             ``text_width``, ``highlight_class``, ``period`` (``on Thursday``, ``in the week of
             Aug 17–23``: never "today"), ``see_all_url`` (the edition's page on Hugging Face).
         """
@@ -709,6 +716,9 @@ class Renderer:
             "keywords": tuple(sub.keywords) if sub is not None else (),
             "unsubscribe_url": ctx.unsubscribe_url,
             "unsubscribe_mailto": mailto_url(ctx.unsubscribe_mailto),
+            "preferences_url": ctx.preferences_url,
+            "archive_url": ctx.archive_url,
+            "postal_address": ctx.postal_address,
             "text_width": TEXT_WIDTH,
             "highlight_class": HIGHLIGHT_CLASS,
         }

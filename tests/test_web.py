@@ -573,3 +573,36 @@ def test_cli_serve_needs_a_secret_key(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "DIGEST_SECRET_KEY" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# -- the email's links -------------------------------------------------------------------------
+
+
+async def test_the_emails_greeting_footer_links_and_postal_address(
+    env: dict[str, Any],
+) -> None:
+    settings = make_settings(**env, postal_address="Lab of Papers, 1 Main St, Springfield")
+    await send_edition(settings)
+    [mail] = [m for m in messages(settings) if "ada@example.org" in str(m["To"])]
+    html = mail.get_body(("html",))
+    text = mail.get_body(("plain",))
+    assert html is not None and text is not None
+    html_s, text_s = html.get_content(), text.get_content()
+    assert "Hi Ada," in html_s and "Hi Ada," in text_s
+    assert "Lab of Papers, 1 Main St, Springfield" in html_s
+    assert "Lab of Papers, 1 Main St, Springfield" in text_s
+    links = dict(
+        re.findall(r'href="(https://papers\.example\.org/[^"]+)"[^>]*>([A-Za-z ]+)</a>', html_s)
+    )
+    by_label = {label: url for url, label in links.items()}
+    assert set(by_label) >= {"Manage preferences", "View in browser", "Unsubscribe"}
+    assert "ada" not in by_label["Manage preferences"] + by_label["Unsubscribe"]
+    assert by_label["View in browser"] == f"{PUBLIC}/archive/2026-08-20"
+    assert re.search(r"<(https://papers\.example\.org/u/[^>]+)>", mail["List-Unsubscribe"])
+    with running_app(settings) as base, httpx.Client() as client:
+        prefs = client.get(local(by_label["Manage preferences"], base))
+        assert prefs.status_code == 200 and "Your preferences" in prefs.text
+        assert client.get(local(by_label["View in browser"], base)).status_code == 200
+        unsub = client.get(local(by_label["Unsubscribe"], base))
+        assert unsub.status_code == 200 and "a***@e***.org" in unsub.text
+        assert "Lab of Papers" in unsub.text

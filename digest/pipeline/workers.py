@@ -43,7 +43,13 @@ from typing import Literal, NamedTuple
 
 from digest.clock import utc_now
 from digest.errors import DigestError
-from digest.message import build_message, make_message_id, unsubscribe_url_for
+from digest.message import (
+    archive_url_for,
+    build_message,
+    make_message_id,
+    preferences_url_for,
+    unsubscribe_url_for,
+)
 from digest.models import Edition, Paper, RankedPaper
 from digest.ranking import rank
 from digest.render import EmailContext, RenderedEmail, Renderer
@@ -117,6 +123,9 @@ def render_ranked(
         unsubscribe_url=unsubscribe_url_for(settings, subscriber.email) if subscriber else None,
         unsubscribe_mailto=settings.unsubscribe_mailto,
         total_papers=total_papers,
+        preferences_url=preferences_url_for(settings, subscriber.email) if subscriber else None,
+        archive_url=archive_url_for(settings, edition.key),
+        postal_address=settings.postal_address,
     )
     return renderer.render(ctx)
 
