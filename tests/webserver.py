@@ -25,15 +25,18 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_app(settings: Settings, **app_options: Any) -> Iterator[str]:
-    """Serve the app on 127.0.0.1 (a free port) while the block runs; yields the base URL.
+def running_app(
+    settings: Settings, *, port: int | None = None, **app_options: Any
+) -> Iterator[str]:
+    """Serve the app on 127.0.0.1 while the block runs; yields the base URL.
 
     Args:
         settings: the app's settings.
+        port: the port (default: a free one).
         **app_options: passed to :func:`create_app` (``now=``, ``transport=``).
     """
     app = create_app(settings, **app_options)
-    port = free_port()
+    port = port or free_port()
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, access_log=False, log_config=None, lifespan="off"
     )

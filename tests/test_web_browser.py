@@ -1,0 +1,190 @@
+"""End to end in a real browser: sign-up → confirm (link from the received email) →
+preferences → unsubscribe, with Debian's Chromium driven by Playwright (headless).
+
+Screenshots of every page are kept under the test's tmp dir and copied to
+``test-artifacts/web/`` (ignored by git).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from digest.subscribers import load_subscribers
+from tests.factories import make_settings
+from tests.test_web import env, messages, send_edition  # noqa: F401
+from tests.webserver import free_port, running_app
+
+CHROMIUM = Path(os.environ.get("DIGEST_TEST_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "web"
+TIMEOUT_MS = 30_000
+
+playwright_sync = pytest.importorskip("playwright.sync_api")
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is not installed")
+
+
+@pytest.fixture
+def browser_page(tmp_path: Path) -> Iterator[Any]:
+    with playwright_sync.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            context = browser.new_context(viewport={"width": 800, "height": 900})
+            page = context.new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            yield page
+        finally:
+            browser.close()
+
+
+class Shots:
+    """Numbered full-page screenshots in ``tmp_path/shots`` and ``test-artifacts/web``."""
+
+    def __init__(self, page: Any, tmp_path: Path) -> None:
+        self.page = page
+        self.dir = tmp_path / "shots"
+        self.dir.mkdir()
+        self.n = 0
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+
+    def take(self, name: str) -> Path:
+        self.n += 1
+        path = self.dir / f"{self.n:02d}-{name}.png"
+        self.page.screenshot(path=str(path), full_page=True)
+        shutil.copy(path, ARTIFACTS / path.name)
+        return path
+
+
+def test_sign_up_confirm_preferences_unsubscribe_in_chromium(
+    env: dict[str, Any],  # noqa: F811
+    tmp_path: Path,
+    browser_page: Any,
+) -> None:
+    page = browser_page
+    port = free_port()
+    public = f"http://127.0.0.1:{port}"  # the links in the emails and pages point here
+    settings = make_settings(
+        **{**env, "public_url": public},
+        postal_address="Lab of Papers · 1 Main St · Springfield",
+    )
+    shots = Shots(page, tmp_path)
+    with running_app(settings, port=port) as base:
+        assert base == public
+
+        # 1. Sign up, with an invalid address first: the error is shown next to the field.
+        page.goto(base + "/")
+        shots.take("signup")
+        page.fill("#email", "not an address")
+        page.click("button[type=submit]")
+        assert page.locator("#email-error").is_visible()
+        shots.take("signup-error")
+        page.fill("#email", "grace@example.org")
+        page.fill("#name", "Grace")
+        page.fill("#keywords", "diffusion, video")
+        page.click("button[type=submit]")
+        page.wait_for_selector("text=Check your inbox")
+        shots.take("signup-sent")
+        assert load_subscribers(settings.subscribers).get("grace@example.org") is None
+
+        # 2. Confirm with the link from the email that arrived in the Maildir.
+        [mail] = messages(settings)
+        body = mail.get_body(("plain",))
+        assert body is not None
+        link = re.search(re.escape(public) + r"/confirm/[A-Za-z0-9_-]+", body.get_content())
+        assert link is not None
+        page.goto(link.group(0))
+        shots.take("confirm")
+        page.click("button[type=submit]")
+        page.wait_for_selector("text=You're subscribed")
+        shots.take("confirmed")
+        grace = load_subscribers(settings.subscribers).get("grace@example.org")
+        assert grace is not None and grace.active and grace.keywords == ("diffusion", "video")
+
+        # 3. Preferences: a bad value first (error next to it), then a good one.
+        page.click("text=Choose your keywords")
+        page.wait_for_selector("text=Your preferences")
+        shots.take("preferences")
+        page.fill("#max_papers", "0")
+        page.fill("#timezone", "Mars/Base")
+        page.click("button[type=submit]")
+        assert page.locator("#max_papers-error").is_visible()
+        assert page.locator("#timezone-error").is_visible()
+        shots.take("preferences-errors")
+        page.fill("#max_papers", "4")
+        page.fill("#timezone", "Europe/Paris")
+        page.select_option("#frequency", "weekly")
+        page.select_option("#weekday", "friday")
+        page.fill("#keywords", "diffusion, world model")
+        page.click("button[type=submit]")
+        page.wait_for_selector("text=Saved.")
+        shots.take("preferences-saved")
+        grace = load_subscribers(settings.subscribers).get("grace@example.org")
+        assert grace is not None
+        assert (grace.max_papers, grace.timezone, grace.frequency, grace.weekday) == (
+            4,
+            "Europe/Paris",
+            "weekly",
+            "friday",
+        )
+        assert grace.keywords == ("diffusion", "world model")
+
+        # 4. Unsubscribe from the preferences page's link: a page, then one button.
+        page.click("text=Unsubscribe")
+        page.wait_for_selector("text=Stop sending the digest")
+        assert re.search(r"g\*\*\*@e\*\*\*\.org", page.content())
+        shots.take("unsubscribe")
+        assert load_subscribers(settings.subscribers).get("grace@example.org").active  # type: ignore[union-attr]
+        page.click("button[type=submit]")
+        page.wait_for_selector("text=You're unsubscribed")
+        shots.take("unsubscribed")
+        assert not load_subscribers(settings.subscribers).get("grace@example.org").active  # type: ignore[union-attr]
+
+        # 5. The archive (after an edition went out) in the browser.
+        page.goto(base + "/archive")
+        shots.take("archive-empty")
+    assert len(list(shots.dir.glob("*.png"))) == shots.n
+
+
+async def test_archive_edition_renders_in_chromium(
+    env: dict[str, Any],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(**env)
+    await send_edition(settings)
+    with running_app(settings) as base:
+        import asyncio
+
+        def browse() -> None:
+            with playwright_sync.sync_playwright() as p:
+                browser = p.chromium.launch(
+                    executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+                )
+                try:
+                    page = browser.new_page(viewport={"width": 800, "height": 900})
+                    page.set_default_timeout(TIMEOUT_MS)
+                    page.goto(base + "/archive")
+                    page.click("ul.editions a")
+                    page.wait_for_selector("text=trending papers")
+                    shots = Shots(page, tmp_path)
+                    shots.n = 20
+                    shots.take("archive-edition")
+                finally:
+                    browser.close()
+
+        await asyncio.to_thread(browse)
