@@ -613,6 +613,10 @@ class StateBackend(Protocol):
         """Sign-ups created at or after ``since`` for one address and/or one client."""
         ...
 
+    def sent_editions(self, *, limit: int = 60) -> builtins.list[tuple[str, datetime]]:
+        """``(edition key, first sent at)`` of editions sent to anyone, newest first."""
+        ...
+
     def save_papers(self, day: date, source: str, papers: Iterable[Paper]) -> None:
         """Store (replace) the papers ``source`` listed for the UTC day ``day``."""
         ...

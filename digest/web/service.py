@@ -34,7 +34,7 @@ from digest.delivery import OutgoingMessage, TransportFactory, open_transport
 from digest.errors import ConfigError, DeliveryError, TokenError
 from digest.message import make_message_id
 from digest.settings import Settings
-from digest.state import StateStore, SuppressionReason
+from digest.state import StateBackend, SuppressionReason
 from digest.subscribers import Subscriber, SubscriberList, load_subscribers
 from digest.subscribers.writeback import (
     Change,
@@ -176,7 +176,7 @@ class Subscriptions:
     def __init__(
         self,
         settings: Settings,
-        store: StateStore,
+        store: StateBackend,
         *,
         now: Clock = utc_now,
         transport: TransportFactory | None = None,
