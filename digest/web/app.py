@@ -354,7 +354,8 @@ async def preferences_page(request: Request) -> Response:
     except TokenError as e:
         return app.token_error(request, e)
     sub = app.subs.subscribers().get(address)
-    assert sub is not None  # resolve() found it there
+    if sub is None:  # removed from the file since the index was built
+        return app.token_error(request, TokenError("unknown", "this address is not on the list"))
     return _preferences_page(app, request, address, _preference_values(sub), errors={})
 
 
@@ -385,7 +386,8 @@ async def preferences(request: Request) -> Response:
             status=503,
         )
     sub = app.subs.subscribers().get(address)
-    assert sub is not None
+    if sub is None:
+        return app.token_error(request, TokenError("unknown", "this address is not on the list"))
     return _preferences_page(app, request, address, _preference_values(sub), errors={}, saved=True)
 
 

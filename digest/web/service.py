@@ -208,6 +208,21 @@ class Subscriptions:
         self._index_for = (key, index)
         return index
 
+    def _lookup(self, claims: Claims) -> str | None:
+        """The address of ``claims`` among the addresses of the subscribers file.
+
+        The index of the last read is tried first (an address once in the file stays
+        resolvable: unsubscribing one that was removed since is harmless), so a burst of
+        one-click POSTs does not re-read the file that their own writes keep changing; on a
+        miss the file is read again.
+        """
+        cached = self._index_for
+        if cached is not None:
+            address = cached[1].lookup(claims)
+            if address is not None:
+                return address
+        return self._index(self.subscribers()).lookup(claims)
+
     def verify(self, purpose: Purpose, token: str) -> Claims:
         """Check a token for ``purpose`` (see :meth:`digest.tokens.TokenSigner.verify`).
 
@@ -225,8 +240,7 @@ class Subscriptions:
             ConfigError: the subscribers file is missing or invalid.
         """
         claims = self.verify(purpose, token)
-        subs = self.subscribers()
-        address = self._index(subs).lookup(claims)
+        address = self._lookup(claims)
         if address is None:
             raise TokenError("unknown", "this link is for an address that is not on the list")
         return claims, address
