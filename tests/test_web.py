@@ -30,6 +30,7 @@ from tests.factories import SECRET_KEY, make_settings
 from tests.webserver import running_app
 
 PUBLIC = "https://papers.example.org"
+NEW_KEY = "the-new-key-0123456789-abcdefghijkl"
 DAY = date(2026, 8, 20)
 EDITION = Edition.daily(DAY)
 # What Gmail sends for RFC 8058 one-click: a POST, form-encoded, no cookie, no Referer.
@@ -221,7 +222,7 @@ async def test_the_pages_button_unsubscribes_and_offers_resubscribe_and_preferen
 
 def _forged_tokens(settings: Settings) -> dict[str, tuple[str, str]]:
     signer = TokenSigner(SECRET_KEY)
-    other_key = TokenSigner("another-secret-key-0123456789")
+    other_key = TokenSigner("another-secret-key-0123456789-abcdefghij")
     good = signer.make(Purpose.UNSUBSCRIBE, "ada@example.org")
     expired_confirm = signer.make(
         Purpose.CONFIRM,
@@ -269,14 +270,12 @@ async def test_a_rotated_key_still_accepts_old_links(env: dict[str, Any]) -> Non
     old = make_settings(**env)
     url = unsubscribe_url_for(old, "ada@example.org")
     assert url is not None
-    rotated = make_settings(
-        **{**env, "secret_key": "the-new-key-0123456789-abcdef", "secret_key_previous": SECRET_KEY}
-    )
+    rotated = make_settings(**{**env, "secret_key": NEW_KEY, "secret_key_previous": SECRET_KEY})
     with running_app(rotated) as base, httpx.Client() as client:
         r = client.post(local(url, base), content=GMAIL_BODY, headers=GMAIL_HEADERS)
         assert r.status_code == 200
     assert load_subscribers(rotated.subscribers).get("ada@example.org").active is False  # type: ignore[union-attr]
-    without = make_settings(**{**env, "secret_key": "the-new-key-0123456789-abcdef"})
+    without = make_settings(**{**env, "secret_key": NEW_KEY})
     with running_app(without) as base, httpx.Client() as client:
         assert client.get(local(url, base)).status_code == 403
 
