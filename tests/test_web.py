@@ -9,7 +9,8 @@ import logging
 import mailbox
 import re
 import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -79,6 +80,19 @@ def settings(env: dict[str, Any]) -> Settings:
 def base(settings: Settings) -> Iterator[str]:
     with running_app(settings) as url:
         yield url
+
+
+def eventually(check: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Wait (bounded) for ``check()``: the YAML follows an unsubscribe by a background write."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def active(settings: Settings, address: str) -> bool | None:
+    sub = load_subscribers(settings.subscribers).get(address)
+    return None if sub is None else sub.active
 
 
 def local(url: str, base: str) -> str:
@@ -153,6 +167,7 @@ async def test_one_click_post_as_gmail_sends_it_unsubscribes_and_send_skips(
         r = client.post(url, content=GMAIL_BODY, headers=GMAIL_HEADERS)
     assert r.status_code == 200 and "location" not in r.headers
     assert "set-cookie" not in r.headers
+    eventually(lambda: active(settings, "ada@example.org") is False)
     subs = load_subscribers(settings.subscribers)
     assert subs.get("ada@example.org").active is False  # type: ignore[union-attr]
     assert subs.get("bob@example.org").active is True  # type: ignore[union-attr]
@@ -204,7 +219,7 @@ async def test_the_pages_button_unsubscribes_and_offers_resubscribe_and_preferen
         page = client.get(url)
         done = client.post(url, data={"csrf": csrf_of(page)})
         assert done.status_code == 200 and "unsubscribed" in done.text
-        assert load_subscribers(settings.subscribers).get("bob@example.org").active is False  # type: ignore[union-attr]
+        eventually(lambda: active(settings, "bob@example.org") is False)
         assert "Manage preferences instead" in done.text
         prefs = re.search(r'href="(https://papers\.example\.org/preferences/[^"]+)"', done.text)
         assert prefs is not None
@@ -274,7 +289,7 @@ async def test_a_rotated_key_still_accepts_old_links(env: dict[str, Any]) -> Non
     with running_app(rotated) as base, httpx.Client() as client:
         r = client.post(local(url, base), content=GMAIL_BODY, headers=GMAIL_HEADERS)
         assert r.status_code == 200
-    assert load_subscribers(rotated.subscribers).get("ada@example.org").active is False  # type: ignore[union-attr]
+        eventually(lambda: active(rotated, "ada@example.org") is False)
     without = make_settings(**{**env, "secret_key": NEW_KEY})
     with running_app(without) as base, httpx.Client() as client:
         assert client.get(local(url, base)).status_code == 403

@@ -18,7 +18,7 @@ import pytest
 
 from digest.subscribers import load_subscribers
 from tests.factories import make_settings
-from tests.test_web import env, messages, send_edition  # noqa: F401
+from tests.test_web import active, env, eventually, messages, send_edition  # noqa: F401
 from tests.webserver import free_port, running_app
 
 CHROMIUM = Path(os.environ.get("DIGEST_TEST_CHROMIUM", "/usr/bin/chromium"))
@@ -153,7 +153,7 @@ def test_sign_up_confirm_preferences_unsubscribe_in_chromium(
         page.click("button[type=submit]")
         page.wait_for_selector("text=You're unsubscribed")
         shots.take("unsubscribed")
-        assert not load_subscribers(settings.subscribers).get("grace@example.org").active  # type: ignore[union-attr]
+        eventually(lambda: active(settings, "grace@example.org") is False)
 
         # 5. The archive (after an edition went out) in the browser.
         page.goto(base + "/archive")

@@ -38,7 +38,7 @@ def running_app(
     app = create_app(settings, **app_options)
     port = port or free_port()
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, access_log=False, log_config=None, lifespan="off"
+        app, host="127.0.0.1", port=port, access_log=False, log_config=None, lifespan="on"
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

@@ -64,7 +64,7 @@ def server(
         log_config=None,
         proxy_headers=True,
         server_header=False,
-        lifespan="off",
+        lifespan="on",
     )
     return _EmbeddedServer(config) if embedded else uvicorn.Server(config)
 

@@ -20,10 +20,11 @@ A bad, forged, expired or wrong-purpose token gets a 4xx page and changes nothin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -269,10 +270,7 @@ async def unsubscribe(request: Request) -> Response:
     if not one_click and not app.csrf.check(request, form):
         return app.page("error.html.j2", request, status=403, reason="csrf", message=_CSRF)
     via = "one-click POST (RFC 8058)" if one_click else "unsubscribe page"
-    try:
-        await app.subs.unsubscribe(address, app.request_info(request), via=via)
-    except ConfigError as e:  # the suppression stands: the address gets no more mail
-        log.error("unsubscribe: could not update the subscribers file: %s", e)
+    await app.subs.unsubscribe(address, app.request_info(request), via=via)
     if one_click:
         return PlainTextResponse("Unsubscribed.\n")
     prefs = app.subs.link(Purpose.PREFERENCES, address, path="/preferences")
@@ -511,7 +509,15 @@ def create_app(
         Route("/healthz", healthz, methods=["GET"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        yield
+        await web.subs.writes.drain()  # every accepted unsubscribe reaches the YAML
+
+    app = Starlette(
+        routes=routes, exception_handlers={HTTPException: _http_error}, lifespan=lifespan
+    )
     app.state.web = web
     app.add_middleware(SecurityMiddleware)
     return app

@@ -111,16 +111,45 @@ class SignupRefused(Exception):
 class WriteQueue:
     """Coalesces YAML changes of concurrent requests into one round-trip write.
 
-    A request adds its change and waits; whichever request gets the lock writes every change
-    pending at that moment in one :meth:`SubscribersFile.edit` (on a thread). If a combined
-    write fails, each of its changes is retried alone, so one bad change fails only its own
-    request.
+    :meth:`apply` adds a change and waits for it; :meth:`submit` adds one and returns at once
+    (a background task writes it). Whoever holds the lock writes every change pending at that
+    moment in one :meth:`SubscribersFile.edit` (on a thread). If a combined write fails, each
+    of its changes is retried alone, so one bad change fails only its own request.
+    :meth:`drain` waits until nothing is pending (at shutdown).
     """
 
     def __init__(self, file: SubscribersFile) -> None:
         self.file = file
         self._pending: list[tuple[Change, asyncio.Future[bool]]] = []
         self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+
+    def submit(self, change: Change) -> None:
+        """Queue ``change`` and return; a failure is logged (the caller's state change stands)."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_log_write_failure)
+        self._pending.append((change, future))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._flush())
+
+    async def _flush(self) -> None:
+        while self._pending:
+            async with self._lock:
+                if self._pending:
+                    batch, self._pending = self._pending, []
+                    await self._write(batch)
+
+    async def drain(self) -> None:
+        """Wait until every submitted change is written (or has failed)."""
+        while self._pending or (self._task is not None and not self._task.done()):
+            if self._task is None or self._task.done():
+                self._task = asyncio.create_task(self._flush())
+            await self._task
+
+    @property
+    def pending(self) -> int:
+        """Changes not written yet."""
+        return len(self._pending)
 
     async def apply(self, change: Change) -> bool:
         """Apply ``change``; ``True`` if the file changed.
@@ -157,6 +186,12 @@ class WriteQueue:
             return
         for _, future in batch:
             future.set_result(changed)
+
+
+def _log_write_failure(future: asyncio.Future[bool]) -> None:
+    error = future.exception()
+    if error is not None:
+        log.error("could not update the subscribers file: %s", error)
 
 
 class Subscriptions:
@@ -259,11 +294,11 @@ class Subscriptions:
     async def unsubscribe(self, address: str, request: RequestInfo, *, via: str) -> None:
         """Suppress ``address`` (reason ``unsubscribed``), record it, set ``active: false``.
 
-        Idempotent: repeating it changes nothing more. The suppression is committed first,
-        so ``send`` skips the address from that moment even if the YAML write fails.
-
-        Raises:
-            ConfigError: the YAML could not be written (the suppression stands).
+        Idempotent: repeating it changes nothing more. The suppression is committed before
+        this returns, so ``send`` and the daemon skip the address from that moment; the YAML's
+        ``active: false`` follows from a background write, coalesced with other requests'
+        (a rewrite of a list of thousands takes seconds; a failure is logged, the suppression
+        stands).
         """
         now = self.now()
         new = self.store.suppress(
@@ -278,7 +313,7 @@ class Subscriptions:
                 address, "unsubscribe", actor=ACTOR, request=str(request), detail={"via": via}
             )
         log.info("unsubscribe %s (%s) %s", mask_address(address), via, request.request_id)
-        await self.writes.apply(_set_active(address, False))
+        self.writes.submit(_set_active(address, False))
 
     async def resubscribe(self, address: str, request: RequestInfo) -> None:
         """Undo an unsubscribe from the link in the subscriber's own email (a confirmed
