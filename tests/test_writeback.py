@@ -114,3 +114,26 @@ def test_file_mode_is_kept(example: Path) -> None:
     example.chmod(0o640)
     SubscribersFile(example).set_active("ada@example.org", False)
     assert example.stat().st_mode & 0o777 == 0o640
+
+
+def test_active_is_a_one_line_splice_and_unusual_shapes_fall_back(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    text = (
+        "subscribers:\n"
+        "  - email: Zoë@example.org   # naïve café\n"
+        "    name: Zoë\n"
+        "  - {email: flow@example.org, name: Flow}\n"
+        "  - email: b@example.org\n"
+        "    active: true   # on\n"
+    )
+    path.write_text(text)
+    writer = SubscribersFile(path)
+    assert writer.set_active_many({"zoë@example.org": False, "b@example.org": False})
+    assert path.read_text() == text.replace(
+        "# naïve café\n", "# naïve café\n    active: false\n"
+    ).replace("active: true   # on", "active: false   # on")
+    assert writer.set_active("flow@example.org", False)  # flow style: the round trip
+    subs = load_subscribers(path)
+    assert [s.active for s in subs] == [False, False, False]
+    assert "# naïve café" in path.read_text() and "# on" in path.read_text()
+    assert not writer.set_active_many({"nobody@example.org": False})

@@ -20,6 +20,7 @@ entry (confirmed sign-up). Each write:
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import io
 import logging
@@ -34,6 +35,7 @@ import filelock
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
+from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 from ruamel.yaml.tokens import CommentToken
 from ruamel.yaml.util import load_yaml_guess_indent
@@ -86,7 +88,49 @@ class SubscribersFile:
         Raises:
             ConfigError: the file cannot be read, parsed, validated or written.
         """
-        return self.edit(lambda doc: change_active(doc, email, active))
+        return self.set_active_many({email: active})
+
+    def set_active_many(self, changes: Mapping[str, bool]) -> bool:
+        """Set ``active`` of several subscribers in one write (address → value).
+
+        The usual case is a one-line splice: the value of an existing ``active:`` key is
+        replaced, or an ``active: false`` line is added under the ``email:`` line, located
+        with the (C) YAML parser; every other byte of the file stays as it was. Anything
+        unusual (flow-style entries, ``active`` in ``defaults``, multi-line values) falls back
+        to the round trip. Either way the result is validated before it is written.
+
+        Returns:
+            ``True`` if the file changed.
+
+        Raises:
+            ConfigError: as :meth:`set_active`.
+        """
+        wanted = {normalize_email(e): bool(v) for e, v in changes.items()}
+        if not wanted:
+            return False
+
+        def transform(before: bytes) -> bytes | None:
+            spliced = _splice_active(before, wanted)
+            if spliced is _FALLBACK:
+                return self._apply(
+                    before, lambda doc: any([change_active(doc, e, v) for e, v in wanted.items()])
+                )
+            if spliced is None:
+                return None
+            assert isinstance(spliced, bytes)
+            result, problems = _validate_bytes(spliced, self.path, None)
+            ok = result is not None and all(
+                (sub := result.get(e)) is not None and sub.active == v
+                for e, v in wanted.items()
+                if result.get(e) is not None
+            )
+            if problems or not ok:
+                return self._apply(
+                    before, lambda doc: any([change_active(doc, e, v) for e, v in wanted.items()])
+                )
+            return spliced
+
+        return self._edit_bytes(transform)
 
     def update_fields(self, email: str, fields: Mapping[str, Any]) -> bool:
         """Replace some fields of one subscriber (the preferences form).
@@ -130,12 +174,17 @@ class SubscribersFile:
                 validate, or it kept changing for :data:`MAX_ATTEMPTS` attempts; nothing
                 was written.
         """
+        return self._edit_bytes(lambda before: self._apply(before, change))
+
+    def _edit_bytes(self, transform: Callable[[bytes], bytes | None]) -> bool:
+        """The write loop of :meth:`edit`: ``transform`` maps the file's bytes to the new
+        bytes (validated) or ``None`` for no change."""
         shown = str(self.path)
         try:
             with self._lock:
                 for _attempt in range(MAX_ATTEMPTS):
                     before = self._read()
-                    after = self._apply(before, change)
+                    after = transform(before)
                     if after is None:
                         return False
                     if self._replace_if_unchanged(before, after):
@@ -215,6 +264,84 @@ class SubscribersFile:
 
 
 _MISSING = object()
+_FALLBACK = object()
+_TRUE = ("true", "True", "TRUE")
+_FALSE = ("false", "False", "FALSE")
+
+
+def _value_of(node: MappingNode, key: str) -> tuple[Node, Node] | None:
+    for k, v in node.value:
+        if isinstance(k, ScalarNode) and k.value == key:
+            return k, v
+    return None
+
+
+def _splice_active(before: bytes, wanted: Mapping[str, bool]) -> bytes | object | None:
+    """``before`` with the ``active`` values of ``wanted`` changed by line edits; ``None``
+    if nothing changes; :data:`_FALLBACK` if the file's shape needs the round trip."""
+    bom = before.startswith(codecs.BOM_UTF8)
+    try:
+        text = before.decode("utf-8-sig")
+        root = YAML(typ="safe", pure=False).compose(text)
+    except (UnicodeDecodeError, YAMLError):
+        return _FALLBACK
+    if not isinstance(root, MappingNode):
+        return _FALLBACK
+    defaults = _value_of(root, "defaults")
+    if defaults is not None and (
+        not isinstance(defaults[1], MappingNode) or _value_of(defaults[1], "active") is not None
+    ):
+        return _FALLBACK
+    subs = _value_of(root, "subscribers")
+    if subs is None or not isinstance(subs[1], SequenceNode) or subs[1].flow_style:
+        return _FALLBACK
+    lines = text.splitlines(keepends=True)
+    edits: list[tuple[int, int, int, str]] = []  # (line, start col, end col, new text)
+    inserts: list[tuple[int, str]] = []  # (after line, new line)
+    for item in subs[1].value:
+        if not isinstance(item, MappingNode):
+            continue
+        email = _value_of(item, "email")
+        if email is None or not isinstance(email[1], ScalarNode):
+            continue
+        address = normalize_email(str(email[1].value))
+        if address not in wanted:
+            continue
+        if item.flow_style:
+            return _FALLBACK
+        want = wanted[address]
+        active = _value_of(item, "active")
+        if active is not None:
+            node = active[1]
+            if not isinstance(node, ScalarNode) or node.start_mark.line != node.end_mark.line:
+                return _FALLBACK
+            if node.value in (_TRUE if want else _FALSE):
+                continue
+            if node.value not in _TRUE + _FALSE or node.style:
+                return _FALLBACK
+            edits.append(
+                (
+                    node.start_mark.line,
+                    node.start_mark.column,
+                    node.end_mark.column,
+                    str(want).lower(),
+                )
+            )
+        elif not want:
+            key, value = email
+            if value.start_mark.line != value.end_mark.line:
+                return _FALLBACK
+            inserts.append((value.end_mark.line, " " * key.start_mark.column + "active: false\n"))
+    if not edits and not inserts:
+        return None
+    for line, start, end, new in edits:
+        lines[line] = lines[line][:start] + new + lines[line][end:]
+    for line, new in sorted(inserts, reverse=True):
+        if not lines[line].endswith("\n"):
+            lines[line] += "\n"
+        lines.insert(line + 1, new)
+    out = "".join(lines).encode("utf-8")
+    return codecs.BOM_UTF8 + out if bom else out
 
 
 def change_active(doc: CommentedMap, email: str, active: bool) -> bool:

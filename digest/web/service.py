@@ -173,7 +173,12 @@ class WriteQueue:
             return any(results)
 
         try:
-            changed = await asyncio.to_thread(self.file.edit, combined)
+            if all(isinstance(c, ActiveChange) for c in changes):
+                # The common burst (one-click unsubscribes): one splice for the whole batch.
+                wanted = {c.address: c.active for c in changes if isinstance(c, ActiveChange)}
+                changed = await asyncio.to_thread(self.file.set_active_many, wanted)
+            else:
+                changed = await asyncio.to_thread(self.file.edit, combined)
         except ConfigError as e:
             if len(batch) == 1:
                 batch[0][1].set_exception(e)
@@ -561,5 +566,16 @@ def split_terms(text: str) -> list[str]:
     return [t for t in out if t]
 
 
+@dataclass(frozen=True, slots=True)
+class ActiveChange:
+    """Set ``active`` of one address (a :data:`Change` the write queue can splice in bulk)."""
+
+    address: str
+    active: bool
+
+    def __call__(self, doc: Any) -> bool:
+        return change_active(doc, self.address, self.active)
+
+
 def _set_active(address: str, active: bool) -> Change:
-    return lambda doc: change_active(doc, address, active)
+    return ActiveChange(address, active)
