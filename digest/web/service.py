@@ -305,20 +305,24 @@ class Subscriptions:
         (a rewrite of a list of thousands takes seconds; a failure is logged, the suppression
         stands).
         """
-        now = self.now()
+        # The state writes (fsync'd commits) run on a thread: the event loop keeps parsing
+        # other requests meanwhile.
+        await asyncio.to_thread(self._record_unsubscribe, address, request, via)
+        log.info("unsubscribe %s (%s) %s", mask_address(address), via, request.request_id)
+        self.writes.submit(_set_active(address, False))
+
+    def _record_unsubscribe(self, address: str, request: RequestInfo, via: str) -> None:
         new = self.store.suppress(
             address,
             SuppressionReason.UNSUBSCRIBED,
             evidence=via,
             actor=ACTOR,
-            now=now,
+            now=self.now(),
         )
         if new:
             self.store.record_event(
                 address, "unsubscribe", actor=ACTOR, request=str(request), detail={"via": via}
             )
-        log.info("unsubscribe %s (%s) %s", mask_address(address), via, request.request_id)
-        self.writes.submit(_set_active(address, False))
 
     async def resubscribe(self, address: str, request: RequestInfo) -> None:
         """Undo an unsubscribe from the link in the subscriber's own email (a confirmed
