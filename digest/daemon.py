@@ -84,6 +84,8 @@ class EditionReport:
         late: subscribers recorded ``skipped`` because the catch-up window had closed.
         failed: permanent failures.
         deferred: transient failures, retried at a later tick.
+        unknown: messages sent whose relay reply was lost (may be delivered; never resent
+            by the daemon, only by ``digest send --retry-unknown``).
         waiting: subscribers not served because the papers are not available yet (fetch
             failed or empty weekday list); retried at a later tick.
         duration_s: wall time spent on this edition, seconds.
@@ -95,6 +97,7 @@ class EditionReport:
     late: int = 0
     failed: int = 0
     deferred: int = 0
+    unknown: int = 0
     waiting: int = 0
     duration_s: float = 0.0
 
@@ -425,6 +428,7 @@ class Daemon:
         er.skipped += summary.skipped
         er.failed += summary.failed
         er.deferred += summary.deferred
+        er.unknown += summary.unknown
 
     @staticmethod
     def _log_edition(er: EditionReport) -> None:
@@ -434,9 +438,12 @@ class Daemon:
         parts.append(f"failed {er.failed}")
         if er.deferred:
             parts.append(f"deferred {er.deferred} (retried next tick)")
+        if er.unknown:
+            parts.append(f"unknown {er.unknown} (not resent; digest send --retry-unknown)")
         if er.waiting:
             parts.append(f"waiting {er.waiting} (papers not available yet)")
-        level = logging.INFO if (er.sent or er.skipped or er.late or er.failed) else logging.DEBUG
+        busy = er.sent or er.skipped or er.late or er.failed or er.unknown
+        level = logging.INFO if busy else logging.DEBUG
         log.log(level, "edition %s: %s in %.1f s", er.key, ", ".join(parts), er.duration_s)
 
     def _touch_health(self) -> None:

@@ -149,3 +149,41 @@ async def test_retry_unknown_resends_with_the_same_message_id(
     assert ids == [original, original], "the resend carries the first copy's Message-ID"
     assert row is not None and row.status == "sent" and row.message_id == original
     assert len(message_ids(relay, "bob@example.org")) == 1
+
+
+async def test_the_daemon_reports_a_lost_reply_as_unknown_and_never_resends_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from digest.daemon import Daemon
+    from tests.factories import FakeClock
+
+    papers = tmp_path / "papers"
+    papers.mkdir()
+    shutil.copy(FIXTURES / "hf-daily-papers" / "2026-08-20.json", papers / "2026-08-20.json")
+    subscribers_file = tmp_path / "subscribers.yaml"
+    subscribers_file.write_text(
+        "subscribers:\n  - {email: ada@example.org, send_at: '07:00', timezone: UTC}\n",
+        encoding="utf-8",
+    )
+    clock = FakeClock(datetime(2026, 8, 21, 8, 0, tzinfo=UTC))
+    with FaultRelay(after_data="drop") as relay:
+        settings = send_settings(
+            tmp_path,
+            relay,
+            sources=f"file:{papers}",
+            render_workers=0,
+            subscribers=subscribers_file,
+            health_file=tmp_path / "health",
+        )
+        with Digest(settings, now=clock) as digest:
+            daemon = Daemon(digest, settings, now=clock)
+            with caplog.at_level(logging.INFO, logger="digest"):
+                first = await daemon.tick()
+                second = await daemon.tick()
+        copies = relay.copies("ada@example.org")
+    assert copies == 1
+    assert first.total("unknown") == 1 and second.total("unknown") == 0
+    assert any("unknown 1 (not resent" in r.getMessage() for r in caplog.records)
+    assert (tmp_path / "health").exists()
