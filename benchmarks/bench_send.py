@@ -1,85 +1,104 @@
-"""Benchmark of `digest send`: personalized subscribers → ranked, rendered, built, sent over SMTP.
+"""Benchmark of `digest send` against the physical limits, measured in the same run.
 
-Prints figures; asserts nothing (CI does not run it). What it measures, in one run:
+Prints figures; asserts nothing (CI does not run it). Each round runs, back to back against
+the same sink:
 
-1. **End to end**: ``Digest.send`` (the real path: rank → render → inline → build → claim →
-   SMTP → mark_sent, state file with ``synchronous=FULL``) for N generated subscribers over a
-   real day of Daily Papers (``examples/hf-daily-papers/``, ``file:`` source), to an aiosmtpd
-   sink in *another process* on loopback (``tests/smtpserver.py``, security ``none``, no spool:
-   it only counts). Messages per second, and RSS at 1k / 2k / 5k / 10k subscribers.
-2. **Stages**: the same subscribers through the library functions one by one (``rank``,
-   ``Renderer.render`` without / with premailer inlining, ``Digest.build``), plus the state
-   writes (``claim`` + ``mark_sent``) on a fresh file: time per message.
-3. **Ceiling**: every message built first, then ``send_all`` through the same pool and a fresh
-   state file, to the same sink: the most the sender can do, rendering excluded.
-4. **Latency**: a sink delaying each DATA reply by 100 ms; ``Digest.send`` with a pool of 4 and
-   8 connections (ideal: concurrency / 0.1 s messages per second).
+1. **C limit**: Postfix's ``smtp-source`` (C) sends N messages of the digests' mean size over
+   the same number of connections.
+2. **Python transport limit**: a minimal aiosmtplib pool (one process, ``concurrency``
+   connections, each ``sendmail`` of pre-built real digest messages; no state, no render).
+3. **digest**: ``digest send`` through the CLI (a fresh process: imports, settings, the
+   subscribers YAML load, papers, rank, render, build, claim, SMTP, mark_sent, state file
+   with its real settings), N personalized subscribers.
 
-Usage::
+Peak RSS is that of the whole process tree (the CLI process and its render workers, summed),
+sampled every :data:`RSS_SAMPLE_S` seconds. The sink is Postfix's ``smtp-sink`` (C, another
+process: it does not compete for the GIL and costs little CPU); install it with
+``apt-get install -y postfix`` (Debian/Ubuntu; it is in the ``postfix`` package), or the
+aiosmtpd sink of ``tests/smtpserver.py`` is used and the report says so. Then, separately:
 
-    .venv/bin/python benchmarks/bench_send.py [--subscribers 2000] [--concurrency 4] [--quick]
+4. **Subscriber load**: ``load_subscribers`` of the N-subscriber file in a fresh interpreter
+   (``digest`` imported first): seconds, and RSS above that interpreter.
+5. **Latency** (issue 3): an aiosmtpd sink delaying each DATA reply by 100 ms; ``Digest.send``
+   with pools of 4 and 8 connections (ideal: concurrency / 0.1 s messages per second).
 
-Targets (2-core machine): end to end ≥ 0.8 × ceiling; RSS < 250 MB and flat in N (10,000
-subscribers); latency ≥ 0.9 × concurrency / 0.1 s.
+Usage (min/median/max over ``--runs``)::
+
+    .venv/bin/python benchmarks/bench_send.py --subscribers 100000 --runs 3
+    .venv/bin/python benchmarks/bench_send.py --quick          # 2,000 subscribers, 1 run
+
+Targets (2-core machine, 100,000 subscribers): digest ≤ 150 s end to end, whole-tree peak
+RSS ≤ 250 MB, digest ≥ 0.30 × the aiosmtplib pool; load ≤ 3 s and ≤ 60 MB; latency ≥ 0.9 ×
+ideal.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
-import logging
+import os
+import pickle
 import random
 import re
-import resource
+import shutil
+import socket
+import sqlite3
+import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import psutil
-from ruamel.yaml import YAML
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from digest.core import Digest  # noqa: E402
-from digest.delivery import OutgoingMessage  # noqa: E402
-from digest.delivery.engine import send_all  # noqa: E402
-from digest.models import Edition, Paper  # noqa: E402
-from digest.pipeline.workers import RENDER_PROCESSES_MIN_BATCH, render_ranked  # noqa: E402
-from digest.ranking import rank  # noqa: E402
+from digest.models import Edition  # noqa: E402
+from digest.pipeline.workers import make_message  # noqa: E402
 from digest.settings import Settings  # noqa: E402
-from digest.state import StateStore  # noqa: E402
 from digest.subscribers import Subscriber, load_subscribers  # noqa: E402
 from tests.smtpserver import ServerProcess  # noqa: E402
 
 EXAMPLES = ROOT / "examples" / "hf-daily-papers"
 DEFAULT_DAY = date(2026, 8, 18)
 """The busiest bundled day (29 papers)."""
-DEFAULT_SUBSCRIBERS = 2000
-QUICK_SUBSCRIBERS = 400
-DEFAULT_CONCURRENCY = 4
+DEFAULT_SUBSCRIBERS = 10_000
+QUICK_SUBSCRIBERS = 2000
+DEFAULT_RUNS = 3
+DEFAULT_CONCURRENCY = 8
+PREBUILT_MESSAGES = 2000
+"""Distinct pre-built messages the aiosmtplib pool cycles through (real digests)."""
+SMTP_SINK = "/usr/sbin/smtp-sink"
+SMTP_SOURCE = "/usr/sbin/smtp-source"
+SINK_BACKLOG = 256
+SINK_USER = "nobody"
+"""smtp-sink refuses to run as root without dropping privileges (``-u``)."""
 LATENCY_DELAY_MS = 100.0
 LATENCY_CONCURRENCIES = (4, 8)
 LATENCY_SECONDS = 4.0
-"""How long each latency run should last at the ideal rate (messages = rate × this)."""
-QUICK_LATENCY_SECONDS = 1.5
-RSS_CHECKPOINTS = (1000, 2000, 5000, 10_000, 20_000, 50_000)
-RSS_SAMPLE_S = 0.02
-STATE_SAMPLE = 300
-"""Rows written to measure claim + mark_sent alone."""
+RSS_SAMPLE_S = 0.05
 SEED = 20260818
 MB = 1024 * 1024
+SENDER = "Daily Papers <papers@bench.example.org>"
+ENVELOPE = "papers@bench.example.org"
+SECRET_KEY = "bench-secret-key-not-a-real-one-0123456789"
 
 # Targets (printed next to the figures, never asserted).
-E2E_VS_CEILING = 0.8
-RSS_LIMIT_MB = 250.0
+TARGET_WALL_100K_S = 150.0
+TARGET_RSS_MB = 250.0
+TARGET_VS_POOL = 0.30
+TARGET_LOAD_S = 3.0
+TARGET_LOAD_MB = 60.0
 LATENCY_EFFICIENCY = 0.9
 
 _STOPWORDS_TEXT = (
@@ -113,90 +132,94 @@ def vocabulary(directory: Path) -> list[str]:
 
 
 def write_subscribers(path: Path, n: int, vocab: Sequence[str], rng: random.Random) -> None:
-    """A subscribers YAML of ``n`` personalized subscribers (1–5 keywords each)."""
-    subs: list[dict[str, Any]] = []
-    for i in range(n):
-        entry: dict[str, Any] = {
-            "email": f"reader{i:06d}@bench.example.org",
-            "name": f"Reader {i}",
-            "keywords": rng.sample(list(vocab), rng.randint(1, 5)),
-            "max_papers": rng.choice((3, 5, 8, 10, 15)),
-        }
-        if rng.random() < 0.25:
-            entry["only_matching"] = True
-        subs.append(entry)
-    doc = {"defaults": {"send_at": "07:30"}, "subscribers": subs}
-    dumper = YAML(typ="safe", pure=True)
-    dumper.default_flow_style = False
+    """A subscribers YAML of ``n`` personalized subscribers (1–5 keywords each), as text."""
     with path.open("w", encoding="utf-8") as f:
-        dumper.dump(doc, f)
+        f.write('defaults:\n  send_at: "07:30"\nsubscribers:\n')
+        for i in range(n):
+            keywords = ", ".join(json.dumps(k) for k in rng.sample(list(vocab), rng.randint(1, 5)))
+            f.write(
+                f"  - email: reader{i:06d}@bench.example.org\n"
+                f"    name: Reader {i}\n"
+                f"    keywords: [{keywords}]\n"
+                f"    max_papers: {rng.choice((3, 5, 8, 10, 15))}\n"
+            )
+            if rng.random() < 0.25:
+                f.write("    only_matching: true\n")
 
 
-def make_settings(
-    tmp: Path, port: int, concurrency: int, state: str, render_workers: int | None = None
+def env_for(
+    tmp: Path, port: int, concurrency: int, state: Path, workers: int | None
+) -> dict[str, str]:
+    """The environment of a ``digest send`` run (no ``.env``: it runs in ``tmp``)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
+    env.update(
+        DIGEST_SOURCES=f"file:{EXAMPLES}",
+        DIGEST_SUBSCRIBERS=str(tmp / "subscribers.yaml"),
+        DIGEST_STATE_PATH=str(state),
+        DIGEST_FROM=SENDER,
+        DIGEST_UNSUBSCRIBE_URL="https://papers.example.org/unsubscribe?token={token}",
+        DIGEST_UNSUBSCRIBE_MAILTO="unsubscribe@bench.example.org",
+        DIGEST_SECRET_KEY=SECRET_KEY,
+        DIGEST_SMTP_HOST="127.0.0.1",
+        DIGEST_SMTP_PORT=str(port),
+        DIGEST_SMTP_SECURITY="none",
+        DIGEST_SMTP_CONCURRENCY=str(concurrency),
+        DIGEST_SMTP_MAX_ATTEMPTS="1",
+    )
+    if workers is not None:
+        env["DIGEST_RENDER_WORKERS"] = str(workers)
+    return env
+
+
+def settings_for(
+    tmp: Path, port: int, concurrency: int, state: str, workers: int | None
 ) -> Settings:
     return Settings(
         _env_file=None,  # type: ignore[call-arg]  # never read a developer's .env
         sources=f"file:{EXAMPLES}",
         subscribers=tmp / "subscribers.yaml",
         state_path=tmp / state,
-        sender="Daily Papers <papers@bench.example.org>",
+        sender=SENDER,
         unsubscribe_url="https://papers.example.org/unsubscribe?token={token}",
         unsubscribe_mailto="unsubscribe@bench.example.org",
-        secret_key="bench-secret-key-not-a-real-one-0123456789",  # type: ignore[arg-type]
+        secret_key=SECRET_KEY,  # type: ignore[arg-type]
         smtp_host="127.0.0.1",
         smtp_port=port,
         smtp_security="none",
         smtp_concurrency=concurrency,
         smtp_max_attempts=1,
-        render_workers=render_workers,
+        render_workers=workers,
     )
 
 
-# -- memory --------------------------------------------------------------------------------------
+# -- measuring -----------------------------------------------------------------------------------
 
 
-def rss_mb() -> float:
-    return float(psutil.Process().memory_info().rss) / MB
+class TreeRss:
+    """Samples the summed RSS of a process and all its descendants; keeps the peak (MB)."""
 
-
-def maxrss_mb() -> float:
-    """Peak RSS of this process so far (``ru_maxrss``: KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def render_workers_rss_mb(proc: psutil.Process) -> float:
-    """Summed RSS of this process's render workers (``spawn`` children), MB."""
-    total = 0.0
-    for child in proc.children():
-        try:
-            if any("spawn_main" in part for part in child.cmdline()):
-                total += child.memory_info().rss / MB
-        except psutil.Error:  # exited meanwhile
-            pass
-    return total
-
-
-class RssSampler:
-    """Samples RSS every :data:`RSS_SAMPLE_S` seconds in a thread; keeps the maxima.
-
-    ``peak``: this process; ``workers_peak``: its render worker processes, summed.
-    """
-
-    def __init__(self) -> None:
+    def __init__(self, pid: int) -> None:
         self.peak = 0.0
-        self.workers_peak = 0.0
+        self._root = psutil.Process(pid)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        proc = psutil.Process()
-        while not self._stop.wait(RSS_SAMPLE_S):
-            self.peak = max(self.peak, proc.memory_info().rss / MB)
-            self.workers_peak = max(self.workers_peak, render_workers_rss_mb(proc))
+    def _sample(self) -> float:
+        total = 0
+        try:
+            procs = [self._root, *self._root.children(recursive=True)]
+        except psutil.Error:
+            return 0.0
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):  # exited meanwhile
+                total += proc.memory_info().rss
+        return total / MB
 
-    def __enter__(self) -> RssSampler:
-        self.peak = rss_mb()
+    def _run(self) -> None:
+        while not self._stop.wait(RSS_SAMPLE_S):
+            self.peak = max(self.peak, self._sample())
+
+    def __enter__(self) -> TreeRss:
         self._thread.start()
         return self
 
@@ -205,217 +228,221 @@ class RssSampler:
         self._thread.join()
 
 
-# -- runs ----------------------------------------------------------------------------------------
-
-
 @dataclass
-class Timed:
-    wall: float = 0.0
-    cpu: float = 0.0
-    sent: int = 0
-    skipped: int = 0
-    other: str = ""
-    rss: list[tuple[int, float]] = field(default_factory=list)
+class Run:
+    wall: float
+    sent: int
     peak_rss: float = 0.0
-    workers_peak_rss: float = 0.0
-    workers_cpu: float = 0.0
-    render: str = ""
-    sink_cpu: float = 0.0
-    first: float = 0.0
-    last: float = 0.0
+    note: str = ""
 
     @property
     def rate(self) -> float:
         return self.sent / self.wall if self.wall else 0.0
 
-    @property
-    def steady_rate(self) -> float:
-        """Messages per second between the first and the last result (start-up excluded)."""
-        span = self.last - self.first
-        return (self.sent - 1) / span if self.sent > 1 and span > 0 else 0.0
 
-    def sink_share(self) -> str:
-        return f"{100 * self.sink_cpu / self.wall:.0f} %" if self.wall else "?"
+@dataclass
+class Series:
+    name: str
+    runs: list[Run] = field(default_factory=list)
 
-    def workers_share(self) -> str:
-        return f"{100 * self.workers_cpu / self.wall:.0f} %" if self.wall else "?"
+    def stat(self, get: Callable[[Run], float]) -> str:
+        values = sorted(get(r) for r in self.runs)
+        if not values:
+            return "-"
+        return f"{values[0]:.1f} / {statistics.median(values):.1f} / {values[-1]:.1f}"
+
+    def median_rate(self) -> float:
+        return statistics.median(r.rate for r in self.runs) if self.runs else 0.0
 
 
-class SinkCpu:
-    """CPU seconds used by the sink process during a ``with`` block."""
+class Sink:
+    """Postfix ``smtp-sink`` on a free loopback port, else the aiosmtpd sink process."""
 
-    def __init__(self, sink: ServerProcess) -> None:
-        assert sink.proc is not None
-        self._proc = psutil.Process(sink.proc.pid)
-        self.seconds = 0.0
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.port = 0
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._fallback: ServerProcess | None = None
 
-    def _cpu(self) -> float:
-        times = self._proc.cpu_times()
-        return float(times.user + times.system)
-
-    def __enter__(self) -> SinkCpu:
-        self._start = self._cpu()
+    def __enter__(self) -> Sink:
+        if self.kind in ("auto", "smtp-sink") and Path(SMTP_SINK).exists():
+            self.port = free_port()
+            args = [SMTP_SINK]
+            if os.geteuid() == 0:
+                args += ["-u", SINK_USER]
+            args += [f"127.0.0.1:{self.port}", str(SINK_BACKLOG)]
+            self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL)
+            wait_port(self.port)
+            self.kind = "smtp-sink (Postfix, C)"
+        elif self.kind == "smtp-sink":
+            raise SystemExit(f"{SMTP_SINK} not found: apt-get install -y postfix")
+        else:
+            self._fallback = ServerProcess(None).__enter__()
+            self.port = self._fallback.port
+            self.kind = "aiosmtpd (tests/smtpserver.py, Python: competes for the CPUs)"
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.seconds = self._cpu() - self._start
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait()
+        if self._fallback is not None:
+            self._fallback.__exit__(None, None, None)
 
 
-def children_cpu() -> float:
-    """CPU seconds of this process's children that have exited and been waited for."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
-async def end_to_end(
-    settings: Settings,
-    edition: Edition,
-    subs: Sequence[Subscriber],
-    *,
-    min_batch: int = RENDER_PROCESSES_MIN_BATCH,
-) -> Timed:
-    """``Digest.send`` for every subscriber; RSS noted at each checkpoint.
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"the sink did not listen on port {port}")
 
-    Every subscriber is owed (fresh state file), so the send renders in
-    ``settings.effective_render_workers`` processes when ``len(subs) >= min_batch``.
-    """
-    out = Timed()
-    workers = settings.effective_render_workers
-    out.render = (
-        f"render workers: {workers} processes"
-        if workers and len(subs) >= min_batch
-        else "rendered in this process"
-    )
-    seen = 0
-    checkpoints = {c for c in RSS_CHECKPOINTS if c < len(subs)}
+
+def run_smtp_source(port: int, n: int, concurrency: int, size: int) -> Run:
+    """smtp-source: ``n`` messages of ``size`` bytes over ``concurrency`` sessions."""
+    args = [SMTP_SOURCE, "-d", "-s", str(concurrency), "-m", str(n), "-l", str(size)]
+    args += ["-f", ENVELOPE, "-t", "reader@bench.example.org", f"127.0.0.1:{port}"]
+    t0 = time.perf_counter()
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
+    return Run(wall=time.perf_counter() - t0, sent=n)
+
+
+def run_pool(port: int, n: int, concurrency: int, messages: Path) -> Run:
+    """The minimal aiosmtplib pool, in its own process (this script with ``--pool``)."""
+    args = [sys.executable, __file__, "--pool", str(messages), str(n), str(concurrency)]
+    args.append(str(port))
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE)
+    with TreeRss(proc.pid) as rss:
+        out, _ = proc.communicate()
+    result = json.loads(out)
+    return Run(wall=result["wall"], sent=result["sent"], peak_rss=rss.peak)
+
+
+async def _pool_main(messages_path: Path, n: int, concurrency: int, port: int) -> dict[str, Any]:
+    import aiosmtplib
+
+    messages: list[tuple[str, bytes]] = pickle.loads(messages_path.read_bytes())
+    todo = iter(range(n))
+    sent = 0
+
+    async def worker() -> None:
+        nonlocal sent
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, use_tls=False, start_tls=False)
+        await client.connect()
+        for i in todo:
+            rcpt, data = messages[i % len(messages)]
+            await client.sendmail(ENVELOPE, [rcpt], data)
+            sent += 1
+        await client.quit()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return {"wall": time.perf_counter() - t0, "sent": sent}
+
+
+def run_digest(
+    tmp: Path, port: int, concurrency: int, workers: int | None, day: date, i: int
+) -> Run:
+    """``digest send`` through the CLI, fresh state file; whole-tree RSS sampled."""
+    state = tmp / f"state-{i}.sqlite3"
+    env = env_for(tmp, port, concurrency, state, workers)
+    args = [sys.executable, "-m", "digest", "send", "--date", day.isoformat()]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(args, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    with TreeRss(proc.pid) as rss:
+        out, errors = proc.communicate()
+    wall = time.perf_counter() - t0
+    with sqlite3.connect(state) as db:
+        rows = dict(db.execute("SELECT status, COUNT(*) FROM deliveries GROUP BY status"))
+    note = out.decode(errors="replace").strip().splitlines()[-1:] or [""]
+    if proc.returncode:
+        note = [f"exit {proc.returncode}: {errors.decode(errors='replace').strip()[-300:]}"]
+    for path in tmp.glob(f"state-{i}.sqlite3*"):
+        path.unlink()
+    return Run(wall=wall, sent=int(rows.get("sent", 0)), peak_rss=rss.peak, note=note[0])
+
+
+_LOAD_SNIPPET = """
+import json, resource, sys, time
+import psutil
+import digest.core
+from pathlib import Path
+from digest.subscribers import load_subscribers
+proc = psutil.Process()
+before = proc.memory_info().rss
+t0 = time.perf_counter()
+subs = load_subscribers(Path(sys.argv[1]))
+wall = time.perf_counter() - t0
+after = proc.memory_info().rss
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"n": len(subs), "wall": wall, "kept": (after - before) / 2**20,
+                  "peak": (peak - before) / 2**20, "base": before / 2**20}))
+"""
+
+
+def measure_load(path: Path) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, "-c", _LOAD_SNIPPET, str(path)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    ).stdout
+    result: dict[str, float] = json.loads(out)
+    return result
+
+
+def prebuild(
+    tmp: Path, port: int, edition: Edition, subs: Sequence[Subscriber]
+) -> tuple[Path, int]:
+    """Real digest messages for the first subscribers (pickled), and their mean size."""
+    settings = settings_for(tmp, port, 1, "prebuild.sqlite3", 0)
+    built: list[tuple[str, bytes]] = []
+    with Digest(settings) as digest:
+        papers = asyncio.run(digest.papers_for(edition)).papers
+        for sub in subs:
+            made = make_message(
+                settings, lambda: digest.renderer, edition, papers, sub, digest.now()
+            )
+            if made is not None:
+                built.append((sub.email, made[1]))
+            if len(built) >= PREBUILT_MESSAGES:
+                break
+    path = tmp / "prebuilt.pickle"
+    path.write_bytes(pickle.dumps(built))
+    return path, sum(len(d) for _, d in built) // max(len(built), 1)
+
+
+async def latency_run(
+    settings: Settings, edition: Edition, subs: Sequence[Subscriber]
+) -> tuple[float, float, int]:
+    first = last = 0.0
+    sent = 0
 
     def on_result(_email: str, outcome: str) -> None:
-        nonlocal seen
-        seen += 1
+        nonlocal first, last, sent
         if outcome == "sent":
-            out.last = time.perf_counter()
-            out.first = out.first or out.last
-        if seen in checkpoints:
-            out.rss.append((seen, rss_mb()))
+            sent += 1
+            last = time.perf_counter()
+            first = first or last
 
-    with Digest(settings) as digest, RssSampler() as sampler:
-        digest.render_min_batch = min_batch
-        cpu0, t0, kids0 = time.process_time(), time.perf_counter(), children_cpu()
-        summary = await digest.send(edition, subs, on_result=on_result)
-        out.wall = time.perf_counter() - t0
-        out.cpu = time.process_time() - cpu0
-        out.workers_cpu = children_cpu() - kids0  # the workers are joined when send returns
-    out.rss.append((len(subs), rss_mb()))
-    out.peak_rss = sampler.peak
-    out.workers_peak_rss = sampler.workers_peak
-    out.sent, out.skipped = summary.sent, summary.skipped
-    if summary.failed or summary.deferred or summary.unknown:
-        out.other = (
-            f"failed {summary.failed}, deferred {summary.deferred}, unknown {summary.unknown}: "
-            + "; ".join(summary.errors[:3])
-        )
-    return out
-
-
-@dataclass
-class Stages:
-    n: int = 0
-    skipped: int = 0
-    rank: float = 0.0
-    render: float = 0.0
-    inline: float = 0.0
-    build: float = 0.0
-    state: float = 0.0
-    size: int = 0
-    cache: str = ""
-    messages: list[OutgoingMessage] = field(default_factory=list)
-
-
-def stages(
-    settings: Settings,
-    edition: Edition,
-    papers: Sequence[Paper],
-    subs: Sequence[Subscriber],
-    *,
-    keep: bool,
-) -> Stages:
-    """The library functions one by one, timed; keeps the built messages when ``keep``."""
-    out = Stages()
     with Digest(settings) as digest:
-        renderer = digest.renderer
-        real_inline = renderer.inline
-
-        def timed_inline(html: str) -> str:
-            t = time.perf_counter()
-            result = real_inline(html)
-            out.inline += time.perf_counter() - t
-            return result
-
-        renderer.inline = timed_inline  # type: ignore[method-assign]
-        clock = time.perf_counter
-        for sub in subs:
-            t0 = clock()
-            ranked = rank(papers, sub)
-            t1 = clock()
-            if not ranked and not sub.send_empty:
-                out.skipped += 1
-                out.rank += t1 - t0
-                continue
-            rendered = render_ranked(settings, renderer, edition, ranked, len(papers), sub)
-            t2 = clock()
-            message_id, data = digest.build(rendered, sub, edition)
-            t3 = clock()
-            out.n += 1
-            out.rank += t1 - t0
-            out.render += t2 - t1
-            out.build += t3 - t2
-            out.size += len(data)
-            if keep:
-                out.messages.append(
-                    OutgoingMessage(
-                        subscriber=sub.email,
-                        edition=edition.key,
-                        message_id=message_id,
-                        envelope_from=digest.envelope_sender,
-                        recipients=(sub.email,),
-                        data=data,
-                    )
-                )
-        out.render -= out.inline
-        hits, misses = getattr(renderer, "block_hits", 0), getattr(renderer, "block_misses", 0)
-        out.cache = f"paper blocks from cache: {hits}, inlined anew: {misses}"
-        # The state writes of one delivery, alone: claim (fsync) + mark_sent (fsync).
-        sample = min(STATE_SAMPLE, len(subs))
-        t0 = clock()
-        for sub in subs[:sample]:
-            digest.store.claim(sub.email, "bench-state", "<x@bench>")
-            digest.store.mark_sent(sub.email, "bench-state", "250 OK", code=250)
-        out.state = (clock() - t0) / max(sample, 1)
-    return out
+        t0 = time.perf_counter()
+        await digest.send(edition, subs, on_result=on_result)
+        wall = time.perf_counter() - t0
+    steady = (sent - 1) / (last - first) if sent > 1 and last > first else 0.0
+    return wall, steady, sent
 
 
-async def ceiling(settings: Settings, messages: Sequence[OutgoingMessage]) -> Timed:
-    """Pre-built messages through ``send_all`` (same pool, a fresh state file)."""
-
-    async def produce() -> AsyncIterator[OutgoingMessage]:
-        for msg in messages:
-            yield msg
-
-    out = Timed()
-    with StateStore(settings.state_path) as store:
-        cpu0, t0 = time.process_time(), time.perf_counter()
-        summary = await send_all(produce(), store=store, settings=settings)
-        out.wall = time.perf_counter() - t0
-        out.cpu = time.process_time() - cpu0
-    out.sent, out.skipped = summary.sent, summary.skipped
-    return out
-
-
-# -- output --------------------------------------------------------------------------------------
-
-
-def ms(seconds: float, n: int) -> str:
-    return f"{1000 * seconds / max(n, 1):6.2f} ms"
+# -- the report ------------------------------------------------------------------------------------
 
 
 def verdict(ok: bool) -> str:
@@ -423,133 +450,114 @@ def verdict(ok: bool) -> str:
 
 
 def run(args: argparse.Namespace) -> None:
-    n = args.subscribers
-    concurrency = args.concurrency
-    workers = args.render_workers
-    min_batch = args.render_min_batch
-    rng = random.Random(SEED)
+    n, concurrency, workers = args.subscribers, args.concurrency, args.render_workers
     edition = Edition.daily(args.day)
     say: Callable[..., None] = print
+    load = psutil.getloadavg()
     with tempfile.TemporaryDirectory(prefix="digest-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        vocab = vocabulary(EXAMPLES)
-        write_subscribers(tmp / "subscribers.yaml", n, vocab, rng)
-        subs = load_subscribers(tmp / "subscribers.yaml").subscribers
-        say(f"digest send benchmark: {n} subscribers, day {edition.key}, pool {concurrency}")
+        rng = random.Random(SEED)
+        write_subscribers(tmp / "subscribers.yaml", n, vocabulary(EXAMPLES), rng)
         say(
-            f"  {psutil.cpu_count()} CPUs; keyword vocabulary {len(vocab)} terms; sink: "
-            "tests/smtpserver.py in another process, loopback, no TLS, no spool"
-        )
-        say(f"  RSS at start (subscribers loaded): {rss_mb():.1f} MB")
-
-        with ServerProcess(None) as sink:
-            settings = make_settings(tmp, sink.port, concurrency, "e2e.sqlite3", workers)
-            with SinkCpu(sink) as sink_cpu:
-                e2e = asyncio.run(end_to_end(settings, edition, subs, min_batch=min_batch))
-            e2e.sink_cpu = sink_cpu.seconds
-            peak_after_e2e = maxrss_mb()
-            say("")
-            say("End to end (Digest.send: rank, render, inline, build, claim, SMTP, mark_sent)")
-            say(f"  {e2e.render} (minimum batch {min_batch})")
-            say(
-                f"  sent {e2e.sent}, skipped {e2e.skipped} (no matching paper) "
-                f"in {e2e.wall:.2f} s: {e2e.rate:.1f} messages/s "
-                f"(CPU: this process {100 * e2e.cpu / e2e.wall:.0f} %, "
-                f"render workers {e2e.workers_share()}, sink {e2e.sink_share()})"
-            )
-            if e2e.other:
-                say(f"  PROBLEM: {e2e.other}")
-            say("  RSS after N subscribers: " + ", ".join(f"{k}: {v:.1f} MB" for k, v in e2e.rss))
-            say(
-                f"  peak RSS: sampled {e2e.peak_rss:.1f} MB, ru_maxrss {peak_after_e2e:.1f} MB "
-                f"(target < {RSS_LIMIT_MB:.0f} MB: "
-                f"{verdict(max(e2e.peak_rss, peak_after_e2e) < RSS_LIMIT_MB)})"
-            )
-            if e2e.workers_peak_rss:
-                say(f"  render workers' peak RSS, summed: {e2e.workers_peak_rss:.1f} MB")
-
-            papers = asyncio.run(_papers(make_settings(tmp, sink.port, 1, "p.sqlite3"), edition))
-            st = stages(
-                make_settings(tmp, sink.port, concurrency, "stages.sqlite3"),
-                edition,
-                papers,
-                subs,
-                keep=True,
-            )
-            with SinkCpu(sink) as sink_cpu:
-                ceil = asyncio.run(
-                    ceiling(
-                        make_settings(tmp, sink.port, concurrency, "ceiling.sqlite3"), st.messages
-                    )
-                )
-            ceil.sink_cpu = sink_cpu.seconds
-            st.messages.clear()
-        say("")
-        say(
-            f"Stages, per message ({st.n} messages, {len(papers)} papers, "
-            f"mean size {st.size / max(st.n, 1) / 1024:.1f} KiB), called one by one:"
-        )
-        say(f"  rank          {ms(st.rank, st.n + st.skipped)}")
-        say(f"  render        {ms(st.render, st.n)}  (Jinja2, both parts)")
-        say(f"  inline        {ms(st.inline, st.n)}  (premailer; {st.cache})")
-        say(f"  build         {ms(st.build, st.n)}  (MIME, QP, headers)")
-        say(f"  state         {1000 * st.state:6.2f} ms  (claim + mark_sent, 2 fsync'd commits)")
-        say(
-            f"  send          {ms(ceil.wall, ceil.sent)}  wall at the ceiling "
-            f"({ms(ceil.cpu, ceil.sent).strip()} CPU in this process, state writes included)"
-        )
-        cpu_total = st.rank + st.render + st.inline + st.build
-        say(
-            f"  rank+render+inline+build {ms(cpu_total, st.n)} → at most "
-            f"{st.n / cpu_total:.0f} messages/s on one core"
-        )
-        say("")
-        ratio = e2e.rate / ceil.rate if ceil.rate else 0.0
-        say("Ceiling (pre-built messages, send_all, same pool, fresh state file)")
-        say(
-            f"  sent {ceil.sent} in {ceil.wall:.2f} s: {ceil.rate:.1f} messages/s "
-            f"(CPU: this process {100 * ceil.cpu / ceil.wall:.0f} %, sink {ceil.sink_share()})"
+            f"digest send benchmark: {n} subscribers, day {edition.key}, pool {concurrency}, "
+            f"render workers {workers if workers is not None else 'default'}, {args.runs} run(s)"
         )
         say(
-            f"  end to end / ceiling = {ratio:.2f} "
-            f"(target ≥ {E2E_VS_CEILING}: {verdict(ratio >= E2E_VS_CEILING)})"
+            f"  {psutil.cpu_count()} CPUs, load average at start {load[0]:.1f} "
+            "(a loaded machine gives lower, noisier figures)"
         )
 
-        say("")
-        say(f"Latency: sink delays each DATA reply by {LATENCY_DELAY_MS:.0f} ms (Digest.send)")
-        seconds = QUICK_LATENCY_SECONDS if args.quick else LATENCY_SECONDS
-        with ServerProcess(None, data_delay_ms=LATENCY_DELAY_MS) as slow:
-            for c in LATENCY_CONCURRENCIES:
-                ideal = c / (LATENCY_DELAY_MS / 1000)
-                count = min(len(subs), int(ideal * seconds))
-                lat = asyncio.run(
-                    end_to_end(
-                        make_settings(tmp, slow.port, c, f"latency-{c}.sqlite3", workers),
-                        edition,
-                        subs[:count],
-                        min_batch=min_batch,
-                    )
-                )
-                target = LATENCY_EFFICIENCY * ideal
+        loaded = measure_load(tmp / "subscribers.yaml")
+        subs = load_subscribers(tmp / "subscribers.yaml").subscribers[:PREBUILT_MESSAGES]
+
+        with Sink(args.sink) as sink:
+            say(f"  sink: {sink.kind}, 127.0.0.1:{sink.port}")
+            messages, size = prebuild(tmp, sink.port, edition, subs)
+            series = [
+                Series("smtp-source (C limit)"),
+                Series("aiosmtplib pool (Python limit)"),
+                Series("digest send (CLI, end to end)"),
+            ]
+            for i in range(args.runs):
+                if Path(SMTP_SOURCE).exists():
+                    series[0].runs.append(run_smtp_source(sink.port, n, concurrency, size))
+                series[1].runs.append(run_pool(sink.port, n, concurrency, messages))
+                series[2].runs.append(run_digest(tmp, sink.port, concurrency, workers, args.day, i))
+                d = series[2].runs[-1]
                 say(
-                    f"  concurrency {c}: {lat.sent} sent in {lat.wall:.2f} s: "
-                    f"{lat.rate:.1f} messages/s overall, {lat.steady_rate:.1f} messages/s "
-                    f"steady (first to last reply) (ideal {ideal:.0f}, target ≥ {target:.0f}: "
-                    f"{verdict(lat.steady_rate >= target)}; {lat.render})"
+                    f"  run {i + 1}: digest {d.sent} sent in {d.wall:.1f} s "
+                    f"({d.rate:.0f}/s, tree peak {d.peak_rss:.0f} MB) | {d.note}"
                 )
+
         say("")
+        say(f"{'min / median / max':>52}  {'wall s':>20}  {'msg/s':>24}  {'tree peak RSS MB':>20}")
+        for s in series:
+            if s.runs:
+                say(
+                    f"  {s.name:<50} {s.stat(lambda r: r.wall):>20}  "
+                    f"{s.stat(lambda r: r.rate):>24}  {s.stat(lambda r: r.peak_rss):>20}"
+                )
+        c_rate, pool_rate, digest_rate = (s.median_rate() for s in series)
+        say(f"  mean message size {size / 1024:.1f} KiB (smtp-source sends that many bytes)")
+        say("")
+        vs_pool = digest_rate / pool_rate if pool_rate else 0.0
+        vs_c = digest_rate / c_rate if c_rate else 0.0
         say(
-            f"Sink accepted {sink.accepted} + {slow.accepted} messages; "
-            f"peak RSS of the whole run {maxrss_mb():.1f} MB (includes the pre-built messages)"
+            f"digest / aiosmtplib pool = {vs_pool:.2f} (target ≥ {TARGET_VS_POOL}: "
+            f"{verdict(vs_pool >= TARGET_VS_POOL)}); digest / smtp-source = {vs_c:.3f}"
+        )
+        walls = [r.wall for r in series[2].runs]
+        peaks = [r.peak_rss for r in series[2].runs]
+        scaled = statistics.median(walls) * 100_000 / n
+        say(
+            f"digest median wall {statistics.median(walls):.1f} s for {n} "
+            f"(≈ {scaled:.0f} s per 100,000 at this rate; target ≤ {TARGET_WALL_100K_S:.0f} s"
+            + (
+                f": {verdict(statistics.median(walls) <= TARGET_WALL_100K_S)})"
+                if n >= 100_000
+                else ")"
+            )
+        )
+        say(
+            f"digest tree peak RSS max {max(peaks):.0f} MB (target ≤ {TARGET_RSS_MB:.0f} MB at "
+            f"100,000: {verdict(max(peaks) <= TARGET_RSS_MB)})"
+        )
+        say(
+            f"subscriber load: {loaded['n']:.0f} in {loaded['wall']:.2f} s, "
+            f"+{loaded['kept']:.0f} MB kept, +{loaded['peak']:.0f} MB peak above the interpreter "
+            f"({loaded['base']:.0f} MB with digest imported; targets ≤ {TARGET_LOAD_S:.0f} s, "
+            f"≤ {TARGET_LOAD_MB:.0f} MB)"
         )
 
-
-async def _papers(settings: Settings, edition: Edition) -> list[Paper]:
-    with Digest(settings) as digest:
-        return (await digest.papers_for(edition)).papers
+        if args.latency:
+            say("")
+            say(
+                f"Latency: aiosmtpd sink delaying each DATA reply by {LATENCY_DELAY_MS:.0f} ms "
+                "(Digest.send in this process)"
+            )
+            all_subs = load_subscribers(tmp / "subscribers.yaml").subscribers
+            with ServerProcess(None, data_delay_ms=LATENCY_DELAY_MS) as slow:
+                for c in LATENCY_CONCURRENCIES:
+                    ideal = c / (LATENCY_DELAY_MS / 1000)
+                    count = min(len(all_subs), int(ideal * LATENCY_SECONDS))
+                    settings = settings_for(tmp, slow.port, c, f"latency-{c}.sqlite3", workers)
+                    wall, steady, sent = asyncio.run(
+                        latency_run(settings, edition, all_subs[:count])
+                    )
+                    target = LATENCY_EFFICIENCY * ideal
+                    say(
+                        f"  concurrency {c}: {sent} sent in {wall:.2f} s, "
+                        f"{steady:.1f} msg/s steady "
+                        f"(ideal {ideal:.0f}, target ≥ {target:.0f}: {verdict(steady >= target)})"
+                    )
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--pool"]:
+        path, n, concurrency, port = argv[1:5]
+        print(json.dumps(asyncio.run(_pool_main(Path(path), int(n), int(concurrency), int(port)))))
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument(
         "--subscribers",
@@ -557,12 +565,20 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help=f"how many (default {DEFAULT_SUBSCRIBERS}; {QUICK_SUBSCRIBERS} with --quick)",
     )
+    parser.add_argument("--runs", type=int, default=None, help=f"rounds (default {DEFAULT_RUNS})")
     parser.add_argument(
         "--concurrency",
         type=int,
         default=DEFAULT_CONCURRENCY,
-        help="SMTP pool size for the end-to-end and ceiling runs",
+        help="SMTP connections, the same for all three senders",
     )
+    parser.add_argument(
+        "--render-workers",
+        type=int,
+        default=None,
+        help="DIGEST_RENDER_WORKERS for digest (default: its own default)",
+    )
+    parser.add_argument("--sink", choices=("auto", "smtp-sink", "aiosmtpd"), default="auto")
     parser.add_argument(
         "--day",
         type=date.fromisoformat,
@@ -570,22 +586,18 @@ def main(argv: list[str] | None = None) -> int:
         help="a day present in examples/hf-daily-papers/",
     )
     parser.add_argument(
-        "--render-workers",
-        type=int,
-        default=None,
-        help="DIGEST_RENDER_WORKERS (0: render in the sending process; default min(2, CPUs - 1))",
+        "--no-latency", dest="latency", action="store_false", help="skip the 100 ms latency runs"
     )
     parser.add_argument(
-        "--render-min-batch",
-        type=int,
-        default=RENDER_PROCESSES_MIN_BATCH,
-        help=f"fewest subscribers rendered in processes (default {RENDER_PROCESSES_MIN_BATCH})",
+        "--quick", action="store_true", help="small run: 2,000 subscribers, 1 round"
     )
-    parser.add_argument("--quick", action="store_true", help="small run (about 30 s)")
     args = parser.parse_args(argv)
     if args.subscribers is None:
         args.subscribers = QUICK_SUBSCRIBERS if args.quick else DEFAULT_SUBSCRIBERS
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.runs is None:
+        args.runs = 1 if args.quick else DEFAULT_RUNS
+    if not shutil.which(SMTP_SOURCE):
+        print(f"note: {SMTP_SOURCE} not found (apt-get install -y postfix): no C-limit figure")
     run(args)
     return 0
 
