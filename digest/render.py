@@ -37,6 +37,7 @@ markers, is inlined whole.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import re
@@ -559,12 +560,35 @@ def keyword_chips(
     return tuple(chips)
 
 
+_VIEW_CACHE_SIZE = 4096
+"""Distinct (paper, matched keywords, thumbnails) views kept: a paper's view costs ~0.2 ms
+(highlighting, chips) and recurs in every message that lists it with the same matches."""
+
+
 def paper_view(rank: int, ranked: RankedPaper, *, thumbnails: bool = False) -> PaperView:
     """The template view of ``ranked`` at 1-based position ``rank``.
+
+    Everything but ``rank`` and ``score`` depends only on the paper, the matched keywords and
+    ``thumbnails``: that part is computed once per distinct combination (cached).
 
     Args:
         thumbnails: show the paper's thumbnail (``DIGEST_THUMBNAILS``) when it has an HTTPS one.
     """
+    try:
+        view = _shared_view(ranked.paper, tuple(ranked.matched), thumbnails)
+    except TypeError:  # an unhashable paper (not ours): no cache
+        return _paper_view(rank, ranked, thumbnails=thumbnails)
+    return dataclasses.replace(view, rank=rank, score=ranked.score)
+
+
+@functools.lru_cache(maxsize=_VIEW_CACHE_SIZE)
+def _shared_view(paper: Paper, matched: tuple[str, ...], thumbnails: bool) -> PaperView:
+    return _paper_view(
+        0, RankedPaper(paper=paper, score=0.0, matched=matched), thumbnails=thumbnails
+    )
+
+
+def _paper_view(rank: int, ranked: RankedPaper, *, thumbnails: bool = False) -> PaperView:
     p = ranked.paper
     title = collapse(p.title)
     is_ai = bool(p.ai_summary and p.ai_summary.strip())
