@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from email.utils import parseaddr
@@ -18,10 +18,12 @@ from digest.bounces.verp import verp_address
 from digest.clock import Clock, utc_now
 from digest.delivery.engine import RetryCallback
 from digest.errors import AllSourcesFailedError, ConfigError, SourceError
-from digest.models import Edition, Paper, RankedPaper, RunSummary
+from digest.models import Edition, Feedback, Paper, RankedPaper, RunSummary
 from digest.pipeline import ResultCallback, SendPipeline
 from digest.pipeline.workers import RENDER_PROCESSES_MIN_BATCH, build_for, render_ranked
-from digest.ranking import rank
+from digest.ranking import RankContext, build_context, rank
+from digest.ranking.embeddings import Embedder, VectorCache, build_embedder
+from digest.ranking.liked import fetch_missing
 from digest.render import RenderedEmail, Renderer
 from digest.schedule import WEEKEND
 from digest.settings import Settings
@@ -129,10 +131,16 @@ class Digest:
         self._sources: dict[str, Source] = {}
         self._recovered = False
         self._verp_signer: TokenSigner | None = None
+        self._embedder: Embedder | None = None
+        self._embedder_built = False
+        self._vectors: VectorCache | None = None
+        self._missing_likes_warned: set[str] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
     def close(self) -> None:
-        """Close the state store if this instance opened it."""
+        """Close the state store if this instance opened it, and the vector cache."""
+        if self._vectors is not None:
+            self._vectors.close()
         if self._owns_store:
             self.store.close()
 
@@ -256,8 +264,137 @@ class Digest:
         Raises:
             ConfigError: a template is broken.
         """
-        ranked = rank(papers, subscriber or Subscriber.default())
+        sub = subscriber or Subscriber.default()
+        context = self._rank_context(papers, [sub], edition=edition, fetched=())
+        ranked = rank(papers, sub, context)
         return ranked, self._render_ranked(edition, ranked, len(papers), subscriber)
+
+    # -- ranking context -------------------------------------------------------------------
+    @property
+    def embedder(self) -> Embedder | None:
+        """The embedding model of ``DIGEST_EMBEDDINGS`` (``None``: off), built on first use.
+
+        Raises:
+            ConfigError: an unknown model spec.
+        """
+        if not self._embedder_built:
+            self._embedder = build_embedder(self.settings.embeddings)
+            self._embedder_built = True
+        return self._embedder
+
+    @property
+    def vector_cache(self) -> VectorCache:
+        """The persistent vector cache (``settings.vector_cache_path``), opened on first use."""
+        if self._vectors is None:
+            self._vectors = VectorCache(self.settings.vector_cache_path)
+        return self._vectors
+
+    async def rank_context(
+        self, papers: Sequence[Paper], subscribers: Sequence[Subscriber], *, edition: Edition
+    ) -> RankContext:
+        """What ranking ``subscribers`` over ``papers`` needs beyond them, for one send.
+
+        Gathers from the state store each subscriber's 👍/👎 and which of ``papers`` they
+        already got (other editions), finds liked/disliked papers in the stored papers,
+        fetches the missing ones once from the arXiv API when ``DIGEST_ARXIV_API_URL`` is set
+        (and stores them), and embeds what the vector cache lacks (on a thread).
+        A liked id found nowhere is a warning, not an error.
+
+        Raises:
+            ConfigError: ``DIGEST_EMBEDDINGS`` names an unknown model.
+        """
+        feedback = self.store.feedback()
+        in_edition = {p.arxiv_id for p in papers}
+        wanted = self._liked_ids(subscribers, feedback) - in_edition
+        stored = self.store.find_papers(wanted) if wanted else {}
+        fetched: list[Paper] = []
+        missing = sorted(wanted - set(stored))
+        if missing and self.settings.arxiv_api_url:
+            fetched = await fetch_missing(missing, self.settings)
+            for paper in fetched:
+                self.store.save_paper(paper)
+        return await asyncio.to_thread(
+            self._rank_context,
+            papers,
+            subscribers,
+            edition=edition,
+            fetched=fetched,
+            feedback=feedback,
+            stored=stored,
+        )
+
+    def _liked_ids(
+        self, subscribers: Sequence[Subscriber], feedback: Mapping[str, Feedback]
+    ) -> set[str]:
+        ids: set[str] = set()
+        for sub in subscribers:
+            ids.update(sub.like, sub.dislike)
+            fb = feedback.get(sub.email)
+            if fb is not None:
+                ids.update(fb.likes, fb.dislikes)
+        return ids
+
+    def _rank_context(
+        self,
+        papers: Sequence[Paper],
+        subscribers: Sequence[Subscriber],
+        *,
+        edition: Edition,
+        fetched: Sequence[Paper],
+        feedback: Mapping[str, Feedback] | None = None,
+        stored: Mapping[str, Paper] | None = None,
+    ) -> RankContext:
+        if feedback is None:
+            feedback = self.store.feedback()
+        in_edition = {p.arxiv_id for p in papers}
+        if stored is None:
+            wanted = self._liked_ids(subscribers, feedback) - in_edition
+            stored = self.store.find_papers(wanted) if wanted else {}
+        liked = {**stored, **{p.arxiv_id: p for p in fetched}}
+        for sub in subscribers:
+            for pid in sub.like + sub.dislike:
+                if pid not in in_edition and pid not in liked:
+                    self._warn_missing(sub, pid)
+        seen = self.store.sent_papers(in_edition, except_edition=edition.key)
+        try:
+            embedder = self.embedder
+            return build_context(
+                papers,
+                subscribers,
+                embedder=embedder,
+                cache=self.vector_cache,
+                liked_papers=liked,
+                seen=seen,
+                feedback=feedback,
+            )
+        except ConfigError as e:
+            log.error("ranking without interests and liked papers: %s", e)
+            return build_context(
+                papers,
+                subscribers,
+                embedder=None,
+                cache=self.vector_cache,
+                liked_papers=liked,
+                seen=seen,
+                feedback=feedback,
+            )
+
+    def _warn_missing(self, sub: Subscriber, arxiv_id: str) -> None:
+        key = f"{sub.email} {arxiv_id}"
+        if key in self._missing_likes_warned:
+            return
+        self._missing_likes_warned.add(key)
+        how = (
+            "arXiv does not know it"
+            if self.settings.arxiv_api_url
+            else "set DIGEST_ARXIV_API_URL to fetch it"
+        )
+        log.warning(
+            "%s: liked/disliked paper %s is not among the stored papers (%s); ignored",
+            sub.email,
+            arxiv_id,
+            how,
+        )
 
     def _render_ranked(
         self,

@@ -114,12 +114,35 @@ class RankedPaper:
         matched: the subscriber's keywords (as written in their YAML) that matched, in the
             order the subscriber listed them; empty when none matched.
         matched_in_title: the subset of ``matched`` found in the title.
+        matched_words: the words that matched, lower-cased, as they occur in the paper
+            (``"agents"`` for the keyword ``agent*``), title first, without repeats.
+        why: one short line saying why the paper was picked ("matches your interest '…'",
+            "like 2406.09246 you liked", "by Chelsea Finn", "keyword: agents", "trending");
+            empty when not ranked by :func:`~digest.ranking.rank`.
+        filler: ``True`` when the paper was picked for its popularity alone (no keyword,
+            interest, liked paper or author): the email lists fillers under their own heading.
     """
 
     paper: Paper
     score: float
     matched: tuple[str, ...] = ()
     matched_in_title: tuple[str, ...] = ()
+    matched_words: tuple[str, ...] = ()
+    why: str = ""
+    filler: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    """What one subscriber taught us from the email (👍/👎), from the state store.
+
+    Attributes:
+        likes: bare arXiv ids the subscriber gave 👍, oldest first.
+        dislikes: bare arXiv ids given 👎, oldest first.
+    """
+
+    likes: tuple[str, ...] = ()
+    dislikes: tuple[str, ...] = ()
 
 
 TEST_EDITION_PREFIX = "test:"

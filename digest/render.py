@@ -113,6 +113,8 @@ _MAX_CACHED_STYLESHEETS = 32
 
 _WS_RE = re.compile(r"\s+")
 
+FILLER_HEADING = "Also trending"
+"""Heading over the papers picked for popularity alone, after the relevant ones."""
 BLOCK_START = "<!--digest:block-->"
 """Marks the start of a repeated block (one paper) in the HTML template's output."""
 BLOCK_END = "<!--digest:end-->"
@@ -257,6 +259,10 @@ class PaperView:
         project_url: project page, if any.
         paper: the underlying :class:`~digest.models.Paper`.
         score: the ranking score.
+        why: one short line saying why the paper was picked (``RankedPaper.why``).
+        filler: picked for popularity alone ("trending").
+        first_filler: the first filler after relevant papers: the templates put the
+            :data:`FILLER_HEADING` before it.
     """
 
     rank: int
@@ -282,6 +288,9 @@ class PaperView:
     project_url: str | None
     paper: Paper
     score: float
+    why: str = ""
+    filler: bool = False
+    first_filler: bool = False
 
 
 # --- text helpers ---------------------------------------------------------------------------
@@ -565,11 +574,29 @@ _VIEW_CACHE_SIZE = 4096
 (highlighting, chips) and recurs in every message that lists it with the same matches."""
 
 
+def paper_views(papers: Sequence[RankedPaper], *, thumbnails: bool = False) -> list[PaperView]:
+    """The template views of a selection: relevant papers first, then the fillers.
+
+    Each group keeps the ranking's order; positions are numbered in display order, and the
+    first filler after a relevant paper is marked ``first_filler`` (its heading).
+    """
+    relevant = [rp for rp in papers if not rp.filler]
+    fillers = [rp for rp in papers if rp.filler]
+    views = []
+    for i, rp in enumerate([*relevant, *fillers], start=1):
+        view = paper_view(i, rp, thumbnails=thumbnails)
+        if rp.filler and relevant and i == len(relevant) + 1:
+            view = dataclasses.replace(view, first_filler=True)
+        views.append(view)
+    return views
+
+
 def paper_view(rank: int, ranked: RankedPaper, *, thumbnails: bool = False) -> PaperView:
     """The template view of ``ranked`` at 1-based position ``rank``.
 
-    Everything but ``rank`` and ``score`` depends only on the paper, the matched keywords and
-    ``thumbnails``: that part is computed once per distinct combination (cached).
+    Everything but ``rank``, ``score`` and the why line depends only on the paper, the
+    matched keywords and ``thumbnails``: that part is computed once per distinct combination
+    (cached).
 
     Args:
         thumbnails: show the paper's thumbnail (``DIGEST_THUMBNAILS``) when it has an HTTPS one.
@@ -578,7 +605,9 @@ def paper_view(rank: int, ranked: RankedPaper, *, thumbnails: bool = False) -> P
         view = _shared_view(ranked.paper, tuple(ranked.matched), thumbnails)
     except TypeError:  # an unhashable paper (not ours): no cache
         return _paper_view(rank, ranked, thumbnails=thumbnails)
-    return dataclasses.replace(view, rank=rank, score=ranked.score)
+    return dataclasses.replace(
+        view, rank=rank, score=ranked.score, why=ranked.why, filler=ranked.filler
+    )
 
 
 @functools.lru_cache(maxsize=_VIEW_CACHE_SIZE)
@@ -621,6 +650,8 @@ def _paper_view(rank: int, ranked: RankedPaper, *, thumbnails: bool = False) -> 
         project_url=p.project_page or None,
         paper=p,
         score=ranked.score,
+        why=ranked.why,
+        filler=ranked.filler,
     )
 
 
@@ -725,10 +756,8 @@ class Renderer:
             "long_date": long_date_label(ctx.edition),
             "edition": ctx.edition,
             "is_weekly": ctx.edition.frequency == "weekly",
-            "papers": [
-                paper_view(i, rp, thumbnails=self.thumbnails)
-                for i, rp in enumerate(ctx.papers, start=1)
-            ],
+            "papers": paper_views(ctx.papers, thumbnails=self.thumbnails),
+            "filler_heading": FILLER_HEADING,
             "period": period_label(ctx.edition),
             "see_all_url": see_all_url(ctx.edition),
             "shown": len(ctx.papers),

@@ -239,6 +239,25 @@ class Settings(BaseSettings):
         description="Confirmation emails per target address per 24 h.",
     )
 
+    # --- ranking -------------------------------------------------------------------------
+    embeddings: str = Field(
+        "wordllama",
+        description=(
+            "Embedding model for interests and liked papers: 'wordllama' (bundled, offline), "
+            "'sentence-transformers:/path/to/model' (optional extra), or 'off'."
+        ),
+    )
+    vector_cache: Path | None = Field(
+        None, description="Vector cache file; default: the state file's path + '.vectors'."
+    )
+    arxiv_api_url: str | None = Field(
+        None,
+        description=(
+            "arXiv API query endpoint (https://export.arxiv.org/api/query) used to fetch a "
+            "liked paper that no stored edition lists; unset: such a like is skipped."
+        ),
+    )
+
     # --- rendering -----------------------------------------------------------------------
     thumbnails: bool = Field(
         False,
@@ -253,6 +272,11 @@ class Settings(BaseSettings):
             "(0 = in the sending process); default min(2, CPUs - 1)."
         ),
     )
+
+    @property
+    def vector_cache_path(self) -> Path:
+        """The vector cache file: ``vector_cache``, else the state file's path + ``.vectors``."""
+        return self.vector_cache or self.state_path.with_name(self.state_path.name + ".vectors")
 
     @field_validator("sources")
     @classmethod

@@ -8,6 +8,7 @@ digest run`` against a real aiosmtpd server at the real current time.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import shutil
@@ -50,13 +51,24 @@ def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> date
 
 
 def write_papers(directory: Path, days: Iterable[date], *, weekends: bool = False) -> None:
-    """Real Daily Papers days copied under the names of ``days`` (weekdays only by default)."""
+    """Real Daily Papers days copied under the names of ``days`` (weekdays only by default).
+
+    The captures are reused in turn; a reused one gets fresh arXiv ids (``YYMM.DDnnn`` of its
+    day), as a real later day lists other papers (a paper is never sent twice).
+    """
     directory.mkdir(parents=True, exist_ok=True)
     for i, day in enumerate(days):
         if day.weekday() >= 5 and not weekends:
             continue
         source = FIXTURE_FILES[i % len(FIXTURE_FILES)]
-        shutil.copy(source, directory / f"{day.isoformat()}.json")
+        target = directory / f"{day.isoformat()}.json"
+        if i < len(FIXTURE_FILES):
+            shutil.copy(source, target)
+            continue
+        items = json.loads(source.read_text(encoding="utf-8"))
+        for j, item in enumerate(items):
+            item["paper"]["id"] = f"{day:%y%m}.{day.day:02d}{j:03d}"
+        target.write_text(json.dumps(items), encoding="utf-8")
 
 
 def days_between(first: date, last: date) -> list[date]:

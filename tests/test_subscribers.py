@@ -385,8 +385,8 @@ def test_only_matching_from_defaults_is_fine_with_keywords_else_blames_the_entry
         """,
     )
     assert problems_of(path) == [
-        f"{path}:5: subscribers[1]: only_matching is true but there are no keywords: "
-        "nothing would ever be sent"
+        f"{path}:5: subscribers[1]: only_matching is true but there are no keywords, "
+        "interests, likes or authors: nothing would ever be sent"
     ]
 
 

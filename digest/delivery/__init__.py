@@ -39,6 +39,8 @@ class OutgoingMessage:
         recipients: the envelope recipients (``RCPT TO``), bare addresses; normally exactly the
             subscriber, so a reply code concerns that one subscriber.
         data: the whole RFC 5322 message, CRLF line endings, sent byte for byte.
+        papers: bare arXiv ids of the papers the message carries (recorded with its claim:
+            the send history that keeps a paper from reaching a subscriber twice).
     """
 
     subscriber: str
@@ -47,6 +49,7 @@ class OutgoingMessage:
     envelope_from: str
     recipients: tuple[str, ...]
     data: bytes
+    papers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -574,7 +574,7 @@ async def _one(run: _Run, holder: list[Transport | None], msg: OutgoingMessage) 
     """Claim, deliver with retries, and record one message."""
     store, summary = run.store, run.summary
     claimed, cancelled = await run.write_settled(
-        store.claim, msg.subscriber, msg.edition, msg.message_id
+        store.claim, msg.subscriber, msg.edition, msg.message_id, msg.papers
     )
     if cancelled:
         if claimed:  # stopped between claim and delivery: nothing was sent, hand it back

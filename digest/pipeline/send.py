@@ -36,6 +36,7 @@ from digest.pipeline.workers import (
     make_in_processes,
     make_message,
 )
+from digest.ranking import RankContext
 from digest.schedule import may_be_empty
 from digest.state import CLAIMABLE, SKIP_NO_PAPERS, address_key
 from digest.subscribers import Subscriber
@@ -107,6 +108,7 @@ class SendPipeline:
         self.summary = RunSummary()
         self.groups: dict[SourceKey, PapersResult] = {}
         self.message_ids: dict[str, str] = {}
+        self.context: RankContext | None = None
 
     async def run(self, subscribers: Sequence[Subscriber]) -> RunSummary:
         """Send the edition to every subscriber in ``subscribers`` who is owed it.
@@ -123,6 +125,11 @@ class SendPipeline:
         if not owed:
             return self.summary
         owed = await self.papers(owed)
+        self.context = await self.digest.rank_context(
+            [p for result in self.groups.values() for p in result.papers],
+            owed,
+            edition=self.edition,
+        )
         messages = self.compose(owed)
         if self.dry_run:
             async for _ in messages:
@@ -288,6 +295,7 @@ class SendPipeline:
                     sub,
                     digest.now(),
                     self.message_ids.get(sub.email),
+                    self.context,
                 )
             except DigestError as e:
                 self.record_not_built(sub, str(e))
@@ -321,6 +329,7 @@ class SendPipeline:
             ahead=TASKS_IN_FLIGHT_PER_WORKER * workers + pool_size(self.settings),
             stopped=self.stopped,
             message_ids=self.message_ids,
+            context=self.context,
         )
         try:
             async for sub, result in made:
@@ -337,13 +346,15 @@ class SendPipeline:
                     )
                     self.record_failed(sub, _last_line(result.error))
                 else:
-                    msg = self.outgoing(sub, result.message_id, result.data)
+                    msg = self.outgoing(sub, result.message_id, result.data, result.papers)
                     if msg is not None:
                         yield msg
         finally:
             await made.aclose()  # stops the workers now, not when garbage-collected
 
-    def outgoing(self, sub: Subscriber, message_id: str, data: bytes) -> OutgoingMessage | None:
+    def outgoing(
+        self, sub: Subscriber, message_id: str, data: bytes, papers: tuple[str, ...] = ()
+    ) -> OutgoingMessage | None:
         """The envelope of ``sub``'s message; ``None`` in a dry run (counted ``sent``)."""
         if self.dry_run:
             self.summary.sent += 1
@@ -356,6 +367,7 @@ class SendPipeline:
             envelope_from=self.digest.envelope_sender_for(sub.email, self.edition.key),
             recipients=(sub.email,),
             data=data,
+            papers=papers,
         )
 
     # -- deliver ---------------------------------------------------------------------------------

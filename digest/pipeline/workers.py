@@ -51,7 +51,7 @@ from digest.message import (
     unsubscribe_url_for,
 )
 from digest.models import Edition, Paper, RankedPaper
-from digest.ranking import rank
+from digest.ranking import RankContext, rank
 from digest.render import EmailContext, RenderedEmail, Renderer
 from digest.settings import Settings
 from digest.subscribers import Subscriber
@@ -91,6 +91,7 @@ class Made(NamedTuple):
         message_id: the Message-ID (``<...@domain>``), or ``""``.
         data: the whole RFC 5322 message, or ``b""``.
         error: the error text, or ``""``.
+        papers: bare arXiv ids of the papers the message carries.
     """
 
     email: str
@@ -98,6 +99,7 @@ class Made(NamedTuple):
     message_id: str = ""
     data: bytes = b""
     error: str = ""
+    papers: tuple[str, ...] = ()
 
 
 # -- the shared steps ----------------------------------------------------------------------------
@@ -138,7 +140,8 @@ def make_message(
     subscriber: Subscriber,
     date: datetime,
     message_id: str | None = None,
-) -> tuple[str, bytes] | None:
+    context: RankContext | None = None,
+) -> tuple[str, bytes, tuple[str, ...]] | None:
     """Rank, render, inline and build one subscriber's message: the whole per-subscriber work,
     done the same way in the sending process (on a thread) and in a worker process.
 
@@ -149,18 +152,22 @@ def make_message(
         date: the Date header (aware).
         message_id: the Message-ID to use (a resend of an ``unknown`` row keeps the id the
             relay may already have); ``None``: a new one.
+        context: vectors, history and feedback for ranking (see
+            :func:`~digest.ranking.semantic.build_context`).
 
     Returns:
-        ``(message_id, bytes)``, or ``None`` when nothing ranked and not ``send_empty``.
+        ``(message_id, bytes, arxiv ids carried)``, or ``None`` when nothing ranked and not
+        ``send_empty``.
 
     Raises:
         DigestError: a template is broken, or the message cannot be built.
     """
-    ranked = rank(papers, subscriber)
+    ranked = rank(papers, subscriber, context)
     if not ranked and not subscriber.send_empty:
         return None
     rendered = render_ranked(settings, renderer(), edition, ranked, len(papers), subscriber)
-    return build_for(settings, rendered, subscriber, edition, date, message_id)
+    message_id, data = build_for(settings, rendered, subscriber, edition, date, message_id)
+    return message_id, data, tuple(r.paper.arxiv_id for r in ranked)
 
 
 def build_for(
@@ -204,6 +211,7 @@ class _WorkerState:
     edition: Edition
     papers: Mapping[SourceKey, Sequence[Paper]]
     date: datetime | None
+    context: RankContext | None = None
     renderer: Renderer | None = None
 
 
@@ -215,6 +223,7 @@ def _init_worker(
     edition: Edition,
     papers: Mapping[SourceKey, Sequence[Paper]],
     date: datetime | None,
+    context: RankContext | None = None,
 ) -> None:
     """Worker initializer: keep the send's inputs; leave stop signals to the parent."""
     global _state
@@ -225,7 +234,9 @@ def _init_worker(
         threading.Thread(
             target=_exit_with_parent, args=(parent.sentinel,), name="digest-orphan", daemon=True
         ).start()
-    _state = _WorkerState(settings=settings, edition=edition, papers=papers, date=date)
+    _state = _WorkerState(
+        settings=settings, edition=edition, papers=papers, date=date, context=context
+    )
 
 
 def _exit_with_parent(sentinel: int) -> None:
@@ -257,6 +268,7 @@ def _make(sub: Subscriber, message_id: str | None = None) -> Made:
             sub,
             state.date or utc_now(),
             message_id,
+            state.context,
         )
     except DigestError as e:
         return Made(sub.email, "error", error=str(e))
@@ -264,8 +276,8 @@ def _make(sub: Subscriber, message_id: str | None = None) -> Made:
         return Made(sub.email, "bug", error=traceback.format_exc())
     if made is None:
         return Made(sub.email, "empty")
-    message_id, data = made
-    return Made(sub.email, "message", message_id=message_id, data=data)
+    message_id, data, carried = made
+    return Made(sub.email, "message", message_id=message_id, data=data, papers=carried)
 
 
 # -- the parent side -----------------------------------------------------------------------------
@@ -282,6 +294,7 @@ async def make_in_processes(
     ahead: int,
     stopped: Callable[[], bool],
     message_ids: Mapping[str, str] | None = None,
+    context: RankContext | None = None,
 ) -> AsyncGenerator[tuple[Subscriber, Made], None]:
     """Make every subscriber's message in ``workers`` processes; yield them in order.
 
@@ -301,6 +314,7 @@ async def make_in_processes(
         stopped: checked before each submission and each yield; once True, nothing new
             starts and the generator returns.
         message_ids: Message-IDs to reuse, by subscriber email (resent ``unknown`` rows).
+        context: the ranking context (pickled to each worker once).
 
     Yields:
         ``(subscriber, made)`` for each subscriber, until stopped.
@@ -312,7 +326,7 @@ async def make_in_processes(
         max_workers=workers,
         mp_context=multiprocessing.get_context(START_METHOD),
         initializer=_init_worker,
-        initargs=(settings, edition, dict(papers), date),
+        initargs=(settings, edition, dict(papers), date, context),
     )
     pending: deque[tuple[Subscriber, Future[Made]]] = deque()
     todo = iter(subscribers)

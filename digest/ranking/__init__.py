@@ -1,7 +1,10 @@
 """Ranking: which of an edition's papers a subscriber gets, in which order.
 
 Modules:
-    keywords: keyword matching, selection and the score (see its docstring for the rules).
+    keywords: keyword matching, selection and the hybrid score (README "Ranking").
+    semantic: interests, liked/disliked papers, authors, send history: :class:`RankContext`.
+    embeddings: the local embedding model and the persistent vector cache.
+    liked: fetching a liked paper no stored edition lists (arXiv API).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from digest.ranking.keywords import (
     matches,
     rank,
 )
+from digest.ranking.semantic import RankContext, build_context
 
 __all__ = [
     "BODY_WEIGHT",
@@ -26,6 +30,8 @@ __all__ = [
     "FIELD_SEPARATOR",
     "MATCHER_CACHE_SIZE",
     "TITLE_WEIGHT",
+    "RankContext",
+    "build_context",
     "highlight_spans",
     "highlight_terms",
     "keyword_pattern",

@@ -62,8 +62,25 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 from digest.models import Paper, RankedPaper
+from digest.ranking.semantic import (
+    AUTHOR_BONUS,
+    DISLIKE_WEIGHT,
+    INTEREST_PREFIX,
+    INTEREST_WEIGHT,
+    LIKE_WEIGHT,
+    RELEVANT_LIKE_SIMILARITY,
+    RELEVANT_SIMILARITY,
+    SIMILARITY_FLOOR,
+    UPVOTE_WEIGHT_SEMANTIC,
+    WHY_INTEREST_CHARS,
+    RankContext,
+    author_key,
+)
 from digest.subscribers import Subscriber, split_keyword
 
 TITLE_WEIGHT = 2.0
@@ -105,6 +122,11 @@ class _Term:
     def found(self, lowered: str) -> bool:
         """Whether the term matches ``lowered`` (text already lower-cased)."""
         return self.needle in lowered and self.pattern.search(lowered) is not None
+
+    def word(self, lowered: str) -> str | None:
+        """The text the term matched in ``lowered`` (``"agents"`` for ``agent*``), or ``None``."""
+        m = self.pattern.search(lowered) if self.needle in lowered else None
+        return " ".join(m.group(0).split()) if m else None
 
 
 def _regex(keyword: str) -> str:
@@ -158,6 +180,8 @@ class _Edition:
             for p in papers
         ]
         self._masks: dict[str, tuple[int, int]] = {}
+        self._authors: list[dict[str, str]] | None = None
+        self._vectors: tuple[object, Any] | None = None
         # All titles (bodies) in one string: one substring test rules a term out for all.
         self._all_titles = FIELD_SEPARATOR.join(self.titles)
         self._all_bodies = FIELD_SEPARATOR.join(self.bodies)
@@ -178,6 +202,25 @@ class _Edition:
             found = self._masks[term.key] = (in_title, in_body)
         return found
 
+    def authors(self) -> list[dict[str, str]]:
+        """Per paper, its authors by :func:`~digest.ranking.semantic.author_key` (computed once)."""
+        if self._authors is None:
+            self._authors = [{author_key(a): a for a in p.authors} for p in self.papers]
+        return self._authors
+
+    def vectors(self, context: RankContext) -> Any:
+        """The ``(n, dim)`` matrix of the papers' vectors in ``context``, or ``None``."""
+        cached = self._vectors
+        if cached is not None and cached[0] is context:
+            return cached[1]
+        matrix = None
+        if self.papers and all(p.arxiv_id in context.vectors for p in self.papers):
+            matrix = context.matrix([p.arxiv_id for p in self.papers])
+        self._vectors = (context, matrix)
+        return matrix
+
+
+_EMPTY_CONTEXT = RankContext()
 
 _editions: OrderedDict[tuple[int, ...], _Edition] = OrderedDict()
 _editions_lock = threading.Lock()
@@ -202,18 +245,24 @@ def _edition(papers: Sequence[Paper]) -> _Edition:
     return edition
 
 
-def rank(papers: Sequence[Paper], subscriber: Subscriber) -> list[RankedPaper]:
-    """Select and order ``papers`` for ``subscriber`` (formula in the module docstring).
+def rank(
+    papers: Sequence[Paper], subscriber: Subscriber, context: RankContext | None = None
+) -> list[RankedPaper]:
+    """Select and order ``papers`` for ``subscriber`` (formula in README "Ranking").
 
     Args:
         papers: one edition's papers, any order (a weekly edition: the whole week's).
-        subscriber: whose keywords, exclusions and limits apply.
+        subscriber: whose keywords, interests, likes, authors, exclusions and limits apply.
+        context: vectors, send history and feedback for this send
+            (:func:`~digest.ranking.semantic.build_context`); ``None``: keywords and upvotes
+            only, nothing is left out as already sent.
 
     Returns:
         At most ``subscriber.max_papers`` papers, best first. Each carries its score, the
-        subscriber's keywords that matched (as written, in the subscriber's order) and those
-        of them found in the title. Deterministic for the same input, whatever its order
-        (papers with identical id and title keep their input order).
+        subscriber's keywords that matched (as written, in the subscriber's order), those of
+        them found in the title, the words they matched, the one-line reason it was picked
+        and whether it is a filler (picked for popularity alone). Deterministic for the same
+        input, whatever its order (papers with identical id and title keep their input order).
     """
     edition = _edition(papers)
     keywords = [(term, *edition.masks(term)) for term in _terms(subscriber.keywords)]
@@ -226,11 +275,20 @@ def rank(papers: Sequence[Paper], subscriber: Subscriber) -> list[RankedPaper]:
         matching |= in_title | in_body
     min_upvotes = subscriber.min_upvotes
     only_matching = subscriber.only_matching
+    signals = _signals(edition, subscriber, context)
+    seen = context.seen.get(subscriber.email) if context and subscriber.no_repeat else None
+    semantic = signals is not None and (signals.interest is not None or signals.like is not None)
+    upvote_weight = UPVOTE_WEIGHT_SEMANTIC if semantic else 1.0
 
     rows: list[tuple[float, tuple[int, int, str, str], int, float]] = []
     for i in range(edition.n):
         bit = 1 << i
-        if excluded & bit or edition.upvotes[i] < min_upvotes:
+        if excluded & bit:
+            continue
+        if seen and edition.papers[i].arxiv_id in seen:
+            continue
+        by_author = signals is not None and i in signals.by_author
+        if edition.upvotes[i] < min_upvotes and not by_author:
             continue
         relevance = 0.0
         if matching & bit:
@@ -239,9 +297,13 @@ def rank(papers: Sequence[Paper], subscriber: Subscriber) -> list[RankedPaper]:
                     relevance += TITLE_WEIGHT
                 elif in_body & bit:
                     relevance += BODY_WEIGHT
-        elif only_matching:
+        if signals is not None:
+            relevance += signals.bonus[i]
+            if only_matching and not (matching & bit or signals.relevant[i]):
+                continue
+        elif only_matching and not matching & bit:
             continue
-        score = edition.base[i] + relevance
+        score = edition.base[i] * upvote_weight + relevance
         rows.append((-score, edition.tiebreak[i], i, score))
     rows.sort()
 
@@ -250,8 +312,150 @@ def rank(papers: Sequence[Paper], subscriber: Subscriber) -> list[RankedPaper]:
         bit = 1 << i
         matched = tuple(t.text for t, in_title, in_body in keywords if (in_title | in_body) & bit)
         in_title_only = tuple(t.text for t, in_title, _ in keywords if in_title & bit)
-        out.append(RankedPaper(edition.papers[i], score, matched, in_title_only))
+        words = tuple(
+            dict.fromkeys(
+                w
+                for t, in_title, in_body in keywords
+                if (in_title | in_body) & bit
+                for w in (t.word(edition.titles[i]) or t.word(edition.bodies[i]),)
+                if w
+            )
+        )
+        why, filler = _why(i, words, signals, subscriber, context)
+        out.append(
+            RankedPaper(
+                edition.papers[i], score, matched, in_title_only, words, why=why, filler=filler
+            )
+        )
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Signals:
+    """One subscriber's semantic signals over one edition (arrays indexed like the papers).
+
+    Attributes:
+        bonus: score added per paper (interest and like similarity, minus dislike; author).
+        relevant: whether the paper counts as relevant beyond keywords (similarity at or above
+            :data:`~digest.ranking.semantic.RELEVANT_SIMILARITY`, or by a followed author).
+        interest: best similarity to an interest and which interest (index), or ``None``.
+        like: best similarity to a liked paper and which (index into ``likes``), or ``None``.
+        likes: the liked ids the ``like`` indexes refer to.
+        by_author: paper index -> the followed author's name as the paper spells it.
+        parts: per paper, (interest part, like part) of ``bonus`` (for the why line).
+    """
+
+    bonus: list[float]
+    relevant: list[bool]
+    interest: tuple[Any, Any] | None
+    like: tuple[Any, Any] | None
+    likes: tuple[str, ...]
+    by_author: dict[int, str]
+    parts: list[tuple[float, float]]
+
+
+def _lift(similarity: Any) -> Any:
+    """Similarity above the floor, scaled to 0..1 (numpy array in, array out)."""
+    return np.clip((similarity - SIMILARITY_FLOOR) / (1.0 - SIMILARITY_FLOOR), 0.0, None)
+
+
+def _signals(
+    edition: _Edition, subscriber: Subscriber, context: RankContext | None
+) -> _Signals | None:
+    """The subscriber's semantic signals, or ``None`` when there are none to compute."""
+    if context is None:
+        if not subscriber.authors:
+            return None
+        context = _EMPTY_CONTEXT
+    n = edition.n
+    bonus = np.zeros(n, dtype=np.float64)
+    relevant = np.zeros(n, dtype=bool)
+    interest_part = np.zeros(n, dtype=np.float64)
+    like_part = np.zeros(n, dtype=np.float64)
+    interest = like = None
+    likes: tuple[str, ...] = ()
+    matrix = edition.vectors(context) if context.vectors else None
+    if matrix is not None:
+        keys = [INTEREST_PREFIX + t for t in subscriber.interests]
+        interests = context.matrix(keys) if keys else None
+        if interests is not None:
+            sims = matrix @ interests.T
+            best = sims.max(axis=1)
+            known = context.known(keys)
+            interest = (best, [known[j] for j in sims.argmax(axis=1)])
+            interest_part = INTEREST_WEIGHT * _lift(best)
+            relevant |= best >= RELEVANT_SIMILARITY
+        likes = tuple(context.known(context.likes(subscriber)))
+        liked = context.matrix(likes) if likes else None
+        if liked is not None:
+            sims = matrix @ liked.T
+            best = sims.max(axis=1)
+            like = (best, sims.argmax(axis=1))
+            like_part = LIKE_WEIGHT * _lift(best)
+            relevant |= best >= RELEVANT_LIKE_SIMILARITY
+        dislikes = context.known(context.dislikes(subscriber))
+        disliked = context.matrix(dislikes) if dislikes else None
+        if disliked is not None:
+            bonus -= DISLIKE_WEIGHT * _lift((matrix @ disliked.T).max(axis=1))
+        bonus += interest_part + like_part
+    by_author: dict[int, str] = {}
+    if subscriber.authors:
+        wanted = {author_key(a) for a in subscriber.authors}
+        for i, names in enumerate(edition.authors()):
+            hit = wanted.intersection(names)
+            if hit:
+                by_author[i] = names[min(hit)]
+                bonus[i] += AUTHOR_BONUS
+                relevant[i] = True
+    if matrix is None and not by_author:
+        return None
+    return _Signals(
+        bonus=bonus.tolist(),
+        relevant=relevant.tolist(),
+        interest=interest,
+        like=like,
+        likes=likes,
+        by_author=by_author,
+        parts=list(zip(interest_part.tolist(), like_part.tolist(), strict=True)),
+    )
+
+
+def _why(
+    i: int,
+    words: tuple[str, ...],
+    signals: _Signals | None,
+    subscriber: Subscriber,
+    context: RankContext | None,
+) -> tuple[str, bool]:
+    """The one-line reason paper ``i`` was picked, and whether it is a filler."""
+    if signals is not None and i in signals.by_author:
+        return f"by {signals.by_author[i]}", False
+    keyword_part = TITLE_WEIGHT if words else 0.0
+    interest_part, like_part = signals.parts[i] if signals is not None else (0.0, 0.0)
+    candidates: list[tuple[float, str]] = []
+    if words:
+        label = "keyword" if len(words) == 1 else "keywords"
+        candidates.append((keyword_part, f"{label}: {', '.join(words)}"))
+    if signals is not None and signals.interest is not None:
+        best, which = signals.interest
+        if best[i] >= RELEVANT_SIMILARITY:
+            statement = which[i][len(INTEREST_PREFIX) :]
+            candidates.append((interest_part, f"matches your interest '{_short(statement)}'"))
+    if signals is not None and signals.like is not None:
+        best, which = signals.like
+        if best[i] >= RELEVANT_LIKE_SIMILARITY:
+            candidates.append((like_part, f"like {signals.likes[int(which[i])]} you liked"))
+    if not candidates:
+        return "trending", True
+    return max(candidates, key=lambda c: c[0])[1], False
+
+
+def _short(text: str) -> str:
+    """``text`` cut to :data:`WHY_INTEREST_CHARS` characters at a word boundary, with "…"."""
+    if len(text) <= WHY_INTEREST_CHARS:
+        return text
+    cut = text[:WHY_INTEREST_CHARS].rsplit(" ", 1)[0].rstrip(" ,;:-")
+    return cut + "…"
 
 
 def matches(text: str, keyword: str) -> bool:

@@ -37,7 +37,7 @@ from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
 
 from digest.addresses import normalize_email
-from digest.models import Paper
+from digest.models import Feedback, Paper
 from digest.sources.feed import FeedCache
 from digest.state.records import Event, Signup
 
@@ -402,12 +402,16 @@ class StateBackend(Protocol):
         """
         ...
 
-    def claim(self, subscriber: str, edition: str, message_id: str) -> bool:
+    def claim(
+        self, subscriber: str, edition: str, message_id: str, papers: Sequence[str] = ()
+    ) -> bool:
         """Atomically take (``subscriber``, ``edition``) for sending: absent/``owed`` → ``sending``.
 
         One statement, committed before returning: call it *before* the message is handed to
         the transport. On a shared backend the row records :attr:`claimer` and a lease that
-        this process renews while it lives.
+        this process renews while it lives. ``papers`` (bare arXiv ids the message carries)
+        are recorded in the same transaction, replacing an earlier claim's
+        (:meth:`sent_papers`).
 
         Returns:
             ``True`` if this call took the row; ``False`` if it has any other status.
@@ -615,6 +619,34 @@ class StateBackend(Protocol):
 
     def sent_editions(self, *, limit: int = 60) -> builtins.list[tuple[str, datetime]]:
         """``(edition key, first sent at)`` of editions sent to anyone, newest first."""
+
+    # -- personal ranking: send history, 👍/👎, single papers --------------------------------
+    def sent_papers(
+        self, arxiv_ids: Iterable[str], *, except_edition: str | None = None
+    ) -> dict[str, frozenset[str]]:
+        """Which of ``arxiv_ids`` each subscriber received (deliveries ``sent``/``unknown``
+        that carried them, other than ``except_edition``): subscriber → ids."""
+        ...
+
+    def delivery_papers(self, subscriber: str, edition: str) -> builtins.list[str]:
+        """The bare arXiv ids the last claimed message of the row carried, sorted."""
+        ...
+
+    def record_feedback(self, subscriber: str, arxiv_id: str, verdict: str) -> bool:
+        """Record ``like`` (👍) or ``dislike`` (👎) for a paper (latest wins); ``True`` if it
+        changed what is recorded. Raises ``ValueError`` for another verdict."""
+        ...
+
+    def feedback(self, subscriber: str | None = None) -> dict[str, Feedback]:
+        """👍/👎 per subscriber (all, or one), oldest first."""
+        ...
+
+    def save_paper(self, paper: Paper) -> None:
+        """Store one paper fetched by id (a liked paper no stored day lists)."""
+        ...
+
+    def find_papers(self, arxiv_ids: Iterable[str]) -> dict[str, Paper]:
+        """Stored papers by bare arXiv id (single papers, then every stored day)."""
         ...
 
     def save_papers(self, day: date, source: str, papers: Iterable[Paper]) -> None:

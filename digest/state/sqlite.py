@@ -54,7 +54,7 @@ import filelock
 
 from digest.clock import Clock, utc_now
 from digest.errors import StateError, StateLockedError
-from digest.models import Paper
+from digest.models import Feedback, Paper
 from digest.state.base import (
     COPY_TABLES,
     INTERRUPTED,
@@ -201,6 +201,38 @@ def _migrate_to_v3(db: sqlite3.Connection) -> None:
         db.execute(statement)
 
 
+_SCHEMA_V2_PERSONAL = (
+    # Which papers (bare arXiv ids) each delivery carried, written with its claim: the send
+    # history that keeps a paper from reaching the same subscriber twice.
+    """CREATE TABLE delivery_papers (
+        subscriber TEXT NOT NULL,
+        edition TEXT NOT NULL,
+        arxiv_id TEXT NOT NULL,
+        PRIMARY KEY (subscriber, edition, arxiv_id)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX delivery_papers_by_paper ON delivery_papers (arxiv_id)",
+    # 👍/👎 from the email: the latest verdict per (subscriber, paper).
+    """CREATE TABLE feedback (
+        subscriber TEXT NOT NULL,
+        arxiv_id TEXT NOT NULL,
+        verdict TEXT NOT NULL CHECK (verdict IN ('like', 'dislike')),
+        at TEXT NOT NULL,
+        PRIMARY KEY (subscriber, arxiv_id)
+    ) WITHOUT ROWID""",
+    # Single papers fetched by id (a liked paper no stored day lists).
+    """CREATE TABLE known_papers (
+        arxiv_id TEXT PRIMARY KEY,
+        fetched_at TEXT NOT NULL,
+        payload TEXT NOT NULL
+    )""",
+)
+
+
+def _migrate_personal(db: sqlite3.Connection) -> None:
+    for statement in _SCHEMA_V2_PERSONAL:
+        db.execute(statement)
+
+
 Migration = Callable[[sqlite3.Connection], None]
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -208,6 +240,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _migrate_to_v2,
     _migrate_to_v3,
     migrate_events_signups,
+    _migrate_personal,
 )
 """Ordered schema migrations; after applying the first *n*, ``user_version`` is *n*.
 
@@ -411,7 +444,13 @@ class StateStore(RecordsMixin):
         )
         return _delivery(rows[0]) if rows else None
 
-    def claim(self, subscriber: str, edition: str, message_id: str) -> bool:
+    def claim(
+        self,
+        subscriber: str,
+        edition: str,
+        message_id: str,
+        papers: Sequence[str] = (),
+    ) -> bool:
         """Atomically take (``subscriber``, ``edition``) for sending: absent/``owed`` → ``sending``.
 
         Committed (and fsynced) before returning, so it must be called *before* the message is
@@ -422,6 +461,8 @@ class StateStore(RecordsMixin):
             subscriber: email address (normalised to lower case).
             edition: edition key.
             message_id: the ``Message-ID`` of the message about to be sent.
+            papers: bare arXiv ids of the papers the message carries, recorded with the
+                claim (replacing an earlier attempt's) for :meth:`sent_papers`.
 
         Returns:
             ``True`` if this call took the row; ``False`` if it has any other status (already
@@ -439,7 +480,17 @@ class StateStore(RecordsMixin):
                        WHERE {allowed_sql(Transition.CLAIM)}""",
                 (_key(subscriber), edition, message_id, stamp, stamp),
             )
-            return cur.rowcount == 1
+            claimed = cur.rowcount == 1
+            if claimed:
+                db.execute(
+                    "DELETE FROM delivery_papers WHERE subscriber = ? AND edition = ?",
+                    (_key(subscriber), edition),
+                )
+                db.executemany(
+                    "INSERT OR IGNORE INTO delivery_papers VALUES (?, ?, ?)",
+                    [(_key(subscriber), edition, p) for p in papers],
+                )
+            return claimed
 
     def mark_sent(
         self,
@@ -1015,6 +1066,133 @@ class StateStore(RecordsMixin):
                 db.execute(sql, [_to_sqlite(kind, v) for kind, v in zip(kinds, row, strict=True)])
                 count += 1
         return count
+
+    # -- personal ranking: send history, feedback, single papers ---------------------------
+    def sent_papers(
+        self, arxiv_ids: Iterable[str], *, except_edition: str | None = None
+    ) -> dict[str, frozenset[str]]:
+        """Which of ``arxiv_ids`` each subscriber already received.
+
+        A paper counts as received when a delivery that carried it is ``sent`` or ``unknown``
+        (it may have arrived).
+
+        Args:
+            arxiv_ids: bare arXiv ids (an edition's papers).
+            except_edition: an edition key whose deliveries do not count (the one being sent,
+                when resending it).
+
+        Returns:
+            Subscriber address → the ids among ``arxiv_ids`` sent to them; subscribers who got
+            none are absent.
+        """
+        ids = sorted(set(arxiv_ids))
+        out: dict[str, set[str]] = {}
+        chunk = 500
+        for i in range(0, len(ids), chunk):
+            part = ids[i : i + chunk]
+            marks = ",".join("?" * len(part))
+            rows = self._query(
+                f"""SELECT dp.subscriber, dp.arxiv_id FROM delivery_papers dp
+                    JOIN deliveries d ON d.subscriber = dp.subscriber AND d.edition = dp.edition
+                    WHERE dp.arxiv_id IN ({marks}) AND d.status IN ('sent', 'unknown')
+                      AND dp.edition IS NOT ?""",
+                (*part, except_edition),
+            )
+            for subscriber, arxiv_id in rows:
+                out.setdefault(subscriber, set()).add(arxiv_id)
+        return {k: frozenset(v) for k, v in out.items()}
+
+    def delivery_papers(self, subscriber: str, edition: str) -> builtins.list[str]:
+        """The bare arXiv ids the last claimed message of (``subscriber``, ``edition``) carried."""
+        rows = self._query(
+            "SELECT arxiv_id FROM delivery_papers WHERE subscriber = ? AND edition = ? "
+            "ORDER BY arxiv_id",
+            (_key(subscriber), edition),
+        )
+        return [r[0] for r in rows]
+
+    def record_feedback(self, subscriber: str, arxiv_id: str, verdict: str) -> bool:
+        """Record 👍 (``like``) or 👎 (``dislike``) of ``subscriber`` for a paper; latest wins.
+
+        Args:
+            subscriber: email address.
+            arxiv_id: bare arXiv id.
+            verdict: ``"like"`` or ``"dislike"``.
+
+        Returns:
+            ``True`` if this changed what is recorded (a new or different verdict).
+
+        Raises:
+            ValueError: ``verdict`` is neither.
+        """
+        if verdict not in ("like", "dislike"):
+            raise ValueError(f"verdict must be 'like' or 'dislike', not {verdict!r}")
+        with self._write() as db:
+            cur = db.execute(
+                """INSERT INTO feedback (subscriber, arxiv_id, verdict, at) VALUES (?, ?, ?, ?)
+                   ON CONFLICT (subscriber, arxiv_id) DO UPDATE
+                       SET verdict = excluded.verdict, at = excluded.at
+                       WHERE feedback.verdict != excluded.verdict""",
+                (_key(subscriber), arxiv_id, verdict, self._stamp()),
+            )
+            return cur.rowcount == 1
+
+    def feedback(self, subscriber: str | None = None) -> dict[str, Feedback]:
+        """👍/👎 recorded per subscriber (all of them, or one), oldest first.
+
+        Returns:
+            Subscriber address → :class:`Feedback` (``likes``, ``dislikes``: bare ids).
+        """
+        sql = "SELECT subscriber, arxiv_id, verdict FROM feedback"
+        params: tuple[str, ...] = ()
+        if subscriber is not None:
+            sql += " WHERE subscriber = ?"
+            params = (_key(subscriber),)
+        likes: dict[str, builtins.list[str]] = {}
+        dislikes: dict[str, builtins.list[str]] = {}
+        for who, arxiv_id, verdict in self._query(sql + " ORDER BY at, arxiv_id", params):
+            (likes if verdict == "like" else dislikes).setdefault(who, []).append(arxiv_id)
+            likes.setdefault(who, [])
+            dislikes.setdefault(who, [])
+        return {w: Feedback(tuple(likes[w]), tuple(dislikes[w])) for w in likes}
+
+    def save_paper(self, paper: Paper) -> None:
+        """Store one paper fetched by id (e.g. a liked paper no stored day lists)."""
+        payload = json.dumps(paper.to_dict(), ensure_ascii=False)
+        with self._write() as db:
+            db.execute(
+                """INSERT INTO known_papers (arxiv_id, fetched_at, payload) VALUES (?, ?, ?)
+                   ON CONFLICT (arxiv_id) DO UPDATE
+                       SET fetched_at = excluded.fetched_at, payload = excluded.payload""",
+                (paper.arxiv_id, self._stamp(), payload),
+            )
+
+    def find_papers(self, arxiv_ids: Iterable[str]) -> dict[str, Paper]:
+        """Stored papers by bare arXiv id: single papers first, then every stored day's list.
+
+        Ids found nowhere are absent from the result; an unreadable stored entry is skipped.
+        """
+        wanted = set(arxiv_ids)
+        out: dict[str, Paper] = {}
+        if not wanted:
+            return out
+        marks = ",".join("?" * len(wanted))
+        rows = self._query(
+            f"SELECT payload FROM known_papers WHERE arxiv_id IN ({marks})", tuple(wanted)
+        )
+        rows += self._query(
+            f"""SELECT j.value FROM papers, json_each(papers.payload) AS j
+                WHERE json_extract(j.value, '$.arxiv_id') IN ({marks})
+                ORDER BY papers.day DESC""",
+            tuple(wanted),
+        )
+        for (payload,) in rows:
+            try:
+                paper = Paper.from_dict(json.loads(payload))
+            except (ValueError, TypeError, KeyError):
+                continue
+            out.setdefault(paper.arxiv_id, paper)
+        return out
 
     # -- listing (last: the method name shadows the builtin in this class body) ------------
     def list(

@@ -43,6 +43,7 @@ from digest.subscribers.model import (
     SubscriberList,
     Term,
     Weekday,
+    normalize_arxiv_id,
     split_keyword,
 )
 from digest.subscribers.yaml import load_subscribers
@@ -69,5 +70,6 @@ __all__ = [
     "Term",
     "Weekday",
     "load_subscribers",
+    "normalize_arxiv_id",
     "split_keyword",
 ]

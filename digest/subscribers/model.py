@@ -66,6 +66,24 @@ SOURCE_PREFIXES = ("file:", "feed:")
 """Source spec prefixes besides the bare ``hf`` (same rule as ``DIGEST_SOURCES``)."""
 MAX_SUMMARY_PROBLEMS = 5
 """How many problems the one-line ``str()`` of the :class:`ConfigError` spells out."""
+PERSONAL_OPTIONS = ("keywords", "only_matching", "interests", "like", "dislike", "authors")
+"""Options that the unpersonalized edition (:meth:`Subscriber.default`) ignores."""
+MAX_LIST_ITEMS = 1000
+"""Most items in a ``like``/``dislike``/``authors`` list."""
+MAX_INTEREST_CHARS = 500
+"""Longest interest statement (characters): a sentence or two; longer is a pasted document."""
+MAX_INTERESTS = 20
+"""Most interest statements per subscriber."""
+MAX_AUTHOR_CHARS = 200
+"""Longest author name (characters)."""
+ARXIV_ID_RE = re.compile(
+    r"(?:arxiv:|https?://arxiv\.org/(?:abs|pdf)/)?"
+    r"(\d{4}\.\d{4,5}|[a-z\-]+(?:\.[A-Z]{2})?/\d{7})(?:v\d+)?(?:\.pdf)?",
+    re.IGNORECASE,
+)
+"""An arXiv identifier, new style (``2406.09246``) or old (``cs/0112017``), optionally with a
+version, an ``arXiv:`` prefix or as an abs/pdf URL; group 1 is the bare id."""
+"""How many problems the one-line ``str()`` of the :class:`ConfigError` spells out."""
 
 
 _SEND_AT_RE = re.compile(r"(\d{1,2}):(\d{2})")
@@ -162,10 +180,82 @@ def _check_source(value: str) -> str:
     return spec
 
 
+def normalize_arxiv_id(value: str) -> str | None:
+    """The bare arXiv id (no version, no prefix) of ``value``, or ``None`` if it is not one.
+
+    Accepts ``2406.09246``, ``2406.09246v2``, ``arXiv:2406.09246``,
+    ``https://arxiv.org/abs/2406.09246v1`` and old-style ``cs/0112017``.
+    """
+    m = ARXIV_ID_RE.fullmatch(value.strip())
+    return m[1] if m else None
+
+
+def _arxiv_id_before(value: Any) -> Any:
+    # YAML reads an unquoted 2406.09246 as a float; its repr keeps the digits unless the id
+    # ends in 0 (2406.10000 -> 2406.1), which cannot be recovered: ask for quotes then.
+    if isinstance(value, float):
+        text = repr(value)
+        if re.fullmatch(r"\d{4}\.\d{4,5}", text):
+            return text
+        raise _custom(
+            "arxiv_id_number",
+            f"YAML read this arXiv id as the number {text}; put it in quotes, e.g. '2406.10000'",
+        )
+    return value
+
+
+def _check_arxiv_id(value: str) -> str:
+    bare = normalize_arxiv_id(value)
+    if bare is None:
+        raise _custom("arxiv_id", f"{value[:80]!r} is not an arXiv id; write it like '2406.09246'")
+    return bare
+
+
+def _check_interest(value: str) -> str:
+    text = " ".join(value.split())
+    if not text:
+        raise _custom(
+            "empty_interest",
+            "empty interest; remove it or write what you want to read about, "
+            "e.g. 'sim-to-real transfer for legged robots'",
+        )
+    if len(text) > MAX_INTEREST_CHARS:
+        raise _custom(
+            "interest_too_long",
+            f"interest is {len(text)} characters; keep it under {MAX_INTEREST_CHARS} "
+            "(a sentence or two; add another interest for another topic)",
+        )
+    if not any(ch.isalnum() for ch in text):
+        raise _custom("interest_no_word", f"interest {text[:80]!r} has no word in it")
+    return text
+
+
+def _check_author(value: str) -> str:
+    name = " ".join(value.split())
+    if not name:
+        raise _custom("empty_author", "empty author name; remove it or write a name")
+    if _CONTROL_RE.search(name):
+        raise _custom("author", "must not contain control characters")
+    if len(name) > MAX_AUTHOR_CHARS:
+        raise _custom(
+            "author_too_long",
+            f"author name is {len(name)} characters; at most {MAX_AUTHOR_CHARS}",
+        )
+    if not any(ch.isalpha() for ch in name):
+        raise _custom("author", f"{name[:80]!r} has no letter; write the author's name")
+    return name
+
+
 Term = Annotated[str, BeforeValidator(_term_before), AfterValidator(_check_term)]
 """One keyword or exclude term; errors point at the list item."""
 SourceSpec = Annotated[str, AfterValidator(_check_source)]
 """One source spec (``hf``, ``file:PATH``, ``feed:URL``)."""
+Interest = Annotated[str, AfterValidator(_check_interest)]
+"""One free-text interest statement."""
+ArxivId = Annotated[str, BeforeValidator(_arxiv_id_before), AfterValidator(_check_arxiv_id)]
+"""One arXiv id, stored bare (no version)."""
+Author = Annotated[str, AfterValidator(_check_author)]
+"""One author name to follow."""
 StrictInt = Annotated[int, Strict()]
 
 
@@ -205,6 +295,17 @@ class Subscriber(BaseModel):
         timezone: IANA time zone name of ``send_at`` and ``weekday`` (``"Europe/Berlin"``).
         send_empty: ``True``: send an edition even when no paper is selected (a "nothing
             today" email); ``False``: skip that day.
+        interests: free-text statements of what the subscriber wants to read about ("sim-to-real
+            transfer for legged robots"), whitespace collapsed, at most
+            :data:`MAX_INTEREST_CHARS` characters each; matched by meaning (embeddings).
+        like: arXiv ids (bare, no version) of papers the subscriber liked: similar papers rank
+            higher.
+        dislike: arXiv ids of papers the subscriber did not want: similar papers rank lower.
+        authors: author names to follow: a paper by one of them is always included (unless an
+            ``exclude`` term matches it) and marked; compared case- and accent-insensitively.
+        no_repeat: ``True`` (default): a paper already sent to this subscriber in an earlier
+            edition (same arXiv id, any version) is never sent again; a weekly edition leaves
+            out what the subscriber got daily.
         sources: this subscriber's sources, by spec string (``hf``, ``file:PATH``,
             ``feed:URL``, as in ``DIGEST_SOURCES``), instead of ``DIGEST_SOURCES``; a spec need
             not be configured globally (one reader can follow arXiv cs.RO alone); ``None``: the
@@ -227,6 +328,11 @@ class Subscriber(BaseModel):
     timezone: str = DEFAULT_TIMEZONE
     send_empty: bool = False
     sources: tuple[SourceSpec, ...] | None = None
+    interests: tuple[Interest, ...] = ()
+    like: tuple[ArxivId, ...] = ()
+    dislike: tuple[ArxivId, ...] = ()
+    authors: tuple[Author, ...] = ()
+    no_repeat: bool = True
 
     @classmethod
     def default(cls, defaults: Mapping[str, Any] | None = None) -> Subscriber:
@@ -237,8 +343,8 @@ class Subscriber(BaseModel):
 
         Args:
             defaults: option values to apply (e.g. :attr:`SubscriberList.defaults`);
-                ``keywords`` and ``only_matching`` among them are ignored, the rest (including
-                ``exclude``) apply.
+                the personal ones among them (:data:`PERSONAL_OPTIONS`: keywords, interests,
+                likes...) are ignored, the rest (including ``exclude``) apply.
 
         Raises:
             pydantic.ValidationError: ``defaults`` holds invalid values.
@@ -246,7 +352,7 @@ class Subscriber(BaseModel):
         base = {
             k: v
             for k, v in (defaults or {}).items()
-            if k not in ("keywords", "only_matching", *PER_SUBSCRIBER_ONLY)
+            if k not in (*PERSONAL_OPTIONS, *PER_SUBSCRIBER_ONLY)
         }
         return cls(email=UNPERSONALIZED_EMAIL, **base)
 
@@ -307,6 +413,29 @@ class Subscriber(BaseModel):
                 )
             seen[key] = i
         return value
+
+    @field_validator("interests", "like", "dislike", "authors", mode="before")
+    @classmethod
+    def _personal_list(cls, value: Any) -> Any:
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            raise _custom("not_a_list", f"must be a list, e.g. [{value[:80]!r}]")
+        if isinstance(value, list) and len(value) > MAX_LIST_ITEMS:
+            raise _custom("too_many", f"{len(value)} items; at most {MAX_LIST_ITEMS}")
+        return value
+
+    @field_validator("interests")
+    @classmethod
+    def _check_interests(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(value) > MAX_INTERESTS:
+            raise _custom("too_many", f"{len(value)} interests; at most {MAX_INTERESTS}")
+        return _no_duplicates(value, str.casefold)
+
+    @field_validator("like", "dislike", "authors")
+    @classmethod
+    def _check_unique(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _no_duplicates(value, str.casefold)
 
     @field_validator("frequency", mode="before")
     @classmethod
@@ -394,11 +523,21 @@ class Subscriber(BaseModel):
 
     @model_validator(mode="after")
     def _check_only_matching(self) -> Subscriber:
-        if self.only_matching and not self.keywords:
+        if self.only_matching and not (
+            self.keywords or self.interests or self.like or self.authors
+        ):
             raise PydanticCustomError(
                 "only_matching_without_keywords",
-                "only_matching is true but there are no keywords: nothing would ever be sent",
+                "only_matching is true but there are no keywords, interests, likes or authors: "
+                "nothing would ever be sent",
                 {"field": "only_matching"},
+            )
+        both = sorted(set(self.like) & set(self.dislike))
+        if both:
+            raise PydanticCustomError(
+                "like_and_dislike",
+                "{ids} listed in both like and dislike; keep it in one",
+                {"field": "dislike", "ids": ", ".join(both)},
             )
         return self
 
@@ -456,13 +595,23 @@ def _remember_domain(value: str, normalized: str) -> None:
     _known_domains.add(parts[1].lower())
 
 
+def _no_duplicates(value: tuple[str, ...], key: Any) -> tuple[str, ...]:
+    seen: dict[str, int] = {}
+    for i, item in enumerate(value):
+        k = key(item)
+        if k in seen:
+            raise _custom("duplicate", f"{item[:80]!r} is listed twice (items {seen[k]} and {i})")
+        seen[k] = i
+    return value
+
+
 @functools.cache
 def _zone_names() -> tuple[str, ...]:
     return tuple(sorted(zoneinfo.available_timezones()))
 
 
 _FIELDS = tuple(Subscriber.model_fields)
-_CROSS_FIELD = frozenset({"only_matching_without_keywords"})
+_CROSS_FIELD = frozenset({"only_matching_without_keywords", "like_and_dislike"})
 """Error types of the model validator (their ``ctx["field"]`` names the option to blame)."""
 _DEFAULT_FIELDS = tuple(f for f in _FIELDS if f not in PER_SUBSCRIBER_ONLY)
 
