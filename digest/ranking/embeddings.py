@@ -48,7 +48,9 @@ OFF = "off"
 """Spec that turns embeddings off (interests and liked papers then have no effect)."""
 MAX_EMBED_CHARS = 4000
 """Characters of a text that are embedded (title + abstract fit; the rest is cut)."""
-_EMBED_BATCH = 64
+_EMBED_BATCH = 16
+"""Texts per model call: wordllama pads a batch to its longest text (batch × tokens × 256
+float32), so small batches keep the transient memory to a few MiB."""
 
 
 class Embedder(Protocol):

@@ -168,6 +168,7 @@ class _Edition:
             FIELD_SEPARATOR.join((p.abstract, p.ai_summary or "", *p.ai_keywords)).lower()
             for p in papers
         ]
+        self.ids = [p.arxiv_id for p in papers]
         self.upvotes = [p.upvotes if p.upvotes is not None else 0 for p in papers]
         self.base = [math.log1p(max(u, 0)) for u in self.upvotes]
         self.tiebreak = [
@@ -181,7 +182,7 @@ class _Edition:
         ]
         self._masks: dict[str, tuple[int, int]] = {}
         self._authors: list[dict[str, str]] | None = None
-        self._vectors: tuple[object, Any] | None = None
+        self._sims: tuple[RankContext, Any, dict[str, list[float]]] | None = None
         # All titles (bodies) in one string: one substring test rules a term out for all.
         self._all_titles = FIELD_SEPARATOR.join(self.titles)
         self._all_bodies = FIELD_SEPARATOR.join(self.bodies)
@@ -208,19 +209,33 @@ class _Edition:
             self._authors = [{author_key(a): a for a in p.authors} for p in self.papers]
         return self._authors
 
-    def vectors(self, context: RankContext) -> Any:
-        """The ``(n, dim)`` matrix of the papers' vectors in ``context``, or ``None``."""
-        cached = self._vectors
-        if cached is not None and cached[0] is context:
-            return cached[1]
-        matrix = None
-        if self.papers and all(p.arxiv_id in context.vectors for p in self.papers):
-            matrix = context.matrix([p.arxiv_id for p in self.papers])
-        self._vectors = (context, matrix)
-        return matrix
+    def similarity(self, context: RankContext, key: str) -> list[float] | None:
+        """Cosine similarity of each paper to ``context.vectors[key]`` (``None``: unknown key).
 
+        The first call for a context computes one ``(papers × keys)`` matrix product for
+        every vector of the context at once; each key's column becomes a list on first use
+        and is shared by every subscriber who has that interest or liked paper.
+        """
+        cached = self._sims
+        if cached is None or cached[0] is not context:
+            sims = None
+            if self.papers and all(p.arxiv_id in context.vectors for p in self.papers):
+                keys = list(context.vectors)
+                papers = np.stack([context.vectors[p.arxiv_id] for p in self.papers])
+                every = np.stack([context.vectors[k] for k in keys])
+                sims = (papers @ every.T, {k: j for j, k in enumerate(keys)})
+            cached = self._sims = (context, sims, {})
+        _, sims, columns = cached
+        if sims is None:
+            return None
+        row = columns.get(key)
+        if row is None:
+            j = sims[1].get(key)
+            if j is None:
+                return None
+            row = columns[key] = sims[0][:, j].tolist()
+        return row
 
-_EMPTY_CONTEXT = RankContext()
 
 _editions: OrderedDict[tuple[int, ...], _Edition] = OrderedDict()
 _editions_lock = threading.Lock()
@@ -277,18 +292,18 @@ def rank(
     only_matching = subscriber.only_matching
     signals = _signals(edition, subscriber, context)
     seen = context.seen.get(subscriber.email) if context and subscriber.no_repeat else None
-    semantic = signals is not None and (signals.interest is not None or signals.like is not None)
-    upvote_weight = UPVOTE_WEIGHT_SEMANTIC if semantic else 1.0
+    upvote_weight = UPVOTE_WEIGHT_SEMANTIC if signals is not None and signals.semantic else 1.0
 
+    bonus = signals.bonus if signals is not None else None
+    relevant = signals.relevant if signals is not None else None
+    authored = signals.by_author if signals is not None else {}
+    ids, base, tiebreak, upvotes = edition.ids, edition.base, edition.tiebreak, edition.upvotes
     rows: list[tuple[float, tuple[int, int, str, str], int, float]] = []
     for i in range(edition.n):
         bit = 1 << i
-        if excluded & bit:
+        if excluded & bit or (seen and ids[i] in seen):
             continue
-        if seen and edition.papers[i].arxiv_id in seen:
-            continue
-        by_author = signals is not None and i in signals.by_author
-        if edition.upvotes[i] < min_upvotes and not by_author:
+        if upvotes[i] < min_upvotes and i not in authored:
             continue
         relevance = 0.0
         if matching & bit:
@@ -297,14 +312,12 @@ def rank(
                     relevance += TITLE_WEIGHT
                 elif in_body & bit:
                     relevance += BODY_WEIGHT
-        if signals is not None:
-            relevance += signals.bonus[i]
-            if only_matching and not (matching & bit or signals.relevant[i]):
-                continue
-        elif only_matching and not matching & bit:
+        elif only_matching and not (relevant is not None and relevant[i]):
             continue
-        score = edition.base[i] * upvote_weight + relevance
-        rows.append((-score, edition.tiebreak[i], i, score))
+        if bonus is not None:
+            relevance += bonus[i]
+        score = base[i] * upvote_weight + relevance
+        rows.append((-score, tiebreak[i], i, score))
     rows.sort()
 
     out = []
@@ -321,7 +334,7 @@ def rank(
                 if w
             )
         )
-        why, filler = _why(i, words, signals, subscriber, context)
+        why, filler = _why(i, words, signals)
         out.append(
             RankedPaper(
                 edition.papers[i], score, matched, in_title_only, words, why=why, filler=filler
@@ -332,72 +345,89 @@ def rank(
 
 @dataclass(frozen=True, slots=True)
 class _Signals:
-    """One subscriber's semantic signals over one edition (arrays indexed like the papers).
+    """One subscriber's semantic signals over one edition (lists indexed like the papers).
 
     Attributes:
         bonus: score added per paper (interest and like similarity, minus dislike; author).
-        relevant: whether the paper counts as relevant beyond keywords (similarity at or above
-            :data:`~digest.ranking.semantic.RELEVANT_SIMILARITY`, or by a followed author).
-        interest: best similarity to an interest and which interest (index), or ``None``.
-        like: best similarity to a liked paper and which (index into ``likes``), or ``None``.
-        likes: the liked ids the ``like`` indexes refer to.
+        relevant: whether the paper counts as relevant beyond keywords (similar enough to an
+            interest or a liked paper, or by a followed author).
+        interests: ``(statement, similarity per paper)`` for each known interest.
+        likes: ``(arxiv id, similarity per paper)`` for each known liked paper.
+        interest_part: per paper, the interest part of ``bonus`` (for the why line).
+        like_part: per paper, the liked-paper part of ``bonus``.
         by_author: paper index -> the followed author's name as the paper spells it.
-        parts: per paper, (interest part, like part) of ``bonus`` (for the why line).
     """
 
     bonus: list[float]
     relevant: list[bool]
-    interest: tuple[Any, Any] | None
-    like: tuple[Any, Any] | None
-    likes: tuple[str, ...]
+    interests: list[tuple[str, list[float]]]
+    likes: list[tuple[str, list[float]]]
+    interest_part: list[float]
+    like_part: list[float]
     by_author: dict[int, str]
-    parts: list[tuple[float, float]]
+
+    @property
+    def semantic(self) -> bool:
+        """Whether the subscriber ranks by meaning (an interest or a liked paper is known)."""
+        return bool(self.interests or self.likes)
 
 
-def _lift(similarity: Any) -> Any:
-    """Similarity above the floor, scaled to 0..1 (numpy array in, array out)."""
-    return np.clip((similarity - SIMILARITY_FLOOR) / (1.0 - SIMILARITY_FLOOR), 0.0, None)
+def _best(rows: list[list[float]]) -> list[float]:
+    """Element-wise maximum of equally long rows."""
+    return rows[0] if len(rows) == 1 else list(map(max, *rows))
+
+
+def _lifted(best: list[float], weight: float) -> list[float]:
+    """``weight · max(0, s − floor) / (1 − floor)`` for each similarity ``s``."""
+    floor = SIMILARITY_FLOOR
+    scale = weight / (1.0 - floor)
+    return [(s - floor) * scale if s > floor else 0.0 for s in best]
 
 
 def _signals(
     edition: _Edition, subscriber: Subscriber, context: RankContext | None
 ) -> _Signals | None:
-    """The subscriber's semantic signals, or ``None`` when there are none to compute."""
-    if context is None:
-        if not subscriber.authors:
-            return None
-        context = _EMPTY_CONTEXT
+    """The subscriber's semantic signals, or ``None`` when there are none to compute.
+
+    Pure Python over the edition's precomputed similarities (:meth:`_Edition.similarity`):
+    for 75 papers this is cheaper than a dozen small numpy calls per subscriber.
+    """
     n = edition.n
-    bonus = np.zeros(n, dtype=np.float64)
-    relevant = np.zeros(n, dtype=bool)
-    interest_part = np.zeros(n, dtype=np.float64)
-    like_part = np.zeros(n, dtype=np.float64)
-    interest = like = None
-    likes: tuple[str, ...] = ()
-    matrix = edition.vectors(context) if context.vectors else None
-    if matrix is not None:
-        keys = [INTEREST_PREFIX + t for t in subscriber.interests]
-        interests = context.matrix(keys) if keys else None
-        if interests is not None:
-            sims = matrix @ interests.T
-            best = sims.max(axis=1)
-            known = context.known(keys)
-            interest = (best, [known[j] for j in sims.argmax(axis=1)])
-            interest_part = INTEREST_WEIGHT * _lift(best)
-            relevant |= best >= RELEVANT_SIMILARITY
-        likes = tuple(context.known(context.likes(subscriber)))
-        liked = context.matrix(likes) if likes else None
-        if liked is not None:
-            sims = matrix @ liked.T
-            best = sims.max(axis=1)
-            like = (best, sims.argmax(axis=1))
-            like_part = LIKE_WEIGHT * _lift(best)
-            relevant |= best >= RELEVANT_LIKE_SIMILARITY
-        dislikes = context.known(context.dislikes(subscriber))
-        disliked = context.matrix(dislikes) if dislikes else None
-        if disliked is not None:
-            bonus -= DISLIKE_WEIGHT * _lift((matrix @ disliked.T).max(axis=1))
-        bonus += interest_part + like_part
+    interests: list[tuple[str, list[float]]] = []
+    likes: list[tuple[str, list[float]]] = []
+    dislikes: list[list[float]] = []
+    if context is not None and context.vectors:
+        for text in subscriber.interests:
+            row = edition.similarity(context, INTEREST_PREFIX + text)
+            if row is not None:
+                interests.append((text, row))
+        for pid in context.likes(subscriber):
+            row = edition.similarity(context, pid)
+            if row is not None:
+                likes.append((pid, row))
+        for pid in context.dislikes(subscriber):
+            row = edition.similarity(context, pid)
+            if row is not None:
+                dislikes.append(row)
+    if not (interests or likes or dislikes or subscriber.authors):
+        return None
+    zero = [0.0] * n
+    interest_part = like_part = bonus = zero
+    relevant = [False] * n
+    if interests:
+        best = _best([row for _, row in interests])
+        interest_part = bonus = _lifted(best, INTEREST_WEIGHT)
+        relevant = [s >= RELEVANT_SIMILARITY for s in best]
+    if likes:
+        best = _best([row for _, row in likes])
+        like_part = _lifted(best, LIKE_WEIGHT)
+        bonus = like_part if bonus is zero else list(map(float.__add__, bonus, like_part))
+        relevant = [r or s >= RELEVANT_LIKE_SIMILARITY for r, s in zip(relevant, best, strict=True)]
+    if dislikes:
+        penalty = _lifted(_best(dislikes), DISLIKE_WEIGHT)
+        bonus = list(map(float.__sub__, bonus, penalty))
+    if bonus is zero or bonus is interest_part or bonus is like_part:
+        bonus = list(bonus)  # the author bonus below must not change the parts
     by_author: dict[int, str] = {}
     if subscriber.authors:
         wanted = {author_key(a) for a in subscriber.authors}
@@ -407,44 +437,35 @@ def _signals(
                 by_author[i] = names[min(hit)]
                 bonus[i] += AUTHOR_BONUS
                 relevant[i] = True
-    if matrix is None and not by_author:
-        return None
     return _Signals(
-        bonus=bonus.tolist(),
-        relevant=relevant.tolist(),
-        interest=interest,
-        like=like,
+        bonus=bonus,
+        relevant=relevant,
+        interests=interests,
         likes=likes,
+        interest_part=interest_part,
+        like_part=like_part,
         by_author=by_author,
-        parts=list(zip(interest_part.tolist(), like_part.tolist(), strict=True)),
     )
 
 
-def _why(
-    i: int,
-    words: tuple[str, ...],
-    signals: _Signals | None,
-    subscriber: Subscriber,
-    context: RankContext | None,
-) -> tuple[str, bool]:
+def _why(i: int, words: tuple[str, ...], signals: _Signals | None) -> tuple[str, bool]:
     """The one-line reason paper ``i`` was picked, and whether it is a filler."""
     if signals is not None and i in signals.by_author:
         return f"by {signals.by_author[i]}", False
-    keyword_part = TITLE_WEIGHT if words else 0.0
-    interest_part, like_part = signals.parts[i] if signals is not None else (0.0, 0.0)
     candidates: list[tuple[float, str]] = []
     if words:
         label = "keyword" if len(words) == 1 else "keywords"
-        candidates.append((keyword_part, f"{label}: {', '.join(words)}"))
-    if signals is not None and signals.interest is not None:
-        best, which = signals.interest
-        if best[i] >= RELEVANT_SIMILARITY:
-            statement = which[i][len(INTEREST_PREFIX) :]
-            candidates.append((interest_part, f"matches your interest '{_short(statement)}'"))
-    if signals is not None and signals.like is not None:
-        best, which = signals.like
-        if best[i] >= RELEVANT_LIKE_SIMILARITY:
-            candidates.append((like_part, f"like {signals.likes[int(which[i])]} you liked"))
+        candidates.append((TITLE_WEIGHT, f"{label}: {', '.join(words)}"))
+    if signals is not None:
+        interest_part, like_part = signals.interest_part[i], signals.like_part[i]
+        if signals.interests:
+            sim, text = max((row[i], text) for text, row in signals.interests)
+            if sim >= RELEVANT_SIMILARITY:
+                candidates.append((interest_part, f"matches your interest '{_short(text)}'"))
+        if signals.likes:
+            sim, pid = max((row[i], pid) for pid, row in signals.likes)
+            if sim >= RELEVANT_LIKE_SIMILARITY:
+                candidates.append((like_part, f"like {pid} you liked"))
     if not candidates:
         return "trending", True
     return max(candidates, key=lambda c: c[0])[1], False
