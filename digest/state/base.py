@@ -619,6 +619,7 @@ class StateBackend(Protocol):
 
     def sent_editions(self, *, limit: int = 60) -> builtins.list[tuple[str, datetime]]:
         """``(edition key, first sent at)`` of editions sent to anyone, newest first."""
+        ...
 
     # -- personal ranking: send history, 👍/👎, single papers --------------------------------
     def sent_papers(
