@@ -620,3 +620,64 @@ async def test_the_emails_greeting_footer_links_and_postal_address(
         unsub = client.get(local(by_label["Unsubscribe"], base))
         assert unsub.status_code == 200 and "a***@e***.org" in unsub.text
         assert "Lab of Papers" in unsub.text
+
+
+def _wait_healthy(base: str, proc: Any) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(base + "/healthz", timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert proc.poll() is None, "the server exited"
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("command", [["serve", "--port", "{port}"], ["run"]])
+def test_digest_serve_and_digest_run_serve_the_app_and_drain_at_sigterm(
+    env: dict[str, Any], tmp_path: Path, command: list[str]
+) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from tests.webserver import free_port
+
+    port = free_port()
+    variables = {
+        "PATH": "/usr/bin:/bin",
+        "DIGEST_SUBSCRIBERS": str(env["subscribers"]),
+        "DIGEST_STATE_PATH": str(env["state_path"]),
+        "DIGEST_OUTBOX": str(env["outbox"]),
+        "DIGEST_SOURCES": env["sources"],
+        "DIGEST_SECRET_KEY": SECRET_KEY,
+        "DIGEST_PUBLIC_URL": PUBLIC,
+        "DIGEST_TICK_SECONDS": "3600",
+    }
+    if command == ["run"]:
+        variables["DIGEST_HTTP_PORT"] = str(port)
+    args = [a.replace("{port}", str(port)) for a in command]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "digest", *args],
+        env=variables,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(base, proc)
+        url = unsubscribe_url_for(make_settings(**env), "bob@example.org")
+        assert url is not None
+        r = httpx.post(local(url, base), content=GMAIL_BODY, headers=GMAIL_HEADERS, timeout=30)
+        assert r.status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=90)
+    assert proc.returncode == 0, stderr
+    # Written before the process exited (the background write is drained at shutdown).
+    assert active(make_settings(**env), "bob@example.org") is False
+    assert "/u/…" in stderr and url.rsplit("/", 1)[1] not in stderr

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from collections.abc import Generator
 
 import uvicorn
@@ -70,10 +71,24 @@ def server(
 
 
 def serve(settings: Settings, *, host: str | None = None, port: int | None = None) -> None:
-    """Serve the app until SIGTERM/SIGINT (``digest serve``)."""
-    srv = server(settings, host=host, port=port)
+    """Serve the app until SIGTERM/SIGINT (``digest serve``), then return normally.
+
+    On the signal, requests in flight finish and pending subscribers-file writes are done.
+    """
+    srv = server(settings, host=host, port=port, embedded=True)
     log.info("serving on http://%s:%d", srv.config.host, srv.config.port)
-    srv.run()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+
+        def stop() -> None:
+            srv.should_exit = True
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop)
+        await srv.serve()
+
+    asyncio.run(main())
 
 
 async def serve_until(settings: Settings, stop: asyncio.Event) -> None:
