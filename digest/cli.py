@@ -819,6 +819,44 @@ def subscribers(
 
 
 @app.command()
+def papers(
+    date_: DateOpt = None,
+    source: SourceOpt = None,
+    refetch: Annotated[
+        bool,
+        typer.Option(
+            "--refetch", help="Ask the sources again and replace the days stored in the state file."
+        ),
+    ] = False,
+) -> None:
+    """List an edition's papers: the stored copy of each day, else what the sources answer."""
+    _setup_logging(logging.WARNING)
+    with _errors():
+        settings = _settings(sources=_sources_override(source))
+        with Digest(settings) as digest:
+            edition = parse_edition(date_, default_day=default_edition_day(digest.now()))
+            result = asyncio.run(digest.papers_for(edition, refetch=refetch))
+        for day in result.days:
+            count = "" if day.count is None else f"{day.count} papers, "
+            line = f"{day.day.isoformat()} {day.source}: {count}{day.how}"
+            if day.count is None:
+                err.print(Text("error: ", style="bold red") + Text(line), highlight=False)
+            else:
+                out.print(Text(line), highlight=False)
+        table = Table(show_lines=False)
+        for col in ("arXiv id", "upvotes", "title", "source"):
+            table.add_column(col, overflow="fold")
+        for paper in result.papers:
+            votes = "" if paper.upvotes is None else str(paper.upvotes)
+            # Text(): titles are outside data, never rich markup.
+            table.add_row(Text(paper.arxiv_id), votes, Text(paper.title), Text(paper.source))
+        out.print(table)
+        out.print(f"edition {edition.key}: {len(result.papers)} papers")
+        if result.failed:
+            raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
 def run() -> None:
     """Run the daemon: send each subscriber's edition at their hour; catch up after downtime."""
     _setup_logging(logging.INFO)

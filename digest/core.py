@@ -55,6 +55,25 @@ class PapersResult:
     papers: list[Paper]
     failed: list[str] = field(default_factory=list)
     complete: bool = True
+    days: list[DayPapers] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class DayPapers:
+    """Where one source's list for one UTC day came from (``digest papers`` prints these).
+
+    Attributes:
+        source: the source spec.
+        day: the UTC day.
+        count: papers in the list, or ``None`` when the fetch failed.
+        how: ``stored`` (the state file's copy), ``fetched, stored``, ``fetched, not stored:
+            <why>`` or ``failed: <reason>``.
+    """
+
+    source: str
+    day: date
+    count: int | None
+    how: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +206,7 @@ class Digest:
         edition: Edition,
         *,
         sources: Sequence[str] | None = None,
+        refetch: bool = False,
     ) -> PapersResult:
         """The papers of ``edition``, merged across ``sources``.
 
@@ -198,6 +218,9 @@ class Digest:
         Args:
             edition: which days to collect.
             sources: source specs; default ``settings.source_specs``.
+            refetch: ask the sources even for stored days, and replace the stored lists with
+                what they answer (``digest papers --refetch``). A failed fetch, or an empty
+                weekday list, leaves the stored copy as it was.
 
         Returns:
             The merged papers and which fetches failed.
@@ -208,15 +231,22 @@ class Digest:
         specs = list(sources) if sources else self.settings.source_specs
         now = self.now()
         failed: list[str] = []
+        days: list[DayPapers] = []
+
+        def stored_copy(spec: str, day: date, papers: list[Paper]) -> list[Paper]:
+            days.append(DayPapers(spec, day, len(papers), "stored"))
+            return papers
 
         async def one(spec: str, day: date) -> list[Paper] | None:
+            if refetch:
+                return await fetch(spec, day)
             # Several senders on one shared state fetch each (source, day) once: the others
             # wait for the lock holder's stored list (bounded: then they fetch themselves).
             deadline = time.monotonic() + PAPERS_LOCK_WAIT_S
             while True:
                 stored = self.store.load_papers(day, spec)
                 if stored is not None:
-                    return stored
+                    return stored_copy(spec, day, stored)
                 if self.store.try_lock_papers(day, spec):
                     break
                 if time.monotonic() > deadline:
@@ -225,7 +255,9 @@ class Digest:
                 await asyncio.sleep(PAPERS_LOCK_POLL_S)
             try:
                 stored = self.store.load_papers(day, spec)  # stored while we took the lock?
-                return stored if stored is not None else await fetch(spec, day)
+                return (
+                    stored_copy(spec, day, stored) if stored is not None else await fetch(spec, day)
+                )
             finally:
                 self.store.unlock_papers(day, spec)
 
@@ -236,10 +268,17 @@ class Digest:
                 # Reported once, by the caller (the CLI's summary, the daemon's edition line).
                 log.debug("%s", e)
                 failed.append(f"{spec} {day.isoformat()}: {e.detail}")
+                days.append(DayPapers(spec, day, None, f"failed: {e.detail}"))
                 return None
             # An empty weekday list is suspicious (an outage, or published late): keep asking.
-            if day_has_ended(day, now) and (papers or day.weekday() in WEEKEND):
+            if not day_has_ended(day, now):
+                how = "fetched, not stored: the UTC day has not ended"
+            elif papers or day.weekday() in WEEKEND:
                 self.store.save_papers(day, spec, papers)
+                how = "fetched, stored"
+            else:
+                how = "fetched, not stored: no papers on a weekday (an outage?)"
+            days.append(DayPapers(spec, day, len(papers), how))
             return papers
 
         jobs = [(spec, day) for spec in specs for day in edition.days]
@@ -253,7 +292,9 @@ class Digest:
         # One edition lists a paper once, whatever days its copies carry (a feed announces a
         # paper before Hugging Face lists it; a weekly edition spans days).
         merged = merge_papers([by_source[spec] for spec in specs], by_day=False)
-        return PapersResult(papers=merged, failed=failed, complete=not failed)
+        order = {job: i for i, job in enumerate(jobs)}
+        days.sort(key=lambda d: order[(d.source, d.day)])
+        return PapersResult(papers=merged, failed=failed, complete=not failed, days=days)
 
     # -- rendering -------------------------------------------------------------------------
     def render(

@@ -7,13 +7,29 @@ are UTC calendar days: the Daily Papers date of Hugging Face is a UTC day.
 from __future__ import annotations
 
 import dataclasses
+import logging
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
+from urllib.parse import urlsplit
+
+log = logging.getLogger(__name__)
 
 HF_PAPER_URL = "https://huggingface.co/papers/{id}"
 ARXIV_ABS_URL = "https://arxiv.org/abs/{id}"
 ARXIV_PDF_URL = "https://arxiv.org/pdf/{id}"
+MAX_COUNT = 10**9
+"""Largest upvote, comment or star count accepted (real ones are below 10^6)."""
+MAX_URL_CHARS = 2048
+"""Longest link accepted, characters."""
+LINK_FIELDS = ("github_repo", "project_page", "thumbnail", "pdf_url", "abs_url")
+"""The :class:`Paper` fields that end up in an ``href`` or ``src``: http(s) URLs only."""
+COUNT_FIELDS = ("upvotes", "comments", "github_stars")
+"""The :class:`Paper` counts: ``None`` or ``0..MAX_COUNT``."""
+_URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")
+"""Spaces and control characters: browsers drop or split on them (``java\tscript:``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +118,91 @@ class Paper:
         if kw.get("published_at"):
             kw["published_at"] = datetime.fromisoformat(kw["published_at"])
         return cls(**kw)
+
+
+def is_http_url(value: str) -> bool:
+    """True for an absolute ``http://`` or ``https://`` URL with a host.
+
+    Refused: any other scheme (``javascript:``, ``data:``, ``file:``...), relative URLs, URLs
+    with spaces or control characters anywhere (browsers strip them, so ``java\tscript:``
+    would run), an invalid port, more than :data:`MAX_URL_CHARS` characters.
+    """
+    if len(value) > MAX_URL_CHARS or _URL_FORBIDDEN.search(value):
+        return False
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (raises ValueError for a bad port)
+    except ValueError:
+        return False
+    return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+
+
+def paper_problems(paper: Paper) -> list[tuple[str, str]]:
+    """What makes ``paper`` unusable, as ``(field, problem)`` pairs; empty when it is fine.
+
+    Checked: an id and a title; every :data:`LINK_FIELDS` value is an http(s) URL
+    (:func:`is_http_url`); every :data:`COUNT_FIELDS` value is an ``int`` in ``0..MAX_COUNT``.
+    Sources drop a paper with problems (with a warning naming it); so does the state file when
+    it loads papers stored by an older version.
+    """
+    out: list[tuple[str, str]] = []
+    if not isinstance(paper.arxiv_id, str) or not paper.arxiv_id.strip():
+        out.append(("arxiv_id", "is empty"))
+    if not isinstance(paper.title, str) or not paper.title.strip():
+        out.append(("title", "is empty"))
+    for name in LINK_FIELDS:
+        value = getattr(paper, name)
+        if value is not None and not (isinstance(value, str) and is_http_url(value)):
+            out.append((name, f"is not an http(s) URL ({_excerpt(value)})"))
+    for name in COUNT_FIELDS:
+        value = getattr(paper, name)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool):
+            out.append((name, f"is not a whole number ({_excerpt(value)})"))
+        elif not 0 <= value <= MAX_COUNT:
+            out.append((name, f"is out of range 0..{MAX_COUNT:,} ({_excerpt(value)})"))
+    return out
+
+
+def _excerpt(value: object, limit: int = 60) -> str:
+    """A short, printable ``repr`` (a hostile value must not flood a log line)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**18:
+        return f"a number of {len(str(abs(value)))} digits"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def papers_from_stored(items: Iterable[Any], *, origin: str) -> list[Paper]:
+    """Stored paper dicts (:meth:`Paper.to_dict`) back to papers, validated again.
+
+    A stored item that no longer converts or fails :func:`paper_problems` (stored by a
+    version that checked less) is dropped with a warning naming it; the rest are returned.
+
+    Args:
+        items: the decoded JSON list.
+        origin: where they come from, for the warning (e.g. the state file, day and source).
+    """
+    out: list[Paper] = []
+    for index, item in enumerate(items):
+        try:
+            if not isinstance(item, dict):
+                raise TypeError(f"is {type(item).__name__}, not an object")
+            paper = Paper.from_dict(item)
+        except (ValueError, TypeError, KeyError) as e:
+            log.warning("%s: dropped stored item %d: %s", origin, index, e)
+            continue
+        problems = paper_problems(paper)
+        if problems:
+            log.warning(
+                "%s: dropped stored paper %s: %s",
+                origin,
+                _excerpt(paper.arxiv_id),
+                "; ".join(f"{name} {problem}" for name, problem in problems),
+            )
+            continue
+        out.append(paper)
+    return out
 
 
 @dataclass(frozen=True, slots=True)

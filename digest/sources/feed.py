@@ -76,7 +76,7 @@ import feedparser
 import httpx
 
 from digest.errors import ConfigError, SourceError
-from digest.models import Paper
+from digest.models import Paper, paper_problems
 from digest.sources._http import HttpOptions, http_get
 from digest.sources._text import (
     arxiv_id_in_url,
@@ -451,22 +451,25 @@ def _convert(entry: Any, feed_dt: datetime | None, source: str) -> tuple[Paper |
         or legacy_type
     )
     abs_url, pdf_url = _links(links)
-    return (
-        Paper(
-            arxiv_id=arxiv_id,
-            title=title,
-            abstract=abstract,
-            authors=_authors(entry),
-            daily_date=dt.date(),
-            published_at=published,
-            upvotes=None,
-            source=source,
-            announce_type=announce_type,
-            pdf_url=pdf_url,
-            abs_url=abs_url,
-        ),
-        "",
+    paper = Paper(
+        arxiv_id=arxiv_id,
+        title=title,
+        abstract=abstract,
+        authors=_authors(entry),
+        daily_date=dt.date(),
+        published_at=published,
+        upvotes=None,
+        source=source,
+        announce_type=announce_type,
+        pdf_url=pdf_url,
+        abs_url=abs_url,
     )
+    problems = paper_problems(paper)
+    if problems:
+        name, problem = problems[0]
+        log.warning("source %s: dropped entry %s: %s %s", source, arxiv_id, name, problem)
+        return None, "with an unusable field"
+    return paper, ""
 
 
 def _entry_arxiv_id(entry: Any, links: list[Mapping[str, Any]]) -> str | None:

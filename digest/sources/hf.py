@@ -27,8 +27,14 @@ thumbnail           ``item.thumbnail``, else the older ``item.mediaUrl``
 
 Only ``paper.id`` and a title are required; every other field is optional (2024 captures have
 no AI fields, no GitHub fields and no ``submittedOnDailyAt``). A value of the wrong JSON type
-is treated as absent. An item that is not an object, or lacks the id or title, makes the whole
-response a :class:`~digest.errors.SourceError`: a half-read day would silently lose papers.
+is treated as absent.
+
+Validated item by item (:func:`digest.models.paper_problems`): links (``githubRepo``,
+``projectPage``, ``thumbnail``) must be http(s) URLs, counts (``upvotes``, ``numComments``,
+``githubStars``) whole numbers in ``0..MAX_COUNT``. A bad item (not an object, no id or title,
+a ``javascript:`` link, ``upvotes: 10**400``...) is dropped with a warning naming its index,
+id and field; the rest of the day is used. A response whose items are *all* bad is a
+:class:`~digest.errors.SourceError` (e.g. a capture saved as Python ``repr()`` strings).
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ from typing import Any
 import httpx
 
 from digest.errors import SourceError
-from digest.models import Paper
+from digest.models import Paper, paper_problems
 from digest.settings import DEFAULT_HF_API_URL
 from digest.sources._http import HttpOptions, http_get
 from digest.sources._text import collapse_ws, normalize_arxiv_id
@@ -50,6 +56,17 @@ log = logging.getLogger(__name__)
 
 HF_SOURCE_NAME = "hf"
 REPR_HINT = "the file looks like Python repr() output, re-export it as JSON"
+API_FIELDS = {
+    "arxiv_id": "paper.id",
+    "title": "paper.title",
+    "upvotes": "paper.upvotes",
+    "comments": "numComments",
+    "github_repo": "paper.githubRepo",
+    "github_stars": "paper.githubStars",
+    "project_page": "paper.projectPage",
+    "thumbnail": "thumbnail",
+}
+"""Our field → the API field it came from, for warnings about a dropped item."""
 _JSON_TYPE_NAMES = {
     dict: "an object",
     list: "a list",
@@ -158,11 +175,12 @@ def parse_daily_papers(data: Any, *, source: str, origin: str, day: date) -> lis
             ``paper.submittedOnDailyAt``.
 
     Returns:
-        The papers in the response's order; an empty list for an empty response.
+        The usable papers in the response's order; an empty list for an empty response. Each
+        bad item is dropped with a warning naming ``origin``, its index, id and field.
 
     Raises:
-        SourceError: ``data`` is not a list, or an item is not an object or lacks an id or
-            title. The message is one line naming ``origin``, the item index and the problem.
+        SourceError: ``data`` is not a list, or it has items and none is usable. The message
+            is one line naming ``origin``, the first bad item's index and its problem.
     """
     if not isinstance(data, list):
         hint = ""
@@ -171,7 +189,25 @@ def parse_daily_papers(data: Any, *, source: str, origin: str, day: date) -> lis
         raise SourceError(
             source, f"{origin}: expected a JSON list of papers, got {_type_name(data)}{hint}"
         )
-    return [_convert(item, i, source=source, origin=origin, day=day) for i, item in enumerate(data)]
+    papers: list[Paper] = []
+    dropped: list[str] = []
+    for index, item in enumerate(data):
+        try:
+            papers.append(_convert(item, index, source=source, origin=origin, day=day))
+        except _BadItem as e:
+            dropped.append(str(e))
+    if dropped and not papers:
+        more = f"; none of the {len(data)} items is usable" if len(data) > 1 else ""
+        raise SourceError(source, f"{origin}: {dropped[0]}{more}")
+    for problem in dropped:
+        log.warning(
+            "source %s: %s: dropped %s; using the other %d", source, origin, problem, len(papers)
+        )
+    return papers
+
+
+class _BadItem(Exception):
+    """One item of a response cannot be used: ``str()`` is ``item N (id) problem``."""
 
 
 def _type_name(value: object) -> str:
@@ -179,8 +215,8 @@ def _type_name(value: object) -> str:
 
 
 def _convert(item: Any, index: int, *, source: str, origin: str, day: date) -> Paper:
-    def fail(problem: str) -> SourceError:
-        return SourceError(source, f"{origin}: item {index} {problem}")
+    def fail(problem: str) -> _BadItem:
+        return _BadItem(f"item {index} {problem}")
 
     if not isinstance(item, dict):
         problem = f"is {_type_name(item)}, not an object"
@@ -200,7 +236,7 @@ def _convert(item: Any, index: int, *, source: str, origin: str, day: date) -> P
         raise fail(f"({arxiv_id}) has no title ('paper.title')")
 
     daily = _datetime(paper, "submittedOnDailyAt")
-    return Paper(
+    converted = Paper(
         arxiv_id=arxiv_id,
         title=collapse_ws(title),
         abstract=collapse_ws(_str(paper, "summary") or ""),
@@ -217,6 +253,13 @@ def _convert(item: Any, index: int, *, source: str, origin: str, day: date) -> P
         thumbnail=_str(item, "thumbnail") or _str(item, "mediaUrl"),
         source=source,
     )
+    problems = paper_problems(converted)
+    if problems:
+        raise fail(
+            f"({arxiv_id}) "
+            + "; ".join(f"'{API_FIELDS.get(name, name)}' {problem}" for name, problem in problems)
+        )
+    return converted
 
 
 def _str(obj: dict[str, Any], key: str) -> str | None:
@@ -242,12 +285,12 @@ def _datetime(obj: dict[str, Any], key: str) -> datetime | None:
         return None
     try:
         parsed = datetime.fromisoformat(value)
-    except ValueError:
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):  # OverflowError: 9999-12-31T23:00-14:00
         log.debug("ignoring unparseable %s %r", key, value)
         return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
 
 
 def _authors(value: Any) -> tuple[str, ...]:

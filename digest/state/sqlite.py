@@ -54,7 +54,7 @@ import filelock
 
 from digest.clock import Clock, utc_now
 from digest.errors import StateError, StateLockedError
-from digest.models import Feedback, Paper
+from digest.models import Feedback, Paper, papers_from_stored
 from digest.state.base import (
     COPY_TABLES,
     INTERRUPTED,
@@ -1007,22 +1007,30 @@ class StateStore(RecordsMixin):
     def load_papers(self, day: date, source: str) -> builtins.list[Paper] | None:
         """The papers stored for (``day``, ``source``); ``None`` if never stored (``[]`` = none).
 
+        Each item is validated again (:func:`~digest.models.papers_from_stored`): one that is
+        refused now is dropped with a warning, the others are returned.
+
         Raises:
-            StateError: the stored JSON is unreadable.
+            StateError: the stored JSON is unreadable (not a JSON list).
         """
         rows = self._query(
             "SELECT payload FROM papers WHERE day = ? AND source = ?", (day.isoformat(), source)
         )
         if not rows:
             return None
+        origin = f"state file {self.path}: papers of {day} from {source}"
         try:
-            return [Paper.from_dict(item) for item in json.loads(rows[0][0])]
-        except (ValueError, TypeError, KeyError) as e:
+            items = json.loads(rows[0][0])
+            if not isinstance(items, builtins.list):
+                raise TypeError(f"a JSON {type(items).__name__}, not a list")
+        except (ValueError, TypeError, RecursionError) as e:
             raise StateError(
-                f"state file {self.path}: stored papers for {day} from {source} are unreadable "
-                f"({e}); delete them and the next run refetches them: sqlite3 {self.path} "
-                f"\"DELETE FROM papers WHERE day = '{day.isoformat()}' AND source = '{source}'\""
+                f"{origin} are unreadable ({e}); replace them with "
+                f"`digest papers --date {day.isoformat()} --source {source} --refetch`"
             ) from e
+        # Validated again, item by item: a day stored by an older digest may hold items that
+        # are refused now (a javascript: link, upvotes 10**400); those are dropped, not fatal.
+        return papers_from_stored(items, origin=origin)
 
     # -- operations ------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
