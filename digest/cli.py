@@ -16,7 +16,7 @@ import re
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -769,9 +769,22 @@ def subscribers(
         str | None, typer.Option(metavar="FREQ", help="Only daily or weekly.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON array, for scripts.")] = False,
+    show: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ADDRESS",
+            help="One subscriber's personal ranking: interests, likes, authors, and the "
+            "👍/👎 learned from the email.",
+        ),
+    ] = None,
 ) -> None:
     """One line per subscriber: status, frequency, next send, last edition, bounce score."""
     _setup_logging(logging.WARNING)
+    if show is not None:
+        with _errors(), Digest(_settings()) as digest:
+            for line in personal_report(digest, show):
+                out.print(line, markup=False, highlight=False)
+        return
     with _errors():
         import json
 
@@ -816,6 +829,36 @@ def subscribers(
         out.print(
             f"{len(rows)} subscribers: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n)
         )
+
+
+def personal_report(digest: Digest, address: str) -> list[str]:
+    """The lines of ``digest subscribers --show ADDRESS``.
+
+    Raises:
+        ConfigError: the address is not in the subscribers file.
+    """
+    sub = _find_subscriber(digest, address, flag="--show")
+    learned = digest.store.feedback(sub.email).get(sub.email)
+    likes = learned.likes if learned else ()
+    dislikes = learned.dislikes if learned else ()
+    papers = digest.store.find_papers([*sub.like, *sub.dislike, *likes, *dislikes])
+
+    def named(ids: Sequence[str]) -> str:
+        if not ids:
+            return "none"
+        return "; ".join(f"{i} {papers[i].title}" if i in papers else i for i in ids)
+
+    return [
+        f"{sub.email}" + (f" ({sub.name})" if sub.name else ""),
+        f"keywords: {', '.join(sub.keywords) or 'none'}",
+        f"interests: {' | '.join(sub.interests) or 'none'}",
+        f"authors: {', '.join(sub.authors) or 'none'}",
+        f"like (subscribers file): {named(sub.like)}",
+        f"dislike (subscribers file): {named(sub.dislike)}",
+        f"👍 learned from the email: {named(likes)}",
+        f"👎 learned from the email: {named(dislikes)}",
+        f"never the same paper twice: {'yes' if sub.no_repeat else 'no (no_repeat: false)'}",
+    ]
 
 
 @app.command()

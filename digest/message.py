@@ -33,6 +33,7 @@ import functools
 import logging
 import re
 import secrets
+from collections.abc import Sequence
 from datetime import datetime
 from email.headerregistry import Address
 from email.policy import SMTP, EmailPolicy
@@ -278,6 +279,46 @@ def unsubscribe_url_for(settings: Settings, email: str) -> str | None:
         token = TokenSigner.from_settings(settings).make(Purpose.UNSUBSCRIBE, email)
         url = url.replace("{token}", token)
     return url.replace("{email}", quote(email.strip().lower(), safe=""))
+
+
+FEEDBACK_VERDICTS = ("like", "dislike")
+"""What a 👍 (``like``) or 👎 (``dislike``) link records."""
+
+
+def feedback_urls_for(
+    settings: Settings, email: str, arxiv_ids: Sequence[str]
+) -> dict[str, tuple[str, str]]:
+    """The 👍/👎 links of each paper card: ``{arxiv_id: (like_url, dislike_url)}``.
+
+    With DIGEST_PUBLIC_URL and DIGEST_SECRET_KEY: ``{DIGEST_PUBLIC_URL}/f/{token}``, the
+    token of purpose :attr:`~digest.tokens.Purpose.FEEDBACK` carrying ``"like 2406.09246"``
+    (served by ``digest serve``: a GET shows a button, only the POST records). Otherwise a
+    ``mailto:`` to the Reply-To (or From) address with the verdict in the subject: it reaches
+    the operator's inbox but is not recorded automatically.
+
+    Returns:
+        One pair per id; empty when there is neither a web app nor an address to write to.
+    """
+    if settings.public_url and settings.secret_key is not None:
+        signer = TokenSigner.from_settings(settings)
+        base = f"{settings.public_url}/f/"
+        return {
+            pid: (
+                base + signer.make(Purpose.FEEDBACK, email, data=f"like {pid}"),
+                base + signer.make(Purpose.FEEDBACK, email, data=f"dislike {pid}"),
+            )
+            for pid in arxiv_ids
+        }
+    address = parseaddr(settings.reply_to or settings.sender)[1]
+    if not address:
+        return {}
+    return {
+        pid: (
+            f"mailto:{address}?subject={quote(f'like {pid}')}",
+            f"mailto:{address}?subject={quote(f'dislike {pid}')}",
+        )
+        for pid in arxiv_ids
+    }
 
 
 def preferences_url_for(settings: Settings, email: str) -> str | None:

@@ -45,7 +45,7 @@ import textwrap
 import threading
 import traceback
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -194,6 +194,8 @@ class EmailContext:
         preferences_url: this subscriber's "Manage preferences" link (``digest serve``), if any.
         archive_url: the edition's "View in browser" link (unpersonalized), if any.
         postal_address: the sender's postal address for the footer (DIGEST_POSTAL_ADDRESS).
+        feedback: per arXiv id, the card's (👍 like URL, 👎 dislike URL)
+            (:func:`~digest.message.feedback_urls_for`); papers absent get no links.
     """
 
     edition: Edition
@@ -205,6 +207,7 @@ class EmailContext:
     preferences_url: str | None = None
     archive_url: str | None = None
     postal_address: str | None = None
+    feedback: Mapping[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +266,8 @@ class PaperView:
         filler: picked for popularity alone ("trending").
         first_filler: the first filler after relevant papers: the templates put the
             :data:`FILLER_HEADING` before it.
+        like_url: the card's 👍 link ("more like this"), if any.
+        dislike_url: the card's 👎 link ("less like this"), if any.
     """
 
     rank: int
@@ -291,6 +296,8 @@ class PaperView:
     why: str = ""
     filler: bool = False
     first_filler: bool = False
+    like_url: str | None = None
+    dislike_url: str | None = None
 
 
 # --- text helpers ---------------------------------------------------------------------------
@@ -574,7 +581,12 @@ _VIEW_CACHE_SIZE = 4096
 (highlighting, chips) and recurs in every message that lists it with the same matches."""
 
 
-def paper_views(papers: Sequence[RankedPaper], *, thumbnails: bool = False) -> list[PaperView]:
+def paper_views(
+    papers: Sequence[RankedPaper],
+    *,
+    thumbnails: bool = False,
+    feedback: Mapping[str, tuple[str, str]] | None = None,
+) -> list[PaperView]:
     """The template views of a selection: relevant papers first, then the fillers.
 
     Each group keeps the ranking's order; positions are numbered in display order, and the
@@ -587,6 +599,9 @@ def paper_views(papers: Sequence[RankedPaper], *, thumbnails: bool = False) -> l
         view = paper_view(i, rp, thumbnails=thumbnails)
         if rp.filler and relevant and i == len(relevant) + 1:
             view = dataclasses.replace(view, first_filler=True)
+        links = (feedback or {}).get(rp.paper.arxiv_id)
+        if links is not None:
+            view = dataclasses.replace(view, like_url=links[0], dislike_url=links[1])
         views.append(view)
     return views
 
@@ -756,7 +771,7 @@ class Renderer:
             "long_date": long_date_label(ctx.edition),
             "edition": ctx.edition,
             "is_weekly": ctx.edition.frequency == "weekly",
-            "papers": paper_views(ctx.papers, thumbnails=self.thumbnails),
+            "papers": paper_views(ctx.papers, thumbnails=self.thumbnails, feedback=ctx.feedback),
             "filler_heading": FILLER_HEADING,
             "period": period_label(ctx.edition),
             "see_all_url": see_all_url(ctx.edition),

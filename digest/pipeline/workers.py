@@ -46,6 +46,7 @@ from digest.errors import DigestError
 from digest.message import (
     archive_url_for,
     build_message,
+    feedback_urls_for,
     make_message_id,
     preferences_url_for,
     unsubscribe_url_for,
@@ -128,6 +129,11 @@ def render_ranked(
         preferences_url=preferences_url_for(settings, subscriber.email) if subscriber else None,
         archive_url=archive_url_for(settings, edition.key),
         postal_address=settings.postal_address,
+        feedback=(
+            feedback_urls_for(settings, subscriber.email, [r.paper.arxiv_id for r in ranked])
+            if subscriber
+            else {}
+        ),
     )
     return renderer.render(ctx)
 

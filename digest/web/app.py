@@ -42,10 +42,11 @@ from digest.clock import Clock, utc_now
 from digest.core import Digest
 from digest.delivery import TransportFactory
 from digest.errors import ConfigError, DigestError, TokenError
+from digest.message import FEEDBACK_VERDICTS
 from digest.models import Edition
 from digest.render import brand, long_date_label
 from digest.settings import Settings
-from digest.subscribers import FREQUENCIES, WEEKDAYS, Subscriber
+from digest.subscribers import FREQUENCIES, WEEKDAYS, Subscriber, normalize_arxiv_id
 from digest.tokens import Purpose
 from digest.web.security import CSRF_FIELD, Csrf, SecurityMiddleware
 from digest.web.service import (
@@ -284,6 +285,72 @@ async def unsubscribe(request: Request) -> Response:
     )
 
 
+def _feedback_claims(app: WebApp, token: str) -> tuple[str, str, str]:
+    """``(address, verdict, arxiv_id)`` of a 👍/👎 token.
+
+    Raises:
+        TokenError: bad token, unknown subscriber, or a payload that is not a verdict + id.
+    """
+    claims, address = app.subs.resolve(Purpose.FEEDBACK, token)
+    verdict, _, arxiv_id = claims.data.partition(" ")
+    if verdict not in FEEDBACK_VERDICTS or normalize_arxiv_id(arxiv_id) != arxiv_id:
+        raise TokenError("malformed", "the link is not valid")
+    return address, verdict, arxiv_id
+
+
+def _paper_title(app: WebApp, arxiv_id: str) -> str | None:
+    paper = app.digest.store.find_papers([arxiv_id]).get(arxiv_id)
+    return paper.title if paper is not None else None
+
+
+async def feedback_page(request: Request) -> Response:
+    """GET of a 👍/👎 link: a page with a button; records nothing (link scanners GET too)."""
+    app: WebApp = request.app.state.web
+    token = request.path_params["token"]
+    try:
+        address, verdict, arxiv_id = _feedback_claims(app, token)
+    except TokenError as e:
+        return app.token_error(request, e)
+    title = await asyncio.to_thread(_paper_title, app, arxiv_id)
+    return app.page(
+        "feedback.html.j2",
+        request,
+        form=True,
+        done=False,
+        address=mask_address(address),
+        verdict=verdict,
+        arxiv_id=arxiv_id,
+        title=title,
+        token=token,
+    )
+
+
+async def feedback(request: Request) -> Response:
+    """POST of the 👍/👎 page: record the verdict in the state store (latest wins)."""
+    app: WebApp = request.app.state.web
+    token = request.path_params["token"]
+    try:
+        address, verdict, arxiv_id = _feedback_claims(app, token)
+    except TokenError as e:
+        return app.token_error(request, e)
+    form = _text(await app.form(request))
+    if not app.csrf.check(request, form):
+        return app.page("error.html.j2", request, status=403, reason="csrf", message=_CSRF)
+    await asyncio.to_thread(app.digest.store.record_feedback, address, arxiv_id, verdict)
+    log.info("feedback %s %s %s %s", mask_address(address), verdict, arxiv_id, _rid(request))
+    title = await asyncio.to_thread(_paper_title, app, arxiv_id)
+    return app.page(
+        "feedback.html.j2",
+        request,
+        done=True,
+        address=mask_address(address),
+        verdict=verdict,
+        arxiv_id=arxiv_id,
+        title=title,
+        token=token,
+    )
+
+
 async def resubscribe(request: Request) -> Response:
     app: WebApp = request.app.state.web
     token = request.path_params["token"]
@@ -501,6 +568,8 @@ def create_app(
         Route("/u/{token}", unsubscribe_page, methods=["GET"]),
         Route("/u/{token}", unsubscribe, methods=["POST"]),
         Route("/u/{token}/resubscribe", resubscribe, methods=["POST"]),
+        Route("/f/{token}", feedback_page, methods=["GET"]),
+        Route("/f/{token}", feedback, methods=["POST"]),
         Route("/preferences/{token}", preferences_page, methods=["GET"]),
         Route("/preferences/{token}", preferences, methods=["POST"]),
         Route("/archive", archive_index, methods=["GET"]),
