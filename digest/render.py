@@ -113,6 +113,8 @@ _MAX_CACHED_STYLESHEETS = 32
 
 _WS_RE = re.compile(r"\s+")
 
+FEEDBACK_PLACEHOLDER = "https://feedback.invalid/{verdict}/{id}"
+"""Stands for a card's 👍/👎 link while rendering and inlining (``.invalid``: RFC 2606)."""
 FILLER_HEADING = "Also trending"
 """Heading over the papers picked for popularity alone, after the relevant ones."""
 BLOCK_START = "<!--digest:block-->"
@@ -599,9 +601,15 @@ def paper_views(
         view = paper_view(i, rp, thumbnails=thumbnails)
         if rp.filler and relevant and i == len(relevant) + 1:
             view = dataclasses.replace(view, first_filler=True)
-        links = (feedback or {}).get(rp.paper.arxiv_id)
-        if links is not None:
-            view = dataclasses.replace(view, like_url=links[0], dislike_url=links[1])
+        if feedback and rp.paper.arxiv_id in feedback:
+            # Placeholders that depend on the paper only: the block stays the same for every
+            # subscriber (one inline per paper, cached); Renderer.render puts the real,
+            # per-subscriber links in afterwards.
+            view = dataclasses.replace(
+                view,
+                like_url=FEEDBACK_PLACEHOLDER.format(verdict="like", id=rp.paper.arxiv_id),
+                dislike_url=FEEDBACK_PLACEHOLDER.format(verdict="dislike", id=rp.paper.arxiv_id),
+            )
         views.append(view)
     return views
 
@@ -805,11 +813,16 @@ class Renderer:
                 template file and line.
         """
         variables = self.context_for(ctx)
-        html = self._run(self._html, variables)
+        html = self.inline(self._run(self._html, variables))
         text = self._run(self._text, variables)
+        for arxiv_id, (like, dislike) in ctx.feedback.items():
+            for verdict, url in (("like", like), ("dislike", dislike)):
+                slot = FEEDBACK_PLACEHOLDER.format(verdict=verdict, id=arxiv_id)
+                html = html.replace(slot, str(escape(url)))
+                text = text.replace(slot, url)
         return RenderedEmail(
             subject=variables["subject"],
-            html=self.inline(html),
+            html=html,
             text=text,
             preheader=variables["preheader"],
         )

@@ -212,3 +212,24 @@ def test_subscribers_show_lists_what_was_learned(settings: Settings) -> None:
     assert "👎 learned from the email: 2406.99999" in result.output
     missing = CliRunner().invoke(app, ["subscribers", "--show", "nobody@example.org"], env=env)
     assert missing.exit_code == 2 and "not in" in missing.output
+
+
+def test_each_message_carries_its_own_links_and_no_placeholder(settings: Settings) -> None:
+    from digest.pipeline.workers import render_ranked
+    from digest.ranking import rank
+    from digest.subscribers import Subscriber
+
+    papers = [WALKER, *POPULAR_MON]
+    with Digest(settings, now=now) as digest:
+        out = {}
+        for address in (ADA, "bob@example.org"):
+            sub = Subscriber(email=address)
+            ranked = rank(papers, sub)
+            out[address] = render_ranked(
+                settings, digest.renderer, Edition.daily(MON), ranked, len(papers), sub
+            )
+    for address, rendered in out.items():
+        assert "feedback.invalid" not in rendered.html + rendered.text
+        mine = feedback_urls_for(settings, address, [WALKER.arxiv_id])[WALKER.arxiv_id]
+        assert mine[0] in rendered.html and mine[1] in rendered.text
+    assert out[ADA].html != out["bob@example.org"].html
