@@ -1,18 +1,25 @@
 """Shared test setup: isolation from the developer's environment, and shared fixtures.
 
 Fixtures here: ``ca``/``leaf`` (a trustme CA and a certificate for ``127.0.0.1``/``localhost``,
-one per session), ``ca_file`` (the CA as PEM in ``tmp_path``). Factories (settings, clock,
+one per session), ``ca_file`` (the CA as PEM in ``tmp_path``), ``pg_server`` (a real PostgreSQL
+started once per session, :mod:`tests.pgserver`), ``pg_url`` (a fresh schema of it per test),
+``state_url`` (parametrized: every test using it runs on SQLite and on PostgreSQL) and
+``make_store`` (opens that backend with a given clock). Factories (settings, clock,
 subscribers, papers) live in :mod:`tests.factories`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import trustme
+
+from digest.clock import Clock, utc_now
+from digest.state import StateBackend, open_state
+from tests.pgserver import PostgresServer, find_bin_dir
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PROJECT = Path(__file__).parent.parent
@@ -47,3 +54,59 @@ def ca_file(ca: trustme.CA, tmp_path: Path) -> Path:
     path = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL server (initdb + pg_ctl in a temporary directory), one per session."""
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL server not installed (apt-get install postgresql; see .ci/run)")
+    with PostgresServer(bin_dir) as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(pg_server: PostgresServer) -> str:
+    """The URL of an empty schema of its own on :func:`pg_server`."""
+    return pg_server.fresh_url()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh state of each backend: ``sqlite:///<tmp>/state.sqlite3``, then PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state' / 'state.sqlite3'}"
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+MakeStore = Callable[..., StateBackend]
+
+
+@pytest.fixture
+def make_store(state_url: str) -> Iterator[MakeStore]:
+    """``make_store(now=clock, lease_seconds=60)`` opens :func:`state_url`; closed at the end."""
+    opened: list[StateBackend] = []
+
+    def make(now: Clock = utc_now, lease_seconds: float = 60.0) -> StateBackend:
+        store = open_state(state_url, now=now, lease_seconds=lease_seconds)
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.close()
+
+
+def crash_claimers(store: StateBackend) -> None:
+    """Make every ``sending`` row look like a dead process's (its lease ran out).
+
+    SQLite: nothing to do (``recover_unknown`` takes every ``sending`` row under the lock).
+    PostgreSQL: the leases are moved into the past, as if their claimers had died.
+    """
+    if store.shared:
+        store._execute(  # type: ignore[attr-defined]
+            "UPDATE deliveries SET lease_until = clock_timestamp() - interval '1 second' "
+            "WHERE status = 'sending'"
+        )

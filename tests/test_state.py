@@ -31,6 +31,7 @@ from digest.state import (
     open_state,
     state_lock,
 )
+from tests.conftest import MakeStore, crash_claimers
 from tests.factories import FakeClock
 
 PROJECT = Path(__file__).parent.parent
@@ -44,7 +45,14 @@ def path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(path: Path) -> Iterator[StateStore]:
+def store(make_store: MakeStore) -> StateBackend:
+    """A fresh state of each backend (SQLite, PostgreSQL): the contract tests run on both."""
+    return make_store(now=FakeClock(T0, step=timedelta(seconds=1)))
+
+
+@pytest.fixture
+def sqlite_store(path: Path) -> Iterator[StateStore]:
+    """A fresh state file, for what only SQLite has (pragmas, raw SQL)."""
     with StateStore(path, now=FakeClock(T0, step=timedelta(seconds=1))) as s:
         yield s
 
@@ -52,7 +60,10 @@ def store(path: Path) -> Iterator[StateStore]:
 # -- file, pragmas, schema --------------------------------------------------------------------
 
 
-def test_new_file_is_wal_full_sync_private_and_versioned(path: Path, store: StateStore) -> None:
+def test_new_file_is_wal_full_sync_private_and_versioned(
+    path: Path, sqlite_store: StateStore
+) -> None:
+    store = sqlite_store
     assert path.exists()
     assert path.stat().st_mode & 0o777 == 0o600
     assert store.schema_version == SCHEMA_VERSION
@@ -107,7 +118,8 @@ def test_closed_store_raises_state_error(path: Path) -> None:
         s.get("a@example.org", EDITION)
 
 
-def test_failed_write_is_rolled_back(store: StateStore) -> None:
+def test_failed_write_is_rolled_back(sqlite_store: StateStore) -> None:
+    store = sqlite_store
     store.mark_skipped("a@example.org", EDITION, SKIP_LATE)
     with pytest.raises(RuntimeError), store._write() as db:
         db.execute("UPDATE deliveries SET status = 'owed'")
@@ -119,7 +131,7 @@ def test_failed_write_is_rolled_back(store: StateStore) -> None:
 # -- deliveries -------------------------------------------------------------------------------
 
 
-def test_claim_is_idempotent_and_normalises_the_address(store: StateStore) -> None:
+def test_claim_is_idempotent_and_normalises_the_address(store: StateBackend) -> None:
     assert store.claim("Ann@Example.org ", EDITION, "<m1@x>") is True
     assert store.claim("ann@example.org", EDITION, "<m1@x>") is False
     row = store.get("ANN@example.org", EDITION)
@@ -129,7 +141,7 @@ def test_claim_is_idempotent_and_normalises_the_address(store: StateStore) -> No
 
 
 @pytest.mark.parametrize("final", ["sent", "failed", "skipped", "unknown", "sending"])
-def test_claim_refuses_every_status_but_owed(store: StateStore, final: str) -> None:
+def test_claim_refuses_every_status_but_owed(store: StateBackend, final: str) -> None:
     who = "a@example.org"
     assert store.claim(who, EDITION, "<m@x>")
     if final == "sent":
@@ -139,6 +151,7 @@ def test_claim_refuses_every_status_but_owed(store: StateStore, final: str) -> N
     elif final == "skipped":
         store.mark_skipped(who, EDITION, SKIP_NO_PAPERS)
     elif final == "unknown":
+        crash_claimers(store)
         store.recover_unknown()
     assert store.get(who, EDITION).status == final  # type: ignore[union-attr]
     assert store.claim(who, EDITION, "<m2@x>") is False
@@ -146,7 +159,7 @@ def test_claim_refuses_every_status_but_owed(store: StateStore, final: str) -> N
     assert store.claim(who, EDITION, "<m2@x>") is True
 
 
-def test_status_transitions_and_history(store: StateStore) -> None:
+def test_status_transitions_and_history(store: StateBackend) -> None:
     who = "a@example.org"
     assert store.claim(who, EDITION, "<m@x>")
     store.mark_deferred(who, EDITION, "451 4.2.1 try later", 451, attempts=3)
@@ -169,7 +182,7 @@ def test_status_transitions_and_history(store: StateStore) -> None:
     assert row.last_error == "451 4.2.1 try later"  # history kept
 
 
-def test_sent_is_never_overwritten_by_failure_skip_or_deferral(store: StateStore) -> None:
+def test_sent_is_never_overwritten_by_failure_skip_or_deferral(store: StateBackend) -> None:
     who = "a@example.org"
     assert store.claim(who, EDITION, "<m@x>")
     store.mark_sent(who, EDITION, "ok", code=250)
@@ -181,7 +194,7 @@ def test_sent_is_never_overwritten_by_failure_skip_or_deferral(store: StateStore
     assert row is not None and row.status == "sent"
 
 
-def test_marks_create_missing_rows(store: StateStore) -> None:
+def test_marks_create_missing_rows(store: StateBackend) -> None:
     store.mark_failed("f@example.org", EDITION, "bad template", None)
     store.mark_skipped("s@example.org", EDITION, SKIP_NO_PAPERS)
     rows = {r.subscriber: r for r in store.list(edition=EDITION)}
@@ -190,11 +203,12 @@ def test_marks_create_missing_rows(store: StateStore) -> None:
     assert rows["s@example.org"].detail == SKIP_NO_PAPERS
 
 
-def test_recover_unknown_only_touches_sending(store: StateStore) -> None:
+def test_recover_unknown_only_touches_sending(store: StateBackend) -> None:
     store.claim("a@example.org", EDITION, "<a@x>")
     store.claim("b@example.org", EDITION, "<b@x>")
     store.mark_sent("b@example.org", EDITION, "ok")
     store.claim("c@example.org", "2025-08-21", "<c@x>")
+    crash_claimers(store)
     recovered = store.recover_unknown()
     assert [(r.subscriber, r.edition, r.status, r.message_id) for r in recovered] == [
         ("a@example.org", EDITION, "unknown", "<a@x>"),
@@ -205,7 +219,7 @@ def test_recover_unknown_only_touches_sending(store: StateStore) -> None:
     assert store.get("b@example.org", EDITION).status == "sent"  # type: ignore[union-attr]
 
 
-def test_reopen_any_status_and_absent(store: StateStore) -> None:
+def test_reopen_any_status_and_absent(store: StateBackend) -> None:
     store.claim("a@example.org", EDITION, "<a@x>")
     store.mark_sent("a@example.org", EDITION, "ok")
     store.reopen("a@example.org", EDITION)
@@ -215,7 +229,7 @@ def test_reopen_any_status_and_absent(store: StateStore) -> None:
     assert rows[0].sent_at is not None  # history kept
 
 
-def test_list_filters(store: StateStore) -> None:
+def test_list_filters(store: StateBackend) -> None:
     store.mark_skipped("a@example.org", "2025-08-20", SKIP_LATE)
     store.mark_skipped("b@example.org", "2025-08-20", SKIP_LATE)
     store.claim("a@example.org", "2025-W34", "<w@x>")
@@ -234,7 +248,7 @@ def test_list_filters(store: StateStore) -> None:
 # -- papers and feed cache --------------------------------------------------------------------
 
 
-def test_papers_round_trip(store: StateStore) -> None:
+def test_papers_round_trip(store: StateBackend) -> None:
     day = date(2025, 8, 20)
     papers = [
         Paper(
@@ -258,7 +272,8 @@ def test_papers_round_trip(store: StateStore) -> None:
     assert store.load_papers(day, "feed:x") is None
 
 
-def test_unreadable_papers_payload(store: StateStore) -> None:
+def test_unreadable_papers_payload(sqlite_store: StateStore) -> None:
+    store = sqlite_store
     day = date(2025, 8, 20)
     store.save_papers(day, "hf", [])
     with store._write() as db:
@@ -267,7 +282,7 @@ def test_unreadable_papers_payload(store: StateStore) -> None:
         store.load_papers(day, "hf")
 
 
-def test_feed_cache(store: StateStore) -> None:
+def test_feed_cache(store: StateBackend) -> None:
     cache = store.feed_cache
     url = "https://export.arxiv.org/rss/cs.AI"
     assert cache.get(url) is None
@@ -277,7 +292,8 @@ def test_feed_cache(store: StateStore) -> None:
     assert cache.get(url) == (None, None, b"<rss>2</rss>")
 
 
-def test_no_secret_columns(store: StateStore) -> None:
+def test_no_secret_columns(sqlite_store: StateStore) -> None:
+    store = sqlite_store
     columns = {
         r[1]
         for table in ("deliveries", "papers", "feed_cache", "meta")
@@ -400,7 +416,7 @@ _APPLY = {
     Transition.DEFERRED: lambda s, who: s.mark_deferred(who, EDITION, "451 later"),
     Transition.UNKNOWN: lambda s, who: s.mark_unknown(who, EDITION, "boom"),
     Transition.SKIPPED: lambda s, who: s.mark_skipped(who, EDITION, SKIP_NO_PAPERS),
-    Transition.EXPIRE: lambda s, who: s.recover_unknown(),
+    Transition.EXPIRE: lambda s, who: (crash_claimers(s), s.recover_unknown()),
     Transition.REOPEN: lambda s, who: s.reopen(who, EDITION),
 }
 
@@ -420,7 +436,8 @@ def test_backend_follows_the_transition_rules(
         assert (row.status if row else None) == start
 
 
-def test_sqlite_store_is_a_state_backend(store: StateStore) -> None:
+def test_sqlite_store_is_a_state_backend(sqlite_store: StateStore) -> None:
+    store = sqlite_store
     assert isinstance(store, StateBackend)
     assert store.shared is False
     assert store.url == f"sqlite:///{store.path}"

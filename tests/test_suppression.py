@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -14,23 +13,25 @@ from digest.daemon import Daemon
 from digest.models import Edition
 from digest.state import (
     SCHEMA_VERSION,
+    StateBackend,
     StateStore,
     Suppression,
     SuppressionReason,
     state_lock,
 )
+from tests.conftest import MakeStore
 from tests.test_daemon import Env, FakeClock, days_between, utc, write_papers
 
 T0 = datetime(2026, 8, 21, 7, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[StateStore]:
-    with StateStore(tmp_path / "state.sqlite3", now=lambda: T0) as s:
-        yield s
+def store(make_store: MakeStore) -> StateBackend:
+    """A fresh state of each backend (SQLite, PostgreSQL)."""
+    return make_store(now=lambda: T0)
 
 
-def test_suppress_is_idempotent_and_keeps_the_first_evidence(store: StateStore) -> None:
+def test_suppress_is_idempotent_and_keeps_the_first_evidence(store: StateBackend) -> None:
     assert store.suppression("ada@example.org") is None
     assert store.suppress(
         " Ada@Example.org ",
@@ -57,7 +58,7 @@ def test_suppress_is_idempotent_and_keeps_the_first_evidence(store: StateStore) 
     assert store.suppressions() == {"ada@example.org": got}
 
 
-def test_unsuppress_lifts_and_keeps_who_and_when_in_the_history(store: StateStore) -> None:
+def test_unsuppress_lifts_and_keeps_who_and_when_in_the_history(store: StateBackend) -> None:
     store.suppress("ada@example.org", "unsubscribed", evidence="one-click POST", actor="web")
     later = T0 + timedelta(days=3)
     assert store.unsuppress("ada@example.org", actor="cli:root", now=later)
@@ -73,7 +74,7 @@ def test_unsuppress_lifts_and_keeps_who_and_when_in_the_history(store: StateStor
     ]
 
 
-def test_unknown_reason_is_refused(store: StateStore) -> None:
+def test_unknown_reason_is_refused(store: StateBackend) -> None:
     with pytest.raises(ValueError):
         store.suppress("a@example.org", "tired", evidence="", actor="cli:x")
     assert store.suppressions() == {}

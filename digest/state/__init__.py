@@ -31,6 +31,7 @@ from digest.state.base import (
     Transition,
     address_key,
     may_move,
+    redact_url,
 )
 from digest.state.records import Event, Signup
 from digest.state.sqlite import (
@@ -74,28 +75,18 @@ def open_state(
             raise ConfigError("DIGEST_STATE_URL: sqlite:/// needs a path (sqlite:///state.db)")
         return StateStore(path, now=now)
     if url.startswith(POSTGRES_SCHEMES):
-        raise ConfigError(
-            "DIGEST_STATE_URL: the PostgreSQL backend is not available in this version; "
-            "use sqlite:///path"
-        )
+        try:
+            from digest.state.postgres import PostgresStore
+        except ImportError as e:  # the optional extra is not installed
+            raise ConfigError(
+                f"DIGEST_STATE_URL is a PostgreSQL URL but its driver is missing ({e.name}); "
+                "install digest[postgres]"
+            ) from None
+        return PostgresStore(url, now=now, lease_seconds=lease_seconds)
     raise ConfigError(
         "DIGEST_STATE_URL must start with sqlite:/// (a file) or postgresql:// (a database), "
         f"not {redact_url(url)!r}"
     )
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for logs and error messages)."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-        return urlunsplit(parts._replace(netloc=netloc))
-    except ValueError:
-        return "<unparsable URL>"
 
 
 __all__ = [

@@ -28,6 +28,9 @@ of its single-statement writes with :func:`allowed_sql`, so the rules exist only
 from __future__ import annotations
 
 import builtins
+import os
+import secrets
+import socket
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -35,6 +38,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit, urlunsplit
 
 from digest.addresses import normalize_email
 from digest.models import Feedback, Paper
@@ -318,6 +322,23 @@ def address_key(address: str) -> str:
     :func:`~digest.addresses.normalize_email`: NFC, lower case, the domain in IDNA form.
     """
     return normalize_email(address)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for logs, errors and ``validate``)."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        return "<unparsable URL>"
+
+
+def claimer_id() -> str:
+    """This process's claimer id: ``host:pid:random`` (unique even when a pid is reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 StatusMap = dict[tuple[str, str], DeliveryStatus]

@@ -38,7 +38,6 @@ import builtins
 import json
 import logging
 import os
-import secrets
 import socket
 import sqlite3
 import sys
@@ -71,6 +70,7 @@ from digest.state.base import (
     Transition,
     address_key,
     allowed_sql,
+    claimer_id,
 )
 from digest.state.records import RecordsMixin, migrate_events_signups
 
@@ -1306,11 +1306,6 @@ def _suppression(row: Sequence[Any]) -> Suppression:
 def sqlite_url(path: str | os.PathLike[str]) -> str:
     """The ``DIGEST_STATE_URL`` of a state file: ``sqlite:///relative`` or ``sqlite:////abs``."""
     return f"sqlite:///{os.fspath(path)}"
-
-
-def claimer_id() -> str:
-    """This process's claimer id: ``host:pid:random`` (unique even when a pid is reused)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 _COPY_COLUMNS: dict[str, tuple[str, ...]] = {
