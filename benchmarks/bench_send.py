@@ -591,11 +591,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="small run: 2,000 subscribers, 1 round"
     )
+    parser.add_argument(
+        "--state",
+        default=None,
+        metavar="URL",
+        help="with --processes: the state to share (postgresql://…; a fresh schema per run)",
+    )
+    parser.add_argument(
+        "--processes",
+        default=None,
+        metavar="N[,N...]",
+        help="instead: N concurrent `digest send` processes of one edition on one shared "
+        "state against one sink, e.g. 1,2,4 (see benchmarks/bench_shared.py)",
+    )
+    parser.add_argument(
+        "--start-postgres",
+        action="store_true",
+        help="with --processes: start a throwaway local PostgreSQL (default durability) "
+        "from /usr/lib/postgresql/*/bin and use it as --state",
+    )
     args = parser.parse_args(argv)
     if args.subscribers is None:
         args.subscribers = QUICK_SUBSCRIBERS if args.quick else DEFAULT_SUBSCRIBERS
     if args.runs is None:
         args.runs = 1 if args.quick else DEFAULT_RUNS
+    if args.processes or args.state or args.start_postgres:
+        from bench_shared import run_processes
+
+        args.processes = args.processes or "1,2,4"
+        run_processes(args)
+        return 0
     if not shutil.which(SMTP_SOURCE):
         print(f"note: {SMTP_SOURCE} not found (apt-get install -y postfix): no C-limit figure")
     run(args)

@@ -574,6 +574,13 @@ def validate(
     for line in checks.smtputf8_notes(settings):
         out.print(f"note: {line}", markup=False, highlight=False)
     out.print(f"ok: settings valid, {count} subscribers in {subscribers_path}")
+    from digest.state import describe_state
+
+    state_ok, state_line = describe_state(settings.effective_state_url)
+    if not state_ok:
+        err.print(f"[bold red]error:[/] {state_line}", markup=True, highlight=False)
+        raise typer.Exit(EXIT_FAILED)
+    out.print(state_line)
     if offline:
         return
     day = default_edition_day(datetime.now(UTC))
@@ -590,6 +597,43 @@ def validate(
 
 
 STATUSES = tuple(s.value for s in DeliveryStatus)
+
+state_app = typer.Typer(
+    no_args_is_help=True, help="The state store: move it to another backend (PostgreSQL)."
+)
+app.add_typer(state_app, name="state")
+
+
+@state_app.command("migrate")
+def state_migrate(
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            metavar="URL",
+            help="Target state URL: postgresql://user@host/db (empty), or sqlite:///path.",
+        ),
+    ],
+) -> None:
+    """Copy the current state (DIGEST_STATE_URL) with its history, suppression list and
+    stored papers into an empty target, then verify the row counts."""
+    _setup_logging(logging.WARNING)
+    with _errors():
+        from digest.state import open_state, redact_url
+        from digest.state.migrate import migrate_state
+
+        settings = _settings()
+        if to == settings.effective_state_url:
+            raise ConfigError("--to names the current state; give another URL")
+        with (
+            open_store(settings) as source,
+            source.sender_lock(purpose="migrate"),
+            open_state(to, lease_seconds=settings.state_lease_seconds) as target,
+        ):
+            copied = migrate_state(source, target)
+        listing = ", ".join(f"{n} {table}" for table, n in copied.items())
+        out.print(f"copied {source.url} → {redact_url(to)}: {listing} (counts verified)")
+        out.print(f"now set DIGEST_STATE_URL={redact_url(to)} on every host")
 
 
 @app.command()

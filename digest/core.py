@@ -517,7 +517,7 @@ class Digest:
         rows = self.store.recover_unknown()
         for row in rows:
             log.warning(
-                "%s: edition %s was being sent when the previous run stopped; it may or may "
+                "%s: edition %s was being sent when its sender stopped; it may or may "
                 "not have been delivered (status unknown, Message-ID %s); resend with "
                 "`digest send --retry-unknown`",
                 row.subscriber,

@@ -43,10 +43,13 @@ class PostgresServer:
 
     Args:
         bin_dir: where ``initdb``, ``pg_ctl`` and ``postgres`` are.
+        durable: keep PostgreSQL's default durability (fsync, synchronous commit) instead of
+            the tests' fast settings: for benchmarks.
     """
 
-    def __init__(self, bin_dir: Path) -> None:
+    def __init__(self, bin_dir: Path, *, durable: bool = False) -> None:
         self.bin_dir = bin_dir
+        self.durable = durable
         self.root = Path(tempfile.mkdtemp(prefix="digest-pg-"))
         self.data = self.root / "data"
         self.log = self.root / "server.log"
@@ -77,16 +80,10 @@ class PostgresServer:
 
     def start(self) -> PostgresServer:
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
-        options = " ".join(
-            [
-                f"-k {self.root}",
-                "-c listen_addresses=''",
-                "-c fsync=off",
-                "-c synchronous_commit=off",
-                "-c full_page_writes=off",
-                "-c max_connections=200",
-            ]
-        )
+        settings = [f"-k {self.root}", "-c listen_addresses=''", "-c max_connections=200"]
+        if not self.durable:
+            settings += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+        options = " ".join(settings)
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start")
         with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {DATABASE}")

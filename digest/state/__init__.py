@@ -45,6 +45,7 @@ from digest.state.sqlite import (
     sqlite_url,
     state_lock,
 )
+from digest.state.sqlite import probe as sqlite_probe
 
 SQLITE_SCHEME = "sqlite:///"
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
@@ -89,6 +90,48 @@ def open_state(
     )
 
 
+def describe_state(url: str) -> tuple[bool, str]:
+    """Whether the state ``url`` names is usable, and one line saying what it is; no changes.
+
+    For ``digest validate``: a SQLite file that does not exist yet is fine (created at the
+    first send); a database must answer; a schema newer than this ``digest`` is a problem.
+
+    Returns:
+        ``(ok, line)``, e.g. ``(True, "state sqlite:///s.db: schema version 2 (current)")``.
+    """
+    from digest.errors import StateError
+
+    shown = redact_url(url)
+    try:
+        if url.startswith(SQLITE_SCHEME):
+            version = sqlite_probe(url[len(SQLITE_SCHEME) :])
+            current = SCHEMA_VERSION
+        elif url.startswith(POSTGRES_SCHEMES):
+            try:
+                from digest.state.postgres import SCHEMA_VERSION as current
+                from digest.state.postgres import probe
+            except ImportError as e:
+                return False, f"state {shown}: the PostgreSQL driver is missing ({e.name}); " + (
+                    "install digest[postgres]"
+                )
+            version = probe(url)
+        else:
+            return False, f"DIGEST_STATE_URL {shown}: must start with sqlite:/// or postgresql://"
+    except StateError as e:
+        return False, str(e)
+    if version is None:
+        return True, f"state {shown}: does not exist yet (created at the first send)"
+    if version == 0:
+        return True, f"state {shown}: reachable, empty (tables are created at the first send)"
+    if version > current:
+        return False, (
+            f"state {shown}: schema version {version} is newer than this digest's ({current}); "
+            "upgrade digest"
+        )
+    note = "current" if version == current else f"migrated to {current} at the next start"
+    return True, f"state {shown}: reachable, schema version {version} ({note})"
+
+
 __all__ = [
     "ALL_STATUSES",
     "BUSY_TIMEOUT_MS",
@@ -119,6 +162,7 @@ __all__ = [
     "SuppressionReason",
     "Transition",
     "address_key",
+    "describe_state",
     "lock_paths",
     "may_move",
     "open_state",

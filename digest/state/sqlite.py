@@ -1303,6 +1303,25 @@ def _suppression(row: Sequence[Any]) -> Suppression:
     )
 
 
+def probe(path: str | os.PathLike[str]) -> int | None:
+    """The schema version of the state file ``path`` (``None``: no such file); read-only.
+
+    Raises:
+        StateError: the file is not a SQLite database or cannot be read.
+    """
+    file = Path(path)
+    if not file.exists():
+        return None
+    try:
+        db = sqlite3.connect(f"file:{file}?mode=ro", uri=True)
+        try:
+            return int(db.execute("PRAGMA user_version").fetchone()[0])
+        finally:
+            db.close()
+    except sqlite3.Error as e:
+        raise StateError(_not_a_state_file(file, str(e))) from e
+
+
 def sqlite_url(path: str | os.PathLike[str]) -> str:
     """The ``DIGEST_STATE_URL`` of a state file: ``sqlite:///relative`` or ``sqlite:////abs``."""
     return f"sqlite:///{os.fspath(path)}"
