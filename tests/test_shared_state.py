@@ -24,7 +24,8 @@ import pytest
 
 from digest.models import Edition
 from digest.schedule import scheduled_instant
-from digest.state import open_state
+from digest.state import COPY_TABLES, open_state
+from digest.state.base import BounceEvent, BounceKind, BounceScore, ProcessedMessage
 from tests.conftest import FIXTURES, PROJECT
 from tests.httpserver import LocalHTTPServer
 from tests.smtpserver import ServerProcess, read_spool
@@ -260,6 +261,28 @@ def test_migrate_sqlite_to_postgresql_keeps_the_history(tmp_path: Path, pg_url: 
         store.suppress("back@example.org", "unsubscribed", evidence="one-click", actor="web")
         store.unsuppress("back@example.org", actor="cli:test")
         store.feed_cache.put("https://example.org/feed", '"v1"', None, b"<rss/>\x00\xff")
+        store.record_event("ada@example.org", "unsubscribe", actor="web", detail={"via": "x"})
+        at = datetime(2026, 8, 21, 9, tzinfo=UTC)
+        store.record_bounces(
+            [
+                (
+                    BounceEvent(
+                        "gone@example.org", BounceKind.HARD, at, DAY, None, "5.1.1", "bounces"
+                    ),
+                    BounceScore("gone@example.org", hard=1, last_bounce_at=at),
+                    None,
+                )
+            ],
+            processed=ProcessedMessage("sha256:00", "<dsn@x>", at, "bounce"),
+        )
+        store.add_signup(
+            "ab12",
+            "new@example.org",
+            name="Nu",
+            keywords=["llm"],
+            client="127.0.0.1",
+            expires_at=datetime(2026, 8, 22, tzinfo=UTC),
+        )
     before = digest("history")
 
     out = digest("state", "migrate", "--to", pg_url)
@@ -267,14 +290,18 @@ def test_migrate_sqlite_to_postgresql_keeps_the_history(tmp_path: Path, pg_url: 
     after = digest("history", DIGEST_STATE_URL=pg_url)
     assert after == before
     with open_state(sqlite_url) as old, open_state(pg_url) as new:
-        for table in ("deliveries", "suppressions", "papers", "feed_cache"):
+        for table in COPY_TABLES:
             assert new.export_rows(table) == old.export_rows(table), table
+            assert new.export_rows(table)[1], f"{table}: the test copies nothing"
         assert new.suppression_history() == old.suppression_history()
         assert new.feed_cache.get("https://example.org/feed") == (
             '"v1"',
             None,
             b"<rss/>\x00\xff",
         )
+        # New rows in the target get ids after the copied ones.
+        assert new.suppress("later@example.org", "manual", evidence="note", actor="cli:test")
+        new.record_event("later@example.org", "suppress", actor="cli:test")
     # A second migration into the now-filled target is refused; nothing is overwritten.
     proc = _start(tmp_path, env, "state", "migrate", "--to", pg_url)
     out, _ = proc.communicate(timeout=60)

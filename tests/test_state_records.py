@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-from digest.state import StateStore
+from tests.conftest import MakeStore
 
 NOW = datetime(2026, 8, 20, 12, 0, tzinfo=UTC)
 
 
-def test_events_and_signups_round_trip(tmp_path: Path) -> None:
-    with StateStore(tmp_path / "s.sqlite3", now=lambda: NOW) as store:
+def test_events_and_signups_round_trip(make_store: MakeStore) -> None:
+    with make_store(now=lambda: NOW) as store:
         store.record_event(
             "Ada@Example.org", "unsubscribe", actor="web", request="req=1", detail={"via": "x"}
         )

@@ -721,6 +721,8 @@ COPY_TABLES: tuple[str, ...] = (
     "bounces",
     "bounce_scores",
     "processed_messages",
+    "events",
+    "signups",
     "papers",
     "feed_cache",
 )

@@ -1345,6 +1345,17 @@ _COPY_COLUMNS: dict[str, tuple[str, ...]] = {
     ),
     "bounce_scores": tuple(c.strip() for c in _SCORE_COLUMNS.split(",")),
     "processed_messages": ("key", "message_id", "at", "outcome", "detail"),
+    "events": ("id", "at", "actor", "action", "subscriber", "request", "detail"),
+    "signups": (
+        "id",
+        "address",
+        "name",
+        "keywords",
+        "client",
+        "created_at",
+        "expires_at",
+        "confirmed_at",
+    ),
 }
 _COLUMN_KINDS = {
     "created_at": "time",
@@ -1356,6 +1367,8 @@ _COLUMN_KINDS = {
     "at": "time",
     "last_bounce_at": "time",
     "last_scored_day": "day",
+    "expires_at": "time",
+    "confirmed_at": "time",
     "day": "day",
     "body": "bytes",
 }
