@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 
-from digest.models import Edition
+from digest.models import Edition, Paper
 from digest.schedule import scheduled_instant
 from digest.state import COPY_TABLES, open_state
 from digest.state.base import BounceEvent, BounceKind, BounceScore, ProcessedMessage
@@ -262,6 +262,12 @@ def test_migrate_sqlite_to_postgresql_keeps_the_history(tmp_path: Path, pg_url: 
         store.unsuppress("back@example.org", actor="cli:test")
         store.feed_cache.put("https://example.org/feed", '"v1"', None, b"<rss/>\x00\xff")
         store.record_event("ada@example.org", "unsubscribe", actor="web", detail={"via": "x"})
+        store.record_feedback("reader00@example.org", "2508.01234", "like")
+        store.save_paper(Paper(arxiv_id="2508.01234", title="A liked paper"))
+        if not store.delivery_papers(emails[0], DAY):  # the send records them with the claim
+            store.reopen("papers@example.org", DAY)
+            store.claim("papers@example.org", DAY, "<p@x>", papers=["2508.01234"])
+            store.mark_sent("papers@example.org", DAY, "250 OK")
         at = datetime(2026, 8, 21, 9, tzinfo=UTC)
         store.record_bounces(
             [
@@ -291,8 +297,13 @@ def test_migrate_sqlite_to_postgresql_keeps_the_history(tmp_path: Path, pg_url: 
     assert after == before
     with open_state(sqlite_url) as old, open_state(pg_url) as new:
         for table in COPY_TABLES:
-            assert new.export_rows(table) == old.export_rows(table), table
-            assert new.export_rows(table)[1], f"{table}: the test copies nothing"
+            (old_columns, old_rows), (new_columns, new_rows) = (
+                old.export_rows(table),
+                new.export_rows(table),
+            )
+            assert new_columns == old_columns, table
+            assert sorted(new_rows, key=repr) == sorted(old_rows, key=repr), table
+            assert new_rows, f"{table}: the test copies nothing"
         assert new.suppression_history() == old.suppression_history()
         assert new.feed_cache.get("https://example.org/feed") == (
             '"v1"',

@@ -479,3 +479,30 @@ def test_statuses_in_bulk(store: StateBackend) -> None:
         ("b@example.org", EDITION): "sent"
     }
     assert store.statuses([]) == {}
+
+
+def test_send_history_feedback_and_single_papers(store: StateBackend) -> None:
+    from digest.models import Feedback
+
+    assert store.claim("a@example.org", EDITION, "<a@x>", ["2508.00001", "2508.00002"])
+    store.mark_sent("a@example.org", EDITION, "ok")
+    assert store.claim("b@example.org", EDITION, "<b@x>", ["2508.00001"])  # still sending
+    assert store.delivery_papers("A@example.org", EDITION) == ["2508.00001", "2508.00002"]
+    assert store.sent_papers(["2508.00001", "2508.00003"]) == {
+        "a@example.org": frozenset({"2508.00001"})
+    }
+    assert store.sent_papers(["2508.00001"], except_edition=EDITION) == {}
+    assert store.record_feedback("a@example.org", "2508.00001", "like")
+    assert not store.record_feedback("a@example.org", "2508.00001", "like")
+    assert store.record_feedback("a@example.org", "2508.00002", "dislike")
+    assert store.feedback() == {"a@example.org": Feedback(("2508.00001",), ("2508.00002",))}
+    with pytest.raises(ValueError):
+        store.record_feedback("a@example.org", "2508.00001", "meh")
+    day = date(2025, 8, 20)
+    store.save_papers(day, "hf", [Paper(arxiv_id="2508.00001", title="Listed")])
+    store.save_paper(Paper(arxiv_id="2508.00009", title="Fetched alone"))
+    found = store.find_papers(["2508.00001", "2508.00009", "2508.99999"])
+    assert {k: p.title for k, p in found.items()} == {
+        "2508.00001": "Listed",
+        "2508.00009": "Fetched alone",
+    }

@@ -721,8 +721,11 @@ COPY_TABLES: tuple[str, ...] = (
     "bounces",
     "bounce_scores",
     "processed_messages",
+    "delivery_papers",
+    "feedback",
     "events",
     "signups",
+    "known_papers",
     "papers",
     "feed_cache",
 )

@@ -49,7 +49,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from digest.clock import Clock, utc_now
 from digest.errors import StateError
-from digest.models import Paper
+from digest.models import Feedback, Paper
 from digest.state.base import (
     COPY_TABLES,
     DEFAULT_LEASE_S,
@@ -203,7 +203,38 @@ _SCHEMA_V4 = (
     "CREATE INDEX signups_by_client ON signups (client, created_at)",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4)
+_SCHEMA_V5 = (
+    # Which papers (bare arXiv ids) each delivery carried, written with its claim.
+    """CREATE TABLE delivery_papers (
+        subscriber text NOT NULL,
+        edition text NOT NULL,
+        arxiv_id text NOT NULL,
+        PRIMARY KEY (subscriber, edition, arxiv_id)
+    )""",
+    "CREATE INDEX delivery_papers_by_paper ON delivery_papers (arxiv_id)",
+    # 👍/👎 from the email: the latest verdict per (subscriber, paper).
+    """CREATE TABLE feedback (
+        subscriber text NOT NULL,
+        arxiv_id text NOT NULL,
+        verdict text NOT NULL CHECK (verdict IN ('like', 'dislike')),
+        at timestamptz NOT NULL,
+        PRIMARY KEY (subscriber, arxiv_id)
+    )""",
+    # Single papers fetched by id (a liked paper no stored day lists).
+    """CREATE TABLE known_papers (
+        arxiv_id text PRIMARY KEY,
+        fetched_at timestamptz NOT NULL,
+        payload text NOT NULL
+    )""",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    _SCHEMA_V1,
+    _SCHEMA_V2,
+    _SCHEMA_V3,
+    _SCHEMA_V4,
+    _SCHEMA_V5,
+)
 """Ordered schema migrations (SQL statements each); version *n* = the first *n* applied.
 Append only. Numbered like :data:`digest.state.sqlite.MIGRATIONS`: the same version holds the
 same tables in both backends."""
@@ -235,6 +266,9 @@ _COPY_COLUMNS: dict[str, tuple[str, ...]] = {
     "bounce_scores": ("address", "hard", "soft", "last_scored_day", "last_bounce_at"),
     "processed_messages": ("key", "message_id", "at", "outcome", "detail"),
     "events": ("id", "at", "actor", "action", "subscriber", "request", "detail"),
+    "delivery_papers": ("subscriber", "edition", "arxiv_id"),
+    "feedback": ("subscriber", "arxiv_id", "verdict", "at"),
+    "known_papers": ("arxiv_id", "fetched_at", "payload"),
     "signups": (
         "id",
         "address",
@@ -481,7 +515,9 @@ class PostgresStore:
             )
         return {(r[0], r[1]): DeliveryStatus(r[2]) for r in rows}
 
-    def claim(self, subscriber: str, edition: str, message_id: str) -> bool:
+    def claim(
+        self, subscriber: str, edition: str, message_id: str, papers: Sequence[str] = ()
+    ) -> bool:
         """Atomically take (``subscriber``, ``edition``): absent/``owed`` → ``sending``.
 
         One statement; the row records :attr:`claimer` and a lease of :attr:`lease_seconds`
@@ -493,8 +529,9 @@ class PostgresStore:
         """
         stamp = self._stamp()
         key = (address_key(subscriber), edition)
-        rows = self._query(
-            f"""INSERT INTO deliveries (subscriber, edition, status, message_id, attempts,
+        with self._conn() as conn, conn.transaction():
+            rows = conn.execute(
+                f"""INSERT INTO deliveries (subscriber, edition, status, message_id, attempts,
                     created_at, updated_at, claimed_by, lease_until)
                 VALUES (%(subscriber)s, %(edition)s, 'sending', %(message_id)s, 0, %(stamp)s,
                     %(stamp)s, %(claimer)s, {_LEASE})
@@ -504,15 +541,24 @@ class PostgresStore:
                         lease_until = excluded.lease_until
                     WHERE {allowed_sql(Transition.CLAIM)}
                 RETURNING 1""",
-            {
-                "subscriber": key[0],
-                "edition": edition,
-                "message_id": message_id,
-                "stamp": stamp,
-                "claimer": self.claimer,
-                "lease": self.lease_seconds,
-            },
-        )
+                {
+                    "subscriber": key[0],
+                    "edition": edition,
+                    "message_id": message_id,
+                    "stamp": stamp,
+                    "claimer": self.claimer,
+                    "lease": self.lease_seconds,
+                },
+            ).fetchall()
+            if rows:  # the papers the message carries, replacing an earlier attempt's
+                conn.execute(
+                    "DELETE FROM delivery_papers WHERE subscriber = %s AND edition = %s", key
+                )
+                with conn.cursor() as cur:
+                    cur.executemany(
+                        "INSERT INTO delivery_papers VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                        [(*key, p) for p in papers],
+                    )
         if rows:
             with self._in_flight_mutex:
                 self._in_flight.add(key)
@@ -1089,6 +1135,100 @@ class PostgresStore:
                 f"unreadable ({e}); delete them and the next run refetches them: "
                 f"DELETE FROM papers WHERE day = '{day.isoformat()}' AND source = '{source}'"
             ) from e
+
+    # -- personal ranking: send history, feedback, single papers ---------------------------
+    def sent_papers(
+        self, arxiv_ids: Iterable[str], *, except_edition: str | None = None
+    ) -> dict[str, frozenset[str]]:
+        """Which of ``arxiv_ids`` each subscriber received (deliveries ``sent``/``unknown``
+        that carried them, other than ``except_edition``): subscriber → ids."""
+        ids = sorted(set(arxiv_ids))
+        if not ids:
+            return {}
+        rows = self._query(
+            """SELECT dp.subscriber, dp.arxiv_id FROM delivery_papers dp
+               JOIN deliveries d ON d.subscriber = dp.subscriber AND d.edition = dp.edition
+               WHERE dp.arxiv_id = ANY(%s) AND d.status IN ('sent', 'unknown')
+                 AND dp.edition IS DISTINCT FROM %s""",
+            (ids, except_edition),
+        )
+        out: dict[str, set[str]] = {}
+        for who, arxiv_id in rows:
+            out.setdefault(who, set()).add(arxiv_id)
+        return {k: frozenset(v) for k, v in out.items()}
+
+    def delivery_papers(self, subscriber: str, edition: str) -> builtins.list[str]:
+        """The bare arXiv ids the last claimed message of the row carried, sorted."""
+        rows = self._query(
+            "SELECT arxiv_id FROM delivery_papers WHERE subscriber = %s AND edition = %s "
+            "ORDER BY arxiv_id",
+            (address_key(subscriber), edition),
+        )
+        return [r[0] for r in rows]
+
+    def record_feedback(self, subscriber: str, arxiv_id: str, verdict: str) -> bool:
+        """Record ``like`` (👍) or ``dislike`` (👎) for a paper (latest wins); ``True`` if it
+        changed what is recorded.
+
+        Raises:
+            ValueError: ``verdict`` is neither.
+        """
+        if verdict not in ("like", "dislike"):
+            raise ValueError(f"verdict must be 'like' or 'dislike', not {verdict!r}")
+        count = self._execute(
+            """INSERT INTO feedback (subscriber, arxiv_id, verdict, at) VALUES (%s, %s, %s, %s)
+               ON CONFLICT (subscriber, arxiv_id) DO UPDATE
+                   SET verdict = excluded.verdict, at = excluded.at
+                   WHERE feedback.verdict != excluded.verdict""",
+            (address_key(subscriber), arxiv_id, verdict, self._stamp()),
+        )
+        return count == 1
+
+    def feedback(self, subscriber: str | None = None) -> dict[str, Feedback]:
+        """👍/👎 per subscriber (all, or one), oldest first."""
+        query = "SELECT subscriber, arxiv_id, verdict FROM feedback"
+        params: tuple[str, ...] = ()
+        if subscriber is not None:
+            query += " WHERE subscriber = %s"
+            params = (address_key(subscriber),)
+        likes: dict[str, builtins.list[str]] = {}
+        dislikes: dict[str, builtins.list[str]] = {}
+        for who, arxiv_id, verdict in self._query(query + " ORDER BY at, arxiv_id", params):
+            (likes if verdict == "like" else dislikes).setdefault(who, []).append(arxiv_id)
+            likes.setdefault(who, [])
+            dislikes.setdefault(who, [])
+        return {w: Feedback(tuple(likes[w]), tuple(dislikes[w])) for w in likes}
+
+    def save_paper(self, paper: Paper) -> None:
+        """Store one paper fetched by id (a liked paper no stored day lists)."""
+        self._execute(
+            """INSERT INTO known_papers (arxiv_id, fetched_at, payload) VALUES (%s, %s, %s)
+               ON CONFLICT (arxiv_id) DO UPDATE
+                   SET fetched_at = excluded.fetched_at, payload = excluded.payload""",
+            (paper.arxiv_id, self._stamp(), json.dumps(paper.to_dict(), ensure_ascii=False)),
+        )
+
+    def find_papers(self, arxiv_ids: Iterable[str]) -> dict[str, Paper]:
+        """Stored papers by bare arXiv id (single papers, then every stored day, newest first);
+        an unreadable stored entry is skipped."""
+        wanted = sorted(set(arxiv_ids))
+        out: dict[str, Paper] = {}
+        if not wanted:
+            return out
+        rows = self._query("SELECT payload FROM known_papers WHERE arxiv_id = ANY(%s)", (wanted,))
+        rows += self._query(
+            """SELECT j.value::text FROM papers,
+                   LATERAL json_array_elements(papers.payload::json) AS j
+               WHERE j.value->>'arxiv_id' = ANY(%s) ORDER BY papers.day DESC""",
+            (wanted,),
+        )
+        for (payload,) in rows:
+            try:
+                paper = Paper.from_dict(json.loads(payload))
+            except (ValueError, TypeError, KeyError):
+                continue
+            out.setdefault(paper.arxiv_id, paper)
+        return out
 
     # -- operations ------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:

@@ -1346,6 +1346,9 @@ _COPY_COLUMNS: dict[str, tuple[str, ...]] = {
     "bounce_scores": tuple(c.strip() for c in _SCORE_COLUMNS.split(",")),
     "processed_messages": ("key", "message_id", "at", "outcome", "detail"),
     "events": ("id", "at", "actor", "action", "subscriber", "request", "detail"),
+    "delivery_papers": ("subscriber", "edition", "arxiv_id"),
+    "feedback": ("subscriber", "arxiv_id", "verdict", "at"),
+    "known_papers": ("arxiv_id", "fetched_at", "payload"),
     "signups": (
         "id",
         "address",
