@@ -49,7 +49,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from digest.clock import Clock, utc_now
 from digest.errors import StateError
-from digest.models import Feedback, Paper
+from digest.models import Feedback, Paper, papers_from_stored
 from digest.state.base import (
     COPY_TABLES,
     DEFAULT_LEASE_S,
@@ -1119,22 +1119,28 @@ class PostgresStore:
     def load_papers(self, day: date, source: str) -> builtins.list[Paper] | None:
         """The papers stored for (``day``, ``source``); ``None`` if never stored (``[]`` = none).
 
+        Each item is validated again (:func:`~digest.models.papers_from_stored`): one that is
+        refused now is dropped with a warning, the others are returned.
+
         Raises:
-            StateError: the stored JSON is unreadable.
+            StateError: the stored JSON is unreadable (not a JSON list).
         """
         rows = self._query(
             "SELECT payload FROM papers WHERE day = %s AND source = %s", (day, source)
         )
         if not rows:
             return None
+        origin = f"state database {self.url}: papers of {day} from {source}"
         try:
-            return [Paper.from_dict(item) for item in json.loads(rows[0][0])]
-        except (ValueError, TypeError, KeyError) as e:
+            items = json.loads(rows[0][0])
+            if not isinstance(items, builtins.list):
+                raise TypeError(f"a JSON {type(items).__name__}, not a list")
+        except (ValueError, TypeError, RecursionError) as e:
             raise StateError(
-                f"state database {self.url}: stored papers for {day} from {source} are "
-                f"unreadable ({e}); delete them and the next run refetches them: "
-                f"DELETE FROM papers WHERE day = '{day.isoformat()}' AND source = '{source}'"
+                f"{origin} are unreadable ({e}); replace them with "
+                f"`digest papers --date {day.isoformat()} --source {source} --refetch`"
             ) from e
+        return papers_from_stored(items, origin=origin)
 
     # -- personal ranking: send history, feedback, single papers ---------------------------
     def sent_papers(
