@@ -102,7 +102,7 @@ def run_processes_once(
         DIGEST_STATE_URL=url,
         DIGEST_FROM="Daily Papers <papers@bench.example.org>",
         DIGEST_UNSUBSCRIBE_URL="https://papers.example.org/unsubscribe?token={token}",
-        DIGEST_SECRET_KEY="bench-secret-key-not-a-real-one",
+        DIGEST_SECRET_KEY="bench-secret-key-not-a-real-one-0123456789",
         DIGEST_SMTP_HOST="127.0.0.1",
         DIGEST_SMTP_PORT=str(port),
         DIGEST_SMTP_SECURITY="none",
@@ -201,10 +201,11 @@ def run_processes(args: argparse.Namespace) -> None:
                 median = rates[len(rates) // 2]
                 base = base or median
                 last = runs[-1]
+                speedup = median / base if base else 0.0
                 say(
                     f"  {n} process(es): {last.sent} sent; messages/s min {rates[0]:.1f} / "
                     f"median {median:.1f} / max {rates[-1]:.1f} (first to last send; "
-                    f"wall incl. start-up {last.wall:.1f} s); × {median / base:.2f} vs 1 process"
+                    f"wall incl. start-up {last.wall:.1f} s); × {speedup:.2f} vs 1 process"
                     + (
                         f"; PostgreSQL CPU {1000 * last.db_cpu / max(last.sent, 1):.2f} ms/message"
                         if shared
