@@ -17,7 +17,7 @@ import pytest
 
 from digest.errors import StateError
 from digest.state import open_state
-from digest.state.postgres import SCHEMA_VERSION, PostgresStore, probe
+from digest.state.postgres import MIGRATION_LOCK_KEY, SCHEMA_VERSION, PostgresStore, probe
 
 EDITION = "2026-08-20"
 LEASE_S = 1.0
@@ -131,6 +131,45 @@ def test_schema_is_versioned_and_a_newer_one_refused(pg_url: str) -> None:
         )
     with pytest.raises(StateError, match=r"created by a newer digest.*upgrade"):
         _open(pg_url)
+
+
+def test_processes_opening_a_new_database_at_once_migrate_it_once(pg_url: str) -> None:
+    # Two senders started together on an empty database both find no schema, then queue
+    # for the migration lock; the second must see the first's tables, not create them again
+    # (it did fail with "relation meta already exists": a daemon of a failover pair died).
+    opened: list[PostgresStore] = []
+    errors: list[BaseException] = []
+
+    def open_one() -> None:
+        try:
+            opened.append(_open(pg_url))
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    with psycopg.connect(pg_url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+        threads = [threading.Thread(target=open_one) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + WAIT_S
+        while True:  # both have looked (no schema yet) and wait for the lock
+            row = holder.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            ).fetchone()
+            if row is not None and row[0] >= 2:
+                break
+            assert time.monotonic() < deadline, "the openers never queued for the lock"
+            time.sleep(0.05)
+        holder.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+    for thread in threads:
+        thread.join(WAIT_S)
+    try:
+        assert not errors, errors
+        assert len(opened) == 2
+        assert probe(pg_url) == SCHEMA_VERSION
+    finally:
+        for store in opened:
+            store.close()
 
 
 def test_unreachable_database_is_one_clear_error_without_the_password(tmp_path: object) -> None:

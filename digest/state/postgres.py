@@ -24,8 +24,9 @@ Work sharing without a lock or a leader (:attr:`PostgresStore.shared` is ``True`
 Durability: every write is one transaction committed with the server's ``synchronous_commit``
 (default ``on``: flushed to the WAL before the commit returns). Timestamps are ``timestamptz``
 (returned in UTC). The schema is versioned in ``meta.schema_version``; :data:`MIGRATIONS` are
-applied at open under a transaction-level advisory lock, so several processes starting at once
-migrate once. A database with a higher version is refused.
+applied at open under a session-level advisory lock taken before the migration's transaction
+begins (so the transaction sees what a process migrating first committed): several processes
+starting at once migrate once. A database with a higher version is refused.
 """
 
 from __future__ import annotations
@@ -381,24 +382,40 @@ class PostgresStore:
             )
         if version == SCHEMA_VERSION:
             return
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
-            version = _version(conn)  # another process may have migrated meanwhile
-            for number in range(version, SCHEMA_VERSION):
-                for statement in MIGRATIONS[number]:
-                    conn.execute(statement)
-                log.info("state database %s: migrated to schema version %d", self.url, number + 1)
-            conn.execute(
-                """INSERT INTO meta (key, value) VALUES ('schema_version', %s)
-                   ON CONFLICT (key) DO UPDATE SET value = excluded.value""",
-                (str(SCHEMA_VERSION),),
-            )
-            if version == 0:
+        # The lock is taken before the transaction, not inside it: a transaction's start is
+        # where the server reads the catalog changes other sessions committed. Taken inside,
+        # a process that had waited for another's migration still found no `meta` (its
+        # catalog cache remembered the table missing) and failed creating it again.
+        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+        try:
+            with conn.transaction():
+                version = _version(conn)  # another process may have migrated meanwhile
+                if version > SCHEMA_VERSION:
+                    raise StateError(
+                        f"the state database {self.url} was created by a newer digest (schema "
+                        f"version {version}, this one understands up to {SCHEMA_VERSION}); "
+                        "upgrade digest"
+                    )
+                for number in range(version, SCHEMA_VERSION):
+                    for statement in MIGRATIONS[number]:
+                        conn.execute(statement)
+                    log.info(
+                        "state database %s: migrated to schema version %d", self.url, number + 1
+                    )
                 conn.execute(
-                    "INSERT INTO meta (key, value) VALUES ('created_at', %s) "
-                    "ON CONFLICT (key) DO NOTHING",
-                    (self._stamp().isoformat(),),
+                    """INSERT INTO meta (key, value) VALUES ('schema_version', %s)
+                       ON CONFLICT (key) DO UPDATE SET value = excluded.value""",
+                    (str(SCHEMA_VERSION),),
                 )
+                if version == 0:
+                    conn.execute(
+                        "INSERT INTO meta (key, value) VALUES ('created_at', %s) "
+                        "ON CONFLICT (key) DO NOTHING",
+                        (self._stamp().isoformat(),),
+                    )
+        finally:
+            if not conn.closed:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
 
     def close(self) -> None:
         """Stop renewing leases and close the connections (idempotent).
