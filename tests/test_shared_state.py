@@ -198,12 +198,16 @@ def test_daemon_failover_the_survivor_sends_the_whole_edition(tmp_path: Path, pg
         try:
             victim, survivor = daemons
             _wait_for(lambda: len(list(spool.glob("*.eml"))) >= 60, "the first messages")
+            for proc in daemons:  # both are up, or this would test no failover at all
+                assert proc.poll() is None, proc.communicate()[0]
             victim.send_signal(signal.SIGKILL)
             victim.communicate()
 
             seen: list[collections.Counter[str]] = []
 
             def done() -> bool:
+                if survivor.poll() is not None:  # say so now, not after the 300 s wait
+                    pytest.fail(f"the survivor exited:\n{survivor.communicate()[0][-5000:]}")
                 with open_state(pg_url) as store:
                     rows = store.list(edition=edition.key)
                 seen.append(collections.Counter(str(r.status) for r in rows))
