@@ -350,8 +350,9 @@ class StateBackend(Protocol):
     """What ``digest`` needs of a state store; :mod:`~digest.state.sqlite` and
     :mod:`~digest.state.postgres` implement it.
 
-    Every write is one transaction, committed (durably) before the method returns; an error
-    rolls it back and raises :class:`~digest.errors.StateError`. Subscriber addresses are
+    Every write is one transaction, committed (durably) before the method returns, unless it
+    is made inside :meth:`transaction` (then it commits with the block); an error rolls it
+    back and raises :class:`~digest.errors.StateError`. Subscriber addresses are
     keys: lower-cased and stripped by the backend. Timestamps are aware UTC datetimes.
     Methods are synchronous and short; a backend is safe to call from several threads.
 
@@ -390,6 +391,31 @@ class StateBackend(Protocol):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None: ...
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """Group the writes this thread makes inside the block into one transaction.
+
+        The writes (any write method: :meth:`claim`, ``mark_*``, :meth:`record_bounces`...)
+        do not commit on their own inside the block: they are committed together, with one
+        durable commit (one fsync), when the block ends without an exception. What each
+        write returns inside the block is what it will have done once committed; callers
+        must not act on it (hand a claimed message to the transport, report a mark) before
+        the block has ended. Each write stays atomic: one that raises inside the block is
+        rolled back alone (a savepoint) and the block may go on. An exception leaving the
+        block rolls back every write of the block and propagates. Blocks may nest (an inner
+        block is a savepoint). Other threads do not see the writes before the commit;
+        SQLite makes them wait for it, PostgreSQL lets them read the committed state.
+
+        :class:`~digest.state.group.GroupCommitter` builds group commit on this.
+
+        Yields:
+            Nothing; use it as ``with store.transaction(): ...``.
+
+        Raises:
+            StateError: the transaction could not begin or commit (then nothing of the block
+                was written).
+        """
+        ...
 
     def sender_lock(self, *, purpose: str) -> AbstractContextManager[dict[str, Any]]:
         """Be allowed to send: hold it around a ``send`` or ``run``.

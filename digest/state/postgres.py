@@ -22,7 +22,9 @@ Work sharing without a lock or a leader (:attr:`PostgresStore.shared` is ``True`
   the others wait for the stored list.
 
 Durability: every write is one transaction committed with the server's ``synchronous_commit``
-(default ``on``: flushed to the WAL before the commit returns). Timestamps are ``timestamptz``
+(default ``on``: flushed to the WAL before the commit returns), or one savepoint of a
+:meth:`PostgresStore.transaction` block committed with the block's other writes (a send's
+group commit, :mod:`digest.state.group`). Timestamps are ``timestamptz``
 (returned in UTC). The schema is versioned in ``meta.schema_version``; :data:`MIGRATIONS` are
 applied at open under a session-level advisory lock taken before the migration's transaction
 begins (so the transaction sees what a process migrating first committed): several processes
@@ -318,7 +320,8 @@ class PostgresStore:
     """The state in a PostgreSQL database; implements :class:`~digest.state.base.StateBackend`.
 
     Open one per process (it holds a small connection pool and a lease-renewal thread); use
-    it as a context manager. All methods are synchronous, thread-safe and one transaction each.
+    it as a context manager. All methods are synchronous, thread-safe and one transaction each
+    (or savepoints of one :meth:`transaction` block).
 
     Args:
         url: a libpq connection URL (``postgresql://user@host:5432/db``).
@@ -346,6 +349,7 @@ class PostgresStore:
         self._locks_mutex = threading.Lock()
         self._locks_conn: psycopg.Connection[Any] | None = None
         self._closed = False
+        self._local = threading.local()  # .conn: this thread's open transaction() connection
         try:
             with psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_S, autocommit=True) as conn:
                 self._migrate(conn)
@@ -477,10 +481,58 @@ class PostgresStore:
         return self._now().astimezone(UTC)
 
     @contextmanager
-    def _conn(self) -> Iterator[psycopg.Connection[Any]]:
-        """A pooled connection (autocommit: each statement is its own transaction)."""
+    def transaction(self) -> Iterator[None]:
+        """Group this thread's writes inside the block into one transaction (one commit).
+
+        The block holds one pooled connection inside ``BEGIN`` … ``COMMIT``; every call of
+        this thread inside it uses that connection, each write in a savepoint of its own (one
+        that raises is rolled back alone). Other threads and processes see the writes at the
+        commit; a row claimed in the block stays locked until then (another claimer of it
+        waits, then finds it taken). A nested block is a savepoint. See
+        :meth:`~digest.state.base.StateBackend.transaction`.
+
+        Raises:
+            StateError: the database could not begin or commit (the block's writes are
+                rolled back), or the store is closed.
+        """
+        held: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
+        if held is not None:
+            with self._conn() as conn:  # a savepoint of the open transaction
+                del conn
+                yield
+            return
         if self._closed:
             raise StateError(f"the state database {self.url} is closed")
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                self._local.conn = conn
+                try:
+                    yield
+                finally:
+                    self._local.conn = None
+        except psycopg.Error as e:
+            raise StateError(f"state database {self.url}: {_why(e)}") from e
+        except PoolTimeout as e:
+            raise StateError(
+                f"state database {self.url}: no connection within {POOL_TIMEOUT_S:g} s ({e})"
+            ) from e
+
+    @contextmanager
+    def _conn(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection (autocommit: each statement is its own transaction).
+
+        Inside :meth:`transaction`: the block's connection, in a savepoint of its own.
+        """
+        if self._closed:
+            raise StateError(f"the state database {self.url} is closed")
+        held: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
+        if held is not None:
+            try:
+                with held.transaction():
+                    yield held
+            except psycopg.Error as e:
+                raise StateError(f"state database {self.url}: {_why(e)}") from e
+            return
         try:
             with self._pool.connection() as conn:
                 yield conn
@@ -490,6 +542,16 @@ class PostgresStore:
             raise StateError(
                 f"state database {self.url}: no connection within {POOL_TIMEOUT_S:g} s ({e})"
             ) from e
+
+    @contextmanager
+    def _tx(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection inside a transaction of its own (a savepoint inside :meth:`transaction`)."""
+        if getattr(self._local, "conn", None) is not None:
+            with self._conn() as conn:  # already a savepoint of the block
+                yield conn
+            return
+        with self._conn() as conn, conn.transaction():
+            yield conn
 
     def _query(self, query: Any, params: Any = None) -> builtins.list[tuple[Any, ...]]:
         with self._conn() as conn:
@@ -546,7 +608,7 @@ class PostgresStore:
         """
         stamp = self._stamp()
         key = (address_key(subscriber), edition)
-        with self._conn() as conn, conn.transaction():
+        with self._tx() as conn:
             rows = conn.execute(
                 f"""INSERT INTO deliveries (subscriber, edition, status, message_id, attempts,
                     created_at, updated_at, claimed_by, lease_until)
@@ -839,7 +901,7 @@ class PostgresStore:
             StateError: the message was already processed (nothing written).
         """
         added: builtins.list[bool] = []
-        with self._conn() as conn, conn.transaction():
+        with self._tx() as conn:
             if processed is not None:
                 cur = conn.execute(_INSERT_PROCESSED, _processed_params(processed))
                 if cur.rowcount == 0:
@@ -1288,7 +1350,7 @@ class PostgresStore:
             raise StateError(f"{table}: unknown columns {sorted(set(columns) - set(known))}")
         ident = sql.Identifier(table)
         count = 0
-        with self._conn() as conn, conn.transaction():
+        with self._tx() as conn:
             conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(ident))
             existing = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(ident)).fetchone()
             if existing and existing[0]:
