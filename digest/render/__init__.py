@@ -1,0 +1,386 @@
+"""Render one edition for one subscriber: subject, preheader, HTML part and text part.
+
+The HTML part comes from ``digest.html.j2`` (Jinja2, autoescaped: titles and abstracts are
+untrusted), its ``<style>`` block inlined onto the elements by premailer so that clients which
+drop ``<style>`` (Gmail for non-Google accounts, many webmails) still show it styled; the
+``@media`` rules (mobile, ``prefers-color-scheme: dark``) cannot be inlined and stay in a
+``<style>`` block, marked ``!important`` so they win over the inline styles. The text part
+comes from ``digest.txt.j2`` and carries the same papers and links.
+
+Templates are looked up first in ``templates_dir`` (``DIGEST_TEMPLATES_DIR``), then in the
+packaged ``digest/templates``: a directory overriding only one of the two templates is fine.
+The variables a template receives are listed in :meth:`Renderer.context_for`.
+
+The code is split in three: this module (:class:`Renderer`: templates, variables, the render),
+:mod:`digest.render.views` (what the templates see: paper views, labels, text helpers) and
+:mod:`digest.render.inline` (premailer and its block cache).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import traceback
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import jinja2
+from markupsafe import escape
+
+from digest.errors import ConfigError
+from digest.models import Edition, RankedPaper
+from digest.render.inline import (
+    BLOCK_END,
+    BLOCK_START,
+    PREMAILER_OPTIONS,
+    BlockInliner,
+    unmark,
+)
+from digest.render.views import (
+    AI_KEYWORDS_NOTE,
+    DAILY_BRAND,
+    DATE_RANGE_DASH,
+    DEFAULT_SITE_URL,
+    ELLIPSIS,
+    FEEDBACK_PLACEHOLDER,
+    FILLER_HEADING,
+    HF_DAY_URL,
+    HF_WEEK_URL,
+    HIGHLIGHT_CLASS,
+    HTML_TEMPLATE,
+    MAILTO_SUBJECT,
+    MAX_AUTHORS_SHOWN,
+    PACKAGED_TEMPLATES_DIR,
+    PREHEADER_MAX_CHARS,
+    PREHEADER_TITLES,
+    SUBJECT_MAX_CHARS,
+    SUBJECT_SEPARATOR,
+    SUMMARY_MAX_CHARS,
+    TEXT_TEMPLATE,
+    TEXT_WIDTH,
+    THOUSAND,
+    THUMBNAIL_ALT_MAX_CHARS,
+    THUMBNAIL_WIDTH_PX,
+    WEEKLY_BRAND,
+    PaperView,
+    author_line,
+    brand,
+    collapse,
+    date_label,
+    format_count,
+    highlight,
+    keyword_chips,
+    long_date_label,
+    mailto_url,
+    make_preheader,
+    make_subject,
+    paper_view,
+    paper_views,
+    period_label,
+    see_all_url,
+    shorten,
+    wrap,
+)
+
+__all__ = [
+    "AI_KEYWORDS_NOTE",
+    "BLOCK_END",
+    "BLOCK_START",
+    "DAILY_BRAND",
+    "DATE_RANGE_DASH",
+    "DEFAULT_SITE_URL",
+    "ELLIPSIS",
+    "FEEDBACK_PLACEHOLDER",
+    "FILLER_HEADING",
+    "HF_DAY_URL",
+    "HF_WEEK_URL",
+    "HIGHLIGHT_CLASS",
+    "HTML_TEMPLATE",
+    "MAILTO_SUBJECT",
+    "MAX_AUTHORS_SHOWN",
+    "PACKAGED_TEMPLATES_DIR",
+    "PREHEADER_MAX_CHARS",
+    "PREHEADER_TITLES",
+    "PREMAILER_OPTIONS",
+    "SUBJECT_MAX_CHARS",
+    "SUBJECT_SEPARATOR",
+    "SUMMARY_MAX_CHARS",
+    "TEXT_TEMPLATE",
+    "TEXT_WIDTH",
+    "THOUSAND",
+    "THUMBNAIL_ALT_MAX_CHARS",
+    "THUMBNAIL_WIDTH_PX",
+    "WEEKLY_BRAND",
+    "EmailContext",
+    "PaperView",
+    "RenderedEmail",
+    "Renderer",
+    "SubscriberLike",
+    "author_line",
+    "brand",
+    "collapse",
+    "date_label",
+    "format_count",
+    "highlight",
+    "keyword_chips",
+    "long_date_label",
+    "mailto_url",
+    "make_preheader",
+    "make_subject",
+    "paper_view",
+    "paper_views",
+    "period_label",
+    "see_all_url",
+    "shorten",
+    "unmark",
+    "wrap",
+]
+
+
+class SubscriberLike(Protocol):
+    """What rendering needs of :class:`digest.subscribers.Subscriber` (structural type)."""
+
+    @property
+    def email(self) -> str:
+        """The subscriber's address, lower-cased."""
+        ...
+
+    @property
+    def name(self) -> str | None:
+        """Display name, if any."""
+        ...
+
+    @property
+    def keywords(self) -> tuple[str, ...]:
+        """Keywords as written in the subscribers file; empty = unpersonalized."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class EmailContext:
+    """Everything that varies between two rendered messages.
+
+    Attributes:
+        edition: the edition being sent (its ``days`` and ``frequency`` make the date label).
+        papers: the papers selected for this subscriber, best first (from ``ranking.rank``).
+        subscriber: the recipient; ``None`` for an unpersonalized preview.
+        unsubscribe_url: this subscriber's HTTPS unsubscribe link (token filled in), if any.
+        unsubscribe_mailto: an unsubscribe address (``unsubscribe@example.org``) or a
+            ``mailto:`` URL, used when there is no ``unsubscribe_url``.
+        total_papers: how many papers the edition had before selection (``len(papers)``
+            or more).
+        preferences_url: this subscriber's "Manage preferences" link (``digest serve``), if any.
+        archive_url: the edition's "View in browser" link (unpersonalized), if any.
+        postal_address: the sender's postal address for the footer (DIGEST_POSTAL_ADDRESS).
+        feedback: per arXiv id, the card's (👍 like URL, 👎 dislike URL)
+            (:func:`~digest.message.feedback_urls_for`); papers absent get no links.
+    """
+
+    edition: Edition
+    papers: Sequence[RankedPaper]
+    subscriber: SubscriberLike | None
+    unsubscribe_url: str | None
+    unsubscribe_mailto: str | None
+    total_papers: int
+    preferences_url: str | None = None
+    archive_url: str | None = None
+    postal_address: str | None = None
+    feedback: Mapping[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedEmail:
+    """One rendered message, before MIME assembly (see :func:`digest.message.build_message`).
+
+    Attributes:
+        subject: the Subject, one line, whitespace collapsed (may be non-ASCII).
+        html: the complete HTML document, CSS inlined, ``@media`` rules in a ``<style>``.
+        text: the plain-text alternative, ``\\n`` line endings, prose wrapped at
+            :data:`TEXT_WIDTH` columns.
+        preheader: the inbox preview line (hidden at the top of the HTML body).
+    """
+
+    subject: str
+    html: str
+    text: str
+    preheader: str
+
+
+class Renderer:
+    """Renders :class:`EmailContext` objects into :class:`RenderedEmail` objects.
+
+    Build one per process (templates are compiled once, the premailer instance and its CSS
+    caches are reused) and call :meth:`render` per subscriber. Thread-safe for rendering.
+
+    Args:
+        templates_dir: a directory whose ``digest.html.j2`` and/or ``digest.txt.j2`` replace
+            the packaged ones (``DIGEST_TEMPLATES_DIR``); ``None`` for the packaged ones only.
+        site_url: the link in the email header (``DIGEST_SITE_URL``).
+        thumbnails: show papers' thumbnails (``DIGEST_THUMBNAILS``).
+
+    Raises:
+        ConfigError: ``templates_dir`` is not a directory, or a template has a syntax error
+            (the message names the file and line).
+    """
+
+    def __init__(
+        self,
+        templates_dir: Path | None = None,
+        *,
+        site_url: str = DEFAULT_SITE_URL,
+        thumbnails: bool = False,
+    ):
+        loaders: list[jinja2.BaseLoader] = []
+        if templates_dir is not None:
+            if not templates_dir.is_dir():
+                raise ConfigError(f"DIGEST_TEMPLATES_DIR: {templates_dir} is not a directory")
+            loaders.append(jinja2.FileSystemLoader(templates_dir))
+        loaders.append(jinja2.FileSystemLoader(PACKAGED_TEMPLATES_DIR))
+        self.site_url = site_url
+        self.thumbnails = thumbnails
+        self._env = jinja2.Environment(
+            loader=jinja2.ChoiceLoader(loaders),
+            autoescape=_autoescape,
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+            auto_reload=False,
+        )
+        self._env.filters["wrap"] = wrap
+        self._env.filters["highlight"] = highlight
+        self._env.filters["count"] = format_count
+        self._html = self._load(HTML_TEMPLATE)
+        self._text = self._load(TEXT_TEMPLATE)
+        self._inliner = BlockInliner()
+
+    @property
+    def html_template_path(self) -> str | None:
+        """The file the HTML template was loaded from."""
+        return self._html.filename
+
+    @property
+    def text_template_path(self) -> str | None:
+        """The file the text template was loaded from."""
+        return self._text.filename
+
+    def _load(self, name: str) -> jinja2.Template:
+        try:
+            return self._env.get_template(name)
+        except jinja2.TemplateSyntaxError as e:
+            where = e.filename or name
+            raise ConfigError(f"template {where}:{e.lineno}: {e.message}") from e
+        except jinja2.TemplateNotFound as e:  # pragma: no cover - packaged ones always exist
+            raise ConfigError(f"template {name} not found") from e
+
+    @property
+    def block_hits(self) -> int:
+        """Paper blocks whose inlined HTML came from the cache (statistics)."""
+        return self._inliner.block_hits
+
+    @property
+    def block_misses(self) -> int:
+        """Paper blocks inlined by premailer because they were not cached yet (statistics)."""
+        return self._inliner.block_misses
+
+    def inline(self, html: str) -> str:
+        """``html`` with its ``<style>`` rules inlined: :meth:`BlockInliner.inline`."""
+        return self._inliner.inline(html)
+
+    def inline_whole(self, html: str) -> str:
+        """``html`` inlined by premailer in one pass: :meth:`BlockInliner.inline_whole`."""
+        return self._inliner.inline_whole(html)
+
+    def context_for(self, ctx: EmailContext) -> dict[str, Any]:
+        """The variables both templates receive.
+
+        Returns:
+            A dict with: ``subject``, ``preheader``, ``brand`` (``Daily Papers``/``Weekly
+            Papers``), ``date_label`` (``May 29``), ``long_date`` (``Thursday, May 29,
+            2025``), ``edition``, ``is_weekly``, ``papers`` (list of :class:`PaperView`),
+            ``shown`` (len(papers)), ``total_papers``, ``site_url``, ``subscriber`` (or
+            ``None``), ``email`` (or ``None``), ``name`` (or ``None``), ``keywords`` (tuple),
+            ``unsubscribe_url``, ``unsubscribe_mailto`` (a ``mailto:`` URL or ``None``),
+            ``preferences_url``, ``archive_url``, ``postal_address`` (each or ``None``),
+            ``text_width``, ``highlight_class``, ``period`` (``on Thursday``, ``in the week of
+            Aug 17–23``: never "today"), ``see_all_url`` (the edition's page on Hugging Face).
+        """
+        sub = ctx.subscriber
+        return {
+            "subject": make_subject(ctx.edition, ctx.papers),
+            "preheader": make_preheader(ctx.edition, ctx.papers),
+            "brand": brand(ctx.edition),
+            "date_label": date_label(ctx.edition),
+            "long_date": long_date_label(ctx.edition),
+            "edition": ctx.edition,
+            "is_weekly": ctx.edition.frequency == "weekly",
+            "papers": paper_views(ctx.papers, thumbnails=self.thumbnails, feedback=ctx.feedback),
+            "filler_heading": FILLER_HEADING,
+            "period": period_label(ctx.edition),
+            "see_all_url": see_all_url(ctx.edition),
+            "shown": len(ctx.papers),
+            "total_papers": max(ctx.total_papers, len(ctx.papers)),
+            "site_url": self.site_url,
+            "subscriber": sub,
+            "email": sub.email if sub is not None else None,
+            "name": sub.name if sub is not None else None,
+            "keywords": tuple(sub.keywords) if sub is not None else (),
+            "unsubscribe_url": ctx.unsubscribe_url,
+            "unsubscribe_mailto": mailto_url(ctx.unsubscribe_mailto),
+            "preferences_url": ctx.preferences_url,
+            "archive_url": ctx.archive_url,
+            "postal_address": ctx.postal_address,
+            "text_width": TEXT_WIDTH,
+            "highlight_class": HIGHLIGHT_CLASS,
+        }
+
+    def render(self, ctx: EmailContext) -> RenderedEmail:
+        """Render both parts for one subscriber.
+
+        Args:
+            ctx: the edition, the subscriber's papers and their unsubscribe links.
+
+        Returns:
+            The subject, the inlined HTML, the text and the preheader.
+
+        Raises:
+            ConfigError: a template failed (undefined variable, bad filter...), naming the
+                template file and line.
+        """
+        variables = self.context_for(ctx)
+        html = self.inline(self._run(self._html, variables))
+        text = self._run(self._text, variables)
+        for arxiv_id, (like, dislike) in ctx.feedback.items():
+            for verdict, url in (("like", like), ("dislike", dislike)):
+                slot = FEEDBACK_PLACEHOLDER.format(verdict=verdict, id=arxiv_id)
+                html = html.replace(slot, str(escape(url)))
+                text = text.replace(slot, url)
+        return RenderedEmail(
+            subject=variables["subject"],
+            html=html,
+            text=text,
+            preheader=variables["preheader"],
+        )
+
+    @staticmethod
+    def _run(template: jinja2.Template, variables: dict[str, Any]) -> str:
+        try:
+            return template.render(variables)
+        except jinja2.TemplateError as e:
+            where = template.filename or template.name or "?"
+            line = _template_line(e, where)
+            raise ConfigError(f"template {where}:{line}: {e}") from e
+
+
+def _autoescape(name: str | None) -> bool:
+    return name is not None and name.endswith((".html.j2", ".html", ".htm"))
+
+
+def _template_line(error: BaseException, filename: str) -> int | str:
+    """The template line where ``error`` was raised (Jinja maps its frames to it), or "?"."""
+    line: int | str = getattr(error, "lineno", None) or "?"
+    for frame, lineno in traceback.walk_tb(error.__traceback__):
+        if frame.f_code.co_filename == filename:
+            line = lineno
+    return line

@@ -1,0 +1,517 @@
+"""What the templates see: :class:`PaperView` per paper, labels, subject, preheader, text helpers.
+
+Everything here is pure (no I/O) and independent of the templates; the views and wrapped texts
+that recur in every message (a paper with the same matched keywords) are cached.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+import textwrap
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+from markupsafe import Markup, escape
+
+from digest.models import Edition, Paper, RankedPaper
+from digest.ranking import keyword_pattern, matched_word
+
+PACKAGED_TEMPLATES_DIR = Path(__file__).parent.parent / "templates"
+HTML_TEMPLATE = "digest.html.j2"
+TEXT_TEMPLATE = "digest.txt.j2"
+DEFAULT_SITE_URL = "https://huggingface.co/papers"
+HF_DAY_URL = "https://huggingface.co/papers/date/{day}"
+"""Hugging Face's Daily Papers page of one date (the "See all papers" link of a daily edition)."""
+HF_WEEK_URL = "https://huggingface.co/papers/week/{year}-W{week:02d}"
+"""Hugging Face's papers page of one ISO week (the link of a weekly edition)."""
+SUBJECT_MAX_CHARS = 78
+"""The Subject up to " and N more" is cut to this many characters (RFC 5322's recommended line
+length; inboxes show about this much)."""
+AI_KEYWORDS_NOTE = "in AI keywords"
+"""Said on a keyword chip whose match is only in Hugging Face's AI keywords (not shown)."""
+THUMBNAIL_ALT_MAX_CHARS = 60
+"""A thumbnail's alt text (shown where images are off) names the paper in this many chars."""
+THUMBNAIL_WIDTH_PX = 536
+"""Width of a thumbnail: the 600 px container less the card's 32 px paddings."""
+
+DAILY_BRAND = "Daily Papers"
+WEEKLY_BRAND = "Weekly Papers"
+SUBJECT_SEPARATOR = " · "
+DATE_RANGE_DASH = "–"  # en dash, as in "Aug 17–23"
+
+#: Abstracts (shown when HF has no AI summary) are cut at a word boundary near this length.
+SUMMARY_MAX_CHARS = 300
+#: Authors listed before "et al.".
+MAX_AUTHORS_SHOWN = 3
+#: The hidden preheader (inbox preview line) is cut at a word boundary near this length.
+PREHEADER_MAX_CHARS = 140
+#: Other titles named in the preheader.
+PREHEADER_TITLES = 2
+#: Column at which the text part wraps prose (URLs are never broken, so a URL line may be
+#: longer).
+TEXT_WIDTH = 76
+ELLIPSIS = "…"
+MAILTO_SUBJECT = "unsubscribe"
+#: CSS class of the highlight around a matched keyword in titles and summaries.
+HIGHLIGHT_CLASS = "hl"
+#: Star counts from this value on are shown abbreviated (``1.2k``).
+THOUSAND = 1000
+
+_WS_RE = re.compile(r"\s+")
+
+FEEDBACK_PLACEHOLDER = "https://feedback.invalid/{verdict}/{id}"
+"""Stands for a card's 👍/👎 link while rendering and inlining (``.invalid``: RFC 2606)."""
+FILLER_HEADING = "Also trending"
+"""Heading over the papers picked for popularity alone, after the relevant ones."""
+
+
+@dataclass(frozen=True, slots=True)
+class PaperView:
+    """One paper as the templates see it: every string ready to print.
+
+    Attributes:
+        rank: 1-based position in this message.
+        arxiv_id: the arXiv id.
+        title: plain title (for the text part).
+        title_html: the title, escaped, matched keywords wrapped in ``<span class="hl">``.
+        hf_url: Hugging Face paper page.
+        abs_url: arXiv abstract page.
+        pdf_url: arXiv PDF.
+        upvotes: HF upvotes, ``None`` for feed-only papers (shown as nothing).
+        comments: HF comment count, ``None`` if unknown.
+        stats: ``"▲ 12 upvotes · 3 comments"`` for the text part; parts that are unknown
+            (or zero comments) are left out, so it may be empty.
+        authors: ``"A, B, C et al."`` (first :data:`MAX_AUTHORS_SHOWN`), may be empty.
+        summary: HF's AI summary when present, else the abstract cut near
+            :data:`SUMMARY_MAX_CHARS` at a word boundary; plain text.
+        summary_html: ``summary`` escaped, matched keywords highlighted.
+        summary_is_ai: whether ``summary`` is HF's AI summary.
+        keywords: the subscriber's keywords that matched this paper, in their order, as
+            written (``agent*``).
+        chips: what the keyword chips say: the words that matched where the reader sees them
+            (title, shown summary: ``agents``), or ``agents · in AI keywords`` for a match
+            only in HF's AI keywords; a keyword matched only in a hidden field (the abstract
+            when the AI summary is shown) gets no chip. In the subscriber's keyword order.
+        thumbnail_url: the paper's thumbnail (HTTPS only) when thumbnails are on, else None.
+        thumbnail_alt: the thumbnail's alt text.
+        code_url: code repository, if any.
+        stars: the repository's stars formatted (``"1.2k"``), ``None`` if unknown or zero.
+        project_url: project page, if any.
+        paper: the underlying :class:`~digest.models.Paper`.
+        score: the ranking score.
+        why: one short line saying why the paper was picked (``RankedPaper.why``).
+        filler: picked for popularity alone ("trending").
+        first_filler: the first filler after relevant papers: the templates put the
+            :data:`FILLER_HEADING` before it.
+        like_url: the card's 👍 link ("more like this"), if any.
+        dislike_url: the card's 👎 link ("less like this"), if any.
+    """
+
+    rank: int
+    arxiv_id: str
+    title: str
+    title_html: Markup
+    hf_url: str
+    abs_url: str
+    pdf_url: str
+    upvotes: int | None
+    comments: int | None
+    stats: str
+    authors: str
+    summary: str
+    summary_html: Markup
+    summary_is_ai: bool
+    keywords: tuple[str, ...]
+    chips: tuple[str, ...]
+    thumbnail_url: str | None
+    thumbnail_alt: str
+    code_url: str | None
+    stars: str | None
+    project_url: str | None
+    paper: Paper
+    score: float
+    why: str = ""
+    filler: bool = False
+    first_filler: bool = False
+    like_url: str | None = None
+    dislike_url: str | None = None
+
+
+# --- text helpers ---------------------------------------------------------------------------
+
+
+def collapse(text: str) -> str:
+    """``text`` with every run of whitespace (newlines included) turned into one space."""
+    return _WS_RE.sub(" ", text).strip()
+
+
+def shorten(text: str, limit: int) -> str:
+    """Cut ``text`` (whitespace collapsed) at the last word boundary before ``limit`` chars.
+
+    Args:
+        text: any text.
+        limit: maximum length in characters, the ellipsis included.
+
+    Returns:
+        ``text`` unchanged when it fits, else its longest prefix ending at a word boundary
+        (trailing punctuation dropped) followed by ``…``. A single word longer than
+        ``limit`` is cut mid-word.
+    """
+    text = collapse(text)
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - len(ELLIPSIS) + 1]
+    space = cut.rfind(" ")
+    cut = cut[:space] if space > 0 else cut[: limit - len(ELLIPSIS)]
+    return cut.rstrip(" ,;:.-–—(") + ELLIPSIS
+
+
+def author_line(authors: Sequence[str]) -> str:
+    """``"A, B, C et al."``: the first :data:`MAX_AUTHORS_SHOWN` authors, "et al." if more."""
+    shown = ", ".join(collapse(a) for a in authors[:MAX_AUTHORS_SHOWN])
+    return f"{shown} et al." if len(authors) > MAX_AUTHORS_SHOWN else shown
+
+
+def format_count(n: int) -> str:
+    """A count for humans: ``950``, ``1.2k``, ``12k``."""
+    if n < THOUSAND:
+        return str(n)
+    k = n / THOUSAND
+    return f"{k:.1f}k".replace(".0k", "k") if k < 10 else f"{round(k)}k"
+
+
+def highlight(text: str, keywords: Sequence[str]) -> Markup:
+    """``text`` HTML-escaped, each occurrence of a keyword wrapped in ``<span class="hl">``.
+
+    Matching runs on the plain text and every segment is escaped on its own, so neither the
+    text nor a keyword (``"<b>"``) can inject markup.
+
+    Args:
+        text: untrusted plain text (title, summary).
+        keywords: the keywords to highlight, with the ranking's matching rules
+            (:func:`digest.ranking.keyword_pattern`: whole words, ``*`` prefix, plurals,
+            hyphen/space-insensitive multi-word keywords).
+
+    Returns:
+        Safe markup for the HTML template.
+    """
+    pattern = keyword_pattern(keywords)
+    if pattern is None:
+        return escape(text)
+    out: list[str] = []
+    pos = 0
+    for m in pattern.finditer(text):
+        if m.end() == m.start():
+            continue
+        out.append(escape(text[pos : m.start()]))
+        out.append(f'<span class="{HIGHLIGHT_CLASS}">{escape(m.group(0))}</span>')
+        pos = m.end()
+    out.append(escape(text[pos:]))
+    return Markup("".join(out))
+
+
+def _wrap(
+    text: str, width: int = TEXT_WIDTH, indent: str = "", first_indent: str | None = None
+) -> str:
+    """Fill ``text`` to ``width`` columns without ever breaking a word or URL (uncached).
+
+    Args:
+        text: prose; whitespace is collapsed.
+        width: maximum line length in characters (a longer word stays whole on its line).
+        indent: prefix of every line after the first.
+        first_indent: prefix of the first line; defaults to ``indent``.
+
+    Returns:
+        The wrapped lines joined with ``\\n`` (no trailing newline).
+    """
+    return textwrap.fill(
+        collapse(text),
+        width=width,
+        initial_indent=indent if first_indent is None else first_indent,
+        subsequent_indent=indent,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+
+
+_WRAP_CACHE_SIZE = 8192
+"""Distinct wrapped texts kept: a paper's summary, title and authors recur in every message
+that lists it (textwrap costs ~0.03 ms a paragraph)."""
+
+
+@functools.lru_cache(maxsize=_WRAP_CACHE_SIZE)
+def _wrap_cached(text: str, width: int, indent: str, first_indent: str | None) -> str:
+    return _wrap(text, width, indent, first_indent)
+
+
+def wrap(
+    text: str, width: int = TEXT_WIDTH, indent: str = "", first_indent: str | None = None
+) -> str:
+    """Fill ``text`` to ``width`` columns without ever breaking a word or URL.
+
+    Args:
+        text: prose; whitespace is collapsed.
+        width: maximum line length in characters (a longer word stays whole on its line).
+        indent: prefix of every line after the first.
+        first_indent: prefix of the first line; defaults to ``indent``.
+
+    Returns:
+        The wrapped lines joined with ``\\n`` (no trailing newline). Results are cached per
+        distinct arguments.
+    """
+    if type(text) is not str:  # Markup or anything else: as before, uncached
+        return _wrap(text, width, indent, first_indent)
+    return _wrap_cached(text, width, indent, first_indent)
+
+
+def _month_day(day: date) -> str:
+    return f"{day:%b} {day.day}"
+
+
+def date_label(edition: Edition) -> str:
+    """The edition's dates for the subject: ``May 29``, ``Aug 17–23``, ``Aug 31–Sep 6``."""
+    if not edition.days:
+        return edition.key
+    first, last = edition.days[0], edition.days[-1]
+    if first == last:
+        return _month_day(first)
+    if (first.year, first.month) == (last.year, last.month):
+        return f"{_month_day(first)}{DATE_RANGE_DASH}{last.day}"
+    return f"{_month_day(first)}{DATE_RANGE_DASH}{_month_day(last)}"
+
+
+def long_date_label(edition: Edition) -> str:
+    """The edition's dates for the header: ``Thursday, May 29, 2025`` or ``Aug 17–23, 2026``."""
+    if not edition.days:
+        return edition.key
+    first, last = edition.days[0], edition.days[-1]
+    if first == last:
+        return f"{first:%A}, {_month_day(first)}, {first.year}"
+    if first.year == last.year:
+        return f"{date_label(edition)}, {last.year}"
+    return f"{_month_day(first)}, {first.year}{DATE_RANGE_DASH}{_month_day(last)}, {last.year}"
+
+
+def brand(edition: Edition) -> str:
+    """``"Weekly Papers"`` for weekly editions, else ``"Daily Papers"``."""
+    return WEEKLY_BRAND if edition.frequency == "weekly" else DAILY_BRAND
+
+
+def period_label(edition: Edition) -> str:
+    """When the edition's papers trended, for prose: ``on Thursday``, ``in the week of Aug 17–23``.
+
+    Never "today": an edition is sent after its day has ended.
+    """
+    if edition.frequency == "weekly":
+        return f"in the week of {date_label(edition)}"
+    if not edition.days:
+        return f"on {edition.key}"
+    return f"on {edition.days[0]:%A}"
+
+
+def see_all_url(edition: Edition) -> str:
+    """That edition's page on Hugging Face: ``https://huggingface.co/papers/date/2026-08-20``
+    (daily) or ``…/papers/week/2026-W34`` (weekly)."""
+    if edition.frequency == "weekly" and edition.days:
+        year, week, _ = edition.days[0].isocalendar()
+        return HF_WEEK_URL.format(year=year, week=week)
+    if edition.days:
+        return HF_DAY_URL.format(day=edition.days[-1].isoformat())
+    return DEFAULT_SITE_URL
+
+
+def make_subject(edition: Edition, papers: Sequence[RankedPaper]) -> str:
+    """The Subject line.
+
+    Examples: ``Daily Papers · May 29: <top title> and 9 more``, ``Daily Papers · May 29:
+    <title>`` (one paper), ``Weekly Papers · Aug 17–23: <top title> and 4 more``,
+    ``Daily Papers · May 29: no papers``. Whitespace in the title is collapsed so the subject
+    is one line, and the part before `` and N more`` is cut at a word boundary to
+    :data:`SUBJECT_MAX_CHARS` characters.
+    """
+    prefix = f"{brand(edition)}{SUBJECT_SEPARATOR}{date_label(edition)}: "
+    if not papers:
+        return f"{prefix}no papers"
+    top = shorten(papers[0].paper.title, max(SUBJECT_MAX_CHARS - len(prefix), len(ELLIPSIS) + 1))
+    if len(papers) == 1:
+        return prefix + top
+    return f"{prefix}{top} and {len(papers) - 1} more"
+
+
+def make_preheader(edition: Edition, papers: Sequence[RankedPaper]) -> str:
+    """The inbox preview line: the next titles after the top one (which is in the subject)."""
+    if not papers:
+        return (
+            f"Nothing new on Hugging Face Daily Papers {period_label(edition)}. See you next time!"
+        )
+    if len(papers) == 1:
+        p = papers[0].paper
+        return shorten(p.ai_summary or p.abstract or p.title, PREHEADER_MAX_CHARS)
+    titles = [collapse(rp.paper.title) for rp in papers[1 : 1 + PREHEADER_TITLES]]
+    return shorten("Also: " + " · ".join(titles), PREHEADER_MAX_CHARS)
+
+
+def mailto_url(address_or_url: str | None) -> str | None:
+    """``mailto:ADDR?subject=unsubscribe`` for an address; a ``mailto:`` URL is kept as is."""
+    if not address_or_url:
+        return None
+    if address_or_url.lower().startswith("mailto:"):
+        return address_or_url
+    return f"mailto:{address_or_url}?subject={MAILTO_SUBJECT}"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _stats(p: Paper) -> str:
+    parts = []
+    if p.upvotes is not None:
+        parts.append("▲ " + _plural(p.upvotes, "upvote"))
+    if p.comments:
+        parts.append(_plural(p.comments, "comment"))
+    return " · ".join(parts)
+
+
+def _chip_word(word: str) -> str:
+    """A matched word for a chip: a capital from title case dropped ("Agents" → "agents"),
+    acronyms kept ("LLMs")."""
+    return word[0].lower() + word[1:] if word[1:] == word[1:].lower() else word
+
+
+def keyword_chips(
+    keywords: Sequence[str], shown: Sequence[str], ai_keywords: Sequence[str]
+) -> tuple[str, ...]:
+    """What the keyword chips of one paper say (see :attr:`PaperView.chips`).
+
+    Args:
+        keywords: the subscriber's keywords that matched, in their order (``agent*``).
+        shown: the texts the reader sees (title, the summary shown).
+        ai_keywords: HF's AI keywords of the paper (not shown in the email).
+
+    Returns:
+        One chip per keyword, duplicates (by lower-cased text) dropped.
+    """
+    chips: list[str] = []
+    seen: set[str] = set()
+    for keyword in keywords:
+        label: str | None = None
+        for text in shown:
+            word = matched_word(text, keyword)
+            if word:
+                label = _chip_word(word)
+                break
+        if label is None:
+            for text in ai_keywords:
+                word = matched_word(text, keyword)
+                if word:
+                    label = f"{_chip_word(word)} · {AI_KEYWORDS_NOTE}"
+                    break
+        if label is not None and label.lower() not in seen:
+            seen.add(label.lower())
+            chips.append(label)
+    return tuple(chips)
+
+
+_VIEW_CACHE_SIZE = 4096
+"""Distinct (paper, matched keywords, thumbnails) views kept: a paper's view costs ~0.2 ms
+(highlighting, chips) and recurs in every message that lists it with the same matches."""
+
+
+def paper_views(
+    papers: Sequence[RankedPaper],
+    *,
+    thumbnails: bool = False,
+    feedback: Mapping[str, tuple[str, str]] | None = None,
+) -> list[PaperView]:
+    """The template views of a selection: relevant papers first, then the fillers.
+
+    Each group keeps the ranking's order; positions are numbered in display order, and the
+    first filler after a relevant paper is marked ``first_filler`` (its heading).
+    """
+    relevant = [rp for rp in papers if not rp.filler]
+    fillers = [rp for rp in papers if rp.filler]
+    views = []
+    for i, rp in enumerate([*relevant, *fillers], start=1):
+        view = paper_view(i, rp, thumbnails=thumbnails)
+        if rp.filler and relevant and i == len(relevant) + 1:
+            view = dataclasses.replace(view, first_filler=True)
+        if feedback and rp.paper.arxiv_id in feedback:
+            # Placeholders that depend on the paper only: the block stays the same for every
+            # subscriber (one inline per paper, cached); Renderer.render puts the real,
+            # per-subscriber links in afterwards.
+            view = dataclasses.replace(
+                view,
+                like_url=FEEDBACK_PLACEHOLDER.format(verdict="like", id=rp.paper.arxiv_id),
+                dislike_url=FEEDBACK_PLACEHOLDER.format(verdict="dislike", id=rp.paper.arxiv_id),
+            )
+        views.append(view)
+    return views
+
+
+def paper_view(rank: int, ranked: RankedPaper, *, thumbnails: bool = False) -> PaperView:
+    """The template view of ``ranked`` at 1-based position ``rank``.
+
+    Everything but ``rank``, ``score`` and the why line depends only on the paper, the
+    matched keywords and ``thumbnails``: that part is computed once per distinct combination
+    (cached).
+
+    Args:
+        thumbnails: show the paper's thumbnail (``DIGEST_THUMBNAILS``) when it has an HTTPS one.
+    """
+    try:
+        view = _shared_view(ranked.paper, tuple(ranked.matched), thumbnails)
+    except TypeError:  # an unhashable paper (not ours): no cache
+        return _paper_view(rank, ranked, thumbnails=thumbnails)
+    return dataclasses.replace(
+        view, rank=rank, score=ranked.score, why=ranked.why, filler=ranked.filler
+    )
+
+
+@functools.lru_cache(maxsize=_VIEW_CACHE_SIZE)
+def _shared_view(paper: Paper, matched: tuple[str, ...], thumbnails: bool) -> PaperView:
+    return _paper_view(
+        0, RankedPaper(paper=paper, score=0.0, matched=matched), thumbnails=thumbnails
+    )
+
+
+def _paper_view(rank: int, ranked: RankedPaper, *, thumbnails: bool = False) -> PaperView:
+    p = ranked.paper
+    title = collapse(p.title)
+    is_ai = bool(p.ai_summary and p.ai_summary.strip())
+    summary = collapse(p.ai_summary or "") if is_ai else shorten(p.abstract, SUMMARY_MAX_CHARS)
+    keywords = tuple(ranked.matched)
+    thumbnail = p.thumbnail if thumbnails and p.thumbnail else None
+    if thumbnail is not None and not thumbnail.lower().startswith("https://"):
+        thumbnail = None
+    return PaperView(
+        rank=rank,
+        arxiv_id=p.arxiv_id,
+        title=title,
+        title_html=highlight(title, keywords),
+        hf_url=p.hf_url,
+        abs_url=p.arxiv_abs_url,
+        pdf_url=p.arxiv_pdf_url,
+        upvotes=p.upvotes,
+        comments=p.comments,
+        stats=_stats(p),
+        authors=author_line(p.authors),
+        summary=summary,
+        summary_html=highlight(summary, keywords),
+        summary_is_ai=is_ai,
+        keywords=keywords,
+        chips=keyword_chips(keywords, (title, summary), p.ai_keywords),
+        thumbnail_url=thumbnail,
+        thumbnail_alt=f"Figure: {shorten(title, THUMBNAIL_ALT_MAX_CHARS)}",
+        code_url=p.github_repo or None,
+        stars=format_count(p.github_stars) if p.github_stars else None,
+        project_url=p.project_page or None,
+        paper=p,
+        score=ranked.score,
+        why=ranked.why,
+        filler=ranked.filler,
+    )
