@@ -37,6 +37,7 @@ from digest.render.inline import (
     BlockInliner,
     unmark,
 )
+from digest.render.splice import Splicer
 from digest.render.views import (
     AI_KEYWORDS_NOTE,
     DAILY_BRAND,
@@ -218,6 +219,9 @@ class Renderer:
             the packaged ones (``DIGEST_TEMPLATES_DIR``); ``None`` for the packaged ones only.
         site_url: the link in the email header (``DIGEST_SITE_URL``).
         thumbnails: show papers' thumbnails (``DIGEST_THUMBNAILS``).
+        splice: build the HTML part from cached inlined pieces (:mod:`digest.render.splice`)
+            when the packaged HTML template is used; the output is the same either way
+            (``False``: always premailer on each message's document, for comparison).
 
     Raises:
         ConfigError: ``templates_dir`` is not a directory, or a template has a syntax error
@@ -230,6 +234,7 @@ class Renderer:
         *,
         site_url: str = DEFAULT_SITE_URL,
         thumbnails: bool = False,
+        splice: bool = True,
     ):
         loaders: list[jinja2.BaseLoader] = []
         if templates_dir is not None:
@@ -254,6 +259,16 @@ class Renderer:
         self._html = self._load(HTML_TEMPLATE)
         self._text = self._load(TEXT_TEMPLATE)
         self._inliner = BlockInliner()
+        packaged = (
+            self._html.filename is not None
+            and Path(self._html.filename).resolve()
+            == (PACKAGED_TEMPLATES_DIR / HTML_TEMPLATE).resolve()
+        )
+        self._splicer = (
+            Splicer(self._inliner, lambda variables: self._run(self._html, variables))
+            if splice and packaged
+            else None
+        )
 
     @property
     def html_template_path(self) -> str | None:
@@ -349,12 +364,14 @@ class Renderer:
                 template file and line.
         """
         variables = self.context_for(ctx)
-        html = self.inline(self._run(self._html, variables))
+        spliced = self._splicer.html(variables, ctx.feedback) if self._splicer else None
+        html = spliced if spliced is not None else self.inline(self._run(self._html, variables))
         text = self._run(self._text, variables)
         for arxiv_id, (like, dislike) in ctx.feedback.items():
             for verdict, url in (("like", like), ("dislike", dislike)):
                 slot = FEEDBACK_PLACEHOLDER.format(verdict=verdict, id=arxiv_id)
-                html = html.replace(slot, str(escape(url)))
+                if spliced is None:
+                    html = html.replace(slot, str(escape(url)))
                 text = text.replace(slot, url)
         return RenderedEmail(
             subject=variables["subject"],

@@ -46,10 +46,11 @@ BLOCK_START = "<!--digest:block-->"
 """Marks the start of a repeated block (one paper) in the HTML template's output."""
 BLOCK_END = "<!--digest:end-->"
 """Marks the end of a repeated block."""
-_BLOCK_SLOT = "<!--digest:slot-->"
+BLOCK_SLOT = "<!--digest:slot-->"
+"""Stands for a block in an inlined skeleton (:meth:`BlockInliner.inline_parts`)."""
 _BLOCK_RE = re.compile(re.escape(BLOCK_START) + "(.*?)" + re.escape(BLOCK_END), re.DOTALL)
 _PIECE_RE = re.compile(
-    re.escape(_BLOCK_SLOT) + "|" + re.escape(BLOCK_START) + "(.*?)" + re.escape(BLOCK_END),
+    re.escape(BLOCK_SLOT) + "|" + re.escape(BLOCK_START) + "(.*?)" + re.escape(BLOCK_END),
     re.DOTALL,
 )
 """A slot (group None) or a marked block (group: its text) in premailer's output."""
@@ -114,22 +115,45 @@ class BlockInliner:
         """
         if BLOCK_START not in html:
             return self.inline_whole(html)
+        parts = self.inline_parts(html)
+        if parts is None:
+            return self.inline_whole(unmark(html))
+        skeleton, blocks = parts
+        pieces = skeleton.split(BLOCK_SLOT)
+        out = [pieces[0]]
+        for block, after in zip(blocks, pieces[1:], strict=True):
+            out.append(block)
+            out.append(after)
+        return "".join(out)
+
+    def inline_parts(self, html: str) -> tuple[str, list[str]] | None:
+        """``html``'s marked blocks and the rest, each inlined as in the whole document.
+
+        Returns:
+            ``(skeleton, blocks)``: the inlined document with each marked block replaced by
+            :data:`BLOCK_SLOT` (in document order), and the inlined text of each block, such
+            that putting the blocks back into the slots gives :meth:`inline` of ``html``.
+            ``None`` when that cannot be done exactly: the stylesheet is not context-free,
+            markers are unbalanced, or the document already holds a slot.
+        """
+        if BLOCK_SLOT in html:
+            return None
         blocks: list[str] = []
 
         def to_slot(m: re.Match[str]) -> str:
             blocks.append(m.group(1))
-            return _BLOCK_SLOT
+            return BLOCK_SLOT
 
         skeleton = _BLOCK_RE.sub(to_slot, html)
         styles = self._context_free_styles(skeleton)
         if styles is None or BLOCK_START in skeleton or BLOCK_END in skeleton:
-            return self.inline_whole(unmark(html))
+            return None
         cached = self._cached_blocks(styles, blocks)
         # One premailer pass over the skeleton with the blocks not cached yet left in place,
         # still marked (comments survive premailer), and a slot for each cached one.
         slots = iter(range(len(blocks)))
         document = _BLOCK_RE.sub(
-            lambda m: m.group(0) if cached[next(slots)] is None else _BLOCK_SLOT, html
+            lambda m: m.group(0) if cached[next(slots)] is None else BLOCK_SLOT, html
         )
         inlined = self.inline_whole(document)
         pieces = _PIECE_RE.split(inlined)
@@ -139,15 +163,20 @@ class BlockInliner:
         expected = [hit is None for hit in cached]
         # Different only if the HTML parser moved a slot or a marker: then inline it whole.
         if [piece is not None for piece in found] != expected:  # pragma: no cover
-            return self.inline_whole(unmark(html))
+            return None
         new = [(b, p) for b, p in zip(blocks, found, strict=True) if p is not None]
         if new:
             self._cache_blocks(styles, [b for b, _ in new], [p for _, p in new])
         out = [pieces[0]]
-        for hit, piece, after in zip(cached, found, pieces[2::2], strict=True):
-            out.append(hit if hit is not None else piece)
+        for after in pieces[2::2]:
+            out.append(BLOCK_SLOT)
             out.append(after)
-        return "".join(out)
+        inlined_blocks = [
+            hit if hit is not None else piece
+            for hit, piece in zip(cached, found, strict=True)
+            if hit is not None or piece is not None
+        ]
+        return "".join(out), inlined_blocks
 
     def inline_whole(self, html: str) -> str:
         """``html`` inlined by premailer in one pass (no block cache)."""
