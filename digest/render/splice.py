@@ -125,13 +125,14 @@ def serialized_text(value: str, tag: str) -> str:
 
 @functools.lru_cache(maxsize=_MAX_SERIALIZED)
 def serialized_attribute(value: str, tag: str, attribute: str) -> str:
-    """``value`` as lxml serializes the whole value of ``attribute`` of a ``tag`` element.
+    """``value`` as lxml serializes the whole value of ``attribute`` of a ``tag`` element,
+    with the quotes it chose (``"…"``, or ``'…'`` when the value holds a ``"``).
 
     Raises:
         ValueError: lxml cannot take the value, or drops the attribute.
     """
     out = _roundtrip(f'<html><body><{tag} {attribute}="{escape(value)}"></{tag}></body></html>')
-    m = re.search(rf'<{tag} {attribute}="([^"]*)"', out)
+    m = re.search(rf"""<{tag} {attribute}=("[^"]*"|'[^']*')></{tag}>""", out)
     if m is None:
         raise ValueError(f"lxml drops {attribute}={value!r}")
     return m.group(1)
@@ -142,9 +143,10 @@ def _fast_paths_hold() -> bool:
     text = "".join(chr(c) for c in range(0x20, 0x7F)) + "\t\n\xa0é€ü✓—中\ufeff🤖"
     url = "https://x.example/a-b_c.d!e~f*g'h(i)j@k/l:m=n?o;p#q%20r,s+t&u=v"
     try:
-        return serialized_text(text, "p") == _escape_text(text) and serialized_attribute(
-            url, "a", "href"
-        ) == url.replace("&", "&amp;")
+        return (
+            serialized_text(text, "p") == _escape_text(text)
+            and serialized_attribute(url, "a", "href") == '"' + url.replace("&", "&amp;") + '"'
+        )
     except ValueError:  # pragma: no cover - a broken lxml
         return False
 
@@ -242,21 +244,21 @@ class Splicer:
         """Append ``value`` serialized for ``slot``; False if it must take the exact path."""
         if value is None:  # printed while rendering the shape, but absent now: not our shape
             return False
-        if slot.index in _ESCAPED_SLOTS:
-            out.append(str(escape(value)))
+        if slot.index in _ESCAPED_SLOTS:  # always in href="…"
+            out.append(f'"{escape(value)}"')
             return True
-        if not value.strip() or "\r" in value:
-            # A blank text node may be dropped by the parser, and "\r" joins a following
-            # "\n" of the template: only the whole document tells.
-            return False
         try:
             if slot.attribute is None:
+                if not value.strip() or value.endswith("\r"):
+                    # A blank text node may be dropped by the parser, and a final "\r" joins
+                    # a "\n" that follows in the template: only the whole document tells.
+                    return False
                 fast = self._fast and _TEXT_FAST.fullmatch(value) is not None
                 out.append(_escape_text(value) if fast else serialized_text(value, slot.tag))
             elif slot.attribute in _URL_ATTRIBUTES:
                 fast = self._fast and _URL_FAST.fullmatch(value) is not None
                 out.append(
-                    value.replace("&", "&amp;")
+                    '"' + value.replace("&", "&amp;") + '"'
                     if fast
                     else serialized_attribute(value, slot.tag, slot.attribute)
                 )
@@ -366,10 +368,14 @@ def _pieces(html: str, *, allowed: range, blocks: bool) -> list[Piece] | None:
         slot = _slot_at(html, m.start(), m.end(), index) if index in allowed else None
         if slot is None:
             return None
-        if html[pos : m.start()]:
-            out.append(html[pos : m.start()])
+        # An attribute's slot takes its quotes too: libxml2 picks them by the value ('"' in it
+        # gives single quotes).
+        quoted = slot.attribute is not None
+        before = html[pos : m.start() - 1 if quoted else m.start()]
+        if before:
+            out.append(before)
         out.append(slot)
-        pos = m.end()
+        pos = m.end() + 1 if quoted else m.end()
     if html[pos:]:
         out.append(html[pos:])
     if not blocks:
