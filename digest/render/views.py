@@ -437,23 +437,24 @@ def paper_views(
     fillers = [rp for rp in papers if rp.filler]
     views = []
     for i, rp in enumerate([*relevant, *fillers], start=1):
-        view = paper_view(i, rp, thumbnails=thumbnails)
+        changes: dict[str, object] = {}
         if rp.filler and relevant and i == len(relevant) + 1:
-            view = dataclasses.replace(view, first_filler=True)
+            changes["first_filler"] = True
         if feedback and rp.paper.arxiv_id in feedback:
             # Placeholders that depend on the paper only: the block stays the same for every
             # subscriber (one inline per paper, cached); Renderer.render puts the real,
             # per-subscriber links in afterwards.
-            view = dataclasses.replace(
-                view,
-                like_url=FEEDBACK_PLACEHOLDER.format(verdict="like", id=rp.paper.arxiv_id),
-                dislike_url=FEEDBACK_PLACEHOLDER.format(verdict="dislike", id=rp.paper.arxiv_id),
+            changes["like_url"] = FEEDBACK_PLACEHOLDER.format(verdict="like", id=rp.paper.arxiv_id)
+            changes["dislike_url"] = FEEDBACK_PLACEHOLDER.format(
+                verdict="dislike", id=rp.paper.arxiv_id
             )
-        views.append(view)
+        views.append(paper_view(i, rp, thumbnails=thumbnails, **changes))
     return views
 
 
-def paper_view(rank: int, ranked: RankedPaper, *, thumbnails: bool = False) -> PaperView:
+def paper_view(
+    rank: int, ranked: RankedPaper, *, thumbnails: bool = False, **changes: object
+) -> PaperView:
     """The template view of ``ranked`` at 1-based position ``rank``.
 
     Everything but ``rank``, ``score`` and the why line depends only on the paper, the
@@ -462,14 +463,31 @@ def paper_view(rank: int, ranked: RankedPaper, *, thumbnails: bool = False) -> P
 
     Args:
         thumbnails: show the paper's thumbnail (``DIGEST_THUMBNAILS``) when it has an HTTPS one.
+        changes: other fields to set (``first_filler``, ``like_url``, ``dislike_url``).
     """
     try:
         view = _shared_view(ranked.paper, tuple(ranked.matched), thumbnails)
     except TypeError:  # an unhashable paper (not ours): no cache
-        return _paper_view(rank, ranked, thumbnails=thumbnails)
-    return dataclasses.replace(
-        view, rank=rank, score=ranked.score, why=ranked.why, filler=ranked.filler
-    )
+        view = _paper_view(rank, ranked, thumbnails=thumbnails)
+        return dataclasses.replace(view, **changes) if changes else view  # type: ignore[arg-type]
+    changes.update(rank=rank, score=ranked.score, why=ranked.why, filler=ranked.filler)
+    return _copy_view(view, changes)
+
+
+_VIEW_FIELDS = tuple(f.name for f in dataclasses.fields(PaperView))
+_VIEW_FIELD_SET = frozenset(_VIEW_FIELDS)
+
+
+def _copy_view(view: PaperView, changes: dict[str, object]) -> PaperView:
+    """``dataclasses.replace(view, **changes)`` without its checks and ``__init__`` call
+    (~15 µs → ~2 µs; a message copies one view per paper). ``changes`` holds field names."""
+    unknown = changes.keys() - _VIEW_FIELD_SET
+    if unknown:
+        raise TypeError(f"PaperView has no field {sorted(unknown)[0]!r}")
+    new = object.__new__(PaperView)
+    for name in _VIEW_FIELDS:
+        object.__setattr__(new, name, changes[name] if name in changes else getattr(view, name))
+    return new
 
 
 @functools.lru_cache(maxsize=_VIEW_CACHE_SIZE)
