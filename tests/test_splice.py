@@ -153,6 +153,9 @@ def test_spliced_messages_are_byte_identical_to_the_exact_path(
     # the exact path, message by message.
     assert splicer.spliced > len(cases)
     assert 0 < splicer.fallbacks < splicer.spliced
+    text = fast._text_splicer
+    assert text is not None and text.enabled
+    assert text.spliced == 2 * len(cases)  # raw values: nothing to fall back on
 
 
 def test_the_exact_path_is_premailer_on_the_whole_document(day: list[Paper]) -> None:
@@ -205,3 +208,40 @@ def test_a_changed_placeholder_turns_splicing_off_instead_of_leaking(day: list[P
     assert fast.render(ctx) == exact.render(ctx)
     assert "Hi ADA," in fast.render(ctx).html
     assert not fast._splicer.enabled
+
+
+def test_a_changed_value_in_the_text_template_turns_text_splicing_off(day: list[Paper]) -> None:
+    fast = Renderer()
+    source = fast._env.loader.get_source(fast._env, "digest.txt.j2")[0]
+    fast._text = fast._env.from_string(source.replace("Hi {{ name }},", "Hi {{ name[:2] }},"))
+    exact = Renderer(splice=False)
+    exact._text = fast._text
+    ctx = replace(contexts(day)[3], subscriber=FakeSubscriber(name="Ada"))
+    assert fast.render(ctx) == exact.render(ctx)
+    assert "Hi Ad," in fast.render(ctx).text
+    assert fast._text_splicer is not None and not fast._text_splicer.enabled
+
+
+def test_a_text_template_without_block_markers_keeps_the_exact_path(day: list[Paper]) -> None:
+    fast = Renderer()
+    source = fast._env.loader.get_source(fast._env, "digest.txt.j2")[0]
+    fast._text = fast._env.from_string(
+        source.replace("{{ block_start }}", "").replace("{{ block_end }}", "")
+    )
+    exact = Renderer(splice=False)
+    exact._text = fast._text
+    for ctx in contexts(day)[:12]:
+        assert fast.render(ctx) == exact.render(ctx)
+    assert fast._text_splicer is not None and not fast._text_splicer.enabled
+
+
+def test_a_cut_value_in_the_html_template_is_caught_by_the_first_check(day: list[Paper]) -> None:
+    fast = Renderer()
+    source = fast._env.loader.get_source(fast._env, "digest.html.j2")[0]
+    fast._html = fast._env.from_string(source.replace("Hi {{ name }},", "Hi {{ name[:2] }},"))
+    exact = Renderer(splice=False)
+    exact._html = fast._html
+    ctx = replace(contexts(day)[3], subscriber=FakeSubscriber(name="Ada"))
+    assert fast.render(ctx) == exact.render(ctx)
+    assert "Hi Ad," in fast.render(ctx).html
+    assert fast._splicer is not None and not fast._splicer.enabled

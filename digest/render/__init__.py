@@ -37,7 +37,7 @@ from digest.render.inline import (
     BlockInliner,
     unmark,
 )
-from digest.render.splice import Splicer
+from digest.render.splice import Splicer, TextSplicer, wrap_filter
 from digest.render.views import (
     AI_KEYWORDS_NOTE,
     DAILY_BRAND,
@@ -219,9 +219,9 @@ class Renderer:
             the packaged ones (``DIGEST_TEMPLATES_DIR``); ``None`` for the packaged ones only.
         site_url: the link in the email header (``DIGEST_SITE_URL``).
         thumbnails: show papers' thumbnails (``DIGEST_THUMBNAILS``).
-        splice: build the HTML part from cached inlined pieces (:mod:`digest.render.splice`)
-            when the packaged HTML template is used; the output is the same either way
-            (``False``: always premailer on each message's document, for comparison).
+        splice: build each part from cached pieces (:mod:`digest.render.splice`) when it
+            comes from the packaged template; the output is the same either way (``False``:
+            Jinja and premailer on each message's whole document, for comparison).
 
     Raises:
         ConfigError: ``templates_dir`` is not a directory, or a template has a syntax error
@@ -253,7 +253,7 @@ class Renderer:
             keep_trailing_newline=True,
             auto_reload=False,
         )
-        self._env.filters["wrap"] = wrap
+        self._env.filters["wrap"] = wrap_filter
         self._env.filters["highlight"] = highlight
         self._env.filters["count"] = format_count
         self._html = self._load(HTML_TEMPLATE)
@@ -265,8 +265,22 @@ class Renderer:
             == (PACKAGED_TEMPLATES_DIR / HTML_TEMPLATE).resolve()
         )
         self._splicer = (
-            Splicer(self._inliner, lambda variables: self._run(self._html, variables))
+            Splicer(
+                self._inliner,
+                lambda variables: self._run(self._html, variables),
+                self._exact_html,
+            )
             if splice and packaged
+            else None
+        )
+        packaged_text = (
+            self._text.filename is not None
+            and Path(self._text.filename).resolve()
+            == (PACKAGED_TEMPLATES_DIR / TEXT_TEMPLATE).resolve()
+        )
+        self._text_splicer = (
+            TextSplicer(lambda variables: self._run(self._text, variables))
+            if splice and packaged_text
             else None
         )
 
@@ -319,7 +333,9 @@ class Renderer:
             ``unsubscribe_url``, ``unsubscribe_mailto`` (a ``mailto:`` URL or ``None``),
             ``preferences_url``, ``archive_url``, ``postal_address`` (each or ``None``),
             ``text_width``, ``highlight_class``, ``period`` (``on Thursday``, ``in the week of
-            Aug 17–23``: never "today"), ``see_all_url`` (the edition's page on Hugging Face).
+            Aug 17–23``: never "today"), ``see_all_url`` (the edition's page on Hugging Face),
+            ``block_start`` and ``block_end`` (empty strings marking each paper's part of the
+            text template, see :mod:`digest.render.splice`).
         """
         sub = ctx.subscriber
         return {
@@ -348,6 +364,8 @@ class Renderer:
             "postal_address": ctx.postal_address,
             "text_width": TEXT_WIDTH,
             "highlight_class": HIGHLIGHT_CLASS,
+            "block_start": "",
+            "block_end": "",
         }
 
     def render(self, ctx: EmailContext) -> RenderedEmail:
@@ -364,21 +382,33 @@ class Renderer:
                 template file and line.
         """
         variables = self.context_for(ctx)
-        spliced = self._splicer.html(variables, ctx.feedback) if self._splicer else None
-        html = spliced if spliced is not None else self.inline(self._run(self._html, variables))
-        text = self._run(self._text, variables)
+        html = self._splicer.html(variables, ctx.feedback) if self._splicer else None
+        if html is None:
+            html = self._exact_html(variables, ctx.feedback)
+        text = self._text_splicer.text(variables) if self._text_splicer else None
+        if text is None:
+            text = self._run(self._text, variables)
         for arxiv_id, (like, dislike) in ctx.feedback.items():
             for verdict, url in (("like", like), ("dislike", dislike)):
-                slot = FEEDBACK_PLACEHOLDER.format(verdict=verdict, id=arxiv_id)
-                if spliced is None:
-                    html = html.replace(slot, str(escape(url)))
-                text = text.replace(slot, url)
+                text = text.replace(FEEDBACK_PLACEHOLDER.format(verdict=verdict, id=arxiv_id), url)
         return RenderedEmail(
             subject=variables["subject"],
             html=html,
             text=text,
             preheader=variables["preheader"],
         )
+
+    def _exact_html(
+        self, variables: Mapping[str, Any], feedback: Mapping[str, tuple[str, str]]
+    ) -> str:
+        """The HTML part the exact way: the template, premailer (with the block cache), then
+        the feedback links in place of their placeholders."""
+        html = self.inline(self._run(self._html, dict(variables)))
+        for arxiv_id, (like, dislike) in feedback.items():
+            for verdict, url in (("like", like), ("dislike", dislike)):
+                slot = FEEDBACK_PLACEHOLDER.format(verdict=verdict, id=arxiv_id)
+                html = html.replace(slot, str(escape(url)))
+        return html
 
     @staticmethod
     def _run(template: jinja2.Template, variables: dict[str, Any]) -> str:

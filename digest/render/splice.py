@@ -40,8 +40,8 @@ from typing import Any
 from lxml import etree  # type: ignore[import-untyped]  # lxml ships no stubs
 from markupsafe import escape
 
-from digest.render.inline import BLOCK_SLOT, BlockInliner
-from digest.render.views import PaperView
+from digest.render.inline import _BLOCK_RE, BLOCK_SLOT, BlockInliner
+from digest.render.views import TEXT_WIDTH, PaperView, wrap
 
 PLACEHOLDER = "xqdgst{}q"
 """A per-message value while rendering and inlining (ASCII letters and digits only)."""
@@ -66,9 +66,12 @@ _ESCAPED_SLOTS = frozenset({LIKE, DISLIKE})
 feedback links in after inlining."""
 
 
+HTML_CHECKS = 16
+"""Messages teaching a new HTML shape that are also made the exact way and compared (a
+template using a value other than whole, e.g. ``{{ name[:2] }}``, shows in the first one)."""
 _MAX_SKELETONS = 256
-_MAX_BLOCKS = 4096
-"""Cached paper blocks (~3 KB each)."""
+_MAX_BLOCKS = 16384
+"""Cached paper blocks (~2.5 KB each; 100,000 bench subscribers × 29 papers make ~8,100)."""
 _MAX_SERIALIZED = 8192
 """Cached lxml serializations of values outside the fast set."""
 
@@ -160,11 +163,21 @@ class Splicer:
         inliner: the renderer's inliner (premailer and its block cache).
         render_raw: renders the HTML template with a variables dict (the same as the exact
             path, so template errors are raised the same way).
+        exact: the exact path's HTML for (variables, feedback): the first
+            :data:`HTML_CHECKS` messages that teach a new shape are compared with it, and
+            any difference turns splicing off for good.
     """
 
-    def __init__(self, inliner: BlockInliner, render_raw: Callable[[dict[str, Any]], str]):
+    def __init__(
+        self,
+        inliner: BlockInliner,
+        render_raw: Callable[[dict[str, Any]], str],
+        exact: Callable[[Mapping[str, Any], Mapping[str, tuple[str, str]]], str],
+    ):
         self._inliner = inliner
         self._render_raw = render_raw
+        self._exact = exact
+        self._checks_left = HTML_CHECKS
         self._skeletons: OrderedDict[Hashable, list[Piece]] = OrderedDict()
         self._blocks: OrderedDict[Hashable, list[Piece]] = OrderedDict()
         self._lock = threading.Lock()
@@ -202,12 +215,35 @@ class Splicer:
         with self._lock:
             skeleton = self._skeletons.get(skeleton_key)
             blocks: Sequence[list[Piece] | None] = [self._blocks.get(k) for k in block_keys]
+        check = False
         if skeleton is None or any(b is None for b in blocks):
             learned = self._learn(variables, views, skeleton_key, block_keys)
             if learned is None:
                 self.fallbacks += 1
                 return None
             skeleton, blocks = learned
+            check = self._checks_left > 0
+        html = self._assemble(variables, feedback, views, skeleton, blocks)
+        if html is None:
+            self.fallbacks += 1
+            return None
+        if check:
+            self._checks_left -= 1
+            if html != self._exact(variables, feedback):
+                self.enabled = False
+                self.fallbacks += 1
+                return None
+        self.spliced += 1
+        return html
+
+    def _assemble(
+        self,
+        variables: Mapping[str, Any],
+        feedback: Mapping[str, tuple[str, str]],
+        views: Sequence[PaperView],
+        skeleton: list[Piece],
+        blocks: Sequence[list[Piece] | None],
+    ) -> str | None:
         values: list[str | None] = [_value(variables, name) for name in SKELETON_SLOTS]
         out: list[str] = []
         for piece in skeleton:
@@ -215,7 +251,6 @@ class Splicer:
                 out.append(piece)
             elif isinstance(piece, _Slot):
                 if not self._put(out, piece, values[piece.index]):
-                    self.fallbacks += 1
                     return None
             else:
                 for i, (view, block) in enumerate(zip(views, blocks, strict=True)):
@@ -235,9 +270,7 @@ class Splicer:
                         elif isinstance(bp, _Slot) and not self._put(
                             out, bp, block_values[bp.index]
                         ):
-                            self.fallbacks += 1
                             return None
-        self.spliced += 1
         return "".join(out)
 
     def _put(self, out: list[str], slot: _Slot, value: str | None) -> bool:
@@ -296,26 +329,53 @@ class Splicer:
             for v in views
         ]
         raw = self._render_raw(probe)
-        parts = self._inliner.inline_parts(raw)
-        if parts is None or len(parts[1]) != len(views):
-            self.enabled = False  # not a context-free stylesheet, or not a marked template
-            return None
-        skeleton_html, block_html = parts
-        skeleton = _pieces(skeleton_html, allowed=range(len(SKELETON_SLOTS)), blocks=True)
-        blocks = [_pieces(b, allowed=range(RANK, DISLIKE + 1), blocks=False) for b in block_html]
-        if skeleton is None or any(b is None for b in blocks):
+        with self._lock:
+            skeleton = self._skeletons.get(skeleton_key)
+            known = [self._blocks.get(k) for k in block_keys]
+        body = raw.find("<body")
+        if skeleton is not None and body >= 0:
+            # Only paper blocks are new: inline them alone, under the same <head> (its
+            # <style>), in a table as in the template. Their inlined text is the same as in
+            # the whole document: every selector is context-free (checked by inline_parts).
+            marked = [m.group(0) for m in _BLOCK_RE.finditer(raw)]
+            if len(marked) != len(views):
+                self.enabled = False
+                return None
+            missing = [i for i, hit in enumerate(known) if hit is None]
+            rows = "".join(marked[i] for i in missing)
+            host = f"{raw[:body]}<body><table>{rows}</table></body></html>"
+            parts = self._inliner.inline_parts(host)
+            if parts is None or len(parts[1]) != len(missing):
+                self.enabled = False
+                return None
+            new_html = dict(zip(missing, parts[1], strict=True))
+        else:
+            parts = self._inliner.inline_parts(raw)
+            if parts is None or len(parts[1]) != len(views):
+                self.enabled = False  # not a context-free stylesheet, or not a marked template
+                return None
+            skeleton = _pieces(parts[0], allowed=range(len(SKELETON_SLOTS)), blocks=True)
+            new_html = dict(enumerate(parts[1]))
+        new_blocks = {
+            i: _pieces(b, allowed=range(RANK, DISLIKE + 1), blocks=False)
+            for i, b in new_html.items()
+        }
+        if skeleton is None or any(b is None for b in new_blocks.values()):
             self.enabled = False  # a placeholder was altered or misplaced: not exact here
             return None
+        blocks = [new_blocks.get(i) or known[i] for i in range(len(views))]
         with self._lock:
             self._skeletons[skeleton_key] = skeleton
             while len(self._skeletons) > _MAX_SKELETONS:
                 self._skeletons.popitem(last=False)
-            for key, block in zip(block_keys, blocks, strict=True):
+            for i, block in new_blocks.items():
                 assert block is not None
-                self._blocks[key] = block
+                self._blocks[block_keys[i]] = block
             while len(self._blocks) > _MAX_BLOCKS:
                 self._blocks.popitem(last=False)
-        return skeleton, [b for b in blocks if b is not None]
+        if any(b is None for b in blocks):  # pragma: no cover - evicted meanwhile by a thread
+            return None
+        return skeleton, blocks
 
 
 def _value(variables: Mapping[str, Any], name: str) -> str | None:
@@ -426,3 +486,277 @@ def _slot_at(html: str, start: int, end: int, index: int) -> _Slot | None:
     if name in ("script", "style", "textarea", "xmp", "plaintext", "noscript"):
         return None
     return _Slot(index, "title" if name == "title" else "p", None)
+
+
+# -- the text part ---------------------------------------------------------------------------
+
+BLOCK_BEGIN_MARK = "xqdgstbq"
+"""``block_start`` while learning a text shape: where a paper's part of the text begins."""
+BLOCK_END_MARK = "xqdgsteq"
+"""``block_end`` while learning: where it ends."""
+RANK_MARK = "\x1a\x1a\x1a"
+"""A paper's rank while learning a text shape: three characters, so that the packaged
+template's ``(p.rank ~ ".").ljust(4)`` is four wide as for every rank up to 999, and the
+title's line breaks are those of any rank. ``RANK_MARK.`` then becomes ``"3.  "``."""
+_TEXT_TOKEN_RE = re.compile(r"xqdgst(w?)(\d+)q|\x1a\x1a\x1a(\.?)")
+_MAX_TEXT_BLOCKS = 8192
+"""Cached text parts of papers (~1 KB each; keyed by rank too)."""
+
+_recording = threading.local()
+
+
+@dataclass(frozen=True, slots=True)
+class _Wrap:
+    """A ``wrap`` filter call whose arguments held placeholders: done per message."""
+
+    text: str
+    width: int
+    indent: str
+    first_indent: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Rank:
+    """A paper's rank: ``"3.  "`` (``(rank ~ ".").ljust(4)``) when dotted, else ``"3"``."""
+
+    dotted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Raw:
+    """A value printed as is (the text template does not escape)."""
+
+    index: int
+
+
+TextPiece = str | _Raw | _Wrap | _Rank | _Blocks
+
+
+def wrap_filter(
+    text: str, width: int = TEXT_WIDTH, indent: str = "", first_indent: str | None = None
+) -> str:
+    """The templates' ``wrap`` filter: :func:`~digest.render.views.wrap`, except while a text
+    shape is being learned, when a call on a placeholder is recorded and stands as a token."""
+    records: list[_Wrap] | None = getattr(_recording, "records", None)
+    if records is not None and any(
+        isinstance(a, str) and "xqdgst" in a for a in (text, indent, first_indent)
+    ):
+        records.append(_Wrap(str(text), width, indent, first_indent))
+        return f"xqdgstw{len(records) - 1}q"
+    return wrap(text, width, indent, first_indent)
+
+
+class TextSplicer:
+    """Builds the text part from cached pieces, as :class:`Splicer` does the HTML part.
+
+    Values go in raw (the text template does not escape); a ``wrap`` whose text holds a value
+    (the intro with the keywords, the footer with the address, a why line) is recorded while
+    learning and done per message on the real text, so line breaks are the template's.
+    A paper's part is cached with its rank (its first line's indent) and whether it is last
+    (the rule under it).
+
+    Args:
+        render_raw: renders the text template with a variables dict.
+    """
+
+    def __init__(self, render_raw: Callable[[dict[str, Any]], str]):
+        self._render_raw = render_raw
+        self._skeletons: OrderedDict[Hashable, list[TextPiece]] = OrderedDict()
+        self._blocks: OrderedDict[Hashable, list[TextPiece]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.enabled = True
+        """False once the template turned out not to splice (no markers, a changed value)."""
+        self.spliced = 0
+        """Messages assembled from pieces (statistics)."""
+
+    def text(self, variables: Mapping[str, Any]) -> str | None:
+        """The text part for ``variables`` (feedback placeholders left in), or ``None``.
+
+        Raises:
+            ConfigError: the template failed while rendering a new shape.
+        """
+        if not self.enabled:
+            return None
+        views: Sequence[PaperView] = variables["papers"]
+        last = len(views) - 1
+        skeleton_key = _skeleton_key(variables)
+        block_keys = [(_block_key(v), i == last) for i, v in enumerate(views)]
+        with self._lock:
+            skeleton = self._skeletons.get(skeleton_key)
+            blocks: Sequence[list[TextPiece] | None] = [self._blocks.get(k) for k in block_keys]
+        learned = None
+        if skeleton is None or any(b is None for b in blocks):
+            learned = self._learn(variables, views, skeleton_key, block_keys)
+            if learned is None:
+                return None
+            skeleton, blocks = learned
+        values = {i: _value(variables, name) for i, name in enumerate(SKELETON_SLOTS)}
+        out: list[str] = []
+        for piece in skeleton:
+            if isinstance(piece, _Blocks):
+                for view, block in zip(views, blocks, strict=True):
+                    assert block is not None
+                    if not _put_text(out, block, {WHY: view.why or None}, view.rank):
+                        return None
+            elif not _put_text(out, [piece], values):
+                return None
+        text = "".join(out)
+        # Every new shape is checked against the template itself (Jinja alone is cheap): a
+        # value used other than whole (``{{ name[:2] }}``) turns splicing off for good.
+        if learned is not None and text != self._render_raw(dict(variables)):
+            self.enabled = False
+            return None
+        self.spliced += 1
+        return text
+
+    def _learn(
+        self,
+        variables: Mapping[str, Any],
+        views: Sequence[PaperView],
+        skeleton_key: Hashable,
+        block_keys: Sequence[Hashable],
+    ) -> tuple[list[TextPiece], Sequence[list[TextPiece] | None]] | None:
+        probe = _probe(variables)
+        probe["papers"] = [
+            replace(
+                v,
+                rank=RANK_MARK,  # type: ignore[arg-type]  # printed and joined only
+                why=PLACEHOLDER.format(WHY) if v.why else "",
+            )
+            for v in views
+        ]
+        probe["block_start"] = BLOCK_BEGIN_MARK
+        probe["block_end"] = BLOCK_END_MARK
+        records: list[_Wrap] = []
+        _recording.records = records
+        try:
+            raw = self._render_raw(probe)
+        finally:
+            _recording.records = None
+        parts = _cut_blocks(raw, len(views))
+        if parts is None:
+            self.enabled = False
+            return None
+        head, block_texts, tail = parts
+        skeleton = _text_pieces(head, records, range(len(SKELETON_SLOTS)))
+        end = _text_pieces(tail, records, range(len(SKELETON_SLOTS)))
+        blocks = [_text_pieces(b, records, range(WHY, WHY + 1)) for b in block_texts]
+        if skeleton is None or end is None or any(b is None for b in blocks):
+            self.enabled = False
+            return None
+        whole: list[TextPiece] = [*skeleton, *([_Blocks("")] if views else []), *end]
+        with self._lock:
+            self._skeletons[skeleton_key] = whole
+            while len(self._skeletons) > _MAX_SKELETONS:
+                self._skeletons.popitem(last=False)
+            for key, block in zip(block_keys, blocks, strict=True):
+                assert block is not None
+                self._blocks[key] = block
+            while len(self._blocks) > _MAX_TEXT_BLOCKS:
+                self._blocks.popitem(last=False)
+        return whole, blocks
+
+
+def _probe(variables: Mapping[str, Any]) -> dict[str, Any]:
+    """``variables`` with each filled skeleton slot replaced by its placeholder."""
+    probe = dict(variables)
+    for index, name in enumerate(SKELETON_SLOTS):
+        value = variables.get(name)
+        if name == "keywords":
+            probe[name] = (PLACEHOLDER.format(index),) if value else ()
+        elif value:
+            probe[name] = PLACEHOLDER.format(index)
+    return probe
+
+
+def _cut_blocks(raw: str, count: int) -> tuple[str, list[str], str] | None:
+    """``raw`` as (before the papers, each paper's part, after); ``None`` if not so marked."""
+    if count == 0:
+        return (raw, [], "") if BLOCK_BEGIN_MARK not in raw else None
+    first = raw.find(BLOCK_BEGIN_MARK)
+    last = raw.rfind(BLOCK_END_MARK)
+    if first < 0 or last < 0:
+        return None
+    inner = raw[first + len(BLOCK_BEGIN_MARK) : last]
+    blocks = inner.split(BLOCK_END_MARK + BLOCK_BEGIN_MARK)
+    if len(blocks) != count or any(BLOCK_BEGIN_MARK in b or BLOCK_END_MARK in b for b in blocks):
+        return None
+    return raw[:first], blocks, raw[last + len(BLOCK_END_MARK) :]
+
+
+def _text_pieces(text: str, records: list[_Wrap], allowed: range) -> list[TextPiece] | None:
+    """``text`` cut at its tokens; ``None`` if a token is foreign or a value was altered."""
+    tokens = list(_TEXT_TOKEN_RE.finditer(text))
+    if len(_PLACEHOLDER_ANY_CASE.findall(text)) != sum(1 for m in tokens if m.group(2)):
+        return None
+    out: list[TextPiece] = []
+    pos = 0
+    for m in tokens:
+        if text[pos : m.start()]:
+            out.append(text[pos : m.start()])
+        if m.group(2) is None:  # the rank mark
+            if allowed.start != WHY:
+                return None  # a rank outside a paper's part
+            out.append(_Rank(bool(m.group(3))))
+            pos = m.end()
+            continue
+        n = int(m.group(2))
+        if m.group(1):  # a recorded wrap: its arguments may hold only allowed placeholders
+            if n >= len(records):
+                return None
+            record = records[n]
+            args = f"{record.text}\x00{record.indent}\x00{record.first_indent or ''}"
+            inner = [int(i) for i in _PLACEHOLDER_RE.findall(args)]
+            if len(_PLACEHOLDER_ANY_CASE.findall(args)) != len(inner) or any(
+                i not in allowed for i in inner
+            ):
+                return None
+            out.append(record)
+        else:
+            if n not in allowed:
+                return None
+            out.append(_Raw(n))
+        pos = m.end()
+    if text[pos:]:
+        out.append(text[pos:])
+    return out
+
+
+def _put_text(
+    out: list[str],
+    pieces: Sequence[TextPiece],
+    values: Mapping[int, str | None],
+    rank: int = 0,
+) -> bool:
+    def value(m: re.Match[str]) -> str:
+        v = values.get(int(m.group(1)))
+        if v is None:
+            raise KeyError(m.group(0))
+        return v
+
+    for piece in pieces:
+        if isinstance(piece, str):
+            out.append(piece)
+        elif isinstance(piece, _Rank):
+            label = f"{rank}."
+            if piece.dotted and len(label) > len(RANK_MARK) + 1:
+                return False  # rank 1000 or more: wider than the mark
+            out.append(label.ljust(len(RANK_MARK) + 1) if piece.dotted else str(rank))
+        elif isinstance(piece, _Raw):
+            v = values.get(piece.index)
+            if v is None:
+                return False
+            out.append(v)
+        elif isinstance(piece, _Wrap):
+            try:
+                text = _PLACEHOLDER_RE.sub(value, piece.text)
+                indent = _PLACEHOLDER_RE.sub(value, piece.indent)
+                first = (
+                    None
+                    if piece.first_indent is None
+                    else _PLACEHOLDER_RE.sub(value, piece.first_indent)
+                )
+            except KeyError:
+                return False
+            out.append(wrap(text, piece.width, indent, first))
+    return True
