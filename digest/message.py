@@ -371,10 +371,26 @@ def list_unsubscribe(settings: Settings, email: str) -> tuple[str | None, bool]:
 
 
 def _quoted_printable(text: str) -> bytes:
-    """UTF-8 quoted-printable (RFC 2045 §6.7), CRLF line breaks, lines ≤ 76 chars."""
-    data = "\n".join(text.splitlines()).encode(CHARSET) + b"\n"
-    qp = binascii.b2a_qp(data, quotetabs=False, istext=True, header=False)
-    return qp.replace(b"\n", b"\r\n")
+    """UTF-8 quoted-printable (RFC 2045 §6.7), CRLF line breaks, lines ≤ 76 chars.
+
+    ``binascii.b2a_qp`` encodes each line on its own (its soft breaks and trailing-space
+    rules restart at every line break), so the encoding is done line by line and cached
+    per line: most lines of a digest (head, styles, paper blocks) recur in every message.
+    The bytes are those of one ``b2a_qp`` call over the whole text (tested).
+    """
+    return b"".join(map(_qp_line, text.splitlines() or [""]))
+
+
+_QP_LINE_CACHE_SIZE = 32768
+"""Distinct encoded lines kept (~100 bytes each)."""
+
+
+@functools.lru_cache(maxsize=_QP_LINE_CACHE_SIZE)
+def _qp_line(line: str) -> bytes:
+    data = line.encode(CHARSET) + b"\n"
+    return binascii.b2a_qp(data, quotetabs=False, istext=True, header=False).replace(
+        b"\n", b"\r\n"
+    )
 
 
 def _multipart_body(boundary: str, parts: list[tuple[str, str]]) -> bytes:

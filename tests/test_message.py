@@ -400,3 +400,32 @@ def test_plain_headers_skip_the_parser() -> None:
     assert _plain_header("Date", "Tue, 18 Aug 2026 07:30:00 +0000") is not None
     assert _plain_header("Subject", "Daily Papers · x") is None  # non-ASCII: folded by email
     assert _plain_header("Subject", "x" * 1000) is None
+
+
+def _qp_whole(text: str) -> bytes:
+    """The reference: one b2a_qp call over the whole text (what _quoted_printable was)."""
+    import binascii
+
+    data = "\n".join(text.splitlines()).encode("utf-8") + b"\n"
+    return binascii.b2a_qp(data, quotetabs=False, istext=True, header=False).replace(
+        b"\n", b"\r\n"
+    )
+
+
+def test_quoted_printable_line_by_line_is_byte_identical_to_the_whole_text() -> None:
+    import random
+
+    from digest.message import _quoted_printable
+
+    rng = random.Random(13)
+    alphabet = "ab =\t.é€🤖<>&\"'" + "x" * 20
+    texts = ["", "\n", "\n\n\n", "a", "trailing space ", "trailing tab\t", "=", "." * 200]
+    texts += ["crlf\r\nline\rbreaks\u2028and\x0bothers\x85end", " " * 80, "=" * 100]
+    for _ in range(400):
+        lines = [
+            "".join(rng.choice(alphabet) for _ in range(rng.choice((0, 1, 5, 75, 76, 77, 150))))
+            for _ in range(rng.randint(0, 6))
+        ]
+        texts.append(rng.choice(("\n", "\r\n")).join(lines) + rng.choice(("", "\n", " \n")))
+    for text in texts:
+        assert _quoted_printable(text) == _qp_whole(text), repr(text)
