@@ -388,9 +388,7 @@ _QP_LINE_CACHE_SIZE = 32768
 @functools.lru_cache(maxsize=_QP_LINE_CACHE_SIZE)
 def _qp_line(line: str) -> bytes:
     data = line.encode(CHARSET) + b"\n"
-    return binascii.b2a_qp(data, quotetabs=False, istext=True, header=False).replace(
-        b"\n", b"\r\n"
-    )
+    return binascii.b2a_qp(data, quotetabs=False, istext=True, header=False).replace(b"\n", b"\r\n")
 
 
 def _multipart_body(boundary: str, parts: list[tuple[str, str]]) -> bytes:
