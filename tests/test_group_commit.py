@@ -316,6 +316,42 @@ async def test_a_pool_of_8_commits_fewer_transactions_than_writes(tmp_path: Path
         store.close()
 
 
+async def test_a_send_cancelled_while_its_claims_commit_hands_every_claimed_row_back(
+    tmp_path: Path,
+) -> None:
+    """A cancelled waiter still learns its claim's result: claimed rows go back to owed."""
+    store = StateStore(tmp_path / "state.sqlite3")
+    committing, release = threading.Event(), threading.Event()
+
+    def trace(sql: str) -> None:  # the state thread: hold the first commit until released
+        if sql == "COMMIT" and not release.is_set():
+            committing.set()
+            release.wait(WAIT_S)
+
+    store._db.set_trace_callback(trace)
+    batch = [build(e) for e in emails(16)]
+    try:
+        with SMTPTestServer() as server:
+            settings = smtp_settings(server, smtp_concurrency=POOL)
+            task = asyncio.create_task(send_all(stream(batch), store=store, settings=settings))
+            assert await asyncio.to_thread(committing.wait, WAIT_S), "no claim was committed"
+            task.cancel()
+            await asyncio.sleep(0.05)  # the loop delivers the cancellation to every worker
+            release.set()
+            done, _ = await asyncio.wait({task}, timeout=WAIT_S)
+            assert done == {task} and task.cancelled()
+            received = server.messages
+        store._db.set_trace_callback(None)
+        rows = store.list()
+        assert received == []
+        assert rows, "the held commit claimed at least one row"
+        assert {(str(r.status), r.last_error, r.attempts) for r in rows} == {
+            ("owed", "stopped before sending", 0)
+        }
+    finally:
+        store.close()
+
+
 async def test_two_senders_on_one_postgresql_state_deliver_each_message_once(
     pg_url: str,
 ) -> None:
