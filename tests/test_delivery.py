@@ -631,3 +631,36 @@ async def test_error_in_the_message_stream_is_raised_after_in_flight_work(
     with pytest.raises(ValueError, match="renderer bug"):
         await send_all(broken(), store=store, settings=settings)
     assert store.list(statuses=["sending"]) == []
+
+
+@pytest.mark.parametrize(
+    "body, on_the_wire",
+    [
+        # Already CRLF, no leading dot: sent as is (the fast path).
+        (b"a\r\nb\r\n", b"a\r\nb\r\n"),
+        # Bare LF, bare CR and a missing final line end are made CRLF (RFC 5321 §2.3.8).
+        (b"a\nb\rc\r\nd", b"a\r\nb\r\nc\r\nd\r\n"),
+        # A dot at the start of the message or of a line is doubled on the wire and
+        # undoubled by the relay (RFC 5321 §4.5.2): the relay keeps the single dot.
+        (b".first\r\nmid\r\n.dot\r\n..two\r\n", b".first\r\nmid\r\n.dot\r\n..two\r\n"),
+        (b"x\n.y\r.z", b"x\r\n.y\r\n.z\r\n"),
+    ],
+)
+async def test_data_line_ends_and_dots_reach_the_relay_as_rfc_5321_says(
+    store: StateBackend, body: bytes, on_the_wire: bytes
+) -> None:
+    head = f"From: {SENDER}\r\nTo: lines@example.org\r\nSubject: s\r\n\r\n".encode()
+    msg = OutgoingMessage(
+        subscriber="lines@example.org",
+        edition=EDITION,
+        message_id="<lines@example.org>",
+        envelope_from=SENDER,
+        recipients=("lines@example.org",),
+        data=head + body,
+    )
+    with SMTPTestServer() as server:
+        summary = await send_all(stream([msg]), store=store, settings=smtp_settings(server))
+        received = server.messages
+    assert summary.sent == 1
+    [one] = received
+    assert one.data == head + on_the_wire

@@ -133,10 +133,16 @@ class _SMTP(aiosmtplib.SMTP):
         """``DATA``, the dot-stuffed message and its final ``.`` (RFC 5321 §4.1.1.4)."""
         if isinstance(message, str):
             message = message.encode("ascii")
-        payload = _LINE_END.sub(b"\r\n", message)
-        if not payload.endswith(b"\r\n"):
-            payload += b"\r\n"
-        payload = _LEADING_DOT.sub(b"..", payload) + b".\r\n"
+        # Our messages are CRLF already and rarely have a line starting with ".": the regex
+        # passes (~1 ms for a 36 KB digest, in the sending process) only run when needed;
+        # bytes.count / ``in`` are C scans, and the result is the same bytes.
+        crlf = message.count(b"\r\n")
+        if not (crlf == message.count(b"\r") == message.count(b"\n")):
+            message = _LINE_END.sub(b"\r\n", message)
+        payload = message if message.endswith(b"\r\n") else message + b"\r\n"
+        if payload.startswith(b".") or b"\n." in payload:
+            payload = _LEADING_DOT.sub(b"..", payload)
+        payload += b".\r\n"
         start = await self.execute_command(b"DATA", timeout=timeout)
         if start.code != SMTPStatus.start_input:
             raise SMTPDataError(start.code, start.message)
