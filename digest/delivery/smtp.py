@@ -98,7 +98,6 @@ IDLE_CHECK_AFTER_S = 10.0
 _E = TypeVar("_E", bound=BaseException)
 
 _LINE_END = re.compile(rb"\r\n|\r|\n")
-_LEADING_DOT = re.compile(rb"(?m)^\.")
 
 
 class _EndOfDataUnanswered(Exception):
@@ -133,16 +132,16 @@ class _SMTP(aiosmtplib.SMTP):
         """``DATA``, the dot-stuffed message and its final ``.`` (RFC 5321 §4.1.1.4)."""
         if isinstance(message, str):
             message = message.encode("ascii")
-        # Our messages are CRLF already and rarely have a line starting with ".": the regex
-        # passes (~1 ms for a 36 KB digest, in the sending process) only run when needed;
-        # bytes.count / ``in`` are C scans, and the result is the same bytes.
+        # Our messages are CRLF already: the line-end regex (~0.5 ms for a 36 KB digest, in
+        # the sending process) runs only when a bare CR or LF is there, found by C scans;
+        # dots are stuffed with bytes.replace, the same as re.sub(rb"(?m)^\.", b"..").
         crlf = message.count(b"\r\n")
         if not (crlf == message.count(b"\r") == message.count(b"\n")):
             message = _LINE_END.sub(b"\r\n", message)
         payload = message if message.endswith(b"\r\n") else message + b"\r\n"
-        if payload.startswith(b".") or b"\n." in payload:
-            payload = _LEADING_DOT.sub(b"..", payload)
-        payload += b".\r\n"
+        if payload.startswith(b"."):
+            payload = b"." + payload
+        payload = payload.replace(b"\n.", b"\n..") + b".\r\n"
         start = await self.execute_command(b"DATA", timeout=timeout)
         if start.code != SMTPStatus.start_input:
             raise SMTPDataError(start.code, start.message)
