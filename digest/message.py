@@ -381,8 +381,9 @@ def _quoted_printable(text: str) -> bytes:
     return b"".join(map(_qp_line, text.splitlines() or [""]))
 
 
-_QP_LINE_CACHE_SIZE = 32768
-"""Distinct encoded lines kept (~100 bytes each)."""
+_QP_LINE_CACHE_SIZE = 8192
+"""Distinct encoded lines kept (~400 bytes each with the key): the head and styles, and the
+lines of the papers most sent."""
 
 
 @functools.lru_cache(maxsize=_QP_LINE_CACHE_SIZE)

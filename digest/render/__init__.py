@@ -84,6 +84,9 @@ from digest.render.views import (
     wrap,
 )
 
+SPLICED_INLINER_BLOCKS = 512
+"""Inlined blocks a spliced renderer's inliner keeps (the splicer has its own)."""
+
 __all__ = [
     "AI_KEYWORDS_NOTE",
     "BLOCK_END",
@@ -258,11 +261,15 @@ class Renderer:
         self._env.filters["count"] = format_count
         self._html = self._load(HTML_TEMPLATE)
         self._text = self._load(TEXT_TEMPLATE)
-        self._inliner = BlockInliner()
         packaged = (
             self._html.filename is not None
             and Path(self._html.filename).resolve()
             == (PACKAGED_TEMPLATES_DIR / HTML_TEMPLATE).resolve()
+        )
+        # With the splicer keeping every paper block, the inliner's own cache only bridges
+        # a learn (memory: ~2.5 KB a block).
+        self._inliner = (
+            BlockInliner(SPLICED_INLINER_BLOCKS) if splice and packaged else BlockInliner()
         )
         self._splicer = (
             Splicer(

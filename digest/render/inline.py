@@ -94,11 +94,12 @@ class BlockInliner:
     caches, and the inlined text of up to :data:`_MAX_CACHED_BLOCKS` blocks.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_blocks: int = _MAX_CACHED_BLOCKS) -> None:
         self.premailer = _CachingPremailer(**PREMAILER_OPTIONS)
-
+        self.max_blocks = max_blocks
+        """Inlined blocks kept (the splicer keeps its own, so it needs only a few here)."""
         self._blocks: OrderedDict[tuple[tuple[str, ...], str], str] = OrderedDict()
-        self._style_verdicts: dict[tuple[str, ...], bool] = {}
+        self._style_verdicts: dict[tuple[str, ...], tuple[tuple[str, ...], bool]] = {}
         self._lock = threading.Lock()
         self.block_hits = 0
         """Paper blocks whose inlined HTML came from the cache (statistics)."""
@@ -200,15 +201,15 @@ class BlockInliner:
         with self._lock:
             for block, result in zip(blocks, inlined, strict=True):
                 self._blocks[(styles, block)] = result
-            while len(self._blocks) > _MAX_CACHED_BLOCKS:
+            while len(self._blocks) > self.max_blocks:
                 self._blocks.popitem(last=False)
 
     def _context_free_styles(self, html: str) -> tuple[str, ...] | None:
         """The ``<style>`` blocks of ``html`` if every inlined selector is context-free."""
         found = list(_STYLE_RE.finditer(html))
         styles = tuple(m.group(0) for m in found)
-        verdict = self._style_verdicts.get(styles)
-        if verdict is None:
+        known = self._style_verdicts.get(styles)
+        if known is None:
             verdict = len(found) == html.lower().count("<style") and all(
                 _is_context_free(self.premailer, m.group(1), m.group(2), index)
                 for index, m in enumerate(found)
@@ -216,7 +217,10 @@ class BlockInliner:
             with self._lock:
                 if len(self._style_verdicts) >= _MAX_CACHED_STYLESHEETS:
                     self._style_verdicts.clear()
-                self._style_verdicts[styles] = verdict
+                known = self._style_verdicts.setdefault(styles, (styles, verdict))
+        # The first copy of these styles is the one returned and kept in the block cache's
+        # keys: one ~6 KB stylesheet text, not one per cached block.
+        styles, verdict = known
         return styles if verdict else None
 
 
