@@ -104,6 +104,12 @@ OTHERS = {
     "python tag": "subscribers:\n  - email: a@example.org\n    name: !!python/name:os.system\n",
     "bad email": "subscribers:\n  - email: not-an-address\n  - email: b@@example.org\n",
     "idn address": "subscribers:\n  - email: José@Bücher.example\n",
+    "duplicate idn address": "subscribers:\n  - email: ada@bücher.example\n"
+    "  - email: Ada@Bücher.example\n",
+    "duplicate address, trailing dot": "subscribers:\n  - email: ada@example.org\n"
+    "  - email: ada@example.org.\n",
+    "flow plain scalar with a colon": "subscribers:\n  - email: a@example.org\n"
+    "    sources: [feed:https://example.org/rss]\n",
     "document markers": "---\nsubscribers:\n  - email: a@example.org\n...\n",
     "indented less after": "subscribers:\n    - email: a@example.org\n  - email: b@example.org\n",
 }

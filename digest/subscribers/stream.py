@@ -142,11 +142,38 @@ def _parse(text: str) -> Any:
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
-        return None if node is None else loader.value(node)
+        if node is None:
+            return None
+        _refuse_flow_colons(node)
+        return loader.value(node)
     except TypeError as e:  # an unhashable key (a list as a mapping key)
         raise _NotSure(str(e)) from None
     finally:
         loader.dispose()
+
+
+def _refuse_flow_colons(root: Node) -> None:
+    """Raise :class:`_NotSure` for a plain scalar with a ``:`` inside a flow collection.
+
+    libyaml reads ``[feed:https://example.org/rss]`` as one string, as YAML 1.2 allows;
+    ruamel refuses it ("found unexpected ':'"). The file must be read the way ruamel reads it
+    (it is the one that writes the file back), so such a file is left to ruamel, which
+    reports the line.
+    """
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        node, in_flow = stack.pop()
+        if isinstance(node, ScalarNode):
+            if in_flow and not node.style and ":" in node.value:  # style "": plain
+                raise _NotSure("a ':' in a plain scalar of a flow collection")
+        elif isinstance(node, SequenceNode):
+            flow = in_flow or bool(node.flow_style)
+            stack.extend((item, flow) for item in node.value)
+        elif isinstance(node, MappingNode):
+            flow = in_flow or bool(node.flow_style)
+            for key, value in node.value:
+                stack.append((key, flow))
+                stack.append((value, flow))
 
 
 def read_entries(text: str) -> tuple[Any, Iterator[Any]] | None:

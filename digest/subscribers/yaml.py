@@ -355,6 +355,7 @@ def _validate(
         if bad_keys:
             entry = {k: v for k, v in entry.items() if k in _FIELDS}
         raw_email = entry.get("email")
+        address = None
         if isinstance(raw_email, str) and raw_email.strip():
             # Compared on the raw text (normalized: NFC, IDNA domain, lower case), so a
             # duplicate is found even in an entry with other problems.
@@ -383,11 +384,10 @@ def _validate(
                     continue  # a bad default: reported once, under defaults
                 problems.add((*loc, *field_loc), _message(err))
             continue
-        if streamed is not None and isinstance(raw_email, str) and raw_email.strip():
-            # Keyed by the subscriber's own string when it is the same text (memory).
-            address = raw_email.strip().lower()
-            if address not in first_seen:
-                first_seen[sub.email if sub.email == address else address] = i
+        if streamed is not None and address is not None and address not in first_seen:
+            # Keyed by the normalized address (as compared above), held by the subscriber's
+            # own string when it is the same text (memory).
+            first_seen[sub.email if sub.email == address else address] = i
         sub = compact.subscriber(sub)
         if known_sources is not None and sub.sources is not None:
             for j, spec in enumerate(sub.sources):
