@@ -63,6 +63,12 @@ def normalize_email(address: str) -> str:
     Returns:
         The key under which the address is stored and compared.
     """
+    if address.isascii():  # the common case, quickly: NFC and IDNA change nothing here
+        text = address.strip()
+        local, at, domain = text.rpartition("@")
+        if not at:
+            return text.lower()
+        return f"{local.lower()}@{domain.strip().rstrip('.').lower()}"
     text = unicodedata.normalize("NFC", address.strip())
     local, at, domain = text.rpartition("@")
     if not at:

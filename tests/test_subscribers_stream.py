@@ -8,12 +8,13 @@ documents the streaming reader is meant for must actually take it.
 from __future__ import annotations
 
 import os
+import pickle
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from digest.subscribers import load_subscribers
+from digest.subscribers import Subscriber, load_subscribers
 from digest.subscribers import stream as stream_module
 from digest.subscribers import yaml as yaml_loader
 from digest.subscribers.stream import read_entries
@@ -124,9 +125,7 @@ def both_ways(tmp_path: Path, text: str) -> tuple[object, object]:
 
 
 @pytest.mark.parametrize("name", sorted(STREAMED))
-def test_streamed_documents_read_like_ruamel_and_take_the_stream(
-    tmp_path: Path, name: str
-) -> None:
+def test_streamed_documents_read_like_ruamel_and_take_the_stream(tmp_path: Path, name: str) -> None:
     text = textwrap.dedent(STREAMED[name]).lstrip("\n")
     assert read_entries(text) is not None
     fast, slow = both_ways(tmp_path, STREAMED[name])
@@ -167,16 +166,30 @@ def test_streaming_splits_runs_without_losing_or_gaining_items(
     assert [s.name for s in result] == [f"- r{i}" for i in range(50)]
 
 
-def test_equal_values_are_shared_between_subscribers(tmp_path: Path) -> None:
-    text = "defaults: {send_at: '07:30'}\nsubscribers:\n" + "".join(
-        f"  - email: r{i}@example.org\n    keywords: [diffusion, agents]\n" for i in range(3)
+@pytest.mark.parametrize("streamed", [True, False], ids=["stream", "ruamel"])
+def test_equal_values_are_shared_between_subscribers(tmp_path: Path, streamed: bool) -> None:
+    text = "defaults: {send_at: '07:30', exclude: [survey]}\nsubscribers:\n" + "".join(
+        f"  - email: r{i}@example.org\n    keywords: [diffusion, agents]\n"
+        f"    timezone: Europe/Berlin\n    sources: [hf]\n    frequency: weekly\n"
+        for i in range(3)
     )
-    result = yaml_loader._load_streamed(text, tmp_path / "s.yaml", None)
-    assert result is not None
+    path = tmp_path / "s.yaml"
+    result, problems = yaml_loader._load(text.encode(), path, None, streamed=streamed)
+    assert result is not None, problems
     a, b, _ = result.subscribers
-    assert a.keywords[0] is b.keywords[0]
-    assert a.send_at is b.send_at
-    assert a.__pydantic_fields_set__ is b.__pydantic_fields_set__
+    assert a == b.model_copy(update={"email": a.email})
+    for option in ("send_at", "exclude", "keywords", "timezone", "sources", "frequency"):
+        assert getattr(a, option) is getattr(b, option), option
+    if streamed:
+        assert a.keywords[0] is b.keywords[0]
+
+
+def test_subscribers_are_slotted_and_small_when_pickled() -> None:
+    sub = Subscriber(email="ada@example.org", name="Ada", keywords=("diffusion",))
+    assert not hasattr(sub, "__dict__")
+    assert pickle.loads(pickle.dumps(sub)) == sub
+    # The field values and the class, no field names or pydantic bookkeeping.
+    assert len(pickle.dumps(sub)) < 200
 
 
 def test_an_unchanged_settled_file_is_neither_read_nor_hashed(

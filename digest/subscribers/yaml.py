@@ -31,6 +31,7 @@ import dataclasses
 import gc
 import hashlib
 import logging
+import sys
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -262,33 +263,53 @@ def _yaml_problem(shown: str, e: MarkedYAMLError) -> str:
 class _Compactor:
     """Shares equal values between the subscribers of one load (memory per subscriber).
 
-    Keyword strings recur across a list (each YAML scalar is a new string object), and so do
-    the sets of options a subscriber sets (pydantic keeps one ``set`` of field names per
-    instance). Models are frozen, so sharing equal immutable values changes nothing else.
+    Each YAML scalar is a new string object and each validated list a new tuple, although
+    keywords, time zones, source lists and the lists set under ``defaults:`` recur across a
+    list. Subscribers are immutable, so sharing equal values changes nothing else.
     """
 
     def __init__(self) -> None:
-        self._strings: dict[str, str] = {}
-        self._field_sets: dict[frozenset[str], set[str]] = {}
+        self._values: dict[Any, Any] = {}
 
-    def entry(self, entry: Any) -> Any:
-        """``entry`` with the strings of its term lists shared."""
-        if not isinstance(entry, dict):
-            return entry
-        strings = self._strings
-        for key in ("keywords", "exclude"):
-            terms = entry.get(key)
-            if isinstance(terms, list):
-                entry[key] = [strings.setdefault(t, t) if isinstance(t, str) else t for t in terms]
-        return entry
+    def subscriber(self, sub: Subscriber, options: Iterable[str]) -> Subscriber:
+        """``sub`` with the values of ``options`` (those the file set) shared with equal ones.
 
-    def subscriber(self, sub: Subscriber) -> Subscriber:
-        """``sub`` with its set of explicitly set fields shared with equal ones."""
-        own = sub.__pydantic_fields_set__
-        shared = self._field_sets.setdefault(frozenset(own), own)
-        if shared is not own:
-            object.__setattr__(sub, "__pydantic_fields_set__", shared)
+        Only the string and list options are looked at (:data:`_SHAREABLE`: ``email`` and
+        ``name`` rarely recur; numbers, booleans and ``send_at`` are shared already). The
+        strings of a list are interned (``sys.intern``), so equal keywords in different
+        lists are one string too.
+        """
+        values = self._values
+        for option in options:
+            if option in _SHAREABLE:
+                value = getattr(sub, option)
+                if value is None:
+                    continue
+                shared = values.get(value)
+                if shared is None:
+                    shared = tuple(map(sys.intern, value)) if type(value) is tuple else value
+                    values[shared] = shared
+                if shared is not value:
+                    object.__setattr__(sub, option, shared)
         return sub
+
+
+_SHAREABLE = frozenset(
+    (
+        "keywords",
+        "exclude",
+        "frequency",
+        "weekday",
+        "timezone",
+        "sources",
+        "interests",
+        "like",
+        "dislike",
+        "authors",
+    )
+)
+"""Options whose value is a string, a tuple of strings or ``None``."""
+_FIELD_SET = frozenset(_FIELDS)
 
 
 def _validate(
@@ -348,7 +369,7 @@ def _validate(
             continue
         bad_keys = False
         for key in entry:
-            if key in _FIELDS:
+            if type(key) is str and key in _FIELD_SET:
                 continue
             problems.add((*loc, str(key)), _unknown_key(str(key), _FIELDS))
             bad_keys = True
@@ -368,8 +389,6 @@ def _validate(
                 )
             elif streamed is None:
                 first_seen[address] = i
-        if streamed is not None:
-            entry = compact.entry(entry)
         merged = {**defaults, **entry}
         try:
             sub = Subscriber.model_validate(merged)
@@ -388,7 +407,7 @@ def _validate(
             # Keyed by the normalized address (as compared above), held by the subscriber's
             # own string when it is the same text (memory).
             first_seen[sub.email if sub.email == address else address] = i
-        sub = compact.subscriber(sub)
+        sub = compact.subscriber(sub, merged)
         if known_sources is not None and sub.sources is not None:
             for j, spec in enumerate(sub.sources):
                 if spec not in known_sources:
