@@ -126,7 +126,7 @@ def both_ways(tmp_path: Path, text: str) -> tuple[object, object]:
 
 @pytest.mark.parametrize("name", sorted(STREAMED))
 def test_streamed_documents_read_like_ruamel_and_take_the_stream(tmp_path: Path, name: str) -> None:
-    text = textwrap.dedent(STREAMED[name]).lstrip("\n")
+    text = textwrap.dedent(STREAMED[name]).lstrip("\n").encode()
     assert read_entries(text) is not None
     fast, slow = both_ways(tmp_path, STREAMED[name])
     assert fast == slow
@@ -160,7 +160,7 @@ def test_streaming_splits_runs_without_losing_or_gaining_items(
         f"  - email: r{i}@example.org\n    name: |-\n      - r{i}\n" for i in range(50)
     )
     path = tmp_path / "s.yaml"
-    result = yaml_loader._load_streamed(text, path, None)
+    result = yaml_loader._load_streamed(text.encode(), path, None)
     assert result is not None
     assert [s.email for s in result] == [f"r{i}@example.org" for i in range(50)]
     assert [s.name for s in result] == [f"- r{i}" for i in range(50)]

@@ -15,11 +15,13 @@ as one line ``path:line: subscribers[3].keywords[1]: message`` (``line`` is 1-ba
 indexes are 0-based). Unknown keys are errors with a "did you mean" hint, so a typo never
 silently falls back to a default.
 
-Speed: the daemon re-reads the file every tick. The parsed result is cached per path and keyed
-by the file's bytes (SHA-256), so an unchanged file costs one read and one hash. The YAML is
-parsed once into a node tree (the libyaml-based C parser when ``ruamel.yaml.clib`` is
-installed, else the pure-Python one); line numbers come from that tree and are looked up only
-when there is a problem to report.
+Speed and memory: the daemon re-reads the file every tick; while its mtime, ctime, size and
+inode stay the same that costs one ``stat``, and after a change one read and one SHA-256, the
+parse only when the content changed. A valid file is read a run of entries at a time, line by
+line in its usual shape (:mod:`~digest.subscribers.lines`) and by libyaml otherwise
+(:mod:`~digest.subscribers.stream`), in memory that does not grow with a node tree; a file with
+a problem is read by ruamel, whose node tree gives each problem's line. A
+:class:`Subscriber` is a slotted dataclass of ~190 bytes besides its strings.
 """
 
 from digest.subscribers.model import (

@@ -1,111 +1,55 @@
-"""Read a subscribers file entry by entry with libyaml, in memory that does not grow with it.
+"""Read a subscribers file entry by entry, in memory that does not grow with a node tree.
 
 The fast path of :func:`digest.subscribers.yaml.load_subscribers`. Composing the whole YAML
 node tree (what :mod:`ruamel.yaml` does) costs several KB of short-lived objects per
-subscriber, and CPython does not hand that memory back to the OS. Here the file is cut, as
-text, into the part before and after the ``subscribers:`` list (parsed on its own) and runs of
-:data:`CHUNK_ITEMS` list items, each parsed by libyaml (PyYAML's ``CParser``) into plain
-Python values and validated before the next run is read.
+subscriber, and CPython does not hand that memory back to the OS. Here the file's bytes are
+cut, as text, into the part before and after the ``subscribers:`` list (parsed on its own) and
+runs of :data:`CHUNK_ITEMS` list items; each run is decoded on its own (the whole file is never
+held as ``str``) and read into plain Python values, which are validated before the next run is
+read. A run is read line by line by :mod:`digest.subscribers.lines` when it has the usual
+simple shape, else by libyaml (PyYAML's ``CParser``).
 
-Same values as the ruamel path: scalars are resolved with ruamel's YAML 1.2 rules (``07:30``
-and ``yes`` are strings, ``010`` is ten), duplicate keys are refused. Anything this reader is
-not sure it reads exactly like ruamel (tabs, ``\\r``, a flow-style or inline ``subscribers:``
-value, timestamps, sexagesimal numbers, aliases across runs, an item count that does not add
-up) and any YAML error makes :func:`read_entries` return ``None``; the caller then parses the
-file the slow way, which also finds the line of every problem.
+Same values as the ruamel path: scalars are resolved with ruamel's YAML 1.2 rules
+(:mod:`digest.subscribers.scalars`), duplicate keys are refused. Anything this reader is not
+sure it reads exactly like ruamel (tabs, ``\\r``, a ``%`` directive, a flow-style or inline
+``subscribers:`` value, timestamps, sexagesimal numbers, aliases across runs, an item count
+that does not add up, bytes that are not UTF-8) and any YAML error makes :func:`read_entries`
+return ``None`` (or its entries raise :class:`NotSure`); the caller then parses the file the
+slow way, which also finds the line of every problem.
 """
 
 from __future__ import annotations
 
+import codecs
 import re
 from collections.abc import Iterator
 from typing import Any
 
 import yaml
-from ruamel.yaml import resolver as ruamel_resolver
 from yaml._yaml import CParser
-from yaml.constructor import ConstructorError, SafeConstructor
+from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
-from yaml.resolver import BaseResolver
+
+from digest.subscribers.lines import read_run
+from digest.subscribers.scalars import Constructor, NotSimple, Resolver
 
 CHUNK_ITEMS = 500
-"""Subscribers parsed per libyaml call: large enough that the per-call set-up does not
-matter, small enough that one run's values are a few hundred KB."""
+"""Subscribers read per run: large enough that the per-run set-up does not matter, small
+enough that one run's values are a few hundred KB."""
 
-_YAML_12 = (1, 2)
-_KEY_LINE_RE = re.compile(r"^subscribers:[ ]*(?:#[^\n]*)?\n", re.MULTILINE)
-
-
-class _NotSure(Exception):
-    """The input uses something this reader does not promise to read like ruamel does."""
-
-
-class _Resolver(BaseResolver):
-    """Implicit tags exactly as ruamel resolves them for YAML 1.2 (its default)."""
-
-    yaml_implicit_resolvers: dict[Any, list[tuple[str, re.Pattern[str]]]] = {}  # noqa: RUF012
+_KEY_LINE = rb"subscribers:[ ]*(?:#[^\n]*)?\n"
+_KEY_LINE_RE = re.compile(_KEY_LINE)
+_NL_KEY_LINE_RE = re.compile(rb"\n" + _KEY_LINE)
+_FIRST_ITEM_RE = re.compile(rb"^( *)-(?=[ \n])", re.MULTILINE)
+# Patterns over the whole file start with a newline rather than ^ (re.MULTILINE): re then
+# skips to each newline quickly instead of trying the pattern at every byte.
 
 
-for _versions, _tag, _regexp, _first in ruamel_resolver.implicit_resolvers:
-    if _YAML_12 in _versions:
-        # ruamel's patterns are compiled lazily behind a proxy: compile a plain one.
-        _Resolver.add_implicit_resolver(_tag, re.compile(_regexp.pattern, _regexp.flags), _first)
-
-
-class _Constructor(SafeConstructor):
-    """PyYAML's safe constructor with ruamel's YAML 1.2 integers and no silent overwrites."""
-
-    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen = set()
-        for key_node, _value in node.value:
-            if isinstance(key_node, ScalarNode):
-                key = (key_node.tag, key_node.value)
-                if key in seen:
-                    raise _NotSure("duplicate key")  # ruamel refuses it, with a line
-                seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-    def construct_yaml_int(self, node: ScalarNode) -> int:
-        text = str(self.construct_scalar(node)).replace("_", "")
-        sign = -1 if text.startswith("-") else 1
-        digits = text.lstrip("+-")
-        if ":" in digits:
-            raise _NotSure("sexagesimal")
-        if digits.startswith("0b"):
-            return sign * int(digits[2:], 2)
-        if digits.startswith("0x"):
-            return sign * int(digits[2:], 16)
-        if digits.startswith("0o"):
-            return sign * int(digits[2:], 8)
-        return sign * int(digits)
-
-    def construct_yaml_float(self, node: ScalarNode) -> float:
-        if ":" in str(node.value):
-            raise _NotSure("sexagesimal")
-        return super().construct_yaml_float(node)
-
-    def construct_not_sure(self, node: ScalarNode) -> Any:
-        raise _NotSure(node.tag)
-
-
-_Constructor.yaml_constructors = {
-    **SafeConstructor.yaml_constructors,
-    "tag:yaml.org,2002:int": _Constructor.construct_yaml_int,
-    "tag:yaml.org,2002:float": _Constructor.construct_yaml_float,
-    "tag:yaml.org,2002:timestamp": _Constructor.construct_not_sure,
-}
-
-
-_STR = "tag:yaml.org,2002:str"
-_MAP = "tag:yaml.org,2002:map"
-_SEQ = "tag:yaml.org,2002:seq"
-
-
-class _Loader(CParser, _Constructor, _Resolver):
+class _Loader(CParser, Constructor, Resolver):
     def __init__(self, stream: str) -> None:
         CParser.__init__(self, stream)
-        _Constructor.__init__(self)
-        _Resolver.__init__(self)
+        Constructor.__init__(self)
+        Resolver.__init__(self)
 
     def resolve(self, kind: type[Node], value: str | None, implicit: tuple[bool, bool]) -> str:
         """:meth:`BaseResolver.resolve` without path resolvers (none are registered)."""
@@ -130,11 +74,14 @@ class _Loader(CParser, _Constructor, _Resolver):
             if not any(key.tag == _MERGE for key, _value in pairs):
                 out = {self.value(key): self.value(value) for key, value in pairs}
                 if len(out) != len(pairs):
-                    raise _NotSure("duplicate key")  # ruamel refuses it, with a line
+                    raise NotSimple("duplicate key")  # ruamel refuses it, with a line
                 return out
         return self.construct_object(node, deep=True)
 
 
+_STR = "tag:yaml.org,2002:str"
+_MAP = "tag:yaml.org,2002:map"
+_SEQ = "tag:yaml.org,2002:seq"
 _MERGE = "tag:yaml.org,2002:merge"
 
 
@@ -147,13 +94,13 @@ def _parse(text: str) -> Any:
         _refuse_flow_colons(node)
         return loader.value(node)
     except TypeError as e:  # an unhashable key (a list as a mapping key)
-        raise _NotSure(str(e)) from None
+        raise NotSimple(str(e)) from None
     finally:
         loader.dispose()
 
 
 def _refuse_flow_colons(root: Node) -> None:
-    """Raise :class:`_NotSure` for a plain scalar with a ``:`` inside a flow collection.
+    """Raise :class:`NotSimple` for a plain scalar with a ``:`` inside a flow collection.
 
     libyaml reads ``[feed:https://example.org/rss]`` as one string, as YAML 1.2 allows;
     ruamel refuses it ("found unexpected ':'"). The file must be read the way ruamel reads it
@@ -165,7 +112,7 @@ def _refuse_flow_colons(root: Node) -> None:
         node, in_flow = stack.pop()
         if isinstance(node, ScalarNode):
             if in_flow and not node.style and ":" in node.value:  # style "": plain
-                raise _NotSure("a ':' in a plain scalar of a flow collection")
+                raise NotSimple("a ':' in a plain scalar of a flow collection")
         elif isinstance(node, SequenceNode):
             flow = in_flow or bool(node.flow_style)
             stack.extend((item, flow) for item in node.value)
@@ -176,65 +123,93 @@ def _refuse_flow_colons(root: Node) -> None:
                 stack.append((value, flow))
 
 
-def read_entries(text: str) -> tuple[Any, Iterator[Any]] | None:
-    """Split ``text`` into its top level and its subscriber entries, read lazily.
+def read_entries(data: bytes) -> tuple[Any, Iterator[Any]] | None:
+    """Split the file into its top level and its subscriber entries, read lazily.
 
     Args:
-        text: the whole subscribers file, decoded.
+        data: the whole subscribers file, as read (UTF-8, optionally with a BOM).
 
     Returns:
         ``(top, entries)``: ``top`` is the document without the entries (``subscribers``
-        maps to ``None``); ``entries`` yields each list item's value in file order, parsing
+        maps to ``None``); ``entries`` yields each list item's value in file order, reading
         :data:`CHUNK_ITEMS` at a time. ``None`` when the file should be read the slow way
         (see the module docstring); ``entries`` raises :class:`NotSure` when that is found
         only later, and the caller then starts again the slow way.
     """
-    if "\t" in text or "\r" in text:
-        return None
-    keys = list(_KEY_LINE_RE.finditer(text))
+    base = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    if b"\t" in data or b"\r" in data or data.startswith(b"%", base) or b"\n%" in data:
+        return None  # a %YAML directive could change how scalars resolve
+    keys = [m.end() for m in _NL_KEY_LINE_RE.finditer(data, base)]
+    at_start = _KEY_LINE_RE.match(data, base)
+    if at_start is not None:
+        keys.append(at_start.end())
     if len(keys) != 1:
         return None
-    start = keys[0].end()
-    first = re.compile(r"^( *)-(?=[ \n])", re.MULTILINE).search(text, start)
+    start = keys[0]
+    first = _FIRST_ITEM_RE.search(data, start)
     if first is None:
         return None
+    end = _end_of_list(data, first)
+    try:
+        between = data[start : first.start()].decode("utf-8")
+        top_text = (data[base:start] + data[end:]).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
     # Nothing but blank and comment lines between the key and the first item.
-    for line in text[start : first.start()].split("\n"):
+    for line in between.split("\n"):
         if line.strip(" ") and not line.lstrip(" ").startswith("#"):
             return None
-    indent = len(first.group(1))
-    pad = " " * indent
-    # The list ends at the first line, not blank and not a comment, that is indented less
-    # than its items or is at their indentation without being an item.
-    if indent:
-        ends = re.compile(rf"^(?: {{0,{indent - 1}}}[^ \n#]|{pad}[^ \n#-]|{pad}-[^ \n])", re.M)
-    else:
-        ends = re.compile(r"^(?:[^ \n#-]|-[^ \n])", re.MULTILINE)
-    end_match = ends.search(text, first.start())
-    end = end_match.start() if end_match else len(text)
-    items = [m.start() for m in re.compile(rf"^{pad}-(?=[ \n])", re.M).finditer(text, 0, end)]
-    items = [pos for pos in items if pos >= first.start()]
     try:
-        top = _parse(text[:start] + text[end:])
-    except (yaml.YAMLError, _NotSure):
+        top = _parse(top_text)
+    except (yaml.YAMLError, NotSimple):
         return None
     if not isinstance(top, dict) or top.get("subscribers", ...) is not None:
         return None
-    return top, _entries(text, items, end)
+    return top, _entries(data, first, end)
+
+
+def _end_of_list(data: bytes, first: re.Match[bytes]) -> int:
+    """Where the list that starts at ``first`` ends: at the first line, not blank and not a
+    comment, that is indented less than its items or is at their indentation without being
+    an item (or at the end of the file)."""
+    indent = len(first.group(1))
+    pad = b" " * indent
+    if indent:
+        ends = re.compile(
+            rb"^(?: {0,%d}[^ \n#]|%s[^ \n#-]|%s-[^ \n])" % (indent - 1, pad, pad), re.M
+        )
+    else:
+        ends = re.compile(rb"^(?:[^ \n#-]|-[^ \n])", re.MULTILINE)
+    end_match = ends.search(data, first.start())
+    return end_match.start() if end_match else len(data)
 
 
 class NotSure(Exception):
     """Raised by the entries of :func:`read_entries`: read this file the slow way."""
 
 
-def _entries(text: str, items: list[int], end: int) -> Iterator[Any]:
-    for i in range(0, len(items), CHUNK_ITEMS):
-        stop = items[i + CHUNK_ITEMS] if i + CHUNK_ITEMS < len(items) else end
-        try:
-            values = _parse(text[items[i] : stop])
-        except (yaml.YAMLError, _NotSure, ConstructorError) as e:
-            raise NotSure(str(e)) from None
-        expected = min(CHUNK_ITEMS, len(items) - i)
-        if not isinstance(values, list) or len(values) != expected:
-            raise NotSure("the items did not split as expected")
-        yield from values
+def _entries(data: bytes, first: re.Match[bytes], end: int) -> Iterator[Any]:
+    indent = len(first.group(1))
+    item_re = re.compile(rb"\n%s-(?=[ \n])" % (b" " * indent))
+    starts = (m.start() + 1 for m in item_re.finditer(data, first.start() - 1, end))
+    run: list[int] = []
+    for pos in starts:
+        run.append(pos)
+        if len(run) > CHUNK_ITEMS:
+            yield from _read_run(data, run[0], run[-1], CHUNK_ITEMS, indent)
+            run = run[-1:]
+    if run:
+        yield from _read_run(data, run[0], end, len(run), indent)
+
+
+def _read_run(data: bytes, start: int, stop: int, expected: int, indent: int) -> list[Any]:
+    try:
+        text = data[start:stop].decode("utf-8")
+        values: Any = read_run(text, indent, _parse)
+        if values is None:
+            values = _parse(text)
+    except (UnicodeDecodeError, yaml.YAMLError, NotSimple, ConstructorError) as e:
+        raise NotSure(str(e)) from None
+    if not isinstance(values, list) or len(values) != expected:
+        raise NotSure("the items did not split as expected")
+    return values

@@ -15,14 +15,16 @@ as one line ``path:line: subscribers[3].keywords[1]: message`` (``line`` is 1-ba
 indexes are 0-based). Unknown keys are errors with a "did you mean" hint, so a typo never
 silently falls back to a default.
 
-Speed and memory: a valid file is read by :mod:`digest.subscribers.stream` (libyaml, a run of
-subscribers at a time, values shared between subscribers: 100,000 subscribers in a few seconds
-and in memory that does not grow with a node tree). A file with a problem, or using YAML that
-reader leaves alone, is parsed once into a ruamel node tree (its C parser when
-``ruamel.yaml.clib`` is installed), whose line numbers locate every problem. The result is
-cached per path: while the file's mtime, ctime, size and inode stay the same (and it was not
-modified within :data:`RACY_STAMP_S` of being read) a load neither reads nor hashes it; when
-they change, the file is read and hashed, and parsed only if its SHA-256 changed.
+Speed and memory: a valid file is read by :mod:`digest.subscribers.stream` (the file's bytes
+cut into runs of entries, each decoded on its own and read line by line by
+:mod:`digest.subscribers.lines` when it has the usual simple shape, by libyaml otherwise;
+equal values shared between subscribers: 100,000 subscribers in a few seconds and in memory
+that does not grow with a node tree). A file with a problem, or using YAML those readers
+leave alone, is parsed once into a ruamel node tree (its C parser when ``ruamel.yaml.clib``
+is installed), whose line numbers locate every problem. The result is cached per path: while
+the file's mtime, ctime, size and inode stay the same (and it was not modified within
+:data:`RACY_STAMP_S` of being read) a load neither reads nor hashes it; when they change, the
+file is read and hashed, and parsed only if its SHA-256 changed.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from pydantic import ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
+from ruamel.yaml.reader import ReaderError
 
 from digest.addresses import normalize_email
 from digest.errors import ConfigError
@@ -192,20 +195,27 @@ def _load(
     compare the two).
     """
     shown = str(path)
+    fast = _load_streamed(data, path, known_sources) if streamed else None
+    if fast is not None:
+        return fast, []
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         return None, [f"{shown}: not UTF-8 text (bad byte at offset {e.start})"]
 
-    fast = _load_streamed(text, path, known_sources) if streamed else None
-    if fast is not None:
-        return fast, []
     yaml = YAML(typ="safe", pure=False)  # the C parser when ruamel.yaml.clib is installed
     try:
         root = yaml.compose(text)
         doc = yaml.constructor.construct_document(root) if root is not None else None
     except MarkedYAMLError as e:
         return None, [_yaml_problem(shown, e)]
+    except ReaderError as e:  # a character YAML does not allow (NUL, other controls)
+        line = text.count("\n", 0, e.position) + 1
+        what = e.character if isinstance(e.character, int) else ord(e.character)
+        return None, [
+            f"{shown}:{line}: invalid YAML: unacceptable character #x{what:04x}: "
+            f"{' '.join(str(e.reason).split())} (remove it)"
+        ]
     except YAMLError as e:  # pragma: no cover - unmarked errors are rare
         return None, [f"{shown}:1: invalid YAML: {e}"]
 
@@ -227,27 +237,66 @@ def _load(
 
 
 def _load_streamed(
-    text: str, path: Path, known_sources: tuple[str, ...] | None
+    data: bytes, path: Path, known_sources: tuple[str, ...] | None
 ) -> SubscriberList | None:
     """The fast path (:mod:`digest.subscribers.stream`): the result of a valid file, or
     ``None`` when the file must be read the slow way (it has a problem, or uses YAML the
-    streaming reader leaves to ruamel)."""
-    split = read_entries(text)
+    streaming reader leaves to ruamel). Problems are not described here: at the first one
+    the slow way reads the file again and locates every problem."""
+    split = read_entries(data)
     if split is None:
         return None
     top, entries = split
+    if any(key not in TOP_LEVEL_KEYS for key in top):
+        return None
     problems = _Problems()
+    defaults = _validate_defaults(top.get("defaults"), problems)
+    if problems.items:
+        return None
     enabled = gc.isenabled()
     gc.disable()  # only acyclic values are made here: no collection can free anything
     try:
-        result = _validate(top, path, known_sources, problems, streamed=entries)
+        subscribers = _valid_subscribers(entries, defaults, known_sources)
     except NotSure as e:
         log.debug("%s: reading it the slow way (%s)", path, e)
         return None
     finally:
         if enabled:
             gc.enable()
-    return None if problems.items else result
+    return None if subscribers is None else SubscriberList(subscribers, defaults, path)
+
+
+def _valid_subscribers(
+    entries: Iterable[Any], defaults: dict[str, Any], known_sources: tuple[str, ...] | None
+) -> list[Subscriber] | None:
+    """The subscribers of the streamed entries, or ``None`` at the first problem (the same
+    checks as :func:`_validate`, without the words)."""
+    validate = Subscriber.model_validate
+    known = frozenset(known_sources) if known_sources is not None else None
+    subscribers: list[Subscriber] = []
+    seen: set[str] = set()
+    compact = _Compactor()
+    for entry in entries:
+        if type(entry) is not dict or not _FIELD_SET.issuperset(entry):
+            return None
+        raw_email = entry.get("email")
+        if type(raw_email) is not str:
+            return None
+        address = normalize_email(raw_email)
+        if address in seen:
+            return None  # a duplicate
+        merged = {**defaults, **entry} if defaults else entry
+        try:
+            sub = validate(merged)
+        except ValidationError:
+            return None
+        # Keyed by the subscriber's own string when it is the same text (memory).
+        seen.add(sub.email if sub.email == address else address)
+        sub = compact.subscriber(sub, merged)
+        if known is not None and sub.sources is not None and not known.issuperset(sub.sources):
+            return None
+        subscribers.append(sub)
+    return subscribers
 
 
 def _yaml_problem(shown: str, e: MarkedYAMLError) -> str:
@@ -313,19 +362,9 @@ _FIELD_SET = frozenset(_FIELDS)
 
 
 def _validate(
-    doc: Any,
-    path: Path,
-    known_sources: tuple[str, ...] | None,
-    problems: _Problems,
-    *,
-    streamed: Iterable[Any] | None = None,
+    doc: Any, path: Path, known_sources: tuple[str, ...] | None, problems: _Problems
 ) -> SubscriberList | None:
-    """Validate the parsed document; ``None`` when there are problems (in ``problems``).
-
-    ``streamed``: the subscriber entries, read lazily (the fast path, whose ``doc`` maps
-    ``subscribers`` to ``None``); validation then stops at the first problem, since the
-    caller reads the file again the slow way to locate every problem.
-    """
+    """Validate the parsed document; ``None`` when there are problems (in ``problems``)."""
     example = f"see {EXAMPLE_FILE}"
     if doc is None:
         problems.add((), f"the file is empty; it needs a 'subscribers:' list ({example})")
@@ -346,10 +385,10 @@ def _validate(
     if "subscribers" not in doc:
         problems.add((), f"missing 'subscribers:' list ({example})")
         return None
-    entries = doc["subscribers"] if streamed is None else streamed
+    entries = doc["subscribers"]
     if entries is None:
         entries = []
-    if not isinstance(entries, list) and streamed is None:
+    if not isinstance(entries, list):
         problems.add(("subscribers",), f"must be a list of subscribers, got {_kind(entries)}")
         return None
 
@@ -357,8 +396,6 @@ def _validate(
     first_seen: dict[str, int] = {}
     compact = _Compactor()
     for i, entry in enumerate(entries):
-        if streamed is not None and problems.items:
-            return None
         loc: Loc = ("subscribers", i)
         if not isinstance(entry, dict):
             problems.add(
@@ -376,7 +413,6 @@ def _validate(
         if bad_keys:
             entry = {k: v for k, v in entry.items() if k in _FIELDS}
         raw_email = entry.get("email")
-        address = None
         if isinstance(raw_email, str) and raw_email.strip():
             # Compared on the raw text (normalized: NFC, IDNA domain, lower case), so a
             # duplicate is found even in an entry with other problems.
@@ -387,7 +423,7 @@ def _validate(
                     f"duplicate email {address}",
                     also=("subscribers", first_seen[address], "email"),
                 )
-            elif streamed is None:
+            else:
                 first_seen[address] = i
         merged = {**defaults, **entry}
         try:
@@ -403,10 +439,6 @@ def _validate(
                     continue  # a bad default: reported once, under defaults
                 problems.add((*loc, *field_loc), _message(err))
             continue
-        if streamed is not None and address is not None and address not in first_seen:
-            # Keyed by the normalized address (as compared above), held by the subscriber's
-            # own string when it is the same text (memory).
-            first_seen[sub.email if sub.email == address else address] = i
         sub = compact.subscriber(sub, merged)
         if known_sources is not None and sub.sources is not None:
             for j, spec in enumerate(sub.sources):
