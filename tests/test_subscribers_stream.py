@@ -223,3 +223,16 @@ def test_a_recently_modified_file_is_hashed_every_time(tmp_path: Path) -> None:
     for n in range(3, 7):  # same size, within one mtime tick: still every edit is seen
         path.write_text(f"subscribers:\n  - email: a@example.org\n    max_papers: {n}\n")
         assert load_subscribers(path).subscribers[0].max_papers == n
+
+
+def test_keywords_stay_shared_past_the_compactors_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(yaml_loader, "_MAX_SHARED", 2)
+    text = "subscribers:\n" + "".join(
+        f"  - email: r{i}@example.org\n    keywords: [diffusion, 'k{i}']\n" for i in range(6)
+    )
+    result, problems = yaml_loader._load(text.encode(), tmp_path / "s.yaml", None)
+    assert result is not None, problems
+    firsts = {id(s.keywords[0]) for s in result.subscribers}
+    assert len(firsts) == 1  # every list is different, "diffusion" is one string

@@ -159,6 +159,7 @@ def load_subscribers(path: Path, *, known_sources: Sequence[str] | None = None) 
         return _cached(shown, hit)
 
     result, problems = _load(data, path, known)
+    del data  # not held while the result is copied (peak memory)
     with _cache_lock:
         _cache[key] = _Cached(digest, known, result, tuple(problems), trusted)
     if result is None:
@@ -337,7 +338,8 @@ class _Compactor:
                 shared = values.get(value)
                 if shared is None:
                     shared = tuple(map(sys.intern, value)) if type(value) is tuple else value
-                    values[shared] = shared
+                    if len(values) < _MAX_SHARED:
+                        values[shared] = shared
                 if shared is not value:
                     object.__setattr__(sub, option, shared)
         return sub
@@ -359,6 +361,10 @@ _SHAREABLE = frozenset(
 )
 """Options whose value is a string, a tuple of strings or ``None``."""
 _FIELD_SET = frozenset(_FIELDS)
+_MAX_SHARED = 10_000
+"""Distinct values the compactor remembers: enough for what recurs (time zones, source and
+default lists, common keyword lists), not a second index of a list whose keyword lists are
+all different (its strings are interned all the same)."""
 
 
 def _validate(
