@@ -31,6 +31,7 @@ from digest.delivery.engine import RetryCallback, send_all
 from digest.errors import DigestError
 from digest.models import Edition, RunSummary
 from digest.pipeline.workers import (
+    MESSAGES_PER_TASK,
     TASKS_IN_FLIGHT_PER_WORKER,
     SourceKey,
     make_in_processes,
@@ -326,7 +327,8 @@ class SendPipeline:
             # once per send (workers cannot call it).
             date=None if digest.now is utc_now else digest.now(),
             workers=workers,
-            ahead=TASKS_IN_FLIGHT_PER_WORKER * workers + pool_size(self.settings),
+            ahead=TASKS_IN_FLIGHT_PER_WORKER * workers * MESSAGES_PER_TASK
+            + pool_size(self.settings),
             stopped=self.stopped,
             message_ids=self.message_ids,
             context=self.context,
