@@ -377,3 +377,27 @@ async def test_two_senders_on_one_postgresql_state_deliver_each_message_once(
     finally:
         for s in stores:
             s.close()
+
+
+async def test_one_connection_commits_each_mark_with_the_next_claim(tmp_path: Path) -> None:
+    """Regression: with one connection nothing can share a commit but a message's mark and
+    the next message's claim; they used to be two transactions (2 per message)."""
+    messages = 20
+    store = StateStore(tmp_path / "state.sqlite3")
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    batch = [build(e) for e in emails(messages)]
+    try:
+        with SMTPTestServer() as server:
+            settings = smtp_settings(server, smtp_concurrency=1)
+            summary = await send_all(stream(batch), store=store, settings=settings)
+            received = by_recipient(server.messages)
+        store._db.set_trace_callback(None)
+        assert summary.sent == messages
+        assert all(len(received[m.subscriber]) == 1 for m in batch)
+        assert {str(r.status) for r in store.list()} == {"sent"}
+        commits = statements.count("COMMIT")
+        # The first claim alone, then each mark with the next claim, then the last mark.
+        assert commits <= messages + 1, f"{commits} commits for {messages} messages"
+    finally:
+        store.close()

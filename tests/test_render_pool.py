@@ -235,7 +235,10 @@ async def test_stop_ends_a_pooled_send_promptly_and_leaves_no_worker(
     assert leftover_children(before) == []
     assert 1 <= summary.sent < len(subs) // 2
     assert summary.failed == summary.deferred == 0
-    assert sorted(status for status, _ in rows.values()) == ["sent"] * summary.sent
+    statuses = sorted(status for status, _ in rows.values())
+    # With one connection, at most the one message whose claim was committed with the last
+    # mark is left behind: never handed to the transport, it is owed again.
+    assert statuses in (["sent"] * summary.sent, ["owed"] + ["sent"] * summary.sent)
     assert len(one_each(server.messages)) == summary.sent
 
 

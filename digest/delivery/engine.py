@@ -581,13 +581,41 @@ async def _worker(
 ) -> None:
     """Take messages until the queue says done or the run halts; owns one connection."""
     holder: list[Transport | None] = [transport]
+    store = run.store
     try:
         msg = first if first is not None else await _next(queue, run)
+        claimed: bool | None = None  # msg's claim, when committed with the previous mark
         while msg is not None:
             if run.halting:
+                if claimed:  # claimed with the last mark, never handed to the transport
+                    store.mark_deferred(
+                        msg.subscriber, msg.edition, "stopped before sending", attempts=0
+                    )
                 break
-            await _one(run, holder, msg)
-            msg = await _next(queue, run)
+            sent = await _one(run, holder, msg, claimed)
+            claimed = None
+            if sent is None:
+                msg = await _next(queue, run)
+                continue
+            # Accepted: record it. When the next message is already waiting, its claim goes
+            # into the same transaction as this mark (one commit to wait for, not two); the
+            # claim is still committed before that message reaches the transport.
+            ready, nxt = _ready(queue, run)
+            if nxt is None:
+                await _record_sent(run, msg, sent)
+                msg = await _next(queue, run) if ready else None
+                continue
+            claimed, cancelled = await run.write_settled(
+                nxt, _mark_sent_then_claim, store, msg, sent, nxt
+            )
+            _sent(run, msg, sent)
+            if cancelled:
+                if claimed:  # stopped between claim and delivery: hand it back
+                    store.mark_deferred(
+                        nxt.subscriber, nxt.edition, "stopped before sending", attempts=0
+                    )
+                raise asyncio.CancelledError
+            msg = nxt
     except StateError as e:
         log.error("cannot record delivery state: %s", e)
         run.stop_all(e)
@@ -599,22 +627,86 @@ async def _worker(
                 log.exception("closing the transport failed")
 
 
-async def _one(run: _Run, holder: list[Transport | None], msg: OutgoingMessage) -> None:
-    """Claim, deliver with retries, and record one message."""
-    store, summary = run.store, run.summary
-    claimed, cancelled = await run.write_settled(
-        msg, store.claim, msg.subscriber, msg.edition, msg.message_id, msg.papers
+@dataclass(frozen=True, slots=True)
+class _Accepted:
+    """The transport accepted a message; its ``mark_sent`` is still to be written."""
+
+    reply: str
+    code: int | None
+    attempts: int
+
+
+def _ready(queue: asyncio.Queue[object], run: _Run) -> tuple[bool, OutgoingMessage | None]:
+    """Without waiting: ``(more may come, the next message if one is queued)``."""
+    if run.halting:
+        return False, None
+    if queue.empty():
+        return True, None
+    item = queue.get_nowait()
+    if item is _DONE:
+        return False, None
+    assert isinstance(item, OutgoingMessage)
+    return True, item
+
+
+def _mark_sent_then_claim(
+    store: StateBackend, msg: OutgoingMessage, sent: _Accepted, nxt: OutgoingMessage
+) -> bool:
+    """On the state thread: ``msg`` → ``sent``, then the claim of ``nxt``, one write (both
+    commit together, or neither: then the run stops, as for any failed mark)."""
+    with store.transaction():
+        store.mark_sent(
+            msg.subscriber, msg.edition, sent.reply, code=sent.code, attempts=sent.attempts
+        )
+        return store.claim(nxt.subscriber, nxt.edition, nxt.message_id, nxt.papers)
+
+
+async def _record_sent(run: _Run, msg: OutgoingMessage, sent: _Accepted) -> None:
+    """Write ``msg``'s ``mark_sent`` alone, then count and report it."""
+    await run.write(
+        msg,
+        run.store.mark_sent,
+        msg.subscriber,
+        msg.edition,
+        sent.reply,
+        code=sent.code,
+        attempts=sent.attempts,
     )
-    if cancelled:
-        if claimed:  # stopped between claim and delivery: nothing was sent, hand it back
-            store.mark_deferred(msg.subscriber, msg.edition, "stopped before sending", attempts=0)
-        raise asyncio.CancelledError
+    _sent(run, msg, sent)
+
+
+def _sent(run: _Run, msg: OutgoingMessage, sent: _Accepted) -> None:
+    """Count and report ``msg`` once its ``mark_sent`` has committed."""
+    run.summary.sent += 1
+    log.debug("%s: sent (%d %s)", msg.subscriber, sent.code or 0, sent.reply)
+    run.notify(msg, OUTCOME_SENT, sent.reply)
+
+
+async def _one(
+    run: _Run,
+    holder: list[Transport | None],
+    msg: OutgoingMessage,
+    claimed: bool | None = None,
+) -> _Accepted | None:
+    """Claim (unless ``claimed`` gives the claim already committed), deliver with retries,
+    and record one message; an accepted one is returned for the caller to record."""
+    store, summary = run.store, run.summary
+    if claimed is None:
+        claimed, cancelled = await run.write_settled(
+            msg, store.claim, msg.subscriber, msg.edition, msg.message_id, msg.papers
+        )
+        if cancelled:
+            if claimed:  # stopped between claim and delivery: nothing was sent, hand it back
+                store.mark_deferred(
+                    msg.subscriber, msg.edition, "stopped before sending", attempts=0
+                )
+            raise asyncio.CancelledError
     if not claimed:
         row = store.get(msg.subscriber, msg.edition)
         status = row.status if row is not None else "?"
         summary.skipped += 1
         run.notify(msg, OUTCOME_SKIPPED, f"already {status}")
-        return
+        return None
     attempt = 0
     while True:
         attempt += 1
@@ -658,7 +750,7 @@ async def _one(run: _Run, holder: list[Transport | None], msg: OutgoingMessage) 
                 summary.errors.append(f"{msg.subscriber}: {e.reply}")
                 log.warning("%s: permanently refused: %s", msg.subscriber, e.reply)
             run.notify(msg, OUTCOME_FAILED, e.reply)
-            return
+            return None
         except UnknownDeliveryError as e:
             # The data went out in full and its reply was lost: the relay may have it.
             # Resending could deliver a second copy; only --retry-unknown does.
@@ -682,14 +774,14 @@ async def _one(run: _Run, holder: list[Transport | None], msg: OutgoingMessage) 
             )
             run.notify(msg, OUTCOME_UNKNOWN, e.reply)
             holder[0] = None
-            return
+            return None
         except RelayUnreachableError as e:
             # A reconnect mid-run: the relay may be restarting; retry like a transient
             # failure, but stop the whole run if it stays down for all attempts.
             if await _retry_or_defer(run, msg, e, attempt):
                 continue
             run.stop_all(e)
-            return
+            return None
         except DeliveryConfigError as e:
             await run.write(
                 msg,
@@ -704,11 +796,11 @@ async def _one(run: _Run, holder: list[Transport | None], msg: OutgoingMessage) 
             summary.errors.append(f"{msg.subscriber}: not sent: {e}")
             run.notify(msg, OUTCOME_DEFERRED, str(e))
             run.stop_all(e)
-            return
+            return None
         except TransientDeliveryError as e:
             if await _retry_or_defer(run, msg, e, attempt):
                 continue
-            return
+            return None
         except (StateError, asyncio.CancelledError):
             raise
         except Exception as e:  # a bug or an unforeseen error: outcome unknown
@@ -723,20 +815,8 @@ async def _one(run: _Run, holder: list[Transport | None], msg: OutgoingMessage) 
             if transport is not None:
                 with contextlib.suppress(Exception):
                     await transport.close()
-            return
-        await run.write(
-            msg,
-            store.mark_sent,
-            msg.subscriber,
-            msg.edition,
-            result.reply,
-            code=result.code,
-            attempts=attempt,
-        )
-        summary.sent += 1
-        log.debug("%s: sent (%d %s)", msg.subscriber, result.code, result.reply)
-        run.notify(msg, OUTCOME_SENT, result.reply)
-        return
+            return None
+        return _Accepted(result.reply, result.code, attempt)
 
 
 async def _retry_or_defer(
