@@ -124,9 +124,9 @@ def main(argv: list[str] | None = None) -> int:
             assert html is not None and text is not None
             print(
                 f"spliced output identical to exact: {same}; HTML shapes: "
-                f"{len(html._skeletons)} skeletons, {len(html._blocks)} paper blocks "
+                f"{len(html._cache.skeletons)} skeletons, {len(html._cache.blocks)} paper blocks "
                 f"({html.fallbacks} messages left to the exact path); text: "
-                f"{len(text._blocks)} paper parts"
+                f"{len(text._cache.blocks)} paper parts"
             )
     return 0
 

@@ -35,7 +35,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from lxml import etree  # type: ignore[import-untyped]  # lxml ships no stubs
 from markupsafe import escape
@@ -154,6 +154,39 @@ def _fast_paths_hold() -> bool:
         return False
 
 
+_P = TypeVar("_P")
+"""A piece type: :data:`Piece` (HTML) or :data:`TextPiece`."""
+
+
+class _ShapeCache(Generic[_P]):
+    """The pieces of skeletons and paper blocks one splicer has learned (LRU, thread-safe)."""
+
+    def __init__(self, max_blocks: int) -> None:
+        self.max_blocks = max_blocks
+        self.skeletons: OrderedDict[Hashable, list[_P]] = OrderedDict()
+        self.blocks: OrderedDict[Hashable, list[_P]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def lookup(
+        self, skeleton_key: Hashable, block_keys: Sequence[Hashable]
+    ) -> tuple[list[_P] | None, Sequence[list[_P] | None]]:
+        """The skeleton's pieces and each block's, ``None`` where not learned yet."""
+        with self._lock:
+            return self.skeletons.get(skeleton_key), [self.blocks.get(k) for k in block_keys]
+
+    def store(
+        self, skeleton_key: Hashable, skeleton: list[_P], blocks: Mapping[Hashable, list[_P]]
+    ) -> None:
+        """Keep a learned skeleton and blocks, dropping the least recently learned."""
+        with self._lock:
+            self.skeletons[skeleton_key] = skeleton
+            while len(self.skeletons) > _MAX_SKELETONS:
+                self.skeletons.popitem(last=False)
+            self.blocks.update(blocks)
+            while len(self.blocks) > self.max_blocks:
+                self.blocks.popitem(last=False)
+
+
 class Splicer:
     """Builds the HTML part from cached inlined pieces (see the module docstring).
 
@@ -178,9 +211,7 @@ class Splicer:
         self._render_raw = render_raw
         self._exact = exact
         self._checks_left = HTML_CHECKS
-        self._skeletons: OrderedDict[Hashable, list[Piece]] = OrderedDict()
-        self._blocks: OrderedDict[Hashable, list[Piece]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._cache: _ShapeCache[Piece] = _ShapeCache(_MAX_BLOCKS)
         self._fast = _fast_paths_hold()
         self.enabled = True
         """False once a template turned out not to splice exactly (then always ``None``)."""
@@ -212,12 +243,10 @@ class Splicer:
         views: Sequence[PaperView] = variables["papers"]
         skeleton_key = _skeleton_key(variables)
         block_keys = [_block_key(v) for v in views]
-        with self._lock:
-            skeleton = self._skeletons.get(skeleton_key)
-            blocks: Sequence[list[Piece] | None] = [self._blocks.get(k) for k in block_keys]
+        skeleton, blocks = self._cache.lookup(skeleton_key, block_keys)
         check = False
         if skeleton is None or any(b is None for b in blocks):
-            learned = self._learn(variables, views, skeleton_key, block_keys)
+            learned = self._learn(variables, views, skeleton_key, block_keys, skeleton, blocks)
             if learned is None:
                 self.fallbacks += 1
                 return None
@@ -309,15 +338,14 @@ class Splicer:
         views: Sequence[PaperView],
         skeleton_key: Hashable,
         block_keys: list[Hashable],
+        skeleton: list[Piece] | None,
+        known: Sequence[list[Piece] | None],
     ) -> tuple[list[Piece], Sequence[list[Piece] | None]] | None:
-        """Render and inline this message's shape with placeholders; cache its pieces."""
-        probe = dict(variables)
-        for index, name in enumerate(SKELETON_SLOTS):
-            value = variables.get(name)
-            if name == "keywords":
-                probe[name] = (PLACEHOLDER.format(index),) if value else ()
-            elif value:
-                probe[name] = PLACEHOLDER.format(index)
+        """Render and inline this message's shape with placeholders; cache its pieces.
+
+        ``skeleton`` and ``known`` are what the cache already had for it (``None``: not yet).
+        """
+        probe = _probe(variables)
         probe["papers"] = [
             replace(
                 v,
@@ -329,9 +357,6 @@ class Splicer:
             for v in views
         ]
         raw = self._render_raw(probe)
-        with self._lock:
-            skeleton = self._skeletons.get(skeleton_key)
-            known = [self._blocks.get(k) for k in block_keys]
         body = raw.find("<body")
         if skeleton is not None and body >= 0:
             # Only paper blocks are new: inline them alone, under the same <head> (its
@@ -364,17 +389,11 @@ class Splicer:
             self.enabled = False  # a placeholder was altered or misplaced: not exact here
             return None
         blocks = [new_blocks.get(i) or known[i] for i in range(len(views))]
-        with self._lock:
-            self._skeletons[skeleton_key] = skeleton
-            while len(self._skeletons) > _MAX_SKELETONS:
-                self._skeletons.popitem(last=False)
-            for i, block in new_blocks.items():
-                assert block is not None
-                self._blocks[block_keys[i]] = block
-            while len(self._blocks) > _MAX_BLOCKS:
-                self._blocks.popitem(last=False)
-        if any(b is None for b in blocks):  # pragma: no cover - evicted meanwhile by a thread
-            return None
+        self._cache.store(
+            skeleton_key,
+            skeleton,
+            {block_keys[i]: b for i, b in new_blocks.items() if b is not None},
+        )
         return skeleton, blocks
 
 
@@ -561,9 +580,7 @@ class TextSplicer:
 
     def __init__(self, render_raw: Callable[[dict[str, Any]], str]):
         self._render_raw = render_raw
-        self._skeletons: OrderedDict[Hashable, list[TextPiece]] = OrderedDict()
-        self._blocks: OrderedDict[Hashable, list[TextPiece]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._cache: _ShapeCache[TextPiece] = _ShapeCache(_MAX_TEXT_BLOCKS)
         self.enabled = True
         """False once the template turned out not to splice (no markers, a changed value)."""
         self.spliced = 0
@@ -581,9 +598,7 @@ class TextSplicer:
         last = len(views) - 1
         skeleton_key = _skeleton_key(variables)
         block_keys = [(_block_key(v), i == last) for i, v in enumerate(views)]
-        with self._lock:
-            skeleton = self._skeletons.get(skeleton_key)
-            blocks: Sequence[list[TextPiece] | None] = [self._blocks.get(k) for k in block_keys]
+        skeleton, blocks = self._cache.lookup(skeleton_key, block_keys)
         learned = None
         if skeleton is None or any(b is None for b in blocks):
             learned = self._learn(variables, views, skeleton_key, block_keys)
@@ -645,15 +660,8 @@ class TextSplicer:
             self.enabled = False
             return None
         whole: list[TextPiece] = [*skeleton, *([_Blocks("")] if views else []), *end]
-        with self._lock:
-            self._skeletons[skeleton_key] = whole
-            while len(self._skeletons) > _MAX_SKELETONS:
-                self._skeletons.popitem(last=False)
-            for key, block in zip(block_keys, blocks, strict=True):
-                assert block is not None
-                self._blocks[key] = block
-            while len(self._blocks) > _MAX_TEXT_BLOCKS:
-                self._blocks.popitem(last=False)
+        new = {key: b for key, b in zip(block_keys, blocks, strict=True) if b is not None}
+        self._cache.store(skeleton_key, whole, new)
         return whole, blocks
 
 
