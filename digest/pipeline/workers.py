@@ -350,28 +350,27 @@ async def make_in_processes(
     todo = iter(subscribers)
     ids = message_ids or {}
     in_flight = 0
+
+    def fill() -> None:
+        """Submit tasks until ``ahead`` subscribers are in flight (or none are left)."""
+        nonlocal in_flight
+        while in_flight < max(1, ahead) and not stopped():
+            chunk = list(itertools.islice(todo, MESSAGES_PER_TASK))
+            if not chunk:
+                return
+            task = [(sub, ids.get(sub.email)) for sub in chunk]
+            pending.append((chunk, executor.submit(_make_many, task)))
+            in_flight += len(chunk)
+
     try:
+        fill()
         while True:
-            while in_flight < max(1, ahead) and not stopped():
-                chunk = list(itertools.islice(todo, MESSAGES_PER_TASK))
-                if not chunk:
-                    break
-                task = [(sub, ids.get(sub.email)) for sub in chunk]
-                pending.append((chunk, executor.submit(_make_many, task)))
-                in_flight += len(chunk)
             if not pending or stopped():
                 return
             chunk, future = pending.popleft()
             results = await asyncio.wrap_future(future)
             in_flight -= len(chunk)
-            # Refill before yielding, so the workers make the next ones meanwhile.
-            while in_flight < max(1, ahead) and not stopped():
-                more = list(itertools.islice(todo, MESSAGES_PER_TASK))
-                if not more:
-                    break
-                task = [(sub, ids.get(sub.email)) for sub in more]
-                pending.append((more, executor.submit(_make_many, task)))
-                in_flight += len(more)
+            fill()  # before yielding, so the workers make the next ones meanwhile
             for sub, made in zip(chunk, results, strict=True):
                 if stopped():
                     return
