@@ -588,9 +588,7 @@ async def _worker(
         while msg is not None:
             if run.halting:
                 if claimed:  # claimed with the last mark, never handed to the transport
-                    store.mark_deferred(
-                        msg.subscriber, msg.edition, "stopped before sending", attempts=0
-                    )
+                    _hand_back(store, msg)
                 break
             sent = await _one(run, holder, msg, claimed)
             claimed = None
@@ -611,9 +609,7 @@ async def _worker(
             _sent(run, msg, sent)
             if cancelled:
                 if claimed:  # stopped between claim and delivery: hand it back
-                    store.mark_deferred(
-                        nxt.subscriber, nxt.edition, "stopped before sending", attempts=0
-                    )
+                    _hand_back(store, nxt)
                 raise asyncio.CancelledError
             msg = nxt
     except StateError as e:
@@ -634,6 +630,11 @@ class _Accepted:
     reply: str
     code: int | None
     attempts: int
+
+
+def _hand_back(store: StateBackend, msg: OutgoingMessage) -> None:
+    """``msg`` was claimed but never handed to the transport (the run stopped): owed again."""
+    store.mark_deferred(msg.subscriber, msg.edition, "stopped before sending", attempts=0)
 
 
 def _ready(queue: asyncio.Queue[object], run: _Run) -> tuple[bool, OutgoingMessage | None]:
@@ -697,9 +698,7 @@ async def _one(
         )
         if cancelled:
             if claimed:  # stopped between claim and delivery: nothing was sent, hand it back
-                store.mark_deferred(
-                    msg.subscriber, msg.edition, "stopped before sending", attempts=0
-                )
+                _hand_back(store, msg)
             raise asyncio.CancelledError
     if not claimed:
         row = store.get(msg.subscriber, msg.edition)
