@@ -245,3 +245,32 @@ def test_a_cut_value_in_the_html_template_is_caught_by_the_first_check(day: list
     assert fast.render(ctx) == exact.render(ctx)
     assert "Hi Ad," in fast.render(ctx).html
     assert fast._splicer is not None and not fast._splicer.enabled
+
+
+def test_a_papers_text_part_is_learned_once_whatever_keywords_matched(day: list[Paper]) -> None:
+    # The "Matched:" line is a value of the text part (CHIPS_TEXT): 60 readers with different
+    # matched keywords on the same 6 papers share one cached text part per paper (per whether
+    # any keyword matched, and whether it is last), and every text is the template's own.
+    papers = day[:6]
+    words = sorted({w for p in papers for w in p.title.lower().split() if len(w) > 3})
+    fast = Renderer()
+    exact = Renderer(splice=False)
+    for n in range(60):
+        keywords = tuple(words[(n * 7 + j) % len(words)] for j in range(n % 5))
+        if n % 11 == 3:  # a long one, so that the Matched line wraps differently
+            keywords += ("x" * 70, "très-long « mot » & <b>")
+        ranked = selection(papers, keywords, [""])
+        ctx = EmailContext(
+            edition=Edition.daily(DAY),
+            papers=ranked,
+            subscriber=FakeSubscriber(email=f"r{n}@example.org", keywords=keywords),
+            unsubscribe_url="https://papers.example.org/u?token=t",
+            unsubscribe_mailto=None,
+            total_papers=len(papers),
+        )
+        assert fast.render(ctx).text == exact.render(ctx).text, n
+    text = fast._text_splicer
+    assert text is not None and text.enabled
+    assert text.spliced == 60
+    # 6 papers × (some keyword matched or not), the last one also as not last: at most 6 × 2 × 2.
+    assert len(text._cache.blocks) <= len(papers) * 4

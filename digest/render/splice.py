@@ -33,7 +33,7 @@ import functools
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
@@ -431,6 +431,21 @@ def _block_key(view: PaperView) -> Hashable:
     )
 
 
+def _text_block_key(view: PaperView) -> Hashable:
+    """What a paper's text part depends on besides its rank, why line and chips: as
+    :func:`_block_key`, with whether any keyword matched instead of which."""
+    return (
+        view.paper,
+        bool(view.chips),
+        view.thumbnail_url,
+        view.thumbnail_alt,
+        bool(view.why),
+        view.first_filler,
+        view.like_url is not None,
+        view.dislike_url is not None,
+    )
+
+
 _TAG_RE = re.compile(r"<([A-Za-z][A-Za-z0-9]*)")
 _ATTRIBUTE_RE = re.compile(r"\s([A-Za-z_:][-A-Za-z0-9_:.]*)=\"$")
 
@@ -517,6 +532,12 @@ RANK_MARK = "\x1a\x1a\x1a"
 """A paper's rank while learning a text shape: three characters, so that the packaged
 template's ``(p.rank ~ ".").ljust(4)`` is four wide as for every rank up to 999, and the
 title's line breaks are those of any rank. ``RANK_MARK.`` then becomes ``"3.  "``."""
+CHIPS_TEXT = 64
+"""Slot of a text paper part: its ``p.chips`` joined by ``", "`` (the "Matched:" line). The
+text part's own number, clear of the HTML slots; with it, a paper's text part does not depend
+on which keywords matched, only on whether any did."""
+_TEXT_BLOCK_SLOTS = frozenset({WHY, CHIPS_TEXT})
+"""The slots a text paper part may hold (the rank is a mark, not a slot)."""
 _TEXT_TOKEN_RE = re.compile(r"xqdgst(w?)(\d+)q|\x1a\x1a\x1a(\.?)")
 _MAX_TEXT_BLOCKS = 8192
 """Cached text parts of papers (~1 KB each; keyed by rank too)."""
@@ -571,8 +592,9 @@ class TextSplicer:
     Values go in raw (the text template does not escape); a ``wrap`` whose text holds a value
     (the intro with the keywords, the footer with the address, a why line) is recorded while
     learning and done per message on the real text, so line breaks are the template's.
-    A paper's part is cached with its rank (its first line's indent) and whether it is last
-    (the rule under it).
+    A paper's part is cached per :func:`_text_block_key` (not per matched keywords: its
+    "Matched:" line is a value, :data:`CHIPS_TEXT`) and whether it is last (the rule under
+    it); its rank is put in per message.
 
     Args:
         render_raw: renders the text template with a variables dict.
@@ -597,7 +619,7 @@ class TextSplicer:
         views: Sequence[PaperView] = variables["papers"]
         last = len(views) - 1
         skeleton_key = _skeleton_key(variables)
-        block_keys = [(_block_key(v), i == last) for i, v in enumerate(views)]
+        block_keys = [(_text_block_key(v), i == last) for i, v in enumerate(views)]
         skeleton, blocks = self._cache.lookup(skeleton_key, block_keys)
         learned = None
         if skeleton is None or any(b is None for b in blocks):
@@ -611,7 +633,11 @@ class TextSplicer:
             if isinstance(piece, _Blocks):
                 for view, block in zip(views, blocks, strict=True):
                     assert block is not None
-                    if not _put_text(out, block, {WHY: view.why or None}, view.rank):
+                    block_values = {
+                        WHY: view.why or None,
+                        CHIPS_TEXT: ", ".join(view.chips) or None,
+                    }
+                    if not _put_text(out, block, block_values, view.rank):
                         return None
             elif not _put_text(out, [piece], values):
                 return None
@@ -637,6 +663,7 @@ class TextSplicer:
                 v,
                 rank=RANK_MARK,  # type: ignore[arg-type]  # printed and joined only
                 why=PLACEHOLDER.format(WHY) if v.why else "",
+                chips=(PLACEHOLDER.format(CHIPS_TEXT),) if v.chips else (),
             )
             for v in views
         ]
@@ -655,7 +682,7 @@ class TextSplicer:
         head, block_texts, tail = parts
         skeleton = _text_pieces(head, records, range(len(SKELETON_SLOTS)))
         end = _text_pieces(tail, records, range(len(SKELETON_SLOTS)))
-        blocks = [_text_pieces(b, records, range(WHY, WHY + 1)) for b in block_texts]
+        blocks = [_text_pieces(b, records, _TEXT_BLOCK_SLOTS) for b in block_texts]
         if skeleton is None or end is None or any(b is None for b in blocks):
             self.enabled = False
             return None
@@ -692,7 +719,9 @@ def _cut_blocks(raw: str, count: int) -> tuple[str, list[str], str] | None:
     return raw[:first], blocks, raw[last + len(BLOCK_END_MARK) :]
 
 
-def _text_pieces(text: str, records: list[_Wrap], allowed: range) -> list[TextPiece] | None:
+def _text_pieces(
+    text: str, records: list[_Wrap], allowed: Collection[int]
+) -> list[TextPiece] | None:
     """``text`` cut at its tokens; ``None`` if a token is foreign or a value was altered."""
     tokens = list(_TEXT_TOKEN_RE.finditer(text))
     if len(_PLACEHOLDER_ANY_CASE.findall(text)) != sum(1 for m in tokens if m.group(2)):
@@ -703,7 +732,7 @@ def _text_pieces(text: str, records: list[_Wrap], allowed: range) -> list[TextPi
         if text[pos : m.start()]:
             out.append(text[pos : m.start()])
         if m.group(2) is None:  # the rank mark
-            if allowed.start != WHY:
+            if allowed != _TEXT_BLOCK_SLOTS:
                 return None  # a rank outside a paper's part
             out.append(_Rank(bool(m.group(3))))
             pos = m.end()
