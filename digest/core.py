@@ -19,7 +19,7 @@ from digest.clock import Clock, utc_now
 from digest.delivery.engine import RetryCallback
 from digest.errors import AllSourcesFailedError, ConfigError, SourceError
 from digest.models import Edition, Feedback, Paper, RankedPaper, RunSummary
-from digest.pipeline import ResultCallback, SendPipeline
+from digest.pipeline.send import ResultCallback, SendPipeline
 from digest.pipeline.workers import RENDER_PROCESSES_MIN_BATCH, build_for, render_ranked
 from digest.ranking import RankContext, build_context, rank
 from digest.ranking.embeddings import Embedder, VectorCache, build_embedder
@@ -546,7 +546,7 @@ class Digest:
         unless ``resend`` (all) or ``retry_unknown`` (unknown ones) reopen them. A subscriber
         whose ranked list is empty is recorded ``skipped (no papers)`` unless ``send_empty``.
         One subscriber's failure never stops the others; the papers come from
-        :meth:`papers_for`. The stages are those of :class:`~digest.pipeline.SendPipeline`.
+        :meth:`papers_for`. The stages are those of :class:`~digest.pipeline.send.SendPipeline`.
 
         Args:
             edition: the edition to send.

@@ -41,8 +41,6 @@ from email.utils import format_datetime, parseaddr
 from pathlib import Path
 from urllib.parse import quote
 
-import dkim
-
 from digest.errors import ConfigError
 from digest.render import RenderedEmail, mailto_url
 from digest.settings import Settings
@@ -496,6 +494,8 @@ def dkim_sign(data: bytes, settings: Settings) -> bytes:
             "DKIM needs all of DIGEST_DKIM_SELECTOR, DIGEST_DKIM_DOMAIN and "
             "DIGEST_DKIM_PRIVATE_KEY_PATH"
         )
+    import dkim  # dkimpy and dnspython (~5 MB): only where DKIM is configured
+
     key = _read_key(key_path)
     names = _header_names(data)
     present = [h.encode("ascii") for h in DKIM_SIGNED_HEADERS if h.lower() in names]

@@ -1,5 +1,6 @@
-"""The send pipeline (:class:`SendPipeline`) and its render workers (:mod:`.workers`)."""
+"""The send pipeline (:class:`~digest.pipeline.send.SendPipeline`) and its render workers
+(:mod:`.workers`).
 
-from digest.pipeline.send import ResultCallback, SendPipeline
-
-__all__ = ["ResultCallback", "SendPipeline"]
+Nothing is imported here: a render worker imports :mod:`.workers` alone, without the
+delivery stack that :mod:`.send` needs (aiosmtplib, the state backends, the sources).
+"""

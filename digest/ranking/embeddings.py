@@ -26,17 +26,29 @@ import sqlite3
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Any, Protocol
 
 from digest.errors import ConfigError
 
+if TYPE_CHECKING:
+    # numpy (~12 MB) is imported where vectors are made, not with this module: a send that
+    # ranks by keywords alone, and every render worker, never loads it.
+    import numpy as np
+    import numpy.typing as npt
+
+    Vectors = npt.NDArray[np.float32]
+    """A ``(n, dim)`` float32 matrix of L2-normalized rows (cosine similarity = dot product)."""
+
 log = logging.getLogger(__name__)
 
-Vectors = npt.NDArray[np.float32]
-"""A ``(n, dim)`` float32 matrix of L2-normalized rows (cosine similarity = dot product)."""
+
+def __getattr__(name: str) -> Any:
+    if name == "Vectors":  # the alias at run time, for callers that use it outside annotations
+        import numpy as np
+        import numpy.typing as npt
+
+        return npt.NDArray[np.float32]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 WORDLLAMA = "wordllama"
 """Spec of the default model (WordLlama ``l2_supercat``, 256 dimensions)."""
@@ -77,6 +89,8 @@ class Embedder(Protocol):
 
 
 def _normalized(matrix: npt.NDArray[Any]) -> Vectors:
+    import numpy as np
+
     out = np.ascontiguousarray(matrix, dtype=np.float32)
     norms = np.linalg.norm(out, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
@@ -104,6 +118,8 @@ class WordLlamaEmbedder:
 
     def embed(self, texts: Sequence[str]) -> Vectors:
         """See :meth:`Embedder.embed`."""
+        import numpy as np
+
         if not texts:
             return np.zeros((0, WORDLLAMA_DIM), dtype=np.float32)
         model = self._load()
@@ -184,6 +200,8 @@ class SentenceTransformerEmbedder:
 
     def embed(self, texts: Sequence[str]) -> Vectors:
         """See :meth:`Embedder.embed`."""
+        import numpy as np
+
         model = self._load()
         raw = model.encode([t[:MAX_EMBED_CHARS] for t in texts], batch_size=_EMBED_BATCH)
         return _normalized(np.asarray(raw))
@@ -267,6 +285,8 @@ class VectorCache:
         Raises:
             ConfigError: the model cannot be loaded.
         """
+        import numpy as np
+
         keys = [text_key(t) for t in texts]
         found: dict[str, npt.NDArray[np.float32]] = {}
         with self._lock:
@@ -296,6 +316,8 @@ class VectorCache:
         return np.stack([found[k] for k in keys])
 
     def _read(self, model: str, keys: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
+        import numpy as np
+
         assert self._db is not None
         out: dict[str, npt.NDArray[np.float32]] = {}
         chunk = 500

@@ -64,8 +64,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from digest.models import Paper, RankedPaper
 from digest.ranking.semantic import (
     AUTHOR_BONUS,
@@ -221,6 +219,8 @@ class _Edition:
             sims = None
             if self.papers and all(p.arxiv_id in context.vectors for p in self.papers):
                 keys = list(context.vectors)
+                import numpy as np  # only when ranking by meaning (see ranking.embeddings)
+
                 papers = np.stack([context.vectors[p.arxiv_id] for p in self.papers])
                 every = np.stack([context.vectors[k] for k in keys])
                 sims = (papers @ every.T, {k: j for j, k in enumerate(keys)})

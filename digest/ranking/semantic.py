@@ -12,13 +12,16 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING
 
 from digest.models import Feedback, Paper
-from digest.ranking.embeddings import Embedder, VectorCache, Vectors
 from digest.subscribers import Subscriber, normalize_arxiv_id
+
+if TYPE_CHECKING:  # numpy is imported where vectors are used (see digest.ranking.embeddings)
+    import numpy as np
+    import numpy.typing as npt
+
+    from digest.ranking.embeddings import Embedder, VectorCache, Vectors
 
 INTEREST_PREFIX = "interest:"
 """Prefix of interest statements' keys in :attr:`RankContext.vectors`."""
@@ -112,6 +115,8 @@ class RankContext:
             rows = [self.vectors[k] for k in key if k in self.vectors]
             if not rows:
                 return None
+            import numpy as np
+
             found = self._matrices[key] = np.stack(rows)
         return found
 

@@ -23,21 +23,13 @@ import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import jinja2
 from markupsafe import escape
 
 from digest.errors import ConfigError
 from digest.models import Edition, RankedPaper
-from digest.render.inline import (
-    BLOCK_END,
-    BLOCK_START,
-    PREMAILER_OPTIONS,
-    BlockInliner,
-    unmark,
-)
-from digest.render.splice import Splicer, TextSplicer, wrap_filter
 from digest.render.views import (
     AI_KEYWORDS_NOTE,
     DAILY_BRAND,
@@ -83,6 +75,28 @@ from digest.render.views import (
     shorten,
     wrap,
 )
+
+if TYPE_CHECKING:
+    from digest.render.inline import (
+        BLOCK_END,
+        BLOCK_START,
+        PREMAILER_OPTIONS,
+        unmark,
+    )
+
+_FROM_INLINE = frozenset({"BLOCK_END", "BLOCK_START", "PREMAILER_OPTIONS", "unmark"})
+"""Names of :mod:`digest.render.inline` this package exports, imported on first use: premailer,
+cssutils, lxml and requests (~20 MB) load only in a process that inlines (not in the sending
+process of a send rendered by workers)."""
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_INLINE:
+        from digest.render import inline
+
+        return getattr(inline, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 SPLICED_INLINER_BLOCKS = 512
 """Inlined blocks a spliced renderer's inliner keeps (the splicer has its own)."""
@@ -256,6 +270,9 @@ class Renderer:
             keep_trailing_newline=True,
             auto_reload=False,
         )
+        from digest.render.inline import BlockInliner
+        from digest.render.splice import Splicer, TextSplicer, wrap_filter
+
         self._env.filters["wrap"] = wrap_filter
         self._env.filters["highlight"] = highlight
         self._env.filters["count"] = format_count

@@ -1,0 +1,50 @@
+"""What each process imports (issue 13: memory). A render worker and a sending process load
+only the libraries they use: every module below costs megabytes in every process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def imported_after(code: str) -> set[str]:
+    """The top-level packages in ``sys.modules`` after running ``code`` in a fresh interpreter."""
+    listing = "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    probe = f"{code}\nimport json, sys\n{listing}"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], check=True, capture_output=True, text=True
+    ).stdout
+    return set(json.loads(out.splitlines()[-1]))
+
+
+def test_a_render_worker_imports_no_delivery_source_or_cli_library() -> None:
+    # What a spawned worker runs: the main module again as __mp_main__, then the worker's own.
+    loaded = imported_after(
+        "import runpy\n"
+        "runpy.run_module('digest.__main__', run_name='__mp_main__')\n"
+        "import digest.pipeline.workers"
+    )
+    assert "digest" in loaded and "pydantic_settings" in loaded
+    for heavy in ("numpy", "httpx", "feedparser", "aiosmtplib", "typer", "rich", "dkim", "psycopg"):
+        assert heavy not in loaded, heavy
+
+
+def test_the_cli_loads_neither_premailer_nor_numpy_nor_dkim_until_used() -> None:
+    loaded = imported_after("import digest.cli")
+    for heavy in ("premailer", "cssutils", "lxml", "requests", "numpy", "dkim"):
+        assert heavy not in loaded, heavy
+
+
+@pytest.mark.parametrize(
+    ("code", "package"),
+    [
+        ("from digest.render import Renderer; Renderer()", "premailer"),
+        ("from digest.render import unmark", "premailer"),
+        ("from digest.ranking.embeddings import Vectors", "numpy"),
+    ],
+)
+def test_the_heavy_libraries_load_where_they_are_used(code: str, package: str) -> None:
+    assert package in imported_after(code)
