@@ -50,6 +50,7 @@ def __getattr__(name: str) -> Any:
         return npt.NDArray[np.float32]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 WORDLLAMA = "wordllama"
 """Spec of the default model (WordLlama ``l2_supercat``, 256 dimensions)."""
 WORDLLAMA_CONFIG = "l2_supercat"
