@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import itertools
+import random
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
 import pytest
+from markupsafe import Markup
 
 from digest.models import Edition, Paper, RankedPaper
 from digest.render import EmailContext, Renderer, unmark
 from digest.render.splice import (
     _fast_paths_hold,
+    _roundtrip,
+    chip_texts,
+    highlight_segments,
     serialized_attribute,
     serialized_text,
 )
+from digest.render.views import highlight
 from tests.factories import FakeSubscriber, papers_from_fixture
 
 DAY = date(2026, 8, 20)
@@ -274,3 +280,219 @@ def test_a_papers_text_part_is_learned_once_whatever_keywords_matched(day: list[
     assert text.spliced == 60
     # 6 papers × (some keyword matched or not), the last one also as not last: at most 6 × 2 × 2.
     assert len(text._cache.blocks) <= len(papers) * 4
+
+
+# -- highlights and chips are values, not part of a block (issue 13) -----------------------
+
+HIGHLIGHT_PAPERS = [
+    Paper(
+        arxiv_id="2608.00001",
+        title="Agent Reasoning with LLMs: multi-agent learning for agents",
+        abstract="Reinforcement learning and learning to reason: an agent-based study of LLM "
+        "agents, agentic reasoning & <tools>, ending in reasoning",
+        ai_keywords=("tool use", "agents"),
+        upvotes=40,
+    ),
+    Paper(
+        arxiv_id="2608.00002",
+        title='Diffusion & <Transformers>: "quoted" it\'s 🤖 vidéo généré 👨\u200d👩 \x01',
+        abstract="",  # no summary at all
+        ai_summary=None,
+        upvotes=30,
+    ),
+    Paper(
+        arxiv_id="2608.00003",
+        title="Diffusion",  # a whole title highlighted
+        abstract="Diffusion diffusion DIFFUSION models, 中文 模型 and émoji 🤖 everywhere: "
+        "a&b <b>bold</b> 'single' \"double\" nul\x00byte and \x7fdel, then diffusion",
+        upvotes=20,
+    ),
+    Paper(
+        arxiv_id="2608.00004",
+        title="Überraschung: ünïcode models for vidéo, reasoning, agents, LLMs and diffusion",
+        abstract="x",
+        ai_summary="An AI summary on reasoning agents for vidéo diffusion with LLMs.",
+        ai_keywords=("world models",),
+        upvotes=10,
+    ),
+    Paper(
+        arxiv_id="2608.00005",
+        title="Reinforcement Learning from Human Feedback, reinforcement-learning, RL",
+        abstract="Learning learning learning; reinforcement learning (RL) at the end: learning",
+        upvotes=5,
+    ),
+]
+HIGHLIGHT_VOCABULARY = [
+    "agent",
+    "agent*",
+    "multi-agent",
+    "reasoning",
+    "reinforcement learning",
+    "learning",
+    "LLM",
+    "diffusion",
+    "vidéo",
+    "ünïcode",
+    "Überraschung",
+    "中文",
+    "🤖",
+    "<Transformers>",
+    "transformers",
+    '"quoted"',
+    "it's",
+    "a&b",
+    "bold",
+    "tool use",
+    "world models",
+    "RL",
+    "models",
+    "nul",
+    "end",
+]
+
+
+FIVE_CHIPS = ("reasoning", "agent*", "vidéo", "diffusion", "LLM")
+"""Five chips on the fourth paper, and more highlights than chips on the first."""
+
+
+def highlight_contexts(papers: list[Paper], count: int, seed: int) -> list[EmailContext]:
+    """``count`` readers with random keyword sets (1 to 6 of the vocabulary; every tenth
+    :data:`FIVE_CHIPS`) over ``papers``."""
+    rng = random.Random(seed)
+    out = []
+    for n in range(count):
+        keywords = (
+            FIVE_CHIPS
+            if n % 10 == 0
+            else tuple(rng.sample(HIGHLIGHT_VOCABULARY, rng.randint(1, 6)))
+        )
+        chosen = rng.sample(papers, rng.randint(1, len(papers)))
+        ranked = [
+            RankedPaper(p, float(p.upvotes or 0), keywords, why=f"keyword: {keywords[0]}")
+            for p in chosen
+        ]
+        out.append(
+            EmailContext(
+                edition=Edition.daily(DAY),
+                papers=ranked,
+                subscriber=FakeSubscriber(
+                    email=f"reader{n}@example.org", name=f"Reader {n}", keywords=keywords
+                ),
+                unsubscribe_url=f"https://papers.example.org/u?token=t{n}",
+                unsubscribe_mailto=None,
+                total_papers=len(papers),
+                feedback={
+                    r.paper.arxiv_id: (
+                        f"https://papers.example.org/fb?v=like&id={r.paper.arxiv_id}&t={n}",
+                        f"https://papers.example.org/fb?v=dislike&id={r.paper.arxiv_id}&t={n}",
+                    )
+                    for r in ranked
+                }
+                if n % 2
+                else {},
+            )
+        )
+    return out
+
+
+def test_highlights_and_chips_splice_byte_identically_for_any_keywords() -> None:
+    fast = Renderer()
+    exact = Renderer(splice=False)
+    cases = highlight_contexts(HIGHLIGHT_PAPERS, 150, seed=13)
+    chip_counts: set[int] = set()
+    highlighted = 0
+    for n, ctx in enumerate(cases):
+        got, want = fast.render(ctx), exact.render(ctx)
+        assert got.html == want.html, (n, ctx.subscriber)
+        assert got == want
+        variables = exact.context_for(ctx)
+        chip_counts.update(len(v.chips) for v in variables["papers"])
+        highlighted += got.html.count('class="hl"')
+    assert {0, 1, 2, 5} <= chip_counts
+    assert highlighted > 500
+    splicer = fast._splicer
+    assert splicer is not None and splicer.enabled
+    assert splicer.spliced == len(cases) and splicer.fallbacks == 0
+    # Each paper has a few blocks (chips or not × feedback links or not), whatever the
+    # keywords.
+    assert len(splicer._cache.blocks) <= 4 * len(HIGHLIGHT_PAPERS)
+
+
+def test_the_number_of_html_blocks_does_not_grow_with_distinct_keyword_sets(
+    day: list[Paper],
+) -> None:
+    fast = Renderer()
+    exact = Renderer(splice=False)
+    vocabulary = sorted(
+        {w.lower().strip(".,:;()") for p in day for w in p.title.split() if len(w) > 4}
+    )
+    rng = random.Random(20)
+    readers: dict[tuple[str, ...], None] = {}
+    while len(readers) < 200:  # 200 distinct keyword sets
+        readers[tuple(rng.sample(vocabulary, rng.randint(1, 5)))] = None
+    for n, keywords in enumerate(readers):
+        ranked = selection(day, keywords, ["", f"keyword: {keywords[0]}"])
+        ctx = EmailContext(
+            edition=Edition.daily(DAY),
+            papers=ranked,
+            subscriber=FakeSubscriber(email=f"r{n}@example.org", name="Ada", keywords=keywords),
+            unsubscribe_url=None,
+            unsubscribe_mailto="unsubscribe@example.org",
+            total_papers=len(day),
+        )
+        if n % 4 == 0:  # a quarter checked against the exact path keeps the test fast
+            assert fast.render(ctx).html == exact.render(ctx).html, n
+        else:
+            fast.render(ctx)
+    splicer = fast._splicer
+    assert splicer is not None and splicer.enabled and splicer.fallbacks == 0
+    # Per paper: why line or not × chips or not.
+    assert len(splicer._cache.blocks) <= 4 * len(day)
+
+
+@pytest.mark.parametrize(
+    ("text", "keywords"),
+    [
+        ("Agent reasoning", ("agent", "reasoning")),  # a match at the start, adjacent ones
+        ("the agent", ("agent",)),  # a match at the end
+        ("agent", ("agent",)),  # the whole text
+        ("no match here", ("agent",)),
+        ("a & b <c> \"d\" 'e' 🤖 é", ("b",)),
+        ("nul\x00 agent", ("agent",)),
+    ],
+)
+def test_highlight_segments_are_the_markup_text_serialized(
+    text: str, keywords: tuple[str, ...]
+) -> None:
+    markup = highlight(text, keywords)
+    segments = highlight_segments(markup)
+    assert segments is not None and len(segments) % 2 == 1
+    rebuilt = segments[0] + "".join(
+        f'<span class="hl">{segments[i]}</span>{segments[i + 1]}'
+        for i in range(1, len(segments), 2)
+    )
+    # What lxml makes of the markup in a paragraph (premailer parses and serializes so).
+    out = _roundtrip(f"<html><body><p>qZq{markup}qZq</p></body></html>")
+    assert rebuilt == out[out.index("qZq") + 3 : out.rindex("qZq")]
+
+
+def test_values_the_splice_cannot_vouch_for_take_the_exact_path() -> None:
+    assert highlight_segments("agent") is None  # a str, not markup: Jinja would escape it
+    assert highlight_segments(Markup("<b>agent</b>")) is None  # other markup than highlights
+    assert highlight_segments(Markup('<span class="hl">agent')) is None  # unclosed
+    assert highlight_segments(Markup(" ")) is None  # blank
+    assert highlight_segments(highlight(" agent", ("agent",))) is None  # blank before a match
+    assert highlight_segments(highlight("cr\ragent", ("agent",))) is None  # "cr\r" ends in "\r"
+    # A blank between two matches, or after the last one, follows a </span>: kept by lxml.
+    assert highlight_segments(highlight("agent reasoning ", ("agent", "reasoning"))) == (
+        "",
+        "agent",
+        " ",
+        "reasoning",
+        " ",
+    )
+    assert chip_texts(("agents", "a&b <c>")) == ("agents", "a&amp;b &lt;c&gt;")
+    assert chip_texts(()) is None
+    assert chip_texts((" ",)) is None
+    assert chip_texts((Markup("<b>"),)) is None
+    assert chip_texts(["agents"]) is None

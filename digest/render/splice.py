@@ -12,8 +12,15 @@ on its own tag, classes and id, never on its text or its other attributes. So:
 * the result is inlined once (:meth:`~digest.render.inline.BlockInliner.inline_parts`) and cut
   at the placeholders into *pieces*: the skeleton once per distinct shape (which optional
   parts it has, the paper count, the edition's labels), each paper block once per (paper,
-  matched keywords, thumbnails, whether it has a why line, whether it opens the fillers,
-  whether it has feedback links);
+  whether it has keyword chips, thumbnails, whether it has a why line, whether it opens the
+  fillers, whether it has feedback links): a handful per paper, whatever keywords matched;
+* the matched keywords are values too. A block is learned with its title (and summary) as
+  ``A<span class="hl">B</span>C`` and its chips as ``(C1, C2)``, in placeholders: the inlined
+  text between them is how premailer writes a highlight's tags (``<span class="hl"
+  style="…">``, ``</span>``) and the chips' separator (``</span> &nbsp;<span class="chip"
+  style="…">``). Per message, the title's plain and highlighted segments (read back from the
+  view's markup, :func:`highlight_segments`) are serialized each and put between those tags,
+  and the chips (:func:`chip_texts`) joined by that separator; both are cached per value;
 * a message is then the pieces joined, each placeholder replaced by its value serialized the
   way lxml would have serialized it there (text: ``&``, ``<``, ``>`` escaped; a URL attribute:
   URI-escaped by libxml2). Values with characters outside a small, self-checked set are
@@ -30,6 +37,7 @@ tested for truth (``{% if name %}``), never compared or filtered: a template of 
 from __future__ import annotations
 
 import functools
+import html as html_entities
 import re
 import threading
 from collections import OrderedDict
@@ -38,10 +46,16 @@ from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
 from lxml import etree  # type: ignore[import-untyped]  # lxml ships no stubs
-from markupsafe import escape
+from markupsafe import Markup, escape
 
 from digest.render.inline import _BLOCK_RE, BLOCK_SLOT, BlockInliner
-from digest.render.views import TEXT_WIDTH, PaperView, wrap
+from digest.render.views import (
+    HIGHLIGHT_CLOSE,
+    HIGHLIGHT_OPEN,
+    TEXT_WIDTH,
+    PaperView,
+    wrap,
+)
 
 PLACEHOLDER = "xqdgst{}q"
 """A per-message value while rendering and inlining (ASCII letters and digits only)."""
@@ -61,6 +75,12 @@ SKELETON_SLOTS = (
 )
 # Slots of a paper block.
 RANK, WHY, LIKE, DISLIKE = range(len(SKELETON_SLOTS), len(SKELETON_SLOTS) + 4)
+# Placeholders of a paper block's per-message markup while learning: a title (and a summary)
+# is probed as ``TITLE<span class="hl">TITLE_HL</span>TITLE_END``, the chips as
+# ``(CHIP, CHIP_NEXT)``; each such run becomes one piece (:class:`_Highlighted`, :class:`_Chips`).
+TITLE, TITLE_HL, TITLE_END, SUMMARY, SUMMARY_HL, SUMMARY_END, CHIP, CHIP_NEXT = range(
+    DISLIKE + 1, DISLIKE + 9
+)
 _ESCAPED_SLOTS = frozenset({LIKE, DISLIKE})
 """Slots whose value goes in as ``markupsafe.escape(value)``, as the exact path puts the
 feedback links in after inlining."""
@@ -70,8 +90,13 @@ HTML_CHECKS = 16
 """Messages teaching a new HTML shape that are also made the exact way and compared (a
 template using a value other than whole, e.g. ``{{ name[:2] }}``, shows in the first one)."""
 _MAX_SKELETONS = 256
-_MAX_BLOCKS = 16384
-"""Cached paper blocks (~2.5 KB each; 100,000 bench subscribers × 29 papers make ~8,100)."""
+_MAX_BLOCKS = 4096
+"""Cached paper blocks (~6 KB each; a handful per paper: with or without a why line, chips,
+feedback links, the fillers' heading)."""
+_MAX_VALUES = 8192
+"""Cached serialized titles and summaries, and chip lists, each (~1 KB an entry; one per
+distinct highlighting of a paper: 100,000 bench subscribers × 29 papers make ~1,500 titles and
+summaries, ~3,500 chip lists)."""
 _MAX_SERIALIZED = 8192
 """Cached lxml serializations of values outside the fast set."""
 
@@ -98,8 +123,27 @@ class _Blocks:
     separator: str
 
 
-Piece = str | _Slot | _Blocks
-"""Constant text, a value's slot, or the run of paper blocks."""
+@dataclass(frozen=True, slots=True)
+class _Highlighted:
+    """In a block's pieces: a title or summary (``index``: :data:`TITLE` or :data:`SUMMARY`),
+    its text serialized segment by segment, each highlighted segment between ``open`` (the
+    inlined ``<span class="hl" style="…">``) and ``close`` (``</span>``)."""
+
+    index: int
+    open: str
+    close: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Chips:
+    """In a block's pieces: the keyword chips, each serialized, joined by ``separator`` (the
+    inlined ``</span> &nbsp;<span class="chip" style="…">``)."""
+
+    separator: str
+
+
+Piece = str | _Slot | _Blocks | _Highlighted | _Chips
+"""Constant text, a value's slot, the run of paper blocks, a highlighted text or the chips."""
 
 
 def _escape_text(value: str) -> str:
@@ -152,6 +196,140 @@ def _fast_paths_hold() -> bool:
         )
     except ValueError:  # pragma: no cover - a broken lxml
         return False
+
+
+def _text_value(value: str, tag: str, fast: bool) -> str | None:
+    """``value`` serialized as lxml does in the text of a ``tag`` element (``"p"``: any but
+    ``<title>``), or ``None`` when only the whole document can tell: it ends in ``"\r"``
+    (which joins a ``"\n"`` that follows in the template) or lxml cannot take it. The
+    caller rules out blank values (a blank text node may be dropped by the parser)."""
+    if value.endswith("\r"):
+        return None
+    if fast and _TEXT_FAST.fullmatch(value) is not None:
+        return _escape_text(value)
+    try:
+        return serialized_text(value, tag)
+    except ValueError:
+        return None
+
+
+def highlight_segments(markup: object, fast: bool = True) -> tuple[str, ...] | None:
+    """A title's or summary's markup (:func:`~digest.render.views.highlight`) as serialized
+    segments: plain, highlighted, plain, … (an odd count; empty ones kept), each as lxml
+    serializes it in text.
+
+    Put back together with the inlined tags of ``<span class="hl">`` around each highlighted
+    segment, they are what premailer writes for ``markup``.
+
+    Args:
+        markup: the view's ``title_html`` or ``summary_html``.
+        fast: whether :func:`_fast_paths_hold` (else every segment goes through lxml).
+
+    Returns:
+        The segments, or ``None`` when this value must take the exact path: not a
+        :class:`~markupsafe.Markup` made of escaped text and highlights only, blank as a whole,
+        a blank segment that is not after a highlight (the HTML parser may drop it), or a
+        segment :func:`_text_value` refuses.
+    """
+    if not _is_markup(markup):
+        return None
+    assert isinstance(markup, Markup)
+    # A plain str: Markup's methods would give Markup parts (which escape() leaves alone).
+    first, *rest = str(markup).split(HIGHLIGHT_OPEN)
+    escaped = [first]
+    for part in rest:
+        inner, close, after = part.partition(HIGHLIGHT_CLOSE)
+        if not close:
+            return None
+        escaped += (inner, after)
+    texts = [html_entities.unescape(e) for e in escaped]
+    if any(escape(t) != e for t, e in zip(texts, escaped, strict=True)):
+        return None  # not escaped text and highlights alone
+    if not "".join(texts).strip():
+        return None
+    out: list[str] = []
+    for i, text in enumerate(texts):
+        if not text:
+            out.append("")
+            continue
+        if not text.strip() and (i == 0 or i % 2):
+            return None  # blank, and not after a highlight's </span>
+        serialized = _text_value(text, "p", fast)
+        if serialized is None:
+            return None
+        out.append(serialized)
+    return tuple(out)
+
+
+def chip_texts(chips: object, fast: bool = True) -> tuple[str, ...] | None:
+    """A view's ``chips`` each serialized as lxml does in text, or ``None`` when they must
+    take the exact path (none, a chip not a plain ``str``, blank, or refused by
+    :func:`_text_value`)."""
+    if not _are_chips(chips):
+        return None
+    assert isinstance(chips, tuple)
+    out: list[str] = []
+    for chip in chips:
+        if not chip.strip():
+            return None
+        serialized = _text_value(chip, "p", fast)
+        if serialized is None:
+            return None
+        out.append(serialized)
+    return tuple(out)
+
+
+def _is_markup(value: object) -> bool:
+    """Printed unescaped by Jinja, as :func:`highlight_segments` reads it (exactly Markup)."""
+    return type(value) is Markup
+
+
+def _are_chips(value: object) -> bool:
+    """A non-empty tuple of exactly ``str``: each chip printed escaped by Jinja."""
+    return type(value) is tuple and bool(value) and all(type(c) is str for c in value)
+
+
+class _ValueCache:
+    """Serialized per-message values (:func:`highlight_segments`, :func:`chip_texts`) per
+    value, ``None`` included; the oldest dropped past :data:`_MAX_VALUES` (thread-safe).
+
+    A hit must be of the kind the cache holds (``accepts``): ``Markup("a")`` equals
+    ``"a"``, but Jinja prints them differently. A hit on the very object stored (views share
+    their markup and chips) skips that check.
+
+    Args:
+        make: ``(value, fast)`` → the serialized segments, or ``None`` (exact path).
+        accepts: whether a value is of the kind ``make`` was written for.
+        fast: passed to ``make``.
+    """
+
+    def __init__(
+        self,
+        make: Callable[[Any, bool], tuple[str, ...] | None],
+        accepts: Callable[[object], bool],
+        fast: bool,
+    ):
+        self._make = make
+        self._accepts = accepts
+        self._fast = fast
+        self.values: OrderedDict[Hashable, tuple[object, tuple[str, ...] | None]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, value: object) -> tuple[str, ...] | None:
+        """``make(value, fast)``, made once per distinct value (while cached)."""
+        try:
+            hit = self.values.get(value)  # raises if unhashable
+        except TypeError:  # unhashable: not ours
+            return None
+        if hit is not None and (hit[0] is value or self._accepts(value)):
+            return hit[1]
+        made = self._make(value, self._fast)
+        if self._accepts(value):
+            with self._lock:
+                self.values[value] = (value, made)
+                if len(self.values) > _MAX_VALUES:
+                    self.values.popitem(last=False)
+        return made
 
 
 _P = TypeVar("_P")
@@ -213,6 +391,8 @@ class Splicer:
         self._checks_left = HTML_CHECKS
         self._cache: _ShapeCache[Piece] = _ShapeCache(_MAX_BLOCKS)
         self._fast = _fast_paths_hold()
+        self._highlights = _ValueCache(highlight_segments, _is_markup, self._fast)
+        self._chips = _ValueCache(chip_texts, _are_chips, self._fast)
         self.enabled = True
         """False once a template turned out not to splice exactly (then always ``None``)."""
         self.spliced = 0
@@ -281,7 +461,7 @@ class Splicer:
             elif isinstance(piece, _Slot):
                 if not self._put(out, piece, values[piece.index]):
                     return None
-            else:
+            elif isinstance(piece, _Blocks):
                 for i, (view, block) in enumerate(zip(views, blocks, strict=True)):
                     assert block is not None
                     if i:
@@ -296,10 +476,22 @@ class Splicer:
                     for bp in block:
                         if isinstance(bp, str):
                             out.append(bp)
-                        elif isinstance(bp, _Slot) and not self._put(
-                            out, bp, block_values[bp.index]
-                        ):
-                            return None
+                        elif isinstance(bp, _Slot):
+                            if not self._put(out, bp, block_values[bp.index]):
+                                return None
+                        elif isinstance(bp, _Highlighted):
+                            markup = view.title_html if bp.index == TITLE else view.summary_html
+                            segments = self._highlights.get(markup)
+                            if segments is None:
+                                return None
+                            out.append(segments[0])
+                            for i in range(1, len(segments), 2):
+                                out += (bp.open, segments[i], bp.close, segments[i + 1])
+                        elif isinstance(bp, _Chips):
+                            chips = self._chips.get(view.chips)
+                            if chips is None:
+                                return None
+                            out.append(bp.separator.join(chips))
         return "".join(out)
 
     def _put(self, out: list[str], slot: _Slot, value: str | None) -> bool:
@@ -309,15 +501,15 @@ class Splicer:
         if slot.index in _ESCAPED_SLOTS:  # always in href="…"
             out.append(f'"{escape(value)}"')
             return True
+        if slot.attribute is None:
+            # A blank text node may be dropped by the parser: only the whole document tells.
+            text = _text_value(value, slot.tag, self._fast) if value.strip() else None
+            if text is None:
+                return False
+            out.append(text)
+            return True
         try:
-            if slot.attribute is None:
-                if not value.strip() or value.endswith("\r"):
-                    # A blank text node may be dropped by the parser, and a final "\r" joins
-                    # a "\n" that follows in the template: only the whole document tells.
-                    return False
-                fast = self._fast and _TEXT_FAST.fullmatch(value) is not None
-                out.append(_escape_text(value) if fast else serialized_text(value, slot.tag))
-            elif slot.attribute in _URL_ATTRIBUTES:
+            if slot.attribute in _URL_ATTRIBUTES:
                 fast = self._fast and _URL_FAST.fullmatch(value) is not None
                 out.append(
                     '"' + value.replace("&", "&amp;") + '"'
@@ -353,6 +545,9 @@ class Splicer:
                 why=PLACEHOLDER.format(WHY) if v.why else "",
                 like_url=PLACEHOLDER.format(LIKE) if v.like_url else None,
                 dislike_url=PLACEHOLDER.format(DISLIKE) if v.dislike_url else None,
+                title_html=_highlight_probe(TITLE),
+                summary_html=_highlight_probe(SUMMARY) if v.summary else v.summary_html,
+                chips=(PLACEHOLDER.format(CHIP), PLACEHOLDER.format(CHIP_NEXT)) if v.chips else (),
             )
             for v in views
         ]
@@ -382,7 +577,7 @@ class Splicer:
             skeleton = _pieces(parts[0], allowed=range(len(SKELETON_SLOTS)), blocks=True)
             new_html = dict(enumerate(parts[1]))
         new_blocks = {
-            i: _pieces(b, allowed=range(RANK, DISLIKE + 1), blocks=False)
+            i: _with_values(_pieces(b, allowed=range(RANK, CHIP_NEXT + 1), blocks=False))
             for i, b in new_html.items()
         }
         if skeleton is None or any(b is None for b in new_blocks.values()):
@@ -418,22 +613,9 @@ def _skeleton_key(variables: Mapping[str, Any]) -> Hashable:
 
 
 def _block_key(view: PaperView) -> Hashable:
-    """What a paper block depends on besides its rank, why line and feedback links."""
-    return (
-        view.paper,
-        view.keywords,
-        view.thumbnail_url,
-        view.thumbnail_alt,
-        bool(view.why),
-        view.first_filler,
-        view.like_url is not None,
-        view.dislike_url is not None,
-    )
-
-
-def _text_block_key(view: PaperView) -> Hashable:
-    """What a paper's text part depends on besides its rank, why line and chips: as
-    :func:`_block_key`, with whether any keyword matched instead of which."""
+    """What a paper block depends on besides its rank, why line, feedback links and the
+    matched keywords (its highlights and chips are values: :class:`_Highlighted`,
+    :class:`_Chips`): whether it has chips, not which."""
     return (
         view.paper,
         bool(view.chips),
@@ -444,6 +626,13 @@ def _text_block_key(view: PaperView) -> Hashable:
         view.like_url is not None,
         view.dislike_url is not None,
     )
+
+
+def _text_block_key(view: PaperView) -> Hashable:
+    """What a paper's text part depends on besides its rank, why line and chips: today the
+    same as the HTML block (:func:`_block_key`: whether any keyword matched, not which); a
+    function of its own so that either part may come to depend on more."""
+    return _block_key(view)
 
 
 _TAG_RE = re.compile(r"<([A-Za-z][A-Za-z0-9]*)")
@@ -475,6 +664,68 @@ def _pieces(html: str, *, allowed: range, blocks: bool) -> list[Piece] | None:
     if not blocks:
         return None if any(BLOCK_SLOT in p for p in out if type(p) is str) else out
     return _with_blocks(out)
+
+
+def _highlight_probe(index: int) -> Markup:
+    """A title's or summary's markup while learning: ``TITLE<span class="hl">TITLE_HL</span>
+    TITLE_END`` in placeholders (``index``: :data:`TITLE` or :data:`SUMMARY`), so that the
+    inlined block shows the highlight's inlined tags between them."""
+    return Markup(
+        PLACEHOLDER.format(index)
+        + HIGHLIGHT_OPEN
+        + PLACEHOLDER.format(index + 1)
+        + HIGHLIGHT_CLOSE
+        + PLACEHOLDER.format(index + 2)
+    )
+
+
+_OPEN_SPAN = re.compile(r"<span\b[^<>]*>")
+_CLOSE_SPAN = re.compile(re.escape(HIGHLIGHT_CLOSE))
+_CHIP_SEPARATOR = re.compile(r"</span>[^<>]*<span\b[^<>]*>")
+_RUNS: dict[int, tuple[tuple[int, ...], tuple[re.Pattern[str], ...]]] = {
+    TITLE: ((TITLE, TITLE_HL, TITLE_END), (_OPEN_SPAN, _CLOSE_SPAN)),
+    SUMMARY: ((SUMMARY, SUMMARY_HL, SUMMARY_END), (_OPEN_SPAN, _CLOSE_SPAN)),
+    CHIP: ((CHIP, CHIP_NEXT), (_CHIP_SEPARATOR,)),
+}
+"""Per first placeholder of a run: its placeholders, and the shape of the text between two."""
+
+
+def _with_values(pieces: list[Piece] | None) -> list[Piece] | None:
+    """A block's ``pieces`` with the runs of the highlight and chip placeholders (see
+    :func:`_highlight_probe`) made :class:`_Highlighted` and :class:`_Chips` pieces; ``None``
+    if ``pieces`` is, or if such a placeholder is not in a run of the expected shape (text
+    slots around one inlined ``<span …>`` and ``</span>``, or around a chip separator)."""
+    if pieces is None:
+        return None
+    out: list[Piece] = []
+    i = 0
+    while i < len(pieces):
+        piece = pieces[i]
+        if not isinstance(piece, _Slot) or piece.index < TITLE:
+            out.append(piece)
+            i += 1
+            continue
+        if piece.index not in _RUNS:
+            return None  # a run's inner or last placeholder alone
+        indexes, shapes = _RUNS[piece.index]
+        run = pieces[i : i + 2 * len(indexes) - 1]
+        slots, texts = run[::2], run[1::2]
+        if len(slots) != len(indexes) or any(
+            not isinstance(s, _Slot) or s.index != n or s.attribute is not None or s.tag != "p"
+            for s, n in zip(slots, indexes, strict=False)
+        ):
+            return None
+        between = [t for t in texts if type(t) is str]
+        if len(between) != len(shapes) or any(
+            not shape.fullmatch(t) for t, shape in zip(between, shapes, strict=True)
+        ):
+            return None
+        if piece.index == CHIP:
+            out.append(_Chips(between[0]))
+        else:
+            out.append(_Highlighted(piece.index, between[0], between[1]))
+        i += len(run)
+    return out
 
 
 def _with_blocks(pieces: list[Piece]) -> list[Piece] | None:

@@ -58,6 +58,10 @@ ELLIPSIS = "…"
 MAILTO_SUBJECT = "unsubscribe"
 #: CSS class of the highlight around a matched keyword in titles and summaries.
 HIGHLIGHT_CLASS = "hl"
+HIGHLIGHT_OPEN = f'<span class="{HIGHLIGHT_CLASS}">'
+"""What :func:`highlight` writes before a matched keyword."""
+HIGHLIGHT_CLOSE = "</span>"
+"""What :func:`highlight` writes after a matched keyword."""
 #: Star counts from this value on are shown abbreviated (``1.2k``).
 THOUSAND = 1000
 
@@ -208,7 +212,7 @@ def highlight(text: str, keywords: Sequence[str]) -> Markup:
         if m.end() == m.start():
             continue
         out.append(escape(text[pos : m.start()]))
-        out.append(f'<span class="{HIGHLIGHT_CLASS}">{escape(m.group(0))}</span>')
+        out.append(f"{HIGHLIGHT_OPEN}{escape(m.group(0))}{HIGHLIGHT_CLOSE}")
         pos = m.end()
     out.append(escape(text[pos:]))
     return Markup("".join(out))
