@@ -441,3 +441,29 @@ def test_skipping_absent_classes_gives_exactly_premailers_output(body: str) -> N
     plain = Premailer(**PREMAILER_OPTIONS).transform(html, pretty_print=False)
     assert Renderer().inline_whole(html) == plain
     assert 'style="' in plain  # the rules did apply somewhere
+
+
+def test_feedback_links_go_in_in_one_pass_as_the_replacements_did() -> None:
+    from markupsafe import escape
+
+    from digest.render import FEEDBACK_PLACEHOLDER, put_feedback
+
+    ids = ["2608.16590", "2608.1659", "hep-th/9901001", "2608.00001v2"]
+    feedback = {
+        i: (f"https://x.example/fb?v=like&id={i}&t=A", f"https://x.example/d/{i}") for i in ids
+    }
+    slots = [FEEDBACK_PLACEHOLDER.format(verdict=v, id=i) for i in ids for v in ("like", "dislike")]
+    text = "head\n" + "\n".join(f"    More: {s} tail" for s in slots) + "\nend"
+    unknown = FEEDBACK_PLACEHOLDER.format(verdict="like", id="9999.99999")
+    got = put_feedback(text + " " + unknown, feedback)
+    # The same as replacing each placeholder, longest id first (a prefix id cannot steal it).
+    want = text
+    for i in sorted(ids, key=len, reverse=True):
+        for verdict, url in zip(("like", "dislike"), feedback[i], strict=True):
+            want = want.replace(FEEDBACK_PLACEHOLDER.format(verdict=verdict, id=i), url)
+    assert got == want + " " + unknown
+    assert "feedback.invalid" not in got.replace(unknown, "")
+    html = put_feedback(f'<a href="{slots[0]}">', feedback, escape)
+    assert html == '<a href="https://x.example/fb?v=like&amp;id=2608.16590&amp;t=A">'
+    assert put_feedback("no links here", feedback) == "no links here"
+    assert put_feedback("https://feedback.invalid/like/", {}) == "https://feedback.invalid/like/"

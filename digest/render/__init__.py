@@ -19,8 +19,9 @@ The code is split in three: this module (:class:`Renderer`: templates, variables
 from __future__ import annotations
 
 import dataclasses
+import re
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -149,11 +150,51 @@ __all__ = [
     "paper_view",
     "paper_views",
     "period_label",
+    "put_feedback",
     "see_all_url",
     "shorten",
     "unmark",
     "wrap",
 ]
+
+
+_FEEDBACK_PREFIX = FEEDBACK_PLACEHOLDER.split("{", 1)[0]
+_FEEDBACK_SLOT_RE = re.compile(re.escape(_FEEDBACK_PREFIX) + "(like|dislike)/")
+
+
+def put_feedback(
+    text: str,
+    feedback: Mapping[str, tuple[str, str]],
+    escape_url: Callable[[str], object] = str,
+) -> str:
+    """``text`` with each card's 👍/👎 placeholder (:data:`FEEDBACK_PLACEHOLDER`) replaced by
+    its URL, in one pass over the text.
+
+    Args:
+        text: a rendered part (HTML or text).
+        feedback: per arXiv id, the card's (like URL, dislike URL).
+        escape_url: applied to each URL before it goes in (``markupsafe.escape`` for HTML).
+
+    Returns:
+        The text; a placeholder whose id is not in ``feedback`` is left as it is. Where one
+        id is a prefix of another, the longest that follows the placeholder wins.
+    """
+    out: list[str] = []
+    pos = 0
+    for m in _FEEDBACK_SLOT_RE.finditer(text):
+        start = m.end()
+        if start < pos:
+            continue
+        found = max((i for i in feedback if text.startswith(i, start)), key=len, default=None)
+        if found is None:
+            continue
+        out.append(text[pos : m.start()])
+        out.append(str(escape_url(feedback[found][0 if m.group(1) == "like" else 1])))
+        pos = start + len(found)
+    if not out:
+        return text
+    out.append(text[pos:])
+    return "".join(out)
 
 
 class SubscriberLike(Protocol):
@@ -412,9 +453,8 @@ class Renderer:
         text = self._text_splicer.text(variables) if self._text_splicer else None
         if text is None:
             text = self._run(self._text, variables)
-        for arxiv_id, (like, dislike) in ctx.feedback.items():
-            for verdict, url in (("like", like), ("dislike", dislike)):
-                text = text.replace(FEEDBACK_PLACEHOLDER.format(verdict=verdict, id=arxiv_id), url)
+        if ctx.feedback:
+            text = put_feedback(text, ctx.feedback)
         return RenderedEmail(
             subject=variables["subject"],
             html=html,
@@ -428,11 +468,7 @@ class Renderer:
         """The HTML part the exact way: the template, premailer (with the block cache), then
         the feedback links in place of their placeholders."""
         html = self.inline(self._run(self._html, dict(variables)))
-        for arxiv_id, (like, dislike) in feedback.items():
-            for verdict, url in (("like", like), ("dislike", dislike)):
-                slot = FEEDBACK_PLACEHOLDER.format(verdict=verdict, id=arxiv_id)
-                html = html.replace(slot, str(escape(url)))
-        return html
+        return put_feedback(html, feedback, escape) if feedback else html
 
     @staticmethod
     def _run(template: jinja2.Template, variables: dict[str, Any]) -> str:

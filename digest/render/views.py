@@ -272,10 +272,16 @@ def wrap(
     return _wrap_cached(text, width, indent, first_indent)
 
 
+_EDITION_LABELS_CACHED = 64
+"""Editions whose labels are kept: every message of a send asks for the same few
+(``strftime`` per call cost ~1 % of making a message)."""
+
+
 def _month_day(day: date) -> str:
     return f"{day:%b} {day.day}"
 
 
+@functools.lru_cache(maxsize=_EDITION_LABELS_CACHED)
 def date_label(edition: Edition) -> str:
     """The edition's dates for the subject: ``May 29``, ``Aug 17–23``, ``Aug 31–Sep 6``."""
     if not edition.days:
@@ -288,6 +294,7 @@ def date_label(edition: Edition) -> str:
     return f"{_month_day(first)}{DATE_RANGE_DASH}{_month_day(last)}"
 
 
+@functools.lru_cache(maxsize=_EDITION_LABELS_CACHED)
 def long_date_label(edition: Edition) -> str:
     """The edition's dates for the header: ``Thursday, May 29, 2025`` or ``Aug 17–23, 2026``."""
     if not edition.days:
@@ -300,11 +307,13 @@ def long_date_label(edition: Edition) -> str:
     return f"{_month_day(first)}, {first.year}{DATE_RANGE_DASH}{_month_day(last)}, {last.year}"
 
 
+@functools.lru_cache(maxsize=_EDITION_LABELS_CACHED)
 def brand(edition: Edition) -> str:
     """``"Weekly Papers"`` for weekly editions, else ``"Daily Papers"``."""
     return WEEKLY_BRAND if edition.frequency == "weekly" else DAILY_BRAND
 
 
+@functools.lru_cache(maxsize=_EDITION_LABELS_CACHED)
 def period_label(edition: Edition) -> str:
     """When the edition's papers trended, for prose: ``on Thursday``, ``in the week of Aug 17–23``.
 
@@ -317,6 +326,7 @@ def period_label(edition: Edition) -> str:
     return f"on {edition.days[0]:%A}"
 
 
+@functools.lru_cache(maxsize=_EDITION_LABELS_CACHED)
 def see_all_url(edition: Edition) -> str:
     """That edition's page on Hugging Face: ``https://huggingface.co/papers/date/2026-08-20``
     (daily) or ``…/papers/week/2026-W34`` (weekly)."""
