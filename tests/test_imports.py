@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -48,3 +49,19 @@ def test_the_cli_loads_neither_premailer_nor_numpy_nor_dkim_until_used() -> None
 )
 def test_the_heavy_libraries_load_where_they_are_used(code: str, package: str) -> None:
     assert package in imported_after(code)
+
+
+def test_the_console_script_as_a_spawned_worker_runs_it_loads_no_cli() -> None:
+    # `digest send` (the script pip writes) is what a spawned worker runs again as
+    # __mp_main__: its top level must import no more than `python -m digest` does.
+    script = Path(sys.executable).with_name("digest")
+    if not script.exists():
+        pytest.skip(f"no console script next to {sys.executable} (pip install -e . writes it)")
+    text = script.read_text(encoding="utf-8")
+    assert "digest.__main__" in text and "import run" in text, text
+    loaded = imported_after(
+        f"import runpy\nrunpy.run_path({str(script)!r}, run_name='__mp_main__')\n"
+        "import digest.pipeline.workers"
+    )
+    for heavy in ("numpy", "httpx", "feedparser", "aiosmtplib", "typer", "rich", "dkim"):
+        assert heavy not in loaded, heavy

@@ -9,7 +9,8 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from markupsafe import Markup
+from lxml import etree  # type: ignore[import-untyped]
+from markupsafe import Markup, escape
 
 from digest.models import Edition, Paper, RankedPaper
 from digest.render import EmailContext, Renderer, unmark
@@ -496,3 +497,29 @@ def test_values_the_splice_cannot_vouch_for_take_the_exact_path() -> None:
     assert chip_texts((" ",)) is None
     assert chip_texts((Markup("<b>"),)) is None
     assert chip_texts(["agents"]) is None
+
+
+def test_a_value_holding_the_serializers_marker_is_kept_whole() -> None:
+    # serialized_text cuts lxml's output between its own "qZq" markers: a value holding
+    # "qZq" (with a character outside the fast set, so lxml serializes it) must not be cut.
+    for value in ("a\x7f qZq b", "qZq\x7f", "\x7fqZqqZq", "x\x00qZq</p>y"):
+        body = f"<html><body><p>{escape(value)}</p></body></html>"
+        tree = etree.fromstring(body, etree.HTMLParser()).getroottree()
+        whole = etree.tostring(tree, method="html", encoding="utf-8").decode("utf-8")
+        want = whole[whole.index("<p>") + 3 : whole.rindex("</p>")]
+        assert serialized_text(value, "p") == want, value
+    title = "Agents \x7f qZq tail for reasoning"
+    paper = Paper(arxiv_id="2608.00099", title=title, abstract="Reasoning qZq\x7f agents.")
+    fast, exact = Renderer(), Renderer(splice=False)
+    for n in range(20):  # past the first checks: every value spliced, none compared
+        ctx = EmailContext(
+            edition=Edition.daily(DAY),
+            papers=[RankedPaper(paper, 1.0, ("reasoning",) if n % 2 else ())],
+            subscriber=FakeSubscriber(email=f"r{n}@example.org", keywords=("reasoning",)),
+            unsubscribe_url="https://papers.example.org/u?token=t",
+            unsubscribe_mailto=None,
+            total_papers=1,
+        )
+        got, want_email = fast.render(ctx), exact.render(ctx)
+        assert got == want_email, n
+        assert "qZq tail" in got.html

@@ -166,8 +166,9 @@ def serialized_text(value: str, tag: str) -> str:
     body = f"<{tag}>qZq{escape(value)}qZq</{tag}>"
     html = f"<html><head>{body}</head><body></body></html>" if tag == "title" else body
     out = _roundtrip(html if tag == "title" else f"<html><body>{html}</body></html>")
+    # The value sits between the first marker and the last: it may hold "qZq" itself.
     start = out.index("qZq") + 3
-    return out[start : out.index("qZq", start)]
+    return out[start : out.rindex("qZq")]
 
 
 @functools.lru_cache(maxsize=_MAX_SERIALIZED)
