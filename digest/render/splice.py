@@ -486,8 +486,8 @@ class Splicer:
                             if segments is None:
                                 return None
                             out.append(segments[0])
-                            for i in range(1, len(segments), 2):
-                                out += (bp.open, segments[i], bp.close, segments[i + 1])
+                            for k in range(1, len(segments), 2):
+                                out += (bp.open, segments[k], bp.close, segments[k + 1])
                         elif isinstance(bp, _Chips):
                             chips = self._chips.get(view.chips)
                             if chips is None:
@@ -631,7 +631,7 @@ def _block_key(view: PaperView) -> Hashable:
 
 def _text_block_key(view: PaperView) -> Hashable:
     """What a paper's text part depends on besides its rank, why line and chips: today the
-    same as the HTML block (:func:`_block_key`: whether any keyword matched, not which); a
+    same as the HTML block (:func:`_block_key`: whether it has chips, not which); a
     function of its own so that either part may come to depend on more."""
     return _block_key(view)
 
@@ -787,7 +787,8 @@ title's line breaks are those of any rank. ``RANK_MARK.`` then becomes ``"3.  "`
 CHIPS_TEXT = 64
 """Slot of a text paper part: its ``p.chips`` joined by ``", "`` (the "Matched:" line). The
 text part's own number, clear of the HTML slots; with it, a paper's text part does not depend
-on which keywords matched, only on whether any did."""
+on which keywords matched, only on whether it has chips (a keyword matched only in a field
+that is not shown, e.g. the abstract under an AI summary, gives none)."""
 _TEXT_BLOCK_SLOTS = frozenset({WHY, CHIPS_TEXT})
 """The slots a text paper part may hold (the rank is a mark, not a slot)."""
 _TEXT_TOKEN_RE = re.compile(r"xqdgst(w?)(\d+)q|\x1a\x1a\x1a(\.?)")
