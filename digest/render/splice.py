@@ -467,33 +467,44 @@ class Splicer:
                     assert block is not None
                     if i:
                         out.append(piece.separator)
-                    links = feedback.get(view.arxiv_id)
-                    block_values: dict[int, str | None] = {
-                        RANK: str(view.rank),
-                        WHY: view.why or None,
-                        LIKE: links[0] if links else None,
-                        DISLIKE: links[1] if links else None,
-                    }
-                    for bp in block:
-                        if isinstance(bp, str):
-                            out.append(bp)
-                        elif isinstance(bp, _Slot):
-                            if not self._put(out, bp, block_values[bp.index]):
-                                return None
-                        elif isinstance(bp, _Highlighted):
-                            markup = view.title_html if bp.index == TITLE else view.summary_html
-                            segments = self._highlights.get(markup)
-                            if segments is None:
-                                return None
-                            out.append(segments[0])
-                            for k in range(1, len(segments), 2):
-                                out += (bp.open, segments[k], bp.close, segments[k + 1])
-                        elif isinstance(bp, _Chips):
-                            chips = self._chips.get(view.chips)
-                            if chips is None:
-                                return None
-                            out.append(bp.separator.join(chips))
+                    if not self._put_block(out, view, block, feedback.get(view.arxiv_id)):
+                        return None
         return "".join(out)
+
+    def _put_block(
+        self,
+        out: list[str],
+        view: PaperView,
+        block: list[Piece],
+        links: tuple[str, str] | None,
+    ) -> bool:
+        """Append one paper's block with its values; False if it must take the exact path."""
+        values: dict[int, str | None] = {
+            RANK: str(view.rank),
+            WHY: view.why or None,
+            LIKE: links[0] if links else None,
+            DISLIKE: links[1] if links else None,
+        }
+        for piece in block:
+            if isinstance(piece, str):
+                out.append(piece)
+            elif isinstance(piece, _Slot):
+                if not self._put(out, piece, values[piece.index]):
+                    return False
+            elif isinstance(piece, _Highlighted):
+                markup = view.title_html if piece.index == TITLE else view.summary_html
+                segments = self._highlights.get(markup)
+                if segments is None:
+                    return False
+                out.append(segments[0])
+                for k in range(1, len(segments), 2):
+                    out += (piece.open, segments[k], piece.close, segments[k + 1])
+            elif isinstance(piece, _Chips):
+                chips = self._chips.get(view.chips)
+                if chips is None:
+                    return False
+                out.append(piece.separator.join(chips))
+        return True
 
     def _put(self, out: list[str], slot: _Slot, value: str | None) -> bool:
         """Append ``value`` serialized for ``slot``; False if it must take the exact path."""
@@ -627,13 +638,6 @@ def _block_key(view: PaperView) -> Hashable:
         view.like_url is not None,
         view.dislike_url is not None,
     )
-
-
-def _text_block_key(view: PaperView) -> Hashable:
-    """What a paper's text part depends on besides its rank, why line and chips: today the
-    same as the HTML block (:func:`_block_key`: whether it has chips, not which); a
-    function of its own so that either part may come to depend on more."""
-    return _block_key(view)
 
 
 _TAG_RE = re.compile(r"<([A-Za-z][A-Za-z0-9]*)")
@@ -845,9 +849,9 @@ class TextSplicer:
     Values go in raw (the text template does not escape); a ``wrap`` whose text holds a value
     (the intro with the keywords, the footer with the address, a why line) is recorded while
     learning and done per message on the real text, so line breaks are the template's.
-    A paper's part is cached per :func:`_text_block_key` (not per matched keywords: its
-    "Matched:" line is a value, :data:`CHIPS_TEXT`) and whether it is last (the rule under
-    it); its rank is put in per message.
+    A paper's part is cached per :func:`_block_key`, as the HTML block (not per matched
+    keywords: its "Matched:" line is a value, :data:`CHIPS_TEXT`), and whether it is last
+    (the rule under it); its rank is put in per message.
 
     Args:
         render_raw: renders the text template with a variables dict.
@@ -872,7 +876,7 @@ class TextSplicer:
         views: Sequence[PaperView] = variables["papers"]
         last = len(views) - 1
         skeleton_key = _skeleton_key(variables)
-        block_keys = [(_text_block_key(v), i == last) for i, v in enumerate(views)]
+        block_keys = [(_block_key(v), i == last) for i, v in enumerate(views)]
         skeleton, blocks = self._cache.lookup(skeleton_key, block_keys)
         learned = None
         if skeleton is None or any(b is None for b in blocks):
