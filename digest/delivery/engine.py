@@ -656,23 +656,18 @@ def _mark_sent_then_claim(
     """On the state thread: ``msg`` → ``sent``, then the claim of ``nxt``, one write (both
     commit together, or neither: then the run stops, as for any failed mark)."""
     with store.transaction():
-        store.mark_sent(
-            msg.subscriber, msg.edition, sent.reply, code=sent.code, attempts=sent.attempts
-        )
+        _mark_sent(store, msg, sent)
         return store.claim(nxt.subscriber, nxt.edition, nxt.message_id, nxt.papers)
+
+
+def _mark_sent(store: StateBackend, msg: OutgoingMessage, sent: _Accepted) -> None:
+    """On the state thread: ``msg`` → ``sent``, with the relay's reply and the attempts."""
+    store.mark_sent(msg.subscriber, msg.edition, sent.reply, code=sent.code, attempts=sent.attempts)
 
 
 async def _record_sent(run: _Run, msg: OutgoingMessage, sent: _Accepted) -> None:
     """Write ``msg``'s ``mark_sent`` alone, then count and report it."""
-    await run.write(
-        msg,
-        run.store.mark_sent,
-        msg.subscriber,
-        msg.edition,
-        sent.reply,
-        code=sent.code,
-        attempts=sent.attempts,
-    )
+    await run.write(msg, _mark_sent, run.store, msg, sent)
     _sent(run, msg, sent)
 
 
