@@ -307,7 +307,6 @@ def long_date_label(edition: Edition) -> str:
     return f"{_month_day(first)}, {first.year}{DATE_RANGE_DASH}{_month_day(last)}, {last.year}"
 
 
-@functools.lru_cache(maxsize=_EDITION_LABELS_CACHED)
 def brand(edition: Edition) -> str:
     """``"Weekly Papers"`` for weekly editions, else ``"Daily Papers"``."""
     return WEEKLY_BRAND if edition.frequency == "weekly" else DAILY_BRAND
