@@ -434,7 +434,8 @@ def build_message(
         date: the Date header; must be timezone-aware (any zone).
 
     Returns:
-        The message, ``\\r\\n`` line endings, DKIM-signed when DKIM is configured. Send it
+        The message, every line end CRLF (no bare CR or LF, whatever the text holds:
+        ``OutgoingMessage.crlf`` relies on it), DKIM-signed when DKIM is configured. Send it
         as is (``sendmail``): re-serializing it would re-fold the headers.
 
     Raises:

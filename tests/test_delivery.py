@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import mailbox
 import random
 from collections.abc import AsyncIterator, Iterable
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 import trustme
+from aiosmtplib.email import quote_address
 
 from digest.delivery import (
     DeliveryResult,
@@ -20,12 +22,13 @@ from digest.delivery import (
     pool_size,
 )
 from digest.delivery.engine import MAX_BACKOFF_S, RateLimiter, backoff_delay, send_all
-from digest.delivery.smtp import SmtpTransport
+from digest.delivery.smtp import SmtpTransport, _path
 from digest.errors import DeliveryConfigError, PermanentDeliveryError
 from digest.settings import Settings
 from digest.state import DeliveryStatus, StateBackend
 from tests.conftest import MakeStore
 from tests.factories import smtp_settings
+from tests.faultrelay import FaultRelay
 from tests.smtpserver import RcptFault, Received, ServerProcess, SMTPTestServer
 
 EDITION = "2025-08-20"
@@ -668,3 +671,61 @@ async def test_data_line_ends_and_dots_reach_the_relay_as_rfc_5321_says(
     assert summary.sent == 1
     [one] = received
     assert one.data == head + on_the_wire
+
+
+@pytest.mark.parametrize("crlf", [False, True])
+async def test_size_and_data_are_the_bytes_on_the_wire_whether_or_not_crlf_is_known(
+    store: StateBackend, crlf: bool
+) -> None:
+    # RFC 1870: SIZE= counts the message as DATA transmits it (CRLF, before dot-stuffing).
+    # A message marked crlf (build_message's) is not scanned for bare line ends: it must
+    # reach the relay the same as when it is scanned.
+    data = f"From: {SENDER}\r\nTo: size@example.org\r\n\r\n.dot\r\nline\r\n..two".encode()
+    msg = dataclasses.replace(build("size@example.org"), data=data, crlf=crlf)
+    with FaultRelay(extensions=("8BITMIME", "SIZE 1000000")) as relay:
+        summary = await send_all(stream([msg]), store=store, settings=smtp_settings(relay))
+        [arrived] = relay.received
+    assert summary.sent == 1
+    assert arrived.data == data + b"\r\n"
+    assert f"SIZE={len(data) + 2}" in [o.upper() for o in arrived.mail_options]
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "plain@example.org",
+        "first.last+tag@sub.example.org",
+        "o'brien@example.org",
+        "a!#$%&*/=?^_`{|}~-z@example.org",
+        "bounces+Zm9v=bar-1@lists.example.org",
+        "UPPER@Example.ORG",
+        "dots..twice@example.org",
+        ".lead@example.org",
+        "trail.@example.org",
+        "user@[192.0.2.1]",
+        '"quoted local"@example.org',
+        "Name <name@example.org>",
+        "josé@example.org",
+        "user@xn--bcher-kva.example",
+        "user@-dash.example",
+        "no-at-sign",
+        "",
+        "spaced out@example.org",
+        "in<jection>@example.org",
+        "crlf@example.org\r\nRCPT TO:<victim@example.org>",
+        "tab\t@example.org",
+        "user@example.org SIZE=1",
+    ],
+)
+def test_envelope_paths_are_aiosmtplibs_for_any_address(address: str) -> None:
+    # _path skips parseaddr for plain dot-atom@domain addresses: for every address, it gives
+    # what aiosmtplib's quote_address gives, or refuses what it refuses (command injection).
+    try:
+        expected: str | type[ValueError] = quote_address(address)
+    except ValueError:
+        expected = ValueError
+    if expected is ValueError:
+        with pytest.raises(ValueError):
+            _path(address)
+    else:
+        assert _path(address) == expected

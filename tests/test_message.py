@@ -118,6 +118,29 @@ def test_crlf_line_endings_only(rendered: RenderedEmail) -> None:
     assert all(len(line) <= 998 for line in data.split(b"\r\n"))
 
 
+@pytest.mark.parametrize("dkim_on", [False, True])
+def test_every_line_end_is_crlf_whatever_the_text_holds(
+    dkim_on: bool, dkim_key: tuple[Path, bytes]
+) -> None:
+    # OutgoingMessage.crlf trusts this: the SMTP transport does not scan build_message's
+    # output for bare CR or LF. Text and HTML with every line break str.splitlines knows, a
+    # lone CR, a lone LF, CR LF pairs reversed, trailing spaces; a subject and a name with
+    # the separators a header may carry.
+    breaks = "\r", "\n", "\r\n", "\n\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85"
+    hostile = "".join(f"line {i} {b} " for i, b in enumerate((*breaks, "\u2028", "\u2029")))
+    r = RenderedEmail(
+        subject="A\u2028subject\x85with\x0bbreaks\tand tabs",
+        html=f"<p>{hostile}</p>\r.\r\n.dot\n \r",
+        text=f"{hostile} trailing   \n\r\r\n\n",
+        preheader="",
+    )
+    key_path, _ = dkim_key
+    s = settings(dkim_selector="s1", dkim_domain="example.org", dkim_private_key_path=key_path)
+    data = build(r, s if dkim_on else None, to_name="Zo\u2028ë\x85 Name")
+    assert data.count(b"\r\n") == data.count(b"\r") == data.count(b"\n") > 0
+    assert data.startswith(b"DKIM-Signature:") is dkim_on
+
+
 def test_long_list_unsubscribe_is_one_unfolded_unencoded_line(rendered: RenderedEmail) -> None:
     data = build(rendered)
     fields = {f.split(b":", 1)[0].lower(): f for f in raw_headers(data)}

@@ -38,9 +38,13 @@ class OutgoingMessage:
         envelope_from: the SMTP envelope sender (``MAIL FROM``), a bare address.
         recipients: the envelope recipients (``RCPT TO``), bare addresses; normally exactly the
             subscriber, so a reply code concerns that one subscriber.
-        data: the whole RFC 5322 message, CRLF line endings, sent byte for byte.
+        data: the whole RFC 5322 message, sent byte for byte (a bare CR or LF is sent as CRLF,
+            RFC 5321 §2.3.8).
         papers: bare arXiv ids of the papers the message carries (recorded with its claim:
             the send history that keeps a paper from reaching a subscriber twice).
+        crlf: ``data``'s line ends are all CRLF already (set for what
+            :func:`~digest.message.build_message` built): the SMTP transport then skips its
+            scan for bare CR or LF (~0.15 ms of the sending process's CPU per 36 KB message).
     """
 
     subscriber: str
@@ -50,6 +54,7 @@ class OutgoingMessage:
     recipients: tuple[str, ...]
     data: bytes
     papers: tuple[str, ...] = ()
+    crlf: bool = False
 
 
 @dataclass(frozen=True, slots=True)

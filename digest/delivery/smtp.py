@@ -52,6 +52,8 @@ import logging
 import re
 import ssl
 import time
+from collections.abc import Iterable, Sequence
+from contextlib import suppress
 from typing import Literal, TypeVar
 
 import aiosmtplib
@@ -61,12 +63,14 @@ from aiosmtplib import (
     SMTPDataError,
     SMTPException,
     SMTPNotSupported,
+    SMTPRecipientRefused,
     SMTPRecipientsRefused,
     SMTPResponseException,
     SMTPSenderRefused,
     SMTPServerDisconnected,
     SMTPTimeoutError,
 )
+from aiosmtplib.email import quote_address
 from aiosmtplib.response import SMTPResponse
 from aiosmtplib.typing import Default, SMTPStatus
 
@@ -122,6 +126,72 @@ class _SMTP(aiosmtplib.SMTP):
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.data_timeout = data_timeout
 
+    async def sendmail(
+        self,
+        sender: str,
+        recipients: str | Sequence[str],
+        message: str | bytes,
+        /,
+        *,
+        mail_options: Iterable[str] | None = None,
+        rcpt_options: Iterable[str] | None = None,
+        timeout: float | Literal[Default.token] | None = Default.token,
+        crlf: bool = False,
+    ) -> tuple[dict[str, SMTPResponse], str]:
+        """aiosmtplib's mail transaction (MAIL, RCPT for each recipient, DATA), with the same
+        replies, errors and bytes on the wire, and less work per message in this process.
+
+        * Each address is checked and quoted once (:func:`_path`, not three ``parseaddr``
+          calls); a bad one raises :class:`ValueError` before anything is sent.
+        * The message is made CRLF once (:func:`_normalized`), for ``SIZE=`` (RFC 1870) and
+          for DATA alike; with ``crlf`` (the caller built it with CRLF line ends only, as
+          :func:`~digest.message.build_message` does) not even scanned for bare CR or LF.
+
+        Returns:
+            ``(refused recipients, reply to the end of data)`` as aiosmtplib's ``sendmail``.
+
+        Raises:
+            ValueError: an address that cannot be put on an SMTP command line.
+            SMTPNotSupported: a non-ASCII address (``SMTPUTF8`` option) and no SMTPUTF8.
+            SMTPSenderRefused, SMTPRecipientsRefused, SMTPDataError: a refusing reply (the
+                envelope is reset with RSET first, as aiosmtplib does).
+            _EndOfDataUnanswered: see :meth:`data`.
+        """
+        if isinstance(recipients, str):
+            recipients = [recipients]
+        options = list(mail_options or ())
+        encoding = "utf-8" if any(o.lower() == "smtputf8" for o in options) else "ascii"
+        # Checked before anything is sent: a bad recipient leaves no half-made envelope.
+        paths = [_path(address).encode(encoding) for address in (sender, *recipients)]
+        if isinstance(message, str):
+            message = message.encode("ascii")
+        message = _normalized(message, crlf=crlf)
+        await self._ehlo_or_helo_if_needed()
+        if encoding == "utf-8" and not self.supports_extension("smtputf8"):
+            raise SMTPNotSupported("SMTPUTF8 is not supported by this server")
+        if self.supports_extension("size"):
+            options.insert(0, f"size={len(message)}")
+        rcpt = [o.encode("ascii") for o in rcpt_options or ()]
+        try:
+            reply = await self.execute_command(
+                b"MAIL", b"FROM:" + paths[0], *(o.encode("ascii") for o in options), timeout=timeout
+            )
+            if reply.code != SMTPStatus.completed:
+                raise SMTPSenderRefused(reply.code, reply.message, sender)
+            refused: list[SMTPRecipientRefused] = []
+            for address, path in zip(recipients, paths[1:], strict=True):
+                reply = await self.execute_command(b"RCPT", b"TO:" + path, *rcpt, timeout=timeout)
+                if reply.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
+                    refused.append(SMTPRecipientRefused(reply.code, reply.message, address))
+            if len(refused) == len(recipients):
+                raise SMTPRecipientsRefused(refused)
+            response = await self._data(_stuffed(message), timeout=timeout)
+        except (SMTPResponseException, SMTPRecipientsRefused):
+            with suppress(ConnectionError, SMTPResponseException):
+                await self.rset(timeout=timeout)
+            raise
+        return {e.recipient: SMTPResponse(e.code, e.message) for e in refused}, response.message
+
     async def data(
         self,
         message: str | bytes,
@@ -132,16 +202,15 @@ class _SMTP(aiosmtplib.SMTP):
         """``DATA``, the dot-stuffed message and its final ``.`` (RFC 5321 §4.1.1.4)."""
         if isinstance(message, str):
             message = message.encode("ascii")
-        # Our messages are CRLF already: the line-end regex (~0.5 ms for a 36 KB digest, in
-        # the sending process) runs only when a bare CR or LF is there, found by C scans;
-        # dots are stuffed with bytes.replace, the same as re.sub(rb"(?m)^\.", b"..").
-        crlf = message.count(b"\r\n")
-        if not (crlf == message.count(b"\r") == message.count(b"\n")):
-            message = _LINE_END.sub(b"\r\n", message)
-        payload = message if message.endswith(b"\r\n") else message + b"\r\n"
-        if payload.startswith(b"."):
-            payload = b"." + payload
-        payload = payload.replace(b"\n.", b"\n..") + b".\r\n"
+        return await self._data(_stuffed(_normalized(message)), timeout=timeout)
+
+    async def _data(
+        self,
+        payload: bytes,
+        *,
+        timeout: float | Literal[Default.token] | None = Default.token,
+    ) -> SMTPResponse:
+        """``DATA``, then ``payload`` (already dot-stuffed, ending ``.\\r\\n``) in one write."""
         start = await self.execute_command(b"DATA", timeout=timeout)
         if start.code != SMTPStatus.start_input:
             raise SMTPDataError(start.code, start.message)
@@ -157,6 +226,53 @@ class _SMTP(aiosmtplib.SMTP):
         if response.code != SMTPStatus.completed:
             raise SMTPDataError(response.code, response.message)
         return response
+
+
+_DOT_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+_PLAIN_ADDRESS = re.compile(rf"{_DOT_ATOM}@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+
+
+def _path(address: str) -> str:
+    """The reverse- or forward-path of ``address`` for MAIL FROM / RCPT TO: ``<address>``.
+
+    The same string as aiosmtplib's ``quote_address`` (``parseaddr``, then its check against
+    command injection): a plain ASCII ``dot-atom@domain`` (RFC 5321 §4.1.2), what every
+    validated subscriber address is, is quoted as is; anything else goes through
+    ``quote_address``.
+
+    Raises:
+        ValueError: ``address`` cannot be put on an SMTP command line (whitespace, CR/LF,
+            angle brackets).
+    """
+    if _PLAIN_ADDRESS.fullmatch(address):
+        return f"<{address}>"
+    return quote_address(address)
+
+
+def _normalized(message: bytes, *, crlf: bool = False) -> bytes:
+    """``message`` with every line end CRLF and a final CRLF (RFC 5321 §2.3.8), as sent.
+
+    Our messages are CRLF already: with ``crlf`` they are not scanned at all; without, the
+    line-end regex (~0.5 ms for a 36 KB digest) runs only when C scans find a bare CR or LF.
+    """
+    if not crlf:
+        ends = message.count(b"\r\n")
+        if not (ends == message.count(b"\r") == message.count(b"\n")):
+            message = _LINE_END.sub(b"\r\n", message)
+    return message if message.endswith(b"\r\n") else message + b"\r\n"
+
+
+def _stuffed(message: bytes) -> bytes:
+    """A CRLF ``message`` dot-stuffed (RFC 5321 §4.5.2) with the final ``.\\r\\n`` added.
+
+    ``bytes.replace`` runs only if a line starts with a dot (a C scan finds it): the same bytes
+    as ``re.sub(rb"(?m)^\\.", b"..")``.
+    """
+    if message.startswith(b"."):
+        message = b"." + message
+    if b"\n." in message:
+        message = message.replace(b"\n.", b"\n..")
+    return message + b".\r\n"
 
 
 def build_tls_context(settings: Settings) -> ssl.SSLContext:
@@ -358,7 +474,7 @@ class SmtpTransport:
         options = self._mail_options(smtp, msg)
         try:
             errors, reply = await smtp.sendmail(
-                msg.envelope_from, list(msg.recipients), msg.data, mail_options=options
+                msg.envelope_from, msg.recipients, msg.data, mail_options=options, crlf=msg.crlf
             )
         except _EndOfDataUnanswered as e:
             self._drop()

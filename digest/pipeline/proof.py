@@ -156,6 +156,7 @@ async def send_proof(
             envelope_from=digest.envelope_sender,
             recipients=(recipient,),
             data=data,
+            crlf=True,  # build_message's line ends
         )
 
     summary = await send_all(one(), store=digest.store, settings=settings, now=digest.now)

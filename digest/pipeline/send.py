@@ -370,6 +370,7 @@ class SendPipeline:
             recipients=(sub.email,),
             data=data,
             papers=papers,
+            crlf=True,  # build_message's line ends
         )
 
     # -- deliver ---------------------------------------------------------------------------------
