@@ -274,6 +274,23 @@ def unsubscribe_url_for(settings: Settings, email: str) -> str | None:
     Raises:
         ConfigError: a token is needed but DIGEST_SECRET_KEY is not set.
     """
+    global _unsubscribe_memo
+    key = (settings.unsubscribe_url, settings.public_url, settings.secret_key, email)
+    memo_key, memo_url = _unsubscribe_memo
+    if len(memo_key) == len(key) and all(a is b for a, b in zip(memo_key, key, strict=True)):
+        return memo_url  # the same message asks twice: its body (render), its header (build)
+    url = _unsubscribe_url(settings, email)
+    _unsubscribe_memo = (key, url)
+    return url
+
+
+_unsubscribe_memo: tuple[tuple[object, ...], str | None] = ((), None)
+"""The last ``((unsubscribe_url, public_url, secret_key, email), url)`` of
+:func:`unsubscribe_url_for`, compared by identity: a message's body and its List-Unsubscribe
+header carry the same URL, signed once (two HMACs and a quote, not four and two)."""
+
+
+def _unsubscribe_url(settings: Settings, email: str) -> str | None:
     url = settings.unsubscribe_url
     if not url:
         if not settings.public_url:
@@ -318,16 +335,25 @@ def feedback_urls_for(
             )
             for pid in arxiv_ids
         }
-    address = parseaddr(settings.reply_to or settings.sender)[1]
+    address = _bare_address(settings.reply_to or settings.sender)
     if not address:
         return {}
-    return {
-        pid: (
-            f"mailto:{address}?subject={quote(f'like {pid}')}",
-            f"mailto:{address}?subject={quote(f'dislike {pid}')}",
-        )
-        for pid in arxiv_ids
-    }
+    return {pid: _mailto_feedback(address, pid) for pid in arxiv_ids}
+
+
+@functools.lru_cache(maxsize=16)
+def _bare_address(value: str) -> str:
+    """The addr-spec of a From or Reply-To value (``parseaddr``), ``""`` if none."""
+    return parseaddr(value)[1]
+
+
+@functools.lru_cache(maxsize=4096)
+def _mailto_feedback(address: str, arxiv_id: str) -> tuple[str, str]:
+    """The 👍/👎 ``mailto:`` pair of one paper: the same in every message."""
+    return (
+        f"mailto:{address}?subject={quote(f'like {arxiv_id}')}",
+        f"mailto:{address}?subject={quote(f'dislike {arxiv_id}')}",
+    )
 
 
 def preferences_url_for(settings: Settings, email: str) -> str | None:

@@ -262,6 +262,24 @@ def test_unsubscribe_url_for_fills_token_and_email() -> None:
         unsubscribe_url_for(settings(secret_key=None), "a@b.org")
 
 
+def test_unsubscribe_url_is_signed_once_per_message_and_never_stale() -> None:
+    # The body and the List-Unsubscribe header ask for the same URL in turn: the second ask
+    # is answered from the last one, but only for the very same settings values and address.
+    s = settings()
+    email = "memo@example.org"
+    first = unsubscribe_url_for(s, email)
+    assert unsubscribe_url_for(s, email) == first
+    other = unsubscribe_url_for(s, "other@example.org")
+    assert other != first
+    rotated = settings(secret_key="a different secret key of enough length!!")
+    assert unsubscribe_url_for(rotated, email) != first
+    assert unsubscribe_url_for(s, email) == first
+    s.unsubscribe_url = "https://changed.example.org/u/{token}"  # the same object, changed
+    assert (unsubscribe_url_for(s, email) or "").startswith("https://changed.example.org/u/")
+    data = build(render(3), s, to_email=email)
+    assert unsubscribe_url_for(s, email) in data.decode()
+
+
 # --- DKIM -----------------------------------------------------------------------------------
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from datetime import date
 from pathlib import Path
@@ -467,3 +468,23 @@ def test_feedback_links_go_in_in_one_pass_as_the_replacements_did() -> None:
     assert html == '<a href="https://x.example/fb?v=like&amp;id=2608.16590&amp;t=A">'
     assert put_feedback("no links here", feedback) == "no links here"
     assert put_feedback("https://feedback.invalid/like/", {}) == "https://feedback.invalid/like/"
+
+
+def test_a_copied_paper_view_is_dataclasses_replace_field_for_field() -> None:
+    # _copy_view (a generated field-by-field copy) stands in for dataclasses.replace.
+    from digest.render.views import _copy_view, _shared_view
+
+    paper = papers_from_fixture("2026-08-20.json")[0]
+    view = _shared_view(paper, ("diffusion",), False)
+    changes: dict[str, object] = {
+        "rank": 7,
+        "score": 2.5,
+        "why": "matches diffusion",
+        "filler": True,
+        "like_url": "https://x.example/like",
+    }
+    copy = _copy_view(view, dict(changes))
+    assert copy == dataclasses.replace(view, **changes)  # type: ignore[arg-type]
+    assert copy is not view and view.rank == 0
+    with pytest.raises(TypeError, match="no field 'nope'"):
+        _copy_view(view, {"nope": 1})

@@ -10,7 +10,7 @@ import dataclasses
 import functools
 import re
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -491,16 +491,29 @@ _VIEW_FIELDS = tuple(f.name for f in dataclasses.fields(PaperView))
 _VIEW_FIELD_SET = frozenset(_VIEW_FIELDS)
 
 
+def _view_copier() -> Callable[[PaperView, dict[str, object]], PaperView]:
+    """A function that copies a :class:`PaperView` with ``changes``, written out field by field
+    (each slot set through its descriptor, so the frozen ``__setattr__`` is not in the way)."""
+    lines = ["def copy(view, changes):", "    new = new_(PaperView)", "    get = changes.get"]
+    names: dict[str, object] = {"new_": object.__new__, "PaperView": PaperView}
+    for i, name in enumerate(_VIEW_FIELDS):
+        names[f"set{i}"] = getattr(PaperView, name).__set__
+        lines.append(f"    set{i}(new, get({name!r}, view.{name}))")
+    lines.append("    return new")
+    exec("\n".join(lines), names)  # our own field names, fixed at import
+    return names["copy"]  # type: ignore[return-value]
+
+
+_copy_fields = _view_copier()
+
+
 def _copy_view(view: PaperView, changes: dict[str, object]) -> PaperView:
     """``dataclasses.replace(view, **changes)`` without its checks and ``__init__`` call
-    (~15 µs → ~2 µs; a message copies one view per paper). ``changes`` holds field names."""
-    unknown = changes.keys() - _VIEW_FIELD_SET
-    if unknown:
-        raise TypeError(f"PaperView has no field {sorted(unknown)[0]!r}")
-    new = object.__new__(PaperView)
-    for name in _VIEW_FIELDS:
-        object.__setattr__(new, name, changes[name] if name in changes else getattr(view, name))
-    return new
+    (~15 µs → ~3 µs; a message copies one view per paper). ``changes`` holds field names."""
+    if not changes.keys() <= _VIEW_FIELD_SET:
+        unknown = sorted(changes.keys() - _VIEW_FIELD_SET)
+        raise TypeError(f"PaperView has no field {unknown[0]!r}")
+    return _copy_fields(view, changes)
 
 
 @functools.lru_cache(maxsize=_VIEW_CACHE_SIZE)
