@@ -34,7 +34,7 @@ import logging
 import re
 import secrets
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.headerregistry import Address
 from email.policy import SMTP, EmailPolicy
 from email.utils import format_datetime, parseaddr
@@ -159,6 +159,14 @@ def _direct_header(name: str, value: str) -> bytes:
 def _subject_header(subject: str) -> bytes:
     """The folded Subject (non-ASCII subjects need RFC 2047 folding: done once per value)."""
     return _direct_header("Subject", subject)
+
+
+@functools.lru_cache(maxsize=4)
+def _date_header(date: datetime, offset: timedelta | None) -> bytes:
+    """The ``Date:`` header (RFC 5322 §3.3, whole seconds, in ``date``'s own zone): the same
+    for every message made within one second, so formatted once per second, not per message.
+    ``offset`` is part of the key because equal instants in two zones compare equal."""
+    return _direct_header("Date", format_datetime(date))
 
 
 def to_header(to_email: str, to_name: str | None) -> bytes:
@@ -477,7 +485,7 @@ def build_message(
         _constant_header("From", settings.sender),
         to_header(to_email, to_name),
         _subject_header(" ".join(rendered.subject.split())),
-        _direct_header("Date", format_datetime(date)),
+        _date_header(date.replace(microsecond=0), date.utcoffset()),
         _direct_header("Message-ID", message_id),
     ]
     if settings.reply_to:

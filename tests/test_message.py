@@ -470,3 +470,18 @@ def test_quoted_printable_line_by_line_is_byte_identical_to_the_whole_text() -> 
         texts.append(rng.choice(("\n", "\r\n")).join(lines) + rng.choice(("", "\n", " \n")))
     for text in texts:
         assert _quoted_printable(text) == _qp_whole(text), repr(text)
+
+
+def test_date_header_is_per_second_and_per_zone() -> None:
+    # The Date header is formatted once per second: the same instant in another zone, or the
+    # next second, is a header of its own.
+    utc = datetime(2025, 5, 29, 5, 30, 1, 250_000, tzinfo=UTC)
+    paris = utc.astimezone(timezone(timedelta(hours=2)))
+
+    def date_of(when: datetime) -> str:
+        return str(parse(build(render(2), date=when))["Date"])
+
+    assert date_of(utc) == "Thu, 29 May 2025 05:30:01 +0000"
+    assert date_of(paris) == "Thu, 29 May 2025 07:30:01 +0200"
+    assert date_of(utc + timedelta(microseconds=700_000)) == "Thu, 29 May 2025 05:30:01 +0000"
+    assert date_of(utc + timedelta(seconds=1)) == "Thu, 29 May 2025 05:30:02 +0000"
