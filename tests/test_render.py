@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 import re
+import textwrap
 from datetime import date
 from pathlib import Path
 
@@ -488,3 +490,63 @@ def test_a_copied_paper_view_is_dataclasses_replace_field_for_field() -> None:
     assert copy is not view and view.rank == 0
     with pytest.raises(TypeError, match="no field 'nope'"):
         _copy_view(view, {"nope": 1})
+
+
+def test_feedback_ids_of_any_characters_and_hostile_runs_are_found_as_by_a_scan() -> None:
+    from digest.render import FEEDBACK_PLACEHOLDER, put_feedback
+
+    def by_scan(text: str, feedback: dict[str, tuple[str, str]]) -> str:
+        # The definition: at each placeholder, the longest id that follows it.
+        out, pos = [], 0
+        prefix = FEEDBACK_PLACEHOLDER.split("{", 1)[0]
+        for m in re.finditer(re.escape(prefix) + "(like|dislike)/", text):
+            start = m.end()
+            if start < pos:
+                continue
+            found = max((i for i in feedback if text.startswith(i, start)), key=len, default=None)
+            if found is not None:
+                out += [text[pos : m.start()], feedback[found][m.group(1) == "dislike"]]
+                pos = start + len(found)
+        return "".join(out) + text[pos:] if out else text
+
+    rng = random.Random(3)
+    pools = [
+        ["2608.16590", "2608.1659", "hep-th/9901001", "2608.00001v2"],  # the usual characters
+        ["2608.16590", "id with space", "ü-id", "a+b", ""],  # others: the scan
+    ]
+    for ids in pools:
+        feedback = {i: (f"L<{i}>", f"D<{i}>") for i in ids}
+        for _ in range(300):
+            parts = []
+            for _ in range(rng.randint(0, 8)):
+                slot = FEEDBACK_PLACEHOLDER.format(verdict=rng.choice(("like", "dislike")), id="")
+                tail = rng.choice([*ids, "9999.1", "", "x" * 5000, "2608.16590.", "2608.16590v2"])
+                parts.append(slot + tail + rng.choice(["", " ", ")", "\n", "."]))
+            text = "".join(parts)
+            assert put_feedback(text, feedback) == by_scan(text, feedback)
+
+
+def test_wrap_fills_as_textwrap_does_on_random_and_hostile_texts() -> None:
+    # _fill stands in for textwrap.fill(break_long_words=False, break_on_hyphens=False) on
+    # collapsed text: long words and URLs, widths below a word's length, indents wider than
+    # the width, non-ASCII, no-break and other Unicode spaces.
+    from digest.render.views import _fill, collapse
+
+    rng = random.Random(5)
+    words = ["a", "bb", "word", "x" * 20, "y" * 80, "ü", "—", "e-mail", "\u00a0", "\u2003"]
+    words += ["https://example.org/" + "p" * 90, "\t", "\n", "  ", "-", "\u2028"]
+    for _ in range(3000):
+        chosen = [rng.choice(words) for _ in range(rng.randint(0, 40))]
+        text = collapse((" " if rng.random() < 0.5 else "").join(chosen))
+        width = rng.choice([1, 2, 5, 10, 20, 40, 76, 100])
+        indent = rng.choice(["", "  ", "    ", " " * 30, "> "])
+        first = rng.choice([indent, "", "1. ", " " * 12, "x" * 50])
+        want = textwrap.fill(
+            text,
+            width=width,
+            initial_indent=first,
+            subsequent_indent=indent,
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+        assert _fill(text, width, indent, first) == want, (text, width, indent, first)

@@ -160,6 +160,8 @@ __all__ = [
 
 _FEEDBACK_PREFIX = FEEDBACK_PLACEHOLDER.split("{", 1)[0]
 _FEEDBACK_SLOT_RE = re.compile(re.escape(_FEEDBACK_PREFIX) + "(like|dislike)/")
+_ID_RUN_RE = re.compile(r"[A-Za-z0-9._/-]+")
+"""The characters of an arXiv id (``2406.09246``, ``hep-th/9901001``, ``2406.09246v2``)."""
 
 
 def put_feedback(
@@ -181,11 +183,24 @@ def put_feedback(
     """
     out: list[str] = []
     pos = 0
+    # An id of the usual characters is found by one dict lookup per prefix of the run of
+    # such characters after the placeholder, longest first; any other id: by a scan.
+    by_run = all(_ID_RUN_RE.fullmatch(i) for i in feedback)
+    longest = max(map(len, feedback), default=0)
     for m in _FEEDBACK_SLOT_RE.finditer(text):
         start = m.end()
         if start < pos:
             continue
-        found = max((i for i in feedback if text.startswith(i, start)), key=len, default=None)
+        found: str | None = None
+        if by_run:
+            run = _ID_RUN_RE.match(text, start)
+            end = min(run.end(), start + longest) if run else start
+            while end > start and found is None:
+                if text[start:end] in feedback:
+                    found = text[start:end]
+                end -= 1
+        else:
+            found = max((i for i in feedback if text.startswith(i, start)), key=len, default=None)
         if found is None:
             continue
         out.append(text[pos : m.start()])
