@@ -179,6 +179,7 @@ class _Edition:
             for p in papers
         ]
         self._masks: dict[str, tuple[int, int]] = {}
+        self._words: dict[tuple[str, int], str | None] = {}
         self._authors: list[dict[str, str]] | None = None
         self._sims: tuple[RankContext, Any, dict[str, list[float]]] | None = None
         # All titles (bodies) in one string: one substring test rules a term out for all.
@@ -200,6 +201,16 @@ class _Edition:
                         in_body |= 1 << i
             found = self._masks[term.key] = (in_title, in_body)
         return found
+
+    def word(self, term: _Term, i: int) -> str | None:
+        """The words ``term`` matched in ``papers[i]``: in its title, else in its body (once per
+        edition, not once per subscriber whose keyword it is)."""
+        key = (term.key, i)
+        try:
+            return self._words[key]
+        except KeyError:
+            found = self._words[key] = term.word(self.titles[i]) or term.word(self.bodies[i])
+            return found
 
     def authors(self) -> list[dict[str, str]]:
         """Per paper, its authors by :func:`~digest.ranking.semantic.author_key` (computed once)."""
@@ -330,7 +341,7 @@ def rank(
                 w
                 for t, in_title, in_body in keywords
                 if (in_title | in_body) & bit
-                for w in (t.word(edition.titles[i]) or t.word(edition.bodies[i]),)
+                for w in (edition.word(t, i),)
                 if w
             )
         )
