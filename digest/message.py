@@ -285,17 +285,18 @@ def unsubscribe_url_for(settings: Settings, email: str) -> str | None:
     global _unsubscribe_memo
     key = (settings.unsubscribe_url, settings.public_url, settings.secret_key, email)
     memo_key, memo_url = _unsubscribe_memo
-    if len(memo_key) == len(key) and all(a is b for a, b in zip(memo_key, key, strict=True)):
+    if all(a is b for a, b in zip(memo_key, key, strict=True)):
         return memo_url  # the same message asks twice: its body (render), its header (build)
     url = _unsubscribe_url(settings, email)
     _unsubscribe_memo = (key, url)
     return url
 
 
-_unsubscribe_memo: tuple[tuple[object, ...], str | None] = ((), None)
+_unsubscribe_memo: tuple[tuple[object, ...], str | None] = ((object(),) * 4, None)
 """The last ``((unsubscribe_url, public_url, secret_key, email), url)`` of
-:func:`unsubscribe_url_for`, compared by identity: a message's body and its List-Unsubscribe
-header carry the same URL, signed once (two HMACs and a quote, not four and two)."""
+:func:`unsubscribe_url_for`, compared by identity (at first, a key nothing matches): a
+message's body and its List-Unsubscribe header carry the same URL, signed once (two HMACs and a
+quote, not four and two)."""
 
 
 def _unsubscribe_url(settings: Settings, email: str) -> str | None:

@@ -250,9 +250,8 @@ def _fill(text: str, width: int, indent: str, first_indent: str) -> str:
         raise ValueError(f"invalid width {width!r} (must be > 0)")
     lines: list[str] = []
     line: list[str] = []
-    room = width - len(first_indent)
     used = 0
-    prefix = first_indent
+    prefix, room = first_indent, width - len(first_indent)
     for word in text.split(" "):
         size = len(word)
         if line and used + 1 + size <= room:
@@ -261,11 +260,11 @@ def _fill(text: str, width: int, indent: str, first_indent: str) -> str:
             continue
         if line:
             lines.append(prefix + " ".join(line))
+            line = []
             prefix, room = indent, width - len(indent)
         if size > room:  # a long word: alone on its line, which ends after it
             lines.append(prefix + word)
             prefix, room = indent, width - len(indent)
-            line, used = [], 0
         else:
             line, used = [word], size
     if line:
@@ -540,7 +539,8 @@ _copy_fields = _view_copier()
 
 def _copy_view(view: PaperView, changes: dict[str, object]) -> PaperView:
     """``dataclasses.replace(view, **changes)`` without its checks and ``__init__`` call
-    (~15 µs → ~3 µs; a message copies one view per paper). ``changes`` holds field names."""
+    (~18 µs → ~11 µs measured here; a message copies one view per paper). ``changes`` holds
+    field names."""
     if not changes.keys() <= _VIEW_FIELD_SET:
         unknown = sorted(changes.keys() - _VIEW_FIELD_SET)
         raise TypeError(f"PaperView has no field {unknown[0]!r}")
