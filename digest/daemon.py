@@ -68,6 +68,11 @@ CANCEL_GRACE_S = 5.0
 """Seconds a cancelled tick gets to unwind before the daemon exits regardless."""
 CANCEL_RETRY_S = 0.2
 """Seconds between repeated cancellations of a tick that does not unwind."""
+BREAKER_HOLD_MIN_S = 600.0
+"""After the circuit breaker stopped a send (the relay stopped answering), seconds the daemon
+holds further deliveries before it tries again; each new trip in a row doubles the hold."""
+BREAKER_HOLD_MAX_S = 3 * 3600.0
+"""Longest hold after repeated trips of the circuit breaker, seconds."""
 TICK_JOB_ID = "digest-tick"
 LOCK_PURPOSE = "run"
 EXIT_OK = 0
@@ -88,6 +93,8 @@ class EditionReport:
             by the daemon, only by ``digest send --retry-unknown``).
         waiting: subscribers not served because the papers are not available yet (fetch
             failed or empty weekday list); retried at a later tick.
+        held: subscribers not tried because deliveries are held after the circuit breaker
+            stopped a send (the relay stopped answering); tried again after the hold.
         duration_s: wall time spent on this edition, seconds.
     """
 
@@ -99,6 +106,7 @@ class EditionReport:
     deferred: int = 0
     unknown: int = 0
     waiting: int = 0
+    held: int = 0
     duration_s: float = 0.0
 
 
@@ -168,6 +176,8 @@ class Daemon:
         self._last_problems: tuple[str, ...] | None = None
         self._empty_seen: set[str] = set()
         self._running: asyncio.Task[Any] | None = None
+        self._held_until: datetime | None = None
+        self._hold = timedelta(0)
 
     # -- one tick -------------------------------------------------------------------------
     async def tick(self) -> TickReport:
@@ -230,6 +240,9 @@ class Daemon:
             if late:
                 self._record_late(edition, late, er)
             fresh = [p for p in group if not p.late]
+            if fresh and self._held(report.at):
+                er.held += len(fresh)
+                fresh = []
             try:
                 if fresh:
                     await self._send_edition(edition, fresh, report, er)
@@ -367,6 +380,29 @@ class Daemon:
                 )
                 return
             self._add(er, summary)
+            if summary.breaker is not None:
+                self._trip()
+                return
+            if summary.sent:
+                self._hold = timedelta(0)
+
+    def _held(self, now: datetime) -> bool:
+        """Whether deliveries are held at ``now`` after a trip of the circuit breaker."""
+        return self._held_until is not None and now < self._held_until
+
+    def _trip(self) -> None:
+        """The breaker stopped a send: hold deliveries, twice as long as the last hold."""
+        self._hold = min(
+            max(self._hold * 2, timedelta(seconds=BREAKER_HOLD_MIN_S)),
+            timedelta(seconds=BREAKER_HOLD_MAX_S),
+        )
+        self._held_until = self.now() + self._hold
+        log.error(
+            "the relay stopped answering: deliveries held until %s (%d min); unsent "
+            "subscribers stay owed",
+            self._held_until.isoformat(timespec="minutes"),
+            self._hold.total_seconds() // 60,
+        )
 
     async def _papers_ready(
         self,
@@ -442,7 +478,9 @@ class Daemon:
             parts.append(f"unknown {er.unknown} (not resent; digest send --retry-unknown)")
         if er.waiting:
             parts.append(f"waiting {er.waiting} (papers not available yet)")
-        busy = er.sent or er.skipped or er.late or er.failed or er.unknown
+        if er.held:
+            parts.append(f"held {er.held} (the relay stopped answering)")
+        busy = er.sent or er.skipped or er.late or er.failed or er.unknown or er.held
         level = logging.INFO if busy else logging.DEBUG
         log.log(level, "edition %s: %s in %.1f s", er.key, ", ".join(parts), er.duration_s)
 

@@ -293,8 +293,11 @@ class RunSummary:
         bounced: of ``failed``, hard bounces (5xx for the recipient) whose address is now on
             the suppression list: handled, so they do not make the run a failure.
         deferred: transient failures that stay owed for the next run.
-        unknown: rows found in ``sending`` after a crash (not resent automatically).
+        unknown: messages whose outcome is unknown (the relay's reply to the end of data was
+            lost or stalled, or ``sending`` rows found after a crash): not resent automatically.
         errors: one line per failure, ``email: reason``.
+        breaker: the circuit breaker's report line when it stopped the run (the relay stopped
+            answering: see ``DIGEST_SMTP_BREAKER_AFTER``), else ``None``.
     """
 
     sent: int = 0
@@ -304,8 +307,10 @@ class RunSummary:
     deferred: int = 0
     unknown: int = 0
     errors: list[str] = field(default_factory=list)
+    breaker: str | None = None
 
     @property
     def ok(self) -> bool:
-        """True when nothing failed (bar suppressed hard bounces) or was deferred this run."""
-        return self.failed - self.bounced == 0 and self.deferred == 0
+        """True when nothing failed (bar suppressed hard bounces), was deferred or ended
+        ``unknown`` (the relay may or may not have the message: someone must look)."""
+        return self.failed - self.bounced == 0 and self.deferred == 0 and self.unknown == 0

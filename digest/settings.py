@@ -44,6 +44,11 @@ DEFAULT_SMTP_CONNECT_ATTEMPTS_PER_MINUTE = 6
 """While a relay refuses connections (421 greeting, dropped during set-up), the whole pool makes
 at most this many connection attempts a minute (one every 10 s)."""
 DEFAULT_SMTP_RETRY_BASE_S = 1.0
+DEFAULT_SMTP_BREAKER_AFTER = 5
+"""Messages in a row whose outcome is ``unknown`` (the reply to the end of data lost or
+stalled) or whose attempt timed out, after which a run stops (circuit breaker): a relay that
+loses every reply would otherwise turn a whole list into ``unknown``, and a stalled one would
+hold each message for DIGEST_SMTP_DATA_TIMEOUT (200 messages, pool 4: about 8 hours)."""
 DEFAULT_CATCHUP_HOURS = 12.0
 DEFAULT_TICK_SECONDS = 60.0
 DEFAULT_RENDER_WORKERS_MAX = 2
@@ -181,6 +186,11 @@ class Settings(BaseSettings):
         description="Whole pool, while the relay refuses connections.",
     )
     smtp_retry_base: float = Field(DEFAULT_SMTP_RETRY_BASE_S, ge=0, description="Backoff, s.")
+    smtp_breaker_after: int = Field(
+        DEFAULT_SMTP_BREAKER_AFTER,
+        ge=0,
+        description="Stop a run after this many unknown or timed-out messages in a row; 0 = never.",
+    )
     smtp_allow_plaintext: bool = False
     smtp_ca_file: Path | None = None
 

@@ -6,7 +6,8 @@ what a test tells it at the two points where real relays fail in ways that matte
 * at connect: ``connect_reply="421 4.3.2 busy"`` answers every connection with that line and
   hangs up (a relay shedding load);
 * at the ``DATA`` command: ``at_data="drop"`` hangs up before the 354 (nothing of the message
-  was sent), or a callable ``(n) -> action`` for the n-th ``DATA`` command;
+  was sent), ``"stall"`` never answers (the client times out), or a callable ``(n) -> action``
+  for the n-th ``DATA`` command;
 * after the final ``.`` of DATA: ``after_data`` is ``"ok"`` (250), ``"drop"`` (the message
   has arrived, then the connection is closed without a reply) or ``"stall"`` (no reply, the
   connection stays open until the client gives up), or a callable ``(n) -> action`` for the
@@ -56,7 +57,8 @@ class FaultRelay:
 
     Args:
         after_data: the action after the end of data, or ``(n) -> action`` per message.
-        at_data: ``ok`` or ``drop`` at the ``DATA`` command, or ``(n) -> action``.
+        at_data: ``ok``, ``drop`` or ``stall`` (no reply until the client hangs up) at the
+            ``DATA`` command, or ``(n) -> action``.
         connect_reply: if set, the whole reply to every new connection (e.g. a 421), after
             which the relay closes it.
         extensions: EHLO keywords to advertise (``SMTPUTF8``, ``8BITMIME``, ``SIZE 1000000``).
@@ -211,6 +213,9 @@ class FaultRelay:
                     n, self.data_commands = self.data_commands, self.data_commands + 1
                 at_data = self._at_data(n) if callable(self._at_data) else self._at_data
                 if at_data == "drop":
+                    return
+                if at_data == "stall":  # no 354: nothing sent yet, the client times out
+                    await reader.read()
                     return
                 reply("354 End data with <CR><LF>.<CR><LF>")
                 await writer.drain()

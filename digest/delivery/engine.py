@@ -35,6 +35,8 @@ Guarantees:
   ``smtp_max_attempts`` → ``owed`` for the next run).
 * A message whose data was sent in full but whose final reply was lost or stalled (the relay
   may have it) is ``unknown``: never retried in the run nor resent by the next one.
+* A relay that stops answering does not eat the list: after ``smtp_breaker_after`` messages in
+  a row ended ``unknown`` or timed out, the run stops (circuit breaker); the rest stay owed.
 * A configuration error (auth refused, certificate, relay unreachable at start) stops the run:
   the first connection is opened before any row is claimed, so a bad configuration fails once
   with nothing claimed; later, every claimed-but-unsent row is handed back to ``owed``.
@@ -289,6 +291,9 @@ class _Run:
     summary: RunSummary = field(default_factory=RunSummary)
     fatal: BaseException | None = None
     gate: ConnectGate | None = None
+    silent: int = 0
+    """Messages in a row that ended ``unknown`` or timed out (any reply from the relay resets
+    it); at ``settings.smtp_breaker_after`` the run stops (:meth:`relay_silent`)."""
 
     async def connect(self) -> Transport:
         """A new transport through the pool's :class:`ConnectGate`."""
@@ -298,6 +303,32 @@ class _Run:
     def relay_down(self, line: str) -> None:
         """The gate declared the relay unavailable: report it once and stop the run."""
         self.summary.errors.append(line)
+        self.halt.set()
+
+    def relay_answered(self) -> None:
+        """The relay replied to a message (accepted or refused it): the breaker's count resets."""
+        self.silent = 0
+
+    def relay_silent(self, reply: str) -> None:
+        """A message ended ``unknown`` or an attempt timed out (the relay did not answer).
+
+        The circuit breaker: after ``settings.smtp_breaker_after`` of these in a row (0 =
+        never) the run stops like an outage: nothing new is claimed, messages in flight finish,
+        unsent subscribers stay ``owed`` for the next run, and the report line says why.
+        """
+        self.silent += 1
+        limit = self.settings.smtp_breaker_after
+        if not limit or self.silent < limit or self.halt.is_set():
+            return
+        line = (
+            f"stopped: {self.silent} messages in a row got no reply from the relay (unknown or "
+            f"timed out; last: {reply}); unsent subscribers stay owed for the next run, and "
+            f"unknown ones are resent only with --retry-unknown "
+            f"(DIGEST_SMTP_BREAKER_AFTER={limit})"
+        )
+        log.error("%s", line)
+        self.summary.errors.append(line)
+        self.summary.breaker = line
         self.halt.set()
 
     async def write(
@@ -721,6 +752,7 @@ async def _one(
                 attempts=attempt,
             )
             summary.failed += 1
+            run.relay_answered()
             suppressed = False
             if e.hard_bounce:
                 suppressed = await run.write(
@@ -768,6 +800,7 @@ async def _one(
             )
             run.notify(msg, OUTCOME_UNKNOWN, e.reply)
             holder[0] = None
+            run.relay_silent(e.reply)
             return None
         except RelayUnreachableError as e:
             # A reconnect mid-run: the relay may be restarting; retry like a transient
@@ -792,6 +825,10 @@ async def _one(
             run.stop_all(e)
             return None
         except TransientDeliveryError as e:
+            if _timed_out(e):
+                run.relay_silent(e.reply)
+            else:
+                run.relay_answered()
             if await _retry_or_defer(run, msg, e, attempt):
                 continue
             return None
@@ -809,8 +846,15 @@ async def _one(
             if transport is not None:
                 with contextlib.suppress(Exception):
                     await transport.close()
+            run.relay_silent(repr(e))
             return None
+        run.relay_answered()
         return _Accepted(result.reply, result.code, attempt)
+
+
+def _timed_out(error: DeliveryError) -> bool:
+    """True if ``error`` is (or was caused by) a timeout: the relay did not answer in time."""
+    return isinstance(error, TimeoutError) or isinstance(error.__cause__, TimeoutError)
 
 
 async def _retry_or_defer(

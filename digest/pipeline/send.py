@@ -433,6 +433,7 @@ class SendPipeline:
         self.summary.skipped += sent.skipped
         self.summary.unknown += sent.unknown
         self.summary.errors.extend(sent.errors)
+        self.summary.breaker = self.summary.breaker or sent.breaker
 
 
 def _last_line(text: str) -> str:
