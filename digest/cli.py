@@ -385,7 +385,7 @@ def _test_send(
     from digest.pipeline.proof import send_proof
 
     sub = _find_subscriber(digest, as_, flag="--as") if as_ else None
-    result = asyncio.run(send_proof(digest, edition, to, sub, sources=source))
+    result = asyncio.run(send_proof(digest.deps, edition, to, sub, sources=source))
     for line in result.failed_sources:
         err.print(f"warning: source {line}")
     who = f" as {sub.email}" if sub else " (unpersonalized)"

@@ -13,7 +13,7 @@ import mailbox
 import os
 from pathlib import Path
 
-from digest.delivery import DeliveryResult, OutgoingMessage
+from digest.delivery.base import DeliveryResult, OutgoingMessage
 from digest.errors import DeliveryConfigError
 
 MAILDIR_ACCEPTED_CODE = 250

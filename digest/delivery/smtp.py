@@ -74,7 +74,7 @@ from aiosmtplib.email import quote_address
 from aiosmtplib.response import SMTPResponse
 from aiosmtplib.typing import Default, SMTPStatus
 
-from digest.delivery import DeliveryResult, OutgoingMessage, RelayUnreachableError
+from digest.delivery.base import DeliveryResult, OutgoingMessage, RelayUnreachableError
 from digest.errors import (
     DeliveryConfigError,
     DeliveryError,

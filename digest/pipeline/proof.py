@@ -28,6 +28,7 @@ from email_validator import EmailNotValidError, validate_email
 from digest.addresses import normalize_email
 from digest.delivery import OutgoingMessage
 from digest.delivery.engine import send_all
+from digest.delivery.envelope import envelope_sender
 from digest.errors import ConfigError
 from digest.message import build_message, make_message_id, unsubscribe_url_for
 from digest.models import TEST_EDITION_PREFIX, Edition, RunSummary, is_test_edition
@@ -36,7 +37,7 @@ from digest.render import EmailContext
 from digest.subscribers import Subscriber
 
 if TYPE_CHECKING:
-    from digest.core import Digest
+    from digest.pipeline.send import SendDeps
 
 __all__ = [
     "TEST_EDITION_PREFIX",
@@ -93,7 +94,7 @@ class ProofResult:
 
 
 async def send_proof(
-    digest: Digest,
+    deps: SendDeps,
     edition: Edition,
     to: str,
     as_subscriber: Subscriber | None,
@@ -105,7 +106,7 @@ async def send_proof(
     Call while holding the state backend's sender lock, like ``send``.
 
     Args:
-        digest: the configured instance.
+        deps: the collaborators (:attr:`Digest.deps <digest.core.Digest.deps>`).
         edition: the edition.
         to: the test address.
         as_subscriber: render as this subscriber, or ``None`` for the unpersonalized edition.
@@ -119,10 +120,10 @@ async def send_proof(
         SourceError: every source failed.
         DeliveryConfigError: the transport cannot work (auth, TLS, unreachable relay).
     """
-    settings = digest.settings
+    settings = deps.settings
     recipient = check_address(to)
     own = as_subscriber.sources if as_subscriber is not None else None
-    papers = await digest.papers_for(edition, sources=sources or own)
+    papers = await deps.papers(edition, sources=sources or own)
     ranked = rank(papers.papers, as_subscriber or Subscriber.default())
     ctx = EmailContext(
         edition=edition,
@@ -132,7 +133,7 @@ async def send_proof(
         unsubscribe_mailto=settings.unsubscribe_mailto,
         total_papers=len(papers.papers),
     )
-    rendered = digest.renderer.render(ctx)
+    rendered = deps.renderer().render(ctx)
     rendered = dataclasses.replace(rendered, subject=TEST_SUBJECT_PREFIX + rendered.subject)
     key = test_edition_key(edition, as_subscriber)
     # Not ``key``: the Message-ID never names a subscriber's address (make_message_id).
@@ -143,23 +144,23 @@ async def send_proof(
         to_email=recipient,
         to_name=None,
         message_id=message_id,
-        date=digest.now(),
+        date=deps.now(),
     )
-    if digest.store.get(recipient, key) is not None:
-        digest.store.reopen(recipient, key)  # a test may be sent again
+    if deps.store.get(recipient, key) is not None:
+        deps.store.reopen(recipient, key)  # a test may be sent again
 
     async def one() -> AsyncIterator[OutgoingMessage]:
         yield OutgoingMessage(
             subscriber=recipient,
             edition=key,
             message_id=message_id,
-            envelope_from=digest.envelope_sender,
+            envelope_from=envelope_sender(settings),  # a test send has no VERP
             recipients=(recipient,),
             data=data,
             crlf=True,  # build_message's line ends
         )
 
-    summary = await send_all(one(), store=digest.store, settings=settings, now=digest.now)
+    summary = await send_all(one(), store=deps.store, settings=settings, now=deps.now)
     return ProofResult(
         recipient=recipient,
         edition_key=key,

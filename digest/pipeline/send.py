@@ -1,12 +1,12 @@
 """The send pipeline: one edition to a list of subscribers, as named stages.
 
 Modelled on the update pipeline of lemon24/reader (``_update``): :meth:`Digest.send
-<digest.core.Digest.send>` builds one :class:`SendPipeline` and calls :meth:`SendPipeline.run`;
-each stage is one method, so a change to one step (suppression, isolation, the state backend,
-a faster renderer) lands in one place::
+<digest.core.Digest.send>` wires one :class:`SendPipeline` from its collaborators
+(:class:`SendDeps`) and calls :meth:`SendPipeline.run`; each stage is one method, so a change
+to one step (suppression, isolation, the state backend, a faster renderer) lands in one place::
 
-    select_owed   who lacks the edition (rows already final are skipped, reopened ones reset)
-        │
+    select_owed   who lacks the edition (:func:`plan_owed` decides, the stage records:
+        │         suppressed ones skipped, reopened rows reset)
     papers        the papers of each source group (deferring groups with none on a weekday)
         │
     compose       rank → render → build each owed subscriber's message, lazily, on a thread
@@ -14,6 +14,8 @@ a faster renderer) lands in one place::
     deliver       the connection pool (:func:`~digest.delivery.engine.send_all`): claim →
         │         transport → mark
     record        outcomes of every step into the state store and the run's summary
+
+The pipeline never imports the facade (:mod:`digest.core`): what it uses is passed in.
 """
 
 from __future__ import annotations
@@ -22,28 +24,30 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
 
-from digest.clock import utc_now
+from digest.clock import Clock, utc_now
 from digest.delivery import OutgoingMessage, pool_size
 from digest.delivery.engine import RetryCallback, send_all
 from digest.errors import DigestError
-from digest.models import Edition, RunSummary
+from digest.models import Edition, Paper, RunSummary
+from digest.pipeline.papers import PapersResult
 from digest.pipeline.workers import (
     MESSAGES_PER_TASK,
+    RENDER_PROCESSES_MIN_BATCH,
     TASKS_IN_FLIGHT_PER_WORKER,
     SourceKey,
     make_in_processes,
     make_message,
 )
 from digest.ranking import RankContext
+from digest.render import Renderer
 from digest.schedule import may_be_empty
-from digest.state import CLAIMABLE, SKIP_NO_PAPERS, address_key
+from digest.settings import Settings
+from digest.state import CLAIMABLE, SKIP_NO_PAPERS, StateBackend, address_key
 from digest.subscribers import Subscriber
-
-if TYPE_CHECKING:
-    from digest.core import Digest, PapersResult
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +59,134 @@ ResultCallback = Callable[[str, str], None]
 """``on_result(email, outcome)``: outcome is ``sent``, ``failed``, ``deferred``, ``skipped``."""
 
 
+class PapersFor(Protocol):
+    """``await papers(edition, sources=specs)``: the edition's merged papers
+    (:meth:`~digest.pipeline.papers.PaperCollector.collect`); raises ``SourceError`` when
+    every source failed."""
+
+    async def __call__(
+        self, edition: Edition, *, sources: Sequence[str] | None = None
+    ) -> PapersResult: ...
+
+
+class ContextFor(Protocol):
+    """``await rank_context(papers, subscribers, edition=...)``: the send's ranking context
+    (:meth:`~digest.pipeline.context.RankContextBuilder.build`)."""
+
+    async def __call__(
+        self, papers: Sequence[Paper], subscribers: Sequence[Subscriber], *, edition: Edition
+    ) -> RankContext: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SendDeps:
+    """The collaborators of a send, passed in: the pipeline opens nothing itself.
+
+    Attributes:
+        settings: the validated settings.
+        store: the state store, the single source of truth of what was sent.
+        papers: the edition's papers by source group (:class:`PapersFor`).
+        rank_context: the ranking context of the owed subscribers (:class:`ContextFor`).
+        renderer: the template renderer, built on first call (a broken template fails per
+            message, not at start).
+        envelope: ``(subscriber, edition) -> envelope sender`` (plain, or VERP):
+            :class:`~digest.delivery.envelope.EnvelopeRule`.
+        now: the clock (aware UTC).
+        render_min_batch: fewest owed subscribers rendered in worker processes.
+    """
+
+    settings: Settings
+    store: StateBackend
+    papers: PapersFor
+    rank_context: ContextFor
+    renderer: Callable[[], Renderer]
+    envelope: Callable[[str, str], str]
+    now: Clock = utc_now
+    render_min_batch: int = RENDER_PROCESSES_MIN_BATCH
+
+
+@dataclass(slots=True)
+class OwedPlan:
+    """What :func:`plan_owed` decided for each candidate, in the candidates' order.
+
+    Attributes:
+        owed: subscribers to make the edition for.
+        suppressed: ``(email, reason)`` of addresses on the suppression list, skipped.
+        record_suppressed: of ``suppressed``, those whose row is absent or claimable: the stage
+            records them ``skipped`` with the reason (a final row is left as it is).
+        final: emails whose row is final (``sent``, ``failed``, ``skipped``, ``unknown``, or
+            ``sending`` in another live sender) and not reopened: skipped.
+        unknown: how many of ``final`` are ``unknown``.
+        reopen: emails whose final row goes back to ``owed`` (``--resend``,
+            ``--retry-unknown``); not in a dry run.
+        keep_message_id: of ``reopen``, rows that were ``unknown`` or ``sending``: the relay
+            may have the first copy, so the resend carries the same Message-ID.
+    """
+
+    owed: list[Subscriber] = field(default_factory=list)
+    suppressed: list[tuple[str, str]] = field(default_factory=list)
+    record_suppressed: list[tuple[str, str]] = field(default_factory=list)
+    final: list[str] = field(default_factory=list)
+    unknown: int = 0
+    reopen: list[str] = field(default_factory=list)
+    keep_message_id: list[str] = field(default_factory=list)
+
+
+def plan_owed(
+    subscribers: Sequence[Subscriber],
+    statuses: Mapping[str, str],
+    suppressions: Mapping[str, str],
+    *,
+    resend: bool = False,
+    retry_unknown: bool = False,
+    dry_run: bool = False,
+    shared: bool = False,
+) -> OwedPlan:
+    """Who is owed the edition, and what becomes of the others: a pure decision.
+
+    Inactive subscribers are left out. An address on the suppression list is skipped with
+    its reason, whatever the YAML (even ``active: true``) or ``resend`` say. A row already
+    ``sent``, ``failed``, ``skipped`` or ``unknown`` is final unless ``resend`` (all) or
+    ``retry_unknown`` (``unknown`` ones) reopen it; a ``sending`` row (a crash on SQLite,
+    recovered at start; another live sender on a shared state) is reopened only by those
+    flags, never in a dry run nor on a shared state.
+
+    Args:
+        subscribers: the candidates, in order.
+        statuses: the edition's row status by subscriber email (absent: no row).
+        suppressions: suppression reason by address key (:func:`~digest.state.address_key`).
+        resend: reopen every final row.
+        retry_unknown: reopen ``unknown`` rows.
+        dry_run: nothing will be written: nothing is reopened or recorded.
+        shared: the state is shared by several senders (PostgreSQL).
+    """
+    plan = OwedPlan()
+    for sub in subscribers:
+        if not sub.active:
+            continue
+        status = statuses.get(sub.email)
+        reason = suppressions.get(address_key(sub.email))
+        if reason is not None:
+            plan.suppressed.append((sub.email, reason))
+            if not dry_run and (status is None or status in CLAIMABLE):
+                plan.record_suppressed.append((sub.email, reason))
+            continue
+        if status is not None and status not in CLAIMABLE:
+            reopen = resend or (retry_unknown and status == "unknown")
+            if status == "sending":
+                reopen = reopen and not dry_run and not shared
+            if not reopen:
+                plan.final.append(sub.email)
+                plan.unknown += status == "unknown"
+                continue
+            if not dry_run:
+                plan.reopen.append(sub.email)
+            if status in ("unknown", "sending"):
+                plan.keep_message_id.append(sub.email)
+        plan.owed.append(sub)
+    return plan
+
+
 def _ignore(_email: str, _outcome: str) -> None:
     return None
 
@@ -62,11 +194,12 @@ def _ignore(_email: str, _outcome: str) -> None:
 class SendPipeline:
     """One send of one edition: the stages of :meth:`run`, each a method.
 
-    Not reusable: one instance per send. The pipeline reads its inputs from ``digest``
-    (settings, state store, clock, renderer, sources) and never opens anything itself.
+    Not reusable: one instance per send. The pipeline works with what ``deps`` holds
+    (settings, state store, clock, renderer, papers, ranking context, envelope rule) and
+    never opens anything itself.
 
     Args:
-        digest: the configured instance (its ``store`` is the single source of truth).
+        deps: the collaborators (the store is the single source of truth).
         edition: the edition to send.
         dry_run: rank and render but send and record nothing; ``sent`` counts what would go.
         resend: send again even to subscribers who have the edition.
@@ -86,7 +219,7 @@ class SendPipeline:
 
     def __init__(
         self,
-        digest: Digest,
+        deps: SendDeps,
         edition: Edition,
         *,
         dry_run: bool = False,
@@ -96,10 +229,10 @@ class SendPipeline:
         on_result: ResultCallback | None = None,
         on_retry: RetryCallback | None = None,
     ) -> None:
-        self.digest = digest
+        self.deps = deps
         self.on_retry = on_retry
-        self.settings = digest.settings
-        self.store = digest.store
+        self.settings = deps.settings
+        self.store = deps.store
         self.edition = edition
         self.dry_run = dry_run
         self.resend = resend
@@ -126,7 +259,7 @@ class SendPipeline:
         if not owed:
             return self.summary
         owed = await self.papers(owed)
-        self.context = await self.digest.rank_context(
+        self.context = await self.deps.rank_context(
             [p for result in self.groups.values() for p in result.papers],
             owed,
             edition=self.edition,
@@ -152,51 +285,40 @@ class SendPipeline:
     def select_owed(self, subscribers: Sequence[Subscriber]) -> list[Subscriber]:
         """The active subscribers who lack the edition, in order; the others are skipped.
 
-        An address on the suppression list is skipped and recorded ``skipped`` with the reason
-        as detail (``skipped (bounced)``), whatever the YAML or ``resend`` say.
-        A row already ``sent``, ``failed``, ``skipped`` or ``unknown`` is final unless
-        ``resend`` (all) or ``retry_unknown`` (unknown ones) reopen it; a reopened row is set
-        back to ``owed`` now (not in a dry run). A reopened ``unknown`` row keeps its
-        Message-ID (:attr:`message_ids`).
+        Reads the edition's rows and the suppression list (one query each), lets
+        :func:`plan_owed` decide, then records: a suppressed address ``skipped`` with the
+        reason as detail (``skipped (bounced)``), a reopened row back to ``owed`` (a reopened
+        ``unknown`` row keeps its Message-ID: :attr:`message_ids`). Nothing in a dry run.
         """
-        owed: list[Subscriber] = []
         key = self.edition.key
-        suppressed = self.store.suppressions()
         active = [sub for sub in subscribers if sub.active]
         current = self.store.statuses([key], [sub.email for sub in active])  # one query
-        for sub in active:
-            status = current.get((sub.email, key))
-            suppression = suppressed.get(address_key(sub.email))
-            if suppression is not None:
-                # The suppression list wins over the YAML (even `active: true`) and --resend.
-                if not self.dry_run and (status is None or status in CLAIMABLE):
-                    self.store.mark_skipped(sub.email, key, str(suppression.reason))
-                log.debug("%s: suppressed (%s): skipped", sub.email, suppression.reason)
-                self.summary.skipped += 1
-                self.notify(sub.email, "skipped")
-                continue
-            if status is not None and status not in CLAIMABLE:
-                reopen = self.resend or (self.retry_unknown and status == "unknown")
-                if status == "sending":
-                    # Left by a crash (SQLite, recovered at start) or in flight in another
-                    # live sender (shared state): never reopened under that sender's feet.
-                    reopen = reopen and not self.dry_run and not self.store.shared
-                if not reopen:
-                    if status == "unknown":
-                        self.summary.unknown += 1
-                    self.summary.skipped += 1
-                    self.notify(sub.email, "skipped")
-                    continue
-                if status in ("unknown", "sending"):
-                    # The relay may have the first copy: the resend carries the same
-                    # Message-ID, so mail systems and clients see one message, not two.
-                    row = self.store.get(sub.email, key)
-                    if row is not None and row.message_id:
-                        self.message_ids[sub.email] = row.message_id
-                if not self.dry_run:
-                    self.store.reopen(sub.email, key)
-            owed.append(sub)
-        return owed
+        plan = plan_owed(
+            active,
+            {email: status for (email, _), status in current.items()},
+            {a: str(s.reason) for a, s in self.store.suppressions().items()},
+            resend=self.resend,
+            retry_unknown=self.retry_unknown,
+            dry_run=self.dry_run,
+            shared=self.store.shared,
+        )
+        for email, reason in plan.record_suppressed:
+            self.store.mark_skipped(email, key, reason)
+        for email, reason in plan.suppressed:
+            log.debug("%s: suppressed (%s): skipped", email, reason)
+        for email in plan.keep_message_id:
+            # The relay may have the first copy: the resend carries the same Message-ID, so
+            # mail systems and clients see one message, not two.
+            row = self.store.get(email, key)
+            if row is not None and row.message_id:
+                self.message_ids[email] = row.message_id
+        for email in plan.reopen:
+            self.store.reopen(email, key)
+        self.summary.unknown += plan.unknown
+        for email in [e for e, _ in plan.suppressed] + plan.final:
+            self.summary.skipped += 1
+            self.notify(email, "skipped")
+        return plan.owed
 
     # -- papers ----------------------------------------------------------------------------------
     async def papers(self, owed: list[Subscriber]) -> list[Subscriber]:
@@ -213,7 +335,7 @@ class SendPipeline:
         for sub in owed:
             key = sub.sources
             if key not in self.groups:
-                self.groups[key] = await self.digest.papers_for(self.edition, sources=key)
+                self.groups[key] = await self.deps.papers(self.edition, sources=key)
         for key, result in self.groups.items():
             for line in result.failed:
                 self.summary.errors.append(f"source {line}")
@@ -235,11 +357,11 @@ class SendPipeline:
         """The messages of ``owed``, made lazily in order (a dry run yields none).
 
         In ``settings.effective_render_workers`` worker processes when there are at least
-        ``digest.render_min_batch`` subscribers, else on a thread of this process.
+        ``deps.render_min_batch`` subscribers, else on a thread of this process.
         """
         workers = self.settings.effective_render_workers
         todo = self.share(owed)
-        if workers > 0 and len(owed) >= self.digest.render_min_batch:
+        if workers > 0 and len(owed) >= self.deps.render_min_batch:
             log.debug("edition %s: rendering in %d processes", self.edition.key, workers)
             return self.compose_in_processes(todo, workers)
         return self.compose_here(todo)
@@ -278,7 +400,7 @@ class SendPipeline:
 
     async def compose_here(self, owed: Iterable[Subscriber]) -> AsyncIterator[OutgoingMessage]:
         """Make the messages on a thread, one at a time (the event loop stays free)."""
-        digest = self.digest
+        deps = self.deps
         for sub in owed:
             if self.stopped():
                 return
@@ -290,11 +412,11 @@ class SendPipeline:
                 made = await asyncio.to_thread(
                     make_message,
                     self.settings,
-                    lambda: digest.renderer,
+                    deps.renderer,
                     self.edition,
                     self.groups[sub.sources].papers,
                     sub,
-                    digest.now(),
+                    deps.now(),
                     self.message_ids.get(sub.email),
                     self.context,
                 )
@@ -317,7 +439,7 @@ class SendPipeline:
         self, owed: Iterable[Subscriber], workers: int
     ) -> AsyncIterator[OutgoingMessage]:
         """Make the messages in ``workers`` processes (:func:`make_in_processes`)."""
-        digest = self.digest
+        now = self.deps.now
         made = make_in_processes(
             owed,
             settings=self.settings,
@@ -325,7 +447,7 @@ class SendPipeline:
             papers={key: result.papers for key, result in self.groups.items()},
             # The default clock is read in the worker at each build; an injected one
             # once per send (workers cannot call it).
-            date=None if digest.now is utc_now else digest.now(),
+            date=None if now is utc_now else now(),
             workers=workers,
             ahead=TASKS_IN_FLIGHT_PER_WORKER * workers * MESSAGES_PER_TASK
             + pool_size(self.settings),
@@ -366,7 +488,7 @@ class SendPipeline:
             subscriber=sub.email,
             edition=self.edition.key,
             message_id=message_id,
-            envelope_from=self.digest.envelope_sender_for(sub.email, self.edition.key),
+            envelope_from=self.deps.envelope(sub.email, self.edition.key),
             recipients=(sub.email,),
             data=data,
             papers=papers,
@@ -391,7 +513,7 @@ class SendPipeline:
             stop=self.stop,
             on_result=relay,
             on_retry=self.on_retry,
-            now=self.digest.now,
+            now=self.deps.now,
         )
         self.record_delivered(sent)
 

@@ -1,0 +1,177 @@
+"""The ranking context of one send: what ranking needs beyond the papers and the subscribers.
+
+:class:`RankContextBuilder` reads the state store (each subscriber's 👍/👎, which papers they
+already got, the stored liked papers), fetches liked papers missing everywhere from the arXiv
+API once, and embeds what the vector cache lacks; :func:`digest.ranking.build_context` does the
+pure part. The embedding model and the vector cache are opened on first use only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+
+from digest.errors import ConfigError
+from digest.models import Edition, Feedback, Paper
+from digest.ranking import RankContext, build_context
+from digest.ranking.embeddings import Embedder, VectorCache, build_embedder
+from digest.ranking.liked import fetch_missing
+from digest.settings import Settings
+from digest.state import StateBackend
+from digest.subscribers import Subscriber
+
+log = logging.getLogger(__name__)
+
+
+def liked_ids(subscribers: Sequence[Subscriber], feedback: Mapping[str, Feedback]) -> set[str]:
+    """Every arXiv id ``subscribers`` liked or disliked: in the file and by 👍/👎."""
+    ids: set[str] = set()
+    for sub in subscribers:
+        ids.update(sub.like, sub.dislike)
+        fb = feedback.get(sub.email)
+        if fb is not None:
+            ids.update(fb.likes, fb.dislikes)
+    return ids
+
+
+class RankContextBuilder:
+    """Builds :class:`~digest.ranking.RankContext` for a send or a preview.
+
+    Args:
+        settings: ``DIGEST_EMBEDDINGS``, ``DIGEST_ARXIV_API_URL`` and the vector cache path.
+        store: feedback, stored papers and the no-repeat history come from here.
+    """
+
+    def __init__(self, settings: Settings, store: StateBackend) -> None:
+        self.settings = settings
+        self.store = store
+        self._embedder: Embedder | None = None
+        self._embedder_built = False
+        self._vectors: VectorCache | None = None
+        self._missing_warned: set[str] = set()
+
+    def close(self) -> None:
+        """Close the vector cache if it was opened."""
+        if self._vectors is not None:
+            self._vectors.close()
+
+    @property
+    def embedder(self) -> Embedder | None:
+        """The embedding model of ``DIGEST_EMBEDDINGS`` (``None``: off), built on first use.
+
+        Raises:
+            ConfigError: an unknown model spec.
+        """
+        if not self._embedder_built:
+            self._embedder = build_embedder(self.settings.embeddings)
+            self._embedder_built = True
+        return self._embedder
+
+    @property
+    def vector_cache(self) -> VectorCache:
+        """The persistent vector cache (``settings.vector_cache_path``), opened on first use."""
+        if self._vectors is None:
+            self._vectors = VectorCache(self.settings.vector_cache_path)
+        return self._vectors
+
+    async def build(
+        self, papers: Sequence[Paper], subscribers: Sequence[Subscriber], *, edition: Edition
+    ) -> RankContext:
+        """What ranking ``subscribers`` over ``papers`` needs beyond them, for one send.
+
+        Gathers from the state store each subscriber's 👍/👎 and which of ``papers`` they
+        already got (other editions), finds liked/disliked papers in the stored papers,
+        fetches the missing ones once from the arXiv API when ``DIGEST_ARXIV_API_URL`` is set
+        (and stores them), and embeds what the vector cache lacks (on a thread).
+        A liked id found nowhere is a warning (once per subscriber and id), not an error.
+
+        Raises:
+            ConfigError: ``DIGEST_EMBEDDINGS`` names an unknown model.
+        """
+        feedback = self.store.feedback()
+        in_edition = {p.arxiv_id for p in papers}
+        wanted = liked_ids(subscribers, feedback) - in_edition
+        stored = self.store.find_papers(wanted) if wanted else {}
+        fetched: list[Paper] = []
+        missing = sorted(wanted - set(stored))
+        if missing and self.settings.arxiv_api_url:
+            fetched = await fetch_missing(missing, self.settings)
+            for paper in fetched:
+                self.store.save_paper(paper)
+        return await asyncio.to_thread(
+            self.build_now,
+            papers,
+            subscribers,
+            edition=edition,
+            fetched=fetched,
+            feedback=feedback,
+            stored=stored,
+        )
+
+    def build_now(
+        self,
+        papers: Sequence[Paper],
+        subscribers: Sequence[Subscriber],
+        *,
+        edition: Edition,
+        fetched: Sequence[Paper] = (),
+        feedback: Mapping[str, Feedback] | None = None,
+        stored: Mapping[str, Paper] | None = None,
+    ) -> RankContext:
+        """:meth:`build` on this thread, without fetching from the arXiv API (a preview).
+
+        Args:
+            papers: the edition's papers.
+            subscribers: whom the context is for.
+            edition: its key is left out of the no-repeat history.
+            fetched: liked papers just fetched (added to the stored ones).
+            feedback: 👍/👎 by subscriber, if already read (else read here).
+            stored: liked papers found in the store, if already read (else read here).
+        """
+        if feedback is None:
+            feedback = self.store.feedback()
+        in_edition = {p.arxiv_id for p in papers}
+        if stored is None:
+            wanted = liked_ids(subscribers, feedback) - in_edition
+            stored = self.store.find_papers(wanted) if wanted else {}
+        liked = {**stored, **{p.arxiv_id: p for p in fetched}}
+        for sub in subscribers:
+            for pid in sub.like + sub.dislike:
+                if pid not in in_edition and pid not in liked:
+                    self._warn_missing(sub, pid)
+        seen = self.store.sent_papers(in_edition, except_edition=edition.key)
+
+        def context(embedder: Embedder | None) -> RankContext:
+            return build_context(
+                papers,
+                subscribers,
+                embedder=embedder,
+                cache=self.vector_cache,
+                liked_papers=liked,
+                seen=seen,
+                feedback=feedback,
+            )
+
+        try:
+            return context(self.embedder)
+        except ConfigError as e:  # the model is unknown or cannot be loaded
+            log.error("ranking without interests and liked papers: %s", e)
+            return context(None)
+
+    def _warn_missing(self, sub: Subscriber, arxiv_id: str) -> None:
+        key = f"{sub.email} {arxiv_id}"
+        if key in self._missing_warned:
+            return
+        self._missing_warned.add(key)
+        how = (
+            "arXiv does not know it"
+            if self.settings.arxiv_api_url
+            else "set DIGEST_ARXIV_API_URL to fetch it"
+        )
+        log.warning(
+            "%s: liked/disliked paper %s is not among the stored papers (%s); ignored",
+            sub.email,
+            arxiv_id,
+            how,
+        )
