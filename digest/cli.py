@@ -360,6 +360,7 @@ def send(
                     retry_unknown=retry_unknown,
                     on_result=on_result,
                     on_retry=on_retry,
+                    sources=source,
                 ),
             )
             summary.unknown = max(summary.unknown, unknown)

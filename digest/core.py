@@ -306,6 +306,7 @@ class Digest:
         stop: asyncio.Event | None = None,
         on_result: ResultCallback | None = None,
         on_retry: RetryCallback | None = None,
+        sources: Sequence[str] | None = None,
     ) -> RunSummary:
         """Send ``edition`` to every active subscriber in ``subscribers`` who lacks it.
 
@@ -327,12 +328,15 @@ class Digest:
             on_result: called with ``(email, outcome)`` after each subscriber.
             on_retry: called with ``(message, attempt, delay_s, reply)`` before each back-off
                 wait after a transient failure (a progress display shows it).
+            sources: source specs for everyone, instead of each subscriber's own
+                ``sources:`` and ``DIGEST_SOURCES`` (``send --source``).
 
         Returns:
-            The run's counts.
+            The run's counts. Subscribers whose own sources all failed stay owed (counted
+            ``deferred``, the reason recorded); the others are sent.
 
         Raises:
-            SourceError: every source failed (nothing was sent or recorded).
+            SourceError: every source of every subscriber failed (nothing sent or recorded).
             DeliveryConfigError: the transport cannot work (auth, TLS, unreachable relay).
         """
         pipeline = SendPipeline(
@@ -344,6 +348,7 @@ class Digest:
             stop=stop,
             on_result=on_result,
             on_retry=on_retry,
+            sources=sources,
         )
         return await pipeline.run(subscribers)
 

@@ -168,3 +168,20 @@ def papers_from_fixture(name: str) -> list[Paper]:
             )
         )
     return sorted(out, key=lambda q: -(q.upvotes or 0))
+
+
+# -- the CLI ------------------------------------------------------------------------------------
+
+
+def run_cli(*args: str) -> tuple[int, str]:
+    """``digest ARGS`` in this process (typer's runner): ``(exit code, stdout + stderr)``.
+
+    The settings come from the environment the test set (``monkeypatch.setenv``): the conftest
+    clears every ``DIGEST_*`` variable first.
+    """
+    from typer.testing import CliRunner
+
+    from digest.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.output

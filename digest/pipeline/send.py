@@ -31,7 +31,7 @@ from typing import Protocol
 from digest.clock import Clock, utc_now
 from digest.delivery import OutgoingMessage, pool_size
 from digest.delivery.engine import RetryCallback, send_all
-from digest.errors import DigestError
+from digest.errors import DigestError, SourceError
 from digest.models import Edition, Paper, RunSummary
 from digest.pipeline.papers import PapersResult
 from digest.pipeline.workers import (
@@ -208,6 +208,8 @@ class SendPipeline:
         on_result: called with ``(email, outcome)`` after each subscriber.
         on_retry: called before each back-off wait of the connection pool (see
             :data:`~digest.delivery.engine.RetryCallback`).
+        sources: source specs that replace every subscriber's own ``sources:`` and
+            ``DIGEST_SOURCES`` for this send (``send --source``); ``None``: each its own.
 
     Attributes:
         summary: the run's counts, filled in by the stages.
@@ -228,8 +230,10 @@ class SendPipeline:
         stop: asyncio.Event | None = None,
         on_result: ResultCallback | None = None,
         on_retry: RetryCallback | None = None,
+        sources: Sequence[str] | None = None,
     ) -> None:
         self.deps = deps
+        self.sources = list(sources) if sources else None
         self.on_retry = on_retry
         self.settings = deps.settings
         self.store = deps.store
@@ -324,32 +328,77 @@ class SendPipeline:
     async def papers(self, owed: list[Subscriber]) -> list[Subscriber]:
         """Collect the papers of each source group of ``owed`` into :attr:`groups`.
 
+        A group is the subscribers with the same ``sources:`` (``None``: ``DIGEST_SOURCES``);
+        with :attr:`sources` (``send --source``) every subscriber is in that one group. A
+        group whose every source failed holds back only its own subscribers: they are
+        recorded ``owed`` with the reason (not in a dry run), counted ``deferred``, and the
+        next run or tick tries again; the other groups go on.
+
         Returns:
-            ``owed`` without the subscribers of a group that listed no papers on a weekday
-            (the list is not out yet, or a source is broken): they are counted ``deferred``
-            and nothing is recorded for them, so a later run sends them.
+            ``owed`` without the subscribers held back: those of a group whose sources all
+            failed, and those of a group that listed no papers on a weekday (the list is not
+            out yet, or a source is broken: nothing is recorded for them).
 
         Raises:
-            SourceError: every source of a group failed for every day.
+            SourceError: every group's sources failed (nothing was sent or recorded).
         """
+        failures: dict[SourceKey, SourceError] = {}
         for sub in owed:
             key = sub.sources
-            if key not in self.groups:
-                self.groups[key] = await self.deps.papers(self.edition, sources=key)
+            if key in self.groups or key in failures:
+                continue
+            if self.sources is not None and self.groups:  # one override: fetched once
+                self.groups[key] = next(iter(self.groups.values()))
+                continue
+            try:
+                self.groups[key] = await self.deps.papers(
+                    self.edition, sources=self.sources if self.sources is not None else key
+                )
+            except SourceError as e:
+                if self.sources is not None:
+                    raise
+                failures[key] = e
+        if failures and not self.groups:
+            raise next(iter(failures.values()))
+        for key, error in failures.items():
+            waiting = [s for s in owed if s.sources == key]
+            self.summary.deferred += len(waiting)
+            self.summary.errors.append(
+                f"edition {self.edition.key}: {len(waiting)} subscribers with sources "
+                f"{', '.join(key or self.settings.source_specs)} stay owed: {error}"
+            )
+            log.warning(
+                "edition %s: %d subscribers stay owed (their sources failed): %s",
+                self.edition.key,
+                len(waiting),
+                error,
+            )
+            for sub in waiting:
+                if not self.dry_run:
+                    self.store.mark_deferred(
+                        sub.email, self.edition.key, f"sources failed: {error}", attempts=0
+                    )
+                self.notify(sub.email, "deferred")
+            owed = [s for s in owed if s.sources != key]
+        reported: set[int] = set()
         for key, result in self.groups.items():
+            if id(result) in reported:  # the --source override serves every group
+                continue
+            reported.add(id(result))
             for line in result.failed:
                 self.summary.errors.append(f"source {line}")
             if not result.papers and not may_be_empty(self.edition):
                 # Record nothing (no "no papers" skip, no send_empty note): try again later.
-                waiting = [s for s in owed if s.sources == key]
+                held = [k for k, r in self.groups.items() if r is result]
+                waiting = [s for s in owed if s.sources in held]
                 self.summary.deferred += len(waiting)
                 self.summary.errors.append(
                     f"edition {self.edition.key}: "
-                    f"{', '.join(key or self.settings.source_specs)} "
+                    f"{', '.join(self.sources or key or self.settings.source_specs)} "
                     f"listed no papers for a weekday; {len(waiting)} subscribers wait, "
                     "nothing recorded; try again later"
                 )
-                owed = [s for s in owed if s.sources != key]
+                owed = [s for s in owed if s.sources not in held]
         return owed
 
     # -- compose (rank, render, build) -----------------------------------------------------------

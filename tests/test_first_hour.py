@@ -1,0 +1,89 @@
+"""The first hour of a new operator, again (issue 25): each point as it was reported."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from digest.state import StateStore
+from tests.conftest import EXAMPLES
+from tests.factories import SECRET_KEY, run_cli
+from tests.httpserver import LocalHTTPServer, closed_port
+
+DAY = "2026-08-20"
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The example set-up: ada follows `hf` only, grace the default (bundled) file source."""
+    shutil.copytree(EXAMPLES / "hf-daily-papers", tmp_path / "papers")
+    (tmp_path / "subscribers.yaml").write_text(
+        "subscribers:\n"
+        "  - email: ada@example.org\n"
+        "    sources: [hf]\n"
+        "  - email: grace@example.org\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DIGEST_SOURCES", f"file:{tmp_path / 'papers'}")
+    monkeypatch.setenv("DIGEST_FROM", "Daily Papers <papers@mylab.org>")
+    monkeypatch.setenv("DIGEST_SECRET_KEY", SECRET_KEY)
+    monkeypatch.setenv("DIGEST_HTTP_RETRIES", "0")
+    return tmp_path
+
+
+def _statuses(workdir: Path) -> dict[str, tuple[str, str | None]]:
+    with StateStore(workdir / "digest-state.sqlite3") as store:
+        return {r.subscriber: (str(r.status), r.last_error) for r in store.list(edition=DAY)}
+
+
+def test_one_subscribers_failing_source_holds_back_only_that_subscriber(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # hf is down: ada waits (owed, with the reason); grace gets the edition now.
+    monkeypatch.setenv("DIGEST_HF_API_URL", f"http://127.0.0.1:{closed_port()}/api/daily_papers")
+    code, output = run_cli("send", "--date", DAY)
+    assert code == 1, output
+    assert "sent 1" in output and "deferred 1" in output
+    assert "1 subscribers with sources hf stay owed" in output
+    rows = _statuses(workdir)
+    assert rows["grace@example.org"][0] == "sent"
+    status, reason = rows["ada@example.org"]
+    assert status == "owed" and reason is not None and "sources failed" in reason
+    assert len(list((workdir / "outbox" / "new").iterdir())) == 1
+
+    # hf answers again: ada gets it, once; grace is not sent a second copy.
+    with LocalHTTPServer() as server:
+        server.add(
+            f"/api/daily_papers?date={DAY}",
+            file=EXAMPLES / "hf-daily-papers" / f"{DAY}.json",
+        )
+        monkeypatch.setenv("DIGEST_HF_API_URL", server.url("/api/daily_papers"))
+        code, output = run_cli("send", "--date", DAY)
+    assert code == 0, output
+    assert "sent 1, skipped 1" in output
+    assert {s for s, _ in _statuses(workdir).values()} == {"sent"}
+    assert len(list((workdir / "outbox" / "new").iterdir())) == 2
+
+
+def test_when_every_source_fails_nothing_is_recorded_and_it_says_so(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DIGEST_HF_API_URL", f"http://127.0.0.1:{closed_port()}/api/daily_papers")
+    monkeypatch.setenv("DIGEST_SOURCES", "hf")
+    code, output = run_cli("send", "--date", DAY)
+    assert code == 1, output
+    assert "every source failed" in output and "Traceback" not in output
+    assert _statuses(workdir) == {}
+
+
+def test_send_source_wins_over_a_subscribers_own_sources(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As `send --help` says: --source replaces ada's own [hf] too (hf is down: not asked).
+    monkeypatch.setenv("DIGEST_HF_API_URL", f"http://127.0.0.1:{closed_port()}/api/daily_papers")
+    code, output = run_cli("send", "--date", DAY, "--source", f"file:{workdir / 'papers'}")
+    assert code == 0, output
+    assert "sent 2" in output
+    assert {s for s, _ in _statuses(workdir).values()} == {"sent"}
