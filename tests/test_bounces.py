@@ -577,6 +577,26 @@ def test_a_flood_of_forgeries_against_300_subscribers_suppresses_none(
     assert store.suppressions() == {} and store.bounce_events() == []
 
 
+def test_flufl_bounce_noise_is_demoted_and_our_one_line_stays(
+    store: StateStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # No From header: flufl.bounce's Yale detector raises IndexError and flufl logs it with
+    # a traceback at ERROR before re-raising it to us.
+    box = maildir(tmp_path / "bounces")
+    drop(box, "junk", b"Subject: hello\r\n\r\nnothing to see\r\n")
+    with caplog.at_level(logging.INFO):
+        report = process(store, box, tmp_path)
+    assert folder(box, "Unrecognised") == ["junk"] and len(report.unrecognised) == 1
+    loud = [r for r in caplog.records if r.levelno >= logging.INFO]
+    assert [(r.name, r.levelname) for r in loud] == [("digest.bounces.intake", "WARNING")]
+    assert "new/junk: kept aside" in loud[0].getMessage() and loud[0].exc_info is None
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG):  # -vv / --debug still shows flufl's traceback
+        parse_bounce(b"Subject: again\r\n\r\nnothing\r\n", max_bytes=MAX)
+    flufl = [r for r in caplog.records if r.name == "flufl.bounce" and r.exc_info]
+    assert flufl and all(r.levelno == logging.DEBUG for r in flufl)
+
+
 # -- IMAP (a real Dovecot) ----------------------------------------------------------------------
 
 

@@ -19,7 +19,10 @@ bounce to our delivery; the addresses the bounce was delivered to (``Delivered-T
 ``X-Original-To``, ``To``) carry the VERP token. Matching is :mod:`digest.bounces.intake`'s job.
 
 Hostile input: a message over ``max_bytes`` is not parsed; broken MIME, missing parts and
-detector failures come back as :attr:`ReportKind.UNRECOGNISED` with a one-line ``problem``.
+detector failures come back as :attr:`ReportKind.UNRECOGNISED` with a one-line ``problem``
+(the intake logs one warning line per message). flufl.bounce's own log records (a line per
+detector run at INFO, and the traceback of a detector that fails on a junk message at ERROR,
+before the error reaches us) are demoted to DEBUG: shown with ``-vv`` / ``--debug`` only.
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ from digest.addresses import normalize_email
 from digest.state import BounceKind
 
 log = logging.getLogger(__name__)
+
+FLUFL_LOGGER = "flufl.bounce"
+"""The logger flufl.bounce writes to (``flufl.bounce._scan``)."""
 
 MAX_PARTS = 500
 """A message with more MIME parts than this is not examined further (hostile nesting)."""
@@ -116,6 +122,28 @@ class ParsedBounce:
     envelope_to: tuple[str, ...] = ()
     message_id: str | None = None
     problem: str = ""
+
+
+class _DemoteToDebug(logging.Filter):
+    """Rewrites every record of the logger it is on as DEBUG, and drops it unless that
+    logger has DEBUG enabled (handlers without a level of their own would print it)."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        super().__init__()
+        self._logger = logger
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+        return self._logger.isEnabledFor(logging.DEBUG)
+
+
+def _quiet_flufl() -> None:
+    logger = logging.getLogger(FLUFL_LOGGER)
+    if not any(isinstance(f, _DemoteToDebug) for f in logger.filters):
+        logger.addFilter(_DemoteToDebug(logger))
+
+
+_quiet_flufl()
 
 
 @dataclass
