@@ -34,8 +34,12 @@ system (and whoever the subscriber shows it to) has seen:
   another address.
 * **Complaints** (ARF) need our ``Message-ID`` only: feedback loops often redact or mask the
   recipient, and whoever holds the message holds its one-click unsubscribe link (RFC 8058)
-  as well, so counting the complaint gives them nothing more. One that quotes no
-  ``Message-ID`` of ours (and reached no VERP address) never counts.
+  as well, so counting the complaint gives them nothing more. (One who has only the
+  ``Message-ID``, from the ``References`` of a reply the subscriber made public, has the
+  subscriber's address from it too: requiring the recipient would not stop them.) The
+  complaint counts for the subscriber the message was sent to, never for an address it
+  names. One that quotes no ``Message-ID`` of ours (and reached no VERP address) never
+  counts.
 * Anything else (a DSN, complaint or text bounce naming a subscriber we mailed an hour ago
   but quoting no ``Message-ID`` of ours) is kept aside in ``Unrecognised`` and suppresses
   nobody.
