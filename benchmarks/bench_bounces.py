@@ -6,8 +6,9 @@ Prints figures; asserts nothing (CI does not run it). In one run:
    ``tests/fixtures/bounces/`` (DSN, ARF, flufl.bounce heuristics), against the reference
    ``email.message_from_bytes`` alone on the same bytes: time per message, min/median/max.
 2. **Intake**: :func:`digest.bounces.intake.process_mailbox` over a Maildir of N messages
-   (the fixtures, made distinct), each matched to a delivery by Message-ID: a state commit
-   (``synchronous=FULL``) and a rename per message. Messages per second.
+   (the fixtures, made distinct and re-addressed to one delivery each: its Message-ID and
+   its subscriber), each matched by Message-ID: a state commit (``synchronous=FULL``) and a
+   rename per message. Messages per second.
 
 Usage::
 
@@ -23,7 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,7 +77,7 @@ def intake_figures(messages: int) -> None:
     for path in sorted(FIXTURES.glob("*.eml")):
         data = path.read_bytes()
         parsed = parse_bounce(data, max_bytes=MAX)
-        fixtures.append((data, parsed.original_message_ids[0]))
+        fixtures.append((data, parsed.original_message_ids[0], parsed.recipients[0].address))
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         box = root / "bounces"
@@ -84,19 +85,21 @@ def intake_figures(messages: int) -> None:
             (box / sub).mkdir(parents=True)
         with StateStore(root / "state.sqlite3", now=lambda: now) as store:
             for i in range(messages):
-                data, original = fixtures[i % len(fixtures)]
+                data, original, recipient = fixtures[i % len(fixtures)]
                 mid = original[:-1] + f".{i}>"
                 address = f"user{i}@example.org"
                 store.claim(address, "2026-08-20", mid)
                 store.mark_sent(address, "2026-08-20", "250 OK")
+                # Re-addressed to our delivery: its Message-ID and its subscriber.
                 body = data.replace(original.encode(), mid.encode())
+                body = body.replace(recipient.encode(), address.encode())
                 (box / "new" / f"{i:06d}.msg").write_bytes(body)
             started = time.perf_counter()
             report = process_mailbox(
                 store,
                 MaildirBox(box, max_bytes=MAX),
                 policy=BouncePolicy(),
-                matcher=Matcher(None, None, (), window=timedelta(days=30)),
+                matcher=Matcher(None, None, ()),
                 max_bytes=MAX,
                 now=now,
             )

@@ -63,8 +63,6 @@ DEFAULT_BOUNCE_SOFT_LIMIT = 5.0
 DEFAULT_BOUNCE_RESET_DAYS = 7.0
 DEFAULT_BOUNCE_MAX_BYTES = 2_000_000
 """Largest bounce message read; a bigger one is kept aside unread (our editions are ~100 kB)."""
-DEFAULT_BOUNCE_MATCH_DAYS = 30.0
-"""A bounce matched only by its recipient address needs a delivery to it this recent."""
 SMTP_DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
 MIN_SECRET_KEY_CHARS = 32
 """Shortest DIGEST_SECRET_KEY accepted, characters (``secrets.token_urlsafe(32)`` gives 43)."""
@@ -229,7 +227,6 @@ class Settings(BaseSettings):
     )
     bounce_suppress_complaints: bool = Field(True, description="One complaint suppresses.")
     bounce_max_bytes: int = Field(DEFAULT_BOUNCE_MAX_BYTES, ge=10_000)
-    bounce_match_days: float = Field(DEFAULT_BOUNCE_MATCH_DAYS, gt=0)
     verp: bool = Field(
         False, description="Envelope sender bounces+TOKEN@domain naming subscriber and edition."
     )

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import trustme
 
-from digest.bounces.dsn import ReportKind, parse_bounce
+from digest.bounces.dsn import MAX_ORIGINAL_IDS, ReportKind, parse_bounce
 from digest.bounces.intake import (
     ImapLocation,
     MaildirBox,
@@ -30,6 +30,7 @@ from digest.bounces.policy import BouncePolicy
 from digest.bounces.verp import parse_verp, verp_address
 from digest.core import Digest
 from digest.errors import ConfigError
+from digest.message import make_message_id
 from digest.models import Edition
 from digest.settings import Settings, load_settings
 from digest.state import StateStore
@@ -108,15 +109,26 @@ def folder(box: Path, name: str) -> list[str]:
 
 
 def process(store: StateStore, box: Path, tmp_path: Path, **overrides: Any) -> Any:
+    known = overrides.pop("known", ())
     s = settings(tmp_path, **overrides)
     return process_mailbox(
         store,
         MaildirBox(box, max_bytes=s.bounce_max_bytes),
         policy=BouncePolicy.from_settings(s),
-        matcher=matcher_for(s, overrides.pop("known", ())),
+        matcher=matcher_for(s, known),
         max_bytes=s.bounce_max_bytes,
         now=NOW,
     )
+
+
+def readdress(name: str, changes: dict[str, str], *, to: str | None = None) -> bytes:
+    """The real bounce ``name`` with each ``old: new`` of ``changes`` replaced (the failed
+    recipient, the original Message-ID); ``to`` adds the ``Delivered-To`` an MTA writes."""
+    data = (BOUNCES / name).read_bytes()
+    for old, new in changes.items():
+        assert old.encode() in data, (name, old)
+        data = data.replace(old.encode(), new.encode())
+    return (b"Delivered-To: " + to.encode() + b"\r\n" if to else b"") + data
 
 
 # -- parsing real bounces ---------------------------------------------------------------------
@@ -184,15 +196,19 @@ def test_delay_notice_is_ignored_and_nothing_is_recorded(store: StateStore, tmp_
     assert folder(box, "Processed") == ["delay.msg"]
 
 
-def test_match_by_address_alone_needs_a_recent_delivery(store: StateStore, tmp_path: Path) -> None:
-    # The DSN's original Message-ID is not ours, but we did mail the address recently.
+def test_an_address_mailed_recently_is_no_match_without_our_message_id(
+    store: StateStore, tmp_path: Path
+) -> None:
+    # The DSN's original Message-ID is not ours, though we did mail the address an hour ago:
+    # anyone can write that DSN, so it is kept aside (main matched it "by address").
     sent(store, "kijitora@example.co.jp", "<ours@test>")
     box = maildir(tmp_path / "bounces")
     drop(box, "1.msg", (BOUNCES / "postfix-hard-5.1.1.eml").read_bytes())
-    process(store, box, tmp_path)
-    [event] = store.bounce_events()
-    assert event.address == "kijitora@example.co.jp" and "(by address)" in event.evidence
-    assert store.suppression("kijitora@example.co.jp") is not None
+    report = process(store, box, tmp_path)
+    assert store.bounce_events() == [] and store.suppressions() == {}
+    assert folder(box, "Unrecognised") == ["1.msg"]
+    [why] = report.unrecognised
+    assert "no Message-ID of ours" in why and "kijitora@example.co.jp" in why
 
 
 def test_the_same_message_twice_counts_once(store: StateStore, tmp_path: Path) -> None:
@@ -211,7 +227,14 @@ def test_the_same_message_twice_counts_once(store: StateStore, tmp_path: Path) -
 # -- hostile and malformed messages --------------------------------------------------------------
 
 
-def _dsn(recipient: str, original_id: str, *, extra: bytes = b"") -> bytes:
+def _dsn(recipient: str, original_id: str | None, *, extra: bytes = b"") -> bytes:
+    """A Postfix-like DSN; ``original_id=None`` leaves out the returned headers."""
+    headers = (
+        b"--B\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        b"Message-ID: " + original_id.encode() + b"\r\nSubject: papers\r\n\r\n"
+        if original_id
+        else b""
+    )
     return (
         b"From: MAILER-DAEMON@mx.example.net\r\n"
         b"To: papers@example.org\r\n"
@@ -224,13 +247,7 @@ def _dsn(recipient: str, original_id: str, *, extra: bytes = b"") -> bytes:
         b"Reporting-MTA: dns; mx.example.net\r\n\r\n"
         b"Final-Recipient: rfc822; " + recipient.encode() + b"\r\n"
         b"Action: failed\r\nStatus: 5.1.1\r\n"
-        b"Diagnostic-Code: smtp; 550 5.1.1 user unknown\r\n\r\n"
-        b"--B\r\nContent-Type: text/rfc822-headers\r\n\r\n"
-        b"Message-ID: "
-        + original_id.encode()
-        + b"\r\nSubject: papers\r\n\r\n"
-        + extra
-        + b"--B--\r\n"
+        b"Diagnostic-Code: smtp; 550 5.1.1 user unknown\r\n\r\n" + headers + extra + b"--B--\r\n"
     )
 
 
@@ -286,7 +303,7 @@ def test_hostile_messages_are_kept_aside_with_a_log_line_and_suppress_nothing(
     huge = next(line for line in lines if "new/huge:" in line)
     assert "too large" in huge
     forged = next(line for line in lines if "new/forged-dsn:" in line)
-    assert "never-mailed@example.org, to whom nothing was sent" in forged
+    assert "no Message-ID of ours" in forged and "never-mailed@example.org" in forged
 
 
 def test_a_message_the_mailbox_cannot_move_stays_and_the_others_go_on(
@@ -392,6 +409,214 @@ async def test_verp_send_then_a_mangled_bounce_is_attributed(tmp_path: Path) -> 
             assert digest.store.suppression("grace@example.org") is None
 
 
+# -- forgery: only proof of our message counts (issue #26) ----------------------------------------
+
+SENDER = "Papers <papers@example.org>"
+ENVELOPE = "bounces@example.org"
+MODES = {
+    "verp-off": {"sender": SENDER, "envelope_from": ENVELOPE},
+    "verp-on": {"sender": SENDER, "envelope_from": ENVELOPE, "verp": True, "secret_key": SECRET},
+}
+ARF_RCPT = "this-local-part-does-not-exist-on-yahoo@yahoo.com"
+ARF_ID = "<000000000000000000000000.smtp@example.com>"
+POSTFIX_RCPT = "kijitora@example.co.jp"
+POSTFIX_ID = "<A8F82EDD-E518-4F5C-8C70-BC4EFF24AB9F@example.ne.jp>"
+GMAIL_RCPT = "shironeko@example.jp"
+GMAIL_ID = "<106A231A-B504-44EF-9BF2-8A382AB84E80@gmail.com>"
+
+
+def forgeries(address: str, guess: str) -> dict[str, bytes]:
+    """What an outsider can send to the bounce mailbox about ``address``, a subscriber we
+    mailed: they never saw our message, so they quote none of our Message-IDs (or ``guess``,
+    one in our format that we never sent) and know no VERP token."""
+    fake_verp = f"bounces+{'a' * 42}@example.org".encode()
+    return {
+        "dsn": _dsn(address, None),
+        "dsn-guessed-id": _dsn(address, guess),
+        "dsn-fake-verp": _dsn(address, None).replace(
+            b"To: papers@example.org", b"To: " + fake_verp
+        ),
+        "arf": readdress("arf-abuse.eml", {ARF_RCPT: address}),
+        "arf-guessed-id": readdress("arf-abuse.eml", {ARF_RCPT: address, ARF_ID: guess}),
+        "gmail": readdress("gmail-hard.eml", {GMAIL_RCPT: address}),
+    }
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_forged_bounces_suppress_nobody_and_genuine_ones_still_count(
+    mode: str, store: StateStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    s = settings(tmp_path, **MODES[mode])
+    people = [f"{n}@example.org" for n in ("ada", "bob", "cy", "dee", "eve", "fay")]
+    ids = {p: make_message_id(s, p, EDITION) for p in people}
+    for p in people:
+        sent(store, p, ids[p])
+    box = maildir(tmp_path / "bounces")
+    forged = {
+        f"{kind}-{p}": data
+        for p in people[:3]
+        for kind, data in forgeries(p, make_message_id(s, p, EDITION)).items()
+    }
+    for name, data in forged.items():
+        drop(box, name, data)
+    # Genuine: the real Postfix DSN and Yahoo complaint about dee's and eve's messages.
+    drop(
+        box,
+        "genuine-dsn",
+        readdress("postfix-hard-5.1.1.eml", {POSTFIX_RCPT: people[3], POSTFIX_ID: ids[people[3]]}),
+    )
+    drop(
+        box,
+        "genuine-arf",
+        readdress("arf-abuse.eml", {ARF_RCPT: people[4], ARF_ID: ids[people[4]]}),
+    )
+    expected = {people[3]: "bounced", people[4]: "complained"}
+    genuine = ["genuine-arf", "genuine-dsn"]
+    if mode == "verp-on":  # Gmail's text bounce, original stripped, to fay's VERP address
+        to = verp_address(ENVELOPE, TokenSigner(SECRET), people[5], EDITION)
+        drop(box, "genuine-verp", readdress("gmail-hard.eml", {GMAIL_ID: "<gone@x>"}, to=to))
+        expected[people[5]] = "bounced"
+        genuine.append("genuine-verp")
+    with caplog.at_level(logging.WARNING, logger="digest.bounces"):
+        report = process(store, box, tmp_path, **MODES[mode], known=people)
+    assert {a: x.reason for a, x in store.suppressions().items()} == expected
+    assert sorted(e.address for e in store.bounce_events()) == sorted(expected)
+    assert folder(box, "Unrecognised") == sorted(forged)
+    assert folder(box, "Processed") == genuine
+    assert sorted(report.suppressed) == sorted(expected) and report.errors == []
+    lines = [r.getMessage() for r in caplog.records]
+    for name in forged:
+        [line] = [x for x in lines if f"new/{name}:" in x]
+        assert "kept aside" in line and "no Message-ID of ours" in line, line
+
+
+def test_our_message_id_counts_only_for_the_subscriber_it_was_sent_to(
+    store: StateStore, tmp_path: Path
+) -> None:
+    s = settings(tmp_path, **MODES["verp-off"])
+    ada = make_message_id(s, "ada@example.org", EDITION)
+    sent(store, "ada@example.org", ada)
+    sent(store, "bob@example.org", make_message_id(s, "bob@example.org", EDITION))
+    box = maildir(tmp_path / "bounces")
+    # Whoever holds ada's message cannot use its Message-ID against bob...
+    drop(
+        box,
+        "other",
+        readdress("postfix-hard-5.1.1.eml", {POSTFIX_RCPT: "bob@example.org", POSTFIX_ID: ada}),
+    )
+    # ...and a DSN about an address ada forwards to is about that address, not ada (without
+    # VERP; with VERP, the VERP address names ada's delivery: see the VERP test above).
+    forward = "ada.lovelace@forwarded.example.net"
+    drop(
+        box,
+        "forward",
+        readdress("postfix-hard-5.1.1.eml", {POSTFIX_RCPT: forward, POSTFIX_ID: ada}),
+    )
+    report = process(store, box, tmp_path, **MODES["verp-off"])
+    assert store.suppressions() == {} and store.bounce_events() == []
+    assert folder(box, "Unrecognised") == ["forward", "other"]
+    why = dict(line.split(": ", 1) for line in report.unrecognised)
+    assert "bob@example.org" in why["new/other"] and "ada@example.org" in why["new/other"]
+    assert forward in why["new/forward"] and "sent to ada@example.org" in why["new/forward"]
+
+
+def test_a_complaint_counts_with_our_message_id_alone_and_never_without(
+    store: StateStore, tmp_path: Path
+) -> None:
+    s = settings(tmp_path, **MODES["verp-off"])
+    people = ["ada@example.org", "bob@example.org", "cy@example.org"]
+    ids = {p: make_message_id(s, p, EDITION) for p in people}
+    for p in people:
+        sent(store, p, ids[p])
+    box = maildir(tmp_path / "bounces")
+    redacted = readdress(
+        "arf-abuse.eml",
+        {
+            f"Original-Rcpt-To: {ARF_RCPT}\n": "",
+            f"To: {ARF_RCPT}": "To: redacted",
+            ARF_ID: ids[people[0]],
+        },
+    )
+    drop(box, "redacted", redacted)  # a feedback loop that hides the recipient
+    masked = readdress(
+        "arf-abuse.eml", {ARF_RCPT: "xxxxxxxxxxxx@yahoo.com", ARF_ID: ids[people[1]]}
+    )
+    drop(box, "masked", masked)  # one that masks it
+    forged = readdress("arf-abuse.eml", {ARF_RCPT: people[2]})
+    drop(box, "forged", forged)  # names cy, quotes no Message-ID of ours
+    report = process(store, box, tmp_path, **MODES["verp-off"])
+    assert {a: x.reason for a, x in store.suppressions().items()} == {
+        people[0]: "complained",
+        people[1]: "complained",
+    }
+    events = {e.address: e for e in store.bounce_events()}
+    assert "matched by Message-ID" in events[people[1]].evidence
+    assert "xxxxxxxxxxxx@yahoo.com" in events[people[1]].evidence
+    assert folder(box, "Unrecognised") == ["forged"] and report.complaints == 2
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_flood_of_forgeries_against_300_subscribers_suppresses_none(
+    mode: str, store: StateStore, tmp_path: Path
+) -> None:
+    # The report: 5,000 forged messages suppressed 298 of 300 subscribers, VERP on or off.
+    s = settings(tmp_path, **MODES[mode])
+    people = [f"reader{i:03d}@example.org" for i in range(300)]
+    for p in people:
+        sent(store, p, make_message_id(s, p, EDITION))
+    box = maildir(tmp_path / "bounces")
+    count = 0
+    for i, p in enumerate(people):
+        for kind, data in forgeries(p, make_message_id(s, p, EDITION)).items():
+            drop(box, f"{i:03d}-{kind}", data)
+            count += 1
+    assert count == 1_800
+    report = process(store, box, tmp_path, **MODES[mode], known=people)
+    assert (report.messages, len(report.unrecognised)) == (count, count)
+    assert (report.bounces, report.complaints, report.suppressed) == (0, 0, [])
+    assert store.suppressions() == {} and store.bounce_events() == []
+
+
+def test_a_message_quoting_30000_message_ids_costs_20_lookups(
+    store: StateStore, tmp_path: Path
+) -> None:
+    # Each quoted Message-ID is a state lookup; main kept all 30,000 (after a quadratic
+    # de-duplication: 4.5 s to parse this one message).
+    guess = "<2026-08-20.{:024x}@example.org>".format
+    quoted = "".join(f"Message-ID: {guess(i)}\r\n" for i in range(30_000)).encode()
+    data = readdress("gmail-hard.eml", {GMAIL_RCPT: "ada@example.org"}) + quoted
+    assert len(data) < MAX
+    parsed = parse_bounce(data, max_bytes=MAX)
+    assert parsed.original_message_ids[:2] == (GMAIL_ID, guess(0))
+    assert len(parsed.original_message_ids) == MAX_ORIGINAL_IDS
+    sent(store, "ada@example.org", guess(29_999))  # the last one quoted
+    box = maildir(tmp_path / "bounces")
+    drop(box, "ids", data)
+    report = process(store, box, tmp_path)
+    assert store.suppressions() == {} and folder(box, "Unrecognised") == ["ids"]
+    assert "no Message-ID of ours" in report.unrecognised[0]
+
+
+def test_flufl_bounce_noise_is_demoted_and_our_one_line_stays(
+    store: StateStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # No From header: flufl.bounce's Yale detector raises IndexError and flufl logs it with
+    # a traceback at ERROR before re-raising it to us.
+    box = maildir(tmp_path / "bounces")
+    drop(box, "junk", b"Subject: hello\r\n\r\nnothing to see\r\n")
+    with caplog.at_level(logging.INFO):
+        report = process(store, box, tmp_path)
+    assert folder(box, "Unrecognised") == ["junk"] and len(report.unrecognised) == 1
+    loud = [r for r in caplog.records if r.levelno >= logging.INFO]
+    assert [(r.name, r.levelname) for r in loud] == [("digest.bounces.intake", "WARNING")]
+    assert "new/junk: kept aside" in loud[0].getMessage() and loud[0].exc_info is None
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG):  # -vv / --debug still shows flufl's traceback
+        parse_bounce(b"Subject: again\r\n\r\nnothing\r\n", max_bytes=MAX)
+    flufl = [r for r in caplog.records if r.name == "flufl.bounce" and r.exc_info]
+    assert flufl and all(r.levelno == logging.DEBUG for r in flufl)
+
+
 # -- IMAP (a real Dovecot) ----------------------------------------------------------------------
 
 
@@ -456,6 +681,41 @@ def test_imap_mailbox_on_dovecot_is_processed_once_and_sorted(
     again = run_intake(s, store, known=[], now=NOW)
     assert again is not None and again.messages == 0
     assert len(store.bounce_events()) == 2
+    client.logout()
+
+
+def test_forgeries_in_the_imap_mailbox_on_dovecot_suppress_nobody(
+    dovecot: Any, ca: trustme.CA, ca_file: Path, store: StateStore, tmp_path: Path
+) -> None:
+    from tests.imapserver import PASSWORD, USER
+
+    s = settings(
+        tmp_path,
+        **MODES["verp-on"],
+        bounce_imap_url=f"imaps://{USER}@127.0.0.1:{dovecot.port}/INBOX",
+        bounce_imap_password=PASSWORD,
+        bounce_imap_ca_file=ca_file,
+    )
+    people = ["ada@example.org", "bob@example.org"]
+    for p in people:
+        sent(store, p, make_message_id(s, p, EDITION))
+    client = _imap(dovecot, ca)
+    forged = forgeries(people[0], make_message_id(s, people[0], EDITION))
+    for data in forged.values():
+        client.append("INBOX", data)
+    # Genuine: Exim's text bounce, original stripped, to bob's VERP address.
+    to = verp_address(ENVELOPE, TokenSigner(SECRET), people[1], EDITION)
+    exim = readdress("exim-hard.eml", {"<hogeuoiuadogalhg.dg9i09@example.jp>": "<gone@x>"}, to=to)
+    client.append("INBOX", exim)
+    report = run_intake(s, store, known=people, now=NOW)
+    assert report is not None and report.errors == []
+    assert {a: x.reason for a, x in store.suppressions().items()} == {people[1]: "bounced"}
+    [event] = store.bounce_events()
+    assert event.address == people[1] and "matched by VERP" in event.evidence
+    assert len(report.unrecognised) == len(forged)
+    for mailbox, count in (("INBOX", 0), ("Processed", 1), ("Unrecognised", len(forged))):
+        client.select_folder(mailbox)
+        assert len(client.search(["NOT", "DELETED"])) == count, mailbox
     client.logout()
 
 

@@ -19,7 +19,10 @@ bounce to our delivery; the addresses the bounce was delivered to (``Delivered-T
 ``X-Original-To``, ``To``) carry the VERP token. Matching is :mod:`digest.bounces.intake`'s job.
 
 Hostile input: a message over ``max_bytes`` is not parsed; broken MIME, missing parts and
-detector failures come back as :attr:`ReportKind.UNRECOGNISED` with a one-line ``problem``.
+detector failures come back as :attr:`ReportKind.UNRECOGNISED` with a one-line ``problem``
+(the intake logs one warning line per message). flufl.bounce's own log records (a line per
+detector run at INFO, and the traceback of a detector that fails on a junk message at ERROR,
+before the error reaches us) are demoted to DEBUG: shown with ``-vv`` / ``--debug`` only.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import email
 import email.message
 import email.parser
 import email.policy
+import itertools
 import logging
 import re
 from dataclasses import dataclass, field
@@ -39,14 +43,21 @@ from digest.state import BounceKind
 
 log = logging.getLogger(__name__)
 
+FLUFL_LOGGER = "flufl.bounce"
+"""The logger flufl.bounce writes to (``flufl.bounce._scan``)."""
+
 MAX_PARTS = 500
 """A message with more MIME parts than this is not examined further (hostile nesting)."""
 MAX_EVIDENCE_CHARS = 300
 """Evidence lines (``Status`` + ``Diagnostic-Code``) are cut to this length."""
 MAX_ADDRESS_CHARS = 320
 """Longest plausible email address (RFC 5321: 64 + 1 + 255)."""
+MAX_ORIGINAL_IDS = 20
+"""Original ``Message-ID`` values kept from one message, first found first: a real bounce
+quotes one to three, a hostile one tens of thousands (each a state lookup)."""
 
 _STATUS_RE = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+_MESSAGE_ID_RE = re.compile(r"<[^<>\s]{1,250}>")
 _MESSAGE_ID_LINE_RE = re.compile(r"^\s*Message-ID:\s*(<[^<>\s]{1,250}>)", re.I | re.M)
 _ADDRESS_RE = re.compile(r"^[^@\s<>]{1,64}@[^@\s<>]{1,255}$")
 _ENVELOPE_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "To")
@@ -116,6 +127,28 @@ class ParsedBounce:
     envelope_to: tuple[str, ...] = ()
     message_id: str | None = None
     problem: str = ""
+
+
+class _DemoteToDebug(logging.Filter):
+    """Rewrites every record of the logger it is on as DEBUG, and drops it unless that
+    logger has DEBUG enabled (handlers without a level of their own would print it)."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        super().__init__()
+        self._logger = logger
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+        return self._logger.isEnabledFor(logging.DEBUG)
+
+
+def _quiet_flufl() -> None:
+    logger = logging.getLogger(FLUFL_LOGGER)
+    if not any(isinstance(f, _DemoteToDebug) for f in logger.filters):
+        logger.addFilter(_DemoteToDebug(logger))
+
+
+_quiet_flufl()
 
 
 @dataclass
@@ -293,21 +326,18 @@ def _envelope_to(msg: email.message.Message) -> tuple[str, ...]:
 
 
 def _original_ids(msg: email.message.Message, found: _Found) -> tuple[str, ...]:
-    ids: list[str] = []
-
-    def add(value: str | None) -> None:
-        if value:
-            match = re.search(r"<[^<>\s]{1,250}>", value)
-            if match and match.group(0) not in ids:
-                ids.append(match.group(0))
-
-    for headers in found.original_headers:
-        add(_header(headers, "Message-ID"))
-    for text in found.texts:
-        for match in _MESSAGE_ID_LINE_RE.finditer(text):
-            add(match.group(1))
-    # Some servers thread their notice under the original.
-    add(_header(msg, "In-Reply-To"))
+    candidates = itertools.chain(
+        (_header(headers, "Message-ID") for headers in found.original_headers),
+        (m.group(1) for text in found.texts for m in _MESSAGE_ID_LINE_RE.finditer(text)),
+        [_header(msg, "In-Reply-To")],  # some servers thread their notice under the original
+    )
+    ids: dict[str, None] = {}
+    for value in candidates:
+        match = _MESSAGE_ID_RE.search(value) if value else None
+        if match:
+            ids.setdefault(match.group(0))
+            if len(ids) == MAX_ORIGINAL_IDS:
+                break
     return tuple(ids)
 
 

@@ -7,9 +7,9 @@ The mailbox is a Maildir (``DIGEST_BOUNCE_MAILDIR``) or an IMAP mailbox over TLS
    (:meth:`~digest.state.StateBackend.processed`) was handled before a crash interrupted the
    move: it is only moved now, never counted again;
 2. parsed (:func:`digest.bounces.dsn.parse_bounce`);
-3. matched to our delivery: the original ``Message-ID`` (:meth:`StateBackend.find_message`),
-   else a VERP token in the address it was delivered to, else the recipient address, if we
-   sent to it within ``DIGEST_BOUNCE_MATCH_DAYS`` days;
+3. matched to our delivery (:func:`match_bounce`, below): by the VERP address it was
+   delivered to, or by the original ``Message-ID`` (:meth:`StateBackend.find_message`)
+   together with the recipient it names;
 4. recorded: the bounces, new scores, suppressions (:mod:`digest.bounces.policy`) and the
    processed key, in one transaction;
 5. moved, only after that commit: to the ``Processed`` folder, or, when it could not be read
@@ -17,6 +17,32 @@ The mailbox is a Maildir (``DIGEST_BOUNCE_MAILDIR``) or an IMAP mailbox over TLS
 
 A crash between 3 and 4 leaves the message unprocessed (it is read again); a crash between 4
 and 5 leaves it processed but unmoved (step 1 moves it). So each message counts exactly once.
+
+Who may suppress whom. Anyone can write to the bounce mailbox, so a message counts only
+with proof that it was written from the message we sent, which only the subscriber's mail
+system (and whoever the subscriber shows it to) has seen:
+
+* **VERP** (``DIGEST_VERP=true``): it was delivered to a valid VERP address of ours (a token
+  signed with DIGEST_SECRET_KEY naming the subscriber and the edition). It counts for that
+  delivery's subscriber whatever address it names (an address the subscriber forwards to);
+  an unreadable message to a VERP address counts as a soft bounce.
+* **Message-ID** (VERP on or off): it quotes the ``Message-ID`` of one of our deliveries
+  (``<EDITION.RANDOM@domain>``, 96 random bits: it cannot be guessed) *and* names that
+  delivery's subscriber as the failed recipient. A DSN that quotes our ``Message-ID`` but
+  names another address (where the subscriber forwards to, or another subscriber) is kept
+  aside: without VERP, a forward cannot be told from one subscriber's message used against
+  another address.
+* **Complaints** (ARF) need our ``Message-ID`` only: feedback loops often redact or mask the
+  recipient, and whoever holds the message holds its one-click unsubscribe link (RFC 8058)
+  as well, so counting the complaint gives them nothing more. (One who has only the
+  ``Message-ID``, from the ``References`` of a reply the subscriber made public, has the
+  subscriber's address from it too: requiring the recipient would not stop them.) The
+  complaint counts for the subscriber the message was sent to, never for an address it
+  names. One that quotes no ``Message-ID`` of ours (and reached no VERP address) never
+  counts.
+* Anything else (a DSN, complaint or text bounce naming a subscriber we mailed an hour ago
+  but quoting no ``Message-ID`` of ours) is kept aside in ``Unrecognised`` and suppresses
+  nobody.
 """
 
 from __future__ import annotations
@@ -27,12 +53,12 @@ import os
 import ssl
 import urllib.parse
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from digest.bounces.dsn import ParsedBounce, ReportKind, parse_bounce
+from digest.bounces.dsn import ParsedBounce, Recipient, ReportKind, parse_bounce
 from digest.bounces.policy import BounceInput, BouncePolicy, plan
 from digest.bounces.verp import parse_verp
 from digest.errors import ConfigError, StateError
@@ -356,94 +382,117 @@ class Matcher:
         envelope_from: the plain envelope sender (VERP base), or ``None`` without VERP.
         signer: the VERP token signer, or ``None`` without VERP.
         known: candidate subscriber addresses for VERP references.
-        window: how recent a delivery must be for a match by address alone.
     """
 
     envelope_from: str | None
     signer: TokenSigner | None
     known: tuple[str, ...]
-    window: timedelta
 
 
-def _delivery_for(
+MAX_NAMED_IN_PROBLEM = 3
+"""Addresses a "kept aside" line names at most (a forged message may name hundreds)."""
+
+
+def _verp_delivery(
     store: StateBackend, parsed: ParsedBounce, matcher: Matcher, now: datetime
-) -> tuple[Delivery | None, str]:
-    """The delivery the bounce is about (by Message-ID, then VERP), and how it matched."""
-    for mid in parsed.original_message_ids:
-        found = store.find_message(mid)
-        if found is not None:
-            return found, "Message-ID"
-    if matcher.signer is not None and matcher.envelope_from:
-        for address in parsed.envelope_to:
-            verp = parse_verp(
-                address, matcher.envelope_from, matcher.signer, matcher.known, now=now
-            )
-            if verp is None:
-                continue
-            row = store.get(verp.subscriber, verp.edition)
-            if row is not None:
-                return row, "VERP"
-    return None, ""
+) -> Delivery | None:
+    """The delivery named by a valid VERP address the bounce was delivered to, if any."""
+    if matcher.signer is None or not matcher.envelope_from:
+        return None
+    for address in parsed.envelope_to:
+        verp = parse_verp(address, matcher.envelope_from, matcher.signer, matcher.known, now=now)
+        if verp is None:
+            continue
+        row = store.get(verp.subscriber, verp.edition)
+        if row is not None:
+            return row
+    return None
+
+
+def _named(recipients: Iterable[Recipient]) -> str:
+    addresses = list(dict.fromkeys(r.address for r in recipients if r.address))
+    if not addresses:
+        return "no address"
+    shown = ", ".join(addresses[:MAX_NAMED_IN_PROBLEM])
+    more = len(addresses) - MAX_NAMED_IN_PROBLEM
+    return f"{shown} and {more} more" if more > 0 else shown
+
+
+def _counted(delivery: Delivery, recipient: Recipient, how: str) -> BounceInput:
+    evidence = f"{recipient.evidence} (matched by {how})"
+    return BounceInput(
+        delivery.subscriber, recipient.kind, delivery.edition, delivery.message_id, evidence
+    )
 
 
 def match_bounce(
     store: StateBackend, parsed: ParsedBounce, matcher: Matcher, *, now: datetime
 ) -> tuple[list[BounceInput], list[str]]:
-    """Tie a parsed bounce to our deliveries.
+    """Tie a parsed bounce to our delivery, only on proof that it was written from our message.
+
+    The rules (the module docstring says why): a valid VERP address it was delivered to
+    (:mod:`digest.bounces.verp`); else a ``Message-ID`` of ours (``parsed.original_message_ids``
+    looked up with :meth:`StateBackend.find_message`) and, for a bounce, that delivery's
+    subscriber among the named recipients (a complaint needs only the ``Message-ID``).
+    Nothing else counts: an address we mailed is no proof.
+
+    Args:
+        store: the state store (deliveries).
+        parsed: the bounce (:func:`digest.bounces.dsn.parse_bounce`).
+        matcher: VERP settings and the subscriber addresses.
+        now: the current time (aware), for the VERP token check.
 
     Returns:
-        ``(bounces to record, problems)``: a recipient that matches no delivery of ours is a
-        problem (e.g. a forged DSN naming an address we never mailed), never a bounce.
+        ``(bounces to record, problems)``: at most one bounce (our messages have one
+        recipient); problems only when there is none, saying why (one line each): the
+        message is then kept aside.
     """
-    delivery, how = _delivery_for(store, parsed, matcher, now)
-    if delivery is not None and not parsed.recipients:
-        if how != "VERP":
-            return [], ["no failed recipient in it"]
-        # Only our VERP address received it: a bounce we cannot read (or an auto-reply,
-        # RFC 3834 sends those to the envelope sender too), so it counts as a soft bounce.
-        return [
-            BounceInput(
-                delivery.subscriber,
-                BounceKind.SOFT,
-                delivery.edition,
-                delivery.message_id,
-                "unreadable message to the VERP address (counted as a soft bounce)",
+    verp = _verp_delivery(store, parsed, matcher, now)
+    if verp is not None:
+        if not parsed.recipients:
+            # Only our VERP address received it: a bounce we cannot read (or an auto-reply,
+            # RFC 3834 sends those to the envelope sender too), so it counts as a soft bounce.
+            return [
+                BounceInput(
+                    verp.subscriber,
+                    BounceKind.SOFT,
+                    verp.edition,
+                    verp.message_id,
+                    "unreadable message to the VERP address (counted as a soft bounce)",
+                )
+            ], []
+        # The VERP address names the delivery; the DSN may name where it was forwarded.
+        named = [r for r in parsed.recipients if r.address == verp.subscriber]
+        return [_counted(verp, (named or list(parsed.recipients))[0], "VERP")], []
+    ours: list[Delivery] = []
+    for mid in parsed.original_message_ids:
+        found = store.find_message(mid)
+        if found is not None and found not in ours:
+            ours.append(found)
+    if not ours:
+        why = f"names {_named(parsed.recipients)} but quotes no Message-ID of ours"
+        if matcher.signer is not None:
+            why += " and reached no VERP address of ours"
+        return [], [why]
+    for delivery in ours:
+        for r in parsed.recipients:
+            if r.address == delivery.subscriber:
+                return [_counted(delivery, r, "Message-ID")], []
+    complaint = next((r for r in parsed.recipients if r.kind is BounceKind.COMPLAINT), None)
+    if complaint is not None:  # the recipient redacted or masked by the feedback loop
+        recipient = complaint
+        if complaint.address:
+            recipient = replace(
+                complaint, diagnostic=f"{complaint.diagnostic}, names {complaint.address}"
             )
-        ], []
-    if delivery is not None:
-        # Our messages have one recipient: the bounce is about that subscriber (the DSN may
-        # name the address it was forwarded to).
-        named = [r for r in parsed.recipients if r.address == delivery.subscriber]
-        first = (named or list(parsed.recipients))[0]
-        evidence = f"{first.evidence} (matched by {how})"
-        return [
-            BounceInput(
-                delivery.subscriber, first.kind, delivery.edition, delivery.message_id, evidence
-            )
-        ], []
-    inputs: list[BounceInput] = []
-    problems: list[str] = []
-    for r in parsed.recipients:
-        if not r.address:
-            problems.append("a complaint naming no address and no message of ours")
-            continue
-        last = store.last_delivery_to(r.address)
-        if last is None:
-            problems.append(f"names {r.address}, to whom nothing was sent")
-            continue
-        when = last.sent_at or last.updated_at
-        if now - when > matcher.window:
-            problems.append(
-                f"names {r.address}, last mailed {when:%Y-%m-%d}, more than "
-                f"{matcher.window.days} days ago"
-            )
-            continue
-        inputs.append(
-            BounceInput(
-                r.address, r.kind, last.edition, last.message_id, f"{r.evidence} (by address)"
-            )
-        )
-    return inputs, problems
+        return [_counted(ours[0], recipient, "Message-ID")], []
+    sent_to = ", ".join(d.subscriber for d in ours)
+    if not parsed.recipients:
+        return [], [f"quotes our Message-ID of the message sent to {sent_to}, names no recipient"]
+    return [], [
+        f"quotes our Message-ID of the message sent to {sent_to} but names "
+        f"{_named(parsed.recipients)} (a bounce counts only for the subscriber it was sent to)"
+    ]
 
 
 def process_mailbox(
@@ -557,8 +606,6 @@ def _one(
             item_input.edition,
             "; suppressed" if new else "",
         )
-    for problem in problems:
-        log.warning("bounce message %s: also %s (ignored)", item.name, problem)
     box.move(item, PROCESSED_FOLDER)
 
 
@@ -570,12 +617,7 @@ def matcher_for(settings: Settings, known: Iterable[str]) -> Matcher:
     envelope = settings.envelope_from or parseaddr(settings.sender)[1]
     if settings.verp and settings.secret_key is not None:
         signer = TokenSigner.from_settings(settings)
-    return Matcher(
-        envelope_from=envelope if signer else None,
-        signer=signer,
-        known=tuple(known),
-        window=timedelta(days=settings.bounce_match_days),
-    )
+    return Matcher(envelope_from=envelope if signer else None, signer=signer, known=tuple(known))
 
 
 def run_intake(
