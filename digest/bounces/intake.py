@@ -61,6 +61,7 @@ from typing import Any, Protocol
 from digest.bounces.dsn import ParsedBounce, Recipient, ReportKind, parse_bounce
 from digest.bounces.policy import BounceInput, BouncePolicy, plan
 from digest.bounces.verp import parse_verp
+from digest.delivery.envelope import envelope_sender
 from digest.errors import ConfigError, StateError
 from digest.settings import Settings
 from digest.state import BounceKind, Delivery, ProcessedMessage, StateBackend
@@ -611,10 +612,8 @@ def _one(
 
 def matcher_for(settings: Settings, known: Iterable[str]) -> Matcher:
     """The :class:`Matcher` of the settings (VERP when DIGEST_VERP and a secret key are set)."""
-    from email.utils import parseaddr
-
     signer = None
-    envelope = settings.envelope_from or parseaddr(settings.sender)[1]
+    envelope = envelope_sender(settings)
     if settings.verp and settings.secret_key is not None:
         signer = TokenSigner.from_settings(settings)
     return Matcher(envelope_from=envelope if signer else None, signer=signer, known=tuple(known))
