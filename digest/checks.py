@@ -5,10 +5,12 @@ Parsing errors (bad values, unknown keys) come from :func:`digest.settings.load_
 :func:`digest.subscribers.load_subscribers`; this module looks at values that parse but are
 not what a real deployment should send with:
 
-* a ``From``, envelope sender, unsubscribe URL or unsubscribe address at a domain reserved
+* a ``From``, envelope sender or unsubscribe address at a domain reserved
   for documentation (RFC 2606 / RFC 6761: ``example.org``, ``example.com``, ``example.net``,
   ``*.example``, ``*.test``, ``*.invalid``) or at ``localhost`` (the built-in default From):
-  mail from there fails SPF/DMARC or cannot be answered, and unsubscribe links lead nowhere;
+  mail from there fails SPF/DMARC or cannot be answered (warnings);
+* an unsubscribe link that leads nowhere (:func:`unsubscribe_link_errors`): an error, since
+  every email would carry it;
 * a subscriber's own ``sources`` that are not among ``DIGEST_SOURCES``: legal (they are used
   *instead of* DIGEST_SOURCES for that subscriber), but easy to miss when ``DIGEST_SOURCES``
   points at local files and that subscriber's edition still goes to the network.
@@ -79,14 +81,6 @@ def placeholder_warnings(settings: Settings) -> list[str]:
             f"DIGEST_ENVELOPE_FROM: {settings.envelope_from} is a placeholder address; bounces "
             "go there: use a mailbox at your domain that you read (or `digest bounces` reads)"
         )
-    if settings.unsubscribe_url:
-        host = urlsplit(settings.unsubscribe_url).hostname or ""
-        if is_placeholder_domain(host):
-            out.append(
-                f"DIGEST_UNSUBSCRIBE_URL: {host} is a placeholder; set it to the HTTPS address "
-                "where `digest serve` (or your site) answers, e.g. "
-                "https://papers.yourlab.org/unsubscribe?token={token}"
-            )
     if settings.unsubscribe_mailto:
         address = settings.unsubscribe_mailto.removeprefix("mailto:").split("?", 1)[0]
         if is_placeholder_domain(_domain_of_address(address)):
@@ -94,6 +88,52 @@ def placeholder_warnings(settings: Settings) -> list[str]:
                 f"DIGEST_UNSUBSCRIBE_MAILTO: {address} is a placeholder address; set it to a "
                 "mailbox at your domain that you read, or remove it"
             )
+    return out
+
+
+UNSUBSCRIBE_ROUTE = "/u/{token}"
+"""The path of ``digest serve``'s unsubscribe page and RFC 8058 one-click endpoint."""
+
+
+def unsubscribe_link_errors(settings: Settings) -> list[str]:
+    """Why the List-Unsubscribe link of every email would lead nowhere, one line each.
+
+    ``DIGEST_UNSUBSCRIBE_URL`` overrides the app's link (``DIGEST_PUBLIC_URL`` + ``/u/{token}``):
+
+    * at a documentation domain (``example.org``...), it reaches nobody;
+    * on the web app's own host, it must be the app's route ``/u/{token}`` (the app answers
+      nothing else: ``/unsubscribe?token=...`` is a 404);
+    * without ``{token}`` (and without ``{email}``), nothing tells whom to unsubscribe.
+
+    Returns:
+        ``DIGEST_UNSUBSCRIBE_URL: ...; what to do`` lines (empty when the link works).
+    """
+    url = settings.unsubscribe_url
+    if not url:
+        return []
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    fix = (
+        "remove DIGEST_UNSUBSCRIBE_URL and set DIGEST_PUBLIC_URL to where `digest serve` "
+        "answers: the emails then link to DIGEST_PUBLIC_URL" + UNSUBSCRIBE_ROUTE
+    )
+    if is_placeholder_domain(host):
+        return [f"DIGEST_UNSUBSCRIBE_URL: {host} is a placeholder that reaches nobody; {fix}"]
+    out: list[str] = []
+    public = settings.public_url
+    app = urlsplit(public) if public else None
+    if public and app and (app.hostname or "").lower() == host and app.port == parts.port:
+        route = (app.path.rstrip("/") + UNSUBSCRIBE_ROUTE).replace("{token}", "")
+        if "{token}" not in parts.path or parts.path.replace("{token}", "") != route:
+            out.append(
+                f"DIGEST_UNSUBSCRIBE_URL: {url} is on the web app's host but `digest serve` "
+                f"answers only {public.rstrip('/')}{UNSUBSCRIBE_ROUTE}; {fix}"
+            )
+    if "{token}" not in url and "{email}" not in url:
+        out.append(
+            f"DIGEST_UNSUBSCRIBE_URL: {url} has no {{token}} (nor {{email}}): every email "
+            "would carry the same link; put {token} where your handler reads it"
+        )
     return out
 
 

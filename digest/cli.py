@@ -570,6 +570,11 @@ def validate(
     assert settings is not None
     from digest import checks
 
+    link_errors = checks.unsubscribe_link_errors(settings)
+    if link_errors:
+        for line in link_errors:
+            err.print(f"[bold red]error:[/] {line}", markup=True, highlight=False)
+        raise typer.Exit(EXIT_BAD_INPUT)
     for line in checks.placeholder_warnings(settings) + checks.subscriber_source_warnings(settings):
         err.print(f"[bold yellow]warning:[/] {line}", markup=True, highlight=False)
     for line in checks.smtputf8_notes(settings):

@@ -50,7 +50,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "subscribers.yaml").write_text(SUBSCRIBERS)
     monkeypatch.setenv("DIGEST_SOURCES", f"file:{tmp_path / 'papers'}")
     monkeypatch.setenv("DIGEST_FROM", "Daily Papers <papers@example.org>")
-    monkeypatch.setenv("DIGEST_UNSUBSCRIBE_URL", "https://example.org/unsubscribe?token={token}")
+    monkeypatch.setenv("DIGEST_UNSUBSCRIBE_URL", "https://lists.mylab.org/unsubscribe?token={token}")
     monkeypatch.setenv("DIGEST_UNSUBSCRIBE_MAILTO", "unsubscribe@example.org")
     monkeypatch.setenv("DIGEST_SECRET_KEY", SECRET)
     return tmp_path
@@ -117,7 +117,7 @@ def test_send_over_starttls_and_auth_delivers_complete_messages_once(
         assert parts == ["text/plain", "text/html"]
         # List-Unsubscribe: HTTPS with a token signed for this subscriber, and mailto.
         urls = re.findall(r"<([^>]+)>", msg["List-Unsubscribe"])
-        https = [u for u in urls if u.startswith("https://example.org/unsubscribe?token=")]
+        https = [u for u in urls if u.startswith("https://lists.mylab.org/unsubscribe?token=")]
         assert len(https) == 1 and any(u.startswith("mailto:unsubscribe@") for u in urls)
         token = https[0].split("token=", 1)[1]
         claims = TokenSigner(SECRET).verify(Purpose.UNSUBSCRIBE, token, now=datetime.now(UTC))

@@ -87,3 +87,77 @@ def test_send_source_wins_over_a_subscribers_own_sources(
     assert code == 0, output
     assert "sent 2" in output
     assert {s for s, _ in _statuses(workdir).values()} == {"sent"}
+
+
+# --- 2. the unsubscribe link must reach `digest serve` -----------------------------------------
+
+
+ENV_EXAMPLE = Path(__file__).parent.parent / ".env.example"
+
+
+@pytest.mark.parametrize(
+    ("url", "error"),
+    [
+        # The old .env.example line: a placeholder that reaches nobody.
+        ("https://example.org/unsubscribe?token={token}", "placeholder that reaches nobody"),
+        # What validate used to suggest: on the app's host, but the app answers /u/TOKEN only.
+        ("https://papers.mylab.org/unsubscribe?token={token}", "answers only"),
+        ("https://papers.mylab.org/u?token={token}", "answers only"),
+        ("https://lists.mylab.org/unsubscribe", "has no {token}"),
+    ],
+)
+def test_validate_fails_when_the_unsubscribe_link_leads_nowhere(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, url: str, error: str
+) -> None:
+    monkeypatch.setenv("DIGEST_PUBLIC_URL", "https://papers.mylab.org")
+    monkeypatch.setenv("DIGEST_UNSUBSCRIBE_URL", url)
+    code, output = run_cli("validate", "--offline")
+    assert code == 2, output
+    line = next(ln for ln in output.splitlines() if ln.startswith("error:"))
+    assert line.startswith("error: DIGEST_UNSUBSCRIBE_URL:") and error in line
+    assert "Traceback" not in output
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        None,  # the app's own link: DIGEST_PUBLIC_URL/u/{token}
+        "https://papers.mylab.org/u/{token}",  # the same, spelled out
+        "https://lists.mylab.org/unsubscribe?token={token}",  # your own handler elsewhere
+    ],
+)
+def test_validate_accepts_a_link_that_reaches_a_handler(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, url: str | None
+) -> None:
+    monkeypatch.setenv("DIGEST_PUBLIC_URL", "https://papers.mylab.org")
+    if url is not None:
+        monkeypatch.setenv("DIGEST_UNSUBSCRIBE_URL", url)
+    code, output = run_cli("validate", "--offline")
+    assert code == 0, output
+
+
+async def test_the_route_validate_accepts_is_the_one_digest_serve_answers(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx
+
+    from digest.message import unsubscribe_url_for
+    from digest.settings import load_settings
+    from digest.web.app import create_app
+
+    monkeypatch.setenv("DIGEST_PUBLIC_URL", "https://papers.mylab.org")
+    settings = load_settings(env_file=None)
+    link = unsubscribe_url_for(settings, "grace@example.org")
+    assert link is not None and link.startswith("https://papers.mylab.org/u/")
+    token = link.rsplit("/", 1)[1]
+    app = create_app(settings)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="https://papers.mylab.org"
+    ) as client:
+        assert (await client.get(f"/u/{token}")).status_code == 200
+        assert (await client.get(f"/unsubscribe?token={token}")).status_code == 404
+
+
+def test_the_env_example_sets_no_unsubscribe_url() -> None:
+    lines = ENV_EXAMPLE.read_text(encoding="utf-8").splitlines()
+    assert not [ln for ln in lines if ln.startswith("DIGEST_UNSUBSCRIBE_URL")]
