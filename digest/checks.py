@@ -253,6 +253,29 @@ async def probe_sources(
     return list(await asyncio.gather(*(one(spec) for spec in specs)))
 
 
+async def probe_relay(settings: Settings) -> tuple[bool, str]:
+    """Connect to the SMTP relay as a send would (EHLO, STARTTLS, AUTH when configured), then
+    QUIT: ``(ok, line)``. Without ``DIGEST_SMTP_HOST`` the Maildir is used: nothing to probe.
+
+    Never raises for the relay's faults: they are the line (one try, ``smtp_timeout`` seconds
+    per step).
+    """
+    if not settings.smtp_host:
+        return True, f"delivery: Maildir {settings.outbox} (no DIGEST_SMTP_HOST)"
+    from digest.delivery.smtp import SmtpTransport
+    from digest.errors import DeliveryError
+
+    where = f"relay {settings.smtp_host}:{settings.effective_smtp_port}"
+    try:
+        transport = await SmtpTransport.connect(settings)
+    except DeliveryError as e:
+        return False, f"{where}: NOT usable: {e}"
+    await transport.close()
+    how = {"starttls": "STARTTLS", "tls": "TLS", "none": "no TLS"}[settings.smtp_security]
+    auth = f", AUTH as {settings.smtp_username}" if settings.smtp_username else ""
+    return True, f"{where}: reachable ({how}{auth})"
+
+
 def describe_probe(probe: SourceProbe) -> str:
     """One line for ``validate``: ``source hf: reachable (29 papers on 2026-08-20, 0.4 s)``."""
     if probe.ok:

@@ -42,7 +42,12 @@ from digest.core import Digest, default_edition_day, open_store
 from digest.delivery import OutgoingMessage
 from digest.errors import ConfigError, DigestError, StateLockedError
 from digest.models import Edition, RunSummary
-from digest.settings import Settings, configured_subscribers_path, load_settings
+from digest.settings import (
+    Settings,
+    configured_subscribers_path,
+    load_settings,
+    unknown_variables,
+)
 from digest.state import DeliveryStatus
 from digest.subscribers import Subscriber
 
@@ -95,10 +100,16 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
+DEFAULT_ENV_FILE = Path(".env")
+"""Read when it exists; a file named with ``--env-file`` must exist."""
+
+
 class _Options:
     debug = False
     verbose = 0
-    env_file: Path | None = Path(".env")
+    env_file: Path | None = DEFAULT_ENV_FILE
+    env_file_given = False
+    warned = False
 
 
 _opts = _Options()
@@ -111,9 +122,13 @@ def _main(
         int, typer.Option("--verbose", "-v", count=True, help="More log detail (-vv: debug).")
     ] = 0,
     env_file: Annotated[
-        Path,
-        typer.Option("--env-file", metavar="PATH", help="Dotenv file with DIGEST_* settings."),
-    ] = Path(".env"),
+        Path | None,
+        typer.Option(
+            "--env-file",
+            metavar="PATH",
+            help="Dotenv file with DIGEST_* settings (default: ./.env when it exists).",
+        ),
+    ] = None,
     version: Annotated[
         bool,
         typer.Option(
@@ -123,7 +138,9 @@ def _main(
 ) -> None:
     _opts.debug = debug
     _opts.verbose = verbose
-    _opts.env_file = env_file
+    _opts.env_file = env_file or DEFAULT_ENV_FILE
+    _opts.env_file_given = env_file is not None
+    _opts.warned = False
 
 
 def _setup_logging(default: int) -> None:
@@ -171,7 +188,29 @@ def _errors() -> Iterator[None]:
 
 
 def _settings(**overrides: Any) -> Settings:
-    return load_settings(env_file=_opts.env_file, **overrides)
+    """The settings (env file, environment, ``overrides``); warns once about unknown names.
+
+    Raises:
+        ConfigError: a named ``--env-file`` does not exist, or a value is invalid.
+    """
+    _check_env_file()
+    settings = load_settings(env_file=_opts.env_file, **overrides)
+    if not _opts.warned:
+        _opts.warned = True
+        for line in unknown_variables(_opts.env_file):
+            err.print(f"[bold yellow]warning:[/] {line}", markup=True, highlight=False)
+    return settings
+
+
+def _check_env_file() -> None:
+    """A file named with ``--env-file`` must exist (./.env may be absent).
+
+    Raises:
+        ConfigError: it does not exist or is not a file.
+    """
+    path = _opts.env_file
+    if _opts.env_file_given and path is not None and not path.is_file():
+        raise ConfigError(f"--env-file {path}: no such file; give the path of your settings file")
 
 
 def _sources_override(sources: list[str] | None) -> str | None:
@@ -538,21 +577,26 @@ def _print_summary(edition: Edition, s: RunSummary, where: str, dry_run: bool) -
 @app.command()
 def validate(
     offline: Annotated[
-        bool, typer.Option("--offline", help="Do not check that the sources answer.")
+        bool,
+        typer.Option("--offline", help="Do not check that the relay and the sources answer."),
     ] = False,
 ) -> None:
     """Check the settings and the subscribers file; exit 0 or list every problem.
 
-    Placeholders left from the examples are warnings; unless --offline, each configured
-    source is asked for yesterday's papers once (exit 1 if one does not answer).
+    Placeholders left from the examples are warnings; a DIGEST_* variable that is no setting
+    is an error (with a did-you-mean). Unless --offline, the SMTP relay is connected to (EHLO,
+    STARTTLS, AUTH when configured, QUIT) and each configured source is asked for yesterday's
+    papers once (exit 1 if one does not answer).
     """
     _setup_logging(logging.WARNING)
     problems: list[str] = []
     settings: Settings | None = None
     try:
-        settings = _settings()
+        _check_env_file()
+        settings = load_settings(env_file=_opts.env_file)
     except ConfigError as e:
         problems.extend(e.problems)
+    problems.extend(unknown_variables(_opts.env_file))
     count = 0
     subscribers_path = settings.subscribers if settings else None
     try:
@@ -589,6 +633,11 @@ def validate(
     out.print(state_line)
     if offline:
         return
+    relay_ok, relay_line = asyncio.run(checks.probe_relay(settings))
+    if relay_ok:
+        out.print(relay_line)
+    else:
+        err.print(f"[bold red]error:[/] {relay_line}", markup=True, highlight=False)
     day = default_edition_day(datetime.now(UTC))
     probes = asyncio.run(checks.probe_sources(checks.configured_specs(settings), settings, day))
     for probe in probes:
@@ -598,7 +647,7 @@ def validate(
             err.print(
                 f"[bold red]error:[/] {checks.describe_probe(probe)}", markup=True, highlight=False
             )
-    if checks.probe_failed(probes):
+    if checks.probe_failed(probes) or not relay_ok:
         raise typer.Exit(EXIT_FAILED)
 
 

@@ -7,11 +7,14 @@ never appear in ``repr()``, logs, errors or the state file.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from dotenv import dotenv_values
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -422,6 +425,55 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+ENV_PREFIX = "DIGEST_"
+_HINT_CUTOFF = 0.75
+"""How alike (difflib ratio) an unknown name must be to a setting's to be suggested."""
+
+
+def setting_names() -> dict[str, str]:
+    """Every setting's environment variable (``DIGEST_SMTP_HOST``) → its field name."""
+    names = {f"{ENV_PREFIX}{field.upper()}": field for field in Settings.model_fields}
+    names["DIGEST_FROM"] = names.pop("DIGEST_SENDER")
+    return names
+
+
+def unknown_variables(
+    env_file: str | Path | None = ".env", environ: Mapping[str, str] | None = None
+) -> list[str]:
+    """``DIGEST_*`` variables that are no setting (a typo is otherwise silently ignored).
+
+    Looks at the environment and at ``env_file`` (python-dotenv's parser, as pydantic-settings
+    reads it); names are compared upper-cased, as the settings read them.
+
+    Returns:
+        One line each, ``DIGEST_SMTP_HOSTNAME (in .env) is not a setting; did you mean
+        DIGEST_SMTP_HOST?``, sorted by name.
+    """
+    known = setting_names()
+    found: dict[str, str] = {}
+    env = os.environ if environ is None else environ
+    for name in env:
+        if name.upper().startswith(ENV_PREFIX) and name.upper() not in known:
+            found.setdefault(name.upper(), "in the environment")
+    if env_file is not None and Path(env_file).is_file():
+        for name in dotenv_values(env_file):
+            if name.upper().startswith(ENV_PREFIX) and name.upper() not in known:
+                found.setdefault(name.upper(), f"in {env_file}")
+    out = []
+    for name, where in sorted(found.items()):
+        bare = [k.removeprefix(ENV_PREFIX) for k in known]  # the prefix makes all alike
+        close = difflib.get_close_matches(
+            name.removeprefix(ENV_PREFIX), bare, n=1, cutoff=_HINT_CUTOFF
+        )
+        hint = (
+            f"; did you mean {ENV_PREFIX}{close[0]}?"
+            if close
+            else "; see .env.example for the settings"
+        )
+        out.append(f"{name} ({where}) is not a setting{hint}")
+    return out
 
 
 def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:

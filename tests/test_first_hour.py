@@ -6,11 +6,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+import trustme
 
 from digest.state import StateStore
 from tests.conftest import EXAMPLES
 from tests.factories import SECRET_KEY, run_cli
 from tests.httpserver import LocalHTTPServer, closed_port
+from tests.smtpserver import SMTPTestServer
 
 DAY = "2026-08-20"
 
@@ -30,6 +32,8 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("DIGEST_FROM", "Daily Papers <papers@mylab.org>")
     monkeypatch.setenv("DIGEST_SECRET_KEY", SECRET_KEY)
     monkeypatch.setenv("DIGEST_HTTP_RETRIES", "0")
+    # hf is down unless a test serves it (never the internet).
+    monkeypatch.setenv("DIGEST_HF_API_URL", f"http://127.0.0.1:{closed_port()}/api/daily_papers")
     return tmp_path
 
 
@@ -42,7 +46,6 @@ def test_one_subscribers_failing_source_holds_back_only_that_subscriber(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # hf is down: ada waits (owed, with the reason); grace gets the edition now.
-    monkeypatch.setenv("DIGEST_HF_API_URL", f"http://127.0.0.1:{closed_port()}/api/daily_papers")
     code, output = run_cli("send", "--date", DAY)
     assert code == 1, output
     assert "sent 1" in output and "deferred 1" in output
@@ -161,3 +164,72 @@ async def test_the_route_validate_accepts_is_the_one_digest_serve_answers(
 def test_the_env_example_sets_no_unsubscribe_url() -> None:
     lines = ENV_EXAMPLE.read_text(encoding="utf-8").splitlines()
     assert not [ln for ln in lines if ln.startswith("DIGEST_UNSUBSCRIBE_URL")]
+
+
+# --- 3. validate passes only what works a minute later ------------------------------------------
+
+
+def test_validate_connects_to_the_relay_and_fails_on_a_closed_port(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DIGEST_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("DIGEST_SMTP_PORT", str(closed_port()))
+    monkeypatch.setenv("DIGEST_SMTP_SECURITY", "none")
+    code, output = run_cli("validate")
+    assert code == 1, output
+    assert "error: relay 127.0.0.1:" in output and "NOT usable" in output
+    assert "Traceback" not in output
+    code, output = run_cli("validate", "--offline")  # --offline skips the relay
+    assert code == 0, output
+
+
+def test_validate_does_starttls_and_auth_like_a_send(
+    workdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    leaf: trustme.LeafCert,
+    ca_file: Path,
+) -> None:
+    (workdir / "subscribers.yaml").write_text("subscribers:\n  - email: grace@example.org\n")
+    with SMTPTestServer(security="starttls", cert=leaf, user="papers", password="right") as relay:
+        monkeypatch.setenv("DIGEST_SMTP_HOST", "127.0.0.1")
+        monkeypatch.setenv("DIGEST_SMTP_PORT", str(relay.port))
+        monkeypatch.setenv("DIGEST_SMTP_USERNAME", "papers")
+        monkeypatch.setenv("DIGEST_SMTP_PASSWORD", "right")
+        monkeypatch.setenv("DIGEST_SMTP_CA_FILE", str(ca_file))
+        code, output = run_cli("validate")
+        assert code == 0, output
+        assert f"relay 127.0.0.1:{relay.port}: reachable (STARTTLS, AUTH as papers)" in output
+        monkeypatch.setenv("DIGEST_SMTP_PASSWORD", "wrong")
+        code, output = run_cli("validate")
+        assert code == 1, output
+        assert "NOT usable" in output and "wrong" not in output  # the password never shows
+    assert relay.messages == []  # validate sends nothing
+
+
+def test_a_misspelled_setting_is_named_with_a_did_you_mean(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DIGEST_SMTP_HOSTNAME", "smtp.mylab.org")
+    (workdir / ".env").write_text("DIGEST_SECRETKEY=abc\n")
+    code, output = run_cli("validate", "--offline")
+    assert code == 2, output
+    errors = [ln for ln in output.splitlines() if ln.startswith("error:")]
+    assert any(
+        "DIGEST_SMTP_HOSTNAME (in the environment) is not a setting; did you mean "
+        "DIGEST_SMTP_HOST?" in e
+        for e in errors
+    ), output
+    assert any("DIGEST_SECRETKEY (in .env)" in e and "DIGEST_SECRET_KEY?" in e for e in errors)
+    # Other commands go on, and say it once.
+    code, output = run_cli("send", "--date", DAY, "--dry-run", "--subscriber", "grace@example.org")
+    assert code == 0, output
+    assert output.count("warning: DIGEST_SMTP_HOSTNAME") == 1
+
+
+def test_a_missing_env_file_is_an_error(workdir: Path) -> None:
+    code, output = run_cli("--env-file", "/nonexistent/digest.env", "validate", "--offline")
+    assert code == 2, output
+    assert "error: --env-file /nonexistent/digest.env: no such file" in output
+    code, output = run_cli("--env-file", "/nonexistent/digest.env", "send", "--dry-run")
+    assert code == 2, output
+    assert "Traceback" not in output
