@@ -42,6 +42,7 @@ from digest.core import Digest, default_edition_day, open_store
 from digest.delivery import OutgoingMessage
 from digest.errors import ConfigError, DigestError, StateLockedError
 from digest.models import Edition, RunSummary
+from digest.render.views import plural
 from digest.settings import (
     Settings,
     configured_subscribers_path,
@@ -426,6 +427,8 @@ def _test_send(
 
     sub = _find_subscriber(digest, as_, flag="--as") if as_ else None
     result = asyncio.run(send_proof(digest.deps, edition, to, sub, sources=source))
+    for line in result.warnings:
+        err.print(f"warning: {line}")
     for line in result.failed_sources:
         err.print(f"warning: source {line}")
     who = f" as {sub.email}" if sub else " (unpersonalized)"
@@ -623,7 +626,7 @@ def validate(
         err.print(f"[bold yellow]warning:[/] {line}", markup=True, highlight=False)
     for line in checks.smtputf8_notes(settings):
         out.print(f"note: {line}", markup=False, highlight=False)
-    out.print(f"ok: settings valid, {count} subscribers in {subscribers_path}")
+    out.print(f"ok: settings valid, {plural(count, 'subscriber')} in {subscribers_path}")
     from digest.state import describe_state
 
     state_ok, state_line = describe_state(settings.effective_state_url)
@@ -925,9 +928,8 @@ def subscribers(
             )
         out.print(table)
         counts = {s: sum(1 for r in rows if r.status == s) for s in known}
-        out.print(
-            f"{len(rows)} subscribers: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n)
-        )
+        parts = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+        out.print(plural(len(rows), "subscriber") + (f": {parts}" if parts else ""))
 
 
 def personal_report(digest: Digest, address: str) -> list[str]:

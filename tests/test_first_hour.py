@@ -49,7 +49,7 @@ def test_one_subscribers_failing_source_holds_back_only_that_subscriber(
     code, output = run_cli("send", "--date", DAY)
     assert code == 1, output
     assert "sent 1" in output and "deferred 1" in output
-    assert "1 subscribers with sources hf stay owed" in output
+    assert "1 subscriber with sources hf stays owed" in output
     rows = _statuses(workdir)
     assert rows["grace@example.org"][0] == "sent"
     status, reason = rows["ada@example.org"]
@@ -233,3 +233,47 @@ def test_a_missing_env_file_is_an_error(workdir: Path) -> None:
     code, output = run_cli("--env-file", "/nonexistent/digest.env", "send", "--dry-run")
     assert code == 2, output
     assert "Traceback" not in output
+
+
+# --- 6. smaller things, each seen ----------------------------------------------------------------
+
+
+def test_counts_say_one_subscriber_and_nothing_after_an_empty_colon(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (workdir / "subscribers.yaml").write_text("subscribers:\n  - email: grace@example.org\n")
+    code, output = run_cli("validate", "--offline")
+    assert code == 0 and "ok: settings valid, 1 subscriber in" in output, output
+    code, output = run_cli("subscribers", "--status", "suppressed")
+    assert code == 0, output
+    assert output.rstrip().splitlines()[-1] == "0 subscribers"
+
+
+def test_a_test_send_to_a_special_use_domain_goes_with_a_warning(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with SMTPTestServer() as relay:
+        monkeypatch.setenv("DIGEST_SMTP_HOST", "127.0.0.1")
+        monkeypatch.setenv("DIGEST_SMTP_PORT", str(relay.port))
+        monkeypatch.setenv("DIGEST_SMTP_SECURITY", "none")
+        code, output = run_cli("send", "--date", DAY, "--to", "admin@lab.test")
+        assert code == 0, output
+        assert "warning: --to admin@lab.test: a special-use domain" in output
+        assert [m.rcpt_tos for m in relay.messages] == [["admin@lab.test"]]
+    code, output = run_cli("send", "--date", DAY, "--to", "not an address")
+    assert code == 2 and "not an email address" in output
+
+
+def test_the_real_list_and_its_lock_are_not_committed() -> None:
+    import subprocess
+
+    root = Path(__file__).parent.parent
+    ignored = subprocess.run(
+        ["git", "check-ignore", "subscribers.yaml", "subscribers.yaml.lock"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    if ignored.returncode == 128:
+        pytest.skip("not a git checkout")
+    assert ignored.stdout.split() == ["subscribers.yaml", "subscribers.yaml.lock"]

@@ -57,17 +57,34 @@ def test_edition_key(edition: Edition, as_subscriber: Subscriber | None) -> str:
     return f"{key}:{as_subscriber.email}" if as_subscriber is not None else key
 
 
-def check_address(address: str) -> str:
-    """``address`` checked (syntax only, no DNS) and normalized.
+def check_address(address: str) -> tuple[str, str | None]:
+    """``address`` checked (syntax only, no DNS) and normalized, with a warning if any.
+
+    A test send may go to a local relay, so an address at a special-use domain (RFC 6761:
+    ``admin@lab.test``, ``root@localhost``...) is taken, with a warning that the Internet will
+    not deliver it.
+
+    Returns:
+        ``(normalized address, warning line or None)``.
 
     Raises:
         ConfigError: not an email address (names the flag and the reason).
     """
     try:
         validate_email(address, check_deliverability=False)
+        return normalize_email(address), None
     except EmailNotValidError as e:
-        raise ConfigError(f"--to {address!r}: not an email address ({e})") from None
-    return normalize_email(address)
+        try:  # a special-use domain (.test, localhost): fine for a local relay
+            validate_email(
+                address,
+                check_deliverability=False,
+                test_environment=True,
+                globally_deliverable=False,
+            )
+        except EmailNotValidError:
+            raise ConfigError(f"--to {address!r}: not an email address ({e})") from None
+    warning = f"--to {address}: a special-use domain (RFC 6761); only a local relay will deliver it"
+    return normalize_email(address), warning
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +99,7 @@ class ProofResult:
         total: papers the edition has.
         summary: the delivery's counts (one message: ``sent``, ``failed`` or ``deferred``).
         failed_sources: source lines that could not be fetched (the copy went without them).
+        warnings: lines about the test address (a special-use domain).
     """
 
     recipient: str
@@ -91,6 +109,7 @@ class ProofResult:
     total: int
     summary: RunSummary
     failed_sources: Sequence[str]
+    warnings: Sequence[str] = ()
 
 
 async def send_proof(
@@ -121,7 +140,7 @@ async def send_proof(
         DeliveryConfigError: the transport cannot work (auth, TLS, unreachable relay).
     """
     settings = deps.settings
-    recipient = check_address(to)
+    recipient, warning = check_address(to)
     own = as_subscriber.sources if as_subscriber is not None else None
     papers = await deps.papers(edition, sources=sources or own)
     ranked = rank(papers.papers, as_subscriber or Subscriber.default())
@@ -169,4 +188,5 @@ async def send_proof(
         total=len(papers.papers),
         summary=summary,
         failed_sources=papers.failed,
+        warnings=(warning,) if warning else (),
     )

@@ -44,6 +44,7 @@ from digest.pipeline.workers import (
 )
 from digest.ranking import RankContext
 from digest.render import Renderer
+from digest.render.views import plural
 from digest.schedule import may_be_empty
 from digest.settings import Settings
 from digest.state import CLAIMABLE, SKIP_NO_PAPERS, StateBackend, address_key
@@ -364,13 +365,14 @@ class SendPipeline:
             waiting = [s for s in owed if s.sources == key]
             self.summary.deferred += len(waiting)
             self.summary.errors.append(
-                f"edition {self.edition.key}: {len(waiting)} subscribers with sources "
-                f"{', '.join(key or self.settings.source_specs)} stay owed: {error}"
+                f"edition {self.edition.key}: {plural(len(waiting), 'subscriber')} with "
+                f"sources {', '.join(key or self.settings.source_specs)} "
+                f"{'stays' if len(waiting) == 1 else 'stay'} owed: {error}"
             )
             log.warning(
-                "edition %s: %d subscribers stay owed (their sources failed): %s",
+                "edition %s: %s owed (their sources failed): %s",
                 self.edition.key,
-                len(waiting),
+                plural(len(waiting), "subscriber") + (" stays" if len(waiting) == 1 else " stay"),
                 error,
             )
             for sub in waiting:
@@ -395,7 +397,8 @@ class SendPipeline:
                 self.summary.errors.append(
                     f"edition {self.edition.key}: "
                     f"{', '.join(self.sources or key or self.settings.source_specs)} "
-                    f"listed no papers for a weekday; {len(waiting)} subscribers wait, "
+                    f"listed no papers for a weekday; {plural(len(waiting), 'subscriber')} "
+                    f"{'waits' if len(waiting) == 1 else 'wait'}, "
                     "nothing recorded; try again later"
                 )
                 owed = [s for s in owed if s.sources not in held]

@@ -407,16 +407,18 @@ def mailto_url(address_or_url: str | None) -> str | None:
     return f"mailto:{address_or_url}?subject={MAILTO_SUBJECT}"
 
 
-def _plural(n: int, word: str) -> str:
+def plural(n: int, word: str) -> str:
+    """``1 upvote``, ``0 upvotes``, ``12 subscribers``: ``n`` and ``word`` with an ``s`` unless
+    ``n`` is 1 (the email, the CLI and the logs say it alike)."""
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def _stats(p: Paper) -> str:
     parts = []
     if p.upvotes is not None:
-        parts.append("▲ " + _plural(p.upvotes, "upvote"))
+        parts.append("▲ " + plural(p.upvotes, "upvote"))
     if p.comments:
-        parts.append(_plural(p.comments, "comment"))
+        parts.append(plural(p.comments, "comment"))
     return " · ".join(parts)
 
 
