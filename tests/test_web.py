@@ -681,3 +681,19 @@ def test_digest_serve_and_digest_run_serve_the_app_and_drain_at_sigterm(
     # Written before the process exited (the background write is drained at shutdown).
     assert active(make_settings(**env), "bob@example.org") is False
     assert "/u/…" in stderr and url.rsplit("/", 1)[1] not in stderr
+
+
+async def test_each_link_has_one_spelling(settings: Settings, base: str) -> None:
+    token = TokenSigner(SECRET_KEY).make(Purpose.UNSUBSCRIBE, "ada@example.org")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    last = alphabet.index(token[-1])
+    # 26 bytes in 35 characters: the last character carries 2 bits that are not data.
+    others = [token[:-1] + alphabet[last ^ spare] for spare in (1, 2, 3)]
+    before = snapshot(settings)
+    with httpx.Client() as client:
+        assert client.get(f"{base}/u/{token}").status_code == 200
+        for other in others:
+            assert client.get(f"{base}/u/{other}").status_code == 400, other
+            one_click = client.post(f"{base}/u/{other}", content=GMAIL_BODY, headers=GMAIL_HEADERS)
+            assert one_click.status_code == 400
+    assert snapshot(settings) == before
