@@ -683,6 +683,55 @@ def test_digest_serve_and_digest_run_serve_the_app_and_drain_at_sigterm(
     assert "/u/…" in stderr and url.rsplit("/", 1)[1] not in stderr
 
 
+async def test_feedback_links_are_cut_from_the_log_and_not_cached(
+    settings: Settings, base: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    token = TokenSigner(SECRET_KEY).make(
+        Purpose.FEEDBACK, "ada@example.org", data="like 2406.10001"
+    )
+    with httpx.Client() as client:
+        page = client.get(f"{base}/f/{token}")
+    assert page.status_code == 200
+    assert page.headers.get("cache-control") == "no-store"
+
+    def logged() -> str:
+        return "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("digest"))
+
+    eventually(lambda: "GET /f/… 200" in logged())  # logged once the response is sent
+    assert token not in logged()
+
+
+async def test_a_trailing_slash_is_not_found_never_a_redirect(
+    settings: Settings, base: str
+) -> None:
+    token = TokenSigner(SECRET_KEY).make(Purpose.UNSUBSCRIBE, "ada@example.org")
+    with httpx.Client() as client:
+        for path in ("/archive/", f"/u/{token}/", "/healthz/"):
+            got = client.get(base + path, headers={"Host": "evil.example"})
+            assert got.status_code == 404, path
+            assert "location" not in got.headers and "evil.example" not in got.text
+
+
+async def test_a_chunked_body_over_the_limit_gets_413(settings: Settings, base: str) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b"email=x%40example.org&name="
+        for _ in range(20):
+            yield b"a" * 1024
+
+    url = unsubscribe_link(settings, "ada@example.org", base)
+    before = snapshot(settings)
+    with httpx.Client() as client:
+        for target in (base + "/subscribe", url):
+            got = client.post(
+                target,
+                content=chunks(),
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
+            assert got.status_code == 413, target
+    assert snapshot(settings) == before
+
+
 async def test_each_link_has_one_spelling(settings: Settings, base: str) -> None:
     token = TokenSigner(SECRET_KEY).make(Purpose.UNSUBSCRIBE, "ada@example.org")
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"

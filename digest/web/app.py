@@ -14,7 +14,8 @@ Routes (every page works without JavaScript; tokens from :mod:`digest.tokens`)::
                                  /archive.atom an Atom feed (RFC 4287)
     GET  /healthz                200 "ok"
 
-A bad, forged, expired or wrong-purpose token gets a 4xx page and changes nothing.
+A bad, forged, expired or wrong-purpose token gets a 4xx page and changes nothing. A token has
+one spelling; there are no redirects (``/archive/`` is 404, not a redirect to ``/archive``).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from digest.render import brand, long_date_label
 from digest.settings import Settings
 from digest.subscribers import FREQUENCIES, WEEKDAYS, Subscriber, normalize_arxiv_id
 from digest.tokens import Purpose
-from digest.web.security import CSRF_FIELD, Csrf, SecurityMiddleware
+from digest.web.security import CSRF_FIELD, BodyTooLarge, Csrf, SecurityMiddleware
 from digest.web.service import (
     FormErrors,
     RequestInfo,
@@ -160,13 +161,15 @@ class WebApp:
 
         Raises:
             HTTPException: 400 for a malformed body, 415 for another content type.
+            BodyTooLarge: the body (chunked, or longer than its Content-Length said) passed
+                :data:`~digest.web.security.MAX_BODY_BYTES`; the middleware answers 413.
         """
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype not in ("application/x-www-form-urlencoded", "multipart/form-data"):
             raise HTTPException(415, "send the form as application/x-www-form-urlencoded")
         try:
             return await request.form(max_files=0, max_fields=MAX_FORM_FIELDS)
-        except HTTPException:
+        except (HTTPException, BodyTooLarge):  # BodyTooLarge: the middleware answers 413
             raise
         except Exception as e:  # malformed multipart and similar: the client's fault
             raise HTTPException(400, "malformed form") from e
@@ -587,6 +590,9 @@ def create_app(
     app = Starlette(
         routes=routes, exception_handlers={HTTPException: _http_error}, lifespan=lifespan
     )
+    # No redirects at all: Starlette would answer /archive/ with a 307 to the Host header's
+    # domain (an open redirect behind a proxy that passes Host through).
+    app.router.redirect_slashes = False
     app.state.web = web
     app.add_middleware(SecurityMiddleware)
     return app

@@ -4,8 +4,9 @@
   (by ``Content-Length`` and while streaming), gives every request an id, sets the security
   headers (CSP without inline script, ``frame-ancestors 'none'`` + ``X-Frame-Options: DENY``,
   ``nosniff``, ``Referrer-Policy: no-referrer`` so tokens in our URLs never leak to a linked
-  site, ``Cache-Control: no-store`` on pages behind a token), and logs one line per request
-  with the path's tokens replaced by ``…`` (uvicorn's own access log is off).
+  site, ``Cache-Control: no-store`` on pages behind a token, :data:`TOKEN_ROUTES`), and logs
+  one line per request with the path's tokens replaced by ``…`` (uvicorn's own access log is
+  off).
 * CSRF: double-submit. A form page sets the cookie :data:`CSRF_COOKIE` (random, HttpOnly,
   SameSite=Lax) and puts ``HMAC(secret, cookie)`` in a hidden field; a form POST must carry
   both, matching. The RFC 8058 one-click POST is exempt by design: the signed token in its URL
@@ -44,7 +45,10 @@ ARCHIVE_CSP = (
     "form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
 )
 """CSP of an archived edition: the email's inlined styles, images over HTTPS, no script."""
-_TOKEN_PATH_RE = re.compile(r"^/(u|preferences|confirm)/[^/]+")
+TOKEN_ROUTES = ("u", "preferences", "confirm", "f")
+"""First path segment of the routes whose second segment is a token (unsubscribe,
+preferences, confirm, 👍/👎 feedback): cut from the log, answered with ``no-store``."""
+_TOKEN_PATH_RE = re.compile(rf"^/({'|'.join(TOKEN_ROUTES)})/[^/]+")
 
 
 def redact_path(path: str) -> str:
