@@ -27,7 +27,7 @@ from digest.state import StateStore
 from digest.subscribers import load_subscribers
 from digest.tokens import Purpose, TokenSigner
 from tests.conftest import FIXTURES
-from tests.factories import SECRET_KEY, make_settings
+from tests.factories import SECRET_KEY, FakeClock, make_settings
 from tests.webserver import running_app
 
 PUBLIC = "https://papers.example.org"
@@ -211,7 +211,7 @@ async def test_get_shows_a_masked_address_and_changes_nothing(
     assert page.headers["referrer-policy"] == "no-referrer"
 
 
-async def test_the_pages_button_unsubscribes_and_offers_resubscribe_and_preferences(
+async def test_the_pages_button_unsubscribes_and_offers_resubscribe(
     settings: Settings, base: str
 ) -> None:
     url = unsubscribe_link(settings, "bob@example.org", base)
@@ -220,10 +220,6 @@ async def test_the_pages_button_unsubscribes_and_offers_resubscribe_and_preferen
         done = client.post(url, data={"csrf": csrf_of(page)})
         assert done.status_code == 200 and "unsubscribed" in done.text
         eventually(lambda: active(settings, "bob@example.org") is False)
-        assert "Manage preferences instead" in done.text
-        prefs = re.search(r'href="(https://papers\.example\.org/preferences/[^"]+)"', done.text)
-        assert prefs is not None
-        assert client.get(local(prefs.group(1), base)).status_code == 200
         resub = re.search(r'action="(/u/[^"]+/resubscribe)"', done.text)
         assert resub is not None
         back = client.post(base + resub.group(1), data={"csrf": csrf_of(done)})
@@ -681,6 +677,136 @@ def test_digest_serve_and_digest_run_serve_the_app_and_drain_at_sigterm(
     # Written before the process exited (the background write is drained at shutdown).
     assert active(make_settings(**env), "bob@example.org") is False
     assert "/u/…" in stderr and url.rsplit("/", 1)[1] not in stderr
+
+
+# -- who may change a subscription (issue 26) ---------------------------------------------------
+
+
+def _suppress(settings: Settings, address: str, reason: str, actor: str) -> None:
+    with StateStore(settings.state_path) as store:
+        store.suppress(address, reason, evidence="set by the test", actor=actor)
+
+
+def _suppression_of(settings: Settings, address: str) -> tuple[str, bool] | None:
+    with StateStore(settings.state_path) as store:
+        history = store.suppression_history(address)
+    return (history[-1].reason, history[-1].active) if history else None
+
+
+@pytest.mark.parametrize(
+    ("reason", "actor"),
+    [("bounced", "bounces"), ("complained", "bounces"), ("manual", "cli:operator")],
+)
+async def test_the_unsubscribe_link_never_lifts_a_suppression_the_subscriber_did_not_make(
+    settings: Settings, base: str, reason: str, actor: str
+) -> None:
+    _suppress(settings, "ada@example.org", reason, actor)
+    url = unsubscribe_link(settings, "ada@example.org", base)
+    before = snapshot(settings)[0], state_rows(settings)
+    with httpx.Client() as client:
+        page = client.get(url)
+        # Whoever holds the link posts the undo directly, as the page after unsubscribing would.
+        refused = client.post(url + "/resubscribe", data={"csrf": csrf_of(page)})
+        assert refused.status_code == 409, refused.text
+        assert "Nothing was changed" in refused.text and "sign up again" in refused.text
+        assert (snapshot(settings)[0], state_rows(settings)) == before
+        assert _suppression_of(settings, "ada@example.org") == (reason, True)
+        rows = await send_edition(settings)
+        assert rows["ada@example.org"] == ("skipped", reason)
+        # The page after unsubscribing does not offer the undo for such an address.
+        done = client.post(url, data={"csrf": csrf_of(page)})
+        assert done.status_code == 200 and "/resubscribe" not in done.text
+    assert _suppression_of(settings, "ada@example.org") == (reason, True)
+
+
+async def test_the_undo_works_only_shortly_after_the_unsubscribe(env: dict[str, Any]) -> None:
+    settings = make_settings(**env)
+    clock = FakeClock(datetime.now(UTC))
+    with running_app(settings, now=clock) as base, httpx.Client() as client:
+        url = unsubscribe_link(settings, "ada@example.org", base)
+        page = client.get(url)
+        done = client.post(url, data={"csrf": csrf_of(page)})
+        assert done.status_code == 200 and "/resubscribe" in done.text
+        eventually(lambda: active(settings, "ada@example.org") is False)
+        # Months later, someone holding an old email (forwarded, or the header's link)...
+        clock.at += timedelta(days=90)
+        late = client.post(url + "/resubscribe", data={"csrf": csrf_of(done)})
+        assert late.status_code == 409 and "Nothing was changed" in late.text
+    assert active(settings, "ada@example.org") is False
+    assert _suppression_of(settings, "ada@example.org") == ("unsubscribed", True)
+    assert state_rows(settings)[1] == [("unsubscribe", "ada@example.org")]
+
+
+async def test_a_new_sign_up_never_lifts_the_operators_suppression(
+    settings: Settings, base: str
+) -> None:
+    with httpx.Client() as client:
+        # A confirmation link mailed before the operator's decision...
+        _sign_up(client, base, "grace@example.org")
+        [mail] = messages(settings)
+        link = local(link_in(mail, "/confirm"), base)
+        page = client.get(link)
+        _suppress(settings, "grace@example.org", "manual", "cli:operator")
+        yaml_before = settings.subscribers.read_bytes()
+        refused = client.post(link, data={"csrf": csrf_of(page)})
+        assert refused.status_code == 409 and "Nothing was changed" in refused.text
+        assert settings.subscribers.read_bytes() == yaml_before
+        # ...and a sign-up after it: the same answer as for any address, and no mail at all.
+        again = _sign_up(client, base, "grace@example.org")
+        assert again.status_code == 200 and "Check your inbox" in again.text
+    assert len(messages(settings)) == 1
+    assert load_subscribers(settings.subscribers).get("grace@example.org") is None
+    assert _suppression_of(settings, "grace@example.org") == ("manual", True)
+
+
+async def test_a_confirmed_sign_up_lifts_a_bounce(settings: Settings, base: str) -> None:
+    _suppress(settings, "ada@example.org", "bounced", "bounces")
+    with httpx.Client() as client:
+        _sign_up(client, base, "ada@example.org")
+        [mail] = messages(settings)
+        link = local(link_in(mail, "/confirm"), base)
+        done = client.post(link, data={"csrf": csrf_of(client.get(link))})
+        assert done.status_code == 200 and "You're subscribed" in done.text
+    assert _suppression_of(settings, "ada@example.org") == ("bounced", False)
+    rows = await send_edition(settings)
+    assert rows["ada@example.org"][0] == "sent"
+
+
+async def test_the_unsubscribe_link_leads_to_no_preferences_link(
+    settings: Settings, base: str
+) -> None:
+    url = unsubscribe_link(settings, "bob@example.org", base)
+    with httpx.Client() as client:
+        page = client.get(url)
+        done = client.post(url, data={"csrf": csrf_of(page)})
+        back = client.post(url + "/resubscribe", data={"csrf": csrf_of(done)})
+    assert done.status_code == back.status_code == 200
+    for answer in (page, done, back):
+        assert "/preferences/" not in answer.text
+    assert "Manage preferences" in done.text  # where to find it: the link in any edition
+
+
+async def test_a_confirm_link_works_once(settings: Settings, base: str) -> None:
+    with httpx.Client() as client:
+        _sign_up(client, base, "grace@example.org")
+        _sign_up(client, base, "grace@example.org")
+        first, second = (local(link_in(m, "/confirm"), base) for m in messages(settings))
+        page = client.get(second)
+        assert client.post(second, data={"csrf": csrf_of(page)}).status_code == 200
+        client.post(
+            unsubscribe_link(settings, "grace@example.org", base),
+            content=GMAIL_BODY,
+            headers=GMAIL_HEADERS,
+        )
+        eventually(lambda: active(settings, "grace@example.org") is False)
+        before = snapshot(settings)[0], state_rows(settings)
+        for link in (second, first):  # the used one, and one older than the unsubscribe
+            assert client.get(link).status_code == 410
+            replay = client.post(link, data={"csrf": csrf_of(page)})
+            assert replay.status_code == 410 and "Nothing was changed" in replay.text
+    assert (snapshot(settings)[0], state_rows(settings)) == before
+    assert active(settings, "grace@example.org") is False
+    assert _suppression_of(settings, "grace@example.org") == ("unsubscribed", True)
 
 
 async def test_feedback_links_are_cut_from_the_log_and_not_cached(

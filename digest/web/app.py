@@ -5,10 +5,13 @@ Routes (every page works without JavaScript; tokens from :mod:`digest.tokens`)::
     GET  /                       the pitch and the sign-up form (404 with DIGEST_SIGNUP=false)
     POST /subscribe              start a double opt-in; the same answer whatever the address
     GET  /confirm/{token}        one button; POST /confirm/{token} makes the subscription active
+                                 (a link works once: 410 after)
     GET  /u/{token}              masked address and one "Unsubscribe" button; changes nothing
     POST /u/{token}              RFC 8058 one-click (body List-Unsubscribe=One-Click, no
                                  cookie) or the page's form (CSRF); 200, idempotent
-    POST /u/{token}/resubscribe  undo, from the page after unsubscribing
+    POST /u/{token}/resubscribe  undo, from the page after unsubscribing: only an unsubscribe
+                                 (not a bounce, complaint or the operator's suppression),
+                                 within an hour; else 409
     GET  /preferences/{token}    the preferences form; POST saves it (errors next to fields)
     GET  /archive                past editions; /archive/{key} one edition (unpersonalized);
                                  /archive.atom an Atom feed (RFC 4287)
@@ -54,6 +57,7 @@ from digest.web.service import (
     FormErrors,
     RequestInfo,
     SignupRefused,
+    SubscriptionRefused,
     Subscriptions,
     mask_address,
 )
@@ -67,7 +71,9 @@ MAX_FORM_FIELDS = 20
 ARCHIVE_LIMIT = 60
 """Editions listed in the archive index and the Atom feed (newest first)."""
 _EDITION_KEY_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$|^(\d{4})-W(\d{2})$")
-_TOKEN_STATUS = {"malformed": 400, "forged": 403, "expired": 410, "unknown": 404}
+_TOKEN_STATUS = {"malformed": 400, "forged": 403, "expired": 410, "used": 410, "unknown": 404}
+REFUSED_STATUS = 409
+"""Status of a change this link may not make (:class:`SubscriptionRefused`)."""
 
 
 def parse_edition_key(key: str) -> Edition | None:
@@ -151,6 +157,12 @@ class WebApp:
         status = _TOKEN_STATUS.get(e.reason, 400)
         log.info("token refused (%s) req=%s", e.reason, _rid(request))
         return self.page("error.html.j2", request, status=status, message=str(e), reason=e.reason)
+
+    def refused(self, request: Request, e: SubscriptionRefused) -> HTMLResponse:
+        """The 409 page of a change this link may not make (nothing changed)."""
+        return self.page(
+            "error.html.j2", request, status=REFUSED_STATUS, reason="refused", message=e.message
+        )
 
     def request_info(self, request: Request) -> RequestInfo:
         client = request.client.host if request.client else "-"
@@ -241,7 +253,13 @@ async def confirm(request: Request) -> Response:
     form = _text(await app.form(request))
     if not app.csrf.check(request, form):
         return app.page("error.html.j2", request, status=403, reason="csrf", message=_CSRF)
-    address = await app.subs.confirm(token, app.request_info(request))
+    try:
+        address = await app.subs.confirm(token, app.request_info(request))
+    except TokenError as e:  # used meanwhile (a second tab)
+        return app.token_error(request, e)
+    except SubscriptionRefused as e:
+        return app.refused(request, e)
+    # The confirm link came by mail to the address and works once: it may lead on.
     prefs = app.subs.link(Purpose.PREFERENCES, address, path="/preferences")
     return app.page("confirmed.html.j2", request, address=mask_address(address), prefs=prefs)
 
@@ -277,14 +295,15 @@ async def unsubscribe(request: Request) -> Response:
     await app.subs.unsubscribe(address, app.request_info(request), via=via)
     if one_click:
         return PlainTextResponse("Unsubscribed.\n")
-    prefs = app.subs.link(Purpose.PREFERENCES, address, path="/preferences")
+    # Anyone may hold this link (a forwarded email, the List-Unsubscribe header): the page
+    # leads to nothing more than the undo of this unsubscribe, never to the preferences.
     return app.page(
         "unsubscribed.html.j2",
         request,
         form=True,
         address=mask_address(address),
         token=token,
-        prefs=prefs,
+        undo=app.subs.undo_refusal(address) is None,
     )
 
 
@@ -364,9 +383,11 @@ async def resubscribe(request: Request) -> Response:
     form = _text(await app.form(request))
     if not app.csrf.check(request, form):
         return app.page("error.html.j2", request, status=403, reason="csrf", message=_CSRF)
-    await app.subs.resubscribe(address, app.request_info(request))
-    prefs = app.subs.link(Purpose.PREFERENCES, address, path="/preferences")
-    return app.page("confirmed.html.j2", request, address=mask_address(address), prefs=prefs)
+    try:
+        await app.subs.resubscribe(address, app.request_info(request))
+    except SubscriptionRefused as e:
+        return app.refused(request, e)
+    return app.page("confirmed.html.j2", request, address=mask_address(address), prefs=None)
 
 
 def _preference_values(sub: Subscriber) -> dict[str, str]:

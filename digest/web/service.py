@@ -51,6 +51,18 @@ ACTOR = "web"
 """``actor`` of the events and suppressions the web app records."""
 SIGNUP_CLIENT_WINDOW = timedelta(hours=1)
 SIGNUP_ADDRESS_WINDOW = timedelta(hours=24)
+RESUBSCRIBE_WINDOW = timedelta(hours=1)
+"""How long after an unsubscribe *Resubscribe* (the unsubscribe link's undo) works; later, only
+a new confirmed sign-up brings the address back."""
+NOT_YOUR_SUPPRESSION = (
+    "This address was taken off the list by its mail server or by the list's operator, not "
+    "with this link, so this link cannot put it back."
+)
+UNDO_TOO_LATE = "An unsubscribe can be undone with this link only within the first hour."
+OPERATOR_SUPPRESSION = (
+    "The list's operator has stopped all mail to this address: it cannot be subscribed here. "
+    "Please contact them."
+)
 PREFERENCE_FIELDS = (
     "name",
     "keywords",
@@ -106,6 +118,17 @@ class FormErrors(Exception):
 
 class SignupRefused(Exception):
     """Too many sign-ups from one client address: answer 429."""
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionRefused(Exception):
+    """This link may not make this change (answer 409; nothing was changed).
+
+    Attributes:
+        message: one sentence for the subscriber: why not.
+    """
+
+    message: str
 
 
 class WriteQueue:
@@ -324,9 +347,40 @@ class Subscriptions:
                 address, "unsubscribe", actor=ACTOR, request=str(request), detail={"via": via}
             )
 
+    def undo_refusal(self, address: str) -> str | None:
+        """Why *Resubscribe* may not undo the unsubscribe of ``address``, or ``None`` if it may.
+
+        The unsubscribe link is in every email ever sent (and in its List-Unsubscribe header)
+        and never expires, so it may only undo what it did: a suppression with reason
+        ``unsubscribed``, within :data:`RESUBSCRIBE_WINDOW` of it. A bounce or a complaint
+        needs a new confirmed sign-up; the operator's ``manual`` suppression, the operator.
+        An address that is subscribed has nothing to undo (``None``: a repeated POST is
+        harmless); one that is not subscribed and not suppressed was paused by the operator
+        (``active: false`` in the file).
+        """
+        suppression = self.store.suppression(address)
+        if suppression is None:
+            return None if self.is_subscribed(address) else NOT_YOUR_SUPPRESSION
+        if suppression.reason != SuppressionReason.UNSUBSCRIBED:
+            return NOT_YOUR_SUPPRESSION
+        if self.now() - suppression.since > RESUBSCRIBE_WINDOW:
+            return UNDO_TOO_LATE
+        return None
+
     async def resubscribe(self, address: str, request: RequestInfo) -> None:
-        """Undo an unsubscribe from the link in the subscriber's own email (a confirmed
-        opt-in: the token proves the mailbox): lift the suppression, ``active: true``."""
+        """Undo a recent unsubscribe from the page after it: lift the suppression,
+        ``active: true``. Nothing happens if the address is subscribed already.
+
+        Raises:
+            SubscriptionRefused: :meth:`undo_refusal` says no (nothing was changed).
+            ConfigError: the YAML could not be written.
+        """
+        refusal = self.undo_refusal(address)
+        if refusal is not None:
+            log.info("resubscribe refused %s %s", mask_address(address), request.request_id)
+            raise SubscriptionRefused(refusal)
+        if self.store.suppression(address) is None:
+            return
         self.store.unsuppress(address, actor=ACTOR, now=self.now())
         self.store.record_event(address, "resubscribe", actor=ACTOR, request=str(request))
         log.info("resubscribe %s %s", mask_address(address), request.request_id)
@@ -449,6 +503,8 @@ class Subscriptions:
         the address reached, mail failed), so the answer never reveals anything about the
         address. An address already subscribed gets a note with its preferences link instead.
 
+        An address the operator suppressed (``manual``) gets no mail at all.
+
         Raises:
             SignupRefused: too many sign-ups from this client in the last hour.
         """
@@ -475,6 +531,10 @@ class Subscriptions:
         if too_many:
             log.warning("sign-up: no mail, address limit %s", request.request_id)
             return
+        suppression = self.store.suppression(address)
+        if suppression is not None and suppression.reason == SuppressionReason.MANUAL:
+            log.info("sign-up: no mail, suppressed by the operator %s", request.request_id)
+            return
         self.store.record_event(address, "signup", actor=ACTOR, request=str(request))
         if self.is_subscribed(address):
             link = self.link(Purpose.PREFERENCES, address, path="/preferences")
@@ -499,30 +559,51 @@ class Subscriptions:
         log.info("sign-up %s mailed %s", mask_address(address), request.request_id)
 
     def pending_signup(self, token: str) -> tuple[str, str]:
-        """``(signup id, address)`` of a confirm token.
+        """``(signup id, address)`` of a confirm token that may still be used.
+
+        A confirm link works once: it is refused once its sign-up is confirmed, and when the
+        address was unsubscribed or confirmed (by another sign-up) after it was mailed, so an
+        old link cannot undo a later unsubscribe.
 
         Raises:
-            TokenError: bad/expired token, or no such sign-up.
+            TokenError: bad/expired token, or no such sign-up; ``used``: see above.
         """
         claims = self.verify(Purpose.CONFIRM, token)
         signup = self.store.signup(claims.data)
         if signup is None or not self.signer.is_for(claims, signup.address):
             raise TokenError("unknown", "this confirmation link is not valid")
+        if signup.confirmed_at is not None or any(
+            e.action in ("unsubscribe", "confirm") and e.at > signup.created_at
+            for e in self.store.events(signup.address)
+        ):
+            raise TokenError(
+                "used",
+                "this confirmation link was used already, or the subscription changed since "
+                "it was sent",
+            )
         return signup.id, signup.address
 
     async def confirm(self, token: str, request: RequestInfo) -> str:
         """Confirm a sign-up: lift a suppression, append (or re-activate) the subscriber.
+
+        A new confirmed opt-in lifts an ``unsubscribed``, ``bounced`` or ``complained``
+        suppression, never the operator's ``manual`` one.
 
         Returns:
             The address.
 
         Raises:
             TokenError: as :meth:`pending_signup`.
+            SubscriptionRefused: the operator suppressed the address (nothing was changed).
             ConfigError: the YAML could not be written.
         """
         signup_id, address = self.pending_signup(token)
         signup = self.store.signup(signup_id)
         assert signup is not None
+        suppression = self.store.suppression(address)
+        if suppression is not None and suppression.reason == SuppressionReason.MANUAL:
+            log.info("confirm refused (operator) %s %s", mask_address(address), request.request_id)
+            raise SubscriptionRefused(OPERATOR_SUPPRESSION)
         name, keywords = signup.name, signup.keywords
         await self.writes.apply(
             lambda doc: change_add_or_activate(doc, address, name=name, keywords=keywords)
