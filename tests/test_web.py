@@ -26,6 +26,7 @@ from digest.settings import Settings
 from digest.state import StateStore
 from digest.subscribers import load_subscribers
 from digest.tokens import Purpose, TokenSigner
+from digest.web.service import client_key, mailbox_key
 from tests.conftest import FIXTURES
 from tests.factories import SECRET_KEY, FakeClock, make_settings
 from tests.webserver import running_app
@@ -809,6 +810,54 @@ async def test_a_confirm_link_works_once(settings: Settings, base: str) -> None:
     assert _suppression_of(settings, "grace@example.org") == ("unsubscribed", True)
 
 
+def _sign_up_from(client: httpx.Client, base: str, address: str, ip: str) -> httpx.Response:
+    """A sign-up as the reverse proxy on loopback forwards it from ``ip``."""
+    page = client.get(base + "/", headers={"X-Forwarded-For": ip})
+    return client.post(
+        base + "/subscribe",
+        data={"csrf": csrf_of(page), "email": address},
+        headers={"X-Forwarded-For": ip},
+    )
+
+
+async def test_sign_ups_from_one_ipv6_64_count_as_one_client(env: dict[str, Any]) -> None:
+    settings = make_settings(**env, signup_per_client_hour=4)
+    with running_app(settings) as base, httpx.Client() as client:
+        answers = [
+            _sign_up_from(client, base, f"user{i}@example.org", f"2001:db8:1:2::{i:x}")
+            for i in range(1, 11)
+        ]
+        assert [a.status_code for a in answers] == [200] * 4 + [429] * 6
+        assert _sign_up_from(client, base, "u@example.org", "2001:db8:1:3::1").status_code == 200
+        assert _sign_up_from(client, base, "v@example.org", "192.0.2.1").status_code == 200
+        # Hostile or odd client values are a client like any other, never a crash.
+        for odd in ("garbage", "::ffff:192.0.2.1", "fe80::1%eth0", "[2001:db8::1]"):
+            assert _sign_up_from(client, base, f"w{len(odd)}@example.org", odd).status_code == 200
+    assert len(messages(settings)) == 4 + 1 + 1 + 4
+
+
+@pytest.mark.parametrize(
+    "variants",
+    [
+        [
+            "victim@example.org",
+            "victim+1@example.org",
+            "Victim+news@example.org",
+            "victim+@example.org",
+        ],
+        ["j.doe@gmail.com", "jdoe@googlemail.com", "J.D.O.E+x@gmail.com", "jd.oe@gmail.com"],
+    ],
+)
+async def test_tagged_and_dotted_spellings_of_one_mailbox_share_its_limit(
+    env: dict[str, Any], variants: list[str]
+) -> None:
+    settings = make_settings(**env, signup_per_address_day=2, signup_per_client_hour=100)
+    with running_app(settings) as base, httpx.Client() as client:
+        answers = [_sign_up(client, base, v) for v in variants * 3]
+    assert {a.status_code for a in answers} == {200}
+    assert len(messages(settings)) == 2
+
+
 async def test_feedback_links_are_cut_from_the_log_and_not_cached(
     settings: Settings, base: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -872,3 +921,39 @@ async def test_each_link_has_one_spelling(settings: Settings, base: str) -> None
             one_click = client.post(f"{base}/u/{other}", content=GMAIL_BODY, headers=GMAIL_HEADERS)
             assert one_click.status_code == 400
     assert snapshot(settings) == before
+
+
+@pytest.mark.parametrize(
+    ("client", "key"),
+    [
+        ("192.0.2.7", "192.0.2.7"),
+        ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::/64"),
+        ("2001:DB8:1:2::1", "2001:db8:1:2::/64"),
+        ("[2001:db8:1:2::1]", "2001:db8:1:2::/64"),
+        ("::ffff:192.0.2.7", "192.0.2.7"),
+        ("fe80::1%eth0", "fe80::/64"),
+        ("-", "-"),
+        ("", ""),
+        ("not an address\r\n", "not an address\r\n"),
+    ],
+)
+def test_client_key(client: str, key: str) -> None:
+    assert client_key(client) == key
+
+
+@pytest.mark.parametrize(
+    ("address", "key"),
+    [
+        ("ada@example.org", "ada@example.org"),
+        ("ada+news+x@example.org", "ada@example.org"),
+        ("+x@example.org", "+x@example.org"),
+        ("a.d.a@example.org", "a.d.a@example.org"),
+        ("a.d.a+x@googlemail.com", "ada@gmail.com"),
+        ("...@gmail.com", "...@gmail.com"),
+        ('"a+b"@example.org', '"a+b"@example.org'),
+        ("no-at-sign", "no-at-sign"),
+        ("josé+x@xn--bcher-kva.de", "josé@xn--bcher-kva.de"),
+    ],
+)
+def test_mailbox_key(address: str, key: str) -> None:
+    assert mailbox_key(address) == key

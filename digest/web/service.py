@@ -16,6 +16,7 @@ Addresses in logs are masked (:func:`mask_address`); tokens are never logged.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import secrets
 from collections.abc import Mapping, Sequence
@@ -54,6 +55,11 @@ SIGNUP_ADDRESS_WINDOW = timedelta(hours=24)
 RESUBSCRIBE_WINDOW = timedelta(hours=1)
 """How long after an unsubscribe *Resubscribe* (the unsubscribe link's undo) works; later, only
 a new confirmed sign-up brings the address back."""
+IPV6_CLIENT_PREFIX = 64
+"""Sign-ups from one IPv6 /64 count as one client (one customer line or host: SLAAC and
+privacy addresses give each host the whole /64)."""
+DOTLESS_DOMAINS = {"gmail.com": "gmail.com", "googlemail.com": "gmail.com"}
+"""Domains whose mailboxes ignore dots in the local part, and their canonical domain."""
 NOT_YOUR_SUPPRESSION = (
     "This address was taken off the list by its mail server or by the list's operator, not "
     "with this link, so this link cannot put it back."
@@ -503,39 +509,50 @@ class Subscriptions:
         the address reached, mail failed), so the answer never reveals anything about the
         address. An address already subscribed gets a note with its preferences link instead.
 
-        An address the operator suppressed (``manual``) gets no mail at all.
+        Limits: DIGEST_SIGNUP_PER_CLIENT_HOUR sign-ups per client (:func:`client_key`: an
+        IPv6 client's /64), then 429; DIGEST_SIGNUP_PER_ADDRESS_DAY mails per mailbox
+        (:func:`mailbox_key`: ``+tag`` and Gmail's dots removed), further sign-ups get no
+        mail. The mails are counted as ``signup`` events recorded under the mailbox key (the
+        address itself when it has no tag), with the address in the detail. An address the
+        operator suppressed (``manual``) gets no mail at all.
 
         Raises:
             SignupRefused: too many sign-ups from this client in the last hour.
         """
         now = self.now()
-        client_count = self.store.count_signups(
-            since=now - SIGNUP_CLIENT_WINDOW, client=request.client
-        )
+        client = client_key(request.client)
+        client_count = self.store.count_signups(since=now - SIGNUP_CLIENT_WINDOW, client=client)
         if client_count >= self.settings.signup_per_client_hour:
             log.warning("sign-up refused: client limit %s", request.request_id)
             raise SignupRefused
         signup_id = secrets.token_hex(8)
-        too_many = (
-            self.store.count_signups(since=now - SIGNUP_ADDRESS_WINDOW, address=address)
-            >= self.settings.signup_per_address_day
+        mailbox = mailbox_key(address)
+        since = now - SIGNUP_ADDRESS_WINDOW
+        mailed = sum(
+            1 for e in self.store.events(mailbox) if e.action == "signup" and e.at >= since
         )
         self.store.add_signup(
             signup_id,
             address,
             name=name,
             keywords=keywords,
-            client=request.client,
+            client=client,
             expires_at=now + CONFIRM_TTL,
         )
-        if too_many:
+        if mailed >= self.settings.signup_per_address_day:
             log.warning("sign-up: no mail, address limit %s", request.request_id)
             return
         suppression = self.store.suppression(address)
         if suppression is not None and suppression.reason == SuppressionReason.MANUAL:
             log.info("sign-up: no mail, suppressed by the operator %s", request.request_id)
             return
-        self.store.record_event(address, "signup", actor=ACTOR, request=str(request))
+        self.store.record_event(
+            mailbox,
+            "signup",
+            actor=ACTOR,
+            request=str(request),
+            detail={"address": address} if mailbox != address else None,
+        )
         if self.is_subscribed(address):
             link = self.link(Purpose.PREFERENCES, address, path="/preferences")
             subject = "You are already subscribed"
@@ -664,3 +681,44 @@ class ActiveChange:
 
 def _set_active(address: str, active: bool) -> Change:
     return ActiveChange(address, active)
+
+
+def client_key(client: str) -> str:
+    """The key sign-ups from ``client`` are counted under.
+
+    An IPv6 address counts as its /64 network (:data:`IPV6_CLIENT_PREFIX`), e.g.
+    ``2001:db8:1:2::/64``; an IPv4 address (IPv4-mapped IPv6 included) as itself; anything
+    else (no address, a value a proxy passed on) as given.
+
+    Args:
+        client: the client's address, as uvicorn reports it (after X-Forwarded-For).
+    """
+    try:
+        ip = ipaddress.ip_address(client.strip("[]"))
+    except ValueError:
+        return client
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        bits = 128 - IPV6_CLIENT_PREFIX
+        return str(ipaddress.IPv6Network((int(ip) >> bits << bits, IPV6_CLIENT_PREFIX)))
+    return str(ip)
+
+
+def mailbox_key(address: str) -> str:
+    """The mailbox a normalized address delivers to, for the sign-up limit per mailbox.
+
+    The subaddress (RFC 5233: ``+`` and what follows, in the local part) is removed for every
+    domain; for Gmail (:data:`DOTLESS_DOMAINS`) the dots too, and googlemail.com is gmail.com.
+    ``Ada.L+news@googlemail.com`` → ``adal@gmail.com``. A quoted local part, or one that
+    would become empty, is kept. Only a rate-limit key: mail always goes to the address as
+    given.
+    """
+    local, at, domain = address.rpartition("@")
+    if not at or local.startswith('"'):
+        return address
+    base = local.split("+", 1)[0] or local
+    if domain in DOTLESS_DOMAINS:
+        base = base.replace(".", "") or base
+        domain = DOTLESS_DOMAINS[domain]
+    return f"{base}@{domain}"
