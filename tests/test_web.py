@@ -856,12 +856,35 @@ async def test_feedback_links_are_cut_from_the_log_and_not_cached(
         page = client.get(f"{base}/f/{token}")
     assert page.status_code == 200
     assert page.headers.get("cache-control") == "no-store"
+    text = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("digest"))
+    assert "GET /f/… 200" in text and token not in text
 
-    def logged() -> str:
-        return "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("digest"))
 
-    eventually(lambda: "GET /f/… 200" in logged())  # logged once the response is sent
-    assert token not in logged()
+async def test_the_request_line_is_logged_before_the_answer_ends(
+    settings: Settings, base: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    class SlowHandler(logging.Handler):
+        """A log destination that takes its time (a full disk, a slow syslog)."""
+
+        def __init__(self) -> None:
+            super().__init__(logging.INFO)
+            self.lines: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            time.sleep(0.3)
+            self.lines.append(record.getMessage())
+
+    caplog.set_level(logging.INFO, logger="digest.web")
+    handler = SlowHandler()
+    logger = logging.getLogger("digest.web")
+    logger.addHandler(handler)
+    try:
+        with httpx.Client() as client:
+            for path in ("/healthz", "/archive"):
+                assert client.get(base + path).status_code == 200
+                assert handler.lines and handler.lines[-1].startswith(f"GET {path} 200"), path
+    finally:
+        logger.removeHandler(handler)
 
 
 async def test_a_trailing_slash_is_not_found_never_a_redirect(
