@@ -18,7 +18,9 @@ Wire format (before encoding)::
 The purpose is part of the MAC input, not of the token: a token made for one purpose fails the
 check for every other. Encoding is URL-safe base64 without padding (RFC 4648 §5; 35 characters
 without data), except for :attr:`Purpose.VERP`, which is lower-case base32 without padding
-(42 characters) because mail systems may change the case of a local part.
+(42 characters) because mail systems may change the case of a local part. Only the canonical
+encoding is accepted, so each token has one spelling (the unused bits of its last character
+are zero).
 
 Keys: DIGEST_SECRET_KEY signs; DIGEST_SECRET_KEY_PREVIOUS, when set, is still accepted, so a key
 can be rotated without breaking the links in mail already sent (set the old key as previous,
@@ -184,10 +186,7 @@ class TokenSigner:
             raise ValueError("token expiry must be timezone-aware")
         stamp = 0 if expires is None else max(1, int(expires.timestamp()))
         body = _HEAD.pack(VERSION, bytes.fromhex(self.ref(address)), stamp) + raw_data
-        raw = body + _mac(self._keys[0], purpose, body)
-        if purpose is Purpose.VERP:
-            return base64.b32encode(raw).decode("ascii").rstrip("=").lower()
-        return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+        return _encode(purpose, body + _mac(self._keys[0], purpose, body))
 
     def verify(self, purpose: Purpose, token: str, *, now: datetime) -> Claims:
         """Check a token for ``purpose``.
@@ -245,20 +244,37 @@ def _mac(key: bytes, purpose: Purpose, body: bytes) -> bytes:
     return hmac.new(key, msg, hashlib.sha256).digest()[:MAC_BYTES]
 
 
+def _encode(purpose: Purpose, raw: bytes) -> str:
+    if purpose is Purpose.VERP:
+        return base64.b32encode(raw).decode("ascii").rstrip("=").lower()
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
 def _decode(purpose: Purpose, token: str) -> bytes:
+    """The bytes of ``token``, which must be their canonical encoding (:func:`_encode`).
+
+    The last character of an unpadded base64/base32 text can carry bits that are not data
+    (RFC 4648 §3.5): 2 or 4 of them, so without this check each token would be accepted in
+    4 or 16 spellings. VERP tokens are compared case-insensitively (mail systems may change
+    the case of a local part).
+    """
     if not token or len(token) > MAX_TOKEN_CHARS:
         raise TokenError("malformed", "the link is not valid")
+    text = token.lower() if purpose is Purpose.VERP else token
     try:
         if purpose is Purpose.VERP:
-            text = token.lower()
             if not set(text) <= _B32_CHARS:
                 raise TokenError("malformed", "the link is not valid")
-            return base64.b32decode(text.upper() + "=" * (-len(text) % 8))
-        if not set(token) <= _B64_CHARS:
-            raise TokenError("malformed", "the link is not valid")
-        return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+            raw = base64.b32decode(text.upper() + "=" * (-len(text) % 8))
+        else:
+            if not set(text) <= _B64_CHARS:
+                raise TokenError("malformed", "the link is not valid")
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
         raise TokenError("malformed", "the link is not valid") from None
+    if _encode(purpose, raw) != text:
+        raise TokenError("malformed", "the link is not valid")
+    return raw
 
 
 class SubscriberIndex:

@@ -117,3 +117,31 @@ def test_limits_and_config() -> None:
     with pytest.raises(ConfigError):
         TokenSigner("")
     assert len(signer.make(Purpose.UNSUBSCRIBE, "a-very-long-address@example.org")) == 35
+
+
+@pytest.mark.parametrize("data", ["", "x", "2508.01234", "like 2406.10001"])
+@pytest.mark.parametrize("purpose", [Purpose.UNSUBSCRIBE, Purpose.VERP])
+def test_a_token_is_accepted_in_its_one_canonical_spelling_only(
+    purpose: Purpose, data: str
+) -> None:
+    signer = TokenSigner(KEY)
+    token = signer.make(purpose, "ada@example.org", data=data)
+    if purpose is Purpose.VERP:
+        alphabet, bits = "abcdefghijklmnopqrstuvwxyz234567", 5
+    else:
+        alphabet, bits = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_", 6
+    # The unused low bits of the last character: 0, 2 or 4 of them depending on the length.
+    spare = len(token) * bits % 8
+    last = alphabet.index(token[-1])
+    variants = [token[:-1] + alphabet[last ^ flip] for flip in range(1, 2**spare)]
+    assert len(variants) == 2**spare - 1
+    assert signer.verify(purpose, token, now=NOW).data == data
+    for variant in variants:
+        with pytest.raises(TokenError) as e:
+            signer.verify(purpose, variant, now=NOW)
+        assert e.value.reason == "malformed"
+    # Padding, or characters of the other base64 alphabet, are other spellings too.
+    for other in (token + "=", token.replace("-", "+").replace("_", "/")):
+        if other != token:
+            with pytest.raises(TokenError):
+                signer.verify(purpose, other, now=NOW)

@@ -26,9 +26,10 @@ from digest.settings import Settings
 from digest.state import StateStore
 from digest.subscribers import load_subscribers
 from digest.tokens import Purpose, TokenSigner
+from digest.web.service import client_key, mailbox_key
 from tests.conftest import FIXTURES
-from tests.factories import SECRET_KEY, make_settings
-from tests.webserver import running_app
+from tests.factories import SECRET_KEY, FakeClock, make_settings
+from tests.webserver import running_app, wait_healthy
 
 PUBLIC = "https://papers.example.org"
 NEW_KEY = "the-new-key-0123456789-abcdefghijkl"
@@ -211,7 +212,7 @@ async def test_get_shows_a_masked_address_and_changes_nothing(
     assert page.headers["referrer-policy"] == "no-referrer"
 
 
-async def test_the_pages_button_unsubscribes_and_offers_resubscribe_and_preferences(
+async def test_the_pages_button_unsubscribes_and_offers_resubscribe(
     settings: Settings, base: str
 ) -> None:
     url = unsubscribe_link(settings, "bob@example.org", base)
@@ -220,10 +221,6 @@ async def test_the_pages_button_unsubscribes_and_offers_resubscribe_and_preferen
         done = client.post(url, data={"csrf": csrf_of(page)})
         assert done.status_code == 200 and "unsubscribed" in done.text
         eventually(lambda: active(settings, "bob@example.org") is False)
-        assert "Manage preferences instead" in done.text
-        prefs = re.search(r'href="(https://papers\.example\.org/preferences/[^"]+)"', done.text)
-        assert prefs is not None
-        assert client.get(local(prefs.group(1), base)).status_code == 200
         resub = re.search(r'action="(/u/[^"]+/resubscribe)"', done.text)
         assert resub is not None
         back = client.post(base + resub.group(1), data={"csrf": csrf_of(done)})
@@ -622,19 +619,6 @@ async def test_the_emails_greeting_footer_links_and_postal_address(
         assert "Lab of Papers" in unsub.text
 
 
-def _wait_healthy(base: str, proc: Any) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(base + "/healthz", timeout=1.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert proc.poll() is None, "the server exited"
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.1)
-
-
 @pytest.mark.parametrize("command", [["serve", "--port", "{port}"], ["run"]])
 def test_digest_serve_and_digest_run_serve_the_app_and_drain_at_sigterm(
     env: dict[str, Any], tmp_path: Path, command: list[str]
@@ -669,7 +653,7 @@ def test_digest_serve_and_digest_run_serve_the_app_and_drain_at_sigterm(
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(base, proc)
+        wait_healthy(base, proc)
         url = unsubscribe_url_for(make_settings(**env), "bob@example.org")
         assert url is not None
         r = httpx.post(local(url, base), content=GMAIL_BODY, headers=GMAIL_HEADERS, timeout=30)
@@ -681,3 +665,305 @@ def test_digest_serve_and_digest_run_serve_the_app_and_drain_at_sigterm(
     # Written before the process exited (the background write is drained at shutdown).
     assert active(make_settings(**env), "bob@example.org") is False
     assert "/u/…" in stderr and url.rsplit("/", 1)[1] not in stderr
+
+
+# -- who may change a subscription (issue 26) ---------------------------------------------------
+
+
+def _suppress(settings: Settings, address: str, reason: str, actor: str) -> None:
+    with StateStore(settings.state_path) as store:
+        store.suppress(address, reason, evidence="set by the test", actor=actor)
+
+
+def _suppression_of(settings: Settings, address: str) -> tuple[str, bool] | None:
+    with StateStore(settings.state_path) as store:
+        history = store.suppression_history(address)
+    return (history[-1].reason, history[-1].active) if history else None
+
+
+@pytest.mark.parametrize(
+    ("reason", "actor"),
+    [("bounced", "bounces"), ("complained", "bounces"), ("manual", "cli:operator")],
+)
+async def test_the_unsubscribe_link_never_lifts_a_suppression_the_subscriber_did_not_make(
+    settings: Settings, base: str, reason: str, actor: str
+) -> None:
+    _suppress(settings, "ada@example.org", reason, actor)
+    url = unsubscribe_link(settings, "ada@example.org", base)
+    before = snapshot(settings)[0], state_rows(settings)
+    with httpx.Client() as client:
+        page = client.get(url)
+        # Whoever holds the link posts the undo directly, as the page after unsubscribing would.
+        refused = client.post(url + "/resubscribe", data={"csrf": csrf_of(page)})
+        assert refused.status_code == 409, refused.text
+        assert "Nothing was changed" in refused.text and "sign up again" in refused.text
+        assert (snapshot(settings)[0], state_rows(settings)) == before
+        assert _suppression_of(settings, "ada@example.org") == (reason, True)
+        rows = await send_edition(settings)
+        assert rows["ada@example.org"] == ("skipped", reason)
+        # The page after unsubscribing does not offer the undo for such an address.
+        done = client.post(url, data={"csrf": csrf_of(page)})
+        assert done.status_code == 200 and "/resubscribe" not in done.text
+    assert _suppression_of(settings, "ada@example.org") == (reason, True)
+
+
+async def test_the_undo_works_only_shortly_after_the_unsubscribe(env: dict[str, Any]) -> None:
+    settings = make_settings(**env)
+    clock = FakeClock(datetime.now(UTC))
+    with running_app(settings, now=clock) as base, httpx.Client() as client:
+        url = unsubscribe_link(settings, "ada@example.org", base)
+        page = client.get(url)
+        done = client.post(url, data={"csrf": csrf_of(page)})
+        assert done.status_code == 200 and "/resubscribe" in done.text
+        eventually(lambda: active(settings, "ada@example.org") is False)
+        # Months later, someone holding an old email (forwarded, or the header's link)...
+        clock.at += timedelta(days=90)
+        late = client.post(url + "/resubscribe", data={"csrf": csrf_of(done)})
+        assert late.status_code == 409 and "Nothing was changed" in late.text
+    assert active(settings, "ada@example.org") is False
+    assert _suppression_of(settings, "ada@example.org") == ("unsubscribed", True)
+    assert state_rows(settings)[1] == [("unsubscribe", "ada@example.org")]
+
+
+async def test_a_new_sign_up_never_lifts_the_operators_suppression(
+    settings: Settings, base: str
+) -> None:
+    with httpx.Client() as client:
+        # A confirmation link mailed before the operator's decision...
+        _sign_up(client, base, "grace@example.org")
+        [mail] = messages(settings)
+        link = local(link_in(mail, "/confirm"), base)
+        page = client.get(link)
+        _suppress(settings, "grace@example.org", "manual", "cli:operator")
+        yaml_before = settings.subscribers.read_bytes()
+        refused = client.post(link, data={"csrf": csrf_of(page)})
+        assert refused.status_code == 409 and "Nothing was changed" in refused.text
+        assert settings.subscribers.read_bytes() == yaml_before
+        # ...and a sign-up after it: the same answer as for any address, and no mail at all.
+        again = _sign_up(client, base, "grace@example.org")
+        assert again.status_code == 200 and "Check your inbox" in again.text
+    assert len(messages(settings)) == 1
+    assert load_subscribers(settings.subscribers).get("grace@example.org") is None
+    assert _suppression_of(settings, "grace@example.org") == ("manual", True)
+
+
+async def test_a_confirmed_sign_up_lifts_a_bounce(settings: Settings, base: str) -> None:
+    _suppress(settings, "ada@example.org", "bounced", "bounces")
+    with httpx.Client() as client:
+        _sign_up(client, base, "ada@example.org")
+        [mail] = messages(settings)
+        link = local(link_in(mail, "/confirm"), base)
+        done = client.post(link, data={"csrf": csrf_of(client.get(link))})
+        assert done.status_code == 200 and "You're subscribed" in done.text
+    assert _suppression_of(settings, "ada@example.org") == ("bounced", False)
+    rows = await send_edition(settings)
+    assert rows["ada@example.org"][0] == "sent"
+
+
+async def test_the_unsubscribe_link_leads_to_no_preferences_link(
+    settings: Settings, base: str
+) -> None:
+    url = unsubscribe_link(settings, "bob@example.org", base)
+    with httpx.Client() as client:
+        page = client.get(url)
+        done = client.post(url, data={"csrf": csrf_of(page)})
+        back = client.post(url + "/resubscribe", data={"csrf": csrf_of(done)})
+    assert done.status_code == back.status_code == 200
+    for answer in (page, done, back):
+        assert "/preferences/" not in answer.text
+    assert "Manage preferences" in done.text  # where to find it: the link in any edition
+
+
+async def test_a_confirm_link_works_once(settings: Settings, base: str) -> None:
+    with httpx.Client() as client:
+        _sign_up(client, base, "grace@example.org")
+        _sign_up(client, base, "grace@example.org")
+        first, second = (local(link_in(m, "/confirm"), base) for m in messages(settings))
+        page = client.get(second)
+        assert client.post(second, data={"csrf": csrf_of(page)}).status_code == 200
+        client.post(
+            unsubscribe_link(settings, "grace@example.org", base),
+            content=GMAIL_BODY,
+            headers=GMAIL_HEADERS,
+        )
+        eventually(lambda: active(settings, "grace@example.org") is False)
+        before = snapshot(settings)[0], state_rows(settings)
+        for link in (second, first):  # the used one, and one older than the unsubscribe
+            assert client.get(link).status_code == 410
+            replay = client.post(link, data={"csrf": csrf_of(page)})
+            assert replay.status_code == 410 and "Nothing was changed" in replay.text
+    assert (snapshot(settings)[0], state_rows(settings)) == before
+    assert active(settings, "grace@example.org") is False
+    assert _suppression_of(settings, "grace@example.org") == ("unsubscribed", True)
+
+
+def _sign_up_from(client: httpx.Client, base: str, address: str, ip: str) -> httpx.Response:
+    """A sign-up as the reverse proxy on loopback forwards it from ``ip``."""
+    page = client.get(base + "/", headers={"X-Forwarded-For": ip})
+    return client.post(
+        base + "/subscribe",
+        data={"csrf": csrf_of(page), "email": address},
+        headers={"X-Forwarded-For": ip},
+    )
+
+
+async def test_sign_ups_from_one_ipv6_64_count_as_one_client(env: dict[str, Any]) -> None:
+    settings = make_settings(**env, signup_per_client_hour=4)
+    with running_app(settings) as base, httpx.Client() as client:
+        answers = [
+            _sign_up_from(client, base, f"user{i}@example.org", f"2001:db8:1:2::{i:x}")
+            for i in range(1, 11)
+        ]
+        assert [a.status_code for a in answers] == [200] * 4 + [429] * 6
+        assert _sign_up_from(client, base, "u@example.org", "2001:db8:1:3::1").status_code == 200
+        assert _sign_up_from(client, base, "v@example.org", "192.0.2.1").status_code == 200
+        # Hostile or odd client values are a client like any other, never a crash.
+        for odd in ("garbage", "::ffff:192.0.2.1", "fe80::1%eth0", "[2001:db8::1]"):
+            assert _sign_up_from(client, base, f"w{len(odd)}@example.org", odd).status_code == 200
+    assert len(messages(settings)) == 4 + 1 + 1 + 4
+
+
+@pytest.mark.parametrize(
+    "variants",
+    [
+        [
+            "victim@example.org",
+            "victim+1@example.org",
+            "Victim+news@example.org",
+            "victim+@example.org",
+        ],
+        ["j.doe@gmail.com", "jdoe@googlemail.com", "J.D.O.E+x@gmail.com", "jd.oe@gmail.com"],
+    ],
+)
+async def test_tagged_and_dotted_spellings_of_one_mailbox_share_its_limit(
+    env: dict[str, Any], variants: list[str]
+) -> None:
+    settings = make_settings(**env, signup_per_address_day=2, signup_per_client_hour=100)
+    with running_app(settings) as base, httpx.Client() as client:
+        answers = [_sign_up(client, base, v) for v in variants * 3]
+    assert {a.status_code for a in answers} == {200}
+    assert len(messages(settings)) == 2
+
+
+async def test_feedback_links_are_cut_from_the_log_and_not_cached(
+    settings: Settings, base: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    token = TokenSigner(SECRET_KEY).make(
+        Purpose.FEEDBACK, "ada@example.org", data="like 2406.10001"
+    )
+    with httpx.Client() as client:
+        page = client.get(f"{base}/f/{token}")
+    assert page.status_code == 200
+    assert page.headers.get("cache-control") == "no-store"
+    text = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("digest"))
+    assert "GET /f/… 200" in text and token not in text
+
+
+async def test_the_request_line_is_logged_before_the_answer_ends(
+    settings: Settings, base: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    class SlowHandler(logging.Handler):
+        """A log destination that takes its time (a full disk, a slow syslog)."""
+
+        def __init__(self) -> None:
+            super().__init__(logging.INFO)
+            self.lines: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            time.sleep(0.3)
+            self.lines.append(record.getMessage())
+
+    caplog.set_level(logging.INFO, logger="digest.web")
+    handler = SlowHandler()
+    logger = logging.getLogger("digest.web")
+    logger.addHandler(handler)
+    try:
+        with httpx.Client() as client:
+            for path in ("/healthz", "/archive"):
+                assert client.get(base + path).status_code == 200
+                assert handler.lines and handler.lines[-1].startswith(f"GET {path} 200"), path
+    finally:
+        logger.removeHandler(handler)
+
+
+async def test_a_trailing_slash_is_not_found_never_a_redirect(
+    settings: Settings, base: str
+) -> None:
+    token = TokenSigner(SECRET_KEY).make(Purpose.UNSUBSCRIBE, "ada@example.org")
+    with httpx.Client() as client:
+        for path in ("/archive/", f"/u/{token}/", "/healthz/"):
+            got = client.get(base + path, headers={"Host": "evil.example"})
+            assert got.status_code == 404, path
+            assert "location" not in got.headers and "evil.example" not in got.text
+
+
+async def test_a_chunked_body_over_the_limit_gets_413(settings: Settings, base: str) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b"email=x%40example.org&name="
+        for _ in range(20):
+            yield b"a" * 1024
+
+    url = unsubscribe_link(settings, "ada@example.org", base)
+    before = snapshot(settings)
+    with httpx.Client() as client:
+        for target in (base + "/subscribe", url):
+            got = client.post(
+                target,
+                content=chunks(),
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
+            assert got.status_code == 413, target
+    assert snapshot(settings) == before
+
+
+async def test_each_link_has_one_spelling(settings: Settings, base: str) -> None:
+    token = TokenSigner(SECRET_KEY).make(Purpose.UNSUBSCRIBE, "ada@example.org")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    last = alphabet.index(token[-1])
+    # 26 bytes in 35 characters: the last character carries 2 bits that are not data.
+    others = [token[:-1] + alphabet[last ^ spare] for spare in (1, 2, 3)]
+    before = snapshot(settings)
+    with httpx.Client() as client:
+        assert client.get(f"{base}/u/{token}").status_code == 200
+        for other in others:
+            assert client.get(f"{base}/u/{other}").status_code == 400, other
+            one_click = client.post(f"{base}/u/{other}", content=GMAIL_BODY, headers=GMAIL_HEADERS)
+            assert one_click.status_code == 400
+    assert snapshot(settings) == before
+
+
+@pytest.mark.parametrize(
+    ("client", "key"),
+    [
+        ("192.0.2.7", "192.0.2.7"),
+        ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::/64"),
+        ("2001:DB8:1:2::1", "2001:db8:1:2::/64"),
+        ("[2001:db8:1:2::1]", "2001:db8:1:2::/64"),
+        ("::ffff:192.0.2.7", "192.0.2.7"),
+        ("fe80::1%eth0", "fe80::/64"),
+        ("-", "-"),
+        ("", ""),
+        ("not an address\r\n", "not an address\r\n"),
+    ],
+)
+def test_client_key(client: str, key: str) -> None:
+    assert client_key(client) == key
+
+
+@pytest.mark.parametrize(
+    ("address", "key"),
+    [
+        ("ada@example.org", "ada@example.org"),
+        ("ada+news+x@example.org", "ada@example.org"),
+        ("+x@example.org", "+x@example.org"),
+        ("a.d.a@example.org", "a.d.a@example.org"),
+        ("a.d.a+x@googlemail.com", "ada@gmail.com"),
+        ("...@gmail.com", "...@gmail.com"),
+        ('"a+b"@example.org', '"a+b"@example.org'),
+        ("no-at-sign", "no-at-sign"),
+        ("josé+x@xn--bcher-kva.de", "josé@xn--bcher-kva.de"),
+    ],
+)
+def test_mailbox_key(address: str, key: str) -> None:
+    assert mailbox_key(address) == key

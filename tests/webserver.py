@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+import httpx
 import uvicorn
 
 from digest.settings import Settings
-from digest.web import create_app
+from digest.web import create_app, server_config
 
 START_TIMEOUT_S = 20.0
+PROCESS_START_TIMEOUT_S = 30.0
 
 
 def free_port() -> int:
@@ -26,20 +29,26 @@ def free_port() -> int:
 
 @contextmanager
 def running_app(
-    settings: Settings, *, port: int | None = None, **app_options: Any
+    settings: Settings,
+    *,
+    port: int | None = None,
+    limits: Mapping[str, Any] | None = None,
+    **app_options: Any,
 ) -> Iterator[str]:
     """Serve the app on 127.0.0.1 while the block runs; yields the base URL.
+
+    The server is configured as ``digest serve`` configures it (:func:`digest.web.server_config`).
 
     Args:
         settings: the app's settings.
         port: the port (default: a free one).
+        limits: connection limits for :func:`~digest.web.server_config` (``max_connections``,
+            ``request_timeout``); default: those of ``digest serve``.
         **app_options: passed to :func:`create_app` (``now=``, ``transport=``).
     """
     app = create_app(settings, **app_options)
     port = port or free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, access_log=False, log_config=None, lifespan="on"
-    )
+    config = server_config(app, host="127.0.0.1", port=port, **(limits or {}))
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -54,3 +63,17 @@ def running_app(
         server.should_exit = True
         thread.join(START_TIMEOUT_S)
         app.state.web.close()
+
+
+def wait_healthy(base: str, proc: subprocess.Popen[str]) -> None:
+    """Wait (bounded) until the server process ``proc`` answers ``GET {base}/healthz``."""
+    deadline = time.monotonic() + PROCESS_START_TIMEOUT_S
+    while True:
+        try:
+            if httpx.get(base + "/healthz", timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert proc.poll() is None, "the server exited"
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.1)

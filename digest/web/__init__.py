@@ -18,11 +18,17 @@ import signal
 from collections.abc import Generator
 
 import uvicorn
+from starlette.applications import Starlette
 
 from digest.settings import Settings
 from digest.web.app import WebApp, create_app
+from digest.web.connections import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_REQUEST_TIMEOUT_S,
+    protocol_options,
+)
 
-__all__ = ["WebApp", "create_app", "serve", "serve_until", "server"]
+__all__ = ["WebApp", "create_app", "serve", "serve_until", "server", "server_config"]
 
 log = logging.getLogger("digest.web")
 
@@ -40,9 +46,10 @@ def server(
 ) -> uvicorn.Server:
     """A configured uvicorn server for the app.
 
-    uvicorn's access log is off (its lines would carry the tokens in the paths); the app logs
-    one redacted line per request instead. ``X-Forwarded-For`` is trusted from the addresses
-    in uvicorn's FORWARDED_ALLOW_IPS (default 127.0.0.1: a reverse proxy on the same host).
+    Configured by :func:`server_config`. uvicorn's access log is off (its lines would carry
+    the tokens in the paths); the app logs one redacted line per request instead.
+    ``X-Forwarded-For`` is trusted from the addresses in uvicorn's FORWARDED_ALLOW_IPS
+    (default 127.0.0.1: a reverse proxy on the same host).
 
     Args:
         settings: the settings (DIGEST_HTTP_HOST / DIGEST_HTTP_PORT are the defaults).
@@ -56,18 +63,47 @@ def server(
     """
     from digest.settings import DEFAULT_HTTP_PORT
 
-    app = create_app(settings)
-    config = uvicorn.Config(
-        app,
+    config = server_config(
+        create_app(settings),
         host=host or settings.http_host,
         port=port or settings.http_port or DEFAULT_HTTP_PORT,
+    )
+    return _EmbeddedServer(config) if embedded else uvicorn.Server(config)
+
+
+def server_config(
+    app: Starlette,
+    *,
+    host: str,
+    port: int,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT_S,
+) -> uvicorn.Config:
+    """The uvicorn configuration of ``digest serve`` for ``app``.
+
+    No access log (the app logs one redacted line per request), no ``Server`` header, the
+    h11 protocol with a request deadline and a connection cap
+    (:mod:`digest.web.connections`), kept-alive connections closed after
+    :data:`~digest.web.connections.KEEP_ALIVE_TIMEOUT_S` idle seconds.
+
+    Args:
+        app: the ASGI app (:func:`create_app`).
+        host: address to listen on.
+        port: TCP port.
+        max_connections: open connections at most (lowered to half of ``RLIMIT_NOFILE``).
+        request_timeout: seconds a client has to send a whole request.
+    """
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
         access_log=False,
         log_config=None,
         proxy_headers=True,
         server_header=False,
         lifespan="on",
+        **protocol_options(max_connections=max_connections, request_timeout=request_timeout),
     )
-    return _EmbeddedServer(config) if embedded else uvicorn.Server(config)
 
 
 def serve(settings: Settings, *, host: str | None = None, port: int | None = None) -> None:

@@ -5,16 +5,20 @@ Routes (every page works without JavaScript; tokens from :mod:`digest.tokens`)::
     GET  /                       the pitch and the sign-up form (404 with DIGEST_SIGNUP=false)
     POST /subscribe              start a double opt-in; the same answer whatever the address
     GET  /confirm/{token}        one button; POST /confirm/{token} makes the subscription active
+                                 (a link works once: 410 after)
     GET  /u/{token}              masked address and one "Unsubscribe" button; changes nothing
     POST /u/{token}              RFC 8058 one-click (body List-Unsubscribe=One-Click, no
                                  cookie) or the page's form (CSRF); 200, idempotent
-    POST /u/{token}/resubscribe  undo, from the page after unsubscribing
+    POST /u/{token}/resubscribe  undo, from the page after unsubscribing: only an unsubscribe
+                                 (not a bounce, complaint or the operator's suppression),
+                                 within an hour; else 409
     GET  /preferences/{token}    the preferences form; POST saves it (errors next to fields)
     GET  /archive                past editions; /archive/{key} one edition (unpersonalized);
                                  /archive.atom an Atom feed (RFC 4287)
     GET  /healthz                200 "ok"
 
-A bad, forged, expired or wrong-purpose token gets a 4xx page and changes nothing.
+A bad, forged, expired or wrong-purpose token gets a 4xx page and changes nothing. A token has
+one spelling; there are no redirects (``/archive/`` is 404, not a redirect to ``/archive``).
 """
 
 from __future__ import annotations
@@ -48,11 +52,12 @@ from digest.render import brand, long_date_label
 from digest.settings import Settings
 from digest.subscribers import FREQUENCIES, WEEKDAYS, Subscriber, normalize_arxiv_id
 from digest.tokens import Purpose
-from digest.web.security import CSRF_FIELD, Csrf, SecurityMiddleware
+from digest.web.security import CSRF_FIELD, BodyTooLarge, Csrf, SecurityMiddleware
 from digest.web.service import (
     FormErrors,
     RequestInfo,
     SignupRefused,
+    SubscriptionRefused,
     Subscriptions,
     mask_address,
 )
@@ -66,7 +71,9 @@ MAX_FORM_FIELDS = 20
 ARCHIVE_LIMIT = 60
 """Editions listed in the archive index and the Atom feed (newest first)."""
 _EDITION_KEY_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$|^(\d{4})-W(\d{2})$")
-_TOKEN_STATUS = {"malformed": 400, "forged": 403, "expired": 410, "unknown": 404}
+_TOKEN_STATUS = {"malformed": 400, "forged": 403, "expired": 410, "used": 410, "unknown": 404}
+REFUSED_STATUS = 409
+"""Status of a change this link may not make (:class:`SubscriptionRefused`)."""
 
 
 def parse_edition_key(key: str) -> Edition | None:
@@ -151,6 +158,12 @@ class WebApp:
         log.info("token refused (%s) req=%s", e.reason, _rid(request))
         return self.page("error.html.j2", request, status=status, message=str(e), reason=e.reason)
 
+    def refused(self, request: Request, e: SubscriptionRefused) -> HTMLResponse:
+        """The 409 page of a change this link may not make (nothing changed)."""
+        return self.page(
+            "error.html.j2", request, status=REFUSED_STATUS, reason="refused", message=e.message
+        )
+
     def request_info(self, request: Request) -> RequestInfo:
         client = request.client.host if request.client else "-"
         return RequestInfo(_rid(request), client)
@@ -160,13 +173,15 @@ class WebApp:
 
         Raises:
             HTTPException: 400 for a malformed body, 415 for another content type.
+            BodyTooLarge: the body (chunked, or longer than its Content-Length said) passed
+                :data:`~digest.web.security.MAX_BODY_BYTES`; the middleware answers 413.
         """
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype not in ("application/x-www-form-urlencoded", "multipart/form-data"):
             raise HTTPException(415, "send the form as application/x-www-form-urlencoded")
         try:
             return await request.form(max_files=0, max_fields=MAX_FORM_FIELDS)
-        except HTTPException:
+        except (HTTPException, BodyTooLarge):  # BodyTooLarge: the middleware answers 413
             raise
         except Exception as e:  # malformed multipart and similar: the client's fault
             raise HTTPException(400, "malformed form") from e
@@ -238,7 +253,13 @@ async def confirm(request: Request) -> Response:
     form = _text(await app.form(request))
     if not app.csrf.check(request, form):
         return app.page("error.html.j2", request, status=403, reason="csrf", message=_CSRF)
-    address = await app.subs.confirm(token, app.request_info(request))
+    try:
+        address = await app.subs.confirm(token, app.request_info(request))
+    except TokenError as e:  # used meanwhile (a second tab)
+        return app.token_error(request, e)
+    except SubscriptionRefused as e:
+        return app.refused(request, e)
+    # The confirm link came by mail to the address and works once: it may lead on.
     prefs = app.subs.link(Purpose.PREFERENCES, address, path="/preferences")
     return app.page("confirmed.html.j2", request, address=mask_address(address), prefs=prefs)
 
@@ -274,14 +295,15 @@ async def unsubscribe(request: Request) -> Response:
     await app.subs.unsubscribe(address, app.request_info(request), via=via)
     if one_click:
         return PlainTextResponse("Unsubscribed.\n")
-    prefs = app.subs.link(Purpose.PREFERENCES, address, path="/preferences")
+    # Anyone may hold this link (a forwarded email, the List-Unsubscribe header): the page
+    # leads to nothing more than the undo of this unsubscribe, never to the preferences.
     return app.page(
         "unsubscribed.html.j2",
         request,
         form=True,
         address=mask_address(address),
         token=token,
-        prefs=prefs,
+        undo=app.subs.undo_refusal(address) is None,
     )
 
 
@@ -361,9 +383,11 @@ async def resubscribe(request: Request) -> Response:
     form = _text(await app.form(request))
     if not app.csrf.check(request, form):
         return app.page("error.html.j2", request, status=403, reason="csrf", message=_CSRF)
-    await app.subs.resubscribe(address, app.request_info(request))
-    prefs = app.subs.link(Purpose.PREFERENCES, address, path="/preferences")
-    return app.page("confirmed.html.j2", request, address=mask_address(address), prefs=prefs)
+    try:
+        await app.subs.resubscribe(address, app.request_info(request))
+    except SubscriptionRefused as e:
+        return app.refused(request, e)
+    return app.page("confirmed.html.j2", request, address=mask_address(address), prefs=None)
 
 
 def _preference_values(sub: Subscriber) -> dict[str, str]:
@@ -587,6 +611,9 @@ def create_app(
     app = Starlette(
         routes=routes, exception_handlers={HTTPException: _http_error}, lifespan=lifespan
     )
+    # No redirects at all: Starlette would answer /archive/ with a 307 to the Host header's
+    # domain (an open redirect behind a proxy that passes Host through).
+    app.router.redirect_slashes = False
     app.state.web = web
     app.add_middleware(SecurityMiddleware)
     return app

@@ -4,8 +4,9 @@
   (by ``Content-Length`` and while streaming), gives every request an id, sets the security
   headers (CSP without inline script, ``frame-ancestors 'none'`` + ``X-Frame-Options: DENY``,
   ``nosniff``, ``Referrer-Policy: no-referrer`` so tokens in our URLs never leak to a linked
-  site, ``Cache-Control: no-store`` on pages behind a token), and logs one line per request
-  with the path's tokens replaced by ``…`` (uvicorn's own access log is off).
+  site, ``Cache-Control: no-store`` on pages behind a token, :data:`TOKEN_ROUTES`), and logs
+  one line per request with the path's tokens replaced by ``…`` (uvicorn's own access log is
+  off), written before the last part of the answer is sent.
 * CSRF: double-submit. A form page sets the cookie :data:`CSRF_COOKIE` (random, HttpOnly,
   SameSite=Lax) and puts ``HMAC(secret, cookie)`` in a hidden field; a form POST must carry
   both, matching. The RFC 8058 one-click POST is exempt by design: the signed token in its URL
@@ -44,7 +45,10 @@ ARCHIVE_CSP = (
     "form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
 )
 """CSP of an archived edition: the email's inlined styles, images over HTTPS, no script."""
-_TOKEN_PATH_RE = re.compile(r"^/(u|preferences|confirm)/[^/]+")
+TOKEN_ROUTES = ("u", "preferences", "confirm", "f")
+"""First path segment of the routes whose second segment is a token (unsubscribe,
+preferences, confirm, 👍/👎 feedback): cut from the log, answered with ``no-store``."""
+_TOKEN_PATH_RE = re.compile(rf"^/({'|'.join(TOKEN_ROUTES)})/[^/]+")
 
 
 def redact_path(path: str) -> str:
@@ -73,11 +77,22 @@ class SecurityMiddleware:
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
         status = 500
+        logged = False
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status, logged
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                _secure_headers(MutableHeaders(scope=message), scope, request_id)
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                # Logged before the last part goes out: once a client has the whole answer,
+                # its log line has been written.
+                logged = True
+                self._log(scope, status, started, request_id)
+            await send(message)
+
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
-            response = Response("Request body too large.\n", status_code=413)
-            status = 413
-            await _with_headers(response, scope, receive, send, request_id)
-            self._log(scope, status, started, request_id)
+            await _too_large()(scope, receive, send_with_headers)
             return
         received = 0
 
@@ -90,20 +105,12 @@ class SecurityMiddleware:
                     raise BodyTooLarge
             return message
 
-        async def send_with_headers(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                _secure_headers(MutableHeaders(scope=message), scope, request_id)
-            await send(message)
-
         try:
             await self.app(scope, limited_receive, send_with_headers)
         except BodyTooLarge:
-            status = 413
-            response = Response("Request body too large.\n", status_code=413)
-            await _with_headers(response, scope, receive, send, request_id)
-        self._log(scope, status, started, request_id)
+            await _too_large()(scope, receive, send_with_headers)
+        if not logged:  # no response (the client left), or the app failed
+            self._log(scope, status, started, request_id)
 
     @staticmethod
     def _log(scope: Scope, status: int, started: float, request_id: str) -> None:
@@ -117,11 +124,8 @@ class SecurityMiddleware:
         )
 
 
-async def _with_headers(
-    response: Response, scope: Scope, receive: Receive, send: Send, request_id: str
-) -> None:
-    _secure_headers(response.headers, scope, request_id)
-    await response(scope, receive, send)
+def _too_large() -> Response:
+    return Response("Request body too large.\n", status_code=413)
 
 
 def _secure_headers(headers: MutableHeaders, scope: Scope, request_id: str) -> None:

@@ -16,6 +16,7 @@ Addresses in logs are masked (:func:`mask_address`); tokens are never logged.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import secrets
 from collections.abc import Mapping, Sequence
@@ -51,6 +52,23 @@ ACTOR = "web"
 """``actor`` of the events and suppressions the web app records."""
 SIGNUP_CLIENT_WINDOW = timedelta(hours=1)
 SIGNUP_ADDRESS_WINDOW = timedelta(hours=24)
+RESUBSCRIBE_WINDOW = timedelta(hours=1)
+"""How long after an unsubscribe *Resubscribe* (the unsubscribe link's undo) works; later, only
+a new confirmed sign-up brings the address back."""
+IPV6_CLIENT_PREFIX = 64
+"""Sign-ups from one IPv6 /64 count as one client (one customer line or host: SLAAC and
+privacy addresses give each host the whole /64)."""
+DOTLESS_DOMAINS = {"gmail.com": "gmail.com", "googlemail.com": "gmail.com"}
+"""Domains whose mailboxes ignore dots in the local part, and their canonical domain."""
+NOT_YOUR_SUPPRESSION = (
+    "This address was taken off the list by its mail server or by the list's operator, not "
+    "with this link, so this link cannot put it back."
+)
+UNDO_TOO_LATE = "An unsubscribe can be undone with this link only within the first hour."
+OPERATOR_SUPPRESSION = (
+    "The list's operator has stopped all mail to this address: it cannot be subscribed here. "
+    "Please contact them."
+)
 PREFERENCE_FIELDS = (
     "name",
     "keywords",
@@ -106,6 +124,17 @@ class FormErrors(Exception):
 
 class SignupRefused(Exception):
     """Too many sign-ups from one client address: answer 429."""
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionRefused(Exception):
+    """This link may not make this change (answer 409; nothing was changed).
+
+    Attributes:
+        message: one sentence for the subscriber: why not.
+    """
+
+    message: str
 
 
 class WriteQueue:
@@ -324,9 +353,40 @@ class Subscriptions:
                 address, "unsubscribe", actor=ACTOR, request=str(request), detail={"via": via}
             )
 
+    def undo_refusal(self, address: str) -> str | None:
+        """Why *Resubscribe* may not undo the unsubscribe of ``address``, or ``None`` if it may.
+
+        The unsubscribe link is in every email ever sent (and in its List-Unsubscribe header)
+        and never expires, so it may only undo what it did: a suppression with reason
+        ``unsubscribed``, within :data:`RESUBSCRIBE_WINDOW` of it. A bounce or a complaint
+        needs a new confirmed sign-up; the operator's ``manual`` suppression, the operator.
+        An address that is subscribed has nothing to undo (``None``: a repeated POST is
+        harmless); one that is not subscribed and not suppressed was paused by the operator
+        (``active: false`` in the file).
+        """
+        suppression = self.store.suppression(address)
+        if suppression is None:
+            return None if self.is_subscribed(address) else NOT_YOUR_SUPPRESSION
+        if suppression.reason != SuppressionReason.UNSUBSCRIBED:
+            return NOT_YOUR_SUPPRESSION
+        if self.now() - suppression.since > RESUBSCRIBE_WINDOW:
+            return UNDO_TOO_LATE
+        return None
+
     async def resubscribe(self, address: str, request: RequestInfo) -> None:
-        """Undo an unsubscribe from the link in the subscriber's own email (a confirmed
-        opt-in: the token proves the mailbox): lift the suppression, ``active: true``."""
+        """Undo a recent unsubscribe from the page after it: lift the suppression,
+        ``active: true``. Nothing happens if the address is subscribed already.
+
+        Raises:
+            SubscriptionRefused: :meth:`undo_refusal` says no (nothing was changed).
+            ConfigError: the YAML could not be written.
+        """
+        refusal = self.undo_refusal(address)
+        if refusal is not None:
+            log.info("resubscribe refused %s %s", mask_address(address), request.request_id)
+            raise SubscriptionRefused(refusal)
+        if self.store.suppression(address) is None:
+            return
         self.store.unsuppress(address, actor=ACTOR, now=self.now())
         self.store.record_event(address, "resubscribe", actor=ACTOR, request=str(request))
         log.info("resubscribe %s %s", mask_address(address), request.request_id)
@@ -449,33 +509,50 @@ class Subscriptions:
         the address reached, mail failed), so the answer never reveals anything about the
         address. An address already subscribed gets a note with its preferences link instead.
 
+        Limits: DIGEST_SIGNUP_PER_CLIENT_HOUR sign-ups per client (:func:`client_key`: an
+        IPv6 client's /64), then 429; DIGEST_SIGNUP_PER_ADDRESS_DAY mails per mailbox
+        (:func:`mailbox_key`: ``+tag`` and Gmail's dots removed), further sign-ups get no
+        mail. The mails are counted as ``signup`` events recorded under the mailbox key (the
+        address itself when it has no tag), with the address in the detail. An address the
+        operator suppressed (``manual``) gets no mail at all.
+
         Raises:
             SignupRefused: too many sign-ups from this client in the last hour.
         """
         now = self.now()
-        client_count = self.store.count_signups(
-            since=now - SIGNUP_CLIENT_WINDOW, client=request.client
-        )
+        client = client_key(request.client)
+        client_count = self.store.count_signups(since=now - SIGNUP_CLIENT_WINDOW, client=client)
         if client_count >= self.settings.signup_per_client_hour:
             log.warning("sign-up refused: client limit %s", request.request_id)
             raise SignupRefused
         signup_id = secrets.token_hex(8)
-        too_many = (
-            self.store.count_signups(since=now - SIGNUP_ADDRESS_WINDOW, address=address)
-            >= self.settings.signup_per_address_day
+        mailbox = mailbox_key(address)
+        since = now - SIGNUP_ADDRESS_WINDOW
+        mailed = sum(
+            1 for e in self.store.events(mailbox) if e.action == "signup" and e.at >= since
         )
         self.store.add_signup(
             signup_id,
             address,
             name=name,
             keywords=keywords,
-            client=request.client,
+            client=client,
             expires_at=now + CONFIRM_TTL,
         )
-        if too_many:
+        if mailed >= self.settings.signup_per_address_day:
             log.warning("sign-up: no mail, address limit %s", request.request_id)
             return
-        self.store.record_event(address, "signup", actor=ACTOR, request=str(request))
+        suppression = self.store.suppression(address)
+        if suppression is not None and suppression.reason == SuppressionReason.MANUAL:
+            log.info("sign-up: no mail, suppressed by the operator %s", request.request_id)
+            return
+        self.store.record_event(
+            mailbox,
+            "signup",
+            actor=ACTOR,
+            request=str(request),
+            detail={"address": address} if mailbox != address else None,
+        )
         if self.is_subscribed(address):
             link = self.link(Purpose.PREFERENCES, address, path="/preferences")
             subject = "You are already subscribed"
@@ -499,30 +576,51 @@ class Subscriptions:
         log.info("sign-up %s mailed %s", mask_address(address), request.request_id)
 
     def pending_signup(self, token: str) -> tuple[str, str]:
-        """``(signup id, address)`` of a confirm token.
+        """``(signup id, address)`` of a confirm token that may still be used.
+
+        A confirm link works once: it is refused once its sign-up is confirmed, and when the
+        address was unsubscribed or confirmed (by another sign-up) after it was mailed, so an
+        old link cannot undo a later unsubscribe.
 
         Raises:
-            TokenError: bad/expired token, or no such sign-up.
+            TokenError: bad/expired token, or no such sign-up; ``used``: see above.
         """
         claims = self.verify(Purpose.CONFIRM, token)
         signup = self.store.signup(claims.data)
         if signup is None or not self.signer.is_for(claims, signup.address):
             raise TokenError("unknown", "this confirmation link is not valid")
+        if signup.confirmed_at is not None or any(
+            e.action in ("unsubscribe", "confirm") and e.at > signup.created_at
+            for e in self.store.events(signup.address)
+        ):
+            raise TokenError(
+                "used",
+                "this confirmation link was used already, or the subscription changed since "
+                "it was sent",
+            )
         return signup.id, signup.address
 
     async def confirm(self, token: str, request: RequestInfo) -> str:
         """Confirm a sign-up: lift a suppression, append (or re-activate) the subscriber.
+
+        A new confirmed opt-in lifts an ``unsubscribed``, ``bounced`` or ``complained``
+        suppression, never the operator's ``manual`` one.
 
         Returns:
             The address.
 
         Raises:
             TokenError: as :meth:`pending_signup`.
+            SubscriptionRefused: the operator suppressed the address (nothing was changed).
             ConfigError: the YAML could not be written.
         """
         signup_id, address = self.pending_signup(token)
         signup = self.store.signup(signup_id)
         assert signup is not None
+        suppression = self.store.suppression(address)
+        if suppression is not None and suppression.reason == SuppressionReason.MANUAL:
+            log.info("confirm refused (operator) %s %s", mask_address(address), request.request_id)
+            raise SubscriptionRefused(OPERATOR_SUPPRESSION)
         name, keywords = signup.name, signup.keywords
         await self.writes.apply(
             lambda doc: change_add_or_activate(doc, address, name=name, keywords=keywords)
@@ -583,3 +681,44 @@ class ActiveChange:
 
 def _set_active(address: str, active: bool) -> Change:
     return ActiveChange(address, active)
+
+
+def client_key(client: str) -> str:
+    """The key sign-ups from ``client`` are counted under.
+
+    An IPv6 address counts as its /64 network (:data:`IPV6_CLIENT_PREFIX`), e.g.
+    ``2001:db8:1:2::/64``; an IPv4 address (IPv4-mapped IPv6 included) as itself; anything
+    else (no address, a value a proxy passed on) as given.
+
+    Args:
+        client: the client's address, as uvicorn reports it (after X-Forwarded-For).
+    """
+    try:
+        ip = ipaddress.ip_address(client.strip("[]"))
+    except ValueError:
+        return client
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        bits = 128 - IPV6_CLIENT_PREFIX
+        return str(ipaddress.IPv6Network((int(ip) >> bits << bits, IPV6_CLIENT_PREFIX)))
+    return str(ip)
+
+
+def mailbox_key(address: str) -> str:
+    """The mailbox a normalized address delivers to, for the sign-up limit per mailbox.
+
+    The subaddress (RFC 5233: ``+`` and what follows, in the local part) is removed for every
+    domain; for Gmail (:data:`DOTLESS_DOMAINS`) the dots too, and googlemail.com is gmail.com.
+    ``Ada.L+news@googlemail.com`` → ``adal@gmail.com``. A quoted local part, or one that
+    would become empty, is kept. Only a rate-limit key: mail always goes to the address as
+    given.
+    """
+    local, at, domain = address.rpartition("@")
+    if not at or local.startswith('"'):
+        return address
+    base = local.split("+", 1)[0] or local
+    if domain in DOTLESS_DOMAINS:
+        base = base.replace(".", "") or base
+        domain = DOTLESS_DOMAINS[domain]
+    return f"{base}@{domain}"
