@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 import zoneinfo
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -158,6 +160,10 @@ class WebApp:
         log.info("token refused (%s) req=%s", e.reason, _rid(request))
         return self.page("error.html.j2", request, status=status, message=str(e), reason=e.reason)
 
+    def csrf_error(self, request: Request) -> HTMLResponse:
+        """The 403 page of a form whose CSRF field does not match its cookie (nothing changed)."""
+        return self.page("error.html.j2", request, status=403, reason="csrf", message=_CSRF)
+
     def refused(self, request: Request, e: SubscriptionRefused) -> HTMLResponse:
         """The 409 page of a change this link may not make (nothing changed)."""
         return self.page(
@@ -212,7 +218,7 @@ async def subscribe(request: Request) -> Response:
         raise HTTPException(404, "sign-up is turned off")
     form = _text(await app.form(request))
     if not app.csrf.check(request, form):
-        return app.page("error.html.j2", request, status=403, reason="csrf", message=_CSRF)
+        return app.csrf_error(request)
     values = {k: form.get(k, "") for k in ("email", "name", "keywords")}
     try:
         address, name, keywords = app.subs.validate_signup(form)
@@ -233,91 +239,154 @@ async def subscribe(request: Request) -> Response:
     return app.page("signup_sent.html.j2", request, address=mask_address(address))
 
 
-async def confirm_page(request: Request) -> Response:
-    app: WebApp = request.app.state.web
-    token = request.path_params["token"]
-    try:
-        _, address = app.subs.pending_signup(token)
-    except TokenError as e:
-        return app.token_error(request, e)
-    return app.page("confirm.html.j2", request, form=True, address=mask_address(address))
+# -- token routes: one decorator does what they share ------------------------------------------
 
 
-async def confirm(request: Request) -> Response:
-    app: WebApp = request.app.state.web
-    token = request.path_params["token"]
-    try:
-        app.subs.pending_signup(token)
-    except TokenError as e:
-        return app.token_error(request, e)
-    form = _text(await app.form(request))
-    if not app.csrf.check(request, form):
-        return app.page("error.html.j2", request, status=403, reason="csrf", message=_CSRF)
-    try:
-        address = await app.subs.confirm(token, app.request_info(request))
-    except TokenError as e:  # used meanwhile (a second tab)
-        return app.token_error(request, e)
-    except SubscriptionRefused as e:
-        return app.refused(request, e)
-    # The confirm link came by mail to the address and works once: it may lead on.
-    prefs = app.subs.link(Purpose.PREFERENCES, address, path="/preferences")
-    return app.page("confirmed.html.j2", request, address=mask_address(address), prefs=prefs)
+@dataclass(frozen=True, slots=True)
+class Link:
+    """A request to a token route, the token checked (and on POST the form's CSRF field).
 
-
-async def unsubscribe_page(request: Request) -> Response:
-    app: WebApp = request.app.state.web
-    try:
-        _, address = app.subs.resolve(Purpose.UNSUBSCRIBE, request.path_params["token"])
-    except TokenError as e:
-        return app.token_error(request, e)
-    return app.page(
-        "unsubscribe.html.j2",
-        request,
-        form=True,
-        address=mask_address(address),
-        subscribed=app.subs.is_subscribed(address),
-        token=request.path_params["token"],
-    )
-
-
-async def unsubscribe(request: Request) -> Response:
-    app: WebApp = request.app.state.web
-    token = request.path_params["token"]
-    try:
-        _, address = app.subs.resolve(Purpose.UNSUBSCRIBE, token)
-    except TokenError as e:
-        return app.token_error(request, e)
-    form = _text(await app.form(request))
-    one_click = form.get(ONE_CLICK_FIELD) == ONE_CLICK_VALUE
-    if not one_click and not app.csrf.check(request, form):
-        return app.page("error.html.j2", request, status=403, reason="csrf", message=_CSRF)
-    via = "one-click POST (RFC 8058)" if one_click else "unsubscribe page"
-    await app.subs.unsubscribe(address, app.request_info(request), via=via)
-    if one_click:
-        return PlainTextResponse("Unsubscribed.\n")
-    # Anyone may hold this link (a forwarded email, the List-Unsubscribe header): the page
-    # leads to nothing more than the undo of this unsubscribe, never to the preferences.
-    return app.page(
-        "unsubscribed.html.j2",
-        request,
-        form=True,
-        address=mask_address(address),
-        token=token,
-        undo=app.subs.undo_refusal(address) is None,
-    )
-
-
-def _feedback_claims(app: WebApp, token: str) -> tuple[str, str, str]:
-    """``(address, verdict, arxiv_id)`` of a 👍/👎 token.
-
-    Raises:
-        TokenError: bad token, unknown subscriber, or a payload that is not a verdict + id.
+    Attributes:
+        app: the app's state.
+        request: the request.
+        token: the token from the path, verified.
+        address: the subscriber (or signer-up) the token is for.
+        data: the token's payload (a 👍/👎 verdict and paper, a sign-up id; else ``""``).
+        form: the form's text fields on POST, ``{}`` on GET.
     """
+
+    app: WebApp
+    request: Request
+    token: str
+    address: str
+    data: str
+    form: dict[str, str]
+
+    def page(self, name: str, *, status: int = 200, form: bool = False, **ctx: Any) -> Response:
+        """:meth:`WebApp.page` for this request, with ``address`` masked and ``token``."""
+        ctx.setdefault("address", mask_address(self.address))
+        ctx.setdefault("token", self.token)
+        return self.app.page(name, self.request, status=status, form=form, **ctx)
+
+
+Resolver = Callable[[WebApp, str], tuple[str, str]]
+"""``(app, token) -> (address, data)``; raises ``TokenError`` for a token that cannot be used."""
+
+
+def by_purpose(purpose: Purpose) -> Resolver:
+    """The resolver of a subscriber's link of ``purpose`` (the address must be on the list)."""
+
+    def resolve(app: WebApp, token: str) -> tuple[str, str]:
+        claims, address = app.subs.resolve(purpose, token)
+        return address, claims.data
+
+    return resolve
+
+
+def _pending_signup(app: WebApp, token: str) -> tuple[str, str]:
+    signup_id, address = app.subs.pending_signup(token)
+    return address, signup_id
+
+
+def _feedback(app: WebApp, token: str) -> tuple[str, str]:
+    """A 👍/👎 token: its payload must be a verdict and a bare arXiv id."""
     claims, address = app.subs.resolve(Purpose.FEEDBACK, token)
     verdict, _, arxiv_id = claims.data.partition(" ")
     if verdict not in FEEDBACK_VERDICTS or normalize_arxiv_id(arxiv_id) != arxiv_id:
         raise TokenError("malformed", "the link is not valid")
-    return address, verdict, arxiv_id
+    return address, claims.data
+
+
+def token_route(
+    resolve: Resolver, *, csrf_exempt: Callable[[Mapping[str, str]], bool] | None = None
+) -> Callable[[Callable[[Link], Awaitable[Response]]], Callable[[Request], Awaitable[Response]]]:
+    """Make a route of ``/…/{token}`` from the page logic alone.
+
+    The endpoint resolves the path's token (a bad, forged, expired, unknown or used one gets
+    its 4xx page: nothing changes), reads the form on POST and checks its CSRF field (403
+    page; ``csrf_exempt(form)`` True skips it: RFC 8058 one-click POSTs carry no cookie),
+    then calls the handler with a :class:`Link`. A :class:`~digest.errors.TokenError` or
+    :class:`~digest.web.service.SubscriptionRefused` raised by the handler gets the same
+    pages (4xx, 409).
+    """
+
+    def decorate(
+        handler: Callable[[Link], Awaitable[Response]],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        @functools.wraps(handler)
+        async def endpoint(request: Request) -> Response:
+            app: WebApp = request.app.state.web
+            token = request.path_params["token"]
+            try:
+                address, data = resolve(app, token)
+            except TokenError as e:
+                return app.token_error(request, e)
+            form: dict[str, str] = {}
+            if request.method == "POST":
+                form = _text(await app.form(request))
+                exempt = csrf_exempt is not None and csrf_exempt(form)
+                if not exempt and not app.csrf.check(request, form):
+                    return app.csrf_error(request)
+            try:
+                return await handler(Link(app, request, token, address, data, form))
+            except TokenError as e:  # e.g. a confirm link used meanwhile (a second tab)
+                return app.token_error(request, e)
+            except SubscriptionRefused as e:
+                return app.refused(request, e)
+
+        return endpoint
+
+    return decorate
+
+
+@token_route(_pending_signup)
+async def confirm_page(link: Link) -> Response:
+    """GET of a confirm link: one button; changes nothing (link scanners GET too)."""
+    return link.page("confirm.html.j2", form=True)
+
+
+@token_route(_pending_signup)
+async def confirm(link: Link) -> Response:
+    """POST of the confirm page: the double opt-in is done; the subscriber is added."""
+    address = await link.app.subs.confirm(link.token, link.app.request_info(link.request))
+    # The confirm link came by mail to the address and works once: it may lead on.
+    prefs = link.app.subs.link(Purpose.PREFERENCES, address, path="/preferences")
+    return link.page("confirmed.html.j2", address=mask_address(address), prefs=prefs)
+
+
+@token_route(by_purpose(Purpose.UNSUBSCRIBE))
+async def unsubscribe_page(link: Link) -> Response:
+    """GET of the List-Unsubscribe link: the masked address and one button."""
+    return link.page(
+        "unsubscribe.html.j2", form=True, subscribed=link.app.subs.is_subscribed(link.address)
+    )
+
+
+def _one_click(form: Mapping[str, str]) -> bool:
+    """An RFC 8058 one-click POST (``List-Unsubscribe=One-Click``, no cookie)."""
+    return form.get(ONE_CLICK_FIELD) == ONE_CLICK_VALUE
+
+
+@token_route(by_purpose(Purpose.UNSUBSCRIBE), csrf_exempt=_one_click)
+async def unsubscribe(link: Link) -> Response:
+    """POST: RFC 8058 one-click (answers plain text), or the page's form (answers a page)."""
+    one_click = _one_click(link.form)
+    via = "one-click POST (RFC 8058)" if one_click else "unsubscribe page"
+    await link.app.subs.unsubscribe(link.address, link.app.request_info(link.request), via=via)
+    if one_click:
+        return PlainTextResponse("Unsubscribed.\n")
+    # Anyone may hold this link (a forwarded email, the List-Unsubscribe header): the page
+    # leads to nothing more than the undo of this unsubscribe, never to the preferences.
+    return link.page(
+        "unsubscribed.html.j2", form=True, undo=link.app.subs.undo_refusal(link.address) is None
+    )
+
+
+@token_route(by_purpose(Purpose.UNSUBSCRIBE))
+async def resubscribe(link: Link) -> Response:
+    """POST of the undo on the page after unsubscribing (only an unsubscribe of one's own)."""
+    await link.app.subs.resubscribe(link.address, link.app.request_info(link.request))
+    return link.page("confirmed.html.j2", prefs=None)
 
 
 def _paper_title(app: WebApp, arxiv_id: str) -> str | None:
@@ -325,69 +394,27 @@ def _paper_title(app: WebApp, arxiv_id: str) -> str | None:
     return paper.title if paper is not None else None
 
 
-async def feedback_page(request: Request) -> Response:
+@token_route(_feedback)
+async def feedback_page(link: Link) -> Response:
     """GET of a 👍/👎 link: a page with a button; records nothing (link scanners GET too)."""
-    app: WebApp = request.app.state.web
-    token = request.path_params["token"]
-    try:
-        address, verdict, arxiv_id = _feedback_claims(app, token)
-    except TokenError as e:
-        return app.token_error(request, e)
-    title = await asyncio.to_thread(_paper_title, app, arxiv_id)
-    return app.page(
-        "feedback.html.j2",
-        request,
-        form=True,
-        done=False,
-        address=mask_address(address),
-        verdict=verdict,
-        arxiv_id=arxiv_id,
-        title=title,
-        token=token,
+    verdict, _, arxiv_id = link.data.partition(" ")
+    title = await asyncio.to_thread(_paper_title, link.app, arxiv_id)
+    return link.page(
+        "feedback.html.j2", form=True, done=False, verdict=verdict, arxiv_id=arxiv_id, title=title
     )
 
 
-async def feedback(request: Request) -> Response:
+@token_route(_feedback)
+async def feedback(link: Link) -> Response:
     """POST of the 👍/👎 page: record the verdict in the state store (latest wins)."""
-    app: WebApp = request.app.state.web
-    token = request.path_params["token"]
-    try:
-        address, verdict, arxiv_id = _feedback_claims(app, token)
-    except TokenError as e:
-        return app.token_error(request, e)
-    form = _text(await app.form(request))
-    if not app.csrf.check(request, form):
-        return app.page("error.html.j2", request, status=403, reason="csrf", message=_CSRF)
-    await asyncio.to_thread(app.digest.store.record_feedback, address, arxiv_id, verdict)
-    log.info("feedback %s %s %s %s", mask_address(address), verdict, arxiv_id, _rid(request))
-    title = await asyncio.to_thread(_paper_title, app, arxiv_id)
-    return app.page(
-        "feedback.html.j2",
-        request,
-        done=True,
-        address=mask_address(address),
-        verdict=verdict,
-        arxiv_id=arxiv_id,
-        title=title,
-        token=token,
+    app = link.app
+    verdict, _, arxiv_id = link.data.partition(" ")
+    await asyncio.to_thread(app.digest.store.record_feedback, link.address, arxiv_id, verdict)
+    log.info(
+        "feedback %s %s %s %s", mask_address(link.address), verdict, arxiv_id, _rid(link.request)
     )
-
-
-async def resubscribe(request: Request) -> Response:
-    app: WebApp = request.app.state.web
-    token = request.path_params["token"]
-    try:
-        _, address = app.subs.resolve(Purpose.UNSUBSCRIBE, token)
-    except TokenError as e:
-        return app.token_error(request, e)
-    form = _text(await app.form(request))
-    if not app.csrf.check(request, form):
-        return app.page("error.html.j2", request, status=403, reason="csrf", message=_CSRF)
-    try:
-        await app.subs.resubscribe(address, app.request_info(request))
-    except SubscriptionRefused as e:
-        return app.refused(request, e)
-    return app.page("confirmed.html.j2", request, address=mask_address(address), prefs=None)
+    title = await asyncio.to_thread(_paper_title, app, arxiv_id)
+    return link.page("feedback.html.j2", done=True, verdict=verdict, arxiv_id=arxiv_id, title=title)
 
 
 def _preference_values(sub: Subscriber) -> dict[str, str]:
@@ -404,27 +431,21 @@ def _preference_values(sub: Subscriber) -> dict[str, str]:
 
 
 def _preferences_page(
-    app: WebApp,
-    request: Request,
-    address: str,
+    link: Link,
     values: Mapping[str, str],
     *,
     errors: Mapping[str, str],
     status: int = 200,
     saved: bool = False,
 ) -> Response:
-    token = request.path_params["token"]
-    unsubscribe = app.subs.link(Purpose.UNSUBSCRIBE, address, path="/u")
-    return app.page(
+    unsubscribe = link.app.subs.link(Purpose.UNSUBSCRIBE, link.address, path="/u")
+    return link.page(
         "preferences.html.j2",
-        request,
         status=status,
         form=True,
-        address=mask_address(address),
         values=values,
         errors=errors,
         saved=saved,
-        token=token,
         unsubscribe=unsubscribe,
         frequencies=FREQUENCIES,
         weekdays=WEEKDAYS,
@@ -436,48 +457,41 @@ def _zones() -> list[str]:
     return sorted(zoneinfo.available_timezones())
 
 
-async def preferences_page(request: Request) -> Response:
-    app: WebApp = request.app.state.web
-    try:
-        _, address = app.subs.resolve(Purpose.PREFERENCES, request.path_params["token"])
-    except TokenError as e:
-        return app.token_error(request, e)
-    sub = app.subs.subscribers().get(address)
+_NOT_ON_LIST = TokenError("unknown", "this address is not on the list")
+
+
+@token_route(by_purpose(Purpose.PREFERENCES))
+async def preferences_page(link: Link) -> Response:
+    """GET of the preferences link: the form, filled in."""
+    sub = link.app.subs.subscribers().get(link.address)
     if sub is None:  # removed from the file since the index was built
-        return app.token_error(request, TokenError("unknown", "this address is not on the list"))
-    return _preferences_page(app, request, address, _preference_values(sub), errors={})
+        raise _NOT_ON_LIST
+    return _preferences_page(link, _preference_values(sub), errors={})
 
 
-async def preferences(request: Request) -> Response:
-    app: WebApp = request.app.state.web
-    try:
-        _, address = app.subs.resolve(Purpose.PREFERENCES, request.path_params["token"])
-    except TokenError as e:
-        return app.token_error(request, e)
-    form = _text(await app.form(request))
-    if not app.csrf.check(request, form):
-        return app.page("error.html.j2", request, status=403, reason="csrf", message=_CSRF)
+@token_route(by_purpose(Purpose.PREFERENCES))
+async def preferences(link: Link) -> Response:
+    """POST of the preferences form: validated like the file; errors next to the fields."""
+    app, form = link.app, link.form
     shown = {k: form.get(k, "") for k in _preference_values(Subscriber(email="x@example.org"))}
     try:
-        values = app.subs.validate_preferences(address, form)
+        values = app.subs.validate_preferences(link.address, form)
     except FormErrors as e:
-        return _preferences_page(app, request, address, shown, errors=e.errors, status=422)
+        return _preferences_page(link, shown, errors=e.errors, status=422)
     try:
-        await app.subs.update_preferences(address, values, app.request_info(request))
+        await app.subs.update_preferences(link.address, values, app.request_info(link.request))
     except ConfigError as e:
         log.error("preferences: could not update the subscribers file: %s", e)
         return _preferences_page(
-            app,
-            request,
-            address,
+            link,
             shown,
             errors={"": "Your changes could not be saved right now; please try again later."},
             status=503,
         )
-    sub = app.subs.subscribers().get(address)
+    sub = app.subs.subscribers().get(link.address)
     if sub is None:
-        return app.token_error(request, TokenError("unknown", "this address is not on the list"))
-    return _preferences_page(app, request, address, _preference_values(sub), errors={}, saved=True)
+        raise _NOT_ON_LIST
+    return _preferences_page(link, _preference_values(sub), errors={}, saved=True)
 
 
 # -- archive -----------------------------------------------------------------------------------
