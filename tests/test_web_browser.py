@@ -188,3 +188,46 @@ async def test_archive_edition_renders_in_chromium(
                     browser.close()
 
         await asyncio.to_thread(browse)
+
+
+def test_the_preferences_page_fits_a_375_px_phone(
+    env: dict[str, Any],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Issue 25: at 375 px the time zone field showed "Europ" of "Europe/London"."""
+    from digest.message import preferences_url_for
+
+    (tmp_path / "subscribers.yaml").write_text(
+        "subscribers:\n"
+        "  - email: ada@example.org\n"
+        "    timezone: America/Los_Angeles\n"
+        "    send_at: '06:30'\n"
+    )
+    settings = make_settings(**env)
+    url = preferences_url_for(settings, "ada@example.org")
+    assert url is not None
+    with (
+        running_app(settings) as base,
+        playwright_sync.sync_playwright() as p,
+    ):
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            page = browser.new_page(viewport={"width": 375, "height": 800})
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(base + url[len(settings.public_url or "") :])
+            shots = Shots(page, tmp_path)
+            shots.n = 30
+            shots.take("preferences-375px")
+            for field in ("timezone", "send_at", "max_papers", "keywords", "frequency"):
+                box = page.eval_on_selector(
+                    f"#{field}",
+                    "el => ({sw: el.scrollWidth, cw: el.clientWidth, right: "
+                    "el.getBoundingClientRect().right})",
+                )
+                assert box["sw"] <= box["cw"], (field, box)  # the whole value is visible
+                assert box["right"] <= 375, (field, box)  # and nothing leaves the screen
+            assert page.eval_on_selector("body", "b => b.scrollWidth") <= 375
+        finally:
+            browser.close()
