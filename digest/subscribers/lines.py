@@ -40,9 +40,11 @@ _ESCAPE = r'\\["\\bfnrt]|\\u(?![dD][89abAB])[0-9a-fA-F]{4}'
 """The escapes YAML and JSON share, with the same meaning (no surrogate halves)."""
 _DOUBLE = rf'"(?:[^"\\]|{_ESCAPE})*"'
 _SINGLE = r"'(?:[^']|'')*'"
-_FLOW_PLAIN = r"""(?:[^ ,\[\]{}#:"'&*!|>%@`?\-]|-[0-9.])(?:[^,\[\]{}#:"]*[^ ,\[\]{}#:"])?"""
-"""A plain scalar in a flow list: no ``:``, ``#``, ``"`` or flow indicator in it, not starting
-with an indicator (``-`` only before a digit or a dot), no space at either end."""
+_FLOW_PLAIN = r"""(?:[^ ,\[\]{}#:"'&*!|>%@`?\-]|-[0-9.])(?:[^,\[\]{}#:?"]*[^ ,\[\]{}#:?"])?"""
+"""A plain scalar in a flow list: no ``:``, ``#``, ``?``, ``"`` or flow indicator in it, not
+starting with an indicator (``-`` only before a digit or a dot), no space at either end.
+(``[a?]`` is one string for YAML 1.2 and libyaml, but ruamel's C parser ends the scalar at
+the ``?`` and refuses the list: such a list is left to the fallback, which refuses it too.)"""
 _FLOW_ITEM = rf"(?:{_DOUBLE}|{_SINGLE}|{_FLOW_PLAIN})"
 _FLOW_LIST = re.compile(rf"\[ *((?:{_FLOW_ITEM} *, *)*{_FLOW_ITEM})? *\](?: +#.*)? *")
 _FLOW_ITEMS = re.compile(rf'"((?:[^"\\]|{_ESCAPE})*)"|\'((?:[^\']|\'\')*)\'|({_FLOW_PLAIN})')
