@@ -1,4 +1,4 @@
-"""Differential fuzz of the subscribers file: the fast reader and ruamel agree.
+"""Differential fuzz of the subscribers file: the fast reader, ruamel and the writer agree.
 
 Seeded, so every run checks the same documents (a few seconds). Hostile scalars (YAML
 indicators, quotes, brackets, spaces at either end, unicode, text that looks like a number, a
@@ -7,6 +7,12 @@ places a subscriber's values stand, with CRLF line breaks, tabs or a BOM elsewhe
 files: the fast reader (:func:`digest.subscribers.stream.read_entries`, the line reader and its
 libyaml fallback) either declines the file or gives exactly ruamel's values, and the loader's
 answer (the subscribers, or the problem lines) is the same both ways.
+
+The same scalars written through the real writer
+(:class:`~digest.subscribers.writeback.SubscribersFile`) into files with comments, CRLF, tabs
+and a BOM: the write succeeds, and ruamel's C parser (the loader's), ruamel's pure round-trip
+parser (the writer's) and the fast reader read back exactly the values written, also after
+CRLF line breaks and a tab are added elsewhere.
 """
 
 from __future__ import annotations
@@ -18,13 +24,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from ruamel.yaml import YAML
 
+from digest.subscribers import Subscriber
 from digest.subscribers import yaml as yaml_loader
 from digest.subscribers.stream import NotSure, read_entries
+from digest.subscribers.writeback import SubscribersFile
 
 SEED = 26
 READ_DOCUMENTS = 1500
+WRITES = 240
 ATOMS = [
     *"?-:#&*!%@`'\"[]{},|>=~\\./+",
     "a?",
@@ -84,6 +94,11 @@ def hostile(rng: random.Random) -> str:
 def strict(text: str) -> Any:
     """The file as ruamel's C parser reads it (the loader's slow path)."""
     return YAML(typ="safe", pure=False).load(text)
+
+
+def round_trip(text: str) -> Any:
+    """The file as ruamel's pure round-trip parser reads it (the writer's parser)."""
+    return YAML(typ="rt").load(text)
 
 
 def fast(data: bytes) -> list[Any] | None:
@@ -175,3 +190,140 @@ def test_the_fast_reader_reads_hostile_values_as_ruamel_does_or_leaves_them_to_i
             data, path, None, streamed=False
         ), data
     assert taken > READ_DOCUMENTS // 3  # the fast reader did take most plain files
+
+
+# -- the writer ---------------------------------------------------------------------------------
+
+BASE = """\
+# Our list.
+defaults:
+  max_papers: 5   # keep it short
+
+subscribers:
+  # Flow lists.
+  - email: flow@example.org
+    name: Flo
+    keywords: [diffusion, "agent*"]   # her interests
+
+  - email: block@example.org   # block lists
+    keywords:
+      - survey
+      - 'world model'
+    exclude:
+      - benchmark
+
+  - email: plain@example.org
+"""
+
+
+def hostile_values(rng: random.Random, count: int) -> list[str]:
+    """``count`` hostile keywords the model accepts together (distinct, each with a word)."""
+    while True:
+        values = [hostile(rng) for _ in range(count)]
+        try:
+            Subscriber.model_validate({"email": "x@example.org", "keywords": values})
+        except ValidationError:
+            continue
+        return values
+
+
+def hostile_name(rng: random.Random) -> str:
+    while True:
+        name = hostile(rng)
+        try:
+            Subscriber.model_validate({"email": "x@example.org", "name": name})
+        except ValidationError:
+            continue
+        return name
+
+
+def base_file(rng: random.Random) -> bytes:
+    """:data:`BASE`, in some files with a tab in a comment, CRLF line breaks or a BOM."""
+    text = BASE
+    if rng.random() < 0.2:
+        text = text.replace("# Our list.", "# Our list.\tA tab in a comment.")
+    if rng.random() < 0.3:
+        text = text.replace("\n", "\r\n")
+    data = text.encode("utf-8")
+    return codecs.BOM_UTF8 + data if rng.random() < 0.2 else data
+
+
+def one_write(file: SubscribersFile, rng: random.Random, case: int) -> tuple[str, dict[str, Any]]:
+    """Make one hostile write; returns the address and the values it must read back as."""
+    if case < len(ATOMS):
+        # Each atom at least once, around a word: `a?`, `?a`, `yes`, `a: b`...
+        atom = ATOMS[case]
+        values = []
+        for value in (f"a{atom}", f"{atom}b", f"x {atom} y"):
+            if _valid_keywords([*values, value]):
+                values.append(value)
+        values = values or ["a"]
+    else:
+        values = hostile_values(rng, rng.randint(1, 4))
+    kind = case % 4
+    if kind == 0:
+        assert file.update_fields("flow@example.org", {"keywords": values})
+        return "flow@example.org", {"keywords": values}
+    if kind == 1:
+        assert file.update_fields("block@example.org", {"keywords": values, "exclude": ["x"]})
+        return "block@example.org", {"keywords": values, "exclude": ["x"]}
+    name = hostile_name(rng)
+    if kind == 2:
+        assert file.update_fields("plain@example.org", {"name": name, "exclude": values})
+        return "plain@example.org", {"name": name, "exclude": values}
+    assert file.add_or_activate("new@example.org", name=name, keywords=values)
+    return "new@example.org", {"name": name, "keywords": values}
+
+
+def _valid_keywords(values: list[str]) -> bool:
+    try:
+        Subscriber.model_validate({"email": "x@example.org", "keywords": values})
+    except ValidationError:
+        return False
+    return True
+
+
+def entry_of(entries: list[Any], address: str) -> dict[str, Any]:
+    found = [e for e in entries if e["email"] == address]
+    assert len(found) == 1, entries
+    return {k: (list(v) if isinstance(v, list) else v) for k, v in found[0].items()}
+
+
+def test_hostile_values_written_by_the_writer_read_back_identically_everywhere(
+    tmp_path: Path,
+) -> None:
+    rng = random.Random(SEED)
+    path = tmp_path / "subscribers.yaml"
+    file = SubscribersFile(path)
+    taken = 0
+    for case in range(WRITES):
+        path.write_bytes(base_file(rng))
+        address, values = one_write(file, rng, case)
+        data = path.read_bytes()
+        text = data.decode("utf-8-sig")
+        want = typed(values)
+        # The writer's own parser (the next write reads this file) and the loader's.
+        for read in (strict, round_trip):
+            got = entry_of(read(text)["subscribers"], address)
+            assert typed({k: got[k] for k in values}) == want, (read.__name__, text)
+        entries = fast(data)
+        if entries is not None:
+            taken += 1
+            got = entry_of(entries, address)
+            assert typed({k: got[k] for k in values}) == want, text
+        # Whatever else the operator's editor adds: CRLF line breaks, a tab before a comment.
+        crlf = text.replace("\r\n", "\n").replace("\n", "\r\n")
+        tab = text.replace("defaults:", "defaults:\t# a tab", 1)
+        for variant in (crlf, tab):
+            got = entry_of(strict(variant)["subscribers"], address)
+            assert typed({k: got[k] for k in values}) == want, variant
+            encoded = variant.encode("utf-8")
+            loaded = yaml_loader._load(encoded, path, None)
+            assert loaded[1] == [], loaded
+            assert loaded == yaml_loader._load(encoded, path, None, streamed=False)
+            subscriber = loaded[0].get(address) if loaded[0] is not None else None
+            expected = Subscriber.model_validate({"email": address, **values})
+            assert subscriber is not None
+            for key in values:
+                assert getattr(subscriber, key) == getattr(expected, key), (key, variant)
+    assert taken > WRITES // 2  # most writes are read by the fast reader itself

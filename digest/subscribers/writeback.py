@@ -42,6 +42,7 @@ from ruamel.yaml.util import load_yaml_guess_indent
 
 from digest.addresses import normalize_email
 from digest.errors import ConfigError
+from digest.subscribers.lines import reads_as_plain
 from digest.subscribers.model import Subscriber
 from digest.subscribers.yaml import _load as _validate_bytes
 
@@ -411,9 +412,9 @@ def change_add_or_activate(
     if subs is None:
         subs = doc["subscribers"] = CommentedSeq()
     new = CommentedMap()
-    new["email"] = normalize_email(email)
+    new["email"] = _scalar(normalize_email(email))
     if name:
-        new["name"] = name
+        new["name"] = _scalar(name)
     if words:
         new["keywords"] = _flow(words)
     if _default(doc, "active", True) is not True:
@@ -462,8 +463,19 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _scalar(value: Any) -> Any:
+    """``value`` as a write puts it into the file: a string that would not read back as
+    itself unquoted (:func:`~digest.subscribers.lines.reads_as_plain`: ``a?`` in a flow
+    list, ``yes``, ``1.0``, ``#x``, a leading space) double-quoted, with escapes for what is
+    not printable. ruamel's emitter alone would write ``[a?]``, which its own C parser
+    refuses."""
+    if isinstance(value, str) and not reads_as_plain(value):
+        return DoubleQuotedScalarString(value)
+    return value
+
+
 def _flow(items: Iterable[Any]) -> CommentedSeq:
-    seq = CommentedSeq(items)
+    seq = CommentedSeq(map(_scalar, items))
     seq.fa.set_flow_style()
     return seq
 
@@ -478,11 +490,11 @@ def _assign(entry: CommentedMap, key: str, value: Any) -> None:
         current = entry.get(key)
         if isinstance(current, CommentedSeq):
             current.clear()
-            current.extend(value)
+            current.extend(map(_scalar, value))
         else:
             _set(entry, key, _flow(value))
         return
-    _set(entry, key, value)
+    _set(entry, key, _scalar(value))
 
 
 def _set(entry: CommentedMap, key: str, value: Any) -> None:

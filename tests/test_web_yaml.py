@@ -1,0 +1,150 @@
+"""The web app and the subscribers YAML: a change never makes the file unreadable.
+
+A real server: uvicorn on a thread (:func:`tests.webserver.running_app`).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from digest.cli import app as cli
+from digest.settings import Settings
+from digest.subscribers import load_subscribers
+from digest.subscribers.writeback import SubscribersFile
+from digest.tokens import Purpose, TokenSigner
+from tests.conftest import FIXTURES
+from tests.factories import SECRET_KEY, make_settings
+from tests.webserver import csrf_of, running_app
+
+PUBLIC = "https://papers.example.org"
+HOSTILE_KEYWORDS = [
+    "a?",
+    "what?",
+    "c#",
+    "c++",
+    "yes",
+    "No",
+    "null",
+    "1.0",
+    "010",
+    "2024-01-01",
+    "07:30",
+    "-x",
+    "&anchor",
+    "!important",
+    "%d",
+    "@home",
+    "`code`",
+    '"quoted"',
+    "'single'",
+    "[x]",
+    "{y}",
+    "key: value",
+    "a #b",
+    "José",
+    "李小龙",
+    "😀emoji",
+]
+"""Keywords a preferences form accepts that YAML reads specially (the form splits on commas)."""
+N_SUBSCRIBERS = 24
+
+
+def subscribers_yaml(unsubscribed: frozenset[int] = frozenset()) -> str:
+    """A list of :data:`N_SUBSCRIBERS` with comments; those in ``unsubscribed`` as the
+    write-back leaves them (an ``active: false`` line under the email, or ``active: true``
+    changed to ``false``)."""
+    lines = ["# The lab's list.", "defaults:", "  max_papers: 5   # keep it short", ""]
+    lines.append("subscribers:")
+    for i in range(N_SUBSCRIBERS):
+        lines.append(f"  - email: r{i:02}@example.org" + ("   # since 2024" if i % 3 == 0 else ""))
+        if i in unsubscribed and i % 2:
+            lines.append("    active: false")
+        lines += [f"    name: Reader {i}", '    keywords: [agent*, "world model"]']
+        if i % 2 == 0:
+            lines.append(f"    active: {'false' if i in unsubscribed else 'true'}   # set by hand")
+        lines.append("")
+    return "\n".join(lines)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, Any]:
+    subscribers = tmp_path / "subscribers.yaml"
+    subscribers.write_text(subscribers_yaml())
+    return {
+        "subscribers": subscribers,
+        "state_path": tmp_path / "state.sqlite3",
+        "outbox": tmp_path / "outbox",
+        "sources": f"file:{FIXTURES / 'hf-daily-papers'}",
+        "secret_key": SECRET_KEY,
+        "public_url": PUBLIC,
+        "sender": "Daily Papers <papers@example.org>",
+    }
+
+
+@pytest.fixture
+def settings(env: dict[str, Any]) -> Settings:
+    return make_settings(**env)
+
+
+def variables(env: dict[str, Any]) -> dict[str, str]:
+    """``env`` as the environment of a ``digest`` process."""
+    out = {"PATH": "/usr/bin:/bin", "DIGEST_TICK_SECONDS": "3600"}
+    for key, value in env.items():
+        out["DIGEST_FROM" if key == "sender" else f"DIGEST_{key.upper()}"] = str(value)
+    return out
+
+
+# -- a web change never makes the file unreadable ----------------------------------------------
+
+
+@pytest.mark.parametrize("keywords", [["a?", "what?"], HOSTILE_KEYWORDS], ids=["a?", "all"])
+async def test_hostile_keywords_saved_from_the_preferences_form_read_back_with_crlf(
+    settings: Settings, env: dict[str, Any], keywords: list[str]
+) -> None:
+    # Before: `[a?, what?]` was written plain, and a CRLF anywhere made the file unreadable
+    # ("did not find expected ',' or ']'"); `07:30` was written plain too, so that save failed.
+    token = TokenSigner(SECRET_KEY).make(Purpose.PREFERENCES, "r01@example.org")
+    with running_app(settings) as base, httpx.Client() as client:
+        url = f"{base}/preferences/{token}"
+        page = client.get(url)
+        form = {
+            "csrf": csrf_of(page),
+            "name": "Reader 1",
+            "keywords": ", ".join(keywords),
+            "exclude": "a?\nsurvey?",
+            "frequency": "daily",
+            "weekday": "monday",
+            "send_at": "07:00",
+            "timezone": "UTC",
+            "max_papers": "5",
+        }
+        saved = client.post(url, data=form)
+        errors = re.findall(r'class="error"[^>]*>([^<]+)', saved.text)
+        assert saved.status_code == 200 and "Saved." in saved.text, errors
+    path = settings.subscribers
+    saved_text = path.read_bytes()
+    # An operator's editor writes CRLF line breaks and tabs (in a comment, before a comment):
+    # each makes the loader read the whole file with ruamel.
+    for data in (
+        saved_text.replace(b"\n", b"\r\n").replace(b"lab's list.", b"lab's\tlist."),
+        saved_text.replace(b"defaults:", b"defaults:\t# a tab"),
+    ):
+        path.write_bytes(data)
+        reader = load_subscribers(path).get("r01@example.org")
+        assert reader is not None
+        assert reader.keywords == tuple(keywords)
+        assert reader.exclude == ("a?", "survey?")
+        result = CliRunner().invoke(cli, ["validate", "--offline"], env=variables(env))
+        assert result.exit_code == 0, result.output
+        assert f"ok: settings valid, {N_SUBSCRIBERS} subscribers" in result.output
+    # The next write (another subscriber's preferences) reads and keeps the CRLF file.
+    path.write_bytes(saved_text.replace(b"\n", b"\r\n"))
+    assert SubscribersFile(path).update_fields("r02@example.org", {"keywords": ["b?"]})
+    assert load_subscribers(path).get("r01@example.org") == reader
+    assert load_subscribers(path).get("r02@example.org").keywords == ("b?",)  # type: ignore[union-attr]
