@@ -1,28 +1,41 @@
-"""The web app and the subscribers YAML: a change never makes the file unreadable.
+"""The web app and the subscribers YAML: a change never makes the file unreadable, and the file
+catches up with the suppression list after a crash.
 
-A real server: uvicorn on a thread (:func:`tests.webserver.running_app`).
+Real servers: uvicorn on a thread (:func:`tests.webserver.running_app`) for the preferences
+form, ``python -m digest serve`` / ``run`` as processes (killed with SIGKILL) for the crash.
 """
 
 from __future__ import annotations
 
 import re
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import filelock
 import httpx
 import pytest
 from typer.testing import CliRunner
 
 from digest.cli import app as cli
+from digest.message import unsubscribe_url_for
 from digest.settings import Settings
+from digest.state import StateStore, SuppressionReason
 from digest.subscribers import load_subscribers
-from digest.subscribers.writeback import SubscribersFile
+from digest.subscribers.writeback import SubscribersFile, catch_up_unsubscribes
 from digest.tokens import Purpose, TokenSigner
 from tests.conftest import FIXTURES
 from tests.factories import SECRET_KEY, make_settings
-from tests.webserver import csrf_of, running_app
+from tests.webserver import csrf_of, free_port, running_app, wait_healthy
 
 PUBLIC = "https://papers.example.org"
+ONE_CLICK = {
+    "content": "List-Unsubscribe=One-Click",
+    "headers": {"Content-Type": "application/x-www-form-urlencoded"},
+}
+"""An RFC 8058 one-click POST, as a mail client sends it."""
 HOSTILE_KEYWORDS = [
     "a?",
     "what?",
@@ -148,3 +161,84 @@ async def test_hostile_keywords_saved_from_the_preferences_form_read_back_with_c
     assert SubscribersFile(path).update_fields("r02@example.org", {"keywords": ["b?"]})
     assert load_subscribers(path).get("r01@example.org") == reader
     assert load_subscribers(path).get("r02@example.org").keywords == ("b?",)  # type: ignore[union-attr]
+
+
+# -- the file catches up with the suppression list ----------------------------------------------
+
+
+def start(env: dict[str, Any], tmp_path: Path, command: str, port: int) -> subprocess.Popen[str]:
+    """``python -m digest serve`` (or ``run`` with DIGEST_HTTP_PORT) on ``port``, answering."""
+    args = ["serve", "--port", str(port)] if command == "serve" else ["run"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "digest", *args],
+        env={**variables(env), "DIGEST_HTTP_PORT": str(port)},
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_healthy(f"http://127.0.0.1:{port}", proc)
+    return proc
+
+
+def unsubscribe_and_crash(
+    env: dict[str, Any], tmp_path: Path, settings: Settings, who: list[int]
+) -> None:
+    """``digest serve`` while another writer holds the YAML's lock: one-click unsubscribes,
+    then SIGKILL. The suppressions are committed; no write-back lands (neither theirs nor the
+    catch-up at start)."""
+    port = free_port()
+    with filelock.FileLock(f"{settings.subscribers}.lock"):
+        proc = start(env, tmp_path, "serve", port)
+        try:
+            for i in who:
+                url = unsubscribe_url_for(settings, f"r{i:02}@example.org")
+                assert url is not None
+                local = f"http://127.0.0.1:{port}" + url[len(PUBLIC) :]
+                assert httpx.post(local, timeout=30, **ONE_CLICK).status_code == 200
+        finally:
+            proc.kill()
+            proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["serve", "run"])
+def test_after_crashes_the_yaml_catches_up_with_every_unsubscribe_at_the_next_start(
+    env: dict[str, Any], tmp_path: Path, settings: Settings, command: str
+) -> None:
+    original = settings.subscribers.read_bytes()
+    first, second = [1, 2, 5, 8, 9], [3, 12, 13, 20]
+    unsubscribe_and_crash(env, tmp_path, settings, first)
+    unsubscribe_and_crash(env, tmp_path, settings, second)
+    assert settings.subscribers.read_bytes() == original  # nothing landed
+    with StateStore(settings.state_path) as store:
+        assert len(store.suppressions()) == len(first + second)
+        # Not for the web app to write: a bounce, an operator's lifted suppression, an address
+        # no longer in the file.
+        store.suppress("r04@example.org", SuppressionReason.BOUNCED, evidence="550", actor="smtp")
+        store.unsuppress("r05@example.org", actor="cli:op")
+        store.suppress("gone@example.org", "unsubscribed", evidence="one-click", actor="web")
+    port = free_port()
+    proc = start(env, tmp_path, command, port)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=90)
+    assert proc.returncode == 0, stderr
+    written = frozenset(first + second) - {5}
+    assert settings.subscribers.read_text() == subscribers_yaml(written)  # nothing else changed
+    subs = load_subscribers(settings.subscribers)
+    assert {s.email for s in subs if not s.active} == {f"r{i:02}@example.org" for i in written}
+    assert "active: false written for 8 unsubscribed" in stderr
+
+
+def test_catching_up_writes_nothing_when_the_file_is_up_to_date(settings: Settings) -> None:
+    path = settings.subscribers
+    with StateStore(settings.state_path) as store:
+        assert catch_up_unsubscribes(SubscribersFile(path), store) == []
+        store.suppress("r02@example.org", "unsubscribed", evidence="one-click", actor="web")
+        store.suppress("r07@example.org", "complained", evidence="ARF", actor="bounces")
+        assert catch_up_unsubscribes(SubscribersFile(path), store) == ["r02@example.org"]
+        mtime = path.stat().st_mtime_ns
+        assert catch_up_unsubscribes(SubscribersFile(path), store) == []
+        assert path.stat().st_mtime_ns == mtime  # not rewritten
+    assert path.read_text() == subscribers_yaml(frozenset({2}))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from digest.settings import Settings
 from digest.web import create_app
 
 START_TIMEOUT_S = 20.0
+PROCESS_START_TIMEOUT_S = 30.0
 
 
 def free_port() -> int:
@@ -63,3 +65,17 @@ def running_app(
         server.should_exit = True
         thread.join(START_TIMEOUT_S)
         app.state.web.close()
+
+
+def wait_healthy(base: str, proc: subprocess.Popen[str]) -> None:
+    """Wait (bounded) until the server process ``proc`` answers ``GET {base}/healthz``."""
+    deadline = time.monotonic() + PROCESS_START_TIMEOUT_S
+    while True:
+        try:
+            if httpx.get(base + "/healthz", timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert proc.poll() is None, "the server exited"
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.1)

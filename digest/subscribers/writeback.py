@@ -26,7 +26,7 @@ import io
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import time
 from pathlib import Path
 from typing import Any
@@ -42,9 +42,11 @@ from ruamel.yaml.util import load_yaml_guess_indent
 
 from digest.addresses import normalize_email
 from digest.errors import ConfigError
+from digest.state import StateBackend, Suppression, SuppressionReason
 from digest.subscribers.lines import reads_as_plain
 from digest.subscribers.model import Subscriber
 from digest.subscribers.yaml import _load as _validate_bytes
+from digest.subscribers.yaml import load_subscribers
 
 log = logging.getLogger(__name__)
 
@@ -174,25 +176,37 @@ class SubscribersFile:
         """
         return self._edit_bytes(lambda before: self._apply(before, change))
 
-    def _edit_bytes(self, transform: Callable[[bytes], bytes | None]) -> bool:
-        """The write loop of :meth:`edit`: ``transform`` maps the file's bytes to the new
-        bytes (validated) or ``None`` for no change."""
-        shown = str(self.path)
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold ``<file>.lock`` for the block: no other writer (thread or process) writes
+        meanwhile. Reentrant within a thread, so the block may call the writes above.
+
+        Raises:
+            ConfigError: another writer held the lock for more than ``lock_timeout`` seconds.
+        """
         try:
             with self._lock:
-                for _attempt in range(MAX_ATTEMPTS):
-                    before = self._read()
-                    after = transform(before)
-                    if after is None:
-                        return False
-                    if self._replace_if_unchanged(before, after):
-                        return True
-                    log.info("%s changed while being written; re-applying the change", shown)
+                yield
         except filelock.Timeout:
+            shown = str(self.path)
             raise ConfigError(
                 f"{shown}: another writer holds {shown}.lock for more than "
                 f"{self._lock.timeout:g} s; try again"
             ) from None
+
+    def _edit_bytes(self, transform: Callable[[bytes], bytes | None]) -> bool:
+        """The write loop of :meth:`edit`: ``transform`` maps the file's bytes to the new
+        bytes (validated) or ``None`` for no change."""
+        shown = str(self.path)
+        with self.locked():
+            for _attempt in range(MAX_ATTEMPTS):
+                before = self._read()
+                after = transform(before)
+                if after is None:
+                    return False
+                if self._replace_if_unchanged(before, after):
+                    return True
+                log.info("%s changed while being written; re-applying the change", shown)
         raise ConfigError(
             f"{shown}: the file kept changing while being written ({MAX_ATTEMPTS} attempts); "
             "nothing was written, try again"
@@ -259,6 +273,52 @@ class SubscribersFile:
             finally:
                 os.close(dir_fd)
         return True
+
+
+def catch_up_unsubscribes(file: SubscribersFile, store: StateBackend) -> list[str]:
+    """Write ``active: false`` for every subscriber the file still lists as active whose
+    address is on the suppression list as unsubscribed.
+
+    The web app suppresses an address first (``send`` and the daemon skip it from then on)
+    and writes ``active: false`` in the background; a crash, a kill or a lock timeout in
+    between leaves the file behind the state, and nothing else would ever write it. The web
+    app calls this at start-up (``digest serve``; ``digest run`` with DIGEST_HTTP_PORT), so
+    the file catches up: one ``active:`` line per entry, everything else kept byte for byte
+    (:meth:`SubscribersFile.set_active_many`).
+
+    Only the suppression list is followed, and only this way: it already stops the mail, so
+    writing it changes what the file says, never who is mailed. Bounces and complaints are
+    not written (the web app never writes them). A lifted suppression is not written back
+    as ``active: true``: the state cannot tell a resubscribe whose write was lost from an
+    operator's later ``active: false``. Preferences need nothing: the web app writes them
+    before it records the event (field names only), so the state holds none unwritten.
+
+    Args:
+        file: the subscribers file (``DIGEST_SUBSCRIBERS``).
+        store: the state, for its suppression list (:meth:`StateBackend.suppressions`).
+
+    Returns:
+        The addresses written, in file order (``[]`` when the file was up to date).
+
+    Raises:
+        ConfigError: the file is missing or invalid, or cannot be written (nothing was).
+    """
+    unsubscribed = {a for a, s in store.suppressions().items() if _unsubscribed(s)}
+    if not unsubscribed:
+        return []
+    stale = [s.email for s in load_subscribers(file.path) if s.active and s.email in unsubscribed]
+    if not stale:
+        return []
+    with file.locked():
+        # Checked again under the lock: a resubscribe lifts the suppression before it queues
+        # its own write (`active: true`), which then waits for this one and comes after it.
+        still = [a for a in stale if _unsubscribed(store.suppression(a))]
+        changed = file.set_active_many(dict.fromkeys(still, False))
+    return still if changed else []
+
+
+def _unsubscribed(suppression: Suppression | None) -> bool:
+    return suppression is not None and suppression.reason == SuppressionReason.UNSUBSCRIBED
 
 
 _MISSING = object()
