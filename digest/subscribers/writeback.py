@@ -5,7 +5,8 @@ The web app (and later the bounce processor) changes the file in three ways: set
 entry (confirmed sign-up). Each write:
 
 * is a ruamel.yaml *round trip*: comments, key order, blank lines, quoting and flow style of
-  everything not changed stay as they were (indentation is detected from the file);
+  everything not changed stay as they were (indentation is detected from the file; CRLF line
+  breaks and a BOM are kept);
 * is validated with the same rules as :func:`digest.subscribers.load_subscribers` before it is
   written: an edit that would make the file invalid is refused and nothing is written;
 * is atomic: written to a temporary file in the same directory, fsynced, then renamed over the
@@ -222,6 +223,10 @@ class SubscribersFile:
         shown = str(self.path)
         try:
             text = before.decode("utf-8-sig")
+            first_break = text.find("\n")
+            crlf = first_break > 0 and text[first_break - 1] == "\r"
+            if crlf:  # the round trip keeps the blank lines and comments of LF text only
+                text = text.replace("\r\n", "\n")
             _, indent, offset = load_yaml_guess_indent(text) if text.strip() else (None, 2, 0)
             yaml = _round_trip(indent or 2, offset or 0)
             doc = yaml.load(text)
@@ -235,7 +240,14 @@ class SubscribersFile:
             return None
         out = io.StringIO()
         yaml.dump(doc, out)
-        after = out.getvalue().encode("utf-8")
+        dumped = out.getvalue()  # LF line breaks, no BOM: the file's own are put back
+        if crlf:
+            # Each "\n" dumped is a line break of the file (a scalar's own is escaped, or is
+            # a line break of a block scalar, read back as "\n" either way).
+            dumped = dumped.replace("\n", "\r\n")
+        after = dumped.encode("utf-8")
+        if before.startswith(codecs.BOM_UTF8):
+            after = codecs.BOM_UTF8 + after
         _, problems = _validate_bytes(after, self.path, None)
         if problems:
             raise ConfigError(
@@ -414,7 +426,9 @@ def _splice_active(before: bytes, wanted: Mapping[str, bool]) -> bytes | object 
             key, value = email
             if value.start_mark.line != value.end_mark.line:
                 return _FALLBACK
-            inserts.append((value.end_mark.line, " " * key.start_mark.column + "active: false\n"))
+            line = value.end_mark.line
+            ending = "\r\n" if lines[line].endswith("\r\n") else "\n"  # the file's own
+            inserts.append((line, " " * key.start_mark.column + "active: false" + ending))
     if not edits and not inserts:
         return None
     for line, start, end, new in edits:
