@@ -17,7 +17,6 @@ from yaml.nodes import MappingNode, ScalarNode
 from yaml.resolver import BaseResolver
 
 _YAML_12 = (1, 2)
-_YAML_11 = (1, 1)
 
 
 class NotSimple(Exception):
@@ -28,6 +27,9 @@ class Resolver(BaseResolver):
     """Implicit tags exactly as ruamel resolves them for YAML 1.2 (its default)."""
 
     yaml_implicit_resolvers: dict[Any, list[tuple[str, re.Pattern[str]]]] = {}  # noqa: RUF012
+
+
+_YAML_11 = (1, 1)
 
 
 class Resolver11(BaseResolver):
