@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import filelock
 import httpx
@@ -27,7 +26,7 @@ from digest.subscribers import load_subscribers
 from digest.subscribers.writeback import SubscribersFile, catch_up_unsubscribes
 from digest.tokens import Purpose, TokenSigner
 from tests.conftest import FIXTURES
-from tests.factories import SECRET_KEY, make_settings
+from tests.factories import SECRET_KEY, outbox_settings
 from tests.webserver import csrf_of, free_port, running_app, wait_healthy
 
 PUBLIC = "https://papers.example.org"
@@ -85,31 +84,32 @@ def subscribers_yaml(unsubscribed: frozenset[int] = frozenset()) -> str:
     return "\n".join(lines)
 
 
+WEB_SETTINGS = {
+    "sources": f"file:{FIXTURES / 'hf-daily-papers'}",
+    "secret_key": SECRET_KEY,
+    "public_url": PUBLIC,
+    "sender": "Daily Papers <papers@example.org>",
+}
+"""What ``digest serve`` needs besides the paths."""
+
+
 @pytest.fixture
-def env(tmp_path: Path) -> dict[str, Any]:
-    subscribers = tmp_path / "subscribers.yaml"
-    subscribers.write_text(subscribers_yaml())
-    return {
-        "subscribers": subscribers,
-        "state_path": tmp_path / "state.sqlite3",
-        "outbox": tmp_path / "outbox",
-        "sources": f"file:{FIXTURES / 'hf-daily-papers'}",
-        "secret_key": SECRET_KEY,
-        "public_url": PUBLIC,
-        "sender": "Daily Papers <papers@example.org>",
+def settings(tmp_path: Path) -> Settings:
+    (tmp_path / "subscribers.yaml").write_text(subscribers_yaml())
+    return outbox_settings(tmp_path, **WEB_SETTINGS)
+
+
+def variables(settings: Settings) -> dict[str, str]:
+    """``settings`` as the environment of a ``digest`` process or command."""
+    out = {
+        "PATH": "/usr/bin:/bin",
+        "DIGEST_TICK_SECONDS": "3600",
+        "DIGEST_SUBSCRIBERS": str(settings.subscribers),
+        "DIGEST_STATE_PATH": str(settings.state_path),
+        "DIGEST_OUTBOX": str(settings.outbox),
     }
-
-
-@pytest.fixture
-def settings(env: dict[str, Any]) -> Settings:
-    return make_settings(**env)
-
-
-def variables(env: dict[str, Any]) -> dict[str, str]:
-    """``env`` as the environment of a ``digest`` process."""
-    out = {"PATH": "/usr/bin:/bin", "DIGEST_TICK_SECONDS": "3600"}
-    for key, value in env.items():
-        out["DIGEST_FROM" if key == "sender" else f"DIGEST_{key.upper()}"] = str(value)
+    for key, value in WEB_SETTINGS.items():
+        out["DIGEST_FROM" if key == "sender" else f"DIGEST_{key.upper()}"] = value
     return out
 
 
@@ -118,7 +118,7 @@ def variables(env: dict[str, Any]) -> dict[str, str]:
 
 @pytest.mark.parametrize("keywords", [["a?", "what?"], HOSTILE_KEYWORDS], ids=["a?", "all"])
 async def test_hostile_keywords_saved_from_the_preferences_form_read_back_with_crlf(
-    settings: Settings, env: dict[str, Any], keywords: list[str]
+    settings: Settings, keywords: list[str]
 ) -> None:
     # Before: `[a?, what?]` was written plain, and a CRLF anywhere made the file unreadable
     # ("did not find expected ',' or ']'"); `07:30` was written plain too, so that save failed.
@@ -153,7 +153,7 @@ async def test_hostile_keywords_saved_from_the_preferences_form_read_back_with_c
         assert reader is not None
         assert reader.keywords == tuple(keywords)
         assert reader.exclude == ("a?", "survey?")
-        result = CliRunner().invoke(cli, ["validate", "--offline"], env=variables(env))
+        result = CliRunner().invoke(cli, ["validate", "--offline"], env=variables(settings))
         assert result.exit_code == 0, result.output
         assert f"ok: settings valid, {N_SUBSCRIBERS} subscribers" in result.output
     # The next write (another subscriber's preferences) reads and keeps the CRLF file.
@@ -166,12 +166,12 @@ async def test_hostile_keywords_saved_from_the_preferences_form_read_back_with_c
 # -- the file catches up with the suppression list ----------------------------------------------
 
 
-def start(env: dict[str, Any], tmp_path: Path, command: str, port: int) -> subprocess.Popen[str]:
+def start(settings: Settings, tmp_path: Path, command: str, port: int) -> subprocess.Popen[str]:
     """``python -m digest serve`` (or ``run`` with DIGEST_HTTP_PORT) on ``port``, answering."""
     args = ["serve", "--port", str(port)] if command == "serve" else ["run"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "digest", *args],
-        env={**variables(env), "DIGEST_HTTP_PORT": str(port)},
+        env={**variables(settings), "DIGEST_HTTP_PORT": str(port)},
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -181,15 +181,13 @@ def start(env: dict[str, Any], tmp_path: Path, command: str, port: int) -> subpr
     return proc
 
 
-def unsubscribe_and_crash(
-    env: dict[str, Any], tmp_path: Path, settings: Settings, who: list[int]
-) -> None:
+def unsubscribe_and_crash(settings: Settings, tmp_path: Path, who: list[int]) -> None:
     """``digest serve`` while another writer holds the YAML's lock: one-click unsubscribes,
     then SIGKILL. The suppressions are committed; no write-back lands (neither theirs nor the
     catch-up at start)."""
     port = free_port()
     with filelock.FileLock(f"{settings.subscribers}.lock"):
-        proc = start(env, tmp_path, "serve", port)
+        proc = start(settings, tmp_path, "serve", port)
         try:
             for i in who:
                 url = unsubscribe_url_for(settings, f"r{i:02}@example.org")
@@ -205,12 +203,12 @@ def unsubscribe_and_crash(
 @pytest.mark.slow
 @pytest.mark.parametrize("command", ["serve", "run"])
 def test_after_crashes_the_yaml_catches_up_with_every_unsubscribe_at_the_next_start(
-    env: dict[str, Any], tmp_path: Path, settings: Settings, command: str
+    settings: Settings, tmp_path: Path, command: str
 ) -> None:
     original = settings.subscribers.read_bytes()
     first, second = [1, 2, 5, 8, 9], [3, 12, 13, 20]
-    unsubscribe_and_crash(env, tmp_path, settings, first)
-    unsubscribe_and_crash(env, tmp_path, settings, second)
+    unsubscribe_and_crash(settings, tmp_path, first)
+    unsubscribe_and_crash(settings, tmp_path, second)
     assert settings.subscribers.read_bytes() == original  # nothing landed
     with StateStore(settings.state_path) as store:
         assert len(store.suppressions()) == len(first + second)
@@ -220,7 +218,7 @@ def test_after_crashes_the_yaml_catches_up_with_every_unsubscribe_at_the_next_st
         store.unsuppress("r05@example.org", actor="cli:op")
         store.suppress("gone@example.org", "unsubscribed", evidence="one-click", actor="web")
     port = free_port()
-    proc = start(env, tmp_path, command, port)
+    proc = start(settings, tmp_path, command, port)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=90)
     assert proc.returncode == 0, stderr
