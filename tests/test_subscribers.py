@@ -289,6 +289,16 @@ def test_duplicate_yaml_key_is_a_syntax_problem(tmp_path: Path) -> None:
     assert problem.startswith(f'{path}:3: invalid YAML: found duplicate key "email"')
 
 
+@pytest.mark.parametrize("key", ["? [{a: b}]\n    : c", "? [x, [{a: b}]]\n    : c"])
+def test_a_key_holding_a_mapping_is_a_syntax_problem_not_a_crash(tmp_path: Path, key: str) -> None:
+    # ruamel's constructor raised TypeError (unhashable type: 'dict'): a traceback.
+    path = write(tmp_path, f"subscribers:\n  - email: a@example.org\n    {key}\n")
+    for data in (path.read_bytes(), path.read_bytes().replace(b"\n", b"\r\n")):
+        path.write_bytes(data)
+        (problem,) = problems_of(path)
+        assert problem == f"{path}:3: invalid YAML: found unhashable key (write 'key: value')"
+
+
 @pytest.mark.parametrize(
     ("yaml_value", "index", "expected"),
     [

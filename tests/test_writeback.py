@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import shutil
 import threading
 from pathlib import Path
@@ -137,3 +138,36 @@ def test_active_is_a_one_line_splice_and_unusual_shapes_fall_back(tmp_path: Path
     assert [s.active for s in subs] == [False, False, False]
     assert "# naïve café" in path.read_text() and "# on" in path.read_text()
     assert not writer.set_active_many({"nobody@example.org": False})
+
+
+CRLF_FILE = (
+    "# A list edited on Windows.",
+    "defaults:",
+    "  max_papers: 5   # short",
+    "",
+    "subscribers:",
+    "  - email: ada@example.org   # the PI",
+    '    keywords: [diffusion, "agent*"]',
+    "",
+    "  - email: bob@example.org",
+    "    name: Bob",
+    "",
+)
+
+
+@pytest.mark.parametrize("bom", [b"", codecs.BOM_UTF8])
+def test_crlf_line_breaks_and_a_bom_are_kept(tmp_path: Path, bom: bytes) -> None:
+    # Before: the round trip wrote the file back with LF (comment lines kept their CR) and
+    # without its BOM, and the splice added an LF line into a CRLF file.
+    path = tmp_path / "subscribers.yaml"
+    path.write_bytes(bom + "\r\n".join(CRLF_FILE).encode())
+    writer = SubscribersFile(path)
+    assert writer.set_active("bob@example.org", False)  # the splice: a line under the email
+    assert writer.update_fields("ada@example.org", {"keywords": ["a?", "world model"]})
+    expected = list(CRLF_FILE)
+    expected[6] = '    keywords: ["a?", world model]'
+    expected.insert(9, "    active: false")
+    assert path.read_bytes() == bom + "\r\n".join(expected).encode()  # every other byte kept
+    subs = load_subscribers(path)
+    assert subs.get("ada@example.org").keywords == ("a?", "world model")  # type: ignore[union-attr]
+    assert subs.get("bob@example.org").active is False  # type: ignore[union-attr]

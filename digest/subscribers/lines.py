@@ -31,7 +31,13 @@ from typing import Any
 
 from yaml.nodes import ScalarNode
 
-from digest.subscribers.scalars import CONSTRUCTOR, RESOLVERS, NotSimple, resolve_plain
+from digest.subscribers.scalars import (
+    CONSTRUCTOR,
+    RESOLVERS,
+    RESOLVERS_11,
+    NotSimple,
+    resolve_plain,
+)
 
 _LINE = re.compile(r"^( *)(?:(- +)?([A-Za-z_][A-Za-z0-9_]*):(?= |$) *(.*)|(.*))$", re.MULTILINE)
 """Every line: ``(indentation, dash, key, rest)`` of ``[- ]key: rest``, or ``(indentation,
@@ -40,9 +46,12 @@ _ESCAPE = r'\\["\\bfnrt]|\\u(?![dD][89abAB])[0-9a-fA-F]{4}'
 """The escapes YAML and JSON share, with the same meaning (no surrogate halves)."""
 _DOUBLE = rf'"(?:[^"\\]|{_ESCAPE})*"'
 _SINGLE = r"'(?:[^']|'')*'"
-_FLOW_PLAIN = r"""(?:[^ ,\[\]{}#:"'&*!|>%@`?\-]|-[0-9.])(?:[^,\[\]{}#:"]*[^ ,\[\]{}#:"])?"""
-"""A plain scalar in a flow list: no ``:``, ``#``, ``"`` or flow indicator in it, not starting
-with an indicator (``-`` only before a digit or a dot), no space at either end."""
+_FLOW_PLAIN = r"""(?:[^ ,\[\]{}#:"'&*!|>%@`?\-]|-[0-9.])(?:[^,\[\]{}#:?"]*[^ ,\[\]{}#:?"])?"""
+"""A plain scalar in a flow list: no ``:``, ``#``, ``?``, ``"`` or flow indicator in it, not
+starting with an indicator (``-`` only before a digit or a dot), no space at either end.
+(``[a?]`` is one string for YAML 1.2 and libyaml, but ruamel's C parser ends the scalar at
+the ``?`` and refuses the list: such a list is left to the fallback, which refuses it too.)"""
+_FLOW_PLAIN_RE = re.compile(_FLOW_PLAIN)
 _FLOW_ITEM = rf"(?:{_DOUBLE}|{_SINGLE}|{_FLOW_PLAIN})"
 _FLOW_LIST = re.compile(rf"\[ *((?:{_FLOW_ITEM} *, *)*{_FLOW_ITEM})? *\](?: +#.*)? *")
 _FLOW_ITEMS = re.compile(rf'"((?:[^"\\]|{_ESCAPE})*)"|\'((?:[^\']|\'\')*)\'|({_FLOW_PLAIN})')
@@ -286,3 +295,23 @@ def _plain_key(key: str) -> bool:
         if len(_key_ok) < _MAX_CACHED:
             _key_ok[key] = ok
     return ok
+
+
+def reads_as_plain(value: str) -> bool:
+    """Whether ``value`` written unquoted reads back as this very string wherever it stands:
+    in a flow list (``[value]``), a block list (``- value``) or after ``key:``, in a file
+    with LF or CRLF line breaks, tabs or a BOM elsewhere.
+
+    True only for what this reader reads itself (its tests hold it to ruamel's and libyaml's
+    values) and what resolves to a string under YAML 1.2 and under YAML 1.1 (a file may
+    start with ``%YAML 1.1``, and other tools read 1.1): ``agent*``, ``3d``, ``José``,
+    ``a@example.org``; not ``a?``, ``yes``, ``1.0``, ``2024-01-01``, ``-x``, ``a: b``,
+    text with a space at either end or a character that is not printable. The writer
+    (:mod:`digest.subscribers.writeback`) quotes every other string.
+    """
+    return (
+        _FLOW_PLAIN_RE.fullmatch(value) is not None
+        and value.isprintable()
+        and resolve_plain(value) is None
+        and resolve_plain(value, RESOLVERS_11) is None
+    )

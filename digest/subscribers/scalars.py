@@ -29,19 +29,42 @@ class Resolver(BaseResolver):
     yaml_implicit_resolvers: dict[Any, list[tuple[str, re.Pattern[str]]]] = {}  # noqa: RUF012
 
 
+_YAML_11 = (1, 1)
+
+
+class Resolver11(BaseResolver):
+    """Implicit tags as ruamel resolves them for YAML 1.1 (a file starting with ``%YAML
+    1.1``; also what PyYAML and other 1.1 tools read): ``yes``, ``on`` are booleans."""
+
+    yaml_implicit_resolvers: dict[Any, list[tuple[str, re.Pattern[str]]]] = {}  # noqa: RUF012
+
+
 for _versions, _tag, _regexp, _first in ruamel_resolver.implicit_resolvers:
+    # ruamel's patterns are compiled lazily behind a proxy: compile a plain one.
+    _pattern = re.compile(_regexp.pattern, _regexp.flags)
     if _YAML_12 in _versions:
-        # ruamel's patterns are compiled lazily behind a proxy: compile a plain one.
-        Resolver.add_implicit_resolver(_tag, re.compile(_regexp.pattern, _regexp.flags), _first)
+        Resolver.add_implicit_resolver(_tag, _pattern, _first)
+    if _YAML_11 in _versions:
+        Resolver11.add_implicit_resolver(_tag, _pattern, _first)
 
 RESOLVERS = Resolver.yaml_implicit_resolvers
 """First character of a plain scalar → ``[(tag, pattern)]`` to try in order."""
+RESOLVERS_11 = Resolver11.yaml_implicit_resolvers
+"""The same for YAML 1.1."""
 
 
-def resolve_plain(value: str) -> str | None:
-    """The implicit tag of the plain scalar ``value``, or ``None`` for a string."""
+def resolve_plain(
+    value: str, resolvers: dict[Any, list[tuple[str, re.Pattern[str]]]] = RESOLVERS
+) -> str | None:
+    """The implicit tag of the plain scalar ``value``, or ``None`` for a string.
+
+    Args:
+        value: the scalar's text.
+        resolvers: :data:`RESOLVERS` (YAML 1.2, what the subscribers file is read with) or
+            :data:`RESOLVERS_11`.
+    """
     first = value[0] if value else ""
-    for tag, regexp in RESOLVERS.get(first, ()):
+    for tag, regexp in resolvers.get(first, ()):
         if regexp.match(value):
             return tag
     return None

@@ -93,7 +93,7 @@ def _parse(text: str) -> Any:
         node = loader.get_single_node()
         if node is None:
             return None
-        _refuse_flow_colons(node)
+        _refuse_flow_indicators(node)
         return loader.value(node)
     except TypeError as e:  # an unhashable key (a list as a mapping key)
         raise NotSimple(str(e)) from None
@@ -101,28 +101,39 @@ def _parse(text: str) -> Any:
         loader.dispose()
 
 
-def _refuse_flow_colons(root: Node) -> None:
-    """Raise :class:`NotSimple` for a plain scalar with a ``:`` inside a flow collection.
+def _refuse_flow_indicators(root: Node) -> None:
+    """Raise :class:`NotSimple` for a plain scalar with a ``:`` or ``?`` inside a flow
+    collection, or a mapping inside one.
 
-    libyaml reads ``[feed:https://example.org/rss]`` as one string, as YAML 1.2 allows;
-    ruamel refuses it ("found unexpected ':'"). The file must be read the way ruamel reads it
-    (it is the one that writes the file back), so such a file is left to ruamel, which
-    reports the line.
+    libyaml reads ``[feed:https://example.org/rss]`` and ``[a?]`` as one string each, as
+    YAML 1.2 allows, and ``[x, ?]`` as a list holding a mapping; ruamel's C parser (the one
+    :func:`~digest.subscribers.load_subscribers` falls back to) refuses all three ("found
+    unexpected ':'", "did not find expected ',' or ']'"). The file must be read the way ruamel
+    reads it, whatever else is in it (a CRLF or a tab sends the whole file to ruamel), so such
+    a file is left to ruamel, which reports the line. (No option of a subscriber is a mapping
+    inside a flow collection: refusing them all costs a valid file nothing.)
     """
     stack: list[tuple[Node, bool]] = [(root, False)]
     while stack:
         node, in_flow = stack.pop()
         if isinstance(node, ScalarNode):
-            if in_flow and not node.style and ":" in node.value:  # style "": plain
-                raise NotSimple("a ':' in a plain scalar of a flow collection")
+            if in_flow and not node.style and _FLOW_STOPS.intersection(node.value):
+                raise NotSimple("a ':' or '?' in a plain scalar of a flow collection")
         elif isinstance(node, SequenceNode):
             flow = in_flow or bool(node.flow_style)
             stack.extend((item, flow) for item in node.value)
         elif isinstance(node, MappingNode):
-            flow = in_flow or bool(node.flow_style)
+            if in_flow:
+                raise NotSimple("a mapping inside a flow collection")
+            flow = bool(node.flow_style)
             for key, value in node.value:
                 stack.append((key, flow))
                 stack.append((value, flow))
+
+
+_FLOW_STOPS = frozenset(":?")
+"""Characters that end a plain scalar inside a flow collection for ruamel's C parser (style
+``""``: plain), though not for libyaml."""
 
 
 def read_entries(data: bytes) -> tuple[Any, Iterator[Any]] | None:

@@ -5,7 +5,8 @@ The web app (and later the bounce processor) changes the file in three ways: set
 entry (confirmed sign-up). Each write:
 
 * is a ruamel.yaml *round trip*: comments, key order, blank lines, quoting and flow style of
-  everything not changed stay as they were (indentation is detected from the file);
+  everything not changed stay as they were (indentation is detected from the file; CRLF line
+  breaks and a BOM are kept);
 * is validated with the same rules as :func:`digest.subscribers.load_subscribers` before it is
   written: an edit that would make the file invalid is refused and nothing is written;
 * is atomic: written to a temporary file in the same directory, fsynced, then renamed over the
@@ -26,7 +27,7 @@ import io
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import time
 from pathlib import Path
 from typing import Any
@@ -42,8 +43,11 @@ from ruamel.yaml.util import load_yaml_guess_indent
 
 from digest.addresses import normalize_email
 from digest.errors import ConfigError
+from digest.state import StateBackend, Suppression, SuppressionReason
+from digest.subscribers.lines import reads_as_plain
 from digest.subscribers.model import Subscriber
 from digest.subscribers.yaml import _load as _validate_bytes
+from digest.subscribers.yaml import load_subscribers
 
 log = logging.getLogger(__name__)
 
@@ -173,25 +177,37 @@ class SubscribersFile:
         """
         return self._edit_bytes(lambda before: self._apply(before, change))
 
-    def _edit_bytes(self, transform: Callable[[bytes], bytes | None]) -> bool:
-        """The write loop of :meth:`edit`: ``transform`` maps the file's bytes to the new
-        bytes (validated) or ``None`` for no change."""
-        shown = str(self.path)
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold ``<file>.lock`` for the block: no other writer (thread or process) writes
+        meanwhile. Reentrant within a thread, so the block may call the writes above.
+
+        Raises:
+            ConfigError: another writer held the lock for more than ``lock_timeout`` seconds.
+        """
         try:
             with self._lock:
-                for _attempt in range(MAX_ATTEMPTS):
-                    before = self._read()
-                    after = transform(before)
-                    if after is None:
-                        return False
-                    if self._replace_if_unchanged(before, after):
-                        return True
-                    log.info("%s changed while being written; re-applying the change", shown)
+                yield
         except filelock.Timeout:
+            shown = str(self.path)
             raise ConfigError(
                 f"{shown}: another writer holds {shown}.lock for more than "
                 f"{self._lock.timeout:g} s; try again"
             ) from None
+
+    def _edit_bytes(self, transform: Callable[[bytes], bytes | None]) -> bool:
+        """The write loop of :meth:`edit`: ``transform`` maps the file's bytes to the new
+        bytes (validated) or ``None`` for no change."""
+        shown = str(self.path)
+        with self.locked():
+            for _attempt in range(MAX_ATTEMPTS):
+                before = self._read()
+                after = transform(before)
+                if after is None:
+                    return False
+                if self._replace_if_unchanged(before, after):
+                    return True
+                log.info("%s changed while being written; re-applying the change", shown)
         raise ConfigError(
             f"{shown}: the file kept changing while being written ({MAX_ATTEMPTS} attempts); "
             "nothing was written, try again"
@@ -207,6 +223,10 @@ class SubscribersFile:
         shown = str(self.path)
         try:
             text = before.decode("utf-8-sig")
+            first_break = text.find("\n")
+            crlf = first_break > 0 and text[first_break - 1] == "\r"
+            if crlf:  # the round trip keeps the blank lines and comments of LF text only
+                text = text.replace("\r\n", "\n")
             _, indent, offset = load_yaml_guess_indent(text) if text.strip() else (None, 2, 0)
             yaml = _round_trip(indent or 2, offset or 0)
             doc = yaml.load(text)
@@ -220,7 +240,14 @@ class SubscribersFile:
             return None
         out = io.StringIO()
         yaml.dump(doc, out)
-        after = out.getvalue().encode("utf-8")
+        dumped = out.getvalue()  # LF line breaks, no BOM: the file's own are put back
+        if crlf:
+            # Each "\n" dumped is a line break of the file (a scalar's own is escaped, or is
+            # a line break of a block scalar, read back as "\n" either way).
+            dumped = dumped.replace("\n", "\r\n")
+        after = dumped.encode("utf-8")
+        if before.startswith(codecs.BOM_UTF8):
+            after = codecs.BOM_UTF8 + after
         _, problems = _validate_bytes(after, self.path, None)
         if problems:
             raise ConfigError(
@@ -258,6 +285,52 @@ class SubscribersFile:
             finally:
                 os.close(dir_fd)
         return True
+
+
+def catch_up_unsubscribes(file: SubscribersFile, store: StateBackend) -> list[str]:
+    """Write ``active: false`` for every subscriber the file still lists as active whose
+    address is on the suppression list as unsubscribed.
+
+    The web app suppresses an address first (``send`` and the daemon skip it from then on)
+    and writes ``active: false`` in the background; a crash, a kill or a lock timeout in
+    between leaves the file behind the state, and nothing else would ever write it. The web
+    app calls this at start-up (``digest serve``; ``digest run`` with DIGEST_HTTP_PORT), so
+    the file catches up: one ``active:`` line per entry, everything else kept byte for byte
+    (:meth:`SubscribersFile.set_active_many`).
+
+    Only the suppression list is followed, and only this way: it already stops the mail, so
+    writing it changes what the file says, never who is mailed. Bounces and complaints are
+    not written (the web app never writes them). A lifted suppression is not written back
+    as ``active: true``: the state cannot tell a resubscribe whose write was lost from an
+    operator's later ``active: false``. Preferences need nothing: the web app writes them
+    before it records the event (field names only), so the state holds none unwritten.
+
+    Args:
+        file: the subscribers file (``DIGEST_SUBSCRIBERS``).
+        store: the state, for its suppression list (:meth:`StateBackend.suppressions`).
+
+    Returns:
+        The addresses written, in file order (``[]`` when the file was up to date).
+
+    Raises:
+        ConfigError: the file is missing or invalid, or cannot be written (nothing was).
+    """
+    unsubscribed = {a for a, s in store.suppressions().items() if _unsubscribed(s)}
+    if not unsubscribed:
+        return []
+    stale = [s.email for s in load_subscribers(file.path) if s.active and s.email in unsubscribed]
+    if not stale:
+        return []
+    with file.locked():
+        # Checked again under the lock: a resubscribe lifts the suppression before it queues
+        # its own write (`active: true`), which then waits for this one and comes after it.
+        still = [a for a in stale if _unsubscribed(store.suppression(a))]
+        changed = file.set_active_many(dict.fromkeys(still, False))
+    return still if changed else []
+
+
+def _unsubscribed(suppression: Suppression | None) -> bool:
+    return suppression is not None and suppression.reason == SuppressionReason.UNSUBSCRIBED
 
 
 _MISSING = object()
@@ -353,7 +426,9 @@ def _splice_active(before: bytes, wanted: Mapping[str, bool]) -> bytes | object 
             key, value = email
             if value.start_mark.line != value.end_mark.line:
                 return _FALLBACK
-            inserts.append((value.end_mark.line, " " * key.start_mark.column + "active: false\n"))
+            line = value.end_mark.line
+            ending = "\r\n" if lines[line].endswith("\r\n") else "\n"  # the file's own
+            inserts.append((line, " " * key.start_mark.column + "active: false" + ending))
     if not edits and not inserts:
         return None
     for line, start, end, new in edits:
@@ -411,9 +486,9 @@ def change_add_or_activate(
     if subs is None:
         subs = doc["subscribers"] = CommentedSeq()
     new = CommentedMap()
-    new["email"] = normalize_email(email)
+    new["email"] = _scalar(normalize_email(email))
     if name:
-        new["name"] = name
+        new["name"] = _scalar(name)
     if words:
         new["keywords"] = _flow(words)
     if _default(doc, "active", True) is not True:
@@ -462,8 +537,19 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _scalar(value: Any) -> Any:
+    """``value`` as a write puts it into the file: a string that would not read back as
+    itself unquoted (:func:`~digest.subscribers.lines.reads_as_plain`: ``a?`` in a flow
+    list, ``yes``, ``1.0``, ``#x``, a leading space) double-quoted, with escapes for what is
+    not printable. ruamel's emitter alone would write ``[a?]``, which its own C parser
+    refuses."""
+    if isinstance(value, str) and not reads_as_plain(value):
+        return DoubleQuotedScalarString(value)
+    return value
+
+
 def _flow(items: Iterable[Any]) -> CommentedSeq:
-    seq = CommentedSeq(items)
+    seq = CommentedSeq(map(_scalar, items))
     seq.fa.set_flow_style()
     return seq
 
@@ -478,11 +564,11 @@ def _assign(entry: CommentedMap, key: str, value: Any) -> None:
         current = entry.get(key)
         if isinstance(current, CommentedSeq):
             current.clear()
-            current.extend(value)
+            current.extend(map(_scalar, value))
         else:
             _set(entry, key, _flow(value))
         return
-    _set(entry, key, value)
+    _set(entry, key, _scalar(value))
 
 
 def _set(entry: CommentedMap, key: str, value: Any) -> None:

@@ -210,6 +210,9 @@ def _load(
         doc = yaml.constructor.construct_document(root) if root is not None else None
     except MarkedYAMLError as e:
         return None, [_yaml_problem(shown, e)]
+    except TypeError:  # a key holding a mapping (`? [{a: b}]`): ruamel cannot hash it
+        line = _unhashable_key_line(root)
+        return None, [f"{shown}:{line}: invalid YAML: found unhashable key (write 'key: value')"]
     except ReaderError as e:  # a character YAML does not allow (NUL, other controls)
         line = text.count("\n", 0, e.position) + 1
         what = e.character if isinstance(e.character, int) else ord(e.character)
@@ -536,6 +539,28 @@ def _dotted(loc: Loc) -> str:
     for step in loc:
         out += f"[{step}]" if isinstance(step, int) else (f".{step}" if out else str(step))
     return out
+
+
+def _unhashable_key_line(root: Node) -> int:
+    """1-based line of the first mapping key that holds a mapping (1 if none is found)."""
+    for node in _nodes(root):
+        if isinstance(node, MappingNode):
+            for key, _value in node.value:
+                if any(isinstance(inner, MappingNode) for inner in _nodes(key)):
+                    return int(key.start_mark.line) + 1
+    return 1
+
+
+def _nodes(root: Node) -> Iterable[Node]:
+    """``root`` and every node below it, depth first."""
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        yield node
+        if isinstance(node, MappingNode):
+            stack.extend(part for pair in reversed(node.value) for part in reversed(pair))
+        elif isinstance(node, SequenceNode):
+            stack.extend(reversed(node.value))
 
 
 def _line_of(root: Node | None, loc: Loc) -> int:

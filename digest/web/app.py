@@ -53,6 +53,7 @@ from digest.models import Edition
 from digest.render import brand, long_date_label
 from digest.settings import Settings
 from digest.subscribers import FREQUENCIES, WEEKDAYS, Subscriber, normalize_arxiv_id
+from digest.subscribers.writeback import catch_up_unsubscribes
 from digest.tokens import Purpose
 from digest.web.security import CSRF_FIELD, BodyTooLarge, Csrf, SecurityMiddleware
 from digest.web.service import (
@@ -577,6 +578,18 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     )
 
 
+async def _catch_up(web: WebApp) -> None:
+    """The subscribers file catches up with the suppression list (on a thread): see
+    :func:`~digest.subscribers.writeback.catch_up_unsubscribes`."""
+    try:
+        written = await asyncio.to_thread(catch_up_unsubscribes, web.subs.file, web.digest.store)
+    except DigestError as e:  # the file or the state cannot be read, or the file written
+        log.error("the subscribers file could not catch up with the unsubscribes: %s", e)
+        return
+    if written:
+        log.info("subscribers file: active: false written for %d unsubscribed", len(written))
+
+
 def create_app(
     settings: Settings,
     *,
@@ -619,8 +632,12 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        catch_up = asyncio.create_task(_catch_up(web))  # unsubscribes a crash left unwritten
         yield
-        await web.subs.writes.drain()  # every accepted unsubscribe reaches the YAML
+        try:
+            await catch_up
+        finally:
+            await web.subs.writes.drain()  # every accepted unsubscribe reaches the YAML
 
     app = Starlette(
         routes=routes, exception_handlers={HTTPException: _http_error}, lifespan=lifespan
