@@ -137,11 +137,7 @@ class Digest:
     def renderer(self) -> Renderer:
         """The template renderer (built on first use)."""
         if self._renderer is None:
-            self._renderer = Renderer(
-                self.settings.templates_dir,
-                site_url=self.settings.site_url,
-                thumbnails=self.settings.thumbnails,
-            )
+            self._renderer = Renderer.from_settings(self.settings)
         return self._renderer
 
     def _get_renderer(self) -> Renderer:
@@ -189,9 +185,15 @@ class Digest:
         return await self.ranking.build(papers, subscribers, edition=edition)
 
     def render(
-        self, edition: Edition, papers: Sequence[Paper], subscriber: Subscriber | None
+        self,
+        edition: Edition,
+        papers: Sequence[Paper],
+        subscriber: Subscriber | None,
+        *,
+        web: bool = False,
     ) -> tuple[list[RankedPaper], RenderedEmail]:
-        """Rank ``papers`` for ``subscriber`` (``None``: the unpersonalized edition) and render.
+        """Rank ``papers`` for ``subscriber`` (``None``: the unpersonalized edition) and render
+        (``web``: for the web archive, whose footer invites to subscribe).
 
         Raises:
             ConfigError: a template is broken.
@@ -200,7 +202,7 @@ class Digest:
         context = self.ranking.build_now(papers, [sub], edition=edition)
         ranked = rank(papers, sub, context)
         rendered = render_ranked(
-            self.settings, self.renderer, edition, ranked, len(papers), subscriber
+            self.settings, self.renderer, edition, ranked, len(papers), subscriber, web=web
         )
         return ranked, rendered
 

@@ -140,6 +140,14 @@ class Settings(BaseSettings):
         None, description="Envelope sender (SMTP MAIL FROM, Return-Path); default: From address."
     )
     reply_to: str | None = Field(None, description="Optional Reply-To header.")
+    list_name: str | None = Field(
+        None,
+        max_length=60,
+        description=(
+            "The list's name in subjects, the email, the web pages, the confirmation email and "
+            "the Atom feed; default 'Daily Papers' ('Weekly Papers' for weekly editions)."
+        ),
+    )
     unsubscribe_url: str | None = Field(
         None,
         description="HTTPS unsubscribe URL template with '{token}' (and optionally '{email}').",
@@ -320,6 +328,16 @@ class Settings(BaseSettings):
                 {"length": len(key), "minimum": MIN_SECRET_KEY_CHARS, "hint": SECRET_KEY_HINT},
             )
         return value
+
+    @field_validator("list_name")
+    @classmethod
+    def _check_list_name(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        name = " ".join(value.split())
+        if not name or not name.isprintable() or any(c in name for c in '<>"\\'):
+            raise ValueError("write a short plain name, e.g. 'Lab Papers' (no < > \" \\)")
+        return name
 
     @field_validator("unsubscribe_url")
     @classmethod

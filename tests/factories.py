@@ -184,4 +184,6 @@ def run_cli(*args: str) -> tuple[int, str]:
     from digest.cli import app
 
     result = CliRunner().invoke(app, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception  # a bug, not an exit code: show its traceback
     return result.exit_code, result.output

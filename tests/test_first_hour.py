@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
 import shutil
 from pathlib import Path
 
+import httpx
 import pytest
 import trustme
 
@@ -277,3 +280,90 @@ def test_the_real_list_and_its_lock_are_not_committed() -> None:
     if ignored.returncode == 128:
         pytest.skip("not a git checkout")
     assert ignored.stdout.split() == ["subscribers.yaml", "subscribers.yaml.lock"]
+
+
+async def _app_get(paths: list[str]) -> list[httpx.Response]:
+    """GET each path of `digest serve`'s app (in process), with the environment's settings."""
+    from digest.settings import load_settings
+    from digest.web.app import create_app
+
+    app = create_app(load_settings(env_file=None))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="https://papers.mylab.org"
+    ) as client:
+        return [await client.get(p) for p in paths]
+
+
+def test_the_archive_invites_to_subscribe_and_the_feed_carries_the_papers(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import feedparser
+
+    monkeypatch.setenv("DIGEST_PUBLIC_URL", "https://papers.mylab.org")
+    (workdir / "subscribers.yaml").write_text("subscribers:\n  - email: grace@example.org\n")
+    code, output = run_cli("send", "--date", DAY)
+    assert code == 0, output
+    page, feed = asyncio.run(_app_get([f"/archive/{DAY}", "/archive.atom"]))
+    assert page.status_code == 200
+    # Not the email's footer: nobody can "reply to this message" on a web page.
+    assert "reply to this message" not in page.text
+    assert "You receive this because" not in page.text
+    assert re.search(r'href="/"[^>]*>Subscribe</a>', page.text)
+    parsed = feedparser.parse(feed.content)
+    assert not parsed.bozo, parsed.bozo_exception
+    [entry] = parsed.entries
+    content = entry.content[0].value
+    assert content.count("<li>") >= 5 and "https://arxiv.org/abs/" in content
+    assert "<script" not in content
+
+
+def test_the_list_has_the_name_the_lab_gives_it(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import email
+    import email.policy
+
+    monkeypatch.setenv("DIGEST_LIST_NAME", "Ada Lab Papers")
+    monkeypatch.setenv("DIGEST_PUBLIC_URL", "https://papers.mylab.org")
+    (workdir / "subscribers.yaml").write_text("subscribers:\n  - email: grace@example.org\n")
+    code, output = run_cli("send", "--date", DAY)
+    assert code == 0, output
+    [path] = (workdir / "outbox" / "new").iterdir()
+    msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    assert str(msg["Subject"]).startswith("Ada Lab Papers · Aug 20: ")
+    html = msg.get_body(("html",))
+    assert html is not None and "Ada Lab Papers" in html.get_content()
+    assert "Daily Papers" not in str(msg["Subject"])
+    home, feed = asyncio.run(_app_get(["/", "/archive.atom"]))
+    assert "<title>Subscribe · Ada Lab Papers</title>" in home.text
+    assert "<title>Ada Lab Papers</title>" in feed.text
+    monkeypatch.setenv("DIGEST_LIST_NAME", "<b>")
+    code, output = run_cli("validate", "--offline")
+    assert code == 2 and "DIGEST_LIST_NAME" in output
+
+
+async def test_the_confirmation_email_names_the_list(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import email
+    import email.policy
+
+    from digest.settings import load_settings
+    from digest.web.app import create_app
+
+    monkeypatch.setenv("DIGEST_LIST_NAME", "Ada Lab Papers")
+    monkeypatch.setenv("DIGEST_PUBLIC_URL", "https://papers.mylab.org")
+    app = create_app(load_settings(env_file=None))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="https://papers.mylab.org"
+    ) as client:
+        page = await client.get("/")
+        csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page.text)
+        assert csrf is not None
+        answer = await client.post("/subscribe", data={"email": "new@example.org", "csrf": csrf[1]})
+        assert answer.status_code == 200, answer.text
+    [path] = (workdir / "outbox" / "new").iterdir()
+    msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    assert msg["Subject"] == "Confirm your subscription to Ada Lab Papers"
+    body = msg.get_body(("plain",))
+    assert body is not None and "Ada Lab Papers" in body.get_content()

@@ -400,8 +400,8 @@ async def test_sign_up_never_reveals_whether_the_address_is_subscribed(
     assert load_subscribers(settings.subscribers).get("ada@example.org").active  # type: ignore[union-attr]
     subjects = {m["To"]: m["Subject"] for m in messages(settings)}
     assert subjects == {
-        "ada@example.org": "You are already subscribed",
-        "amy@example.org": "Confirm your subscription",
+        "ada@example.org": "You are already subscribed to Daily Papers",
+        "amy@example.org": "Confirm your subscription to Daily Papers",
     }
 
 

@@ -122,8 +122,11 @@ def render_ranked(
     ranked: Sequence[RankedPaper],
     total_papers: int,
     subscriber: Subscriber | None,
+    *,
+    web: bool = False,
 ) -> RenderedEmail:
-    """Render an already ranked selection for ``subscriber`` (``None``: unpersonalized).
+    """Render an already ranked selection for ``subscriber`` (``None``: unpersonalized;
+    ``web``: for the web archive, whose footer invites to subscribe).
 
     Raises:
         ConfigError: a template is broken.
@@ -143,6 +146,7 @@ def render_ranked(
             if subscriber
             else {}
         ),
+        web=web,
     )
     return renderer.render(ctx)
 
@@ -272,11 +276,7 @@ def _make(sub: Subscriber, message_id: str | None = None) -> Made:
 
     def renderer() -> Renderer:
         if state.renderer is None:  # built lazily: a broken template fails per message
-            state.renderer = Renderer(
-                state.settings.templates_dir,
-                site_url=state.settings.site_url,
-                thumbnails=state.settings.thumbnails,
-            )
+            state.renderer = Renderer.from_settings(state.settings)
         return state.renderer
 
     try:

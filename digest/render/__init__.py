@@ -84,6 +84,7 @@ if TYPE_CHECKING:
         PREMAILER_OPTIONS,
         unmark,
     )
+    from digest.settings import Settings
 
 _FROM_INLINE = frozenset({"BLOCK_END", "BLOCK_START", "PREMAILER_OPTIONS", "unmark"})
 """Names of :mod:`digest.render.inline` this package exports, imported on first use: premailer,
@@ -249,6 +250,8 @@ class EmailContext:
         postal_address: the sender's postal address for the footer (DIGEST_POSTAL_ADDRESS).
         feedback: per arXiv id, the card's (👍 like URL, 👎 dislike URL)
             (:func:`~digest.message.feedback_urls_for`); papers absent get no links.
+        web: the edition is shown on the web archive (``/archive/KEY``), not mailed: the footer
+            invites to subscribe instead of saying how to unsubscribe.
     """
 
     edition: Edition
@@ -261,6 +264,7 @@ class EmailContext:
     archive_url: str | None = None
     postal_address: str | None = None
     feedback: Mapping[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
+    web: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,11 +299,28 @@ class Renderer:
         splice: build each part from cached pieces (:mod:`digest.render.splice`) when it
             comes from the packaged template; the output is the same either way (``False``:
             Jinja and premailer on each message's whole document, for comparison).
+        list_name: the list's name (``DIGEST_LIST_NAME``) in the subject and the email;
+            ``None``: ``Daily Papers`` / ``Weekly Papers``.
 
     Raises:
         ConfigError: ``templates_dir`` is not a directory, or a template has a syntax error
             (the message names the file and line).
     """
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Renderer:
+        """The renderer of DIGEST_TEMPLATES_DIR, DIGEST_SITE_URL, DIGEST_THUMBNAILS and
+        DIGEST_LIST_NAME (a send, a preview, a render worker and the archive use this one).
+
+        Raises:
+            ConfigError: as the constructor.
+        """
+        return cls(
+            settings.templates_dir,
+            site_url=settings.site_url,
+            thumbnails=settings.thumbnails,
+            list_name=settings.list_name,
+        )
 
     def __init__(
         self,
@@ -308,6 +329,7 @@ class Renderer:
         site_url: str = DEFAULT_SITE_URL,
         thumbnails: bool = False,
         splice: bool = True,
+        list_name: str | None = None,
     ):
         loaders: list[jinja2.BaseLoader] = []
         if templates_dir is not None:
@@ -317,6 +339,7 @@ class Renderer:
         loaders.append(jinja2.FileSystemLoader(PACKAGED_TEMPLATES_DIR))
         self.site_url = site_url
         self.thumbnails = thumbnails
+        self.list_name = list_name
         self._env = jinja2.Environment(
             loader=jinja2.ChoiceLoader(loaders),
             autoescape=_autoescape,
@@ -405,23 +428,23 @@ class Renderer:
         """The variables both templates receive.
 
         Returns:
-            A dict with: ``subject``, ``preheader``, ``brand`` (``Daily Papers``/``Weekly
-            Papers``), ``date_label`` (``May 29``), ``long_date`` (``Thursday, May 29,
-            2025``), ``edition``, ``is_weekly``, ``papers`` (list of :class:`PaperView`),
-            ``shown`` (len(papers)), ``total_papers``, ``site_url``, ``subscriber`` (or
-            ``None``), ``email`` (or ``None``), ``name`` (or ``None``), ``keywords`` (tuple),
-            ``unsubscribe_url``, ``unsubscribe_mailto`` (a ``mailto:`` URL or ``None``),
-            ``preferences_url``, ``archive_url``, ``postal_address`` (each or ``None``),
-            ``text_width``, ``highlight_class``, ``period`` (``on Thursday``, ``in the week of
-            Aug 17–23``: never "today"), ``see_all_url`` (the edition's page on Hugging Face),
-            ``block_start`` and ``block_end`` (empty strings marking each paper's part of the
-            text template, see :mod:`digest.render.splice`).
+            A dict with: ``subject``, ``preheader``, ``brand`` (DIGEST_LIST_NAME, else ``Daily
+            Papers``/``Weekly Papers``), ``date_label`` (``May 29``), ``long_date`` (``Thursday,
+            May 29, 2025``), ``edition``, ``is_weekly``, ``papers`` (list of
+            :class:`PaperView`), ``shown`` (len(papers)), ``total_papers``, ``site_url``,
+            ``subscriber`` (or ``None``), ``email`` (or ``None``), ``name`` (or ``None``),
+            ``keywords`` (tuple), ``unsubscribe_url``, ``unsubscribe_mailto`` (a ``mailto:`` URL
+            or ``None``), ``preferences_url``, ``archive_url``, ``postal_address`` (each or
+            ``None``), ``text_width``, ``highlight_class``, ``period`` (``on Thursday``, ``in
+            the week of Aug 17–23``: never "today"), ``see_all_url`` (the edition's page on
+            Hugging Face), ``block_start`` and ``block_end`` (empty strings marking each paper's
+            part of the text template, see :mod:`digest.render.splice`).
         """
         sub = ctx.subscriber
         return {
-            "subject": make_subject(ctx.edition, ctx.papers),
+            "subject": make_subject(ctx.edition, ctx.papers, self.list_name),
             "preheader": make_preheader(ctx.edition, ctx.papers),
-            "brand": brand(ctx.edition),
+            "brand": brand(ctx.edition, self.list_name),
             "date_label": date_label(ctx.edition),
             "long_date": long_date_label(ctx.edition),
             "edition": ctx.edition,
@@ -433,6 +456,7 @@ class Renderer:
             "shown": len(ctx.papers),
             "total_papers": max(ctx.total_papers, len(ctx.papers)),
             "site_url": self.site_url,
+            "web": ctx.web,
             "subscriber": sub,
             "email": sub.email if sub is not None else None,
             "name": sub.name if sub is not None else None,

@@ -337,8 +337,17 @@ def long_date_label(edition: Edition) -> str:
     return f"{_month_day(first)}, {first.year}{DATE_RANGE_DASH}{_month_day(last)}, {last.year}"
 
 
-def brand(edition: Edition) -> str:
-    """``"Weekly Papers"`` for weekly editions, else ``"Daily Papers"``."""
+def list_title(name: str | None = None) -> str:
+    """The list's name where no edition is in view (web pages, the confirmation email, the
+    Atom feed): DIGEST_LIST_NAME, else ``"Daily Papers"``."""
+    return name or DAILY_BRAND
+
+
+def brand(edition: Edition, name: str | None = None) -> str:
+    """The list's name for ``edition``: ``name`` (DIGEST_LIST_NAME; ``"NAME (weekly)"`` for
+    a weekly edition), else ``"Daily Papers"`` / ``"Weekly Papers"``."""
+    if name:
+        return f"{name} (weekly)" if edition.frequency == "weekly" else name
     return WEEKLY_BRAND if edition.frequency == "weekly" else DAILY_BRAND
 
 
@@ -367,16 +376,18 @@ def see_all_url(edition: Edition) -> str:
     return DEFAULT_SITE_URL
 
 
-def make_subject(edition: Edition, papers: Sequence[RankedPaper]) -> str:
+def make_subject(
+    edition: Edition, papers: Sequence[RankedPaper], list_name: str | None = None
+) -> str:
     """The Subject line.
 
     Examples: ``Daily Papers · May 29: <top title> and 9 more``, ``Daily Papers · May 29:
     <title>`` (one paper), ``Weekly Papers · Aug 17–23: <top title> and 4 more``,
     ``Daily Papers · May 29: no papers``. Whitespace in the title is collapsed so the subject
     is one line, and the part before `` and N more`` is cut at a word boundary to
-    :data:`SUBJECT_MAX_CHARS` characters.
+    :data:`SUBJECT_MAX_CHARS` characters. ``list_name`` (DIGEST_LIST_NAME) replaces the brand.
     """
-    prefix = f"{brand(edition)}{SUBJECT_SEPARATOR}{date_label(edition)}: "
+    prefix = f"{brand(edition, list_name)}{SUBJECT_SEPARATOR}{date_label(edition)}: "
     if not papers:
         return f"{prefix}no papers"
     top = shorten(papers[0].paper.title, max(SUBJECT_MAX_CHARS - len(prefix), len(ELLIPSIS) + 1))

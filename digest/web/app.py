@@ -51,6 +51,7 @@ from digest.errors import ConfigError, DigestError, TokenError
 from digest.message import FEEDBACK_VERDICTS
 from digest.models import Edition
 from digest.render import brand, long_date_label
+from digest.render.views import list_title
 from digest.settings import Settings
 from digest.subscribers import FREQUENCIES, WEEKDAYS, Subscriber, normalize_arxiv_id
 from digest.subscribers.writeback import catch_up_unsubscribes
@@ -126,7 +127,9 @@ class WebApp:
             trim_blocks=True,
             lstrip_blocks=True,
         )
-        self.archive_cache: dict[str, tuple[str, str]] = {}
+        self.archive_cache: dict[str, ArchivedEdition] = {}
+        self.list_name = list_title(settings.list_name)
+        """The list's name (DIGEST_LIST_NAME, else "Daily Papers") on every page."""
         self._archive_lock = asyncio.Lock()
 
     def close(self) -> None:
@@ -150,6 +153,7 @@ class WebApp:
         context.setdefault("csrf_field", CSRF_FIELD)
         context.setdefault("signup_enabled", self.settings.signup)
         context.setdefault("postal_address", self.settings.postal_address)
+        context.setdefault("list_name", self.list_name)
         html = self.env.get_template(name).render(**context)
         response = HTMLResponse(html, status_code=status)
         self.csrf.set_cookie(request, response, cookie)
@@ -498,8 +502,23 @@ async def preferences(link: Link) -> Response:
 # -- archive -----------------------------------------------------------------------------------
 
 
-async def _edition_html(app: WebApp, edition: Edition) -> tuple[str, str]:
-    """``(subject, html)`` of the unpersonalized edition, cached."""
+@dataclass(frozen=True, slots=True)
+class ArchivedEdition:
+    """One edition as the archive shows it (unpersonalized), rendered once and cached.
+
+    Attributes:
+        subject: its Subject line.
+        html: the whole email's HTML (``/archive/KEY``).
+        papers: ``(title, link, summary)`` of each paper shown, for the Atom entry's content.
+    """
+
+    subject: str
+    html: str
+    papers: tuple[tuple[str, str, str], ...]
+
+
+async def _edition(app: WebApp, edition: Edition) -> ArchivedEdition:
+    """The unpersonalized edition, cached."""
     cached = app.archive_cache.get(edition.key)
     if cached is not None:
         return cached
@@ -508,9 +527,20 @@ async def _edition_html(app: WebApp, edition: Edition) -> tuple[str, str]:
         if cached is not None:
             return cached
         result = await app.digest.papers_for(edition)
-        _, rendered = await asyncio.to_thread(app.digest.render, edition, result.papers, None)
-        app.archive_cache[edition.key] = (rendered.subject, rendered.html)
-        return rendered.subject, rendered.html
+        ranked, rendered = await asyncio.to_thread(
+            functools.partial(app.digest.render, edition, result.papers, None, web=True)
+        )
+        papers = tuple(
+            (
+                r.paper.title,
+                f"https://arxiv.org/abs/{r.paper.arxiv_id}",
+                r.paper.ai_summary or r.paper.abstract,
+            )
+            for r in ranked
+        )
+        made = ArchivedEdition(rendered.subject, rendered.html, papers)
+        app.archive_cache[edition.key] = made
+        return made
 
 
 def _sent_editions(app: WebApp) -> list[tuple[Edition, datetime]]:
@@ -525,7 +555,11 @@ def _sent_editions(app: WebApp) -> list[tuple[Edition, datetime]]:
 async def archive_index(request: Request) -> Response:
     app: WebApp = request.app.state.web
     editions = [
-        {"key": e.key, "label": f"{brand(e)} · {long_date_label(e)}", "sent": sent}
+        {
+            "key": e.key,
+            "label": f"{brand(e, app.settings.list_name)} · {long_date_label(e)}",
+            "sent": sent,
+        }
         for e, sent in _sent_editions(app)
     ]
     return app.page("archive.html.j2", request, editions=editions)
@@ -539,7 +573,7 @@ async def archive_edition(request: Request) -> Response:
     if edition is None or edition.key not in sent:
         raise HTTPException(404, "no such edition")
     try:
-        _, html = await _edition_html(app, edition)
+        html = (await _edition(app, edition)).html
     except DigestError as e:
         log.warning("archive %s: %s", key, e)
         raise HTTPException(503, "this edition cannot be shown right now") from None
@@ -552,13 +586,15 @@ async def archive_feed(request: Request) -> Response:
     entries: list[dict[str, Any]] = []
     for edition, sent in _sent_editions(app):
         try:
-            subject, _ = await _edition_html(app, edition)
+            made = await _edition(app, edition)
+            title, papers = made.subject, made.papers
         except DigestError:
-            subject = f"{brand(edition)} · {long_date_label(edition)}"
-        entries.append({"key": edition.key, "title": subject, "updated": sent})
+            title = f"{brand(edition, app.settings.list_name)} · {long_date_label(edition)}"
+            papers = ()
+        entries.append({"key": edition.key, "title": title, "updated": sent, "papers": papers})
     updated: datetime = max((e["updated"] for e in entries), default=app.now())
     xml = app.env.get_template("feed.atom.j2").render(
-        base=base, entries=entries, updated=updated, title="Daily Papers"
+        base=base, entries=entries, updated=updated, title=app.list_name
     )
     return Response(xml, media_type="application/atom+xml; charset=utf-8")
 

@@ -34,6 +34,7 @@ from digest.clock import Clock, utc_now
 from digest.delivery import OutgoingMessage, TransportFactory, open_transport
 from digest.errors import ConfigError, DeliveryError, TokenError
 from digest.message import make_message_id
+from digest.render.views import list_title
 from digest.settings import Settings
 from digest.state import StateBackend, SuppressionReason
 from digest.subscribers import Subscriber, SubscriberList, load_subscribers
@@ -254,6 +255,7 @@ class Subscriptions:
         self.store = store
         self.now = now
         self.signer = TokenSigner.from_settings(settings)
+        self.list_name = list_title(settings.list_name)
         self.file = SubscribersFile(settings.subscribers)
         self.writes = WriteQueue(self.file)
         self._transport = transport or open_transport(settings)
@@ -555,20 +557,21 @@ class Subscriptions:
         )
         if self.is_subscribed(address):
             link = self.link(Purpose.PREFERENCES, address, path="/preferences")
-            subject = "You are already subscribed"
+            subject = f"You are already subscribed to {self.list_name}"
             body = (
-                "Someone (probably you) asked to subscribe this address, which already gets "
-                f"the digest. Nothing changed.\n\nManage your preferences: {link}\n"
+                f"Someone (probably you) asked to subscribe this address to {self.list_name}, "
+                f"which it already gets. Nothing changed.\n\nManage your preferences: {link}\n"
             )
         else:
             token = self.signer.make(
                 Purpose.CONFIRM, address, data=signup_id, expires=now + CONFIRM_TTL
             )
             link = f"{self.settings.public_url or ''}/confirm/{token}"
-            subject = "Confirm your subscription"
+            subject = f"Confirm your subscription to {self.list_name}"
             body = (
-                "Someone (probably you) asked to receive the daily papers digest at this "
-                f"address. To confirm, open this link within 48 hours:\n\n{link}\n\n"
+                f"Someone (probably you) asked to receive {self.list_name}, a digest of "
+                "trending ML papers, at this address. To confirm, open this link within 48 "
+                f"hours:\n\n{link}\n\n"
                 "If it was not you, ignore this message: nothing is sent without a "
                 "confirmation.\n"
             )
