@@ -48,12 +48,12 @@ MODEL_VERSION = "lr1"
 MODEL_MIN_SIGNAL = 3
 """Fewest examples (ratings and library entries) for which a reader gets a model; with fewer,
 ranking is today's hybrid exactly."""
-MODEL_WEIGHT = 6.0
+MODEL_WEIGHT = 12.0
 """Score (in units of ln(1 + upvotes)) for a paper the model is sure the reader likes, at full
 confidence (chosen on the training days of the evaluation, docs/ranking-evaluation.md)."""
-MODEL_HALF_SIGNAL = 5.0
+MODEL_HALF_SIGNAL = 3.0
 """Signal (total example weight) at which the model's part is half of ``MODEL_WEIGHT``."""
-MODEL_L2 = 1.0
+MODEL_L2 = 0.3
 """L2 penalty on the weights (not the bias): small signals stay close to "no preference"."""
 BACKGROUND_SHARE = 1.0
 """Total weight of the background (the edition's papers, label 0) relative to the total weight
