@@ -45,8 +45,8 @@ sys.path.insert(0, str(ROOT))
 from digest.models import Feedback, Paper  # noqa: E402
 from digest.ranking import RankContext, build_context, keywords, rank  # noqa: E402
 from digest.ranking import reader as reader_model  # noqa: E402
-from digest.ranking.library import read_library  # noqa: E402
 from digest.ranking.embeddings import VectorCache, WordLlamaEmbedder  # noqa: E402
+from digest.ranking.library import read_library  # noqa: E402
 from digest.ranking.semantic import INTEREST_PREFIX, paper_text  # noqa: E402
 from digest.sources.hf import parse_daily_papers  # noqa: E402
 from digest.subscribers import Subscriber  # noqa: E402
@@ -354,8 +354,6 @@ def main() -> None:
         speed(args.subscribers)
 
 
-
-
 # -- issue 23: reader models -----------------------------------------------------------------------
 
 TEST_FROM = "2026-01-01"
@@ -524,9 +522,7 @@ def learning_curve(lab: Lab, grades: dict[str, dict[str, int]]) -> dict[int, tup
             grade = grades[persona.name]
             sub = lab.sub(persona)
             taken = budgets[persona.name][:n]
-            fb = Feedback(
-                tuple(i for i, up in taken if up), tuple(i for i, up in taken if not up)
-            )
+            fb = Feedback(tuple(i for i, up in taken if up), tuple(i for i, up in taken if not up))
             for day_key, day_papers in lab.papers.items():
                 if day_key < TEST_FROM:
                     continue
@@ -562,7 +558,9 @@ def cold_start(lab: Lab, grades: dict[str, dict[str, int]]) -> dict[str, tuple[f
             for day_key, day_papers in lab.papers.items():
                 if day_key < TEST_FROM:
                     continue
-                day = [p for p in day_papers if p.arxiv_id not in {x.arxiv_id for x in persona.liked}]
+                day = [
+                    p for p in day_papers if p.arxiv_id not in {x.arxiv_id for x in persona.liked}
+                ]
                 pool = [p.arxiv_id for p in day]
                 if not any(grade[i] for i in pool):
                     continue
@@ -590,17 +588,26 @@ def learn_main() -> None:
             for half in (1.0, 3.0, 6.0):
                 for l2 in (0.1, 0.3, 1.0):
                     r = replay(
-                        lab, grades, model=True, measure_from=VALID_FROM, until=TEST_FROM,
-                        weight=weight, half=half, l2=l2,
+                        lab,
+                        grades,
+                        model=True,
+                        measure_from=VALID_FROM,
+                        until=TEST_FROM,
+                        weight=weight,
+                        half=half,
+                        l2=l2,
                     )
                     rows.append((r[0], weight, half, l2))
         base = replay(lab, grades, model=False, measure_from=VALID_FROM, until=TEST_FROM)
-        for n, w, h, l in sorted(rows, reverse=True)[:8]:
-            print(f"  nDCG@10 {n:.3f}  weight {w:g}  half {h:g}  l2 {l:g}")
+        for n, w, h, l2 in sorted(rows, reverse=True)[:8]:
+            print(f"  nDCG@10 {n:.3f}  weight {w:g}  half {h:g}  l2 {l2:g}")
         print(f"  hybrid today on the validation days: {base[0]:.3f}")
     today = replay(lab, grades, model=False)
     learned = replay(lab, grades, model=True)
-    print(f"\nTemporal replay, measured on the {len(test_days)} test days (mean over {today[2]} pairs):")
+    print(
+        f"\nTemporal replay, measured on the {len(test_days)} test days "
+        f"(mean over {today[2]} pairs):"
+    )
     print(f"{'method':<28}{'nDCG@10':>9}{'P@10':>8}{'ratings':>9}")
     print(f"{'hybrid today':<28}{today[0]:9.3f}{today[1]:8.3f}{today[3]:9.1f}")
     print(f"{'hybrid + reader model':<28}{learned[0]:9.3f}{learned[1]:8.3f}{learned[3]:9.1f}")
