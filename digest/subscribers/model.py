@@ -565,7 +565,11 @@ class Subscriber:
             return ()
         if isinstance(value, str):
             return (value,)
-        if isinstance(value, list) and len(value) > MAX_LIBRARY_FILES:
+        if not isinstance(value, list | tuple):
+            raise _custom(
+                "library", "must be a file name or a list of them, e.g. [zotero.bib, saved.ris]"
+            )
+        if len(value) > MAX_LIBRARY_FILES:
             raise _custom("too_many", f"{len(value)} files; at most {MAX_LIBRARY_FILES}")
         return value
 
