@@ -201,8 +201,9 @@ class ReaderLearner:
         shas = self.library_shas(sub) if has_library(sub) else []
         if ratings < MODEL_MIN_SIGNAL and not shas:
             return None
+        # Recency weights are computed when the model is trained; the day is not part of the
+        # hash, so readers are not all retrained together when the month turns.
         h = hashlib.sha256(f"{MODEL_VERSION}\n{embedder_name}\n".encode())
-        h.update(recency_day(self.now().date()).isoformat().encode())
         for part in (sub.like, sub.dislike, fb.likes, fb.dislikes, sorted(forgotten)):
             h.update(("\x1f".join(part) + "\x1e").encode())
         for key, sha in shas:
