@@ -3,6 +3,8 @@
     python benchmarks/rank_quality.py            # the four methods, with the shipped weights
     python benchmarks/rank_quality.py --grid     # also search the hybrid's weights
     python benchmarks/rank_quality.py --speed    # cost of the semantic part at 10,000 subscribers
+    python benchmarks/rank_quality.py --learn    # reader models: temporal replay, learning
+                                                 # curve, library cold start (issue 23)
 
 The set (``benchmarks/rank_eval/``, rules in ``docs/ranking-evaluation.md``): 5 personas, each
 an interest statement, the keywords such a reader would type, and two liked papers from days
@@ -40,9 +42,11 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from digest.models import Paper  # noqa: E402
-from digest.ranking import build_context, keywords, rank  # noqa: E402
+from digest.models import Feedback, Paper  # noqa: E402
+from digest.ranking import RankContext, build_context, keywords, rank  # noqa: E402
+from digest.ranking import reader as reader_model  # noqa: E402
 from digest.ranking.embeddings import VectorCache, WordLlamaEmbedder  # noqa: E402
+from digest.ranking.library import read_library  # noqa: E402
 from digest.ranking.semantic import INTEREST_PREFIX, paper_text  # noqa: E402
 from digest.sources.hf import parse_daily_papers  # noqa: E402
 from digest.subscribers import Subscriber  # noqa: E402
@@ -328,6 +332,7 @@ def main() -> None:
     parser.add_argument("--grid", action="store_true", help="search the hybrid's weights")
     parser.add_argument("--speed", action="store_true", help="time the rank stage at scale")
     parser.add_argument("--subscribers", type=int, default=10_000)
+    parser.add_argument("--learn", action="store_true", help="evaluate the reader models")
     args = parser.parse_args()
     np.seterr(all="raise")
     personas, papers, grades = load_set()
@@ -349,5 +354,278 @@ def main() -> None:
         speed(args.subscribers)
 
 
+# -- issue 23: reader models -----------------------------------------------------------------------
+
+TEST_FROM = "2026-01-01"
+"""Days from here on are the test days (the 10 of 2026); the 15 before are replayed only."""
+VALID_FROM = "2025-01-01"
+"""For choosing the model's weights: replay the 10 days of 2024, measure on the 5 of 2025."""
+SHOWN = 10
+"""Papers an edition shows (``max_papers``)."""
+SKIM = 5
+"""A simulated reader gives 👎 only to grade-0 papers among the first SKIM shown."""
+CURVE = (0, 5, 10, 20, 40)
+LIBRARIES = EVAL / "libraries"
+
+
+class Lab:
+    """Vectors of every paper, library entry, interest and liked paper, embedded once."""
+
+    def __init__(self, personas: list[Persona], papers: dict[str, list[Paper]]) -> None:
+        self.personas, self.papers = personas, papers
+        self.every = [p for day in papers.values() for p in day]
+        self.liked = {p.arxiv_id: p for persona in personas for p in persona.liked}
+        self.libraries = {
+            p.name: read_library(LIBRARIES / f"{p.name}.bib")
+            for p in personas
+            if (LIBRARIES / f"{p.name}.bib").exists()
+        }
+        subs = [self.sub(p) for p in personas]
+        self.base = build_context(
+            self.every,
+            subs,
+            embedder=WordLlamaEmbedder(),
+            cache=VectorCache(None),
+            liked_papers=self.liked,
+        )
+        self.vectors = dict(self.base.vectors)
+        entries = [e for lib in self.libraries.values() for e in lib]
+        if entries:
+            mat = WordLlamaEmbedder().embed([e.text for e in entries])
+            self.vectors.update({e.key: mat[i] for i, e in enumerate(entries)})
+        for q in self.every:
+            self.vectors.setdefault(q.arxiv_id, self.base.vectors[q.arxiv_id])
+
+    def sub(
+        self,
+        persona: Persona,
+        *,
+        keywords: bool = True,
+        interest: bool = True,
+        liked: bool = True,
+        library: bool = False,
+    ) -> Subscriber:
+        return Subscriber(
+            email=f"{persona.name}@example.org",
+            max_papers=1000,
+            keywords=persona.keywords if keywords else (),
+            interests=(persona.interest,) if interest else (),
+            like=tuple(x.arxiv_id for x in persona.liked) if liked else (),
+            library=(f"{persona.name}.bib",) if library else (),
+        )
+
+    def rank_day(
+        self,
+        day: list[Paper],
+        sub: Subscriber,
+        fb: Feedback,
+        *,
+        model: bool,
+        library: bool = False,
+        weight: float | None = None,
+        half: float | None = None,
+        l2: float | None = None,
+    ) -> list[str]:
+        ctx = RankContext(
+            vectors=self.base.vectors,
+            feedback={sub.email: fb},
+            papers=self.liked,
+        )
+        if model:
+            lib = self.libraries.get(sub.email.split("@")[0], []) if library else []
+            examples = reader_model.reader_examples(sub, fb, lib, today=date(2026, 1, 1))
+            mat = np.stack([self.vectors[p.arxiv_id] for p in day])
+            saved = reader_model.MODEL_HALF_SIGNAL
+            if half is not None:
+                reader_model.MODEL_HALF_SIGNAL = half
+            try:
+                trained = reader_model.train(examples, self.vectors, mat, l2=l2)
+                if trained is not None:
+                    ctx.learned = reader_model.learned_for({sub.email: trained}, mat, weight=weight)
+                    ctx.paper_index = {p.arxiv_id: j for j, p in enumerate(day)}
+            finally:
+                reader_model.MODEL_HALF_SIGNAL = saved
+        return [r.paper.arxiv_id for r in rank(day, sub, ctx)]
+
+
+def _rate(order: list[str], grade: dict[str, int], fb: Feedback) -> Feedback:
+    """What a simulated reader does with an edition: 👍 every shown paper graded 2, 👎 the
+    grade-0 ones among the first SKIM (they skim the top), nothing for grade 1."""
+    likes, dislikes = list(fb.likes), list(fb.dislikes)
+    for rank_, pid in enumerate(order[:SHOWN]):
+        if grade[pid] == 2 and pid not in likes:
+            likes.append(pid)
+        elif grade[pid] == 0 and rank_ < SKIM and pid not in dislikes:
+            dislikes.append(pid)
+    return Feedback(tuple(likes), tuple(dislikes))
+
+
+def replay(
+    lab: Lab,
+    grades: dict[str, dict[str, int]],
+    *,
+    model: bool,
+    measure_from: str = TEST_FROM,
+    until: str = "9999",
+    **knobs: float | None,
+) -> tuple[float, float, int, float]:
+    """Temporal split: every day in order, rank (measured from ``measure_from`` on), then the
+    reader rates what that edition showed. Returns (nDCG@10, P@10, pairs, mean ratings)."""
+    n_scores, p_scores, rated = [], [], []
+    for persona in lab.personas:
+        grade = grades[persona.name]
+        sub = lab.sub(persona)
+        likes = set(sub.like)
+        fb = Feedback()
+        for day_key, day_papers in lab.papers.items():
+            if day_key >= until:
+                break
+            day = [p for p in day_papers if p.arxiv_id not in likes]
+            order = lab.rank_day(day, sub, fb, model=model, **knobs)  # type: ignore[arg-type]
+            pool = [p.arxiv_id for p in day]
+            if day_key >= measure_from and any(grade[i] for i in pool):
+                n_scores.append(ndcg(order, grade, pool))
+                p_scores.append(precision(order, grade, pool))
+            fb = _rate(order, grade, fb)
+        rated.append(len(fb.likes) + len(fb.dislikes))
+    return (
+        statistics.fmean(n_scores),
+        statistics.fmean(p_scores),
+        len(n_scores),
+        statistics.fmean(rated),
+    )
+
+
+def learning_curve(lab: Lab, grades: dict[str, dict[str, int]]) -> dict[int, tuple[float, float]]:
+    """Quality on the test days after the first N ratings of the replay (the same ratings for
+    both methods: the editions today's hybrid showed on the days before 2026), frozen."""
+    out: dict[int, tuple[float, float]] = {}
+    budgets: dict[str, list[tuple[str, bool]]] = {}
+    for persona in lab.personas:
+        grade = grades[persona.name]
+        sub = lab.sub(persona)
+        fb = Feedback()
+        events: list[tuple[str, bool]] = []
+        for day_key, day_papers in lab.papers.items():
+            if day_key >= TEST_FROM:
+                break
+            day = [p for p in day_papers if p.arxiv_id not in set(sub.like)]
+            order = lab.rank_day(day, sub, fb, model=False)
+            after = _rate(order, grade, fb)
+            events += [(i, True) for i in after.likes if i not in fb.likes]
+            events += [(i, False) for i in after.dislikes if i not in fb.dislikes]
+            fb = after
+        budgets[persona.name] = events
+    for n in CURVE:
+        scores: dict[bool, list[float]] = {False: [], True: []}
+        for persona in lab.personas:
+            grade = grades[persona.name]
+            sub = lab.sub(persona)
+            taken = budgets[persona.name][:n]
+            fb = Feedback(tuple(i for i, up in taken if up), tuple(i for i, up in taken if not up))
+            for day_key, day_papers in lab.papers.items():
+                if day_key < TEST_FROM:
+                    continue
+                day = [p for p in day_papers if p.arxiv_id not in set(sub.like)]
+                pool = [p.arxiv_id for p in day]
+                if not any(grade[i] for i in pool):
+                    continue
+                for model in (False, True):
+                    order = lab.rank_day(day, sub, fb, model=model)
+                    scores[model].append(ndcg(order, grade, pool))
+        out[n] = (statistics.fmean(scores[False]), statistics.fmean(scores[True]))
+    return out
+
+
+def cold_start(lab: Lab, grades: dict[str, dict[str, int]]) -> dict[str, tuple[float, float]]:
+    """Test days, no ratings: hand-written keywords vs. the persona's library alone (its
+    grade-2 papers of the days before 2026, as a BibTeX file), and the combinations."""
+    configs = {
+        "upvotes only": dict(keywords=False, interest=False, liked=False, library=False),
+        "keywords only": dict(keywords=True, interest=False, liked=False, library=False),
+        "library only": dict(keywords=False, interest=False, liked=False, library=True),
+        "hybrid (kw + interest + 2 likes)": dict(
+            keywords=True, interest=True, liked=True, library=False
+        ),
+        "hybrid + library": dict(keywords=True, interest=True, liked=True, library=True),
+    }
+    out = {}
+    for label, cfg in configs.items():
+        n_scores, p_scores = [], []
+        for persona in lab.personas:
+            grade = grades[persona.name]
+            sub = lab.sub(persona, **cfg)
+            for day_key, day_papers in lab.papers.items():
+                if day_key < TEST_FROM:
+                    continue
+                day = [
+                    p for p in day_papers if p.arxiv_id not in {x.arxiv_id for x in persona.liked}
+                ]
+                pool = [p.arxiv_id for p in day]
+                if not any(grade[i] for i in pool):
+                    continue
+                order = lab.rank_day(day, sub, Feedback(), model=cfg["library"], library=True)
+                n_scores.append(ndcg(order, grade, pool))
+                p_scores.append(precision(order, grade, pool))
+        out[label] = (statistics.fmean(n_scores), statistics.fmean(p_scores))
+    return out
+
+
+def learn_main() -> None:
+    np.seterr(all="raise")
+    personas, papers, grades = load_set()
+    test_days = [d for d in papers if d >= TEST_FROM]
+    print(
+        f"Evaluation set: {len(personas)} personas, {len(papers)} days "
+        f"({len(papers) - len(test_days)} replayed, {len(test_days)} test days from {TEST_FROM}), "
+        f"{sum(len(v) for v in papers.values())} papers"
+    )
+    lab = Lab(personas, papers)
+    if "--grid" in sys.argv:
+        print("\nValidation (replay 2024, measure 2025; test days unseen): weight, half, l2")
+        rows = []
+        for weight in (4.0, 8.0, 12.0, 16.0):
+            for half in (1.0, 3.0, 6.0):
+                for l2 in (0.1, 0.3, 1.0):
+                    r = replay(
+                        lab,
+                        grades,
+                        model=True,
+                        measure_from=VALID_FROM,
+                        until=TEST_FROM,
+                        weight=weight,
+                        half=half,
+                        l2=l2,
+                    )
+                    rows.append((r[0], weight, half, l2))
+        base = replay(lab, grades, model=False, measure_from=VALID_FROM, until=TEST_FROM)
+        for n, w, h, l2 in sorted(rows, reverse=True)[:8]:
+            print(f"  nDCG@10 {n:.3f}  weight {w:g}  half {h:g}  l2 {l2:g}")
+        print(f"  hybrid today on the validation days: {base[0]:.3f}")
+    today = replay(lab, grades, model=False)
+    learned = replay(lab, grades, model=True)
+    print(
+        f"\nTemporal replay, measured on the {len(test_days)} test days "
+        f"(mean over {today[2]} pairs):"
+    )
+    print(f"{'method':<28}{'nDCG@10':>9}{'P@10':>8}{'ratings':>9}")
+    print(f"{'hybrid today':<28}{today[0]:9.3f}{today[1]:8.3f}{today[3]:9.1f}")
+    print(f"{'hybrid + reader model':<28}{learned[0]:9.3f}{learned[1]:8.3f}{learned[3]:9.1f}")
+    print(f"  gain {learned[0] - today[0]:+.3f} nDCG@10 (target ≥ +0.05)")
+    print("\nLearning curve (test days, ratings frozen after N; nDCG@10):")
+    print(f"{'ratings':>8}{'hybrid today':>14}{'+ model':>10}{'gain':>8}")
+    for n, (h, m) in learning_curve(lab, grades).items():
+        print(f"{n:>8}{h:14.3f}{m:10.3f}{m - h:+8.3f}")
+    print("\nLibrary cold start (test days, no ratings):")
+    print(f"{'configuration':<34}{'nDCG@10':>9}{'P@10':>8}")
+    for label, (n, p) in cold_start(lab, grades).items():
+        print(f"{label:<34}{n:9.3f}{p:8.3f}")
+    sizes = {k: len(v) for k, v in lab.libraries.items()}
+    print(f"  library entries per persona: {sizes}")
+
+
 if __name__ == "__main__":
-    main()
+    if "--learn" in sys.argv:
+        learn_main()
+    else:
+        main()

@@ -275,6 +275,27 @@ class Settings(BaseSettings):
             "liked paper that no stored edition lists; unset: such a like is skipped."
         ),
     )
+    orcid_api_url: str | None = Field(
+        None,
+        description=(
+            "ORCID public API (https://pub.orcid.org/v3.0) for a subscriber's 'orcid:' works; "
+            "unset: 'orcid:' is skipped with a warning."
+        ),
+    )
+    semantic_scholar_api_url: str | None = Field(
+        None,
+        description=(
+            "Semantic Scholar Graph API (https://api.semanticscholar.org/graph/v1) for a "
+            "subscriber's 'semantic_scholar:' author papers; unset: skipped with a warning."
+        ),
+    )
+    reader_cache: Path | None = Field(
+        None,
+        description=(
+            "Reader cache file (parsed libraries, author lists, trained reader models); "
+            "default: the state file's path + '.reader'."
+        ),
+    )
 
     # --- rendering -----------------------------------------------------------------------
     thumbnails: bool = Field(
@@ -295,6 +316,11 @@ class Settings(BaseSettings):
     def vector_cache_path(self) -> Path:
         """The vector cache file: ``vector_cache``, else the state file's path + ``.vectors``."""
         return self.vector_cache or self.state_path.with_name(self.state_path.name + ".vectors")
+
+    @property
+    def reader_cache_path(self) -> Path:
+        """The reader cache file: ``reader_cache``, else the state file's path + ``.reader``."""
+        return self.reader_cache or self.state_path.with_name(self.state_path.name + ".reader")
 
     @field_validator("sources")
     @classmethod

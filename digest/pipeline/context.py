@@ -3,7 +3,10 @@
 :class:`RankContextBuilder` reads the state store (each subscriber's 👍/👎, which papers they
 already got, the stored liked papers), fetches liked papers missing everywhere from the arXiv
 API once, and embeds what the vector cache lacks; :func:`digest.ranking.build_context` does the
-pure part. The embedding model and the vector cache are opened on first use only.
+pure part. Readers with a library or enough ratings get their model
+(:class:`~digest.ranking.learning.ReaderLearner`: author lists fetched weekly, models trained
+only when the signal changed, from the reader cache), applied to the edition's papers in one
+matrix product. The embedding model and the caches are opened on first use only.
 """
 
 from __future__ import annotations
@@ -16,7 +19,11 @@ from digest.errors import ConfigError
 from digest.models import Edition, Feedback, Paper
 from digest.ranking import RankContext, build_context
 from digest.ranking.embeddings import Embedder, VectorCache, build_embedder
+from digest.ranking.learning import ReaderLearner, has_library
 from digest.ranking.liked import fetch_missing
+from digest.ranking.reader import MODEL_MIN_SIGNAL, learned_for
+from digest.ranking.readercache import ReaderCache
+from digest.ranking.semantic import paper_text
 from digest.settings import Settings
 from digest.state import StateBackend
 from digest.subscribers import Subscriber
@@ -35,6 +42,12 @@ def liked_ids(subscribers: Sequence[Subscriber], feedback: Mapping[str, Feedback
     return ids
 
 
+def _ratings(sub: Subscriber, feedback: Mapping[str, Feedback]) -> int:
+    """How many papers the subscriber rated (YAML like/dislike and 👍/👎, each paper once)."""
+    fb = feedback.get(sub.email) or Feedback()
+    return len({*sub.like, *sub.dislike, *fb.likes, *fb.dislikes})
+
+
 class RankContextBuilder:
     """Builds :class:`~digest.ranking.RankContext` for a send or a preview.
 
@@ -49,12 +62,24 @@ class RankContextBuilder:
         self._embedder: Embedder | None = None
         self._embedder_built = False
         self._vectors: VectorCache | None = None
+        self._learner: ReaderLearner | None = None
         self._missing_warned: set[str] = set()
 
     def close(self) -> None:
-        """Close the vector cache if it was opened."""
+        """Close the vector and reader caches if they were opened."""
         if self._vectors is not None:
             self._vectors.close()
+        if self._learner is not None:
+            self._learner.cache.close()
+
+    @property
+    def learner(self) -> ReaderLearner:
+        """Libraries and reader models (``settings.reader_cache_path``), opened on first use."""
+        if self._learner is None:
+            self._learner = ReaderLearner(
+                self.settings, ReaderCache(self.settings.reader_cache_path)
+            )
+        return self._learner
 
     @property
     def embedder(self) -> Embedder | None:
@@ -99,6 +124,9 @@ class RankContextBuilder:
             fetched = await fetch_missing(missing, self.settings)
             for paper in fetched:
                 self.store.save_paper(paper)
+        readers = [s for s in subscribers if has_library(s)]
+        if readers and self.settings.embeddings != "off":
+            await self.learner.refresh(readers)
         return await asyncio.to_thread(
             self.build_now,
             papers,
@@ -154,10 +182,51 @@ class RankContextBuilder:
             )
 
         try:
-            return context(self.embedder)
+            built = context(self.embedder)
+            if self.embedder is not None:
+                self._learn(built, papers, subscribers, feedback, self.embedder)
+            return built
         except ConfigError as e:  # the model is unknown or cannot be loaded
             log.error("ranking without interests and liked papers: %s", e)
             return context(None)
+
+    def _learn(
+        self,
+        context: RankContext,
+        papers: Sequence[Paper],
+        subscribers: Sequence[Subscriber],
+        feedback: Mapping[str, Feedback],
+        embedder: Embedder,
+    ) -> None:
+        """Give ``context`` the models of readers with a library or enough ratings."""
+        readers = [
+            s for s in subscribers if has_library(s) or _ratings(s, feedback) >= MODEL_MIN_SIGNAL
+        ]
+        if not readers or not papers:
+            return
+        import numpy as np
+
+        by_id = {p.arxiv_id: p for p in papers}
+        missing = [pid for pid in by_id if pid not in context.vectors]
+        if missing:
+            matrix = self.vector_cache.vectors(embedder, [paper_text(by_id[i]) for i in missing])
+            vectors = dict(context.vectors)
+            vectors.update({pid: matrix[k] for k, pid in enumerate(missing)})
+            context.vectors = vectors
+        ids = list(by_id)
+        paper_matrix = np.stack([context.vectors[i] for i in ids])
+        known = {**context.papers, **by_id}
+        models = self.learner.models(
+            readers,
+            feedback,
+            embedder=embedder,
+            vectors=self.vector_cache,
+            background=paper_matrix,
+            texts={pid: paper_text(p) for pid, p in known.items()},
+            titles={pid: p.title for pid, p in known.items()},
+        )
+        context.learned = learned_for(models, paper_matrix)
+        context.paper_index = {pid: j for j, pid in enumerate(ids)}
 
     def _warn_missing(self, sub: Subscriber, arxiv_id: str) -> None:
         key = f"{sub.email} {arxiv_id}"

@@ -65,6 +65,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from digest.models import Paper, RankedPaper
+from digest.ranking.reader import Learned
 from digest.ranking.semantic import (
     AUTHOR_BONUS,
     DISLIKE_WEIGHT,
@@ -182,6 +183,7 @@ class _Edition:
         self._words: dict[tuple[str, int], str | None] = {}
         self._authors: list[dict[str, str]] | None = None
         self._sims: tuple[RankContext, Any, dict[str, list[float]]] | None = None
+        self._positions: tuple[RankContext, list[int] | None] | None = None
         # All titles (bodies) in one string: one substring test rules a term out for all.
         self._all_titles = FIELD_SEPARATOR.join(self.titles)
         self._all_bodies = FIELD_SEPARATOR.join(self.bodies)
@@ -246,6 +248,17 @@ class _Edition:
                 return None
             row = columns[key] = sims[0][:, j].tolist()
         return row
+
+    def positions(self, context: RankContext) -> list[int] | None:
+        """Each paper's position in the context's learned arrays (``None``: a paper is
+        missing), computed once per context."""
+        cached = self._positions
+        if cached is None or cached[0] is not context:
+            index = context.paper_index
+            found = [index.get(pid) for pid in self.ids]
+            positions = None if None in found else [j for j in found if j is not None]
+            cached = self._positions = (context, positions)
+        return cached[1]
 
 
 _editions: OrderedDict[tuple[int, ...], _Edition] = OrderedDict()
@@ -366,6 +379,9 @@ class _Signals:
         likes: ``(arxiv id, similarity per paper)`` for each known liked paper.
         interest_part: per paper, the interest part of ``bonus`` (for the why line).
         like_part: per paper, the liked-paper part of ``bonus``.
+        model_part: per paper, the reader model's part of ``bonus``.
+        learned: the reader's model for this send, if any.
+        positions: per paper, its position in ``learned``'s arrays.
         by_author: paper index -> the followed author's name as the paper spells it.
     """
 
@@ -376,11 +392,14 @@ class _Signals:
     interest_part: list[float]
     like_part: list[float]
     by_author: dict[int, str]
+    model_part: list[float]
+    learned: Learned | None
+    positions: list[int]
 
     @property
     def semantic(self) -> bool:
-        """Whether the subscriber ranks by meaning (an interest or a liked paper is known)."""
-        return bool(self.interests or self.likes)
+        """Whether the subscriber ranks by meaning (an interest, a liked paper or a model)."""
+        return bool(self.interests or self.likes or self.learned)
 
 
 def _best(rows: list[list[float]]) -> list[float]:
@@ -420,10 +439,14 @@ def _signals(
             row = edition.similarity(context, pid)
             if row is not None:
                 dislikes.append(row)
-    if not (interests or likes or dislikes or subscriber.authors):
+    learned = context.learned.get(subscriber.email) if context is not None else None
+    positions = edition.positions(context) if learned is not None and context else None
+    if positions is None:
+        learned = None
+    if not (interests or likes or dislikes or subscriber.authors or learned):
         return None
     zero = [0.0] * n
-    interest_part = like_part = bonus = zero
+    interest_part = like_part = model_part = bonus = zero
     relevant = [False] * n
     if interests:
         best = _best([row for _, row in interests])
@@ -437,7 +460,12 @@ def _signals(
     if dislikes:
         penalty = _lifted(_best(dislikes), DISLIKE_WEIGHT)
         bonus = list(map(float.__sub__, bonus, penalty))
-    if bonus is zero or bonus is interest_part or bonus is like_part:
+    if learned is not None and positions is not None:
+        part = learned.part
+        model_part = [part[j] for j in positions]
+        bonus = model_part if bonus is zero else list(map(float.__add__, bonus, model_part))
+        relevant = [r or learned.relevant(j) for r, j in zip(relevant, positions, strict=True)]
+    if bonus is zero or bonus is interest_part or bonus is like_part or bonus is model_part:
         bonus = list(bonus)  # the author bonus below must not change the parts
     by_author: dict[int, str] = {}
     if subscriber.authors:
@@ -456,6 +484,9 @@ def _signals(
         interest_part=interest_part,
         like_part=like_part,
         by_author=by_author,
+        model_part=model_part,
+        learned=learned,
+        positions=positions or [],
     )
 
 
@@ -477,6 +508,12 @@ def _why(i: int, words: tuple[str, ...], signals: _Signals | None) -> tuple[str,
             sim, pid = max((row[i], pid) for pid, row in signals.likes)
             if sim >= RELEVANT_LIKE_SIMILARITY:
                 candidates.append((like_part, f"like {pid} you liked"))
+        learned = signals.learned
+        if learned is not None and learned.themes:
+            j = signals.positions[i]
+            if learned.relevant(j):
+                theme = learned.themes[min(learned.nearest[j], len(learned.themes) - 1)]
+                candidates.append((signals.model_part[i], f"like {theme}"))
     if not candidates:
         return "trending", True
     return max(candidates, key=lambda c: c[0])[1], False

@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # numpy is imported where vectors are used (see digest.rankin
     import numpy.typing as npt
 
     from digest.ranking.embeddings import Embedder, VectorCache, Vectors
+    from digest.ranking.reader import Learned
 
 INTEREST_PREFIX = "interest:"
 """Prefix of interest statements' keys in :attr:`RankContext.vectors`."""
@@ -85,12 +86,18 @@ class RankContext:
             (only ids of this edition's papers need to be there).
         feedback: per subscriber email, what 👍/👎 taught.
         papers: liked/disliked papers by bare id (for the why line), when known.
+        learned: per subscriber email, what their model (:mod:`digest.ranking.reader`) makes
+            of each paper; only readers with enough signal have one.
+        paper_index: arXiv id → position in each :class:`~digest.ranking.reader.Learned`'s
+            arrays (the papers the models were applied to).
     """
 
     vectors: dict[str, npt.NDArray[np.float32]] = field(default_factory=dict)
     seen: Mapping[str, frozenset[str]] = field(default_factory=dict)
     feedback: Mapping[str, Feedback] = field(default_factory=dict)
     papers: Mapping[str, Paper] = field(default_factory=dict)
+    learned: Mapping[str, Learned] = field(default_factory=dict)
+    paper_index: Mapping[str, int] = field(default_factory=dict)
     _matrices: dict[tuple[str, ...], Vectors] = field(default_factory=dict, repr=False)
 
     def likes(self, subscriber: Subscriber) -> tuple[str, ...]:

@@ -70,7 +70,18 @@ SOURCE_PREFIXES = ("file:", "feed:")
 """Source spec prefixes besides the bare ``hf`` (same rule as ``DIGEST_SOURCES``)."""
 MAX_SUMMARY_PROBLEMS = 5
 """How many problems the one-line ``str()`` of the :class:`ConfigError` spells out."""
-PERSONAL_OPTIONS = ("keywords", "only_matching", "interests", "like", "dislike", "authors")
+PERSONAL_OPTIONS = (
+    "keywords",
+    "only_matching",
+    "interests",
+    "like",
+    "dislike",
+    "authors",
+    "library",
+    "orcid",
+    "arxiv_author",
+    "semantic_scholar",
+)
 """Options that the unpersonalized edition (:meth:`Subscriber.default`) ignores."""
 MAX_LIST_ITEMS = 1000
 """Most items in a ``like``/``dislike``/``authors`` list."""
@@ -80,6 +91,21 @@ MAX_INTERESTS = 20
 """Most interest statements per subscriber."""
 MAX_AUTHOR_CHARS = 200
 """Longest author name (characters)."""
+LIBRARY_FORMATS: dict[str, Literal["bibtex", "ris", "csl-json"]] = {
+    ".bib": "bibtex",
+    ".bibtex": "bibtex",
+    ".ris": "ris",
+    ".json": "csl-json",
+}
+"""Library file formats by lower-case suffix: what Zotero, Mendeley, Google Scholar export."""
+MAX_LIBRARY_FILES = 10
+"""Most files in a subscriber's ``library`` list."""
+MAX_PATH_CHARS = 1000
+"""Longest ``library`` path (characters)."""
+_ORCID_RE = re.compile(r"(?:https?://(?:www\.)?orcid\.org/)?(\d{4}-\d{4}-\d{4}-\d{3}[\dX])")
+"""An ORCID iD, optionally as its URL; group 1 is the bare iD."""
+_S2_AUTHOR_RE = re.compile(r"\d{1,20}")
+"""A Semantic Scholar author id (digits, as in semanticscholar.org/author/NAME/1741101)."""
 ARXIV_ID_RE = re.compile(
     r"(?:arxiv:|https?://arxiv\.org/(?:abs|pdf)/)?"
     r"(\d{4}\.\d{4,5}|[a-z\-]+(?:\.[A-Z]{2})?/\d{7})(?:v\d+)?(?:\.pdf)?",
@@ -263,6 +289,56 @@ def _check_author(value: str) -> str:
     return name
 
 
+def _check_library_path(value: str) -> str:
+    path = value.strip()
+    if not path:
+        raise _custom("empty_library", "empty library path; remove it or name a file")
+    if _CONTROL_RE.search(path):
+        raise _custom("library", "a library path must not contain control characters")
+    if len(path) > MAX_PATH_CHARS:
+        raise _custom("library", f"path is {len(path)} characters; at most {MAX_PATH_CHARS}")
+    suffix = "." + path.rsplit(".", 1)[-1].lower() if "." in path else ""
+    if suffix not in LIBRARY_FORMATS:
+        raise _custom(
+            "library_format",
+            f"{path[:80]!r}: unknown library format; export it as .bib (BibTeX), .ris or "
+            ".json (CSL-JSON)",
+        )
+    return path
+
+
+def _orcid_checksum_ok(bare: str) -> bool:
+    """ISO 7064 MOD 11-2 check digit of an ORCID iD (its last character)."""
+    total = 0
+    for ch in bare[:-1].replace("-", ""):
+        total = (total + int(ch)) * 2
+    check = (12 - total % 11) % 11
+    return bare[-1] == ("X" if check == 10 else str(check))
+
+
+def _check_orcid(value: str) -> str:
+    m = _ORCID_RE.fullmatch(value.strip())
+    if m is None:
+        raise _custom(
+            "orcid", f"{value[:80]!r} is not an ORCID iD; write it like '0000-0002-1825-0097'"
+        )
+    if not _orcid_checksum_ok(m[1]):
+        raise _custom("orcid", f"{m[1]!r}: the check digit is wrong; copy the iD again")
+    return m[1]
+
+
+def _check_s2_author(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if isinstance(value, str) and not _S2_AUTHOR_RE.fullmatch(value.strip()):
+        raise _custom(
+            "semantic_scholar",
+            f"{value[:80]!r} is not a Semantic Scholar author id; use the number at the end "
+            "of the author page's address, e.g. 1741101",
+        )
+    return value.strip() if isinstance(value, str) else value
+
+
 Term = Annotated[str, AfterValidator(_check_term)]
 """One keyword or exclude term; errors point at the list item. (A number in a ``keywords`` or
 ``exclude`` list is made a string first, by the list's validator.)"""
@@ -274,6 +350,12 @@ ArxivId = Annotated[str, BeforeValidator(_arxiv_id_before), AfterValidator(_chec
 """One arXiv id, stored bare (no version)."""
 Author = Annotated[str, AfterValidator(_check_author)]
 """One author name to follow."""
+LibraryPath = Annotated[str, AfterValidator(_check_library_path)]
+"""One library file (BibTeX, RIS, CSL-JSON), relative to the subscribers file."""
+OrcidId = Annotated[str, AfterValidator(_check_orcid)]
+"""An ORCID iD, stored bare (``0000-0002-1825-0097``)."""
+S2AuthorId = Annotated[str, BeforeValidator(_check_s2_author)]
+"""A Semantic Scholar author id (digits)."""
 StrictInt = Annotated[int, Strict()]
 
 
@@ -332,6 +414,13 @@ class Subscriber:
         no_repeat: ``True`` (default): a paper already sent to this subscriber in an earlier
             edition (same arXiv id, any version) is never sent again; a weekly edition leaves
             out what the subscriber got daily.
+        library: the subscriber's library files (BibTeX ``.bib``, RIS ``.ris``, CSL-JSON
+            ``.json``: what Zotero, Mendeley, Google Scholar export), relative to the
+            subscribers file; a single path may be written without a list. Their papers are
+            liked examples of the reader's model (:mod:`digest.ranking.reader`).
+        orcid: an ORCID iD whose public works count as the library too (stored bare).
+        arxiv_author: an author name whose arXiv papers count as the library too.
+        semantic_scholar: a Semantic Scholar author id whose papers count as the library too.
         sources: this subscriber's sources, by spec string (``hf``, ``file:PATH``,
             ``feed:URL``, as in ``DIGEST_SOURCES``), instead of ``DIGEST_SOURCES``; a spec need
             not be configured globally (one reader can follow arXiv cs.RO alone); ``None``: the
@@ -360,6 +449,10 @@ class Subscriber:
     dislike: tuple[ArxivId, ...] = ()
     authors: tuple[Author, ...] = ()
     no_repeat: bool = True
+    library: tuple[LibraryPath, ...] = ()
+    orcid: OrcidId | None = None
+    arxiv_author: Author | None = None
+    semantic_scholar: S2AuthorId | None = None
 
     @classmethod
     def default(cls, defaults: Mapping[str, Any] | None = None) -> Subscriber:
@@ -464,6 +557,26 @@ class Subscriber:
                 )
             seen[key] = i
         return value
+
+    @field_validator("library", mode="before")
+    @classmethod
+    def _library_list(cls, value: Any) -> Any:
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            return (value,)
+        if not isinstance(value, list | tuple):
+            raise _custom(
+                "library", "must be a file name or a list of them, e.g. [zotero.bib, saved.ris]"
+            )
+        if len(value) > MAX_LIBRARY_FILES:
+            raise _custom("too_many", f"{len(value)} files; at most {MAX_LIBRARY_FILES}")
+        return value
+
+    @field_validator("library")
+    @classmethod
+    def _check_library(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _no_duplicates(value, str)
 
     @field_validator("interests", "like", "dislike", "authors", mode="before")
     @classmethod
@@ -581,7 +694,14 @@ class Subscriber:
     @model_validator(mode="after")
     def _check_only_matching(self) -> Self:
         if self.only_matching and not (
-            self.keywords or self.interests or self.like or self.authors
+            self.keywords
+            or self.interests
+            or self.like
+            or self.authors
+            or self.library
+            or self.orcid
+            or self.arxiv_author
+            or self.semantic_scholar
         ):
             raise PydanticCustomError(
                 "only_matching_without_keywords",
