@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +17,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from digest.addresses import mailbox_problem
 from digest.errors import ConfigError
 
 DEFAULT_HF_API_URL = "https://huggingface.co/api/daily_papers"
@@ -68,6 +70,7 @@ EXAMPLE_SECRET_KEY = "change-me-to-a-long-random-string"
 SECRET_KEY_HINT = "generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
 SmtpSecurity = Literal["starttls", "tls", "none"]
+_SPACE_OR_CONTROL_RE = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
 
 
 class Settings(BaseSettings):
@@ -311,6 +314,27 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("sender", "reply_to")
+    @classmethod
+    def _check_mailbox(cls, value: str | None) -> str | None:
+        """One mailbox whose name, once decoded, is plain text (it goes into every header)."""
+        if value is None:
+            return None
+        problem = mailbox_problem(value)
+        if problem is not None:
+            raise PydanticCustomError("mailbox", problem)
+        return value
+
+    @field_validator("envelope_from", "unsubscribe_mailto", "unsubscribe_url", "public_url")
+    @classmethod
+    def _check_one_word(cls, value: str | None) -> str | None:
+        """An address or URL bound for a header or an SMTP command: no spaces, no controls."""
+        if value is not None and _SPACE_OR_CONTROL_RE.search(value.strip()):
+            raise PydanticCustomError(
+                "spaces", "must not contain spaces, line breaks or control characters"
+            )
+        return value
+
     @field_validator("unsubscribe_url")
     @classmethod
     def _check_unsubscribe_url(cls, value: str | None) -> str | None:
@@ -437,7 +461,7 @@ def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Set
         problems = []
         for err in e.errors():
             name = str(err["loc"][0]) if err["loc"] else "?"
-            env = "DIGEST_FROM" if name == "sender" else f"DIGEST_{name.upper()}"
+            env = "DIGEST_FROM" if name in ("sender", "DIGEST_FROM") else f"DIGEST_{name.upper()}"
             problems.append(f"{env}: {err['msg']}")
         raise ConfigError(_summary(problems), problems) from None
     extra = settings.problems()

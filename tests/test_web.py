@@ -27,7 +27,7 @@ from digest.state import StateStore
 from digest.subscribers import load_subscribers
 from digest.tokens import Purpose, TokenSigner
 from tests.conftest import FIXTURES
-from tests.factories import SECRET_KEY, make_settings
+from tests.factories import HOSTILE_NAMES, SECRET_KEY, make_settings
 from tests.webserver import running_app
 
 PUBLIC = "https://papers.example.org"
@@ -490,6 +490,51 @@ async def test_hostile_sign_up_inputs_are_refused_or_escaped(
     assert [m["To"] for m in messages(settings)] == ["x@example.org"]
 
 
+PREFERENCES_FORM = {
+    "name": "Bob",
+    "keywords": "",
+    "exclude": "",
+    "frequency": "daily",
+    "weekday": "monday",
+    "send_at": "07:00",
+    "timezone": "UTC",
+    "max_papers": "5",
+}
+"""A valid preferences form (without its CSRF field)."""
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+async def test_a_name_that_would_write_headers_is_refused_by_both_forms(
+    settings: Settings, base: str, name: str
+) -> None:
+    before = snapshot(settings)
+    url = (
+        f"{base}/preferences/{TokenSigner(SECRET_KEY).make(Purpose.PREFERENCES, 'ada@example.org')}"
+    )
+    with httpx.Client() as client:
+        signup = _sign_up(client, base, "eve@example.org", name=name)
+        page = client.get(url)
+        form = {**PREFERENCES_FORM, "csrf": csrf_of(page), "name": name}
+        preferences = client.post(url, data=form)
+    for answer in (signup, preferences):
+        assert answer.status_code == 422
+        # The name field's own message, next to it.
+        assert re.search(
+            r'id="name".*?<span class="error"[^>]*>must not contain', answer.text, re.S
+        )
+    assert snapshot(settings) == before  # no sign-up recorded, the YAML untouched
+    assert not settings.outbox.exists()  # no confirmation mail
+
+
+async def test_an_address_holding_an_encoded_word_is_refused(settings: Settings, base: str) -> None:
+    # Valid RFC 5322 atext, but a header parser decodes it (to a line break, here).
+    with httpx.Client() as client:
+        r = _sign_up(client, base, "=?utf-8?q?a=0D=0AX-Injected=3A_yes?=@example.org")
+    assert r.status_code == 422
+    assert re.search(r'<span class="error" id="email-error">[^<]*must not contain', r.text)
+    assert not settings.outbox.exists()
+
+
 async def test_hostile_preferences_inputs(settings: Settings, base: str) -> None:
     url = (
         f"{base}/preferences/{TokenSigner(SECRET_KEY).make(Purpose.PREFERENCES, 'bob@example.org')}"
@@ -497,18 +542,7 @@ async def test_hostile_preferences_inputs(settings: Settings, base: str) -> None
     before = snapshot(settings)
     with httpx.Client() as client:
         page = client.get(url)
-        csrf = csrf_of(page)
-        base_form = {
-            "csrf": csrf,
-            "name": "Bob",
-            "keywords": "",
-            "exclude": "",
-            "frequency": "daily",
-            "weekday": "monday",
-            "send_at": "07:00",
-            "timezone": "UTC",
-            "max_papers": "5",
-        }
+        base_form = {**PREFERENCES_FORM, "csrf": csrf_of(page)}
         cases = [
             {"name": "Bob\r\nBcc: x@example.org"},
             {"name": "x" * 500},

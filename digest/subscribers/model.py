@@ -34,7 +34,7 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
-from digest.addresses import normalize_email
+from digest.addresses import ENCODED_WORD_OPENER, display_name_problem, normalize_email
 
 log = logging.getLogger(__name__)
 
@@ -297,8 +297,9 @@ class Subscriber:
             in IDNA A-label form: ``ada@xn--bcher-kva.de`` for ``ada@bücher.de``); the
             subscriber's identity in the state file, so it must be unique in the file. A
             non-ASCII local part needs a relay that offers SMTPUTF8 (RFC 6531).
-        name: display name for the ``To:`` header and the greeting; ``None`` for none. No line
-            breaks or control characters.
+        name: display name for the ``To:`` header and the greeting; ``None`` for none. Plain
+            text in any script: no line breaks, control characters, bidirectional overrides or
+            ``=?`` (:func:`~digest.addresses.display_name_problem`).
         keywords: terms of interest, as written, in the subscriber's order. Matching is
             case-insensitive on whole words in the title, abstract, AI summary and AI keywords;
             ``*`` at the end of a word matches any continuation (``agent*``: agents, agentic);
@@ -417,6 +418,13 @@ class Subscriber:
     def _check_email(cls, value: Any) -> Any:
         if not isinstance(value, str):
             return value  # the str validator reports the type
+        if ENCODED_WORD_OPENER in value:
+            # Valid in a local part (RFC 5322 atext), but a header parser would decode it.
+            raise _custom(
+                "email",
+                f"invalid email address {value[:80]!r}: must not contain '=?' (it starts an "
+                "RFC 2047 encoded-word, which mail programs decode)",
+            )
         fast = _known_domain_address(value)
         if fast is not None:
             return fast
@@ -433,8 +441,9 @@ class Subscriber:
     def _check_name(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        if _CONTROL_RE.search(value):
-            raise _custom("name", "must not contain line breaks or control characters")
+        problem = display_name_problem(value)
+        if problem is not None:
+            raise _custom("name", problem)
         return value.strip() or None
 
     @field_validator("keywords", "exclude", mode="before")

@@ -28,11 +28,11 @@ from typing import Any
 from email_validator import EmailNotValidError, validate_email
 from pydantic import ValidationError
 
-from digest.addresses import normalize_email
+from digest.addresses import display_name_problem, normalize_email
 from digest.clock import Clock, utc_now
 from digest.delivery import OutgoingMessage, TransportFactory, open_transport
-from digest.errors import ConfigError, DeliveryError, TokenError
-from digest.message import make_message_id
+from digest.errors import ConfigError, DeliveryError, HeaderError, TokenError
+from digest.message import check_head, make_message_id
 from digest.settings import Settings
 from digest.state import StateBackend, SuppressionReason
 from digest.subscribers import Subscriber, SubscriberList, load_subscribers
@@ -524,6 +524,8 @@ class Subscriptions:
         signup = self.store.signup(signup_id)
         assert signup is not None
         name, keywords = signup.name, signup.keywords
+        if name is not None and display_name_problem(name) is not None:
+            name = None  # recorded before names were checked: confirm the address without it
         await self.writes.apply(
             lambda doc: change_add_or_activate(doc, address, name=name, keywords=keywords)
         )
@@ -543,6 +545,12 @@ class Subscriptions:
         msg["Message-ID"] = message_id
         msg["Auto-Submitted"] = "auto-generated"
         msg.set_content(body)
+        data = msg.as_bytes(policy=msg.policy.clone(linesep="\r\n"))
+        try:
+            check_head(data, msg.keys())  # the fields set above and nothing else
+        except HeaderError as e:
+            log.warning("confirmation mail to %s not sent: %s", mask_address(address), e)
+            return
         envelope = self.settings.envelope_from or parseaddr(self.settings.sender)[1]
         out = OutgoingMessage(
             subscriber=address,
@@ -550,7 +558,7 @@ class Subscriptions:
             message_id=message_id,
             envelope_from=envelope,
             recipients=(address,),
-            data=msg.as_bytes(policy=msg.policy.clone(linesep="\r\n")),
+            data=data,
         )
         try:
             transport = await self._transport()
