@@ -20,6 +20,7 @@ import dkim
 import pytest
 
 from digest.message import check_head
+from digest.state import StateStore
 from tests.conftest import DKIM_DOMAIN, DKIM_SELECTOR, EXAMPLES, DkimKey
 from tests.factories import (
     BODY_WRITING_NAME,
@@ -139,6 +140,27 @@ def test_a_hostile_paper_title_is_subject_text_not_header_lines(
         text = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
         assert "Your account is locked" not in text
     assert messages["reader1@example.org"]["To"] == "José Núñez <reader1@example.org>"
+
+
+def test_a_header_block_that_is_not_the_one_built_fails_that_message_only(
+    relay: SMTPTestServer, workdir: Path, dkim_key: DkimKey
+) -> None:
+    # A Message-ID kept from an earlier attempt (a resend of an `unknown` row reuses it) is
+    # the one header value that is neither ours nor checked on entry: a defence in depth.
+    write_subscribers(workdir, ["Ada Lovelace", "Bob"])
+    with StateStore(workdir / "digest-state.sqlite3") as store:
+        assert store.claim("reader0@example.org", DAY, "=?utf-8?q?a=0D=0ABcc:_x@evil.example?=")
+        store.mark_unknown("reader0@example.org", DAY, "connection lost after DATA")
+
+    code, output = cli("send", "--date", DAY, "--retry-unknown")
+
+    assert code == 1, output
+    assert "sent 1, skipped 0, failed 1" in output and "Traceback" not in output
+    assert "reader0@example.org: message not built: the Message-ID: field" in output
+    assert sorted(received(relay, dkim_key)) == ["reader1@example.org"]
+    with StateStore(workdir / "digest-state.sqlite3") as store:
+        row = store.get("reader0@example.org", DAY)
+    assert row is not None and row.status == "owed"  # not sent; tried again at the next run
 
 
 def test_the_header_check_refuses_a_block_with_fields_that_were_not_built() -> None:
