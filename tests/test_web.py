@@ -656,19 +656,6 @@ async def test_the_emails_greeting_footer_links_and_postal_address(
         assert "Lab of Papers" in unsub.text
 
 
-def _wait_healthy(base: str, proc: Any) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(base + "/healthz", timeout=1.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert proc.poll() is None, "the server exited"
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.1)
-
-
 @pytest.mark.parametrize("command", [["serve", "--port", "{port}"], ["run"]])
 def test_digest_serve_and_digest_run_serve_the_app_and_drain_at_sigterm(
     env: dict[str, Any], tmp_path: Path, command: list[str]
@@ -677,7 +664,7 @@ def test_digest_serve_and_digest_run_serve_the_app_and_drain_at_sigterm(
     import subprocess
     import sys
 
-    from tests.webserver import free_port
+    from tests.webserver import free_port, wait_healthy
 
     port = free_port()
     variables = {
@@ -703,7 +690,7 @@ def test_digest_serve_and_digest_run_serve_the_app_and_drain_at_sigterm(
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(base, proc)
+        wait_healthy(base, proc)
         url = unsubscribe_url_for(make_settings(**env), "bob@example.org")
         assert url is not None
         r = httpx.post(local(url, base), content=GMAIL_BODY, headers=GMAIL_HEADERS, timeout=30)

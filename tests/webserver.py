@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import httpx
 import uvicorn
 
 from digest.settings import Settings
 from digest.web import create_app
 
 START_TIMEOUT_S = 20.0
+PROCESS_START_TIMEOUT_S = 30.0
+"""Bound on a ``digest serve`` process starting to answer, seconds (imports, state, uvicorn)."""
 
 
 def free_port() -> int:
@@ -54,3 +58,17 @@ def running_app(
         server.should_exit = True
         thread.join(START_TIMEOUT_S)
         app.state.web.close()
+
+
+def wait_healthy(base: str, proc: subprocess.Popen[str]) -> None:
+    """Wait (bounded) until ``digest serve`` (or ``run``) at ``base`` answers ``/healthz``."""
+    deadline = time.monotonic() + PROCESS_START_TIMEOUT_S
+    while True:
+        try:
+            if httpx.get(base + "/healthz", timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert proc.poll() is None, "the server exited"
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.1)
