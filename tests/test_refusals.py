@@ -100,6 +100,26 @@ def test_weak_secret_key_is_refused_by_validate_and_every_signing_command(
     assert not (workdir / "digest-state.sqlite3").exists()
 
 
+@pytest.mark.parametrize("digits", [4300, 5000])
+def test_a_huge_integer_in_the_subscribers_file_is_one_line_naming_its_line(
+    workdir: Path, digits: int
+) -> None:
+    # 4,300 digits is Python's limit for int(str): one past it, the YAML readers raised.
+    (workdir / "subscribers.yaml").write_text(
+        f"subscribers:\n  - email: ada@example.org\n    max_papers: {'9' * digits}\n"
+    )
+    for command in (["validate", "--offline"], ["send", "--date", DAY]):
+        code, output = digest(*command)
+        assert code == 2, output[-500:]
+        [line] = error_lines(output)
+        assert line.startswith(
+            "error: subscribers.yaml:3: subscribers[0].max_papers: must be a whole number "
+            "from 1 to 1,000, got '999"
+        ), line
+        assert len(line) < 200 and "Traceback" not in output
+    assert not (workdir / "outbox").exists()
+
+
 def test_a_key_of_32_characters_is_accepted(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DIGEST_SECRET_KEY", "k" * MIN_SECRET_KEY_CHARS)
     code, output = digest("send", "--date", DAY)

@@ -535,6 +535,26 @@ async def test_an_address_holding_an_encoded_word_is_refused(settings: Settings,
     assert not settings.outbox.exists()
 
 
+@pytest.mark.parametrize("value", ["9" * 4300, "9" * 5000, "1001", "0", "1e9", "٣"])
+async def test_max_papers_is_a_bounded_whole_number_in_the_preferences_form(
+    settings: Settings, base: str, value: str
+) -> None:
+    before = snapshot(settings)
+    url = (
+        f"{base}/preferences/{TokenSigner(SECRET_KEY).make(Purpose.PREFERENCES, 'bob@example.org')}"
+    )
+    with httpx.Client() as client:
+        page = client.get(url)
+        r = client.post(url, data={**PREFERENCES_FORM, "csrf": csrf_of(page), "max_papers": value})
+    assert r.status_code == 422
+    message = re.search(r'id="max_papers-error">([^<]*)<', r.text)
+    assert message is not None and message[1].startswith(
+        "must be a whole number from 1 to 1,000, got "
+    ), r.text
+    assert len(message[1]) < 100
+    assert snapshot(settings) == before
+
+
 async def test_hostile_preferences_inputs(settings: Settings, base: str) -> None:
     url = (
         f"{base}/preferences/{TokenSigner(SECRET_KEY).make(Purpose.PREFERENCES, 'bob@example.org')}"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -65,6 +66,8 @@ PREFERENCE_FIELDS = (
 MAX_NAME_CHARS = 100
 MAX_TERMS = 50
 """At most this many keywords (and exclude terms) from a form."""
+_SHORT_INT_RE = re.compile(r"-?[0-9]{1,9}")
+"""A form value turned into an ``int`` before validation (longer ones are refused as text)."""
 
 
 def mask_address(address: str) -> str:
@@ -366,11 +369,9 @@ class Subscriptions:
         for key in ("frequency", "weekday", "send_at", "timezone"):
             values[key] = form.get(key, "").strip()
         raw_max = form.get("max_papers", "").strip()
-        try:
-            values["max_papers"] = int(raw_max)
-        except ValueError:
-            errors["max_papers"] = "a whole number, e.g. 10"
-            values["max_papers"] = current.max_papers
+        # A short run of digits is a number; anything else (4,300 digits, "1e9") goes to the
+        # model as typed, which refuses it with the option's range.
+        values["max_papers"] = int(raw_max) if _SHORT_INT_RE.fullmatch(raw_max) else raw_max
         if errors:
             raise FormErrors(errors)
         merged = current.model_dump()
