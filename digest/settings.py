@@ -65,6 +65,9 @@ DEFAULT_BOUNCE_MATCH_DAYS = 30.0
 SMTP_DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
 MIN_SECRET_KEY_CHARS = 32
 """Shortest DIGEST_SECRET_KEY accepted, characters (``secrets.token_urlsafe(32)`` gives 43)."""
+MIN_SECRET_KEY_DISTINCT_CHARS = 8
+"""Fewest different characters in DIGEST_SECRET_KEY: a random key of 32 characters has about
+14 (hex) to 25 (base64); ``aaaa...`` or ``abab...`` is guessable whatever its length."""
 EXAMPLE_SECRET_KEY = "change-me-to-a-long-random-string"
 """The placeholder of ``.env.example``: public, so refused as a key."""
 SECRET_KEY_HINT = "generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
@@ -312,6 +315,13 @@ class Settings(BaseSettings):
                 "is {length} characters long, at least {minimum} are needed; {hint}",
                 {"length": len(key), "minimum": MIN_SECRET_KEY_CHARS, "hint": SECRET_KEY_HINT},
             )
+        weakness = _key_weakness(key)
+        if weakness:
+            raise PydanticCustomError(
+                "weak_secret",
+                "{weakness}: anyone could guess it (and forge links); {hint}",
+                {"weakness": weakness, "hint": SECRET_KEY_HINT},
+            )
         return value
 
     @field_validator("sender", "reply_to")
@@ -430,6 +440,39 @@ class Settings(BaseSettings):
         if self.dkim_private_key_path and not self.dkim_private_key_path.is_file():
             out.append(f"DIGEST_DKIM_PRIVATE_KEY_PATH: {self.dkim_private_key_path} does not exist")
         return out
+
+
+def _key_weakness(key: str) -> str | None:
+    """What makes a long enough key guessable, or ``None``: only white space, one character
+    repeated, fewer than :data:`MIN_SECRET_KEY_DISTINCT_CHARS` different characters, or a
+    short pattern repeated (``0123456789abcdef0123456789abcdef``). The message never quotes
+    the key."""
+    if not key.strip():
+        return "is only white space"
+    distinct = len(set(key))
+    if distinct == 1:
+        return "is one character repeated"
+    if distinct < MIN_SECRET_KEY_DISTINCT_CHARS:
+        return (
+            f"has only {distinct} different characters, at least "
+            f"{MIN_SECRET_KEY_DISTINCT_CHARS} are needed"
+        )
+    period = _period(key)
+    if period * 2 <= len(key):
+        return f"repeats a pattern of {period} characters"
+    return None
+
+
+def _period(text: str) -> int:
+    """The smallest ``p`` such that ``text[i] == text[i + p]`` wherever both exist (KMP's
+    prefix function: linear, whatever the length)."""
+    border = [0] * len(text)
+    for i in range(1, len(text)):
+        k = border[i - 1]
+        while k and text[i] != text[k]:
+            k = border[k - 1]
+        border[i] = k + 1 if text[i] == text[k] else k
+    return len(text) - (border[-1] if text else 0)
 
 
 def _is_loopback(host: str) -> bool:
