@@ -25,9 +25,9 @@ from digest.models import Edition
 from digest.settings import Settings
 from digest.state import StateStore
 from digest.subscribers import load_subscribers
-from digest.tokens import Purpose, TokenSigner
+from digest.tokens import CONFIRM_TTL, Purpose, TokenSigner
 from tests.conftest import FIXTURES
-from tests.factories import HOSTILE_NAMES, SECRET_KEY, make_settings
+from tests.factories import HOSTILE_NAMES, INJECTING_NAME, SECRET_KEY, make_settings
 from tests.webserver import running_app
 
 PUBLIC = "https://papers.example.org"
@@ -524,6 +524,31 @@ async def test_a_name_that_would_write_headers_is_refused_by_both_forms(
         )
     assert snapshot(settings) == before  # no sign-up recorded, the YAML untouched
     assert not settings.outbox.exists()  # no confirmation mail
+
+
+async def test_a_sign_up_recorded_with_a_name_now_refused_confirms_without_it(
+    settings: Settings, base: str
+) -> None:
+    # Recorded before names were checked (a state file from an older version).
+    expires = datetime.now(UTC) + CONFIRM_TTL
+    with StateStore(settings.state_path) as store:
+        store.add_signup(
+            "0123abcd",
+            "eve@example.org",
+            name=INJECTING_NAME,
+            keywords=["agent*"],
+            client="203.0.113.9",
+            expires_at=expires,
+        )
+    token = TokenSigner(SECRET_KEY).make(
+        Purpose.CONFIRM, "eve@example.org", data="0123abcd", expires=expires
+    )
+    with httpx.Client() as client:
+        page = client.get(f"{base}/confirm/{token}")
+        done = client.post(f"{base}/confirm/{token}", data={"csrf": csrf_of(page)})
+    assert done.status_code == 200 and "You're subscribed" in done.text
+    eve = load_subscribers(settings.subscribers).get("eve@example.org")
+    assert eve is not None and eve.name is None and eve.keywords == ("agent*",)
 
 
 async def test_an_address_holding_an_encoded_word_is_refused(settings: Settings, base: str) -> None:
