@@ -159,27 +159,27 @@ def check_head(message: bytes, names: Sequence[str]) -> None:
     Raises:
         HeaderError: naming the last expected field before the problem (never the data).
     """
-    head, blank, _ = message.partition(b"\r\n\r\n")
-    if not blank:
+    end = message.find(b"\r\n\r\n")
+    if end < 0:
         raise HeaderError("message not built: no empty line ends its header fields")
-    block = head + b"\r\n"
-    if _block_pattern(tuple(names)).fullmatch(block) is None:
-        _check_fields(block, names)  # says what is wrong
+    if _block_pattern(tuple(names)).fullmatch(message, 0, end + 2) is None:
+        _check_fields(message[: end + 2], names)  # says what is wrong
         raise HeaderError(_where(names, 0, "is not the one built"))
 
 
-_LINE_REST = rb"(?=[^\r\n]{0,%d}\r\n)" % MAX_LINE_LENGTH
-"""At the start of a line: the line is at most :data:`MAX_LINE_LENGTH` characters, then CRLF."""
-_CONTINUATION = rb"(?:" + _LINE_REST + rb"[ \t]+[^\r\n \t][^\r\n]*\r\n)*"
-"""Folded lines of a field: white space, then something else, then CRLF."""
+_CONTINUATION = rb"(?:(?=[ \t]*[^\r\n \t])[ \t][^\r\n]{0,%d}\r\n)*" % (MAX_LINE_LENGTH - 1)
+"""Folded lines of a field: white space, then something else; at most
+:data:`MAX_LINE_LENGTH` characters, then CRLF."""
 
 
 @functools.lru_cache(maxsize=16)
 def _block_pattern(names: tuple[str, ...]) -> re.Pattern[bytes]:
     """The header block of exactly ``names`` (:func:`check_head`'s rules) as one regex:
-    ~2 µs a message, where the line-by-line check takes ~15."""
+    ~3 µs a message, where the line-by-line check takes ~15."""
     fields = (
-        _LINE_REST + re.escape(_field_start(name)) + rb"[^\r\n]*\r\n" + _CONTINUATION
+        re.escape(_field_start(name))
+        + rb"[^\r\n]{0,%d}\r\n" % (MAX_LINE_LENGTH - len(name) - 1)
+        + _CONTINUATION
         for name in names
     )
     return re.compile(b"".join(fields))
