@@ -769,6 +769,7 @@ def bounces() -> None:
     _setup_logging(logging.WARNING)
     with _errors():
         from digest.bounces.intake import run_intake
+        from digest.state import redact_url
 
         settings = _settings()
         if not settings.bounce_maildir and not settings.bounce_imap_url:
@@ -784,7 +785,7 @@ def bounces() -> None:
             known = [s.email for s in digest.load_subscribers().subscribers]
             report = run_intake(settings, store, known=known, now=digest.now())
         assert report is not None
-        where = settings.bounce_maildir or settings.bounce_imap_url
+        where = settings.bounce_maildir or redact_url(settings.bounce_imap_url or "")
         out.print(
             f"bounce mailbox {where}: {report.messages} messages: {report.bounces} bounces, "
             f"{report.complaints} complaints, {report.ignored} ignored, "

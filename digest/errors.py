@@ -9,6 +9,8 @@ stdlib type that fits, so callers can catch either::
     │   └── AllSourcesFailedError         no source answered for an edition: nothing to send
     ├── TokenError (ValueError)           a link's token is malformed, forged, for another
     │                                     purpose, or expired
+    ├── HeaderError (ValueError)          a message's header block would not be the one built
+    │                                     (a value added a line or a field): not sent
     ├── StateError (RuntimeError)         the state file is unreadable, too new, or corrupt
     │   └── StateLockedError              another sender holds the state file's lock
     └── DeliveryError (RuntimeError)      a message could not be handed to the transport
@@ -90,6 +92,16 @@ class TokenError(DigestError, ValueError):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class HeaderError(DigestError, ValueError):
+    """A message's header block is not exactly the fields it was built from.
+
+    Raised by :func:`digest.message.check_head` (and so by ``build_message``) when a value
+    would have ended a field early, added a field or a line, or started the body: the message
+    is not sent (a failure of that subscriber's message, not of the run). The message names
+    the field, never the offending value.
+    """
 
 
 class StateError(DigestError, RuntimeError):

@@ -12,6 +12,14 @@ What :func:`build_message` produces (``\\r\\n`` line endings throughout)::
     MIME-Version: 1.0
     Content-Type: multipart/alternative  (RFC 2046 §5.1.4: text/plain first, text/html last)
 
+Header safety: every header is built from values we chose or checked. Free text from data (the
+subscriber's name, the Subject made of paper titles) goes through
+:func:`~digest.addresses.header_text` (no line breaks or controls, no RFC 2047 encoded-word
+opener ``=?``, which the email package would decode into raw line breaks); each field the email
+package folds is checked once more after decoding; and the whole header block is checked
+against the list of fields built (:func:`check_head`) before it is signed: a value that would
+add a field, a line or the body raises :class:`~digest.errors.HeaderError` instead.
+
 Header folding: an ASCII header value is never folded below the RFC 5322 hard limit of 998
 characters (Python's folding at 78 turns a long unbreakable token, such as the unsubscribe URL,
 into RFC 2047 encoded-words, which List-Unsubscribe parsers do not decode). A non-ASCII value
@@ -35,13 +43,15 @@ import re
 import secrets
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from email.header import decode_header
 from email.headerregistry import Address
 from email.policy import SMTP, EmailPolicy
 from email.utils import format_datetime, parseaddr
 from pathlib import Path
 from urllib.parse import quote
 
-from digest.errors import ConfigError
+from digest.addresses import CONTROL_RE, header_text
+from digest.errors import ConfigError, HeaderError
 from digest.render import RenderedEmail, mailto_url
 from digest.settings import Settings
 from digest.tokens import Purpose, TokenSigner
@@ -111,12 +121,130 @@ def _header(name: str, value: object) -> bytes:
     """One header, folded, CRLF-terminated bytes.
 
     Parsed and validated as ``EmailMessage(policy=POLICY)[name] = value`` does, folded as
-    ``email.generator`` would with :data:`POLICY`.
+    ``email.generator`` would with :data:`POLICY`, then checked (:func:`_check_field`): the
+    parser decodes RFC 2047 encoded-words in the value and the folder writes what they
+    decode to, line breaks included (Python 3.11 does not check its output).
 
     Raises:
         ValueError: the value contains a line break.
+        HeaderError: the folded field is not one field, or decodes to control characters.
     """
-    return POLICY.fold_binary(*POLICY.header_store_parse(name, value))
+    return _check_field(name, POLICY.fold_binary(*POLICY.header_store_parse(name, value)))
+
+
+_FIELD_NAME_BYTES: dict[str, bytes] = {}
+"""``"To"`` → ``b"To:"``: the start of each field's first line."""
+
+
+def _field_start(name: str) -> bytes:
+    start = _FIELD_NAME_BYTES.get(name)
+    if start is None:
+        start = _FIELD_NAME_BYTES[name] = f"{name}:".encode("ascii")
+    return start
+
+
+def check_head(message: bytes, names: Sequence[str]) -> None:
+    """Check that ``message``'s header block is exactly the fields ``names``, in order.
+
+    Each line of the block (up to the first empty line, RFC 5322 §2.1) must either start the
+    next expected field (``Name:``) or continue the current one (a folded line: starts with a
+    space or tab and holds more than white space); no bare CR or LF, no line longer than 998
+    characters (RFC 5322 §2.1.1). A value that decoded to a line break would have added a
+    field (``Reply-To:``) or ended the block early (writing the body): both fail here.
+
+    Args:
+        message: the whole message, CRLF line ends (the header block, an empty line, the body).
+        names: the field names built, in order (``["From", "To", "Subject", ...]``).
+
+    Raises:
+        HeaderError: naming the last expected field before the problem (never the data).
+    """
+    end = message.find(b"\r\n\r\n")
+    if end < 0:
+        raise HeaderError("message not built: no empty line ends its header fields")
+    if _block_pattern(tuple(names)).fullmatch(message, 0, end + 2) is None:
+        _check_fields(message[: end + 2], names)  # says what is wrong
+        raise HeaderError(_where(names, 0, "is not the one built"))
+
+
+_CONTINUATION = rb"(?:(?=[ \t]*[^\r\n \t])[ \t][^\r\n]{0,%d}\r\n)*" % (MAX_LINE_LENGTH - 1)
+"""Folded lines of a field: white space, then something else; at most
+:data:`MAX_LINE_LENGTH` characters, then CRLF."""
+
+
+@functools.lru_cache(maxsize=16)
+def _block_pattern(names: tuple[str, ...]) -> re.Pattern[bytes]:
+    """The header block of exactly ``names`` (:func:`check_head`'s rules) as one regex:
+    ~3 µs a message, where the line-by-line check takes ~15."""
+    fields = (
+        re.escape(_field_start(name))
+        + rb"[^\r\n]{0,%d}\r\n" % (MAX_LINE_LENGTH - len(name) - 1)
+        + _CONTINUATION
+        for name in names
+    )
+    return re.compile(b"".join(fields))
+
+
+def _check_fields(block: bytes, names: Sequence[str]) -> None:
+    """:func:`check_head` on ``block`` (the field lines, each CRLF-terminated), line by line:
+    raises naming the problem and the last good field."""
+    found = 0
+    lines = block.split(b"\r\n")
+    if lines.pop() != b"":
+        raise HeaderError(_where(names, found, "does not end with CRLF"))
+    for line in lines:
+        if b"\r" in line or b"\n" in line:
+            raise HeaderError(_where(names, found, "holds a bare CR or LF"))
+        if len(line) > MAX_LINE_LENGTH:
+            raise HeaderError(_where(names, found, f"has a line over {MAX_LINE_LENGTH} characters"))
+        if line[:1] in b" \t" and line:
+            if not found or not line.strip(b" \t"):
+                raise HeaderError(_where(names, found, "has a line of only white space"))
+            continue
+        if found == len(names) or not line.startswith(_field_start(names[found])):
+            raise HeaderError(_where(names, found, "is followed by a field that was not built"))
+        found += 1
+    if found != len(names):
+        raise HeaderError(_where(names, found, f"ends the header block before {names[found]}:"))
+
+
+def _where(names: Sequence[str], found: int, what: str) -> str:
+    field = f"the {names[found - 1]}: field" if found else "the header block"
+    return (
+        f"message not built: {field} {what} (a value would have changed the header block); "
+        "nothing was sent"
+    )
+
+
+def _check_field(name: str, field: bytes) -> bytes:
+    """``field`` (one folded ``name`` field, CRLF-terminated) when it is one field whose value,
+    unfolded and RFC 2047-decoded as a mail program would show it, has no control characters.
+
+    Raises:
+        HeaderError: it is not, naming the field.
+    """
+    _check_fields(field, (name,))
+    value = field[len(name) + 1 :].decode("utf-8", "replace").replace("\r\n", "")
+    if CONTROL_RE.search(_decoded(value).replace("\t", " ")):
+        raise HeaderError(
+            f"message not built: the {name}: field would show control characters or line "
+            "breaks once decoded; nothing was sent"
+        )
+    return field
+
+
+def _decoded(value: str) -> str:
+    """``value`` with its RFC 2047 encoded-words decoded (unknown charsets: as UTF-8)."""
+    out = []
+    for part, charset in decode_header(value):
+        if isinstance(part, str):
+            out.append(part)
+            continue
+        try:
+            out.append(part.decode(charset or "ascii", "replace"))
+        except LookupError:
+            out.append(part.decode("utf-8", "replace"))
+    return "".join(out)
 
 
 _PLAIN_VALUE_RE = re.compile(r"[!-~]+(?: [!-~]+)*")
@@ -157,8 +285,10 @@ def _direct_header(name: str, value: str) -> bytes:
 
 @functools.lru_cache(maxsize=_SUBJECT_CACHE_SIZE)
 def _subject_header(subject: str) -> bytes:
-    """The folded Subject (non-ASCII subjects need RFC 2047 folding: done once per value)."""
-    return _direct_header("Subject", subject)
+    """The folded Subject of ``subject`` as rendered (from paper titles: data) made
+    :func:`~digest.addresses.header_text` (non-ASCII subjects need RFC 2047 folding: done once
+    per value)."""
+    return _direct_header("Subject", header_text(subject))
 
 
 @functools.lru_cache(maxsize=4)
@@ -179,10 +309,15 @@ def to_header(to_email: str, to_name: str | None) -> bytes:
     headers are UTF-8 (RFC 6532): the address and the name are written as UTF-8, since an
     encoded-word is not allowed inside an address.
 
+    The name is :func:`~digest.addresses.header_text` of ``to_name``: one line, no control
+    characters, and no ``=?`` that a parser would decode (the subscribers file and the web
+    forms refuse such names already: :func:`~digest.addresses.display_name_problem`).
+
     Raises:
-        ValueError: the name or address contains a line break.
+        ValueError: the address contains a line break or cannot be written.
+        HeaderError: the field would not be one field of plain text.
     """
-    name = " ".join((to_name or "").split())
+    name = header_text(to_name) if to_name else ""
     if _PLAIN_ADDRESS_RE.fullmatch(to_email) and (not name or _PLAIN_NAME_RE.fullmatch(name)):
         # What the email package writes for these (tested byte for byte), without its parser.
         value = f"{name} <{to_email}>" if name else to_email
@@ -193,7 +328,7 @@ def to_header(to_email: str, to_name: str | None) -> bytes:
         return _header("To", Address(display_name=name, addr_spec=to_email))
     local, _, domain = to_email.rpartition("@")
     to = Address(display_name=name, username=local, domain=domain)
-    return UTF8_POLICY.fold_binary(*UTF8_POLICY.header_store_parse("To", to))
+    return _check_field("To", UTF8_POLICY.fold_binary(*UTF8_POLICY.header_store_parse("To", to)))
 
 
 @functools.lru_cache(maxsize=_HEADER_CACHE_SIZE)
@@ -475,6 +610,8 @@ def build_message(
 
     Raises:
         ValueError: ``date`` is naive, or a header value contains a line break.
+        HeaderError: the header block would not be the fields built (:func:`check_head`):
+            a value would have added a field or a line; this message only.
         ConfigError: unsubscribe URL needs the missing secret key; the DKIM key cannot be
             read or used.
     """
@@ -482,20 +619,25 @@ def build_message(
         raise ValueError("build_message: date must be timezone-aware")
     # Values equal in every message of a run (From, List-Id...) come folded from a cache.
     # The body is assembled directly (see _multipart_body).
+    names: tuple[str, ...] = _NAMES_BEFORE_REPLY_TO
     head = [
         _constant_header("From", settings.sender),
         to_header(to_email, to_name),
-        _subject_header(" ".join(rendered.subject.split())),
+        _subject_header(rendered.subject),
         _date_header(date.replace(microsecond=0), date.utcoffset()),
         _direct_header("Message-ID", message_id),
     ]
     if settings.reply_to:
+        names += ("Reply-To",)
         head.append(_constant_header("Reply-To", settings.reply_to))
+    names += ("List-Id",)
     head.append(_constant_header("List-Id", list_id(settings)))
     unsubscribe, one_click = list_unsubscribe(settings, to_email)
     if unsubscribe:
+        names += ("List-Unsubscribe",)
         head.append(_direct_header("List-Unsubscribe", unsubscribe))
         if one_click:
+            names += ("List-Unsubscribe-Post",)
             head.append(_constant_header("List-Unsubscribe-Post", ONE_CLICK))
     head.append(_constant_header("Auto-Submitted", AUTO_SUBMITTED))
     head.append(_constant_header("X-Auto-Response-Suppress", AUTO_RESPONSE_SUPPRESS))
@@ -503,11 +645,19 @@ def build_message(
     # "=_" never occurs in quoted-printable output, so the boundary cannot clash with a body.
     boundary = f"=_{secrets.token_hex(16)}"
     head.append(_direct_header("Content-Type", f'multipart/alternative; boundary="{boundary}"'))
+    names += _NAMES_AFTER_LIST
     body = _multipart_body(boundary, [("plain", rendered.text), ("html", rendered.html)])
     data = b"".join(head) + b"\r\n" + body
+    check_head(data, names)  # before signing: never sign a header block we did not mean
     if settings.dkim_enabled:
         data = dkim_sign(data, settings)
     return data
+
+
+_NAMES_BEFORE_REPLY_TO = ("From", "To", "Subject", "Date", "Message-ID")
+_NAMES_AFTER_LIST = ("Auto-Submitted", "X-Auto-Response-Suppress", "MIME-Version", "Content-Type")
+"""The fields :func:`build_message` writes (with Reply-To, List-Id, List-Unsubscribe and
+List-Unsubscribe-Post between them, as configured), in order."""
 
 
 def dkim_sign(data: bytes, settings: Settings) -> bytes:

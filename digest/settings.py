@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +20,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from digest.addresses import mailbox_problem
 from digest.errors import ConfigError
 
 DEFAULT_HF_API_URL = "https://huggingface.co/api/daily_papers"
@@ -69,11 +71,15 @@ DEFAULT_BOUNCE_MAX_BYTES = 2_000_000
 SMTP_DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
 MIN_SECRET_KEY_CHARS = 32
 """Shortest DIGEST_SECRET_KEY accepted, characters (``secrets.token_urlsafe(32)`` gives 43)."""
+MIN_SECRET_KEY_DISTINCT_CHARS = 8
+"""Fewest different characters in DIGEST_SECRET_KEY: a random key of 32 characters has about
+14 (hex) to 25 (base64); ``aaaa...`` or ``abab...`` is guessable whatever its length."""
 EXAMPLE_SECRET_KEY = "change-me-to-a-long-random-string"
 """The placeholder of ``.env.example``: public, so refused as a key."""
 SECRET_KEY_HINT = "generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
 SmtpSecurity = Literal["starttls", "tls", "none"]
+_SPACE_OR_CONTROL_RE = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
 
 
 class Settings(BaseSettings):
@@ -353,6 +359,34 @@ class Settings(BaseSettings):
                 "is {length} characters long, at least {minimum} are needed; {hint}",
                 {"length": len(key), "minimum": MIN_SECRET_KEY_CHARS, "hint": SECRET_KEY_HINT},
             )
+        weakness = _key_weakness(key)
+        if weakness:
+            raise PydanticCustomError(
+                "weak_secret",
+                "{weakness}: anyone could guess it (and forge links); {hint}",
+                {"weakness": weakness, "hint": SECRET_KEY_HINT},
+            )
+        return value
+
+    @field_validator("sender", "reply_to")
+    @classmethod
+    def _check_mailbox(cls, value: str | None) -> str | None:
+        """One mailbox whose name, once decoded, is plain text (it goes into every header)."""
+        if value is None:
+            return None
+        problem = mailbox_problem(value)
+        if problem is not None:
+            raise PydanticCustomError("mailbox", problem)
+        return value
+
+    @field_validator("envelope_from", "unsubscribe_mailto", "unsubscribe_url", "public_url")
+    @classmethod
+    def _check_one_word(cls, value: str | None) -> str | None:
+        """An address or URL bound for a header or an SMTP command: no spaces, no controls."""
+        if value is not None and _SPACE_OR_CONTROL_RE.search(value.strip()):
+            raise PydanticCustomError(
+                "spaces", "must not contain spaces, line breaks or control characters"
+            )
         return value
 
     @field_validator("list_name")
@@ -462,6 +496,39 @@ class Settings(BaseSettings):
         return out
 
 
+def _key_weakness(key: str) -> str | None:
+    """What makes a long enough key guessable, or ``None``: only white space, one character
+    repeated, fewer than :data:`MIN_SECRET_KEY_DISTINCT_CHARS` different characters, or a
+    short pattern repeated (``0123456789abcdef0123456789abcdef``). The message never quotes
+    the key."""
+    if not key.strip():
+        return "is only white space"
+    distinct = len(set(key))
+    if distinct == 1:
+        return "is one character repeated"
+    if distinct < MIN_SECRET_KEY_DISTINCT_CHARS:
+        return (
+            f"has only {distinct} different characters, at least "
+            f"{MIN_SECRET_KEY_DISTINCT_CHARS} are needed"
+        )
+    period = _period(key)
+    if period * 2 <= len(key):
+        return f"repeats a pattern of {period} characters"
+    return None
+
+
+def _period(text: str) -> int:
+    """The smallest ``p`` such that ``text[i] == text[i + p]`` wherever both exist (KMP's
+    prefix function: linear, whatever the length)."""
+    border = [0] * len(text)
+    for i in range(1, len(text)):
+        k = border[i - 1]
+        while k and text[i] != text[k]:
+            k = border[k - 1]
+        border[i] = k + 1 if text[i] == text[k] else k
+    return len(text) - (border[-1] if text else 0)
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -540,7 +607,7 @@ def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Set
         problems = []
         for err in e.errors():
             name = str(err["loc"][0]) if err["loc"] else "?"
-            env = "DIGEST_FROM" if name == "sender" else f"DIGEST_{name.upper()}"
+            env = "DIGEST_FROM" if name in ("sender", "DIGEST_FROM") else f"DIGEST_{name.upper()}"
             problems.append(f"{env}: {err['msg']}")
         raise ConfigError(_summary(problems), problems) from None
     extra = settings.problems()

@@ -4,18 +4,23 @@ Fixtures here: ``ca``/``leaf`` (a trustme CA and a certificate for ``127.0.0.1``
 one per session), ``ca_file`` (the CA as PEM in ``tmp_path``), ``pg_server`` (a real PostgreSQL
 started once per session, :mod:`tests.pgserver`), ``pg_url`` (a fresh schema of it per test),
 ``state_url`` (parametrized: every test using it runs on SQLite and on PostgreSQL) and
-``make_store`` (opens that backend with a given clock). Factories (settings, clock,
-subscribers, papers) live in :mod:`tests.factories`.
+``make_store`` (opens that backend with a given clock), ``dkim_key`` (an RSA key for
+DKIM signing, one per session, and its DNS record). Factories (settings, clock, subscribers,
+papers) live in :mod:`tests.factories`.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import trustme
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from digest.clock import Clock, utc_now
 from digest.state import StateBackend, open_state
@@ -54,6 +59,40 @@ def ca_file(ca: trustme.CA, tmp_path: Path) -> Path:
     path = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(path))
     return path
+
+
+DKIM_SELECTOR = "sel1"
+DKIM_DOMAIN = "example.org"
+
+
+class DkimKey(NamedTuple):
+    """A DKIM private key file and the TXT record that publishes its public key."""
+
+    path: Path
+    txt: bytes
+
+    def dns(self, name: bytes, timeout: int = 5) -> bytes | None:
+        """``dkim.verify(..., dnsfunc=key.dns)``: the record of DKIM_SELECTOR at DKIM_DOMAIN."""
+        return self.txt if name == f"{DKIM_SELECTOR}._domainkey.{DKIM_DOMAIN}.".encode() else None
+
+
+@pytest.fixture(scope="session")
+def dkim_key(tmp_path_factory: pytest.TempPathFactory) -> DkimKey:
+    """A 2048-bit RSA key (PEM, mode 600) and its ``v=DKIM1`` record, one per session."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path = tmp_path_factory.mktemp("dkim") / "dkim.pem"
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    path.chmod(0o600)
+    der = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return DkimKey(path, b"v=DKIM1; k=rsa; p=" + base64.b64encode(der))
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ deliberately incomplete settings, e.g. a ``{token}`` URL without a key).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,6 +39,34 @@ MESSAGE_SETTINGS: dict[str, Any] = {
 }
 """What a message needs: From, List-Unsubscribe (HTTPS + mailto), the signing key, Reply-To."""
 T0 = datetime(2025, 8, 20, 7, 0, tzinfo=UTC)
+INJECTING_NAME = "=?utf-8?q?A=0D=0AReply-To:_pay@evil.example=0D=0AX-Injected:_yes?="
+"""A display name whose RFC 2047 encoded-word decodes to two header lines of its own."""
+BODY_WRITING_NAME = "=?utf-8?q?A=0D=0A=0D=0AYour_account_is_locked=2E_Log_in_at_evil.example?="
+"""A display name whose encoded-word decodes to an empty line and a body of its own."""
+DIGEST_FIELDS = (
+    "From",
+    "To",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "Reply-To",
+    "List-Id",
+    "List-Unsubscribe",
+    "List-Unsubscribe-Post",
+    "Auto-Submitted",
+    "X-Auto-Response-Suppress",
+    "MIME-Version",
+    "Content-Type",
+)
+"""The header fields of a digest built with :data:`MESSAGE_SETTINGS`, in order."""
+HOSTILE_NAMES = (
+    INJECTING_NAME,
+    BODY_WRITING_NAME,
+    "Ada \u202eecalevoL",  # RIGHT-TO-LEFT OVERRIDE: shows reversed text
+    "Ada\x85Lovelace",  # NEXT LINE (C1)
+    "Ada\u2028Lovelace",  # LINE SEPARATOR
+)
+"""Names every entry (subscribers file, web forms) refuses, and headers neutralize."""
 
 
 # -- settings ---------------------------------------------------------------------------------
@@ -76,6 +105,27 @@ def smtp_values(server: HasPort | int) -> dict[str, Any]:
         "smtp_max_attempts": 3,
         "smtp_concurrency": 2,
     }
+
+
+def settings_env(values: Mapping[str, Any]) -> dict[str, str]:
+    """Settings by field name (as :func:`make_settings` takes them) as ``DIGEST_*`` variables,
+    for a test of the real CLI: ``sender`` is DIGEST_FROM, ``None`` values are left out."""
+    return {
+        "DIGEST_FROM" if name == "sender" else f"DIGEST_{name.upper()}": str(value)
+        for name, value in values.items()
+        if value is not None
+    }
+
+
+def cli(*args: str) -> tuple[int, str]:
+    """``digest ARGS...`` in this process (typer's runner): the exit code and what it printed
+    (stdout and stderr)."""
+    from typer.testing import CliRunner
+
+    from digest.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.output
 
 
 def smtp_settings(server: HasPort | int, **overrides: Any) -> Settings:

@@ -32,7 +32,7 @@ from digest.ranking import rank
 from digest.render import HTML_TEMPLATE, PACKAGED_TEMPLATES_DIR, EmailContext, Renderer
 from digest.subscribers import Subscriber
 from tests.conftest import PROJECT
-from tests.factories import make_settings, papers_from_fixture
+from tests.factories import SECRET_KEY, make_settings, papers_from_fixture
 
 DAY = Edition.daily(date(2026, 8, 20))
 ADA = Subscriber(
@@ -63,7 +63,7 @@ def rendered(*, thumbnails: bool = False) -> tuple[Renderer, EmailContext]:
     settings = make_settings(
         sender="Daily Papers <papers@mylab.org>",
         unsubscribe_url="https://papers.mylab.org/unsubscribe?token={token}",
-        secret_key="k" * 40,
+        secret_key=SECRET_KEY,
         thumbnails=thumbnails,
     )
     ctx = EmailContext(
@@ -81,7 +81,7 @@ def built_message() -> bytes:
     settings = make_settings(
         sender="Daily Papers <papers@mylab.org>",
         unsubscribe_url="https://papers.mylab.org/unsubscribe?token={token}",
-        secret_key="k" * 40,
+        secret_key=SECRET_KEY,
     )
     renderer, ctx = rendered()
     out = renderer.render(ctx)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import base64
 import email
 import re
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta, timezone
 from email import policy
 from email.message import EmailMessage
@@ -12,10 +12,9 @@ from pathlib import Path
 
 import dkim
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
-from digest.errors import ConfigError
+from digest.addresses import CONTROL_RE, header_text
+from digest.errors import ConfigError, HeaderError
 from digest.message import (
     build_message,
     make_message_id,
@@ -25,8 +24,15 @@ from digest.models import Edition, RankedPaper
 from digest.render import EmailContext, RenderedEmail, Renderer
 from digest.settings import Settings
 from digest.tokens import Purpose, TokenSigner
+from tests.factories import (
+    DIGEST_FIELDS,
+    HOSTILE_NAMES,
+    INJECTING_NAME,
+    FakeSubscriber,
+    message_settings,
+    papers_from_fixture,
+)
 from tests.factories import SECRET_KEY as SECRET
-from tests.factories import FakeSubscriber, message_settings, papers_from_fixture
 
 LARGEST_DAY = "2025-05-29.json"  # 36 papers, the biggest capture
 SIZE_BUDGET = 100 * 1024
@@ -109,6 +115,41 @@ def test_all_headers_present(rendered: RenderedEmail) -> None:
         ", <mailto:unsubscribe@example.org?subject=unsubscribe>"
     )
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
+@pytest.mark.parametrize("hostile", HOSTILE_NAMES)
+@pytest.mark.parametrize("to_email", ["ada@example.org", "josé@example.org"])
+def test_a_hostile_name_or_title_stays_text_inside_its_field(
+    rendered: RenderedEmail, hostile: str, to_email: str
+) -> None:
+    # Encoded-words that decode to header lines or an empty line and a body; C1 controls,
+    # line separators, bidi overrides: in the To: name and in the Subject (paper titles).
+    subject = f"Daily Papers · Aug 20: {hostile} and 9 more"
+    msg = parse(build(replace(rendered, subject=subject), to_email=to_email, to_name=hostile))
+    assert list(msg.keys()) == list(DIGEST_FIELDS)
+    assert msg["Reply-To"] == "help@example.org"
+    expected = header_text(hostile)
+    # Python's address parser puts a space between two encoded-words of a phrase (RFC 2047
+    # §6.2: none), where the folder split the name: compared without spaces.
+    # A UTF-8 header (RFC 6532, the non-ASCII address) comes back surrogate-escaped.
+    to = msg["To"].addresses[0]
+    shown_name = to.display_name.encode("utf-8", "surrogateescape").decode()
+    assert shown_name.replace(" ", "") == expected.replace(" ", "")
+    assert to.addr_spec.encode("utf-8", "surrogateescape").decode() == to_email
+    assert msg["Subject"] == header_text(subject)
+    for shown in (shown_name, msg["Subject"]):
+        assert CONTROL_RE.search(shown) is None and "=?" not in shown
+    assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
+
+
+def test_header_values_that_get_past_the_text_checks_are_refused(rendered: RenderedEmail) -> None:
+    from digest.message import _header
+
+    # The email package decodes an encoded-word and would write its CR LF as is.
+    with pytest.raises(HeaderError, match="the Subject: field is followed by a field"):
+        _header("Subject", INJECTING_NAME)
+    with pytest.raises(HeaderError, match="the Message-ID: field"):
+        build(rendered, message_id="=?utf-8?q?a=0D=0ABcc:_x@evil.example?=")
 
 
 def test_crlf_line_endings_only(rendered: RenderedEmail) -> None:
@@ -283,25 +324,6 @@ def test_unsubscribe_url_is_signed_once_per_message_and_never_stale() -> None:
 # --- DKIM -----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def dkim_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    path = tmp_path_factory.mktemp("dkim") / "dkim.pem"
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    )
-    path.chmod(0o600)
-    der = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    txt = b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)
-    return path, txt
-
-
 def test_dkim_signature_verifies_covers_headers_and_breaks_on_change(
     rendered: RenderedEmail, dkim_key: tuple[Path, bytes]
 ) -> None:
@@ -364,6 +386,8 @@ _TRICKY_NAMES = [
     "A. B. Smith",
     'Eve "the" Hacker',
     "=?utf-8?q?Ada?=",
+    *HOSTILE_NAMES,
+    "C1\x9bcontrol",
     "a,b",
     "name (comment)",
     "x" * 200,
@@ -394,7 +418,7 @@ def test_to_header_written_directly_is_the_email_packages(email: str, name: str 
 
     from digest.message import _header, to_header
 
-    collapsed = " ".join((name or "").split())
+    collapsed = header_text(name or "")  # what to_header writes: one line, no "=?"
     try:
         expected = _header("To", Address(display_name=collapsed, addr_spec=email))
     except Exception as e:  # the email package refuses it: so must the direct path
@@ -432,7 +456,7 @@ def test_headers_written_directly_are_the_email_packages(name: str, value: str) 
 
     assert _direct_header(name, value) == _header(name, value)
     if name == "Subject":
-        assert _subject_header(value) == _header(name, value)
+        assert _subject_header(value) == _header(name, header_text(value))
 
 
 def test_plain_headers_skip_the_parser() -> None:

@@ -66,6 +66,14 @@ def test_the_env_example_placeholder_is_the_one_refused() -> None:
         ("DIGEST_SECRET_KEY", "x" * (MIN_SECRET_KEY_CHARS - 1), "31 characters long"),
         ("DIGEST_SECRET_KEY", "hunter2", "7 characters long"),
         ("DIGEST_SECRET_KEY_PREVIOUS", "old-and-short", "13 characters long"),
+        ("DIGEST_SECRET_KEY", " " * 40, "is only white space"),
+        ("DIGEST_SECRET_KEY", "a" * MIN_SECRET_KEY_CHARS, "is one character repeated"),
+        (
+            "DIGEST_SECRET_KEY",
+            "abcabcabcabcabcabcabcabcabcabcabcabc",
+            "only 3 different characters",
+        ),
+        ("DIGEST_SECRET_KEY_PREVIOUS", "0123456789abcdef" * 2, "repeats a pattern of 16"),
     ],
 )
 @pytest.mark.parametrize("command", [["validate", "--offline"], ["send", "--date", DAY], ["run"]])
@@ -100,8 +108,30 @@ def test_weak_secret_key_is_refused_by_validate_and_every_signing_command(
     assert not (workdir / "digest-state.sqlite3").exists()
 
 
+@pytest.mark.parametrize("digits", [4300, 5000])
+def test_a_huge_integer_in_the_subscribers_file_is_one_line_naming_its_line(
+    workdir: Path, digits: int
+) -> None:
+    # 4,300 digits is Python's limit for int(str): one past it, the YAML readers raised.
+    (workdir / "subscribers.yaml").write_text(
+        f"subscribers:\n  - email: ada@example.org\n    max_papers: {'9' * digits}\n"
+    )
+    for command in (["validate", "--offline"], ["send", "--date", DAY]):
+        code, output = digest(*command)
+        assert code == 2, output[-500:]
+        [line] = error_lines(output)
+        assert line.startswith(
+            "error: subscribers.yaml:3: subscribers[0].max_papers: must be a whole number "
+            "from 1 to 1,000, got '999"
+        ), line
+        assert len(line) < 200 and "Traceback" not in output
+    assert not (workdir / "outbox").exists()
+
+
 def test_a_key_of_32_characters_is_accepted(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DIGEST_SECRET_KEY", "k" * MIN_SECRET_KEY_CHARS)
+    key = "Zq3-vR8_kL2pW9xN4mB7tY1cF6hJ0sDe"  # as secrets.token_urlsafe makes them
+    assert len(key) == MIN_SECRET_KEY_CHARS
+    monkeypatch.setenv("DIGEST_SECRET_KEY", key)
     code, output = digest("send", "--date", DAY)
     assert code == 0, output
     assert "sent 1" in output

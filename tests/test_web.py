@@ -25,10 +25,16 @@ from digest.models import Edition
 from digest.settings import Settings
 from digest.state import StateStore
 from digest.subscribers import load_subscribers
-from digest.tokens import Purpose, TokenSigner
+from digest.tokens import CONFIRM_TTL, Purpose, TokenSigner
 from digest.web.service import client_key, mailbox_key
 from tests.conftest import FIXTURES
-from tests.factories import SECRET_KEY, FakeClock, make_settings
+from tests.factories import (
+    HOSTILE_NAMES,
+    INJECTING_NAME,
+    SECRET_KEY,
+    FakeClock,
+    make_settings,
+)
 from tests.webserver import running_app, wait_healthy
 
 PUBLIC = "https://papers.example.org"
@@ -487,6 +493,96 @@ async def test_hostile_sign_up_inputs_are_refused_or_escaped(
     assert [m["To"] for m in messages(settings)] == ["x@example.org"]
 
 
+PREFERENCES_FORM = {
+    "name": "Bob",
+    "keywords": "",
+    "exclude": "",
+    "frequency": "daily",
+    "weekday": "monday",
+    "send_at": "07:00",
+    "timezone": "UTC",
+    "max_papers": "5",
+}
+"""A valid preferences form (without its CSRF field)."""
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+async def test_a_name_that_would_write_headers_is_refused_by_both_forms(
+    settings: Settings, base: str, name: str
+) -> None:
+    before = snapshot(settings)
+    url = (
+        f"{base}/preferences/{TokenSigner(SECRET_KEY).make(Purpose.PREFERENCES, 'ada@example.org')}"
+    )
+    with httpx.Client() as client:
+        signup = _sign_up(client, base, "eve@example.org", name=name)
+        page = client.get(url)
+        form = {**PREFERENCES_FORM, "csrf": csrf_of(page), "name": name}
+        preferences = client.post(url, data=form)
+    for answer in (signup, preferences):
+        assert answer.status_code == 422
+        # The name field's own message, next to it.
+        assert re.search(
+            r'id="name".*?<span class="error"[^>]*>must not contain', answer.text, re.S
+        )
+    assert snapshot(settings) == before  # no sign-up recorded, the YAML untouched
+    assert not settings.outbox.exists()  # no confirmation mail
+
+
+async def test_a_sign_up_recorded_with_a_name_now_refused_confirms_without_it(
+    settings: Settings, base: str
+) -> None:
+    # Recorded before names were checked (a state file from an older version).
+    expires = datetime.now(UTC) + CONFIRM_TTL
+    with StateStore(settings.state_path) as store:
+        store.add_signup(
+            "0123abcd",
+            "eve@example.org",
+            name=INJECTING_NAME,
+            keywords=["agent*"],
+            client="203.0.113.9",
+            expires_at=expires,
+        )
+    token = TokenSigner(SECRET_KEY).make(
+        Purpose.CONFIRM, "eve@example.org", data="0123abcd", expires=expires
+    )
+    with httpx.Client() as client:
+        page = client.get(f"{base}/confirm/{token}")
+        done = client.post(f"{base}/confirm/{token}", data={"csrf": csrf_of(page)})
+    assert done.status_code == 200 and "You're subscribed" in done.text
+    eve = load_subscribers(settings.subscribers).get("eve@example.org")
+    assert eve is not None and eve.name is None and eve.keywords == ("agent*",)
+
+
+async def test_an_address_holding_an_encoded_word_is_refused(settings: Settings, base: str) -> None:
+    # Valid RFC 5322 atext, but a header parser decodes it (to a line break, here).
+    with httpx.Client() as client:
+        r = _sign_up(client, base, "=?utf-8?q?a=0D=0AX-Injected=3A_yes?=@example.org")
+    assert r.status_code == 422
+    assert re.search(r'<span class="error" id="email-error">[^<]*must not contain', r.text)
+    assert not settings.outbox.exists()
+
+
+@pytest.mark.parametrize("value", ["9" * 4300, "9" * 5000, "1001", "0", "1e9", "٣"])
+async def test_max_papers_is_a_bounded_whole_number_in_the_preferences_form(
+    settings: Settings, base: str, value: str
+) -> None:
+    before = snapshot(settings)
+    url = (
+        f"{base}/preferences/{TokenSigner(SECRET_KEY).make(Purpose.PREFERENCES, 'bob@example.org')}"
+    )
+    with httpx.Client() as client:
+        page = client.get(url)
+        r = client.post(url, data={**PREFERENCES_FORM, "csrf": csrf_of(page), "max_papers": value})
+    assert r.status_code == 422
+    message = re.search(r'id="max_papers-error">([^<]*)<', r.text)
+    assert message is not None and message[1].startswith(
+        "must be a whole number from 1 to 1,000, got "
+    ), r.text
+    assert len(message[1]) < 100
+    assert snapshot(settings) == before
+
+
 async def test_hostile_preferences_inputs(settings: Settings, base: str) -> None:
     url = (
         f"{base}/preferences/{TokenSigner(SECRET_KEY).make(Purpose.PREFERENCES, 'bob@example.org')}"
@@ -494,18 +590,7 @@ async def test_hostile_preferences_inputs(settings: Settings, base: str) -> None
     before = snapshot(settings)
     with httpx.Client() as client:
         page = client.get(url)
-        csrf = csrf_of(page)
-        base_form = {
-            "csrf": csrf,
-            "name": "Bob",
-            "keywords": "",
-            "exclude": "",
-            "frequency": "daily",
-            "weekday": "monday",
-            "send_at": "07:00",
-            "timezone": "UTC",
-            "max_papers": "5",
-        }
+        base_form = {**PREFERENCES_FORM, "csrf": csrf_of(page)}
         cases = [
             {"name": "Bob\r\nBcc: x@example.org"},
             {"name": "x" * 500},

@@ -19,6 +19,7 @@ from digest.web import create_app, server_config
 
 START_TIMEOUT_S = 20.0
 PROCESS_START_TIMEOUT_S = 30.0
+"""Bound on a ``digest serve`` process starting to answer, seconds (imports, state, uvicorn)."""
 
 
 def free_port() -> int:
@@ -74,7 +75,7 @@ def running_app(
 
 
 def wait_healthy(base: str, proc: subprocess.Popen[str]) -> None:
-    """Wait (bounded) until the server process ``proc`` answers ``GET {base}/healthz``."""
+    """Wait (bounded) until ``digest serve`` (or ``run``) at ``base`` answers ``/healthz``."""
     deadline = time.monotonic() + PROCESS_START_TIMEOUT_S
     while True:
         try:

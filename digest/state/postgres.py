@@ -72,6 +72,7 @@ from digest.state.base import (
     address_key,
     allowed_sql,
     claimer_id,
+    redact_text,
     redact_url,
 )
 from digest.state.records import Event, Signup
@@ -301,7 +302,10 @@ def probe(url: str) -> int:
         with psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_S, autocommit=True) as conn:
             return _version(conn)
     except psycopg.Error as e:
-        raise StateError(f"cannot reach the state database {redact_url(url)}: {_why(e)}") from e
+        # Not chained: libpq may quote the URL's password in its message (--debug shows causes).
+        raise StateError(
+            f"cannot reach the state database {redact_url(url)}: {_why(e, url)}"
+        ) from None
 
 
 def _version(conn: psycopg.Connection[Any]) -> int:
@@ -312,8 +316,9 @@ def _version(conn: psycopg.Connection[Any]) -> int:
     return int(row[0]) if row else 0
 
 
-def _why(e: psycopg.Error) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
+def _why(e: psycopg.Error, url: str) -> str:
+    """The driver's message on one line, without the secrets of ``url`` it may quote."""
+    return redact_text(" ".join(str(e).split()), url) or type(e).__name__
 
 
 class PostgresStore:
@@ -354,7 +359,10 @@ class PostgresStore:
             with psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_S, autocommit=True) as conn:
                 self._migrate(conn)
         except psycopg.Error as e:
-            raise StateError(f"cannot reach the state database {self.url}: {_why(e)}") from e
+            # Not chained: libpq may quote the URL's password (--debug shows causes).
+            raise StateError(
+                f"cannot reach the state database {self.url}: {_why(e, url)}"
+            ) from None
         self._url = url
         self._pool = ConnectionPool(
             url,
@@ -511,7 +519,7 @@ class PostgresStore:
                 finally:
                     self._local.conn = None
         except psycopg.Error as e:
-            raise StateError(f"state database {self.url}: {_why(e)}") from e
+            raise StateError(f"state database {self.url}: {_why(e, self._url)}") from e
         except PoolTimeout as e:
             raise StateError(
                 f"state database {self.url}: no connection within {POOL_TIMEOUT_S:g} s ({e})"
@@ -531,13 +539,13 @@ class PostgresStore:
                 with held.transaction():
                     yield held
             except psycopg.Error as e:
-                raise StateError(f"state database {self.url}: {_why(e)}") from e
+                raise StateError(f"state database {self.url}: {_why(e, self._url)}") from e
             return
         try:
             with self._pool.connection() as conn:
                 yield conn
         except psycopg.Error as e:
-            raise StateError(f"state database {self.url}: {_why(e)}") from e
+            raise StateError(f"state database {self.url}: {_why(e, self._url)}") from e
         except PoolTimeout as e:
             raise StateError(
                 f"state database {self.url}: no connection within {POOL_TIMEOUT_S:g} s ({e})"
@@ -1151,7 +1159,7 @@ class PostgresStore:
                 ).fetchone()
             except psycopg.Error as e:
                 self._drop_lock_connection()
-                raise StateError(f"state database {self.url}: {_why(e)}") from e
+                raise StateError(f"state database {self.url}: {_why(e, self._url)}") from e
             return bool(row and row[0])
 
     def unlock_papers(self, day: date, source: str) -> None:
@@ -1177,7 +1185,9 @@ class PostgresStore:
                     self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
                 )
             except psycopg.Error as e:
-                raise StateError(f"cannot reach the state database {self.url}: {_why(e)}") from e
+                raise StateError(
+                    f"cannot reach the state database {self.url}: {_why(e, self._url)}"
+                ) from None
         return self._locks_conn
 
     def _drop_lock_connection(self) -> None:

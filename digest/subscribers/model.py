@@ -27,6 +27,7 @@ from pydantic import (
     Strict,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -34,7 +35,8 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
-from digest.addresses import normalize_email
+from digest.addresses import ENCODED_WORD_OPENER, display_name_problem, normalize_email
+from digest.models import MAX_COUNT
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,12 @@ DEFAULT_MAX_PAPERS = 10
 """Papers per edition when ``max_papers`` is not set."""
 DEFAULT_MIN_UPVOTES = 0
 """Minimum Hugging Face upvotes when ``min_upvotes`` is not set (0: no minimum)."""
+MAX_PAPERS_LIMIT = 1000
+"""Largest ``max_papers`` accepted (a weekly edition gathers a few hundred papers)."""
+COUNT_BOUNDS = {"min_upvotes": (0, MAX_COUNT), "max_papers": (1, MAX_PAPERS_LIMIT)}
+"""The integer options and their accepted range (inclusive): anything else is refused with
+one message naming the range (``min_upvotes`` up to :data:`digest.models.MAX_COUNT`, the
+largest count a paper can have)."""
 DEFAULT_FREQUENCY: Frequency = "daily"
 """Edition frequency when ``frequency`` is not set."""
 DEFAULT_WEEKDAY: Weekday = "monday"
@@ -379,8 +387,9 @@ class Subscriber:
             in IDNA A-label form: ``ada@xn--bcher-kva.de`` for ``ada@bücher.de``); the
             subscriber's identity in the state file, so it must be unique in the file. A
             non-ASCII local part needs a relay that offers SMTPUTF8 (RFC 6531).
-        name: display name for the ``To:`` header and the greeting; ``None`` for none. No line
-            breaks or control characters.
+        name: display name for the ``To:`` header and the greeting; ``None`` for none. Plain
+            text in any script: no line breaks, control characters, bidirectional overrides or
+            ``=?`` (:func:`~digest.addresses.display_name_problem`).
         keywords: terms of interest, as written, in the subscriber's order. Matching is
             case-insensitive on whole words in the title, abstract, AI summary and AI keywords;
             ``*`` at the end of a word matches any continuation (``agent*``: agents, agentic);
@@ -390,9 +399,10 @@ class Subscriber:
         only_matching: ``True``: only papers matching at least one keyword are sent (then
             ``keywords`` must not be empty). ``False``: matching papers rank first, the rest
             of the day's papers fill up to ``max_papers``.
-        min_upvotes: papers with fewer Hugging Face upvotes are left out (count, ``>= 0``).
+        min_upvotes: papers with fewer Hugging Face upvotes are left out (count,
+            ``0..MAX_COUNT``).
             Feed-only papers have no upvotes and count as 0: they pass only when this is 0.
-        max_papers: at most this many papers per edition (count, ``>= 1``).
+        max_papers: at most this many papers per edition (count, ``1..MAX_PAPERS_LIMIT``).
         active: ``False`` pauses the subscription without deleting it.
         frequency: ``"daily"`` (each Daily Papers day) or ``"weekly"`` (the previous ISO week,
             ranked together).
@@ -435,8 +445,8 @@ class Subscriber:
     keywords: tuple[Term, ...] = ()
     exclude: tuple[Term, ...] = ()
     only_matching: bool = False
-    min_upvotes: StrictInt = Field(default=DEFAULT_MIN_UPVOTES, ge=0)
-    max_papers: StrictInt = Field(default=DEFAULT_MAX_PAPERS, ge=1)
+    min_upvotes: StrictInt = Field(default=DEFAULT_MIN_UPVOTES, ge=0, le=MAX_COUNT)
+    max_papers: StrictInt = Field(default=DEFAULT_MAX_PAPERS, ge=1, le=MAX_PAPERS_LIMIT)
     active: bool = True
     frequency: Frequency = DEFAULT_FREQUENCY
     weekday: Weekday = DEFAULT_WEEKDAY
@@ -510,6 +520,13 @@ class Subscriber:
     def _check_email(cls, value: Any) -> Any:
         if not isinstance(value, str):
             return value  # the str validator reports the type
+        if ENCODED_WORD_OPENER in value:
+            # Valid in a local part (RFC 5322 atext), but a header parser would decode it.
+            raise _custom(
+                "email",
+                f"invalid email address {value[:80]!r}: must not contain '=?' (it starts an "
+                "RFC 2047 encoded-word, which mail programs decode)",
+            )
         fast = _known_domain_address(value)
         if fast is not None:
             return fast
@@ -526,9 +543,20 @@ class Subscriber:
     def _check_name(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        if _CONTROL_RE.search(value):
-            raise _custom("name", "must not contain line breaks or control characters")
+        problem = display_name_problem(value)
+        if problem is not None:
+            raise _custom("name", problem)
         return value.strip() or None
+
+    @field_validator("min_upvotes", "max_papers", mode="before")
+    @classmethod
+    def _check_count(cls, value: Any, info: ValidationInfo) -> Any:
+        low, high = COUNT_BOUNDS[str(info.field_name)]
+        if type(value) is int and low <= value <= high:
+            return value
+        raise _custom(
+            "count", f"must be a whole number from {low} to {high:,}, got {_number_excerpt(value)}"
+        )
 
     @field_validator("keywords", "exclude", mode="before")
     @classmethod
@@ -773,6 +801,34 @@ def _remember_domain(value: str, normalized: str) -> None:
     if len(_known_domains) >= _MAX_KNOWN_DOMAINS:
         _known_domains.clear()
     _known_domains.add(parts[1].lower())
+
+
+_EXCERPT_DIGITS = 12
+"""Numbers with more digits than this are described by their size, not written out."""
+_EXCERPT_CHARS = 20
+
+
+def _number_excerpt(value: Any) -> str:
+    """``value`` for an error message, short whatever its size (a 5,000-digit integer cannot
+    even be turned into a string: Python's digit limit)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        if abs(value) < 10**_EXCERPT_DIGITS:
+            return str(value)
+        try:
+            return f"a number of {len(str(abs(value))):,} digits"
+        except ValueError:  # past Python's limit on converting an int to a string
+            return f"a number of about {int(abs(value).bit_length() * _LOG10_2):,} digits"
+    if isinstance(value, str) and len(value) > _EXCERPT_CHARS:
+        return f"{value[:_EXCERPT_CHARS]!r}… ({len(value):,} characters)"
+    if isinstance(value, str | float):
+        return repr(value)
+    return f"a {type(value).__name__}"
+
+
+_LOG10_2 = 0.30103
+"""log10(2): decimal digits per bit."""
 
 
 def _no_duplicates(value: tuple[str, ...], key: Any) -> tuple[str, ...]:

@@ -17,6 +17,11 @@ from yaml.nodes import MappingNode, ScalarNode
 from yaml.resolver import BaseResolver
 
 _YAML_12 = (1, 2)
+MAX_INT_DIGITS = 100
+"""An integer literal longer than this (sign, prefix and underscores aside) is not made a
+number: the readers keep its text, which the option's validator refuses with the option's
+range. (Python refuses to convert more than 4,300 decimal digits at all, and no option takes
+a number near this long.)"""
 
 
 class NotSimple(Exception):
@@ -89,6 +94,8 @@ class Constructor(SafeConstructor):
         digits = text.lstrip("+-")
         if ":" in digits:
             raise NotSimple("sexagesimal")
+        if len(digits) > MAX_INT_DIGITS:
+            raise NotSimple("an integer too long")  # the ruamel path keeps it as text
         if digits.startswith("0b"):
             return sign * int(digits[2:], 2)
         if digits.startswith("0x"):

@@ -43,6 +43,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from ruamel.yaml import YAML
+from ruamel.yaml.constructor import SafeConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 from ruamel.yaml.reader import ReaderError
@@ -62,6 +63,7 @@ from digest.subscribers.model import (
     SubscriberList,
     _hint,
 )
+from digest.subscribers.scalars import MAX_INT_DIGITS
 from digest.subscribers.stream import NotSure, read_entries
 
 log = logging.getLogger(__name__)
@@ -205,6 +207,7 @@ def _load(
         return None, [f"{shown}: not UTF-8 text (bad byte at offset {e.start})"]
 
     yaml = YAML(typ="safe", pure=False)  # the C parser when ruamel.yaml.clib is installed
+    yaml.Constructor = _Constructor
     try:
         root = yaml.compose(text)
         doc = yaml.constructor.construct_document(root) if root is not None else None
@@ -238,6 +241,22 @@ def _load(
         where = f"{_dotted(loc)}: " if loc else ""
         out.append(f"{shown}:{line}: {where}{message}")
     return None, out
+
+
+class _Constructor(SafeConstructor):
+    """ruamel's safe constructor, but an integer literal of more than
+    :data:`~digest.subscribers.scalars.MAX_INT_DIGITS` digits stays text (ruamel would raise
+    ValueError past Python's 4,300-digit limit, with no line): the option's validator then
+    says which range it takes, at the literal's line."""
+
+    def construct_yaml_int(self, node: Any) -> Any:
+        text = str(self.construct_scalar(node))
+        if len(text.replace("_", "").lstrip("+-")) > MAX_INT_DIGITS:
+            return text
+        return super().construct_yaml_int(node)
+
+
+_Constructor.add_constructor("tag:yaml.org,2002:int", _Constructor.construct_yaml_int)
 
 
 def _load_streamed(

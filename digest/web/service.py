@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -29,11 +30,11 @@ from typing import Any
 from email_validator import EmailNotValidError, validate_email
 from pydantic import ValidationError
 
-from digest.addresses import normalize_email
+from digest.addresses import display_name_problem, normalize_email
 from digest.clock import Clock, utc_now
 from digest.delivery import OutgoingMessage, TransportFactory, open_transport
-from digest.errors import ConfigError, DeliveryError, TokenError
-from digest.message import make_message_id
+from digest.errors import ConfigError, DeliveryError, HeaderError, TokenError
+from digest.message import check_head, make_message_id
 from digest.render.views import list_title
 from digest.settings import Settings
 from digest.state import StateBackend, SuppressionReason
@@ -84,6 +85,8 @@ PREFERENCE_FIELDS = (
 MAX_NAME_CHARS = 100
 MAX_TERMS = 50
 """At most this many keywords (and exclude terms) from a form."""
+_SHORT_INT_RE = re.compile(r"-?[0-9]{1,9}")
+"""A form value turned into an ``int`` before validation (longer ones are refused as text)."""
 
 
 def mask_address(address: str) -> str:
@@ -428,11 +431,9 @@ class Subscriptions:
         for key in ("frequency", "weekday", "send_at", "timezone"):
             values[key] = form.get(key, "").strip()
         raw_max = form.get("max_papers", "").strip()
-        try:
-            values["max_papers"] = int(raw_max)
-        except ValueError:
-            errors["max_papers"] = "a whole number, e.g. 10"
-            values["max_papers"] = current.max_papers
+        # A short run of digits is a number; anything else (4,300 digits, "1e9") goes to the
+        # model as typed, which refuses it with the option's range.
+        values["max_papers"] = int(raw_max) if _SHORT_INT_RE.fullmatch(raw_max) else raw_max
         if errors:
             raise FormErrors(errors)
         merged = current.model_dump()
@@ -625,6 +626,8 @@ class Subscriptions:
             log.info("confirm refused (operator) %s %s", mask_address(address), request.request_id)
             raise SubscriptionRefused(OPERATOR_SUPPRESSION)
         name, keywords = signup.name, signup.keywords
+        if name is not None and display_name_problem(name) is not None:
+            name = None  # recorded before names were checked: confirm the address without it
         await self.writes.apply(
             lambda doc: change_add_or_activate(doc, address, name=name, keywords=keywords)
         )
@@ -644,6 +647,12 @@ class Subscriptions:
         msg["Message-ID"] = message_id
         msg["Auto-Submitted"] = "auto-generated"
         msg.set_content(body)
+        data = msg.as_bytes(policy=msg.policy.clone(linesep="\r\n"))
+        try:
+            check_head(data, msg.keys())  # the fields set above and nothing else
+        except HeaderError as e:
+            log.warning("confirmation mail to %s not sent: %s", mask_address(address), e)
+            return
         envelope = self.settings.envelope_from or parseaddr(self.settings.sender)[1]
         out = OutgoingMessage(
             subscriber=address,
@@ -651,7 +660,7 @@ class Subscriptions:
             message_id=message_id,
             envelope_from=envelope,
             recipients=(address,),
-            data=msg.as_bytes(policy=msg.policy.clone(linesep="\r\n")),
+            data=data,
         )
         try:
             transport = await self._transport()
