@@ -4,7 +4,9 @@ Fixtures here: ``ca``/``leaf`` (a trustme CA and a certificate for ``127.0.0.1``
 one per session), ``ca_file`` (the CA as PEM in ``tmp_path``), ``pg_server`` (a real PostgreSQL
 started once per session, :mod:`tests.pgserver`), ``pg_url`` (a fresh schema of it per test),
 ``state_url`` (parametrized: every test using it runs on SQLite and on PostgreSQL) and
-``make_store`` (opens that backend with a given clock). Factories (settings, clock,
+``make_store`` (opens that backend with a given clock), ``dkim_key`` (a DKIM key file and its
+DNS record, one per session), ``dns_server`` (starts dnsmasq serving
+a :class:`tests.dnsserver.Zone` on loopback; skipped without dnsmasq). Factories (settings, clock,
 subscribers, papers) live in :mod:`tests.factories`.
 """
 
@@ -19,6 +21,7 @@ import trustme
 
 from digest.clock import Clock, utc_now
 from digest.state import StateBackend, open_state
+from tests.dnsserver import DnsServer, Zone, find_dnsmasq
 from tests.pgserver import PostgresServer, find_bin_dir
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -79,6 +82,37 @@ def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'state' / 'state.sqlite3'}"
     url: str = request.getfixturevalue("pg_url")
     return url
+
+
+@pytest.fixture(scope="session")
+def dkim_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
+    """A 2048-bit RSA key file and its DKIM record ``v=DKIM1; k=rsa; p=...``, one per session."""
+    from tests.factories import make_dkim_key
+
+    path = tmp_path_factory.mktemp("dkim") / "dkim.pem"
+    return path, make_dkim_key(path)
+
+
+StartDns = Callable[[Zone], DnsServer]
+
+
+@pytest.fixture
+def dns_server() -> Iterator[StartDns]:
+    """``dns_server(zone)`` starts dnsmasq serving ``zone`` on 127.0.0.1 (stopped at the end);
+    ``.nameserver`` is its ``127.0.0.1:PORT``. Skips the test when dnsmasq is not installed."""
+    binary = find_dnsmasq()
+    if binary is None:
+        pytest.skip("dnsmasq not installed (apt-get install dnsmasq-base; see .ci/run)")
+    started: list[DnsServer] = []
+
+    def start(zone: Zone) -> DnsServer:
+        server = DnsServer(zone, binary).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
 
 
 MakeStore = Callable[..., StateBackend]

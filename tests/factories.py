@@ -14,11 +14,14 @@ deliberately incomplete settings, e.g. a ``{token}`` URL without a key).
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
+
+import pytest
 
 from digest.models import Paper
 from digest.settings import Settings, load_settings
@@ -62,6 +65,15 @@ def make_settings(*, checked: bool = True, **values: Any) -> Settings:
     if checked:
         return load_settings(env_file=None, **values)
     return Settings(_env_file=None, **values)
+
+
+def use_settings(monkeypatch: pytest.MonkeyPatch, **values: Any) -> None:
+    """Set ``values`` (by field name, ``sender`` for DIGEST_FROM) as ``DIGEST_*`` environment
+    variables, for commands run with :func:`run_cli`; ``None`` values are left unset."""
+    for name, value in values.items():
+        if value is not None:
+            env = "DIGEST_FROM" if name == "sender" else f"DIGEST_{name.upper()}"
+            monkeypatch.setenv(env, str(value))
 
 
 def smtp_values(server: HasPort | int) -> dict[str, Any]:
@@ -111,6 +123,30 @@ def outbox_settings(root: Path, **overrides: Any) -> Settings:
         **overrides,
     }
     return make_settings(**values)
+
+
+def make_dkim_key(path: Path, *, bits: int = 2048) -> bytes:
+    """A new RSA key written to ``path`` (PEM, PKCS#1, mode 600) for DKIM_PRIVATE_KEY_PATH.
+
+    Returns:
+        The DKIM record of its public key (RFC 6376 §3.6.1): ``v=DKIM1; k=rsa; p=BASE64``.
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    path.chmod(0o600)
+    der = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)
 
 
 # -- clock, subscriber, papers ----------------------------------------------------------------

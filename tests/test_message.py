@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import email
 import re
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -12,8 +11,6 @@ from pathlib import Path
 
 import dkim
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from digest.errors import ConfigError
 from digest.message import (
@@ -281,25 +278,6 @@ def test_unsubscribe_url_is_signed_once_per_message_and_never_stale() -> None:
 
 
 # --- DKIM -----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def dkim_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    path = tmp_path_factory.mktemp("dkim") / "dkim.pem"
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    )
-    path.chmod(0o600)
-    der = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    txt = b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)
-    return path, txt
 
 
 def test_dkim_signature_verifies_covers_headers_and_breaks_on_change(
