@@ -4,7 +4,9 @@ loopback) serving a zone that passes, and zones that each break one rule."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import ssl
 import subprocess
 import sys
 import time
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import trustme
 
@@ -32,6 +35,7 @@ from digest.settings import Settings
 from tests.conftest import StartDns
 from tests.dnsserver import SilentNameserver, Zone
 from tests.factories import SECRET_KEY, make_dkim_key, make_settings, run_cli, use_settings
+from tests.faultrelay import FaultRelay
 from tests.smtpserver import SMTPTestServer
 
 GOOD = "good.test"
@@ -668,3 +672,26 @@ def test_an_untrusted_relay_certificate_fails_starttls(
     line = the(report, "STARTTLS")
     assert line.startswith("fail  STARTTLS") and "is not trusted" in line
 
+
+def test_probing_a_relay_that_never_ends_its_tls_session_leaves_no_socket_open(
+    leaf: trustme.LeafCert, ca_file: Path
+) -> None:
+    # After QUIT the relay never answers the client's TLS close_notify. A graceful TLS close
+    # would wait for it, the probe's event loop ends meanwhile, and the socket stayed open
+    # until the garbage collector found it (ResourceWarning: unclosed transport).
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    leaf.configure_cert(context)
+    with FaultRelay(tls=context, after_quit="stall") as relay:
+        settings = make_settings(
+            checked=False,
+            smtp_host="127.0.0.1",
+            smtp_port=relay.port,
+            smtp_security="starttls",
+            smtp_ca_file=ca_file,
+        )
+        finding = asyncio.run(check_starttls(settings, timeout=5.0))
+        assert finding.status is Status.PASS, finding
+        ours = psutil.Process().net_connections(kind="tcp")
+        still_open = [c for c in ours if c.raddr and c.raddr.port == relay.port]
+        assert still_open == []
+    gc.collect()
