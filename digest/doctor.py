@@ -104,7 +104,7 @@ RULES = {
     "DMARC": BULK + ", p=none is enough",
     "alignment": "Gmail, Yahoo, Microsoft: DMARC must pass for bulk senders; Microsoft "
     "answers 550 5.7.515",
-    "MX": "RFC 5321 §4.5.5: bounces go to the envelope sender; receivers refuse a sender "
+    "MX": "RFC 5321 §6.1: bounces go to the envelope sender; receivers refuse a sender "
     "domain that cannot receive",
     "PTR": "Gmail, Yahoo: required for all senders",
     "STARTTLS": "Gmail: TLS required for all senders",
