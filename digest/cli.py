@@ -654,6 +654,46 @@ def validate(
         raise typer.Exit(EXIT_FAILED)
 
 
+@app.command()
+def doctor(
+    nameserver: Annotated[
+        str | None,
+        typer.Option(
+            metavar="HOST[:PORT]",
+            help="The DNS resolver to ask (an IP address); default: the system's.",
+        ),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            metavar="SECONDS", help="Longest one DNS question or SMTP command waits (default 5)."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
+) -> None:
+    """Check the From and envelope domains against Gmail's, Yahoo's and Microsoft's sender
+    rules: SPF, DKIM, DMARC and alignment, MX, PTR, STARTTLS, one-click unsubscribe.
+
+    One line per check (pass, warn or fail) with the DNS record to add; exit 1 if one fails.
+    """
+    _setup_logging(logging.WARNING)
+    with _errors():
+        from digest.doctor import describe, run_doctor
+
+        report = run_doctor(_settings(), nameserver=nameserver, timeout=timeout)
+    if as_json:
+        import json
+
+        out.print_json(json.dumps(report.to_json()))
+    else:
+        out.print(report.setup, markup=False, highlight=False)
+        for finding in report.findings:
+            out.print(finding.line(), markup=False, highlight=False)
+        out.print(describe(report.findings), markup=False, highlight=False)
+    if not report.ok:
+        raise typer.Exit(EXIT_FAILED)
+
+
 STATUSES = tuple(s.value for s in DeliveryStatus)
 
 state_app = typer.Typer(

@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dotenv import dotenv_values
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    IPvAnyAddress,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -213,6 +220,14 @@ class Settings(BaseSettings):
     dkim_selector: str | None = None
     dkim_domain: str | None = None
     dkim_private_key_path: Path | None = None
+    sending_ip: IPvAnyAddress | None = Field(
+        None,
+        description=(
+            "The public IP address receivers see the mail come from, when it is not "
+            "DIGEST_SMTP_HOST's (a relay on this machine, a provider's submission host); "
+            "`digest doctor` checks SPF and reverse DNS for it."
+        ),
+    )
 
     # --- daemon --------------------------------------------------------------------------
     catchup_hours: float = Field(DEFAULT_CATCHUP_HOURS, ge=0)
@@ -470,7 +485,7 @@ class Settings(BaseSettings):
         if self.bounce_imap_url and self.bounce_imap_password is None:
             out.append("DIGEST_BOUNCE_IMAP_PASSWORD: required with DIGEST_BOUNCE_IMAP_URL")
         plaintext = self.smtp_security == "none" and not self.smtp_allow_plaintext
-        if self.smtp_host and plaintext and not _is_loopback(self.smtp_host):
+        if self.smtp_host and plaintext and not is_loopback_host(self.smtp_host):
             out.append(
                 f"DIGEST_SMTP_SECURITY: 'none' sends the password and mail in clear text to "
                 f"{self.smtp_host}; use starttls/tls or set DIGEST_SMTP_ALLOW_PLAINTEXT=true"
@@ -529,7 +544,10 @@ def _period(text: str) -> int:
     return len(text) - (border[-1] if text else 0)
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` (a name or an IP literal, IPv6 bracketed or not) is this machine:
+    ``localhost`` or a loopback address."""
+    host = host.strip("[]")
     if host == "localhost":
         return True
     try:

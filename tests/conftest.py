@@ -4,14 +4,14 @@ Fixtures here: ``ca``/``leaf`` (a trustme CA and a certificate for ``127.0.0.1``
 one per session), ``ca_file`` (the CA as PEM in ``tmp_path``), ``pg_server`` (a real PostgreSQL
 started once per session, :mod:`tests.pgserver`), ``pg_url`` (a fresh schema of it per test),
 ``state_url`` (parametrized: every test using it runs on SQLite and on PostgreSQL) and
-``make_store`` (opens that backend with a given clock), ``dkim_key`` (an RSA key for
-DKIM signing, one per session, and its DNS record). Factories (settings, clock, subscribers,
-papers) live in :mod:`tests.factories`.
+``make_store`` (opens that backend with a given clock), ``dkim_key`` (a DKIM key file and its
+DNS record, one per session), ``dns_server`` (starts dnsmasq serving
+a :class:`tests.dnsserver.Zone` on loopback; skipped without dnsmasq). Factories (settings, clock,
+subscribers, papers) live in :mod:`tests.factories`.
 """
 
 from __future__ import annotations
 
-import base64
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,11 +19,10 @@ from typing import NamedTuple
 
 import pytest
 import trustme
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from digest.clock import Clock, utc_now
 from digest.state import StateBackend, open_state
+from tests.dnsserver import DnsServer, Zone, find_dnsmasq
 from tests.pgserver import PostgresServer, find_bin_dir
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -79,20 +78,10 @@ class DkimKey(NamedTuple):
 @pytest.fixture(scope="session")
 def dkim_key(tmp_path_factory: pytest.TempPathFactory) -> DkimKey:
     """A 2048-bit RSA key (PEM, mode 600) and its ``v=DKIM1`` record, one per session."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    from tests.factories import make_dkim_key
+
     path = tmp_path_factory.mktemp("dkim") / "dkim.pem"
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    )
-    path.chmod(0o600)
-    der = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return DkimKey(path, b"v=DKIM1; k=rsa; p=" + base64.b64encode(der))
+    return DkimKey(path, make_dkim_key(path))
 
 
 @pytest.fixture(scope="session")
@@ -118,6 +107,28 @@ def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'state' / 'state.sqlite3'}"
     url: str = request.getfixturevalue("pg_url")
     return url
+
+
+StartDns = Callable[[Zone], DnsServer]
+
+
+@pytest.fixture
+def dns_server() -> Iterator[StartDns]:
+    """``dns_server(zone)`` starts dnsmasq serving ``zone`` on 127.0.0.1 (stopped at the end);
+    ``.nameserver`` is its ``127.0.0.1:PORT``. Skips the test when dnsmasq is not installed."""
+    binary = find_dnsmasq()
+    if binary is None:
+        pytest.skip("dnsmasq not installed (apt-get install dnsmasq-base; see .ci/run)")
+    started: list[DnsServer] = []
+
+    def start(zone: Zone) -> DnsServer:
+        server = DnsServer(zone, binary).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
 
 
 MakeStore = Callable[..., StateBackend]

@@ -14,12 +14,15 @@ deliberately incomplete settings, e.g. a ``{token}`` URL without a key).
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
+
+import pytest
 
 from digest.models import Paper
 from digest.settings import Settings, load_settings
@@ -93,6 +96,13 @@ def make_settings(*, checked: bool = True, **values: Any) -> Settings:
     return Settings(_env_file=None, **values)
 
 
+def use_settings(monkeypatch: pytest.MonkeyPatch, **values: Any) -> None:
+    """Set ``values`` (by field name, ``sender`` for DIGEST_FROM) as ``DIGEST_*`` environment
+    variables, for commands run with :func:`run_cli`; ``None`` values are left unset."""
+    for env, value in settings_env(values).items():
+        monkeypatch.setenv(env, value)
+
+
 def smtp_values(server: HasPort | int) -> dict[str, Any]:
     """A plain-text relay on 127.0.0.1 (``server`` or a port), 5 s timeout, fast retries."""
     port = server if isinstance(server, int) else server.port
@@ -115,17 +125,6 @@ def settings_env(values: Mapping[str, Any]) -> dict[str, str]:
         for name, value in values.items()
         if value is not None
     }
-
-
-def cli(*args: str) -> tuple[int, str]:
-    """``digest ARGS...`` in this process (typer's runner): the exit code and what it printed
-    (stdout and stderr)."""
-    from typer.testing import CliRunner
-
-    from digest.cli import app
-
-    result = CliRunner().invoke(app, list(args))
-    return result.exit_code, result.output
 
 
 def smtp_settings(server: HasPort | int, **overrides: Any) -> Settings:
@@ -161,6 +160,30 @@ def outbox_settings(root: Path, **overrides: Any) -> Settings:
         **overrides,
     }
     return make_settings(**values)
+
+
+def make_dkim_key(path: Path, *, bits: int = 2048) -> bytes:
+    """A new RSA key written to ``path`` (PEM, PKCS#1, mode 600) for DKIM_PRIVATE_KEY_PATH.
+
+    Returns:
+        The DKIM record of its public key (RFC 6376 §3.6.1): ``v=DKIM1; k=rsa; p=BASE64``.
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    path.chmod(0o600)
+    der = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)
 
 
 # -- clock, subscriber, papers ----------------------------------------------------------------

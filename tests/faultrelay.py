@@ -11,7 +11,12 @@ what a test tells it at the two points where real relays fail in ways that matte
 * after the final ``.`` of DATA: ``after_data`` is ``"ok"`` (250), ``"drop"`` (the message
   has arrived, then the connection is closed without a reply) or ``"stall"`` (no reply, the
   connection stays open until the client gives up), or a callable ``(n) -> action`` for the
-  n-th message (0-based) of the relay's life.
+  n-th message (0-based) of the relay's life;
+* after ``QUIT``: ``after_quit="close"`` (221, then hang up) or ``"stall"`` (221, then read
+  nothing more and keep the connection until the relay stops: a TLS client's close_notify is
+  never answered).
+
+With ``tls=`` (a server ``ssl.SSLContext``) it offers ``STARTTLS`` and upgrades on it.
 
 Every message whose data arrived completely is recorded in :attr:`FaultRelay.received`, replied
 to or not: that is what a mailbox behind the relay would get ("copies received").
@@ -27,6 +32,7 @@ Runs on 127.0.0.1 in a thread with its own event loop (a context manager), so it
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,6 +68,8 @@ class FaultRelay:
         connect_reply: if set, the whole reply to every new connection (e.g. a 421), after
             which the relay closes it.
         extensions: EHLO keywords to advertise (``SMTPUTF8``, ``8BITMIME``, ``SIZE 1000000``).
+        tls: a server TLS context: ``STARTTLS`` is offered and upgrades the connection.
+        after_quit: ``close`` or ``stall`` (see the module docstring).
 
     Attributes:
         port: where it listens, once started.
@@ -77,7 +85,11 @@ class FaultRelay:
         at_data: Action | Callable[[int], Action] = "ok",
         connect_reply: str | None = None,
         extensions: tuple[str, ...] = ("8BITMIME",),
+        tls: ssl.SSLContext | None = None,
+        after_quit: Action = "close",
     ) -> None:
+        self.tls = tls
+        self.after_quit = after_quit
         self._after_data = after_data
         self._at_data = at_data
         self.data_commands = 0
@@ -198,9 +210,14 @@ class FaultRelay:
                     reply("250 fault-relay")
                 else:
                     writer.write(b"250-fault-relay\r\n")
-                    for i, ext in enumerate(self.extensions):
-                        sep = " " if i == len(self.extensions) - 1 else "-"
+                    offered = (*self.extensions, "STARTTLS") if self.tls else self.extensions
+                    for i, ext in enumerate(offered):
+                        sep = " " if i == len(offered) - 1 else "-"
                         reply(f"250{sep}{ext}")
+            elif verb == "STAR" and self.tls is not None:
+                reply("220 2.0.0 Ready to start TLS")
+                await writer.drain()
+                await writer.start_tls(self.tls)
             elif verb == "MAIL":
                 address, _, rest = text[len("MAIL FROM:") :].partition(">")
                 mail_from, options, rcpts = address.strip(" <"), tuple(rest.split()), []
@@ -241,6 +258,9 @@ class FaultRelay:
             elif verb == "QUIT":
                 reply("221 2.0.0 Bye")
                 await writer.drain()
+                if self.after_quit == "stall" and self._stop is not None:
+                    writer.transport.pause_reading()  # not even TLS's close_notify is read
+                    await self._stop.wait()
                 return
             else:
                 reply("502 5.5.2 Command not recognized")

@@ -28,7 +28,7 @@ from tests.factories import (
     HOSTILE_NAMES,
     INJECTING_NAME,
     MESSAGE_SETTINGS,
-    cli,
+    run_cli,
     settings_env,
     smtp_values,
 )
@@ -93,7 +93,7 @@ def test_names_that_would_write_headers_are_refused_by_the_subscribers_file(
 ) -> None:
     write_subscribers(workdir, ["Ada Lovelace", *HOSTILE_NAMES])
 
-    code, output = cli("send", "--date", DAY)
+    code, output = run_cli("send", "--date", DAY)
 
     assert code == 2, output
     problems = [line for line in output.splitlines() if line.startswith("error:")]
@@ -125,7 +125,7 @@ def test_a_hostile_paper_title_is_subject_text_not_header_lines(
     day.write_text(json.dumps(items), encoding="utf-8")
     write_subscribers(workdir, ["Ada Lovelace", "José Núñez"])
 
-    code, output = cli("send", "--date", DAY)
+    code, output = run_cli("send", "--date", DAY)
 
     assert code == 0, output
     messages = received(relay, dkim_key)
@@ -152,7 +152,7 @@ def test_a_header_block_that_is_not_the_one_built_fails_that_message_only(
         assert store.claim("reader0@example.org", DAY, "=?utf-8?q?a=0D=0ABcc:_x@evil.example?=")
         store.mark_unknown("reader0@example.org", DAY, "connection lost after DATA")
 
-    code, output = cli("send", "--date", DAY, "--retry-unknown")
+    code, output = run_cli("send", "--date", DAY, "--retry-unknown")
 
     assert code == 1, output
     assert "sent 1, skipped 0, failed 1" in output and "Traceback" not in output
@@ -192,7 +192,7 @@ def test_settings_refuse_a_from_or_reply_to_that_decodes_to_header_lines(
     ]:
         with monkeypatch.context() as env:
             env.setenv(variable, value)
-            code, output = cli("send", "--date", DAY)
+            code, output = run_cli("send", "--date", DAY)
         assert code == 2, output
         assert f"error: invalid settings: {variable}: " in output, output
     assert relay.messages == []
@@ -200,7 +200,7 @@ def test_settings_refuse_a_from_or_reply_to_that_decodes_to_header_lines(
 
 def test_valid_settings_still_send(relay: SMTPTestServer, workdir: Path, dkim_key: DkimKey) -> None:
     write_subscribers(workdir, ["Ada Lovelace"])
-    code, output = cli("send", "--date", DAY)
+    code, output = run_cli("send", "--date", DAY)
     assert code == 0, output
     [msg] = received(relay, dkim_key).values()
     assert msg["To"] == "Ada Lovelace <reader0@example.org>"

@@ -16,7 +16,7 @@ import pytest
 from digest.state import redact_url
 from digest.state.base import redact_text
 from tests.conftest import EXAMPLES
-from tests.factories import SECRET_KEY, cli
+from tests.factories import SECRET_KEY, run_cli
 from tests.pgserver import PostgresServer
 from tests.webserver import free_port, wait_healthy
 
@@ -91,15 +91,15 @@ def test_an_unreachable_state_url_is_shown_without_its_password(
     workdir: Path, url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DIGEST_STATE_URL", url)
-    validate = cli("validate", "--offline")
-    send = cli("-v", "send", "--date", DAY)
+    validate = run_cli("validate", "--offline")
+    send = run_cli("-v", "send", "--date", DAY)
     served = serve(workdir, url)
     for code, output in (validate, send, served):
         assert code == 1, output
         assert "cannot reach the state database postgresql://digest" in output, output
         assert "Traceback" not in output
         assert_no_secret(output)
-    debug = cli("--debug", "send", "--date", DAY)  # with the traceback: still no password
+    debug = run_cli("--debug", "send", "--date", DAY)  # with the traceback: still no password
     assert debug[0] == 1 and "Traceback" in debug[1]
     assert_no_secret(debug[1])
 
@@ -109,10 +109,10 @@ def test_a_reachable_state_url_is_shown_without_its_password(
 ) -> None:
     for url in reachable(pg_server):
         monkeypatch.setenv("DIGEST_STATE_URL", url)
-        code, validate = cli("validate", "--offline")
+        code, validate = run_cli("validate", "--offline")
         assert code == 0, validate
         assert "state postgresql://postgres:***@" in validate or "password=***" in validate
-        code, send = cli("-v", "send", "--date", DAY)
+        code, send = run_cli("-v", "send", "--date", DAY)
         assert code == 0 and "sent 1" in send, send
         assert "on the shared state postgresql://postgres" in send  # the -v line names it
         code, served = serve(workdir, url)

@@ -554,16 +554,24 @@ class SmtpTransport:
         self._smtp = None
 
     async def close(self) -> None:
-        """Say ``QUIT`` and close; never raises."""
+        """Say ``QUIT`` and close; never raises.
+
+        Once QUIT is answered the socket is dropped (``abort``): a graceful TLS close would
+        wait for the relay's close_notify, and an event loop ending meanwhile
+        (``asyncio.run``) left the socket open until the garbage collector found it.
+        """
         smtp, self._smtp = self._smtp, None
         if smtp is None or not smtp.is_connected:
             return
+        transport = smtp.transport
         try:
             await smtp.quit()
         except (SMTPException, OSError):
             pass
         finally:
             smtp.close()
+            if isinstance(transport, asyncio.Transport):
+                transport.abort()
 
 
 def _recipients_error(e: SMTPRecipientsRefused) -> DeliveryError:
