@@ -577,6 +577,34 @@ def _print_summary(edition: Edition, s: RunSummary, where: str, dry_run: bool) -
         err.print(f"  {e}")
 
 
+EXAMPLE_SUBSCRIBERS = Path(__file__).parent / "examples" / "subscribers.example.yaml"
+
+
+@app.command()
+def init(
+    directory: Annotated[
+        Path, typer.Argument(help="Where to write .env and subscribers.yaml.")
+    ] = Path("."),
+) -> None:
+    """Start a set-up: a .env with every setting and a fresh secret key, and an example
+    subscribers.yaml. Never overwrites a file."""
+    from digest.envfile import write_starter
+
+    with _errors():
+        try:
+            written = write_starter(directory, EXAMPLE_SUBSCRIBERS)
+        except FileExistsError as e:
+            raise ConfigError(
+                f"{e}: already there; nothing was written (edit it, or init another directory)"
+            ) from None
+        for path in written:
+            out.print(f"wrote {path}")
+        out.print(
+            "next: edit DIGEST_FROM (and DIGEST_SMTP_*, DIGEST_PUBLIC_URL) in .env and the "
+            "subscribers in subscribers.yaml, then run `digest validate`"
+        )
+
+
 @app.command()
 def validate(
     offline: Annotated[

@@ -163,7 +163,11 @@ class Settings(BaseSettings):
     )
     unsubscribe_url: str | None = Field(
         None,
-        description="HTTPS unsubscribe URL template with '{token}' (and optionally '{email}').",
+        description=(
+            "Only for an unsubscribe handler of your own: its HTTPS URL with '{token}' (and "
+            "optionally '{email}'); default: DIGEST_PUBLIC_URL/u/{token}, which digest serve "
+            "answers."
+        ),
     )
     unsubscribe_mailto: str | None = Field(
         None, description="mailto address for List-Unsubscribe, e.g. 'unsubscribe@example.org'."
@@ -192,14 +196,24 @@ class Settings(BaseSettings):
     # --- SMTP ----------------------------------------------------------------------------
     smtp_host: str | None = Field(None, description="SMTP relay; unset = write to Maildir.")
     smtp_port: int | None = Field(None, ge=1, le=65535, description="Default by security.")
-    smtp_username: str | None = None
-    smtp_password: SecretStr | None = None
-    smtp_security: SmtpSecurity = "starttls"
+    smtp_username: str | None = Field(
+        None, description="AUTH user name (AUTH only over TLS).", examples=["papers@example.org"]
+    )
+    smtp_password: SecretStr | None = Field(None, description="AUTH password (a secret).")
+    smtp_security: SmtpSecurity = Field(
+        "starttls",
+        description=(
+            "starttls (required, certificate checked), tls (implicit, port 465), none "
+            "(loopback only unless DIGEST_SMTP_ALLOW_PLAINTEXT)."
+        ),
+    )
     smtp_timeout: float = Field(DEFAULT_SMTP_TIMEOUT_S, gt=0, description="Per operation, s.")
     smtp_data_timeout: float = Field(
         DEFAULT_SMTP_DATA_TIMEOUT_S, gt=0, description="Reply to the end of DATA, s."
     )
-    smtp_concurrency: int = Field(DEFAULT_SMTP_CONCURRENCY, ge=1, le=64)
+    smtp_concurrency: int = Field(
+        DEFAULT_SMTP_CONCURRENCY, ge=1, le=64, description="Connections in the pool."
+    )
     smtp_rate: float | None = Field(None, gt=0, description="Messages per second, whole pool.")
     smtp_max_attempts: int = Field(DEFAULT_SMTP_MAX_ATTEMPTS, ge=1, description="Per run.")
     smtp_connect_attempts_per_minute: int = Field(
@@ -213,13 +227,21 @@ class Settings(BaseSettings):
         ge=0,
         description="Stop a run after this many unknown or timed-out messages in a row; 0 = never.",
     )
-    smtp_allow_plaintext: bool = False
-    smtp_ca_file: Path | None = None
+    smtp_allow_plaintext: bool = Field(
+        False, description="Allow security 'none' to a relay that is not on this machine."
+    )
+    smtp_ca_file: Path | None = Field(
+        None, description="A private CA bundle for the relay's certificate (default: system)."
+    )
 
     # --- DKIM ----------------------------------------------------------------------------
-    dkim_selector: str | None = None
-    dkim_domain: str | None = None
-    dkim_private_key_path: Path | None = None
+    dkim_selector: str | None = Field(
+        None, description="DKIM selector (the key is published at SELECTOR._domainkey.DOMAIN)."
+    )
+    dkim_domain: str | None = Field(None, description="DKIM signing domain (d=).")
+    dkim_private_key_path: Path | None = Field(
+        None, description="The DKIM private key (PEM, readable by digest only)."
+    )
     sending_ip: IPvAnyAddress | None = Field(
         None,
         description=(
@@ -230,9 +252,15 @@ class Settings(BaseSettings):
     )
 
     # --- daemon --------------------------------------------------------------------------
-    catchup_hours: float = Field(DEFAULT_CATCHUP_HOURS, ge=0)
+    catchup_hours: float = Field(
+        DEFAULT_CATCHUP_HOURS,
+        ge=0,
+        description="After downtime, send an edition at most this late, hours (later: skipped).",
+    )
     tick_seconds: float = Field(DEFAULT_TICK_SECONDS, gt=0, description="Daemon period, s.")
-    health_file: Path | None = None
+    health_file: Path | None = Field(
+        None, description="A file the daemon touches after each good tick (for monitoring)."
+    )
 
     # --- bounces and complaints -------------------------------------------------------------
     bounce_maildir: Path | None = Field(
@@ -241,7 +269,9 @@ class Settings(BaseSettings):
     bounce_imap_url: str | None = Field(
         None, description="imaps://USER@HOST[:PORT]/MAILBOX of the bounce mailbox (TLS only)."
     )
-    bounce_imap_password: SecretStr | None = None
+    bounce_imap_password: SecretStr | None = Field(
+        None, description="The bounce mailbox's IMAP password (a secret)."
+    )
     bounce_imap_ca_file: Path | None = Field(
         None, description="CA bundle for the IMAP server's certificate (default: system)."
     )
@@ -258,7 +288,11 @@ class Settings(BaseSettings):
         DEFAULT_BOUNCE_RESET_DAYS, gt=0, description="Quiet days after which the score resets."
     )
     bounce_suppress_complaints: bool = Field(True, description="One complaint suppresses.")
-    bounce_max_bytes: int = Field(DEFAULT_BOUNCE_MAX_BYTES, ge=10_000)
+    bounce_max_bytes: int = Field(
+        DEFAULT_BOUNCE_MAX_BYTES,
+        ge=10_000,
+        description="Largest bounce message read, bytes (a bigger one is kept aside unread).",
+    )
     verp: bool = Field(
         False, description="Envelope sender bounces+TOKEN@domain naming subscriber and edition."
     )
