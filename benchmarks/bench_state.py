@@ -107,7 +107,7 @@ def _slow_commits(store: StateBackend, delay: float) -> None:
         if statement == "COMMIT":
             time.sleep(delay)
 
-    store._db.set_trace_callback(trace)
+    store._db._db.set_trace_callback(trace)
 
 
 def _round(

@@ -106,7 +106,7 @@ def crash_claimers(store: StateBackend) -> None:
     PostgreSQL: the leases are moved into the past, as if their claimers had died.
     """
     if store.shared:
-        store._execute(  # type: ignore[attr-defined]
+        store._db.execute(  # type: ignore[attr-defined]
             "UPDATE deliveries SET lease_until = clock_timestamp() - interval '1 second' "
             "WHERE status = 'sending'"
         )

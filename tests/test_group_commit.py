@@ -295,14 +295,14 @@ async def test_a_pool_of_8_commits_fewer_transactions_than_writes(tmp_path: Path
         if sql == "COMMIT":
             time.sleep(SLOW_COMMIT_S)
 
-    store._db.set_trace_callback(trace)
+    store._db._db.set_trace_callback(trace)
     batch = [build(e) for e in emails(MESSAGES)]
     try:
         with SMTPTestServer() as server:
             settings = smtp_settings(server, smtp_concurrency=POOL)
             summary = await send_all(stream(batch), store=store, settings=settings)
             received = by_recipient(server.messages)
-        store._db.set_trace_callback(None)
+        store._db._db.set_trace_callback(None)
         assert summary.sent == MESSAGES
         assert sorted(received) == sorted(emails(MESSAGES))
         assert all(len(copies) == 1 for copies in received.values())
@@ -328,7 +328,7 @@ async def test_a_send_cancelled_while_its_claims_commit_hands_every_claimed_row_
             committing.set()
             release.wait(WAIT_S)
 
-    store._db.set_trace_callback(trace)
+    store._db._db.set_trace_callback(trace)
     batch = [build(e) for e in emails(16)]
     try:
         with SMTPTestServer() as server:
@@ -341,7 +341,7 @@ async def test_a_send_cancelled_while_its_claims_commit_hands_every_claimed_row_
             done, _ = await asyncio.wait({task}, timeout=WAIT_S)
             assert done == {task} and task.cancelled()
             received = server.messages
-        store._db.set_trace_callback(None)
+        store._db._db.set_trace_callback(None)
         rows = store.list()
         assert received == []
         assert rows, "the held commit claimed at least one row"
@@ -385,14 +385,14 @@ async def test_one_connection_commits_each_mark_with_the_next_claim(tmp_path: Pa
     messages = 20
     store = StateStore(tmp_path / "state.sqlite3")
     statements: list[str] = []
-    store._db.set_trace_callback(statements.append)
+    store._db._db.set_trace_callback(statements.append)
     batch = [build(e) for e in emails(messages)]
     try:
         with SMTPTestServer() as server:
             settings = smtp_settings(server, smtp_concurrency=1)
             summary = await send_all(stream(batch), store=store, settings=settings)
             received = by_recipient(server.messages)
-        store._db.set_trace_callback(None)
+        store._db._db.set_trace_callback(None)
         assert summary.sent == messages
         assert all(len(received[m.subscriber]) == 1 for m in batch)
         assert {str(r.status) for r in store.list()} == {"sent"}

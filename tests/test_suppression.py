@@ -83,9 +83,9 @@ def test_unknown_reason_is_refused(store: StateBackend) -> None:
 def test_suppressions_survive_reopening_and_a_v1_file_is_migrated(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite3"
     db = sqlite3.connect(path)
-    from digest.state.sqlite import _SCHEMA_V1
+    from digest.state.schema import statements
 
-    for statement in _SCHEMA_V1:
+    for statement in statements(0, "sqlite"):
         db.execute(statement)
     db.execute("PRAGMA user_version = 1")
     db.commit()

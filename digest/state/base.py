@@ -1,11 +1,11 @@
-"""The state backend protocol and the delivery transition rules, defined once for every backend.
+"""The state store protocol and the delivery transition rules, defined once.
 
-The state store is the single source of truth for what was sent. Two backends implement
-:class:`StateBackend`: :mod:`digest.state.sqlite` (one embedded file, one sender at a time,
-guarded by a file lock) and :mod:`digest.state.postgres` (one database shared by any number of
-senders on any number of hosts: claims are single atomic statements, each carrying the
-claimer's id and a lease). The rest of ``digest`` only sees the protocol; :func:`digest.state.
-open_state` picks the backend from ``DIGEST_STATE_URL``.
+The state store is the single source of truth for what was sent. :class:`StateBackend` is
+what the rest of ``digest`` sees; :class:`digest.state.store.Store` implements it once, over
+a SQLite file (one sender at a time, guarded by a file lock) or a PostgreSQL database shared
+by any number of senders on any number of hosts (claims are single atomic statements, each
+carrying the claimer's id and a lease). :func:`digest.state.open_state` picks the database
+from ``DIGEST_STATE_URL``.
 
 A delivery row (one per subscriber and edition) moves along :data:`TRANSITIONS`::
 
@@ -21,8 +21,8 @@ A delivery row (one per subscriber and edition) moves along :data:`TRANSITIONS`:
     mark_skipped: any but sent ──▶ skipped (``late`` / ``no papers``)
 
 ``sent`` is never overwritten except by :meth:`StateBackend.reopen`; ``unknown`` is never
-resent without ``--retry-unknown``. Each backend turns these rules into the ``WHERE`` clause
-of its single-statement writes with :func:`allowed_sql`, so the rules exist only here.
+resent without ``--retry-unknown``. The store's statements (``queries.sql``) get the ``WHERE``
+clause of their single-statement writes from :func:`allowed_sql`, so the rules exist only here.
 """
 
 from __future__ import annotations
@@ -347,21 +347,20 @@ StatusMap = dict[tuple[str, str], DeliveryStatus]
 
 @runtime_checkable
 class StateBackend(Protocol):
-    """What ``digest`` needs of a state store; :mod:`~digest.state.sqlite` and
-    :mod:`~digest.state.postgres` implement it.
+    """What ``digest`` needs of a state store. One class implements it,
+    :class:`digest.state.store.Store` (over a SQLite or a PostgreSQL connector), where each
+    method is documented in full; this is the contract, one line a method.
 
     Every write is one transaction, committed (durably) before the method returns, unless it
     is made inside :meth:`transaction` (then it commits with the block); an error rolls it
-    back and raises :class:`~digest.errors.StateError`. Subscriber addresses are
-    keys: lower-cased and stripped by the backend. Timestamps are aware UTC datetimes.
-    Methods are synchronous and short; a backend is safe to call from several threads.
+    back and raises :class:`~digest.errors.StateError`. Subscriber addresses are keys
+    (:func:`address_key`); timestamps are aware UTC datetimes. Methods are synchronous, short
+    and thread-safe.
 
     Attributes:
-        url: where the state lives, for messages (``sqlite:///path``, or the
-            ``postgresql://`` URL with any password replaced by ``***``).
+        url: where the state lives, for messages (any password replaced by ``***``).
         shared: ``True`` when several processes may send from this state at once (claims
-            with leases, no exclusive lock); ``False``: one sender, held by
-            :meth:`sender_lock`.
+            with leases, no exclusive lock); ``False``: one sender, held by :meth:`sender_lock`.
         claimer: this process's claimer id (``host:pid:random``), stored with its claims.
     """
 
@@ -381,7 +380,6 @@ class StateBackend(Protocol):
 
     def close(self) -> None:
         """Release the connection(s) (idempotent); later calls raise ``StateError``."""
-        ...
 
     def __enter__(self) -> StateBackend: ...
 
@@ -393,76 +391,31 @@ class StateBackend(Protocol):
     ) -> None: ...
 
     def transaction(self) -> AbstractContextManager[None]:
-        """Group the writes this thread makes inside the block into one transaction.
-
-        The writes (any write method: :meth:`claim`, ``mark_*``, :meth:`record_bounces`...)
-        do not commit on their own inside the block: they are committed together, with one
-        durable commit (one fsync), when the block ends without an exception. What each
-        write returns inside the block is what it will have done once committed; callers
-        must not act on it (hand a claimed message to the transport, report a mark) before
-        the block has ended. Each write stays atomic: one that raises inside the block is
-        rolled back alone (a savepoint) and the block may go on. An exception leaving the
-        block rolls back every write of the block and propagates. Blocks may nest (an inner
-        block is a savepoint). Other threads do not see the writes before the commit;
-        SQLite makes them wait for it, PostgreSQL lets them read the committed state.
-
-        :class:`~digest.state.group.GroupCommitter` builds group commit on this.
-
-        Yields:
-            Nothing; use it as ``with store.transaction(): ...``.
-
-        Raises:
-            StateError: the transaction could not begin or commit (then nothing of the block
-                was written).
-        """
+        """Make this thread's writes inside the block one transaction (one durable commit);
+        each write a savepoint; an exception leaving the block rolls all back. Callers must
+        not act on a write's result before the block ended (:mod:`digest.state.group`)."""
         ...
 
     def sender_lock(self, *, purpose: str) -> AbstractContextManager[dict[str, Any]]:
-        """Be allowed to send: hold it around a ``send`` or ``run``.
-
-        SQLite: the exclusive file lock (a second sender gets
-        :class:`~digest.errors.StateLockedError` naming the holder). PostgreSQL: nothing
-        exclusive (claims arbitrate); it registers this process's claimer id.
-
-        Args:
-            purpose: what the holder does (``send``, ``run``), shown to contenders.
-
-        Yields:
-            Holder information (pid, host, purpose, since).
-        """
+        """Be allowed to send (SQLite: the exclusive file lock; PostgreSQL: claims arbitrate)."""
         ...
 
     # -- deliveries ------------------------------------------------------------------------
     def get(self, subscriber: str, edition: str) -> Delivery | None:
-        """The row for (``subscriber``, ``edition``), or ``None`` if there is none."""
+        """The row for (``subscriber``, ``edition``), or ``None``."""
         ...
 
     def statuses(
         self, editions: Iterable[str], subscribers: Iterable[str] | None = None
     ) -> StatusMap:
-        """The status of every row of ``editions`` (of ``subscribers`` only, if given).
-
-        One query, whatever the number of subscribers (the daemon's tick and ``send``).
-
-        Returns:
-            ``{(subscriber, edition): status}``; absent rows are absent.
-        """
+        """``{(subscriber, edition): status}`` of the rows of ``editions``; one query."""
         ...
 
     def claim(
         self, subscriber: str, edition: str, message_id: str, papers: Sequence[str] = ()
     ) -> bool:
-        """Atomically take (``subscriber``, ``edition``) for sending: absent/``owed`` → ``sending``.
-
-        One statement, committed before returning: call it *before* the message is handed to
-        the transport. On a shared backend the row records :attr:`claimer` and a lease that
-        this process renews while it lives. ``papers`` (bare arXiv ids the message carries)
-        are recorded in the same transaction, replacing an earlier claim's
-        (:meth:`sent_papers`).
-
-        Returns:
-            ``True`` if this call took the row; ``False`` if it has any other status.
-        """
+        """Absent/``owed`` → ``sending`` in one committed statement (with the ``papers`` it
+        carries); ``False`` if the row has any other status."""
         ...
 
     def mark_sent(
@@ -475,7 +428,6 @@ class StateBackend(Protocol):
         attempts: int = 1,
     ) -> None:
         """→ ``sent``, ``sent_at`` = now; unconditional (``reply`` kept in ``detail``)."""
-        ...
 
     def mark_failed(
         self,
@@ -487,7 +439,6 @@ class StateBackend(Protocol):
         attempts: int = 1,
     ) -> None:
         """→ ``failed`` (permanent, e.g. SMTP 550); never over ``sent``."""
-        ...
 
     def mark_deferred(
         self,
@@ -499,7 +450,6 @@ class StateBackend(Protocol):
         attempts: int = 1,
     ) -> None:
         """→ ``owed`` (transient failure, or a claimed row handed back); never over ``sent``."""
-        ...
 
     def mark_unknown(
         self,
@@ -511,26 +461,16 @@ class StateBackend(Protocol):
         attempts: int = 1,
     ) -> None:
         """→ ``unknown`` (outcome cannot be known); never over ``sent``."""
-        ...
 
     def mark_skipped(self, subscriber: str, edition: str, detail: str) -> None:
         """→ ``skipped`` with ``detail`` (``late``, ``no papers``); never over ``sent``."""
-        ...
 
     def recover_unknown(self) -> builtins.list[Delivery]:
-        """Turn the ``sending`` rows of dead processes into ``unknown``.
-
-        SQLite (call while holding :meth:`sender_lock`): every ``sending`` row. Shared
-        backends: the rows whose lease has expired; safe to call at any time.
-
-        Returns:
-            The rows changed, now ``unknown``, ordered by (edition, subscriber).
-        """
+        """``sending`` rows of dead processes → ``unknown``; the rows changed."""
         ...
 
     def reopen(self, subscriber: str, edition: str) -> None:
-        """Put (``subscriber``, ``edition``) back to ``owed`` whatever its status (creates it)."""
-        ...
+        """Back to ``owed`` whatever its status (creates it)."""
 
     def list(
         self,
@@ -541,7 +481,29 @@ class StateBackend(Protocol):
         """Rows matching every given filter, ordered by (edition, subscriber)."""
         ...
 
-    # -- suppression list --------------------------------------------------------------------
+    def find_message(self, message_id: str) -> Delivery | None:
+        """The delivery whose last claimed ``Message-ID`` is ``message_id``, or ``None``."""
+        ...
+
+    def last_delivery_to(self, address: str) -> Delivery | None:
+        """The most recent ``sent`` (or ``failed``) delivery to ``address``, or ``None``."""
+        ...
+
+    def sent_editions(self, *, limit: int = 60) -> builtins.list[tuple[str, datetime]]:
+        """``(edition key, first sent at)`` of editions sent to anyone, newest first."""
+        ...
+
+    def sent_papers(
+        self, arxiv_ids: Iterable[str], *, except_edition: str | None = None
+    ) -> dict[str, frozenset[str]]:
+        """Subscriber → which of ``arxiv_ids`` a ``sent``/``unknown`` delivery carried."""
+        ...
+
+    def delivery_papers(self, subscriber: str, edition: str) -> builtins.list[str]:
+        """The bare arXiv ids the last claimed message of the row carried, sorted."""
+        ...
+
+    # -- suppression list and bounces -------------------------------------------------------
     def suppress(
         self,
         address: str,
@@ -551,11 +513,7 @@ class StateBackend(Protocol):
         actor: str,
         now: datetime | None = None,
     ) -> bool:
-        """Put ``address`` on the suppression list (idempotent); True if newly suppressed.
-
-        Raises:
-            ValueError: ``reason`` is not a :class:`SuppressionReason`.
-        """
+        """Put ``address`` on the suppression list (idempotent); True if newly suppressed."""
         ...
 
     def unsuppress(self, address: str, *, actor: str, now: datetime | None = None) -> bool:
@@ -574,24 +532,17 @@ class StateBackend(Protocol):
         """Every suppression ever recorded (lifted ones too), oldest first."""
         ...
 
-    # -- bounces ---------------------------------------------------------------------------
     def record_bounces(
         self,
         items: Sequence[tuple[BounceEvent, BounceScore, Suppression | None]],
         *,
         processed: ProcessedMessage | None = None,
     ) -> builtins.list[bool]:
-        """Record bounces, their new scores, suppressions and the processed message at once.
-
-        One transaction. Returns, per item, True if its suppression was newly added.
-
-        Raises:
-            StateError: ``processed`` was already processed (nothing written).
-        """
+        """Bounces, scores, suppressions and the processed message in one transaction."""
         ...
 
     def mark_processed(self, processed: ProcessedMessage) -> bool:
-        """Mark a bounce-mailbox message handled without a bounce; False if it already was."""
+        """Mark a bounce-mailbox message handled; False if it already was."""
         ...
 
     def processed(self, key: str) -> ProcessedMessage | None:
@@ -610,16 +561,29 @@ class StateBackend(Protocol):
         """Recorded bounces and complaints, oldest first (optionally of one address)."""
         ...
 
-    def find_message(self, message_id: str) -> Delivery | None:
-        """The delivery whose last claimed ``Message-ID`` is ``message_id``, or ``None``."""
-        ...
-
-    def last_delivery_to(self, address: str) -> Delivery | None:
-        """The most recent ``sent`` (or ``failed``) delivery to ``address``, or ``None``."""
-        ...
-
     # -- papers ----------------------------------------------------------------------------
-    # -- events and sign-ups (digest.web; see digest.state.records) -----------------------
+    def save_papers(self, day: date, source: str, papers: Iterable[Paper]) -> None:
+        """Store (replace) the papers ``source`` listed for the UTC day ``day``."""
+
+    def load_papers(self, day: date, source: str) -> builtins.list[Paper] | None:
+        """The papers stored for (``day``, ``source``); ``None`` if never stored."""
+        ...
+
+    def save_paper(self, paper: Paper) -> None:
+        """Store one paper fetched by id (a liked paper no stored day lists)."""
+
+    def find_papers(self, arxiv_ids: Iterable[str]) -> dict[str, Paper]:
+        """Stored papers by bare arXiv id (single papers, then every stored day)."""
+        ...
+
+    def try_lock_papers(self, day: date, source: str) -> bool:
+        """Try to become the one process fetching (``day``, ``source``); never blocks."""
+        ...
+
+    def unlock_papers(self, day: date, source: str) -> None:
+        """Release what :meth:`try_lock_papers` took (no-op if not held)."""
+
+    # -- events, sign-ups, feedback (digest.web; see digest.state.records) -----------------
     def record_event(
         self,
         subscriber: str,
@@ -629,9 +593,7 @@ class StateBackend(Protocol):
         request: str = "",
         detail: dict[str, Any] | None = None,
     ) -> None:
-        """Append one event: who (``actor``), what (``action``), when (now), from which
-        ``request``; never a token."""
-        ...
+        """Append one event (who, what, now, from which request; never a token)."""
 
     def events(self, subscriber: str | None = None) -> builtins.list[Event]:
         """Events in the order they happened, all or one subscriber's."""
@@ -648,7 +610,6 @@ class StateBackend(Protocol):
         expires_at: datetime,
     ) -> None:
         """Record a pending double opt-in sign-up."""
-        ...
 
     def signup(self, signup_id: str) -> Signup | None:
         """The sign-up with this id, or ``None``."""
@@ -664,80 +625,27 @@ class StateBackend(Protocol):
         """Sign-ups created at or after ``since`` for one address and/or one client."""
         ...
 
-    def sent_editions(self, *, limit: int = 60) -> builtins.list[tuple[str, datetime]]:
-        """``(edition key, first sent at)`` of editions sent to anyone, newest first."""
-        ...
-
-    # -- personal ranking: send history, 👍/👎, single papers --------------------------------
-    def sent_papers(
-        self, arxiv_ids: Iterable[str], *, except_edition: str | None = None
-    ) -> dict[str, frozenset[str]]:
-        """Which of ``arxiv_ids`` each subscriber received (deliveries ``sent``/``unknown``
-        that carried them, other than ``except_edition``): subscriber → ids."""
-        ...
-
-    def delivery_papers(self, subscriber: str, edition: str) -> builtins.list[str]:
-        """The bare arXiv ids the last claimed message of the row carried, sorted."""
-        ...
-
     def record_feedback(self, subscriber: str, arxiv_id: str, verdict: str) -> bool:
-        """Record ``like`` (👍) or ``dislike`` (👎) for a paper (latest wins); ``True`` if it
-        changed what is recorded. Raises ``ValueError`` for another verdict."""
+        """Record ``like``/``dislike`` (latest wins); ``True`` if it changed what is recorded."""
         ...
 
     def feedback(self, subscriber: str | None = None) -> dict[str, Feedback]:
         """👍/👎 per subscriber (all, or one), oldest first."""
         ...
 
-    def save_paper(self, paper: Paper) -> None:
-        """Store one paper fetched by id (a liked paper no stored day lists)."""
-        ...
-
-    def find_papers(self, arxiv_ids: Iterable[str]) -> dict[str, Paper]:
-        """Stored papers by bare arXiv id (single papers, then every stored day)."""
-        ...
-
-    def save_papers(self, day: date, source: str, papers: Iterable[Paper]) -> None:
-        """Store (replace) the papers ``source`` listed for the UTC day ``day``."""
-        ...
-
-    def load_papers(self, day: date, source: str) -> builtins.list[Paper] | None:
-        """The papers stored for (``day``, ``source``); ``None`` if never stored."""
-        ...
-
-    def try_lock_papers(self, day: date, source: str) -> bool:
-        """Try to become the one process fetching (``day``, ``source``); never blocks.
-
-        Shared backends: a database advisory lock, released by :meth:`unlock_papers` or when
-        this process dies. SQLite (one process per file): always ``True``.
-        """
-        ...
-
-    def unlock_papers(self, day: date, source: str) -> None:
-        """Release what :meth:`try_lock_papers` took (no-op if not held)."""
-        ...
-
     # -- operations ------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
-        """Rows per table (``deliveries``, ``papers``, ``feed_cache``...), for verification."""
+        """Rows per table of :data:`COPY_TABLES`, for verification."""
         ...
 
     def export_rows(self, table: str) -> tuple[tuple[str, ...], builtins.list[tuple[Any, ...]]]:
-        """Every row of ``table`` (one of :data:`COPY_TABLES`) as plain Python values.
-
-        Returns:
-            ``(columns, rows)``: timestamps as aware datetimes, days as dates, bodies as bytes.
-        """
+        """``(columns, rows)`` of ``table`` as plain Python values (aware datetimes...)."""
         ...
 
     def import_rows(
         self, table: str, columns: tuple[str, ...], rows: Iterable[tuple[Any, ...]]
     ) -> int:
-        """Insert rows exported by another backend into the empty ``table``; returns how many.
-
-        Raises:
-            StateError: the table is not empty, or a row is refused.
-        """
+        """Insert exported rows into the empty ``table``; how many."""
         ...
 
 
