@@ -3,8 +3,9 @@
 Fixtures here: ``ca``/``leaf`` (a trustme CA and a certificate for ``127.0.0.1``/``localhost``,
 one per session), ``ca_file`` (the CA as PEM in ``tmp_path``), ``pg_server`` (a real PostgreSQL
 started once per session, :mod:`tests.pgserver`), ``pg_url`` (a fresh schema of it per test),
-``state_url`` (parametrized: every test using it runs on SQLite and on PostgreSQL) and
-``make_store`` (opens that backend with a given clock). Factories (settings, clock,
+``state_url`` (parametrized: every test using it runs on SQLite and on PostgreSQL),
+``make_store`` (opens that backend with a given clock) and ``state_env`` (points
+``DIGEST_STATE_URL`` at it, for the CLI and the daemon). Factories (settings, clock,
 subscribers, papers) live in :mod:`tests.factories`.
 """
 
@@ -79,6 +80,17 @@ def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'state' / 'state.sqlite3'}"
     url: str = request.getfixturevalue("pg_url")
     return url
+
+
+@pytest.fixture
+def state_env(state_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``DIGEST_STATE_URL`` set to :func:`state_url`: the command under test uses each backend.
+
+    Returns:
+        The URL (inspect the state with ``open_state(state_env)``).
+    """
+    monkeypatch.setenv("DIGEST_STATE_URL", state_url)
+    return state_url
 
 
 MakeStore = Callable[..., StateBackend]

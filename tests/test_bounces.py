@@ -32,9 +32,9 @@ from digest.core import Digest
 from digest.errors import ConfigError
 from digest.models import Edition
 from digest.settings import Settings, load_settings
-from digest.state import StateStore
+from digest.state import StateBackend
 from digest.tokens import TokenSigner
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, MakeStore
 from tests.smtpserver import SMTPTestServer
 
 BOUNCES = FIXTURES / "bounces"
@@ -69,9 +69,9 @@ REAL = [
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[StateStore]:
-    with StateStore(tmp_path / "state.sqlite3", now=lambda: NOW) as s:
-        yield s
+def store(make_store: MakeStore) -> StateBackend:
+    """A fresh state of each backend (SQLite, PostgreSQL) at ``NOW``."""
+    return make_store(now=lambda: NOW)
 
 
 def settings(tmp_path: Path, **overrides: Any) -> Settings:
@@ -97,7 +97,7 @@ def drop(box: Path, name: str, data: bytes) -> Path:
     return target
 
 
-def sent(store: StateStore, address: str, message_id: str, edition: str = EDITION) -> None:
+def sent(store: StateBackend, address: str, message_id: str, edition: str = EDITION) -> None:
     assert store.claim(address, edition, message_id)
     store.mark_sent(address, edition, "250 OK")
 
@@ -107,7 +107,7 @@ def folder(box: Path, name: str) -> list[str]:
     return sorted(p.name.split(":")[0] for p in cur.iterdir()) if cur.exists() else []
 
 
-def process(store: StateStore, box: Path, tmp_path: Path, **overrides: Any) -> Any:
+def process(store: StateBackend, box: Path, tmp_path: Path, **overrides: Any) -> Any:
     s = settings(tmp_path, **overrides)
     return process_mailbox(
         store,
@@ -141,7 +141,7 @@ def test_real_bounce_matches_its_delivery_and_applies_the_policy(
     bounce: str,
     status: str | None,
     original: str,
-    store: StateStore,
+    store: StateBackend,
     tmp_path: Path,
 ) -> None:
     sent(store, recipient, original)
@@ -172,7 +172,9 @@ def test_real_bounce_matches_its_delivery_and_applies_the_policy(
     assert list((box / "new").iterdir()) == []
 
 
-def test_delay_notice_is_ignored_and_nothing_is_recorded(store: StateStore, tmp_path: Path) -> None:
+def test_delay_notice_is_ignored_and_nothing_is_recorded(
+    store: StateBackend, tmp_path: Path
+) -> None:
     data = (BOUNCES / "postfix-hard-5.1.1.eml").read_bytes()
     delayed = data.replace(b"Action: failed", b"Action: delayed").replace(b"5.1.1", b"4.4.7")
     sent(store, "kijitora@example.co.jp", "<A8F82EDD-E518-4F5C-8C70-BC4EFF24AB9F@example.ne.jp>")
@@ -184,7 +186,9 @@ def test_delay_notice_is_ignored_and_nothing_is_recorded(store: StateStore, tmp_
     assert folder(box, "Processed") == ["delay.msg"]
 
 
-def test_match_by_address_alone_needs_a_recent_delivery(store: StateStore, tmp_path: Path) -> None:
+def test_match_by_address_alone_needs_a_recent_delivery(
+    store: StateBackend, tmp_path: Path
+) -> None:
     # The DSN's original Message-ID is not ours, but we did mail the address recently.
     sent(store, "kijitora@example.co.jp", "<ours@test>")
     box = maildir(tmp_path / "bounces")
@@ -195,7 +199,7 @@ def test_match_by_address_alone_needs_a_recent_delivery(store: StateStore, tmp_p
     assert store.suppression("kijitora@example.co.jp") is not None
 
 
-def test_the_same_message_twice_counts_once(store: StateStore, tmp_path: Path) -> None:
+def test_the_same_message_twice_counts_once(store: StateBackend, tmp_path: Path) -> None:
     sent(store, "kijitora@example.org", "<FFFFFFFF.0000000@example.co.jp>")
     box = maildir(tmp_path / "bounces")
     data = (BOUNCES / "postfix-soft-4.1.1.eml").read_bytes()
@@ -266,7 +270,7 @@ HOSTILE = {
 
 
 def test_hostile_messages_are_kept_aside_with_a_log_line_and_suppress_nothing(
-    store: StateStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    store: StateBackend, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     sent(store, "ada@example.org", "<ada-msg@test>")
     box = maildir(tmp_path / "bounces")
@@ -290,7 +294,7 @@ def test_hostile_messages_are_kept_aside_with_a_log_line_and_suppress_nothing(
 
 
 def test_a_message_the_mailbox_cannot_move_stays_and_the_others_go_on(
-    store: StateStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: StateBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sent(store, "kijitora@example.co.jp", "<A8F82EDD-E518-4F5C-8C70-BC4EFF24AB9F@example.ne.jp>")
     sent(store, "kijitora@example.org", "<FFFFFFFF.0000000@example.co.jp>")
@@ -418,7 +422,7 @@ def _imap(server: Any, ca: trustme.CA) -> Any:
 
 
 def test_imap_mailbox_on_dovecot_is_processed_once_and_sorted(
-    dovecot: Any, ca: trustme.CA, ca_file: Path, store: StateStore, tmp_path: Path
+    dovecot: Any, ca: trustme.CA, ca_file: Path, store: StateBackend, tmp_path: Path
 ) -> None:
     from tests.imapserver import PASSWORD, USER
 
@@ -460,7 +464,7 @@ def test_imap_mailbox_on_dovecot_is_processed_once_and_sorted(
 
 
 def test_imap_wrong_password_and_plain_imap_are_one_line_errors(
-    dovecot: Any, ca_file: Path, store: StateStore, tmp_path: Path
+    dovecot: Any, ca_file: Path, store: StateBackend, tmp_path: Path
 ) -> None:
     from tests.imapserver import USER
 
@@ -480,7 +484,7 @@ def test_imap_wrong_password_and_plain_imap_are_one_line_errors(
 
 
 def test_soft_bounces_from_real_mail_suppress_on_the_fifth_day(
-    store: StateStore, tmp_path: Path
+    store: StateBackend, tmp_path: Path
 ) -> None:
     original = "<FFFFFFFF.0000000@example.co.jp>"
     sent(store, "kijitora@example.org", original)

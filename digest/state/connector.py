@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, date, datetime
 from functools import cache
@@ -60,6 +60,9 @@ class Connector(ABC):
     """What a mark adds to its ``SET`` to end the row's lease (PostgreSQL)."""
     url: str
     name: str
+    on_commit: Callable[[], None] | None = None
+    """Called on the committing thread just before each write transaction commits (tests
+    and benchmarks count commits, or make them slow as a busy disk's fsync)."""
 
     def __init__(self) -> None:
         self.statements = load_queries(type(self))
@@ -91,6 +94,11 @@ class Connector(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release the connection(s) (idempotent)."""
+
+    def committing(self) -> None:
+        """Call :attr:`on_commit`, if set (see there)."""
+        if self.on_commit is not None:
+            self.on_commit()
 
     def sql(self, text: str) -> str:
         """``text`` (``:name`` parameters, ``= ANY(:list)``) in this database's spelling."""

@@ -240,11 +240,15 @@ class PostgresConnector(Connector):
     # -- statements and transactions -------------------------------------------------------
     def fetch(self, sql: str, params: Params | None = None, *, write: bool = False) -> list[Row]:
         """Every row of ``sql`` (one statement: autocommit, or a savepoint of the block)."""
+        if write and self._local.conn is None:
+            self.committing()  # a statement of its own commits
         with self._conn() as conn:
             return conn.execute(sql, params).fetchall()
 
     def execute(self, sql: str, params: Params | None = None) -> int:
         """Run one statement (autocommit, or a savepoint of the block, or plain in a unit)."""
+        if self._local.conn is None:
+            self.committing()  # a statement of its own commits
         with self._conn() as conn:
             return conn.execute(sql, params).rowcount
 
@@ -272,6 +276,7 @@ class PostgresConnector(Connector):
                 yield
             finally:
                 self._local.conn = None
+            self.committing()
 
     @contextmanager
     def unit(self) -> Iterator[None]:
@@ -287,6 +292,8 @@ class PostgresConnector(Connector):
                 yield
             finally:
                 local.conn, local.unit = outer, False
+            if outer is None:
+                self.committing()
 
     @contextmanager
     def _conn(self) -> Iterator[psycopg.Connection[Any]]:

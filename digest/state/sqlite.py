@@ -262,6 +262,8 @@ class SqliteConnector(Connector):
             raise self._error(e) from e
         try:
             yield
+            if not grouped:
+                self.committing()
             db.execute("RELEASE digest_write" if grouped else "COMMIT")
         except BaseException as e:
             with suppress(sqlite3.Error):
