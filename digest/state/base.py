@@ -347,9 +347,9 @@ StatusMap = dict[tuple[str, str], DeliveryStatus]
 
 @runtime_checkable
 class StateBackend(Protocol):
-    """What ``digest`` needs of a state store. One class implements it,
-    :class:`digest.state.store.Store` (over a SQLite or a PostgreSQL connector), where each
-    method is documented in full; this is the contract, one line a method.
+    """What ``digest`` needs of a state store: the contract. One class implements it,
+    :class:`digest.state.store.Store` (over a SQLite or a PostgreSQL connector), and
+    documents each method there, once.
 
     Every write is one transaction, committed (durably) before the method returns, unless it
     is made inside :meth:`transaction` (then it commits with the block); an error rolls it
@@ -369,17 +369,12 @@ class StateBackend(Protocol):
     claimer: str
 
     @property
-    def feed_cache(self) -> FeedCache:
-        """The conditional-GET cache for feed sources, stored in this state."""
-        ...
+    def feed_cache(self) -> FeedCache: ...
 
     @property
-    def schema_version(self) -> int:
-        """The schema version of the open state."""
-        ...
+    def schema_version(self) -> int: ...
 
-    def close(self) -> None:
-        """Release the connection(s) (idempotent); later calls raise ``StateError``."""
+    def close(self) -> None: ...
 
     def __enter__(self) -> StateBackend: ...
 
@@ -390,33 +385,20 @@ class StateBackend(Protocol):
         tb: TracebackType | None,
     ) -> None: ...
 
-    def transaction(self) -> AbstractContextManager[None]:
-        """Make this thread's writes inside the block one transaction (one durable commit);
-        each write a savepoint; an exception leaving the block rolls all back. Callers must
-        not act on a write's result before the block ended (:mod:`digest.state.group`)."""
-        ...
+    def transaction(self) -> AbstractContextManager[None]: ...
 
-    def sender_lock(self, *, purpose: str) -> AbstractContextManager[dict[str, Any]]:
-        """Be allowed to send (SQLite: the exclusive file lock; PostgreSQL: claims arbitrate)."""
-        ...
+    def sender_lock(self, *, purpose: str) -> AbstractContextManager[dict[str, Any]]: ...
 
     # -- deliveries ------------------------------------------------------------------------
-    def get(self, subscriber: str, edition: str) -> Delivery | None:
-        """The row for (``subscriber``, ``edition``), or ``None``."""
-        ...
+    def get(self, subscriber: str, edition: str) -> Delivery | None: ...
 
     def statuses(
         self, editions: Iterable[str], subscribers: Iterable[str] | None = None
-    ) -> StatusMap:
-        """``{(subscriber, edition): status}`` of the rows of ``editions``; one query."""
-        ...
+    ) -> StatusMap: ...
 
     def claim(
         self, subscriber: str, edition: str, message_id: str, papers: Sequence[str] = ()
-    ) -> bool:
-        """Absent/``owed`` → ``sending`` in one committed statement (with the ``papers`` it
-        carries); ``False`` if the row has any other status."""
-        ...
+    ) -> bool: ...
 
     def mark_sent(
         self,
@@ -426,8 +408,7 @@ class StateBackend(Protocol):
         *,
         code: int | None = None,
         attempts: int = 1,
-    ) -> None:
-        """→ ``sent``, ``sent_at`` = now; unconditional (``reply`` kept in ``detail``)."""
+    ) -> None: ...
 
     def mark_failed(
         self,
@@ -437,8 +418,7 @@ class StateBackend(Protocol):
         code: int | None = None,
         *,
         attempts: int = 1,
-    ) -> None:
-        """→ ``failed`` (permanent, e.g. SMTP 550); never over ``sent``."""
+    ) -> None: ...
 
     def mark_deferred(
         self,
@@ -448,8 +428,7 @@ class StateBackend(Protocol):
         code: int | None = None,
         *,
         attempts: int = 1,
-    ) -> None:
-        """→ ``owed`` (transient failure, or a claimed row handed back); never over ``sent``."""
+    ) -> None: ...
 
     def mark_unknown(
         self,
@@ -459,49 +438,32 @@ class StateBackend(Protocol):
         code: int | None = None,
         *,
         attempts: int = 1,
-    ) -> None:
-        """→ ``unknown`` (outcome cannot be known); never over ``sent``."""
+    ) -> None: ...
 
-    def mark_skipped(self, subscriber: str, edition: str, detail: str) -> None:
-        """→ ``skipped`` with ``detail`` (``late``, ``no papers``); never over ``sent``."""
+    def mark_skipped(self, subscriber: str, edition: str, detail: str) -> None: ...
 
-    def recover_unknown(self) -> builtins.list[Delivery]:
-        """``sending`` rows of dead processes → ``unknown``; the rows changed."""
-        ...
+    def recover_unknown(self) -> builtins.list[Delivery]: ...
 
-    def reopen(self, subscriber: str, edition: str) -> None:
-        """Back to ``owed`` whatever its status (creates it)."""
+    def reopen(self, subscriber: str, edition: str) -> None: ...
 
     def list(
         self,
         edition: str | None = None,
         subscriber: str | None = None,
         statuses: Iterable[str] | None = None,
-    ) -> builtins.list[Delivery]:
-        """Rows matching every given filter, ordered by (edition, subscriber)."""
-        ...
+    ) -> builtins.list[Delivery]: ...
 
-    def find_message(self, message_id: str) -> Delivery | None:
-        """The delivery whose last claimed ``Message-ID`` is ``message_id``, or ``None``."""
-        ...
+    def find_message(self, message_id: str) -> Delivery | None: ...
 
-    def last_delivery_to(self, address: str) -> Delivery | None:
-        """The most recent ``sent`` (or ``failed``) delivery to ``address``, or ``None``."""
-        ...
+    def last_delivery_to(self, address: str) -> Delivery | None: ...
 
-    def sent_editions(self, *, limit: int = 60) -> builtins.list[tuple[str, datetime]]:
-        """``(edition key, first sent at)`` of editions sent to anyone, newest first."""
-        ...
+    def sent_editions(self, *, limit: int = 60) -> builtins.list[tuple[str, datetime]]: ...
 
     def sent_papers(
         self, arxiv_ids: Iterable[str], *, except_edition: str | None = None
-    ) -> dict[str, frozenset[str]]:
-        """Subscriber → which of ``arxiv_ids`` a ``sent``/``unknown`` delivery carried."""
-        ...
+    ) -> dict[str, frozenset[str]]: ...
 
-    def delivery_papers(self, subscriber: str, edition: str) -> builtins.list[str]:
-        """The bare arXiv ids the last claimed message of the row carried, sorted."""
-        ...
+    def delivery_papers(self, subscriber: str, edition: str) -> builtins.list[str]: ...
 
     # -- suppression list and bounces -------------------------------------------------------
     def suppress(
@@ -512,76 +474,45 @@ class StateBackend(Protocol):
         evidence: str,
         actor: str,
         now: datetime | None = None,
-    ) -> bool:
-        """Put ``address`` on the suppression list (idempotent); True if newly suppressed."""
-        ...
+    ) -> bool: ...
 
-    def unsuppress(self, address: str, *, actor: str, now: datetime | None = None) -> bool:
-        """Lift the active suppression of ``address`` (kept in the history); True if lifted."""
-        ...
+    def unsuppress(self, address: str, *, actor: str, now: datetime | None = None) -> bool: ...
 
-    def suppression(self, address: str) -> Suppression | None:
-        """The active suppression of ``address``, or ``None`` if it may be mailed."""
-        ...
+    def suppression(self, address: str) -> Suppression | None: ...
 
-    def suppressions(self) -> dict[str, Suppression]:
-        """Every active suppression, by normalized address."""
-        ...
+    def suppressions(self) -> dict[str, Suppression]: ...
 
-    def suppression_history(self, address: str | None = None) -> builtins.list[Suppression]:
-        """Every suppression ever recorded (lifted ones too), oldest first."""
-        ...
+    def suppression_history(self, address: str | None = None) -> builtins.list[Suppression]: ...
 
     def record_bounces(
         self,
         items: Sequence[tuple[BounceEvent, BounceScore, Suppression | None]],
         *,
         processed: ProcessedMessage | None = None,
-    ) -> builtins.list[bool]:
-        """Bounces, scores, suppressions and the processed message in one transaction."""
-        ...
+    ) -> builtins.list[bool]: ...
 
-    def mark_processed(self, processed: ProcessedMessage) -> bool:
-        """Mark a bounce-mailbox message handled; False if it already was."""
-        ...
+    def mark_processed(self, processed: ProcessedMessage) -> bool: ...
 
-    def processed(self, key: str) -> ProcessedMessage | None:
-        """The record of the bounce-mailbox message ``key`` (``sha256:<hex>``), or ``None``."""
-        ...
+    def processed(self, key: str) -> ProcessedMessage | None: ...
 
-    def bounce_score(self, address: str) -> BounceScore | None:
-        """The stored bounce score of ``address`` (not yet decayed), or ``None``."""
-        ...
+    def bounce_score(self, address: str) -> BounceScore | None: ...
 
-    def bounce_scores(self) -> dict[str, BounceScore]:
-        """Every stored bounce score, by address."""
-        ...
+    def bounce_scores(self) -> dict[str, BounceScore]: ...
 
-    def bounce_events(self, address: str | None = None) -> builtins.list[BounceEvent]:
-        """Recorded bounces and complaints, oldest first (optionally of one address)."""
-        ...
+    def bounce_events(self, address: str | None = None) -> builtins.list[BounceEvent]: ...
 
     # -- papers ----------------------------------------------------------------------------
-    def save_papers(self, day: date, source: str, papers: Iterable[Paper]) -> None:
-        """Store (replace) the papers ``source`` listed for the UTC day ``day``."""
+    def save_papers(self, day: date, source: str, papers: Iterable[Paper]) -> None: ...
 
-    def load_papers(self, day: date, source: str) -> builtins.list[Paper] | None:
-        """The papers stored for (``day``, ``source``); ``None`` if never stored."""
-        ...
+    def load_papers(self, day: date, source: str) -> builtins.list[Paper] | None: ...
 
-    def save_paper(self, paper: Paper) -> None:
-        """Store one paper fetched by id (a liked paper no stored day lists)."""
+    def save_paper(self, paper: Paper) -> None: ...
 
-    def find_papers(self, arxiv_ids: Iterable[str]) -> dict[str, Paper]:
-        """Stored papers by bare arXiv id (single papers, then every stored day)."""
-        ...
+    def find_papers(self, arxiv_ids: Iterable[str]) -> dict[str, Paper]: ...
 
-    def try_lock_papers(self, day: date, source: str) -> bool:
-        """Try to become the one process fetching (``day``, ``source``); never blocks."""
-        ...
+    def try_lock_papers(self, day: date, source: str) -> bool: ...
 
-    def unlock_papers(self, day: date, source: str) -> None:
-        """Release what :meth:`try_lock_papers` took (no-op if not held)."""
+    def unlock_papers(self, day: date, source: str) -> None: ...
 
     # -- events, sign-ups, feedback (digest.web; see digest.state.records) -----------------
     def record_event(
@@ -592,12 +523,9 @@ class StateBackend(Protocol):
         actor: str,
         request: str = "",
         detail: dict[str, Any] | None = None,
-    ) -> None:
-        """Append one event (who, what, now, from which request; never a token)."""
+    ) -> None: ...
 
-    def events(self, subscriber: str | None = None) -> builtins.list[Event]:
-        """Events in the order they happened, all or one subscriber's."""
-        ...
+    def events(self, subscriber: str | None = None) -> builtins.list[Event]: ...
 
     def add_signup(
         self,
@@ -608,45 +536,28 @@ class StateBackend(Protocol):
         keywords: Sequence[str],
         client: str,
         expires_at: datetime,
-    ) -> None:
-        """Record a pending double opt-in sign-up."""
+    ) -> None: ...
 
-    def signup(self, signup_id: str) -> Signup | None:
-        """The sign-up with this id, or ``None``."""
-        ...
+    def signup(self, signup_id: str) -> Signup | None: ...
 
-    def confirm_signup(self, signup_id: str) -> bool:
-        """Mark a sign-up confirmed; ``False`` if it already was (or does not exist)."""
-        ...
+    def confirm_signup(self, signup_id: str) -> bool: ...
 
     def count_signups(
         self, *, since: datetime, address: str | None = None, client: str | None = None
-    ) -> int:
-        """Sign-ups created at or after ``since`` for one address and/or one client."""
-        ...
+    ) -> int: ...
 
-    def record_feedback(self, subscriber: str, arxiv_id: str, verdict: str) -> bool:
-        """Record ``like``/``dislike`` (latest wins); ``True`` if it changed what is recorded."""
-        ...
+    def record_feedback(self, subscriber: str, arxiv_id: str, verdict: str) -> bool: ...
 
-    def feedback(self, subscriber: str | None = None) -> dict[str, Feedback]:
-        """👍/👎 per subscriber (all, or one), oldest first."""
-        ...
+    def feedback(self, subscriber: str | None = None) -> dict[str, Feedback]: ...
 
     # -- operations ------------------------------------------------------------------------
-    def counts(self) -> dict[str, int]:
-        """Rows per table of :data:`COPY_TABLES`, for verification."""
-        ...
+    def counts(self) -> dict[str, int]: ...
 
-    def export_rows(self, table: str) -> tuple[tuple[str, ...], builtins.list[tuple[Any, ...]]]:
-        """``(columns, rows)`` of ``table`` as plain Python values (aware datetimes...)."""
-        ...
+    def export_rows(self, table: str) -> tuple[tuple[str, ...], builtins.list[tuple[Any, ...]]]: ...
 
     def import_rows(
         self, table: str, columns: tuple[str, ...], rows: Iterable[tuple[Any, ...]]
-    ) -> int:
-        """Insert exported rows into the empty ``table``; how many."""
-        ...
+    ) -> int: ...
 
 
 COPY_TABLES: tuple[str, ...] = (

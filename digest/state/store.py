@@ -326,13 +326,8 @@ class DeliveriesMixin(StoreBase):
         count = self._db.execute(self._q[transition], params)
         self._db.settled(key)
         if count == 0:
-            log.warning(
-                "%s: edition %s is already sent; not marking it %s (%s)",
-                subscriber,
-                edition,
-                status,
-                error,
-            )
+            msg = "%s: edition %s is already sent; not marking it %s (%s)"
+            log.warning(msg, subscriber, edition, status, error)
 
     def mark_skipped(self, subscriber: str, edition: str, detail: str) -> None:
         """Record that the edition is deliberately not sent: → ``skipped`` with ``detail``.
@@ -863,39 +858,15 @@ def _copy_columns(table: str) -> tuple[str, ...]:
         raise StateError(f"no table {table!r} to copy (one of {', '.join(COPY_TABLES)})") from None
 
 
-def _delivery(row: Row) -> Delivery:
-    return Delivery(
-        subscriber=row[0],
-        edition=row[1],
-        status=DeliveryStatus(row[2]),
-        detail=row[3],
-        message_id=row[4],
-        attempts=int(row[5]),
-        created_at=aware(row[6]),
-        updated_at=aware(row[7]),
-        sent_at=aware(row[8]),
-        last_code=row[9],
-        last_error=row[10],
-    )
+def _delivery(r: Row) -> Delivery:
+    status, created, updated, sent = DeliveryStatus(r[2]), aware(r[6]), aware(r[7]), aware(r[8])
+    return Delivery(r[0], r[1], status, r[3], r[4], int(r[5]), created, updated, sent, r[9], r[10])
 
 
-def _score(row: Row) -> BounceScore:
-    return BounceScore(
-        address=row[0],
-        hard=int(row[1]),
-        soft=float(row[2]),
-        last_scored_day=as_day(row[3]),
-        last_bounce_at=aware(row[4]),
-    )
+def _score(r: Row) -> BounceScore:
+    return BounceScore(r[0], int(r[1]), float(r[2]), as_day(r[3]), aware(r[4]))
 
 
-def _suppression(row: Row) -> Suppression:
-    return Suppression(
-        address=row[0],
-        reason=SuppressionReason(row[1]),
-        since=aware(row[2]),
-        evidence=row[3],
-        actor=row[4],
-        lifted_at=aware(row[5]),
-        lifted_by=row[6],
-    )
+def _suppression(r: Row) -> Suppression:
+    reason = SuppressionReason(r[1])
+    return Suppression(r[0], reason, aware(r[2]), r[3], r[4], aware(r[5]), r[6])
