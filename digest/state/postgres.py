@@ -7,7 +7,7 @@
 Work sharing without a lock or a leader (:attr:`PostgresConnector.shared` is ``True``):
 
 * A delivery is claimed by one atomic statement, ``INSERT … ON CONFLICT (subscriber, edition)
-  DO UPDATE SET status = 'sending' … WHERE deliveries.status IN ('owed') RETURNING``: of two
+  DO UPDATE SET status = 'sending' … WHERE deliveries.status IN ('owed')``: of two
   processes claiming the same row at once, PostgreSQL makes the second wait for the first's
   row lock and then re-evaluates the ``WHERE`` on the new row, so exactly one gets it.
 * The claim records the claimer's id (``host:pid:random``) and a lease (``lease_until``, the
