@@ -4,9 +4,9 @@
 -- per-database variant, only where the meaning differs, each saying why in its first line.
 -- Filled in at load: {delivery}, {suppression}, {score} (column lists), {allowed} (the WHERE
 -- of the transition the statement is named after, from TRANSITIONS in base.py) and {unlease}
--- (PostgreSQL: a marked row's lease ends). An optional filter is `(x = :x OR :x IS NULL)`, in
--- this order (PostgreSQL takes a parameter's type from its first use). `x = ANY(:list)` is
--- PostgreSQL's; SQLite gets `x IN (SELECT value FROM json_each(:list))`, the list as JSON.
+-- (PostgreSQL: a marked row's lease ends). `NAME_of` is NAME for one address (its own
+-- statement, so that both databases use the index). `x = ANY(:list)` is PostgreSQL's;
+-- SQLite gets `x IN (SELECT value FROM json_each(:list))`, the list as one JSON text.
 
 -- deliveries ---------------------------------------------------------------------------------
 
@@ -118,8 +118,9 @@ SELECT {suppression} FROM suppressions WHERE address = :address AND lifted_at IS
 -- name: suppressions
 SELECT {suppression} FROM suppressions WHERE lifted_at IS NULL
 -- name: suppression_history
-SELECT {suppression} FROM suppressions WHERE (address = :address OR :address IS NULL)
-ORDER BY since, id
+SELECT {suppression} FROM suppressions ORDER BY since, id
+-- name: suppression_history_of
+SELECT {suppression} FROM suppressions WHERE address = :address ORDER BY since, id
 -- name: mark_processed
 INSERT INTO processed_messages (key, message_id, at, outcome, detail)
 VALUES (:key, :message_id, :at, :outcome, :detail) ON CONFLICT (key) DO NOTHING
@@ -140,7 +141,10 @@ SELECT {score} FROM bounce_scores WHERE address = :address
 SELECT {score} FROM bounce_scores
 -- name: bounce_events
 SELECT address, kind, at, edition, message_id, evidence, source, scored FROM bounces
-WHERE (address = :address OR :address IS NULL) ORDER BY at, id
+ORDER BY at, id
+-- name: bounce_events_of
+SELECT address, kind, at, edition, message_id, evidence, source, scored FROM bounces
+WHERE address = :address ORDER BY at, id
 
 -- papers and the feed cache ------------------------------------------------------------------
 
@@ -178,8 +182,10 @@ ON CONFLICT (url) DO UPDATE
 INSERT INTO events (at, actor, action, subscriber, request, detail)
 VALUES (:stamp, :actor, :action, :subscriber, :request, :detail)
 -- name: events
+SELECT id, at, actor, action, subscriber, request, detail FROM events ORDER BY id
+-- name: events_of
 SELECT id, at, actor, action, subscriber, request, detail FROM events
-WHERE (subscriber = :subscriber OR :subscriber IS NULL) ORDER BY id
+WHERE subscriber = :subscriber ORDER BY id
 -- name: add_signup
 INSERT INTO signups (id, address, name, keywords, client, created_at, expires_at)
 VALUES (:id, :address, :name, :keywords, :client, :stamp, :expires_at)
@@ -190,7 +196,6 @@ FROM signups WHERE id = :id
 UPDATE signups SET confirmed_at = :stamp WHERE id = :id AND confirmed_at IS NULL
 -- name: count_signups
 SELECT count(*) FROM signups WHERE created_at >= :since
-    AND (address = :address OR :address IS NULL) AND (client = :client OR :client IS NULL)
 -- name: signup_addresses
 SELECT DISTINCT address FROM signups
 -- name: record_feedback
@@ -200,5 +205,7 @@ ON CONFLICT (subscriber, arxiv_id) DO UPDATE
     SET verdict = excluded.verdict, at = excluded.at
     WHERE feedback.verdict != excluded.verdict
 -- name: feedback
-SELECT subscriber, arxiv_id, verdict FROM feedback
-WHERE (subscriber = :subscriber OR :subscriber IS NULL) ORDER BY at, arxiv_id
+SELECT subscriber, arxiv_id, verdict FROM feedback ORDER BY at, arxiv_id
+-- name: feedback_of
+SELECT subscriber, arxiv_id, verdict FROM feedback WHERE subscriber = :subscriber
+ORDER BY at, arxiv_id

@@ -118,6 +118,12 @@ class StoreBase:
         """
         return self._db.sender_lock(purpose, self._now())
 
+    def _of(self, name: str, column: str, address: str | None) -> builtins.list[Row]:
+        """The rows of the statement ``name`` (all), or of ``name_of`` for one ``address``."""
+        if address is None:
+            return self._db.fetch(self._q[name])
+        return self._db.fetch(self._q[f"{name}_of"], {column: _key(address)})
+
     def _stamp(self, when: datetime | None = None) -> Any:
         """``when`` (default: now) as the database stores a timestamp."""
         return self._db.time(self._now() if when is None else when)
@@ -523,8 +529,8 @@ class BouncesMixin(StoreBase):
 
     def suppression_history(self, address: str | None = None) -> builtins.list[Suppression]:
         """Every suppression ever recorded (lifted ones too), oldest first (of ``address``)."""
-        params = {"address": None if address is None else _key(address)}
-        return [_suppression(r) for r in self._db.fetch(self._q["suppression_history"], params)]
+        rows = self._of("suppression_history", "address", address)
+        return [_suppression(r) for r in rows]
 
     def record_bounces(
         self,
@@ -620,10 +626,9 @@ class BouncesMixin(StoreBase):
 
     def bounce_events(self, address: str | None = None) -> builtins.list[BounceEvent]:
         """Recorded bounces and complaints, oldest first (optionally of one address)."""
-        params = {"address": None if address is None else _key(address)}
         return [
             BounceEvent(r[0], BounceKind(r[1]), aware(r[2]), r[3], r[4], r[5], r[6], bool(r[7]))
-            for r in self._db.fetch(self._q["bounce_events"], params)
+            for r in self._of("bounce_events", "address", address)
         ]
 
 
@@ -733,10 +738,9 @@ class RecordsMixin(StoreBase):
 
     def events(self, subscriber: str | None = None) -> builtins.list[Event]:
         """Events in the order they happened, all or one subscriber's."""
-        params = {"subscriber": None if subscriber is None else _key(subscriber)}
         return [
             Event(int(r[0]), aware(r[1]), r[2], r[3], r[4], r[5], json.loads(r[6]))
-            for r in self._db.fetch(self._q["events"], params)
+            for r in self._of("events", "subscriber", subscriber)
         ]
 
     def add_signup(
@@ -772,9 +776,12 @@ class RecordsMixin(StoreBase):
         self, *, since: datetime, address: str | None = None, client: str | None = None
     ) -> int:
         """Sign-ups created at or after ``since`` for one address and/or one client."""
-        params = {"since": self._stamp(since), "client": client}
-        params["address"] = None if address is None else _key(address)
-        return int(self._db.fetch(self._q["count_signups"], params)[0][0])
+        sql, params = self._db.statements["count_signups"], {"since": self._stamp(since)}
+        if address is not None:
+            sql, params["address"] = sql + " AND address = :address", _key(address)
+        if client is not None:
+            sql, params["client"] = sql + " AND client = :client", client
+        return int(self._db.fetch(self._db.sql(sql), params)[0][0])
 
     def signup_addresses(self) -> Iterator[str]:
         """Every address with a sign-up on record (to resolve confirm tokens)."""
@@ -801,10 +808,9 @@ class RecordsMixin(StoreBase):
         Returns:
             Subscriber address → :class:`Feedback` (``likes``, ``dislikes``: bare ids).
         """
-        params = {"subscriber": None if subscriber is None else _key(subscriber)}
         likes: dict[str, builtins.list[str]] = {}
         dislikes: dict[str, builtins.list[str]] = {}
-        for who, arxiv_id, verdict in self._db.fetch(self._q["feedback"], params):
+        for who, arxiv_id, verdict in self._of("feedback", "subscriber", subscriber):
             (likes if verdict == "like" else dislikes).setdefault(who, []).append(arxiv_id)
             likes.setdefault(who, [])
             dislikes.setdefault(who, [])
