@@ -135,3 +135,38 @@ def test_a_v5_state_takes_new_rows_after_the_old_ones(v5_url: str) -> None:
         ids = [row[0] for row in store.export_rows("suppressions")[1]]
         assert len(set(ids)) == 3
         assert set(COPY_TABLES) == set(store.counts())
+
+
+_SCHEMA_OF = {
+    "sqlite": "SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL",
+    "postgres": (
+        "SELECT table_name, column_name, data_type, is_nullable, column_default, is_identity "
+        "FROM information_schema.columns WHERE table_schema = current_schema() "
+        "UNION ALL SELECT tablename, indexname, indexdef, '', '', '' FROM pg_indexes "
+        "WHERE schemaname = current_schema()"
+    ),
+}
+
+
+def _schema(store: StateBackend) -> list[tuple[str, ...]]:
+    """Every table, column and index of the open state, in a comparable form."""
+    db = store._db  # type: ignore[attr-defined]
+    rows = db.fetch(_SCHEMA_OF[db.dialect])
+    schema = db.fetch("SELECT current_schema()")[0][0] if db.dialect == "postgres" else ""
+    return sorted(tuple(_words(str(v).replace(f"{schema}.", "")) for v in row) for row in rows)
+
+
+def _words(text: str) -> str:
+    """``text`` with its whitespace normalized (the SQL texts differ in layout only)."""
+    return " ".join(text.split()).replace("( ", "(").replace(" )", ")")
+
+
+def test_a_new_state_has_exactly_the_tables_and_indexes_of_a_v5_one(
+    v5_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if v5_url.startswith("sqlite"):
+        fresh = f"sqlite:///{tmp_path / 'new.sqlite3'}"
+    else:
+        fresh = request.getfixturevalue("pg_server").fresh_url()
+    with open_state(v5_url) as old, open_state(fresh) as new:
+        assert _schema(new) == _schema(old)
