@@ -84,6 +84,12 @@ ON CONFLICT (subscriber, edition) DO UPDATE
     WHERE {allowed}
 -- name: statuses
 SELECT subscriber, edition, status FROM deliveries WHERE edition = ANY(:editions)
+-- name: statuses_of
+SELECT subscriber, edition, status FROM deliveries WHERE edition = ANY(:editions)
+    AND subscriber = ANY(:subscribers)
+-- name: statuses_of.sqlite
+-- One process per file reads the edition's rows; picking the subscribers after is faster.
+SELECT subscriber, edition, status FROM deliveries WHERE edition = ANY(:editions)
 -- name: list
 SELECT {delivery} FROM deliveries
 -- name: find_message

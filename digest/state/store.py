@@ -191,13 +191,14 @@ class DeliveriesMixin(StoreBase):
         keys = sorted(set(editions))
         if not keys:
             return {}
-        sql, params = self._q["statuses"], {"editions": self._db.array(keys)}
-        if subscribers is not None:
-            filtered = self._db.statements["statuses"] + " AND subscriber = ANY(:subscribers)"
-            sql = self._db.sql(filtered)
-            params["subscribers"] = self._db.array(sorted({_key(s) for s in subscribers}))
-        rows = self._db.fetch(sql, params)
-        return {(r[0], r[1]): DeliveryStatus(r[2]) for r in rows}
+        params = {"editions": self._db.array(keys)}
+        if subscribers is None:
+            rows = self._db.fetch(self._q["statuses"], params)
+            return {(r[0], r[1]): DeliveryStatus(r[2]) for r in rows}
+        wanted = {_key(s) for s in subscribers}
+        params["subscribers"] = self._db.array(wanted)
+        rows = self._db.fetch(self._q["statuses_of"], params)
+        return {(r[0], r[1]): DeliveryStatus(r[2]) for r in rows if r[0] in wanted}
 
     def claim(
         self, subscriber: str, edition: str, message_id: str, papers: Sequence[str] = ()
