@@ -216,8 +216,11 @@ class SqliteConnector(Connector):
 
     def execute(self, sql: str, params: Params | None = None) -> int:
         """Run one writing statement in a write transaction of its own (or of the unit)."""
-        with self.unit():
-            return int(self._db.execute(sql, params or {}).rowcount)
+        with self._mutex:
+            if self._unit:  # only the mutex's holder sets it: a unit of this thread
+                return int(self._db.execute(sql, params or {}).rowcount)
+            with _Write(self):
+                return int(self._db.execute(sql, params or {}).rowcount)
 
     def executemany(self, sql: str, params: Iterable[Params]) -> None:
         """Run ``sql`` per parameter set (inside a unit)."""
@@ -231,7 +234,7 @@ class SqliteConnector(Connector):
         The file's mutex is held for the whole block, so other threads of this process wait
         for the commit (as they wait for any write) and never see the uncommitted rows.
         """
-        with self._mutex, self._savepoint(self._depth > 0):
+        with self._mutex, _Write(self):
             self._depth += 1
             try:
                 yield
@@ -242,39 +245,15 @@ class SqliteConnector(Connector):
     def unit(self) -> Iterator[None]:
         """One write: ``BEGIN IMMEDIATE`` … ``COMMIT`` (a savepoint inside a transaction)."""
         with self._mutex:
-            if self._unit:  # only the mutex's holder sets it: a unit of this thread
+            if self._unit:
                 yield
                 return
-            with self._savepoint(self._depth > 0):
+            with _Write(self):
                 self._unit = True
                 try:
                     yield
                 finally:
                     self._unit = False
-
-    @contextmanager
-    def _savepoint(self, grouped: bool) -> Iterator[None]:
-        """``BEGIN IMMEDIATE`` (``grouped``: a savepoint) … commit, rolled back on any error."""
-        db = self._db
-        try:
-            db.execute("SAVEPOINT digest_write" if grouped else "BEGIN IMMEDIATE")
-        except sqlite3.Error as e:
-            raise self._error(e) from e
-        try:
-            yield
-            if not grouped:
-                self.committing()
-            db.execute("RELEASE digest_write" if grouped else "COMMIT")
-        except BaseException as e:
-            with suppress(sqlite3.Error):
-                if grouped:
-                    db.execute("ROLLBACK TO digest_write")
-                    db.execute("RELEASE digest_write")
-                else:
-                    db.execute("ROLLBACK")
-            if isinstance(e, sqlite3.Error):
-                raise self._error(e) from e
-            raise
 
     def _error(self, e: sqlite3.Error) -> StateError:
         if isinstance(e, sqlite3.ProgrammingError) and "closed" in str(e):
@@ -287,6 +266,44 @@ class SqliteConnector(Connector):
         if isinstance(e, sqlite3.DatabaseError) and not isinstance(e, sqlite3.OperationalError):
             return StateError(_not_a_state_file(self.path, str(e)))
         return StateError(f"state file {self.path}: {e}")
+
+
+class _Write:
+    """``BEGIN IMMEDIATE`` (inside a transaction: a savepoint) … ``COMMIT``, rolled back on any
+    error; sqlite3 errors become :class:`StateError`. Entered with the connector's mutex held."""
+
+    __slots__ = ("_c", "_grouped")
+
+    def __init__(self, connector: SqliteConnector) -> None:
+        self._c = connector
+        self._grouped = connector._depth > 0
+
+    def __enter__(self) -> None:
+        try:
+            self._c._db.execute("SAVEPOINT digest_write" if self._grouped else "BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            raise self._c._error(e) from e
+
+    def __exit__(self, kind: type[BaseException] | None, e: BaseException | None, _: Any) -> None:
+        db, grouped = self._c._db, self._grouped
+        if e is None:
+            try:
+                if not grouped:
+                    self._c.committing()
+                db.execute("RELEASE digest_write" if grouped else "COMMIT")
+                return
+            except BaseException as failed:
+                e = failed
+        with suppress(sqlite3.Error):
+            if grouped:
+                db.execute("ROLLBACK TO digest_write")
+                db.execute("RELEASE digest_write")
+            else:
+                db.execute("ROLLBACK")
+        if isinstance(e, sqlite3.Error):
+            raise self._c._error(e) from e
+        if kind is None:  # the commit itself failed (not a sqlite3 error): raise it
+            raise e
 
 
 def probe(path: str | os.PathLike[str]) -> int | None:
