@@ -65,8 +65,7 @@ class Connector(ABC):
     and benchmarks count commits, or make them slow as a busy disk's fsync)."""
 
     def __init__(self) -> None:
-        self.statements = load_queries(type(self))
-        self.queries = {name: self.sql(text) for name, text in self.statements.items()}
+        self.statements, self.queries = _shipped(type(self))
         self.claimer = claimer_id()
 
     # -- statements ------------------------------------------------------------------------
@@ -202,6 +201,13 @@ def load_queries(connector: type[Connector], text: str | None = None) -> dict[st
 
 def _allowed(name: str) -> str:
     return allowed_sql(Transition(name)) if name in TRANSITIONS else "{allowed}"
+
+
+@cache
+def _shipped(connector: type[Connector]) -> tuple[dict[str, str], dict[str, str]]:
+    """``queries.sql`` for ``connector``, as written and translated (read once per class)."""
+    statements = load_queries(connector)
+    return statements, {name: connector.translate(sql) for name, sql in statements.items()}
 
 
 @cache
