@@ -59,7 +59,8 @@ class StoreBase:
         now: the clock for every timestamp written (aware UTC).
 
     Attributes:
-        url: where the state lives (no password). shared: several senders at once?
+        url: where the state lives, for messages (no password).
+        shared: whether several senders may share it (claims with leases; PostgreSQL).
         claimer: this process's claimer id (``host:pid:random``).
         feed_cache: the conditional-GET cache for feed sources, in this state.
     """
