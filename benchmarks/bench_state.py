@@ -10,8 +10,9 @@ writers, interleaved round by round on fresh state files with the real settings 
 2. **group commit** (after): :class:`digest.state.group.GroupCommitter`, the writes queued
    while one transaction commits share the next one.
 
-``--slow-commit-ms`` adds a delay to every SQLite ``COMMIT`` (a disk whose fsync is slow, as a
-disk shared with busy processes: 12 ms per claim + mark_sent was measured here).
+``--slow-commit-ms`` adds a delay to every commit (the connector's ``on_commit`` hook: a disk
+whose fsync is slow, as a disk shared with busy processes: 12 ms per claim + mark_sent was
+measured here).
 
 Usage (min/median/max over ``--runs``)::
 
@@ -42,7 +43,6 @@ sys.path.insert(0, str(ROOT))
 
 from digest.state import StateBackend, open_state  # noqa: E402
 from digest.state.group import GroupCommitter  # noqa: E402
-from digest.state.sqlite import StateStore  # noqa: E402
 
 EDITION = "2026-08-20"
 DEFAULT_MESSAGES = 2000
@@ -99,15 +99,9 @@ WRITERS = {"one by one (before)": _one_by_one, "group commit (after)": _grouped}
 
 
 def _slow_commits(store: StateBackend, delay: float) -> None:
-    """SQLite: every ``COMMIT`` takes ``delay`` seconds more (a disk whose fsync is slow)."""
-    if not delay or not isinstance(store, StateStore):
-        return
-
-    def trace(statement: str) -> None:
-        if statement == "COMMIT":
-            time.sleep(delay)
-
-    store._db.set_trace_callback(trace)
+    """Every commit takes ``delay`` seconds more (a disk whose fsync is slow)."""
+    if delay:
+        store._db.on_commit = lambda: time.sleep(delay)  # type: ignore[attr-defined]
 
 
 def _round(
@@ -159,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
         "--slow-commit-ms",
         type=float,
         default=0.0,
-        help="SQLite: add this much to every COMMIT, ms (a busy disk's fsync)",
+        help="add this much to every commit, ms (a busy disk's fsync)",
     )
     parser.add_argument(
         "--only-postgres", action="store_true", help="with --start-postgres: skip SQLite"
@@ -170,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
         kinds = ["postgres"]
     print(
         f"state writes: {args.messages} messages × (claim + mark_sent), pool {args.pool}, "
-        f"transport wait {args.transport_ms:g} ms, SQLite commits +{args.slow_commit_ms:g} ms, "
+        f"transport wait {args.transport_ms:g} ms, commits +{args.slow_commit_ms:g} ms, "
         f"{args.runs} run(s); "
         f"load average {os.getloadavg()[0]:.1f}"
     )

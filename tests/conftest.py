@@ -3,10 +3,11 @@
 Fixtures here: ``ca``/``leaf`` (a trustme CA and a certificate for ``127.0.0.1``/``localhost``,
 one per session), ``ca_file`` (the CA as PEM in ``tmp_path``), ``pg_server`` (a real PostgreSQL
 started once per session, :mod:`tests.pgserver`), ``pg_url`` (a fresh schema of it per test),
-``state_url`` (parametrized: every test using it runs on SQLite and on PostgreSQL) and
-``make_store`` (opens that backend with a given clock), ``dkim_key`` (a DKIM key file and its
-DNS record, one per session), ``dns_server`` (starts dnsmasq serving
-a :class:`tests.dnsserver.Zone` on loopback; skipped without dnsmasq). Factories (settings, clock,
+``state_url`` (parametrized: every test using it runs on SQLite and on PostgreSQL),
+``make_store`` (opens that backend with a given clock), ``state_env`` (points
+``DIGEST_STATE_URL`` at it, for the CLI and the daemon), ``dkim_key`` (a DKIM key file and its
+DNS record, one per session), ``dns_server`` (starts dnsmasq serving a
+:class:`tests.dnsserver.Zone` on loopback; skipped without dnsmasq). Factories (settings, clock,
 subscribers, papers) live in :mod:`tests.factories`.
 """
 
@@ -109,6 +110,17 @@ def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
+@pytest.fixture
+def state_env(state_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``DIGEST_STATE_URL`` set to :func:`state_url`: the command under test uses each backend.
+
+    Returns:
+        The URL (inspect the state with ``open_state(state_env)``).
+    """
+    monkeypatch.setenv("DIGEST_STATE_URL", state_url)
+    return state_url
+
+
 StartDns = Callable[[Zone], DnsServer]
 
 
@@ -156,7 +168,7 @@ def crash_claimers(store: StateBackend) -> None:
     PostgreSQL: the leases are moved into the past, as if their claimers had died.
     """
     if store.shared:
-        store._execute(  # type: ignore[attr-defined]
+        store._db.execute(  # type: ignore[attr-defined]
             "UPDATE deliveries SET lease_until = clock_timestamp() - interval '1 second' "
             "WHERE status = 'sending'"
         )

@@ -103,6 +103,20 @@ class PostgresServer:
             conn.execute(f"CREATE SCHEMA {schema}")
         return self.url(schema=schema)
 
+    def restore(self, dump: str, schema: str) -> str:
+        """Run a ``pg_dump --inserts`` text of ``schema`` into a new schema; its URL.
+
+        Args:
+            dump: the dump (its ``CREATE SCHEMA`` included; psql's ``\\`` lines are skipped).
+            schema: the schema name the dump uses, replaced by a fresh one.
+        """
+        fresh = f"t_{secrets.token_hex(6)}"
+        lines = [line for line in dump.splitlines() if not line.startswith("\\")]
+        text = "\n".join(lines).replace(f"{schema}.", f"{fresh}.")
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(text.replace(f"CREATE SCHEMA {schema};", f"CREATE SCHEMA {fresh};"))
+        return self.url(schema=fresh)
+
     def stop(self) -> None:
         if self.data.exists():
             with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from digest.addresses import ascii_domain, needs_smtputf8, normalize_email
-from digest.state import StateStore
+from tests.conftest import MakeStore
 from tests.test_subscribers import problems_of, write
 
 DECOMPOSED = "jose\u0301@example.org"  # "e" + COMBINING ACUTE ACCENT
@@ -80,8 +80,8 @@ def test_subscriber_email_is_the_normalized_key(tmp_path: Path) -> None:
     assert subs.get(DECOMPOSED) is subs.subscribers[1]
 
 
-def test_state_rows_are_keyed_by_the_normalized_address(tmp_path: Path) -> None:
-    with StateStore(tmp_path / "state.db") as store:
+def test_state_rows_are_keyed_by_the_normalized_address(make_store: MakeStore) -> None:
+    with make_store() as store:
         assert store.claim("Ada@Bücher.de", "2025-05-29", "<a@x>")
         assert not store.claim("ada@xn--bcher-kva.de", "2025-05-29", "<b@x>")
         row = store.get("ADA@XN--BCHER-KVA.DE", "2025-05-29")

@@ -7,13 +7,12 @@ one ``421`` line and is closed, as a relay shedding load does.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from digest.delivery.engine import send_all
-from digest.state import StateStore
+from digest.state import StateBackend
+from tests.conftest import MakeStore
 from tests.factories import smtp_settings
 from tests.faultrelay import FaultRelay
 from tests.test_delivery import Sleeps, build, statuses, stream
@@ -26,13 +25,13 @@ PER_MINUTE = 6
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[StateStore]:
-    with StateStore(tmp_path / "state.sqlite3") as s:
-        yield s
+def store(make_store: MakeStore) -> StateBackend:
+    """A fresh state of each backend (SQLite, PostgreSQL)."""
+    return make_store()
 
 
 async def test_421_at_connect_backs_off_the_whole_pool(
-    store: StateStore, caplog: pytest.LogCaptureFixture
+    store: StateBackend, caplog: pytest.LogCaptureFixture
 ) -> None:
     batch = [build(f"user{i:02d}@example.org") for i in range(MESSAGES)]
     sleeps = Sleeps()
@@ -61,7 +60,7 @@ async def test_421_at_connect_backs_off_the_whole_pool(
     assert len(backoff_lines) == 1, [r.getMessage() for r in caplog.records]
 
 
-async def test_the_pool_resumes_once_the_relay_accepts_again(store: StateStore) -> None:
+async def test_the_pool_resumes_once_the_relay_accepts_again(store: StateBackend) -> None:
     batch = [build(f"user{i:02d}@example.org") for i in range(10)]
     sleeps = Sleeps()
     with FaultRelay() as relay:

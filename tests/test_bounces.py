@@ -33,9 +33,9 @@ from digest.errors import ConfigError
 from digest.message import make_message_id
 from digest.models import Edition
 from digest.settings import Settings, load_settings
-from digest.state import StateStore
+from digest.state import StateBackend
 from digest.tokens import TokenSigner
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, MakeStore
 from tests.smtpserver import SMTPTestServer
 
 BOUNCES = FIXTURES / "bounces"
@@ -70,9 +70,9 @@ REAL = [
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[StateStore]:
-    with StateStore(tmp_path / "state.sqlite3", now=lambda: NOW) as s:
-        yield s
+def store(make_store: MakeStore) -> StateBackend:
+    """A fresh state of each backend (SQLite, PostgreSQL) at ``NOW``."""
+    return make_store(now=lambda: NOW)
 
 
 def settings(tmp_path: Path, **overrides: Any) -> Settings:
@@ -98,7 +98,7 @@ def drop(box: Path, name: str, data: bytes) -> Path:
     return target
 
 
-def sent(store: StateStore, address: str, message_id: str, edition: str = EDITION) -> None:
+def sent(store: StateBackend, address: str, message_id: str, edition: str = EDITION) -> None:
     assert store.claim(address, edition, message_id)
     store.mark_sent(address, edition, "250 OK")
 
@@ -108,7 +108,7 @@ def folder(box: Path, name: str) -> list[str]:
     return sorted(p.name.split(":")[0] for p in cur.iterdir()) if cur.exists() else []
 
 
-def process(store: StateStore, box: Path, tmp_path: Path, **overrides: Any) -> Any:
+def process(store: StateBackend, box: Path, tmp_path: Path, **overrides: Any) -> Any:
     known = overrides.pop("known", ())
     s = settings(tmp_path, **overrides)
     return process_mailbox(
@@ -153,7 +153,7 @@ def test_real_bounce_matches_its_delivery_and_applies_the_policy(
     bounce: str,
     status: str | None,
     original: str,
-    store: StateStore,
+    store: StateBackend,
     tmp_path: Path,
 ) -> None:
     sent(store, recipient, original)
@@ -184,7 +184,9 @@ def test_real_bounce_matches_its_delivery_and_applies_the_policy(
     assert list((box / "new").iterdir()) == []
 
 
-def test_delay_notice_is_ignored_and_nothing_is_recorded(store: StateStore, tmp_path: Path) -> None:
+def test_delay_notice_is_ignored_and_nothing_is_recorded(
+    store: StateBackend, tmp_path: Path
+) -> None:
     data = (BOUNCES / "postfix-hard-5.1.1.eml").read_bytes()
     delayed = data.replace(b"Action: failed", b"Action: delayed").replace(b"5.1.1", b"4.4.7")
     sent(store, "kijitora@example.co.jp", "<A8F82EDD-E518-4F5C-8C70-BC4EFF24AB9F@example.ne.jp>")
@@ -197,7 +199,7 @@ def test_delay_notice_is_ignored_and_nothing_is_recorded(store: StateStore, tmp_
 
 
 def test_an_address_mailed_recently_is_no_match_without_our_message_id(
-    store: StateStore, tmp_path: Path
+    store: StateBackend, tmp_path: Path
 ) -> None:
     # The DSN's original Message-ID is not ours, though we did mail the address an hour ago:
     # anyone can write that DSN, so it is kept aside (main matched it "by address").
@@ -211,7 +213,7 @@ def test_an_address_mailed_recently_is_no_match_without_our_message_id(
     assert "no Message-ID of ours" in why and "kijitora@example.co.jp" in why
 
 
-def test_the_same_message_twice_counts_once(store: StateStore, tmp_path: Path) -> None:
+def test_the_same_message_twice_counts_once(store: StateBackend, tmp_path: Path) -> None:
     sent(store, "kijitora@example.org", "<FFFFFFFF.0000000@example.co.jp>")
     box = maildir(tmp_path / "bounces")
     data = (BOUNCES / "postfix-soft-4.1.1.eml").read_bytes()
@@ -283,7 +285,7 @@ HOSTILE = {
 
 
 def test_hostile_messages_are_kept_aside_with_a_log_line_and_suppress_nothing(
-    store: StateStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    store: StateBackend, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     sent(store, "ada@example.org", "<ada-msg@test>")
     box = maildir(tmp_path / "bounces")
@@ -307,7 +309,7 @@ def test_hostile_messages_are_kept_aside_with_a_log_line_and_suppress_nothing(
 
 
 def test_a_message_the_mailbox_cannot_move_stays_and_the_others_go_on(
-    store: StateStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: StateBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sent(store, "kijitora@example.co.jp", "<A8F82EDD-E518-4F5C-8C70-BC4EFF24AB9F@example.ne.jp>")
     sent(store, "kijitora@example.org", "<FFFFFFFF.0000000@example.co.jp>")
@@ -444,7 +446,7 @@ def forgeries(address: str, guess: str) -> dict[str, bytes]:
 
 @pytest.mark.parametrize("mode", MODES)
 def test_forged_bounces_suppress_nobody_and_genuine_ones_still_count(
-    mode: str, store: StateStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    mode: str, store: StateBackend, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     s = settings(tmp_path, **MODES[mode])
     people = [f"{n}@example.org" for n in ("ada", "bob", "cy", "dee", "eve", "fay")]
@@ -491,7 +493,7 @@ def test_forged_bounces_suppress_nobody_and_genuine_ones_still_count(
 
 
 def test_our_message_id_counts_only_for_the_subscriber_it_was_sent_to(
-    store: StateStore, tmp_path: Path
+    store: StateBackend, tmp_path: Path
 ) -> None:
     s = settings(tmp_path, **MODES["verp-off"])
     ada = make_message_id(s, "ada@example.org", EDITION)
@@ -521,7 +523,7 @@ def test_our_message_id_counts_only_for_the_subscriber_it_was_sent_to(
 
 
 def test_a_complaint_counts_with_our_message_id_alone_and_never_without(
-    store: StateStore, tmp_path: Path
+    store: StateBackend, tmp_path: Path
 ) -> None:
     s = settings(tmp_path, **MODES["verp-off"])
     people = ["ada@example.org", "bob@example.org", "cy@example.org"]
@@ -557,7 +559,7 @@ def test_a_complaint_counts_with_our_message_id_alone_and_never_without(
 
 @pytest.mark.parametrize("mode", MODES)
 def test_a_flood_of_forgeries_against_300_subscribers_suppresses_none(
-    mode: str, store: StateStore, tmp_path: Path
+    mode: str, store: StateBackend, tmp_path: Path
 ) -> None:
     # The report: 5,000 forged messages suppressed 298 of 300 subscribers, VERP on or off.
     s = settings(tmp_path, **MODES[mode])
@@ -578,7 +580,7 @@ def test_a_flood_of_forgeries_against_300_subscribers_suppresses_none(
 
 
 def test_a_message_quoting_30000_message_ids_costs_20_lookups(
-    store: StateStore, tmp_path: Path
+    store: StateBackend, tmp_path: Path
 ) -> None:
     # Each quoted Message-ID is a state lookup; main kept all 30,000 (after a quadratic
     # de-duplication: 4.5 s to parse this one message).
@@ -598,7 +600,7 @@ def test_a_message_quoting_30000_message_ids_costs_20_lookups(
 
 
 def test_flufl_bounce_noise_is_demoted_and_our_one_line_stays(
-    store: StateStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    store: StateBackend, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     # No From header: flufl.bounce's Yale detector raises IndexError and flufl logs it with
     # a traceback at ERROR before re-raising it to us.
@@ -643,7 +645,7 @@ def _imap(server: Any, ca: trustme.CA) -> Any:
 
 
 def test_imap_mailbox_on_dovecot_is_processed_once_and_sorted(
-    dovecot: Any, ca: trustme.CA, ca_file: Path, store: StateStore, tmp_path: Path
+    dovecot: Any, ca: trustme.CA, ca_file: Path, store: StateBackend, tmp_path: Path
 ) -> None:
     from tests.imapserver import PASSWORD, USER
 
@@ -685,7 +687,7 @@ def test_imap_mailbox_on_dovecot_is_processed_once_and_sorted(
 
 
 def test_forgeries_in_the_imap_mailbox_on_dovecot_suppress_nobody(
-    dovecot: Any, ca: trustme.CA, ca_file: Path, store: StateStore, tmp_path: Path
+    dovecot: Any, ca: trustme.CA, ca_file: Path, store: StateBackend, tmp_path: Path
 ) -> None:
     from tests.imapserver import PASSWORD, USER
 
@@ -720,7 +722,7 @@ def test_forgeries_in_the_imap_mailbox_on_dovecot_suppress_nobody(
 
 
 def test_imap_wrong_password_and_plain_imap_are_one_line_errors(
-    dovecot: Any, ca_file: Path, store: StateStore, tmp_path: Path
+    dovecot: Any, ca_file: Path, store: StateBackend, tmp_path: Path
 ) -> None:
     from tests.imapserver import USER
 
@@ -740,7 +742,7 @@ def test_imap_wrong_password_and_plain_imap_are_one_line_errors(
 
 
 def test_soft_bounces_from_real_mail_suppress_on_the_fifth_day(
-    store: StateStore, tmp_path: Path
+    store: StateBackend, tmp_path: Path
 ) -> None:
     original = "<FFFFFFFF.0000000@example.co.jp>"
     sent(store, "kijitora@example.org", original)

@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from digest.cli import app
-from digest.state import StateStore
+from digest.state import open_state
 from tests.conftest import EXAMPLES, FIXTURES, PROJECT
 from tests.smtpserver import RcptFault, SMTPTestServer
 
@@ -42,7 +42,8 @@ def digest(*args: str) -> tuple[int, str]:
 
 
 @pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, state_env: str) -> Path:
+    """Papers, subscribers and a bounce Maildir; the state is each backend's (``state_env``)."""
     shutil.copytree(EXAMPLES / "hf-daily-papers", tmp_path / "papers")
     (tmp_path / "subscribers.yaml").write_text(SUBSCRIBERS)
     for sub in ("new", "cur", "tmp"):
@@ -52,7 +53,6 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "DIGEST_FROM": "Daily Papers <papers@example.org>",
         "DIGEST_SECRET_KEY": "bounces-cli-secret-0123456789-abcdef",
         "DIGEST_BOUNCE_MAILDIR": str(tmp_path / "bounces"),
-        "DIGEST_STATE_PATH": str(tmp_path / "state.sqlite3"),
         "DIGEST_SUBSCRIBERS": str(tmp_path / "subscribers.yaml"),
     }
     for key, value in env.items():
@@ -76,7 +76,7 @@ def dsn_for(recipient: str, message_id: str) -> bytes:
 
 
 def test_end_to_end_550s_and_a_dsn_are_suppressed_and_the_next_edition_skips_them(
-    workdir: Path, monkeypatch: pytest.MonkeyPatch
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, state_env: str
 ) -> None:
     faults = {"bob@example.org": RcptFault(550), "cy@example.org": RcptFault(550)}
     with SMTPTestServer(rcpt_faults=faults) as server:
@@ -89,7 +89,7 @@ def test_end_to_end_550s_and_a_dsn_are_suppressed_and_the_next_edition_skips_the
         first = {m.rcpt_tos[0]: m for m in server.messages}
         assert sorted(first) == ["ada@example.org", "dee@example.org", "eve@example.org"]
         # Later, dee's server bounces the accepted message: a DSN in the bounce Maildir.
-        with StateStore(workdir / "state.sqlite3") as store:
+        with open_state(state_env) as store:
             row = store.get("dee@example.org", DAY)
         assert row is not None and row.message_id is not None
         (workdir / "bounces" / "new" / "1.dsn").write_bytes(
@@ -135,7 +135,9 @@ def test_end_to_end_550s_and_a_dsn_are_suppressed_and_the_next_edition_skips_the
     assert "bounce (hard)" in output and "5.1.1" in output
 
 
-def test_suppress_and_unsuppress_are_recorded_with_who_and_when(workdir: Path) -> None:
+def test_suppress_and_unsuppress_are_recorded_with_who_and_when(
+    workdir: Path, state_env: str
+) -> None:
     code, output = digest("suppress", "Ada@Example.org", "--note", "asked by phone")
     assert code == 0 and "suppressed ada@example.org (manual)" in output
     code, output = digest("suppress", "ada@example.org", "--reason", "bounced")
@@ -147,7 +149,7 @@ def test_suppress_and_unsuppress_are_recorded_with_who_and_when(workdir: Path) -
     assert code == 0 and "skipped 1" in output
     code, output = digest("unsuppress", "ada@example.org")
     assert code == 0 and "lifted" in output
-    with StateStore(workdir / "state.sqlite3") as store:
+    with open_state(state_env) as store:
         [entry] = store.suppression_history("ada@example.org")
     assert entry.lifted_at is not None and entry.lifted_by and entry.lifted_by.startswith("cli:")
     assert entry.actor.startswith("cli:") and entry.evidence == "asked by phone"
@@ -176,7 +178,7 @@ CRASHER = textwrap.dedent(
     """
     import os, signal, sys
     import digest.bounces.intake as intake
-    from digest.state.sqlite import StateStore
+    from digest.state.store import Store
 
     point, nth = sys.argv[1], int(sys.argv[2])
     seen = [0]
@@ -187,11 +189,11 @@ CRASHER = textwrap.dedent(
             os.kill(os.getpid(), signal.SIGKILL)
 
     if point == "before-commit":  # parsed and matched, nothing committed yet
-        real = StateStore.record_bounces
+        real = Store.record_bounces
         def record(self, *a, **k):
             die_on(nth)
             return real(self, *a, **k)
-        StateStore.record_bounces = record
+        Store.record_bounces = record
     else:  # committed, not yet moved
         real_move = intake.MaildirBox.move
         def move(self, *a, **k):
@@ -207,7 +209,7 @@ CRASHER = textwrap.dedent(
 
 @pytest.mark.parametrize("point", ["before-commit", "before-move"])
 def test_killed_between_parsing_and_the_move_then_restart_counts_each_message_once(
-    workdir: Path, point: str
+    workdir: Path, point: str, state_env: str
 ) -> None:
     names = ["postfix-hard-5.1.1.eml", "postfix-soft-4.1.1.eml", "gmail-hard.eml", "arf-abuse.eml"]
     originals = {
@@ -218,7 +220,7 @@ def test_killed_between_parsing_and_the_move_then_restart_counts_each_message_on
             "<000000000000000000000000.smtp@example.com>"
         ),
     }
-    with StateStore(workdir / "state.sqlite3") as store:
+    with open_state(state_env) as store:
         for address, mid in originals.items():
             assert store.claim(address, DAY, mid)
             store.mark_sent(address, DAY, "250 OK")
@@ -242,7 +244,7 @@ def test_killed_between_parsing_and_the_move_then_restart_counts_each_message_on
         timeout=120,
     )
     assert restarted.returncode == 0, restarted.stderr.decode()
-    with StateStore(workdir / "state.sqlite3") as store:
+    with open_state(state_env) as store:
         events = store.bounce_events()
         suppressed = store.suppressions()
     assert sorted(e.address for e in events) == sorted(originals)  # each exactly once

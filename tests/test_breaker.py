@@ -12,14 +12,13 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from digest.delivery.engine import send_all
-from digest.state import StateStore
-from tests.conftest import EXAMPLES
+from digest.state import StateBackend, open_state
+from tests.conftest import EXAMPLES, MakeStore
 from tests.factories import smtp_settings
 from tests.faultrelay import FaultRelay
 from tests.test_delivery import build, statuses, stream
@@ -29,13 +28,13 @@ POOL = 2
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[StateStore]:
-    with StateStore(tmp_path / "state.sqlite3") as s:
-        yield s
+def store(make_store: MakeStore) -> StateBackend:
+    """A fresh state of each backend (SQLite, then PostgreSQL)."""
+    return make_store()
 
 
 async def test_lost_replies_stop_the_run_after_the_limit_and_leave_the_rest_owed(
-    store: StateStore,
+    store: StateBackend,
 ) -> None:
     addresses = [f"user{i:03d}@example.org" for i in range(60)]
     with FaultRelay(after_data="drop") as relay:
@@ -54,7 +53,7 @@ async def test_lost_replies_stop_the_run_after_the_limit_and_leave_the_rest_owed
     assert any("in a row got no reply from the relay" in e for e in summary.errors)
 
 
-async def test_timeouts_before_the_data_stop_the_run_too(store: StateStore) -> None:
+async def test_timeouts_before_the_data_stop_the_run_too(store: StateBackend) -> None:
     # The relay never answers DATA: every attempt times out (transient, nothing was sent).
     addresses = [f"user{i:03d}@example.org" for i in range(40)]
     with FaultRelay(at_data="stall") as relay:
@@ -77,7 +76,7 @@ async def test_timeouts_before_the_data_stop_the_run_too(store: StateStore) -> N
     assert any("timed out" in e and "in a row" in e for e in summary.errors)
 
 
-async def test_a_reply_in_between_resets_the_count(store: StateStore) -> None:
+async def test_a_reply_in_between_resets_the_count(store: StateBackend) -> None:
     # Every other message loses its reply: never BREAKER in a row, so the run goes on.
     addresses = [f"user{i:03d}@example.org" for i in range(30)]
     with FaultRelay(after_data=lambda n: "drop" if n % 2 == 0 else "ok") as relay:
@@ -89,7 +88,7 @@ async def test_a_reply_in_between_resets_the_count(store: StateStore) -> None:
     assert not any("in a row" in e for e in summary.errors)
 
 
-async def test_zero_turns_the_breaker_off(store: StateStore) -> None:
+async def test_zero_turns_the_breaker_off(store: StateBackend) -> None:
     addresses = [f"user{i:03d}@example.org" for i in range(12)]
     with FaultRelay(after_data="drop") as relay:
         settings = smtp_settings(relay, smtp_concurrency=POOL, smtp_breaker_after=0)
@@ -100,7 +99,7 @@ async def test_zero_turns_the_breaker_off(store: StateStore) -> None:
     assert set(statuses(store).values()) == {"unknown"}
 
 
-def test_digest_send_exits_non_zero_and_says_why(tmp_path: Path) -> None:
+def test_digest_send_exits_non_zero_and_says_why(tmp_path: Path, state_url: str) -> None:
     """Through the CLI: 200 subscribers, a relay that loses every reply (the issue's report)."""
     shutil.copytree(EXAMPLES / "hf-daily-papers", tmp_path / "papers")
     emails = [f"reader{i:04d}@example.org" for i in range(200)]
@@ -112,7 +111,7 @@ def test_digest_send_exits_non_zero_and_says_why(tmp_path: Path) -> None:
         env.update(
             DIGEST_SOURCES=f"file:{tmp_path / 'papers'}",
             DIGEST_SUBSCRIBERS=str(tmp_path / "subscribers.yaml"),
-            DIGEST_STATE_PATH=str(tmp_path / "state.sqlite3"),
+            DIGEST_STATE_URL=state_url,
             DIGEST_FROM="Daily Papers <papers@example.org>",
             DIGEST_SMTP_HOST="127.0.0.1",
             DIGEST_SMTP_PORT=str(relay.port),
@@ -133,7 +132,7 @@ def test_digest_send_exits_non_zero_and_says_why(tmp_path: Path) -> None:
     assert done.returncode == 1, output
     assert "in a row got no reply from the relay" in output
     assert "Traceback" not in output
-    with StateStore(tmp_path / "state.sqlite3") as state:
+    with open_state(state_url) as state:
         rows = {r.subscriber: r.status for r in state.list(edition="2026-08-20")}
     unknown = [a for a, s in rows.items() if s == "unknown"]
     assert len(unknown) <= BREAKER + POOL - 1
@@ -142,7 +141,9 @@ def test_digest_send_exits_non_zero_and_says_why(tmp_path: Path) -> None:
     assert sum(copies.values()) == len(unknown)  # the other 190-odd are owed, not lost
 
 
-async def test_the_daemon_holds_deliveries_after_a_trip_then_tries_again(tmp_path: Path) -> None:
+async def test_the_daemon_holds_deliveries_after_a_trip_then_tries_again(
+    tmp_path: Path, state_url: str
+) -> None:
     """A tick that trips the breaker holds the next ticks (10 min), then the rest are sent."""
     from datetime import UTC, datetime, timedelta
 
@@ -168,6 +169,7 @@ async def test_the_daemon_holds_deliveries_after_a_trip_then_tries_again(tmp_pat
             subscribers=subscribers_file,
             smtp_concurrency=POOL,
             smtp_breaker_after=BREAKER,
+            state_url=state_url,
         )
         with Digest(settings, now=clock) as digest:
             daemon = Daemon(digest, settings, now=clock)

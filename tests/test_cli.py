@@ -15,7 +15,7 @@ import trustme
 from typer.testing import CliRunner
 
 from digest.cli import app
-from digest.state import StateStore
+from digest.state import open_state
 from digest.tokens import Purpose, TokenSigner
 from tests.conftest import EXAMPLES, FIXTURES
 from tests.smtpserver import RcptFault, SMTPTestServer
@@ -87,7 +87,7 @@ def raw_header_lines(data: bytes) -> list[str]:
 
 
 def test_send_over_starttls_and_auth_delivers_complete_messages_once(
-    smtp: SMTPTestServer, workdir: Path
+    smtp: SMTPTestServer, workdir: Path, state_env: str
 ) -> None:
     code, output = digest("send", "--date", DAY)
     assert code == 0, output
@@ -99,7 +99,7 @@ def test_send_over_starttls_and_auth_delivers_complete_messages_once(
     assert all(r.tls and r.auth_user == "papers" for r in received)
     assert all(r.mail_from == "papers@example.org" for r in received)
 
-    with StateStore(workdir / "digest-state.sqlite3") as store:
+    with open_state(state_env) as store:
         rows = {r.subscriber: r for r in store.list(edition=DAY)}
     for r in received:
         to = r.rcpt_tos[0]
@@ -163,7 +163,7 @@ def test_permanent_failure_for_one_subscriber_does_not_stop_the_others(
 
 
 def test_wrong_smtp_password_stops_the_run_with_one_line_and_no_secret(
-    smtp: SMTPTestServer, monkeypatch: pytest.MonkeyPatch, workdir: Path
+    smtp: SMTPTestServer, monkeypatch: pytest.MonkeyPatch, workdir: Path, state_env: str
 ) -> None:
     monkeypatch.setenv("DIGEST_SMTP_PASSWORD", "wrong-password-xyz")
     code, output = digest("send", "--date", DAY)
@@ -171,7 +171,7 @@ def test_wrong_smtp_password_stops_the_run_with_one_line_and_no_secret(
     assert "Traceback" not in output and "wrong-password-xyz" not in output
     assert "error:" in output
     assert smtp.messages == []
-    with StateStore(workdir / "digest-state.sqlite3") as store:
+    with open_state(state_env) as store:
         assert all(r.status == "owed" for r in store.list(edition=DAY))
 
 

@@ -25,9 +25,9 @@ from digest.delivery.engine import send_all
 from digest.message import unsubscribe_url_for
 from digest.models import Edition
 from digest.settings import load_settings
-from digest.state import StateStore
+from digest.state import open_state
 from digest.subscribers import Subscriber
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, MakeStore
 from tests.factories import papers_from_fixture, smtp_settings
 from tests.faultrelay import FaultRelay
 from tests.httpserver import LocalHTTPServer
@@ -138,7 +138,7 @@ def test_history_detail_adds_a_code_only_when_the_reply_lacks_it() -> None:
 
 
 def test_every_source_failing_is_one_line_naming_the_source_once(
-    workdir: Path, monkeypatch: pytest.MonkeyPatch
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, state_env: str
 ) -> None:
     missing = workdir / "nowhere"
     monkeypatch.setenv("DIGEST_SOURCES", f"file:{missing}")
@@ -149,7 +149,7 @@ def test_every_source_failing_is_one_line_naming_the_source_once(
     assert lines[0].count(f"file:{missing}") == 1, lines[0]
     assert lines[0].count("every source failed") == 1
     assert "WARNING" not in output
-    with StateStore(workdir / "digest-state.sqlite3") as store:
+    with open_state(state_env) as store:
         assert store.list() == []
 
 
@@ -297,7 +297,7 @@ def relay(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SMTPTestSe
 
 
 def test_test_send_goes_to_the_address_as_the_subscriber_and_is_not_their_edition(
-    relay: SMTPTestServer, workdir: Path
+    relay: SMTPTestServer, workdir: Path, state_env: str
 ) -> None:
     code, output = digest(
         "send", "--to", "me@mydomain.org", "--as", "ada@example.org", "--date", DAY
@@ -319,7 +319,7 @@ def test_test_send_goes_to_the_address_as_the_subscriber_and_is_not_their_editio
     assert own is not None and f"<{own}>" in msg["List-Unsubscribe"]
     assert unsubscribe_url_for(settings, "ada@example.org") not in relay.messages[0].data.decode()
 
-    with StateStore(workdir / "digest-state.sqlite3") as store:
+    with open_state(state_env) as store:
         rows = store.list()
     assert [(r.subscriber, r.edition, r.status) for r in rows] == [
         ("me@mydomain.org", f"test:{DAY}:ada@example.org", "sent")
@@ -337,7 +337,7 @@ def test_test_send_goes_to_the_address_as_the_subscriber_and_is_not_their_editio
 
 
 def test_test_send_can_be_repeated_and_defaults_to_the_unpersonalized_edition(
-    relay: SMTPTestServer, workdir: Path
+    relay: SMTPTestServer, workdir: Path, state_env: str
 ) -> None:
     for _ in range(2):
         code, output = digest("send", "--to", "Me@MyDomain.org", "--date", DAY)
@@ -347,7 +347,7 @@ def test_test_send_can_be_repeated_and_defaults_to_the_unpersonalized_edition(
     msg = email.message_from_bytes(relay.messages[1].data, policy=email.policy.default)
     html = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
     assert "you follow no keywords" in html
-    with StateStore(workdir / "digest-state.sqlite3") as store:
+    with open_state(state_env) as store:
         rows = store.list()
     assert [(r.subscriber, r.edition, r.status) for r in rows] == [
         ("me@mydomain.org", f"test:{DAY}", "sent")
@@ -470,12 +470,12 @@ def test_a_test_send_to_a_subscriber_is_not_their_last_edition(
 
 
 async def test_the_pools_back_off_on_a_relay_refusing_connections_is_reported(
-    tmp_path: Path,
+    make_store: MakeStore,
 ) -> None:
     waits: list[tuple[OutgoingMessage | None, int, float, str]] = []
     batch = [build(f"user{i:02d}@example.org") for i in range(6)]
     with (
-        StateStore(tmp_path / "s.sqlite3") as store,
+        make_store() as store,
         FaultRelay() as relay,
     ):
         relay.connect_reply_for = lambda n: BUSY if n <= 3 else None

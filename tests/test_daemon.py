@@ -32,8 +32,10 @@ from digest.daemon import Daemon, TickReport
 from digest.models import Edition
 from digest.schedule import scheduled_instant
 from digest.settings import Settings
-from digest.state import StateStore, state_lock
+from digest.state import StateBackend, open_state
+from digest.state.store import Store
 from digest.subscribers import Subscriber
+from tests.conftest import crash_claimers
 from tests.factories import FakeClock, outbox_settings
 from tests.smtpserver import SMTPTestServer
 
@@ -103,12 +105,13 @@ class Env:
     root: Path
     papers: Path
     subscribers: Path
-    state: Path
+    state_url: str
     outbox: Path
     health: Path
 
     def settings(self, **overrides: Any) -> Settings:
         base: dict[str, Any] = {"sources": f"file:{self.papers}", "health_file": self.health}
+        base["state_url"] = self.state_url
         return outbox_settings(self.root, **{**base, **overrides})
 
     def write_subscribers(
@@ -118,14 +121,15 @@ class Env:
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Env:
+def env(tmp_path: Path, state_url: str) -> Env:
+    """A daemon's files; its state is each backend's (``state_url``)."""
     papers = tmp_path / "papers"
     papers.mkdir()
     return Env(
         root=tmp_path,
         papers=papers,
         subscribers=tmp_path / "subscribers.yaml",
-        state=tmp_path / "state.sqlite3",
+        state_url=state_url,
         outbox=tmp_path / "outbox",
         health=tmp_path / "health",
     )
@@ -134,7 +138,7 @@ def env(tmp_path: Path) -> Env:
 @asynccontextmanager
 async def daemon_for(env: Env, clock: FakeClock, **overrides: Any) -> AsyncIterator[Daemon]:
     settings = env.settings(**overrides)
-    with state_lock(settings.state_path, purpose="run"), Digest(settings, now=clock) as digest:
+    with Digest(settings, now=clock) as digest, digest.store.sender_lock(purpose="run"):
         yield Daemon(digest, settings, now=clock)
 
 
@@ -164,7 +168,7 @@ def outbox_count(env: Env) -> int:
     return len(list(new.iterdir())) if new.exists() else 0
 
 
-def mark_sent(store: StateStore, email: str, edition: str) -> None:
+def mark_sent(store: StateBackend, email: str, edition: str) -> None:
     assert store.claim(email, edition, f"<{edition}.{email}@test>")
     store.mark_sent(email, edition, "250 OK")
 
@@ -513,6 +517,7 @@ async def test_stop_abandons_a_stalled_message_after_the_drain_timeout(env: Env)
             assert time.monotonic() - started < 5
         # Abandoned in flight: the next start reports it unknown, never resends blindly.
         with Digest(settings, now=clock) as digest:
+            crash_claimers(digest.store)  # PostgreSQL: once the dead claimer's lease ran out
             digest.recover()
             row = digest.store.get("a@example.org", "2026-08-20")
             assert row is not None
@@ -557,7 +562,7 @@ def test_sigterm_mid_batch_then_restart_sends_each_subscriber_once(env: Env) -> 
             PYTHONPATH=str(PROJECT),
             DIGEST_SOURCES=f"file:{env.papers}",
             DIGEST_SUBSCRIBERS=str(env.subscribers),
-            DIGEST_STATE_PATH=str(env.state),
+            DIGEST_STATE_URL=env.state_url,
             DIGEST_SMTP_HOST="127.0.0.1",
             DIGEST_SMTP_PORT=str(port),
             DIGEST_SMTP_SECURITY="none",
@@ -590,7 +595,7 @@ def test_sigterm_mid_batch_then_restart_sends_each_subscriber_once(env: Env) -> 
         assert time.monotonic() - started < 15, log_text
         first_batch = len(received())
         assert first_batch < count, "the batch was not interrupted; slow the relay down"
-        with StateStore(env.state) as store:
+        with open_state(env.state_url) as store:
             rows = store.list(edition=edition.key)
         assert not [r for r in rows if r.status == "sending"], rows
         assert sorted(r.subscriber for r in rows if r.status == "sent") == sorted(received())
@@ -607,7 +612,7 @@ def test_sigterm_mid_batch_then_restart_sends_each_subscriber_once(env: Env) -> 
                 proc.wait()
         assert proc.returncode == 0, out.decode(errors="replace")
         assert sorted(received()) == sorted(emails)
-        with StateStore(env.state) as store:
+        with open_state(env.state_url) as store:
             rows = store.list(edition=edition.key)
         assert sorted(r.subscriber for r in rows if r.status == "sent") == sorted(emails)
 
@@ -615,8 +620,8 @@ def test_sigterm_mid_batch_then_restart_sends_each_subscriber_once(env: Env) -> 
 # -- the state backend is injected; one bulk status query per tick ----------------------------
 
 
-class NoPerRowReads(StateStore):
-    """A state file that refuses per-row reads and counts the bulk ones."""
+class NoPerRowReads(Store):
+    """A store that refuses per-row reads and counts the bulk ones (over a real connector)."""
 
     bulk_reads = 0
 
@@ -635,7 +640,8 @@ async def test_tick_reads_statuses_in_bulk_from_the_injected_backend(env: Env) -
     )
     clock = FakeClock(utc(2026, 8, 21, 8))
     settings = env.settings()
-    with NoPerRowReads(env.state, now=clock) as store, store.sender_lock(purpose="run"):
+    opened = open_state(env.state_url, now=clock)
+    with NoPerRowReads(opened._db, now=clock) as store, store.sender_lock(purpose="run"):  # type: ignore[attr-defined]
         for i in range(0, 40, 2):  # half of them know the previous edition
             mark_sent(store, f"r{i}@example.org", "2026-08-19")
         with Digest(settings, store=store, now=clock) as digest:

@@ -27,9 +27,9 @@ from digest.core import Digest
 from digest.errors import SourceError
 from digest.models import Edition, Paper, is_http_url, paper_problems
 from digest.sources import HfSource, HttpOptions
-from digest.state import StateStore
+from digest.state import open_state
 from digest.subscribers import Subscriber
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, MakeStore
 from tests.factories import SECRET_KEY, outbox_settings
 from tests.httpserver import LocalHTTPServer
 
@@ -174,12 +174,12 @@ async def test_the_rest_of_a_hostile_day_is_sent_and_no_bad_link_reaches_the_ema
 
 
 def test_stored_papers_that_are_now_invalid_are_dropped_on_load(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    make_store: MakeStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     good = Paper("2608.00001", "A good paper", upvotes=3, github_repo="https://github.com/a/b")
     evil = Paper("2608.00002", "Evil", project_page="javascript:alert(1)")
     huge = Paper("2608.00003", "Huge", upvotes=10**400)
-    with StateStore(tmp_path / "state.sqlite3") as store:
+    with make_store() as store:
         store.save_papers(DAY, "hf", [good, evil, huge])  # as a version that checked less
         with caplog.at_level(logging.WARNING):
             loaded = store.load_papers(DAY, "hf")
@@ -190,14 +190,18 @@ def test_stored_papers_that_are_now_invalid_are_dropped_on_load(
     assert any("'2608.00003'" in m and "upvotes" in m for m in messages)
 
 
-async def test_a_stored_invalid_day_no_longer_stops_the_send(tmp_path: Path) -> None:
+async def test_a_stored_invalid_day_no_longer_stops_the_send(
+    tmp_path: Path, state_url: str
+) -> None:
     papers_dir = tmp_path / "papers"
     papers_dir.mkdir()
     spec = f"file:{papers_dir}"
-    settings = outbox_settings(tmp_path, sources=spec, sender="Papers <papers@example.org>")
+    settings = outbox_settings(
+        tmp_path, sources=spec, sender="Papers <papers@example.org>", state_url=state_url
+    )
     good = Paper("2608.00001", "A good paper", upvotes=3, daily_date=DAY)
     huge = Paper("2608.00003", "Huge", upvotes=10**400, daily_date=DAY)
-    with StateStore(settings.state_path) as store:
+    with open_state(state_url) as store:
         store.save_papers(DAY, spec, [huge, good])
 
     with Digest(settings, now=lambda: NOW) as digest:
@@ -225,7 +229,7 @@ def digest(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def test_papers_refetch_replaces_a_stored_day_on_purpose(workdir: Path) -> None:
+def test_papers_refetch_replaces_a_stored_day_on_purpose(workdir: Path, state_env: str) -> None:
     first = capture()
     code, output = digest("papers", "--date", str(DAY))
     assert code == 0, output
@@ -247,7 +251,7 @@ def test_papers_refetch_replaces_a_stored_day_on_purpose(workdir: Path) -> None:
     assert "3 papers, fetched, stored" in output and "A corrected title" in output
     code, output = digest("papers", "--date", str(DAY))
     assert "3 papers, stored" in output and "A corrected title" in output
-    with StateStore(workdir / "digest-state.sqlite3") as store:
+    with open_state(state_env) as store:
         stored = store.load_papers(DAY, f"file:{workdir / 'papers'}")
     assert stored is not None and stored[0].title == "A corrected title"
 

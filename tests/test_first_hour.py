@@ -11,7 +11,7 @@ import httpx
 import pytest
 import trustme
 
-from digest.state import StateStore
+from digest.state import open_state
 from tests.conftest import EXAMPLES
 from tests.factories import SECRET_KEY, run_cli
 from tests.httpserver import LocalHTTPServer, closed_port
@@ -40,20 +40,20 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def _statuses(workdir: Path) -> dict[str, tuple[str, str | None]]:
-    with StateStore(workdir / "digest-state.sqlite3") as store:
+def _statuses(state_url: str) -> dict[str, tuple[str, str | None]]:
+    with open_state(state_url) as store:
         return {r.subscriber: (str(r.status), r.last_error) for r in store.list(edition=DAY)}
 
 
 def test_one_subscribers_failing_source_holds_back_only_that_subscriber(
-    workdir: Path, monkeypatch: pytest.MonkeyPatch
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, state_env: str
 ) -> None:
     # hf is down: ada waits (owed, with the reason); grace gets the edition now.
     code, output = run_cli("send", "--date", DAY)
     assert code == 1, output
     assert "sent 1" in output and "deferred 1" in output
     assert "1 subscriber with sources hf stays owed" in output
-    rows = _statuses(workdir)
+    rows = _statuses(state_env)
     assert rows["grace@example.org"][0] == "sent"
     status, reason = rows["ada@example.org"]
     assert status == "owed" and reason is not None and "sources failed" in reason
@@ -69,30 +69,30 @@ def test_one_subscribers_failing_source_holds_back_only_that_subscriber(
         code, output = run_cli("send", "--date", DAY)
     assert code == 0, output
     assert "sent 1, skipped 1" in output
-    assert {s for s, _ in _statuses(workdir).values()} == {"sent"}
+    assert {s for s, _ in _statuses(state_env).values()} == {"sent"}
     assert len(list((workdir / "outbox" / "new").iterdir())) == 2
 
 
 def test_when_every_source_fails_nothing_is_recorded_and_it_says_so(
-    workdir: Path, monkeypatch: pytest.MonkeyPatch
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, state_env: str
 ) -> None:
     monkeypatch.setenv("DIGEST_HF_API_URL", f"http://127.0.0.1:{closed_port()}/api/daily_papers")
     monkeypatch.setenv("DIGEST_SOURCES", "hf")
     code, output = run_cli("send", "--date", DAY)
     assert code == 1, output
     assert "every source failed" in output and "Traceback" not in output
-    assert _statuses(workdir) == {}
+    assert _statuses(state_env) == {}
 
 
 def test_send_source_wins_over_a_subscribers_own_sources(
-    workdir: Path, monkeypatch: pytest.MonkeyPatch
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, state_env: str
 ) -> None:
     # As `send --help` says: --source replaces ada's own [hf] too (hf is down: not asked).
     monkeypatch.setenv("DIGEST_HF_API_URL", f"http://127.0.0.1:{closed_port()}/api/daily_papers")
     code, output = run_cli("send", "--date", DAY, "--source", f"file:{workdir / 'papers'}")
     assert code == 0, output
     assert "sent 2" in output
-    assert {s for s, _ in _statuses(workdir).values()} == {"sent"}
+    assert {s for s, _ in _statuses(state_env).values()} == {"sent"}
 
 
 # --- 2. the unsubscribe link must reach `digest serve` -----------------------------------------

@@ -3,7 +3,7 @@
 The backends' ``transaction()`` blocks, the group committer's batches (forced by holding the
 state thread on a first write until the others are queued), its fallback when a write of a
 batch fails, exactly-once with two concurrent senders on one PostgreSQL state, and how many
-transactions a send through a pool of 8 costs (SQLite, counted on the real connection).
+transactions a send through a pool of 8 costs (counted by the connector's commit hook).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from digest.delivery.engine import send_all
 from digest.errors import StateError
 from digest.state import DeliveryStatus, ProcessedMessage, StateBackend, open_state
 from digest.state.group import GroupCommitter
-from digest.state.sqlite import StateStore
 from tests.conftest import MakeStore
 from tests.factories import FakeClock, smtp_settings
 from tests.smtpserver import SMTPTestServer
@@ -285,71 +284,61 @@ SLOW_COMMIT_S = 0.01
 production, whatever the test machine's disk."""
 
 
-async def test_a_pool_of_8_commits_fewer_transactions_than_writes(tmp_path: Path) -> None:
+async def test_a_pool_of_8_commits_fewer_transactions_than_writes(make_store: MakeStore) -> None:
     """Regression: each claim and each mark used to be its own transaction (2 per message)."""
-    store = StateStore(tmp_path / "state.sqlite3")
-    statements: list[str] = []
+    store = make_store()
+    commits: list[float] = []
 
-    def trace(sql: str) -> None:  # runs on the thread executing the statement
-        statements.append(sql)
-        if sql == "COMMIT":
-            time.sleep(SLOW_COMMIT_S)
+    def slow_commit() -> None:  # runs on the committing thread, before the commit
+        commits.append(time.monotonic())
+        time.sleep(SLOW_COMMIT_S)
 
-    store._db.set_trace_callback(trace)
+    store._db.on_commit = slow_commit  # type: ignore[attr-defined]
     batch = [build(e) for e in emails(MESSAGES)]
-    try:
-        with SMTPTestServer() as server:
-            settings = smtp_settings(server, smtp_concurrency=POOL)
-            summary = await send_all(stream(batch), store=store, settings=settings)
-            received = by_recipient(server.messages)
-        store._db.set_trace_callback(None)
-        assert summary.sent == MESSAGES
-        assert sorted(received) == sorted(emails(MESSAGES))
-        assert all(len(copies) == 1 for copies in received.values())
-        assert {str(r.status) for r in store.list()} == {"sent"}
-        commits = statements.count("COMMIT")
-        begins = statements.count("BEGIN IMMEDIATE")
-        assert begins == commits
-        # One claim and one mark per message; unbatched, that is 2 × 64 = 128 commits.
-        assert 1 <= commits <= MESSAGES, f"{commits} commits for {2 * MESSAGES} writes"
-    finally:
-        store.close()
+    with SMTPTestServer() as server:
+        settings = smtp_settings(server, smtp_concurrency=POOL)
+        summary = await send_all(stream(batch), store=store, settings=settings)
+        received = by_recipient(server.messages)
+    store._db.on_commit = None  # type: ignore[attr-defined]
+    assert summary.sent == MESSAGES
+    assert sorted(received) == sorted(emails(MESSAGES))
+    assert all(len(copies) == 1 for copies in received.values())
+    assert {str(r.status) for r in store.list()} == {"sent"}
+    # One claim and one mark per message; unbatched, that is 2 × 64 = 128 commits.
+    assert 1 <= len(commits) <= MESSAGES, f"{len(commits)} commits for {2 * MESSAGES} writes"
 
 
 async def test_a_send_cancelled_while_its_claims_commit_hands_every_claimed_row_back(
-    tmp_path: Path,
+    make_store: MakeStore,
 ) -> None:
     """A cancelled waiter still learns its claim's result: claimed rows go back to owed."""
-    store = StateStore(tmp_path / "state.sqlite3")
+    store = make_store()
     committing, release = threading.Event(), threading.Event()
 
-    def trace(sql: str) -> None:  # the state thread: hold the first commit until released
-        if sql == "COMMIT" and not release.is_set():
+    def hold() -> None:  # the state thread: hold the first commit until released
+        if not release.is_set():
             committing.set()
             release.wait(WAIT_S)
 
-    store._db.set_trace_callback(trace)
+    store._db.on_commit = hold  # type: ignore[attr-defined]
     batch = [build(e) for e in emails(16)]
-    try:
-        with SMTPTestServer() as server:
-            settings = smtp_settings(server, smtp_concurrency=POOL)
-            task = asyncio.create_task(send_all(stream(batch), store=store, settings=settings))
-            assert await asyncio.to_thread(committing.wait, WAIT_S), "no claim was committed"
-            task.cancel()
-            await asyncio.sleep(0.05)  # the loop delivers the cancellation to every worker
-            release.set()
-            done, _ = await asyncio.wait({task}, timeout=WAIT_S)
-            assert done == {task} and task.cancelled()
-            received = server.messages
-        store._db.set_trace_callback(None)
-        rows = store.list()
-        assert received == []
-        assert rows, "the held commit claimed at least one row"
-        assert {(str(r.status), r.last_error, r.attempts) for r in rows} == {
-            ("owed", "stopped before sending", 0)
-        }
-    finally:
-        store.close()
+    with SMTPTestServer() as server:
+        settings = smtp_settings(server, smtp_concurrency=POOL)
+        task = asyncio.create_task(send_all(stream(batch), store=store, settings=settings))
+        assert await asyncio.to_thread(committing.wait, WAIT_S), "no claim was committed"
+        task.cancel()
+        await asyncio.sleep(0.05)  # the loop delivers the cancellation to every worker
+        release.set()
+        done, _ = await asyncio.wait({task}, timeout=WAIT_S)
+        assert done == {task} and task.cancelled()
+        received = server.messages
+    store._db.on_commit = None  # type: ignore[attr-defined]
+    rows = store.list()
+    assert received == []
+    assert rows, "the held commit claimed at least one row"
+    assert {(str(r.status), r.last_error, r.attempts) for r in rows} == {
+        ("owed", "stopped before sending", 0)
+    }
 
 
 async def test_two_senders_on_one_postgresql_state_deliver_each_message_once(
@@ -379,25 +368,23 @@ async def test_two_senders_on_one_postgresql_state_deliver_each_message_once(
             s.close()
 
 
-async def test_one_connection_commits_each_mark_with_the_next_claim(tmp_path: Path) -> None:
+async def test_one_connection_commits_each_mark_with_the_next_claim(
+    make_store: MakeStore,
+) -> None:
     """Regression: with one connection nothing can share a commit but a message's mark and
     the next message's claim; they used to be two transactions (2 per message)."""
     messages = 20
-    store = StateStore(tmp_path / "state.sqlite3")
-    statements: list[str] = []
-    store._db.set_trace_callback(statements.append)
+    store = make_store()
+    commits: list[None] = []
+    store._db.on_commit = lambda: commits.append(None)  # type: ignore[attr-defined]
     batch = [build(e) for e in emails(messages)]
-    try:
-        with SMTPTestServer() as server:
-            settings = smtp_settings(server, smtp_concurrency=1)
-            summary = await send_all(stream(batch), store=store, settings=settings)
-            received = by_recipient(server.messages)
-        store._db.set_trace_callback(None)
-        assert summary.sent == messages
-        assert all(len(received[m.subscriber]) == 1 for m in batch)
-        assert {str(r.status) for r in store.list()} == {"sent"}
-        commits = statements.count("COMMIT")
-        # The first claim alone, then each mark with the next claim, then the last mark.
-        assert commits <= messages + 1, f"{commits} commits for {messages} messages"
-    finally:
-        store.close()
+    with SMTPTestServer() as server:
+        settings = smtp_settings(server, smtp_concurrency=1)
+        summary = await send_all(stream(batch), store=store, settings=settings)
+        received = by_recipient(server.messages)
+    store._db.on_commit = None  # type: ignore[attr-defined]
+    assert summary.sent == messages
+    assert all(len(received[m.subscriber]) == 1 for m in batch)
+    assert {str(r.status) for r in store.list()} == {"sent"}
+    # The first claim alone, then each mark with the next claim, then the last mark.
+    assert len(commits) <= messages + 1, f"{len(commits)} commits for {messages} messages"

@@ -10,7 +10,6 @@ import email
 import email.policy
 import shutil
 import time
-from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -19,9 +18,9 @@ import pytest
 from digest.core import Digest
 from digest.delivery.engine import send_all
 from digest.models import Edition
-from digest.state import StateStore
+from digest.state import StateBackend
 from digest.subscribers import Subscriber
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, MakeStore
 from tests.factories import send_settings, smtp_settings
 from tests.faultrelay import FaultRelay
 from tests.test_delivery import EDITION, build, statuses, stream
@@ -31,13 +30,13 @@ DATA_TIMEOUT_S = 1.5
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[StateStore]:
-    with StateStore(tmp_path / "state.sqlite3") as s:
-        yield s
+def store(make_store: MakeStore) -> StateBackend:
+    """A fresh state of each backend (SQLite, PostgreSQL)."""
+    return make_store()
 
 
 async def test_connection_dropped_after_data_is_unknown_and_never_resent(
-    store: StateStore,
+    store: StateBackend,
 ) -> None:
     # The relay reads the whole message, then hangs up without a reply, once.
     with FaultRelay(after_data=lambda n: "drop" if n == 0 else "ok") as relay:
@@ -55,7 +54,7 @@ async def test_connection_dropped_after_data_is_unknown_and_never_resent(
     assert "may have been delivered" in (row.last_error or "")
 
 
-async def test_a_relay_that_always_loses_the_reply_gets_one_copy(store: StateStore) -> None:
+async def test_a_relay_that_always_loses_the_reply_gets_one_copy(store: StateBackend) -> None:
     addresses = [f"user{i}@example.org" for i in range(5)]
     with FaultRelay(after_data="drop") as relay:
         settings = smtp_settings(relay, smtp_concurrency=2)
@@ -66,7 +65,7 @@ async def test_a_relay_that_always_loses_the_reply_gets_one_copy(store: StateSto
     assert set(statuses(store).values()) == {"unknown"}
 
 
-async def test_stalled_reply_waits_for_the_data_timeout_then_unknown(store: StateStore) -> None:
+async def test_stalled_reply_waits_for_the_data_timeout_then_unknown(store: StateBackend) -> None:
     with FaultRelay(after_data="stall") as relay:
         settings = smtp_settings(
             relay, smtp_timeout=0.3, smtp_data_timeout=DATA_TIMEOUT_S, smtp_concurrency=1
@@ -84,7 +83,7 @@ async def test_stalled_reply_waits_for_the_data_timeout_then_unknown(store: Stat
     assert f"DIGEST_SMTP_DATA_TIMEOUT={DATA_TIMEOUT_S:g} s" in (row.last_error or "")
 
 
-async def test_a_drop_before_the_data_is_sent_stays_transient(store: StateStore) -> None:
+async def test_a_drop_before_the_data_is_sent_stays_transient(store: StateBackend) -> None:
     # The relay hangs up at the DATA command (no 354): nothing was sent, retrying is safe.
     with FaultRelay(at_data=lambda n: "drop" if n == 0 else "ok") as relay:
         settings = smtp_settings(relay, smtp_concurrency=1)

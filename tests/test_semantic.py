@@ -505,11 +505,13 @@ def test_liked_ids_are_normalized_and_cross_checked(tmp_path: Path) -> None:
 def test_a_version_1_state_file_migrates_and_keeps_its_history(tmp_path: Path) -> None:
     import sqlite3
 
-    from digest.state import MIGRATIONS, SCHEMA_VERSION, StateStore
+    from digest.state import SCHEMA_VERSION, StateStore
+    from digest.state.schema import statements
 
     path = tmp_path / "old.sqlite3"
     db = sqlite3.connect(path, isolation_level=None)
-    MIGRATIONS[0](db)
+    for statement in statements(0, "sqlite"):
+        db.execute(statement)
     db.execute("PRAGMA user_version = 1")
     db.execute(
         "INSERT INTO deliveries (subscriber, edition, status, attempts, created_at, updated_at)"

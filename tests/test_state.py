@@ -74,7 +74,7 @@ def test_new_file_is_wal_full_sync_private_and_versioned(
     finally:
         db.close()
     assert {"deliveries", "papers", "feed_cache", "meta"} <= tables
-    assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert store._db.fetch("PRAGMA synchronous")[0][0] == 2  # FULL
 
 
 def test_reopening_keeps_rows(path: Path) -> None:
@@ -121,8 +121,8 @@ def test_closed_store_raises_state_error(path: Path) -> None:
 def test_failed_write_is_rolled_back(sqlite_store: StateStore) -> None:
     store = sqlite_store
     store.mark_skipped("a@example.org", EDITION, SKIP_LATE)
-    with pytest.raises(RuntimeError), store._write() as db:
-        db.execute("UPDATE deliveries SET status = 'owed'")
+    with pytest.raises(RuntimeError), store._db.unit():
+        store._db.execute("UPDATE deliveries SET status = 'owed'")
         raise RuntimeError("boom mid-transaction")
     row = store.get("a@example.org", EDITION)
     assert row is not None and row.status == "skipped"
@@ -276,8 +276,7 @@ def test_unreadable_papers_payload(sqlite_store: StateStore) -> None:
     store = sqlite_store
     day = date(2025, 8, 20)
     store.save_papers(day, "hf", [])
-    with store._write() as db:
-        db.execute("UPDATE papers SET payload = 'not json'")
+    store._db.execute("UPDATE papers SET payload = 'not json'")
     with pytest.raises(StateError, match="unreadable"):
         store.load_papers(day, "hf")
 
@@ -297,7 +296,7 @@ def test_no_secret_columns(sqlite_store: StateStore) -> None:
     columns = {
         r[1]
         for table in ("deliveries", "papers", "feed_cache", "meta")
-        for r in store._db.execute(f"PRAGMA table_info({table})")
+        for r in store._db.fetch(f"PRAGMA table_info({table})")
     }
     assert not any("pass" in c or "secret" in c or "token" in c for c in columns)
 

@@ -16,8 +16,8 @@ import psycopg
 import pytest
 
 from digest.errors import StateError
-from digest.state import open_state
-from digest.state.postgres import MIGRATION_LOCK_KEY, SCHEMA_VERSION, PostgresStore, probe
+from digest.state import SCHEMA_VERSION, open_state
+from digest.state.postgres import MIGRATION_LOCK_KEY, PostgresStore, probe
 
 EDITION = "2026-08-20"
 LEASE_S = 1.0
@@ -97,7 +97,7 @@ def test_sent_wins_over_an_expired_lease(pg_url: str) -> None:
     """A claimer that lost its lease (counted dead) but did deliver records ``sent``."""
     with _open(pg_url) as slow, _open(pg_url) as other:
         assert slow.claim("a@example.org", EDITION, "<a@x>")
-        slow._execute("UPDATE deliveries SET lease_until = clock_timestamp() - interval '1 s'")
+        slow._db.execute("UPDATE deliveries SET lease_until = clock_timestamp() - interval '1 s'")
         assert [r.subscriber for r in other.recover_unknown()] == ["a@example.org"]
         assert slow.renew_leases() == 0  # an expired lease is not renewed
         slow.mark_sent("a@example.org", EDITION, "250 OK")

@@ -17,7 +17,6 @@ from digest.state import (
     StateStore,
     Suppression,
     SuppressionReason,
-    state_lock,
 )
 from tests.conftest import MakeStore
 from tests.test_daemon import Env, FakeClock, days_between, utc, write_papers
@@ -83,9 +82,9 @@ def test_unknown_reason_is_refused(store: StateBackend) -> None:
 def test_suppressions_survive_reopening_and_a_v1_file_is_migrated(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite3"
     db = sqlite3.connect(path)
-    from digest.state.sqlite import _SCHEMA_V1
+    from digest.state.schema import statements
 
-    for statement in _SCHEMA_V1:
+    for statement in statements(0, "sqlite"):
         db.execute(statement)
     db.execute("PRAGMA user_version = 1")
     db.commit()
@@ -100,21 +99,23 @@ def test_suppressions_survive_reopening_and_a_v1_file_is_migrated(tmp_path: Path
 # -- send and the daemon honour it ------------------------------------------------------------
 
 
-def _env(tmp_path: Path) -> Env:
+def _env(tmp_path: Path, state_url: str) -> Env:
     papers = tmp_path / "papers"
     papers.mkdir()
     return Env(
         root=tmp_path,
         papers=papers,
         subscribers=tmp_path / "subscribers.yaml",
-        state=tmp_path / "state.sqlite3",
+        state_url=state_url,
         outbox=tmp_path / "outbox",
         health=tmp_path / "health",
     )
 
 
-async def test_send_skips_suppressed_addresses_even_when_active_true(tmp_path: Path) -> None:
-    env = _env(tmp_path)
+async def test_send_skips_suppressed_addresses_even_when_active_true(
+    tmp_path: Path, state_url: str
+) -> None:
+    env = _env(tmp_path, state_url)
     write_papers(env.papers, [date(2026, 8, 20)])
     env.write_subscribers(
         [
@@ -156,8 +157,10 @@ async def test_send_skips_suppressed_addresses_even_when_active_true(tmp_path: P
     assert len(outbox) == 4  # ada, ada again (--resend), then ada and cy
 
 
-async def test_daemon_skips_a_suppressed_subscriber_and_records_why(tmp_path: Path) -> None:
-    env = _env(tmp_path)
+async def test_daemon_skips_a_suppressed_subscriber_and_records_why(
+    tmp_path: Path, state_url: str
+) -> None:
+    env = _env(tmp_path, state_url)
     write_papers(env.papers, days_between(date(2026, 8, 18), date(2026, 8, 21)))
     env.write_subscribers(
         [{"email": "ada@example.org"}, {"email": "bob@example.org"}],
@@ -165,7 +168,7 @@ async def test_daemon_skips_a_suppressed_subscriber_and_records_why(tmp_path: Pa
     )
     clock = FakeClock(utc(2026, 8, 21, 7, 5))
     settings = env.settings()
-    with state_lock(settings.state_path, purpose="run"), Digest(settings, now=clock) as digest:
+    with Digest(settings, now=clock) as digest, digest.store.sender_lock(purpose="run"):
         digest.store.suppress("bob@example.org", "bounced", evidence="550 5.1.1", actor="smtp")
         daemon = Daemon(digest, settings, now=clock)
         await daemon.tick()
@@ -178,8 +181,9 @@ async def test_daemon_skips_a_suppressed_subscriber_and_records_why(tmp_path: Pa
 
 async def test_daemon_reads_the_bounce_maildir_at_each_tick_before_sending(
     tmp_path: Path,
+    state_url: str,
 ) -> None:
-    env = _env(tmp_path)
+    env = _env(tmp_path, state_url)
     write_papers(env.papers, days_between(date(2026, 8, 18), date(2026, 8, 22)))
     env.write_subscribers(
         [{"email": "ada@example.org"}, {"email": "bob@example.org"}],
@@ -190,7 +194,7 @@ async def test_daemon_reads_the_bounce_maildir_at_each_tick_before_sending(
         (box / sub).mkdir(parents=True)
     clock = FakeClock(utc(2026, 8, 21, 7, 5))
     settings = env.settings(bounce_maildir=box)
-    with state_lock(settings.state_path, purpose="run"), Digest(settings, now=clock) as digest:
+    with Digest(settings, now=clock) as digest, digest.store.sender_lock(purpose="run"):
         daemon = Daemon(digest, settings, now=clock)
         await daemon.tick()
         row = digest.store.get("bob@example.org", "2026-08-20")
@@ -215,8 +219,9 @@ async def test_daemon_reads_the_bounce_maildir_at_each_tick_before_sending(
 
 async def test_a_late_edition_of_a_suppressed_subscriber_is_skipped_for_the_reason(
     tmp_path: Path,
+    state_url: str,
 ) -> None:
-    env = _env(tmp_path)
+    env = _env(tmp_path, state_url)
     write_papers(env.papers, days_between(date(2026, 8, 18), date(2026, 8, 21)))
     env.write_subscribers(
         [{"email": "ada@example.org"}, {"email": "bob@example.org"}],
@@ -224,7 +229,7 @@ async def test_a_late_edition_of_a_suppressed_subscriber_is_skipped_for_the_reas
     )
     clock = FakeClock(utc(2026, 8, 21, 20, 5))  # 13 h after 07:00: past the catch-up window
     settings = env.settings()
-    with state_lock(settings.state_path, purpose="run"), Digest(settings, now=clock) as digest:
+    with Digest(settings, now=clock) as digest, digest.store.sender_lock(purpose="run"):
         for who in ("ada@example.org", "bob@example.org"):
             assert digest.store.claim(who, "2026-08-19", f"<{who}@t>")
             digest.store.mark_sent(who, "2026-08-19", "250 OK")

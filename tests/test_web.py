@@ -23,7 +23,7 @@ from digest.core import Digest
 from digest.message import unsubscribe_url_for
 from digest.models import Edition
 from digest.settings import Settings
-from digest.state import StateStore
+from digest.state import COPY_TABLES, open_state
 from digest.subscribers import load_subscribers
 from digest.tokens import CONFIRM_TTL, Purpose, TokenSigner
 from digest.web.service import client_key, mailbox_key
@@ -64,12 +64,13 @@ subscribers:
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> dict[str, Any]:
+def env(tmp_path: Path, state_url: str) -> dict[str, Any]:
+    """Settings of the app under test; its state is each backend's (``state_url``)."""
     subscribers = tmp_path / "subscribers.yaml"
     subscribers.write_text(SUBSCRIBERS_YAML)
     return {
         "subscribers": subscribers,
-        "state_path": tmp_path / "state.sqlite3",
+        "state_url": state_url,
         "outbox": tmp_path / "outbox",
         "sources": f"file:{FIXTURES / 'hf-daily-papers'}",
         "secret_key": SECRET_KEY,
@@ -115,16 +116,14 @@ def unsubscribe_link(settings: Settings, address: str, base: str) -> str:
 
 
 def snapshot(settings: Settings) -> tuple[bytes, str]:
-    """The YAML bytes and a digest of the state file (main file + WAL)."""
-    h = hashlib.sha256()
-    for suffix in ("", "-wal"):
-        p = Path(str(settings.state_path) + suffix)
-        h.update(p.read_bytes() if p.exists() else b"")
-    return settings.subscribers.read_bytes(), h.hexdigest()
+    """The YAML bytes and a digest of every row of the state."""
+    with open_state(settings.effective_state_url) as store:
+        rows = [store.export_rows(table) for table in COPY_TABLES]
+    return settings.subscribers.read_bytes(), hashlib.sha256(repr(rows).encode()).hexdigest()
 
 
 def state_rows(settings: Settings) -> tuple[Any, ...]:
-    with StateStore(settings.state_path) as store:
+    with open_state(settings.effective_state_url) as store:
         return (
             sorted(store.suppressions()),
             [(e.action, e.subscriber) for e in store.events()],
@@ -534,7 +533,7 @@ async def test_a_sign_up_recorded_with_a_name_now_refused_confirms_without_it(
 ) -> None:
     # Recorded before names were checked (a state file from an older version).
     expires = datetime.now(UTC) + CONFIRM_TTL
-    with StateStore(settings.state_path) as store:
+    with open_state(settings.effective_state_url) as store:
         store.add_signup(
             "0123abcd",
             "eve@example.org",
@@ -718,7 +717,7 @@ def test_digest_serve_and_digest_run_serve_the_app_and_drain_at_sigterm(
     variables = {
         "PATH": "/usr/bin:/bin",
         "DIGEST_SUBSCRIBERS": str(env["subscribers"]),
-        "DIGEST_STATE_PATH": str(env["state_path"]),
+        "DIGEST_STATE_URL": env["state_url"],
         "DIGEST_OUTBOX": str(env["outbox"]),
         "DIGEST_SOURCES": env["sources"],
         "DIGEST_SECRET_KEY": SECRET_KEY,
@@ -756,12 +755,12 @@ def test_digest_serve_and_digest_run_serve_the_app_and_drain_at_sigterm(
 
 
 def _suppress(settings: Settings, address: str, reason: str, actor: str) -> None:
-    with StateStore(settings.state_path) as store:
+    with open_state(settings.effective_state_url) as store:
         store.suppress(address, reason, evidence="set by the test", actor=actor)
 
 
 def _suppression_of(settings: Settings, address: str) -> tuple[str, bool] | None:
-    with StateStore(settings.state_path) as store:
+    with open_state(settings.effective_state_url) as store:
         history = store.suppression_history(address)
     return (history[-1].reason, history[-1].active) if history else None
 

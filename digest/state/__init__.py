@@ -1,9 +1,10 @@
 """The state store: the single record of what was sent (see :mod:`digest.state.base`).
 
-Two backends implement :class:`StateBackend`: :mod:`digest.state.sqlite` (an embedded file, the
-default) and :mod:`digest.state.postgres` (a shared database for several senders and hosts).
-The rest of the code imports from here and gets its backend from :func:`open_state`, never
-naming a backend class.
+One store (:mod:`digest.state.store`, SQL in ``queries.sql``, schema in
+:mod:`digest.state.schema`) over two connectors: :mod:`digest.state.sqlite` (an embedded file,
+the default) and :mod:`digest.state.postgres` (a shared database for several senders and
+hosts). The rest of the code imports from here and gets its store from :func:`open_state`,
+never naming a backend class.
 """
 
 from __future__ import annotations
@@ -34,18 +35,17 @@ from digest.state.base import (
     redact_url,
 )
 from digest.state.records import Event, Signup
+from digest.state.schema import MIGRATIONS, SCHEMA_VERSION
 from digest.state.sqlite import (
     BUSY_TIMEOUT_MS,
-    MIGRATIONS,
-    SCHEMA_VERSION,
     STATE_FILE_MODE,
-    FeedCache,
     StateStore,
     lock_paths,
     sqlite_url,
     state_lock,
 )
 from digest.state.sqlite import probe as sqlite_probe
+from digest.state.store import FeedCache
 
 SQLITE_SCHEME = "sqlite:///"
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
@@ -105,10 +105,8 @@ def describe_state(url: str) -> tuple[bool, str]:
     try:
         if url.startswith(SQLITE_SCHEME):
             version = sqlite_probe(url[len(SQLITE_SCHEME) :])
-            current = SCHEMA_VERSION
         elif url.startswith(POSTGRES_SCHEMES):
             try:
-                from digest.state.postgres import SCHEMA_VERSION as current
                 from digest.state.postgres import probe
             except ImportError as e:
                 return False, f"state {shown}: the PostgreSQL driver is missing ({e.name}); " + (
@@ -123,12 +121,13 @@ def describe_state(url: str) -> tuple[bool, str]:
         return True, f"state {shown}: does not exist yet (created at the first send)"
     if version == 0:
         return True, f"state {shown}: reachable, empty (tables are created at the first send)"
-    if version > current:
+    if version > SCHEMA_VERSION:
         return False, (
-            f"state {shown}: schema version {version} is newer than this digest's ({current}); "
-            "upgrade digest"
+            f"state {shown}: schema version {version} is newer than this digest's "
+            f"({SCHEMA_VERSION}); upgrade digest"
         )
-    note = "current" if version == current else f"migrated to {current} at the next start"
+    latest = SCHEMA_VERSION
+    note = "current" if version == latest else f"migrated to {latest} at the next start"
     return True, f"state {shown}: reachable, schema version {version} ({note})"
 
 

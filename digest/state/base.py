@@ -1,11 +1,11 @@
-"""The state backend protocol and the delivery transition rules, defined once for every backend.
+"""The state store protocol and the delivery transition rules, defined once.
 
-The state store is the single source of truth for what was sent. Two backends implement
-:class:`StateBackend`: :mod:`digest.state.sqlite` (one embedded file, one sender at a time,
-guarded by a file lock) and :mod:`digest.state.postgres` (one database shared by any number of
-senders on any number of hosts: claims are single atomic statements, each carrying the
-claimer's id and a lease). The rest of ``digest`` only sees the protocol; :func:`digest.state.
-open_state` picks the backend from ``DIGEST_STATE_URL``.
+The state store is the single source of truth for what was sent. :class:`StateBackend` is
+what the rest of ``digest`` sees; :class:`digest.state.store.Store` implements it once, over
+a SQLite file (one sender at a time, guarded by a file lock) or a PostgreSQL database shared
+by any number of senders on any number of hosts (claims are single atomic statements, each
+carrying the claimer's id and a lease). :func:`digest.state.open_state` picks the database
+from ``DIGEST_STATE_URL``.
 
 A delivery row (one per subscriber and edition) moves along :data:`TRANSITIONS`::
 
@@ -21,8 +21,8 @@ A delivery row (one per subscriber and edition) moves along :data:`TRANSITIONS`:
     mark_skipped: any but sent ──▶ skipped (``late`` / ``no papers``)
 
 ``sent`` is never overwritten except by :meth:`StateBackend.reopen`; ``unknown`` is never
-resent without ``--retry-unknown``. Each backend turns these rules into the ``WHERE`` clause
-of its single-statement writes with :func:`allowed_sql`, so the rules exist only here.
+resent without ``--retry-unknown``. The store's statements (``queries.sql``) get the ``WHERE``
+clause of their single-statement writes from :func:`allowed_sql`, so the rules exist only here.
 """
 
 from __future__ import annotations
@@ -411,21 +411,20 @@ StatusMap = dict[tuple[str, str], DeliveryStatus]
 
 @runtime_checkable
 class StateBackend(Protocol):
-    """What ``digest`` needs of a state store; :mod:`~digest.state.sqlite` and
-    :mod:`~digest.state.postgres` implement it.
+    """What ``digest`` needs of a state store: the contract. One class implements it,
+    :class:`digest.state.store.Store` (over a SQLite or a PostgreSQL connector), and
+    documents each method there, once.
 
     Every write is one transaction, committed (durably) before the method returns, unless it
     is made inside :meth:`transaction` (then it commits with the block); an error rolls it
-    back and raises :class:`~digest.errors.StateError`. Subscriber addresses are
-    keys: lower-cased and stripped by the backend. Timestamps are aware UTC datetimes.
-    Methods are synchronous and short; a backend is safe to call from several threads.
+    back and raises :class:`~digest.errors.StateError`. Subscriber addresses are keys
+    (:func:`address_key`); timestamps are aware UTC datetimes. Methods are synchronous, short
+    and thread-safe.
 
     Attributes:
-        url: where the state lives, for messages (``sqlite:///path``, or the
-            ``postgresql://`` URL with any password replaced by ``***``).
+        url: where the state lives, for messages (any password replaced by ``***``).
         shared: ``True`` when several processes may send from this state at once (claims
-            with leases, no exclusive lock); ``False``: one sender, held by
-            :meth:`sender_lock`.
+            with leases, no exclusive lock); ``False``: one sender, held by :meth:`sender_lock`.
         claimer: this process's claimer id (``host:pid:random``), stored with its claims.
     """
 
@@ -434,18 +433,12 @@ class StateBackend(Protocol):
     claimer: str
 
     @property
-    def feed_cache(self) -> FeedCache:
-        """The conditional-GET cache for feed sources, stored in this state."""
-        ...
+    def feed_cache(self) -> FeedCache: ...
 
     @property
-    def schema_version(self) -> int:
-        """The schema version of the open state."""
-        ...
+    def schema_version(self) -> int: ...
 
-    def close(self) -> None:
-        """Release the connection(s) (idempotent); later calls raise ``StateError``."""
-        ...
+    def close(self) -> None: ...
 
     def __enter__(self) -> StateBackend: ...
 
@@ -456,78 +449,20 @@ class StateBackend(Protocol):
         tb: TracebackType | None,
     ) -> None: ...
 
-    def transaction(self) -> AbstractContextManager[None]:
-        """Group the writes this thread makes inside the block into one transaction.
+    def transaction(self) -> AbstractContextManager[None]: ...
 
-        The writes (any write method: :meth:`claim`, ``mark_*``, :meth:`record_bounces`...)
-        do not commit on their own inside the block: they are committed together, with one
-        durable commit (one fsync), when the block ends without an exception. What each
-        write returns inside the block is what it will have done once committed; callers
-        must not act on it (hand a claimed message to the transport, report a mark) before
-        the block has ended. Each write stays atomic: one that raises inside the block is
-        rolled back alone (a savepoint) and the block may go on. An exception leaving the
-        block rolls back every write of the block and propagates. Blocks may nest (an inner
-        block is a savepoint). Other threads do not see the writes before the commit;
-        SQLite makes them wait for it, PostgreSQL lets them read the committed state.
-
-        :class:`~digest.state.group.GroupCommitter` builds group commit on this.
-
-        Yields:
-            Nothing; use it as ``with store.transaction(): ...``.
-
-        Raises:
-            StateError: the transaction could not begin or commit (then nothing of the block
-                was written).
-        """
-        ...
-
-    def sender_lock(self, *, purpose: str) -> AbstractContextManager[dict[str, Any]]:
-        """Be allowed to send: hold it around a ``send`` or ``run``.
-
-        SQLite: the exclusive file lock (a second sender gets
-        :class:`~digest.errors.StateLockedError` naming the holder). PostgreSQL: nothing
-        exclusive (claims arbitrate); it registers this process's claimer id.
-
-        Args:
-            purpose: what the holder does (``send``, ``run``), shown to contenders.
-
-        Yields:
-            Holder information (pid, host, purpose, since).
-        """
-        ...
+    def sender_lock(self, *, purpose: str) -> AbstractContextManager[dict[str, Any]]: ...
 
     # -- deliveries ------------------------------------------------------------------------
-    def get(self, subscriber: str, edition: str) -> Delivery | None:
-        """The row for (``subscriber``, ``edition``), or ``None`` if there is none."""
-        ...
+    def get(self, subscriber: str, edition: str) -> Delivery | None: ...
 
     def statuses(
         self, editions: Iterable[str], subscribers: Iterable[str] | None = None
-    ) -> StatusMap:
-        """The status of every row of ``editions`` (of ``subscribers`` only, if given).
-
-        One query, whatever the number of subscribers (the daemon's tick and ``send``).
-
-        Returns:
-            ``{(subscriber, edition): status}``; absent rows are absent.
-        """
-        ...
+    ) -> StatusMap: ...
 
     def claim(
         self, subscriber: str, edition: str, message_id: str, papers: Sequence[str] = ()
-    ) -> bool:
-        """Atomically take (``subscriber``, ``edition``) for sending: absent/``owed`` → ``sending``.
-
-        One statement, committed before returning: call it *before* the message is handed to
-        the transport. On a shared backend the row records :attr:`claimer` and a lease that
-        this process renews while it lives. ``papers`` (bare arXiv ids the message carries)
-        are recorded in the same transaction, replacing an earlier claim's
-        (:meth:`sent_papers`).
-
-        Returns:
-            ``True`` if this call took the row; ``False`` if it has any other status.
-        """
-        ...
+    ) -> bool: ...
 
     def mark_sent(
         self,
@@ -537,9 +472,7 @@ class StateBackend(Protocol):
         *,
         code: int | None = None,
         attempts: int = 1,
-    ) -> None:
-        """→ ``sent``, ``sent_at`` = now; unconditional (``reply`` kept in ``detail``)."""
-        ...
+    ) -> None: ...
 
     def mark_failed(
         self,
@@ -549,9 +482,7 @@ class StateBackend(Protocol):
         code: int | None = None,
         *,
         attempts: int = 1,
-    ) -> None:
-        """→ ``failed`` (permanent, e.g. SMTP 550); never over ``sent``."""
-        ...
+    ) -> None: ...
 
     def mark_deferred(
         self,
@@ -561,9 +492,7 @@ class StateBackend(Protocol):
         code: int | None = None,
         *,
         attempts: int = 1,
-    ) -> None:
-        """→ ``owed`` (transient failure, or a claimed row handed back); never over ``sent``."""
-        ...
+    ) -> None: ...
 
     def mark_unknown(
         self,
@@ -573,39 +502,34 @@ class StateBackend(Protocol):
         code: int | None = None,
         *,
         attempts: int = 1,
-    ) -> None:
-        """→ ``unknown`` (outcome cannot be known); never over ``sent``."""
-        ...
+    ) -> None: ...
 
-    def mark_skipped(self, subscriber: str, edition: str, detail: str) -> None:
-        """→ ``skipped`` with ``detail`` (``late``, ``no papers``); never over ``sent``."""
-        ...
+    def mark_skipped(self, subscriber: str, edition: str, detail: str) -> None: ...
 
-    def recover_unknown(self) -> builtins.list[Delivery]:
-        """Turn the ``sending`` rows of dead processes into ``unknown``.
+    def recover_unknown(self) -> builtins.list[Delivery]: ...
 
-        SQLite (call while holding :meth:`sender_lock`): every ``sending`` row. Shared
-        backends: the rows whose lease has expired; safe to call at any time.
-
-        Returns:
-            The rows changed, now ``unknown``, ordered by (edition, subscriber).
-        """
-        ...
-
-    def reopen(self, subscriber: str, edition: str) -> None:
-        """Put (``subscriber``, ``edition``) back to ``owed`` whatever its status (creates it)."""
-        ...
+    def reopen(self, subscriber: str, edition: str) -> None: ...
 
     def list(
         self,
         edition: str | None = None,
         subscriber: str | None = None,
         statuses: Iterable[str] | None = None,
-    ) -> builtins.list[Delivery]:
-        """Rows matching every given filter, ordered by (edition, subscriber)."""
-        ...
+    ) -> builtins.list[Delivery]: ...
 
-    # -- suppression list --------------------------------------------------------------------
+    def find_message(self, message_id: str) -> Delivery | None: ...
+
+    def last_delivery_to(self, address: str) -> Delivery | None: ...
+
+    def sent_editions(self, *, limit: int = 60) -> builtins.list[tuple[str, datetime]]: ...
+
+    def sent_papers(
+        self, arxiv_ids: Iterable[str], *, except_edition: str | None = None
+    ) -> dict[str, frozenset[str]]: ...
+
+    def delivery_papers(self, subscriber: str, edition: str) -> builtins.list[str]: ...
+
+    # -- suppression list and bounces -------------------------------------------------------
     def suppress(
         self,
         address: str,
@@ -614,76 +538,47 @@ class StateBackend(Protocol):
         evidence: str,
         actor: str,
         now: datetime | None = None,
-    ) -> bool:
-        """Put ``address`` on the suppression list (idempotent); True if newly suppressed.
+    ) -> bool: ...
 
-        Raises:
-            ValueError: ``reason`` is not a :class:`SuppressionReason`.
-        """
-        ...
+    def unsuppress(self, address: str, *, actor: str, now: datetime | None = None) -> bool: ...
 
-    def unsuppress(self, address: str, *, actor: str, now: datetime | None = None) -> bool:
-        """Lift the active suppression of ``address`` (kept in the history); True if lifted."""
-        ...
+    def suppression(self, address: str) -> Suppression | None: ...
 
-    def suppression(self, address: str) -> Suppression | None:
-        """The active suppression of ``address``, or ``None`` if it may be mailed."""
-        ...
+    def suppressions(self) -> dict[str, Suppression]: ...
 
-    def suppressions(self) -> dict[str, Suppression]:
-        """Every active suppression, by normalized address."""
-        ...
+    def suppression_history(self, address: str | None = None) -> builtins.list[Suppression]: ...
 
-    def suppression_history(self, address: str | None = None) -> builtins.list[Suppression]:
-        """Every suppression ever recorded (lifted ones too), oldest first."""
-        ...
-
-    # -- bounces ---------------------------------------------------------------------------
     def record_bounces(
         self,
         items: Sequence[tuple[BounceEvent, BounceScore, Suppression | None]],
         *,
         processed: ProcessedMessage | None = None,
-    ) -> builtins.list[bool]:
-        """Record bounces, their new scores, suppressions and the processed message at once.
+    ) -> builtins.list[bool]: ...
 
-        One transaction. Returns, per item, True if its suppression was newly added.
+    def mark_processed(self, processed: ProcessedMessage) -> bool: ...
 
-        Raises:
-            StateError: ``processed`` was already processed (nothing written).
-        """
-        ...
+    def processed(self, key: str) -> ProcessedMessage | None: ...
 
-    def mark_processed(self, processed: ProcessedMessage) -> bool:
-        """Mark a bounce-mailbox message handled without a bounce; False if it already was."""
-        ...
+    def bounce_score(self, address: str) -> BounceScore | None: ...
 
-    def processed(self, key: str) -> ProcessedMessage | None:
-        """The record of the bounce-mailbox message ``key`` (``sha256:<hex>``), or ``None``."""
-        ...
+    def bounce_scores(self) -> dict[str, BounceScore]: ...
 
-    def bounce_score(self, address: str) -> BounceScore | None:
-        """The stored bounce score of ``address`` (not yet decayed), or ``None``."""
-        ...
-
-    def bounce_scores(self) -> dict[str, BounceScore]:
-        """Every stored bounce score, by address."""
-        ...
-
-    def bounce_events(self, address: str | None = None) -> builtins.list[BounceEvent]:
-        """Recorded bounces and complaints, oldest first (optionally of one address)."""
-        ...
-
-    def find_message(self, message_id: str) -> Delivery | None:
-        """The delivery whose last claimed ``Message-ID`` is ``message_id``, or ``None``."""
-        ...
-
-    def last_delivery_to(self, address: str) -> Delivery | None:
-        """The most recent ``sent`` (or ``failed``) delivery to ``address``, or ``None``."""
-        ...
+    def bounce_events(self, address: str | None = None) -> builtins.list[BounceEvent]: ...
 
     # -- papers ----------------------------------------------------------------------------
-    # -- events and sign-ups (digest.web; see digest.state.records) -----------------------
+    def save_papers(self, day: date, source: str, papers: Iterable[Paper]) -> None: ...
+
+    def load_papers(self, day: date, source: str) -> builtins.list[Paper] | None: ...
+
+    def save_paper(self, paper: Paper) -> None: ...
+
+    def find_papers(self, arxiv_ids: Iterable[str]) -> dict[str, Paper]: ...
+
+    def try_lock_papers(self, day: date, source: str) -> bool: ...
+
+    def unlock_papers(self, day: date, source: str) -> None: ...
+
+    # -- events, sign-ups, feedback (digest.web; see digest.state.records) -----------------
     def record_event(
         self,
         subscriber: str,
@@ -692,14 +587,9 @@ class StateBackend(Protocol):
         actor: str,
         request: str = "",
         detail: dict[str, Any] | None = None,
-    ) -> None:
-        """Append one event: who (``actor``), what (``action``), when (now), from which
-        ``request``; never a token."""
-        ...
+    ) -> None: ...
 
-    def events(self, subscriber: str | None = None) -> builtins.list[Event]:
-        """Events in the order they happened, all or one subscriber's."""
-        ...
+    def events(self, subscriber: str | None = None) -> builtins.list[Event]: ...
 
     def add_signup(
         self,
@@ -710,99 +600,28 @@ class StateBackend(Protocol):
         keywords: Sequence[str],
         client: str,
         expires_at: datetime,
-    ) -> None:
-        """Record a pending double opt-in sign-up."""
-        ...
+    ) -> None: ...
 
-    def signup(self, signup_id: str) -> Signup | None:
-        """The sign-up with this id, or ``None``."""
-        ...
+    def signup(self, signup_id: str) -> Signup | None: ...
 
-    def confirm_signup(self, signup_id: str) -> bool:
-        """Mark a sign-up confirmed; ``False`` if it already was (or does not exist)."""
-        ...
+    def confirm_signup(self, signup_id: str) -> bool: ...
 
     def count_signups(
         self, *, since: datetime, address: str | None = None, client: str | None = None
-    ) -> int:
-        """Sign-ups created at or after ``since`` for one address and/or one client."""
-        ...
+    ) -> int: ...
 
-    def sent_editions(self, *, limit: int = 60) -> builtins.list[tuple[str, datetime]]:
-        """``(edition key, first sent at)`` of editions sent to anyone, newest first."""
-        ...
+    def record_feedback(self, subscriber: str, arxiv_id: str, verdict: str) -> bool: ...
 
-    # -- personal ranking: send history, 👍/👎, single papers --------------------------------
-    def sent_papers(
-        self, arxiv_ids: Iterable[str], *, except_edition: str | None = None
-    ) -> dict[str, frozenset[str]]:
-        """Which of ``arxiv_ids`` each subscriber received (deliveries ``sent``/``unknown``
-        that carried them, other than ``except_edition``): subscriber → ids."""
-        ...
-
-    def delivery_papers(self, subscriber: str, edition: str) -> builtins.list[str]:
-        """The bare arXiv ids the last claimed message of the row carried, sorted."""
-        ...
-
-    def record_feedback(self, subscriber: str, arxiv_id: str, verdict: str) -> bool:
-        """Record ``like`` (👍) or ``dislike`` (👎) for a paper (latest wins); ``True`` if it
-        changed what is recorded. Raises ``ValueError`` for another verdict."""
-        ...
-
-    def feedback(self, subscriber: str | None = None) -> dict[str, Feedback]:
-        """👍/👎 per subscriber (all, or one), oldest first."""
-        ...
-
-    def save_paper(self, paper: Paper) -> None:
-        """Store one paper fetched by id (a liked paper no stored day lists)."""
-        ...
-
-    def find_papers(self, arxiv_ids: Iterable[str]) -> dict[str, Paper]:
-        """Stored papers by bare arXiv id (single papers, then every stored day)."""
-        ...
-
-    def save_papers(self, day: date, source: str, papers: Iterable[Paper]) -> None:
-        """Store (replace) the papers ``source`` listed for the UTC day ``day``."""
-        ...
-
-    def load_papers(self, day: date, source: str) -> builtins.list[Paper] | None:
-        """The papers stored for (``day``, ``source``); ``None`` if never stored."""
-        ...
-
-    def try_lock_papers(self, day: date, source: str) -> bool:
-        """Try to become the one process fetching (``day``, ``source``); never blocks.
-
-        Shared backends: a database advisory lock, released by :meth:`unlock_papers` or when
-        this process dies. SQLite (one process per file): always ``True``.
-        """
-        ...
-
-    def unlock_papers(self, day: date, source: str) -> None:
-        """Release what :meth:`try_lock_papers` took (no-op if not held)."""
-        ...
+    def feedback(self, subscriber: str | None = None) -> dict[str, Feedback]: ...
 
     # -- operations ------------------------------------------------------------------------
-    def counts(self) -> dict[str, int]:
-        """Rows per table (``deliveries``, ``papers``, ``feed_cache``...), for verification."""
-        ...
+    def counts(self) -> dict[str, int]: ...
 
-    def export_rows(self, table: str) -> tuple[tuple[str, ...], builtins.list[tuple[Any, ...]]]:
-        """Every row of ``table`` (one of :data:`COPY_TABLES`) as plain Python values.
-
-        Returns:
-            ``(columns, rows)``: timestamps as aware datetimes, days as dates, bodies as bytes.
-        """
-        ...
+    def export_rows(self, table: str) -> tuple[tuple[str, ...], builtins.list[tuple[Any, ...]]]: ...
 
     def import_rows(
         self, table: str, columns: tuple[str, ...], rows: Iterable[tuple[Any, ...]]
-    ) -> int:
-        """Insert rows exported by another backend into the empty ``table``; returns how many.
-
-        Raises:
-            StateError: the table is not empty, or a row is refused.
-        """
-        ...
+    ) -> int: ...
 
 
 COPY_TABLES: tuple[str, ...] = (
