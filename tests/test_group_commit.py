@@ -378,7 +378,10 @@ async def test_one_connection_commits_each_mark_with_the_next_claim(
     commits: list[None] = []
     store._db.on_commit = lambda: commits.append(None)  # type: ignore[attr-defined]
     batch = [build(e) for e in emails(messages)]
-    with SMTPTestServer() as server:
+    # The relay takes 5 ms per message, as any real one does: the producer has queued the next
+    # message by the time a mark is written, however busy the machine (with an instant relay
+    # and a loaded machine, a mark could find the queue still empty and commit alone).
+    with SMTPTestServer(data_delay_ms=5) as server:
         settings = smtp_settings(server, smtp_concurrency=1)
         summary = await send_all(stream(batch), store=store, settings=settings)
         received = by_recipient(server.messages)

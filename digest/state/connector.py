@@ -17,6 +17,7 @@ loaded once per connector class by :func:`load_queries`.
 
 from __future__ import annotations
 
+import logging
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -26,8 +27,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar
 
+from digest.errors import StateError
 from digest.state.base import TRANSITIONS, Transition, allowed_sql, claimer_id
-from digest.state.schema import COLUMNS
+from digest.state.schema import COLUMNS, SCHEMA_VERSION, statements
+
+log = logging.getLogger(__name__)
 
 QUERIES_FILE = Path(__file__).with_name("queries.sql")
 """The named statements of the store (one text for both databases)."""
@@ -235,3 +239,37 @@ def aware(value: Any) -> Any:
 def as_day(value: Any) -> date | None:
     """A stored UTC day (ISO text or ``date``); ``None`` kept."""
     return date.fromisoformat(value) if isinstance(value, str) else value
+
+
+def migrate(db: Connector, stamp: Callable[[], datetime]) -> None:
+    """Bring the state ``db`` to :data:`SCHEMA_VERSION` (under the connector's lock).
+
+    Raises:
+        StateError: the state was created by a newer ``digest``.
+    """
+    if _checked(db, db.version()) == SCHEMA_VERSION:
+        return
+    with db.migrating():
+        version = _checked(db, db.version())  # another process may have migrated meanwhile
+        for number in range(version, SCHEMA_VERSION):
+            for statement in statements(number, db.dialect):
+                db.execute(statement)
+            log.info("%s: migrated to schema version %d", db.name, number + 1)
+        db.set_version(SCHEMA_VERSION)
+        if version == 0:
+            db.execute(
+                db.sql(
+                    "INSERT INTO meta (key, value) VALUES ('created_at', :stamp) "
+                    "ON CONFLICT (key) DO NOTHING"
+                ),
+                {"stamp": stamp().isoformat()},
+            )
+
+
+def _checked(db: Connector, version: int) -> int:
+    if version > SCHEMA_VERSION:
+        raise StateError(
+            f"the {db.name} was created by a newer digest (schema version {version}, this one "
+            f"understands up to {SCHEMA_VERSION}); upgrade digest"
+        )
+    return version

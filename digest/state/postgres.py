@@ -52,8 +52,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from digest.clock import Clock, utc_now
 from digest.errors import StateError
 from digest.state.base import DEFAULT_LEASE_S, LEASE_RENEW_FRACTION, redact_text, redact_url
-from digest.state.connector import Connector, Params, Row, nothing
-from digest.state.schema import migrate
+from digest.state.connector import Connector, Params, Row, migrate, nothing
 from digest.state.store import Store
 
 log = logging.getLogger(__name__)

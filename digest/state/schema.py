@@ -14,14 +14,7 @@ interrupted upgrade leaves the old version; a state of a newer ``digest`` is ref
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from datetime import datetime
-from typing import TYPE_CHECKING, NamedTuple
-
-from digest.errors import StateError
-
-if TYPE_CHECKING:
-    from digest.state.connector import Connector
+from typing import NamedTuple
 
 log = logging.getLogger(__name__)
 
@@ -218,37 +211,3 @@ def statements(version: int, dialect: str) -> list[str]:
         else:
             out.append(statement.format_map(types))
     return out
-
-
-def migrate(db: Connector, stamp: Callable[[], datetime]) -> None:
-    """Bring the state ``db`` to :data:`SCHEMA_VERSION` (under the connector's lock).
-
-    Raises:
-        StateError: the state was created by a newer ``digest``.
-    """
-    if _checked(db, db.version()) == SCHEMA_VERSION:
-        return
-    with db.migrating():
-        version = _checked(db, db.version())  # another process may have migrated meanwhile
-        for number in range(version, SCHEMA_VERSION):
-            for statement in statements(number, db.dialect):
-                db.execute(statement)
-            log.info("%s: migrated to schema version %d", db.name, number + 1)
-        db.set_version(SCHEMA_VERSION)
-        if version == 0:
-            db.execute(
-                db.sql(
-                    "INSERT INTO meta (key, value) VALUES ('created_at', :stamp) "
-                    "ON CONFLICT (key) DO NOTHING"
-                ),
-                {"stamp": stamp().isoformat()},
-            )
-
-
-def _checked(db: Connector, version: int) -> int:
-    if version > SCHEMA_VERSION:
-        raise StateError(
-            f"the {db.name} was created by a newer digest (schema version {version}, this one "
-            f"understands up to {SCHEMA_VERSION}); upgrade digest"
-        )
-    return version

@@ -38,8 +38,8 @@ import filelock
 
 from digest.clock import Clock, utc_now
 from digest.errors import StateError, StateLockedError
-from digest.state.connector import Connector, Params, Row
-from digest.state.schema import MIGRATIONS, SCHEMA_VERSION, migrate
+from digest.state.connector import Connector, Params, Row, migrate
+from digest.state.schema import MIGRATIONS, SCHEMA_VERSION
 from digest.state.store import FeedCache, Store
 
 log = logging.getLogger(__name__)
