@@ -629,13 +629,15 @@ def validate(
         problems.extend(e.problems)
     problems.extend(unknown_variables(_opts.env_file))
     count = 0
+    listed: list[Subscriber] = []
     subscribers_path = settings.subscribers if settings else None
     try:
         from digest.subscribers import load_subscribers
 
         if subscribers_path is None:  # invalid settings: still the file DIGEST_SUBSCRIBERS names
             subscribers_path = configured_subscribers_path(_opts.env_file)
-        count = len(load_subscribers(subscribers_path).subscribers)
+        listed = load_subscribers(subscribers_path).subscribers
+        count = len(listed)
     except ConfigError as e:
         problems.extend(e.problems)
     if problems:
@@ -662,6 +664,8 @@ def validate(
         err.print(f"[bold red]error:[/] {state_line}", markup=True, highlight=False)
         raise typer.Exit(EXIT_FAILED)
     out.print(state_line)
+    for line in checks.missing_like_warnings(settings, listed):
+        err.print(f"[bold yellow]warning:[/] {line}", markup=True, highlight=False)
     if offline:
         return
     relay_ok, relay_line = asyncio.run(checks.probe_relay(settings))

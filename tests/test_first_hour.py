@@ -367,3 +367,18 @@ async def test_the_confirmation_email_names_the_list(
     assert msg["Subject"] == "Confirm your subscription to Ada Lab Papers"
     body = msg.get_body(("plain",))
     assert body is not None and "Ada Lab Papers" in body.get_content()
+
+
+def test_an_unknown_liked_paper_is_a_validate_warning_not_a_warning_at_every_send(
+    workdir: Path,
+) -> None:
+    (workdir / "subscribers.yaml").write_text(
+        "subscribers:\n  - email: grace@example.org\n    like: ['2101.99999']\n"
+    )
+    for _ in range(2):  # two sends: neither warns (it is said at INFO, -v)
+        code, output = run_cli("send", "--date", DAY)
+        assert code == 0 and "2101.99999" not in output, output
+    code, output = run_cli("validate", "--offline")
+    assert code == 0, output
+    [line] = [ln for ln in output.splitlines() if "2101.99999" in ln]
+    assert line.startswith("warning: grace@example.org: liked/disliked paper 2101.99999 is not")

@@ -238,7 +238,8 @@ class RankContextBuilder:
             if self.settings.arxiv_api_url
             else "set DIGEST_ARXIV_API_URL to fetch it"
         )
-        log.warning(
+        # Said once per process at INFO (-v): `digest validate` warns about it, once.
+        log.info(
             "%s: liked/disliked paper %s is not among the stored papers (%s); ignored",
             sub.email,
             arxiv_id,
