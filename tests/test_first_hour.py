@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
+from datetime import date
 from pathlib import Path
 
 import httpx
@@ -382,3 +383,43 @@ def test_an_unknown_liked_paper_is_a_validate_warning_not_a_warning_at_every_sen
     assert code == 0, output
     [line] = [ln for ln in output.splitlines() if "2101.99999" in ln]
     assert line.startswith("warning: grace@example.org: liked/disliked paper 2101.99999 is not")
+
+
+def test_a_why_line_names_only_what_the_card_shows() -> None:
+    from digest.models import Edition, Paper
+    from digest.ranking import rank
+    from digest.render import EmailContext, Renderer
+    from digest.subscribers import Subscriber
+
+    hidden = Paper(
+        "2608.00001",
+        "A Study of Grasping",
+        abstract="We train robots to grasp cups.",
+        ai_summary="Grasping cups with a learned policy.",  # shown instead of the abstract
+        upvotes=3,
+    )
+    mixed = Paper(
+        "2608.00002",
+        "Video Diffusion at Scale",
+        abstract="We also control robots.",
+        ai_summary="A large video model.",
+        upvotes=2,
+    )
+    sub = Subscriber(email="ada@example.org", keywords=("robot*", "video"))
+    ranked = {r.paper.arxiv_id: r for r in rank([hidden, mixed], sub)}
+    assert ranked["2608.00001"].why == "keyword: robots"  # the ranking saw it in the abstract
+    assert ranked["2608.00002"].why == "keywords: robots, video"
+    rendered = Renderer().render(
+        EmailContext(
+            edition=Edition.daily(date(2026, 8, 20)),
+            papers=list(ranked.values()),
+            subscriber=sub,
+            unsubscribe_url=None,
+            unsubscribe_mailto=None,
+            total_papers=2,
+        )
+    )
+    for part in (rendered.html, rendered.text):
+        assert "keyword in the abstract: robot*" in part  # nothing on the card says "robots"
+        assert "keyword: video" in part
+        assert "robots, video" not in part and "keyword: robots" not in part
