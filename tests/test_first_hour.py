@@ -423,3 +423,22 @@ def test_a_why_line_names_only_what_the_card_shows() -> None:
         assert "keyword in the abstract: robot*" in part  # nothing on the card says "robots"
         assert "keyword: video" in part
         assert "robots, video" not in part and "keyword: robots" not in part
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        ("DIGEST_SMTP_CONCURRENCY", "0", "DIGEST_SMTP_CONCURRENCY: must be at least 1, got '0'"),
+        ("DIGEST_SMTP_CONCURRENCY", "abc", "must be a whole number, got 'abc'"),
+        ("DIGEST_VERP", "maybe", "DIGEST_VERP: must be true or false, got 'maybe'"),
+        ("DIGEST_HTTP_TIMEOUT", "-1", "DIGEST_HTTP_TIMEOUT: must be more than 0, got '-1'"),
+        ("DIGEST_SMTP_SECURITY", "ssl", "must be one of 'starttls', 'tls' or 'none', got 'ssl'"),
+    ],
+)
+def test_a_bad_setting_is_said_in_the_fields_words(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, said: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    code, output = run_cli("validate", "--offline")
+    assert code == 2, output
+    assert said in output and "Input should" not in output

@@ -475,8 +475,7 @@ def test_personal_options_are_validated(tmp_path: Path) -> None:
         "subscribers[0].authors[0]: empty author name; remove it or write a name",
         "subscribers[0].authors[1]: '12345' has no letter; write the author's name",
         "subscribers[1].interests: must be a list, e.g. ['robots']",
-        "subscribers[2].no_repeat: Input should be a valid boolean, unable to interpret "
-        "input, got 'maybe'",
+        "subscribers[2].no_repeat: must be true or false, got 'maybe'",
         "subscribers[3].only_matching: only_matching is true but there are no keywords, "
         "interests, likes or authors: nothing would ever be sent",
     ]

@@ -368,7 +368,7 @@ def test_duplicate_keyword(tmp_path: Path) -> None:
         ("max_papers", "0x" + "f" * 5000, "(5,002 characters)"),
         ("min_upvotes", "-3", "must be a whole number from 0 to 1,000,000,000, got -3"),
         ("min_upvotes", "1_000_000_001", "from 0 to 1,000,000,000, got 1000000001"),
-        ("active", "maybe", "valid boolean"),
+        ("active", "maybe", "must be true or false, got 'maybe'"),
         ("frequency", "dayly", "did you mean 'daily'?"),
         ("sources", "[hf, bogus]", "unknown source 'bogus'"),
         ("sources", "[]", "an empty list would send nothing"),

@@ -49,7 +49,7 @@ from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 from ruamel.yaml.reader import ReaderError
 
 from digest.addresses import normalize_email
-from digest.errors import ConfigError
+from digest.errors import ConfigError, field_message
 from digest.subscribers.model import (
     _CROSS_FIELD,
     _DEFAULT_FIELDS,
@@ -145,8 +145,8 @@ def load_subscribers(path: Path, *, known_sources: Sequence[str] | None = None) 
         raise _error(
             shown,
             [
-                f"{shown}: subscribers file not found; create it from the example: "
-                f"cp {EXAMPLE_FILE} {shown} (or point DIGEST_SUBSCRIBERS at yours)"
+                f"{shown}: subscribers file not found; `digest init` writes an example (or "
+                f"cp {EXAMPLE_FILE} {shown}, or point DIGEST_SUBSCRIBERS at yours)"
             ],
         ) from None
     except OSError as e:
@@ -526,14 +526,7 @@ def _message(err: Any) -> str:
         if field_name == "email":
             return "missing; every subscriber needs an email address"
         return "missing"
-    msg = str(err["msg"])
-    if kind == "value_error" and "error" in (err.get("ctx") or {}):
-        msg = str(err["ctx"]["error"])
-    if msg.startswith("Input should"):  # pydantic's own wording: say what was found
-        value = err.get("input")
-        if isinstance(value, str | int | float | bool) or value is None:
-            msg = f"{msg}, got {value!r}"
-    return msg
+    return field_message(err)
 
 
 def _unknown_key(key: str, allowed: Sequence[str]) -> str:
