@@ -246,17 +246,24 @@ def papers_from_fixture(name: str) -> list[Paper]:
 # -- the CLI ------------------------------------------------------------------------------------
 
 
-def run_cli(*args: str) -> tuple[int, str]:
+def run_cli(*args: str, env: Mapping[str, str] | None = None) -> tuple[int, str]:
     """``digest ARGS`` in this process (typer's runner): ``(exit code, stdout + stderr)``.
 
     The settings come from the environment the test set (``monkeypatch.setenv``): the conftest
     clears every ``DIGEST_*`` variable first.
+
+    Args:
+        *args: the command line after ``digest``.
+        env: variables set (over the test's environment) for this command only.
+
+    Raises:
+        Exception: whatever the command raised other than an exit (a bug: its traceback shows).
     """
     from typer.testing import CliRunner
 
     from digest.cli import app
 
-    result = CliRunner().invoke(app, list(args))
+    result = CliRunner().invoke(app, list(args), env=env)
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception  # a bug, not an exit code: show its traceback
     return result.exit_code, result.output

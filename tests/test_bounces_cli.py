@@ -12,11 +12,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from digest.cli import app
 from digest.state import open_state
 from tests.conftest import EXAMPLES, FIXTURES, PROJECT
+from tests.factories import run_cli
 from tests.smtpserver import RcptFault, SMTPTestServer
 
 BOUNCES = FIXTURES / "bounces"
@@ -33,12 +32,6 @@ subscribers:
   - email: fay@example.org
     active: false
 """
-runner = CliRunner()
-
-
-def digest(*args: str) -> tuple[int, str]:
-    result = runner.invoke(app, list(args))
-    return result.exit_code, result.output
 
 
 @pytest.fixture
@@ -83,7 +76,7 @@ def test_end_to_end_550s_and_a_dsn_are_suppressed_and_the_next_edition_skips_the
         monkeypatch.setenv("DIGEST_SMTP_HOST", "127.0.0.1")
         monkeypatch.setenv("DIGEST_SMTP_PORT", str(server.port))
         monkeypatch.setenv("DIGEST_SMTP_SECURITY", "none")
-        code, output = digest("send", "--date", DAY)
+        code, output = run_cli("send", "--date", DAY)
         assert code == 0, output  # the two 550s are suppressed hard bounces: handled
         assert "sent 3, skipped 0, failed 2 (2 hard bounces, suppressed)" in output
         first = {m.rcpt_tos[0]: m for m in server.messages}
@@ -95,18 +88,18 @@ def test_end_to_end_550s_and_a_dsn_are_suppressed_and_the_next_edition_skips_the
         (workdir / "bounces" / "new" / "1.dsn").write_bytes(
             dsn_for("dee@example.org", row.message_id)
         )
-        code, output = digest("bounces")
+        code, output = run_cli("bounces")
         assert code == 0, output
         assert "1 bounces" in output and "suppressed dee@example.org" in output
         assert list((workdir / "bounces" / ".Processed" / "cur").iterdir())
-        code, output = digest("send", "--date", NEXT)
+        code, output = run_cli("send", "--date", NEXT)
         assert code == 0, output
         assert "sent 2, skipped 3, failed 0" in output
         second = [m.rcpt_tos[0] for m in server.messages[len(first) :]]
         assert sorted(second) == ["ada@example.org", "eve@example.org"]
-    code, output = digest("history", "--date", NEXT)
+    code, output = run_cli("history", "--date", NEXT)
     assert output.count("skipped") == 3 and "bounced" in output
-    code, output = digest("subscribers")
+    code, output = run_cli("subscribers")
     assert code == 0, output
     lines = {
         next(w for w in line.split() if "@example.org" in w): line
@@ -118,7 +111,7 @@ def test_end_to_end_550s_and_a_dsn_are_suppressed_and_the_next_edition_skips_the
     assert "bounced" in lines["dee@example.org"] and "Message-ID" in lines["dee@example.org"]
     assert "active" in lines["ada@example.org"] and NEXT in lines["ada@example.org"]
     assert "paused" in lines["fay@example.org"]
-    code, output = digest("subscribers", "--json", "--status", "bounced")
+    code, output = run_cli("subscribers", "--json", "--status", "bounced")
     rows = json.loads(output)
     assert sorted(r["email"] for r in rows) == [
         "bob@example.org",
@@ -131,33 +124,33 @@ def test_end_to_end_550s_and_a_dsn_are_suppressed_and_the_next_edition_skips_the
     bob = next(r for r in rows if r["email"] == "bob@example.org")
     assert "(smtp, " in bob["why"] and bob["last_sent"] is None
     # history shows the bounce next to the delivery it is about
-    code, output = digest("history", "--subscriber", "dee@example.org")
+    code, output = run_cli("history", "--subscriber", "dee@example.org")
     assert "bounce (hard)" in output and "5.1.1" in output
 
 
 def test_suppress_and_unsuppress_are_recorded_with_who_and_when(
     workdir: Path, state_env: str
 ) -> None:
-    code, output = digest("suppress", "Ada@Example.org", "--note", "asked by phone")
+    code, output = run_cli("suppress", "Ada@Example.org", "--note", "asked by phone")
     assert code == 0 and "suppressed ada@example.org (manual)" in output
-    code, output = digest("suppress", "ada@example.org", "--reason", "bounced")
+    code, output = run_cli("suppress", "ada@example.org", "--reason", "bounced")
     assert code == 0 and "already suppressed (manual" in output
-    code, output = digest("subscribers", "--json", "--status", "suppressed")
+    code, output = run_cli("subscribers", "--json", "--status", "suppressed")
     [row] = json.loads(output)
     assert row["email"] == "ada@example.org" and "asked by phone" in row["why"]
-    code, output = digest("send", "--date", DAY)
+    code, output = run_cli("send", "--date", DAY)
     assert code == 0 and "skipped 1" in output
-    code, output = digest("unsuppress", "ada@example.org")
+    code, output = run_cli("unsuppress", "ada@example.org")
     assert code == 0 and "lifted" in output
     with open_state(state_env) as store:
         [entry] = store.suppression_history("ada@example.org")
     assert entry.lifted_at is not None and entry.lifted_by and entry.lifted_by.startswith("cli:")
     assert entry.actor.startswith("cli:") and entry.evidence == "asked by phone"
-    code, output = digest("unsuppress", "ada@example.org")
+    code, output = run_cli("unsuppress", "ada@example.org")
     assert code == 2 and "not on the suppression list" in output
-    code, output = digest("suppress", "ada@example.org", "--reason", "tired")
+    code, output = run_cli("suppress", "ada@example.org", "--reason", "tired")
     assert code == 2 and "--reason 'tired'" in output
-    code, output = digest("subscribers", "--status", "gone")
+    code, output = run_cli("subscribers", "--status", "gone")
     assert code == 2 and "active, paused" in output
 
 
@@ -165,10 +158,10 @@ def test_bounces_without_a_mailbox_is_a_one_line_error(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("DIGEST_BOUNCE_MAILDIR")
-    code, output = digest("bounces")
+    code, output = run_cli("bounces")
     assert code == 2 and "DIGEST_BOUNCE_MAILDIR" in output and "Traceback" not in output
     monkeypatch.setenv("DIGEST_BOUNCE_MAILDIR", str(workdir / "nope"))
-    code, output = digest("bounces")
+    code, output = run_cli("bounces")
     assert code == 2 and "is not a Maildir" in output
 
 
@@ -259,14 +252,14 @@ def test_killed_between_parsing_and_the_move_then_restart_counts_each_message_on
 
 
 def test_subscribers_last_sent_ignores_test_sends(workdir: Path) -> None:
-    code, output = digest("send", "--to", "ada@example.org", "--date", DAY)
+    code, output = run_cli("send", "--to", "ada@example.org", "--date", DAY)
     assert code == 0, output
-    code, output = digest("subscribers", "--json")
+    code, output = run_cli("subscribers", "--json")
     rows = {r["email"]: r for r in json.loads(output)}
     assert rows["ada@example.org"]["last_sent"] is None
-    code, output = digest("send", "--date", DAY, "--subscriber", "ada@example.org")
+    code, output = run_cli("send", "--date", DAY, "--subscriber", "ada@example.org")
     assert code == 0, output
-    code, output = digest("subscribers", "--json", "--frequency", "daily")
+    code, output = run_cli("subscribers", "--json", "--frequency", "daily")
     rows = {r["email"]: r for r in json.loads(output)}
     assert rows["ada@example.org"]["last_sent"] == DAY
     assert rows["ada@example.org"]["keywords"] == ["robot*", "agents"]

@@ -19,7 +19,7 @@ from digest.core import Digest
 from digest.message import feedback_urls_for
 from digest.models import Edition, Feedback, Paper
 from digest.settings import Settings
-from tests.factories import SECRET_KEY, make_settings
+from tests.factories import SECRET_KEY, make_settings, run_cli
 from tests.test_semantic import write_day
 from tests.webserver import running_app
 
@@ -193,10 +193,6 @@ def test_a_feedback_token_of_another_purpose_or_payload_is_refused(settings: Set
 
 
 def test_subscribers_show_lists_what_was_learned(settings: Settings) -> None:
-    from typer.testing import CliRunner
-
-    from digest.cli import app
-
     with Digest(settings, now=now) as digest:
         digest.store.save_paper(WALKER)
         digest.store.record_feedback(ADA, WALKER.arxiv_id, "like")
@@ -206,12 +202,12 @@ def test_subscribers_show_lists_what_was_learned(settings: Settings) -> None:
         "DIGEST_STATE_PATH": str(settings.state_path),
         "DIGEST_SECRET_KEY": SECRET_KEY,
     }
-    result = CliRunner().invoke(app, ["subscribers", "--show", ADA], env=env)
-    assert result.exit_code == 0, result.output
-    assert f"👍 learned from the email: {WALKER.arxiv_id} {WALKER.title}" in result.output
-    assert "👎 learned from the email: 2406.99999" in result.output
-    missing = CliRunner().invoke(app, ["subscribers", "--show", "nobody@example.org"], env=env)
-    assert missing.exit_code == 2 and "not in" in missing.output
+    code, output = run_cli("subscribers", "--show", ADA, env=env)
+    assert code == 0, output
+    assert f"👍 learned from the email: {WALKER.arxiv_id} {WALKER.title}" in output
+    assert "👎 learned from the email: 2406.99999" in output
+    code, output = run_cli("subscribers", "--show", "nobody@example.org", env=env)
+    assert code == 2 and "not in" in output
 
 
 def test_each_message_carries_its_own_links_and_no_placeholder(settings: Settings) -> None:
