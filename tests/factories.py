@@ -10,12 +10,17 @@ Settings are built in layers, each defined once here:
 :func:`digest.settings.load_settings` (cross-field checks, ``None`` means default),
 ``checked=False`` constructs :class:`~digest.settings.Settings` directly (for tests that build
 deliberately incomplete settings, e.g. a ``{token}`` URL without a key).
+
+A test of the real CLI builds its project directory with :func:`make_workdir` (papers, a
+subscribers file, ``DIGEST_*`` variables: a module states only what differs) and runs commands
+with :func:`run_cli`.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,9 +31,13 @@ import pytest
 
 from digest.models import Paper
 from digest.settings import Settings, load_settings
-from tests.conftest import FIXTURES
+from tests.conftest import EXAMPLES, FIXTURES
 
 HF_FIXTURES = FIXTURES / "hf-daily-papers"
+EXAMPLE_DAYS = EXAMPLES / "hf-daily-papers"
+"""The bundled example Daily Papers days (``YYYY-MM-DD.json``), as ``digest demo`` uses them."""
+ONE_SUBSCRIBER = "subscribers:\n  - email: ada@example.org\n"
+"""A subscribers file of one subscriber with every default."""
 SECRET_KEY = "test-secret-key-0123456789-abcdefghij"
 """A signing key for tests (long enough for DIGEST_SECRET_KEY's minimum)."""
 SENDER = "Daily Papers <papers@example.org>"
@@ -244,6 +253,46 @@ def papers_from_fixture(name: str) -> list[Paper]:
 
 
 # -- the CLI ------------------------------------------------------------------------------------
+
+
+def make_workdir(
+    root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    subscribers_yaml: str | None = ONE_SUBSCRIBER,
+    papers: Path | None = EXAMPLE_DAYS,
+    **settings: Any,
+) -> Path:
+    """A project directory for a test of the real CLI (:func:`run_cli`): papers, a
+    subscribers file, and the ``DIGEST_*`` variables of the settings (for this test only).
+
+    Without ``settings`` the variables are DIGEST_SOURCES (``file:ROOT/papers``), DIGEST_FROM
+    (:data:`SENDER`) and DIGEST_SECRET_KEY (:data:`SECRET_KEY`); the state, the outbox and
+    DIGEST_SUBSCRIBERS keep their defaults, which are relative to the working directory (the
+    conftest makes it ``tmp_path``).
+
+    Args:
+        root: the directory (a test's ``tmp_path``).
+        monkeypatch: the test's, so the variables are unset after it.
+        subscribers_yaml: the text of ``ROOT/subscribers.yaml``; ``None`` writes no file.
+        papers: a directory of Daily Papers days copied to ``ROOT/papers``, or one day's file
+            copied into it under its name; ``None`` makes no ``papers`` directory.
+        **settings: settings by field name over the ones above (``sender`` is DIGEST_FROM,
+            ``None`` leaves a variable unset), as :func:`use_settings` takes them.
+
+    Returns:
+        ``root``.
+    """
+    if papers is not None and papers.is_dir():
+        shutil.copytree(papers, root / "papers")
+    elif papers is not None:
+        (root / "papers").mkdir()
+        shutil.copy(papers, root / "papers" / papers.name)
+    if subscribers_yaml is not None:
+        (root / "subscribers.yaml").write_text(subscribers_yaml)
+    defaults = {"sources": f"file:{root / 'papers'}", "sender": SENDER, "secret_key": SECRET_KEY}
+    use_settings(monkeypatch, **{**defaults, **settings})
+    return root
 
 
 def run_cli(*args: str, env: Mapping[str, str] | None = None) -> tuple[int, str]:

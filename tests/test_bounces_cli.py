@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from digest.state import open_state
-from tests.conftest import EXAMPLES, FIXTURES, PROJECT
-from tests.factories import run_cli
+from tests.conftest import FIXTURES, PROJECT
+from tests.factories import make_workdir, run_cli
 from tests.smtpserver import RcptFault, SMTPTestServer
 
 BOUNCES = FIXTURES / "bounces"
@@ -37,20 +37,16 @@ subscribers:
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, state_env: str) -> Path:
     """Papers, subscribers and a bounce Maildir; the state is each backend's (``state_env``)."""
-    shutil.copytree(EXAMPLES / "hf-daily-papers", tmp_path / "papers")
-    (tmp_path / "subscribers.yaml").write_text(SUBSCRIBERS)
     for sub in ("new", "cur", "tmp"):
         (tmp_path / "bounces" / sub).mkdir(parents=True)
-    env = {
-        "DIGEST_SOURCES": f"file:{tmp_path / 'papers'}",
-        "DIGEST_FROM": "Daily Papers <papers@example.org>",
-        "DIGEST_SECRET_KEY": "bounces-cli-secret-0123456789-abcdef",
-        "DIGEST_BOUNCE_MAILDIR": str(tmp_path / "bounces"),
-        "DIGEST_SUBSCRIBERS": str(tmp_path / "subscribers.yaml"),
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    return tmp_path
+    return make_workdir(
+        tmp_path,
+        monkeypatch,
+        subscribers_yaml=SUBSCRIBERS,
+        secret_key="bounces-cli-secret-0123456789-abcdef",
+        bounce_maildir=tmp_path / "bounces",
+        subscribers=tmp_path / "subscribers.yaml",
+    )
 
 
 def dsn_for(recipient: str, message_id: str) -> bytes:

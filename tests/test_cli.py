@@ -15,8 +15,8 @@ import trustme
 
 from digest.state import open_state
 from digest.tokens import Purpose, TokenSigner
-from tests.conftest import EXAMPLES, FIXTURES
-from tests.factories import run_cli
+from tests.conftest import FIXTURES
+from tests.factories import make_workdir, run_cli
 from tests.smtpserver import RcptFault, SMTPTestServer
 
 DAY = "2026-08-20"
@@ -43,16 +43,14 @@ DAILY_ACTIVE = ["ada@example.org", "alan@example.org", "grace@example.org"]
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A project directory with the bundled example days and a small subscribers file."""
-    shutil.copytree(EXAMPLES / "hf-daily-papers", tmp_path / "papers")
-    (tmp_path / "subscribers.yaml").write_text(SUBSCRIBERS)
-    monkeypatch.setenv("DIGEST_SOURCES", f"file:{tmp_path / 'papers'}")
-    monkeypatch.setenv("DIGEST_FROM", "Daily Papers <papers@example.org>")
-    monkeypatch.setenv(
-        "DIGEST_UNSUBSCRIBE_URL", "https://lists.mylab.org/unsubscribe?token={token}"
+    return make_workdir(
+        tmp_path,
+        monkeypatch,
+        subscribers_yaml=SUBSCRIBERS,
+        unsubscribe_url="https://lists.mylab.org/unsubscribe?token={token}",
+        unsubscribe_mailto="unsubscribe@example.org",
+        secret_key=SECRET,
     )
-    monkeypatch.setenv("DIGEST_UNSUBSCRIBE_MAILTO", "unsubscribe@example.org")
-    monkeypatch.setenv("DIGEST_SECRET_KEY", SECRET)
-    return tmp_path
 
 
 @pytest.fixture

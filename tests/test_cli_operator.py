@@ -7,7 +7,6 @@ import email.policy
 import io
 import json
 import re
-import shutil
 import socket
 from collections.abc import Iterator
 from datetime import date
@@ -26,8 +25,8 @@ from digest.models import Edition
 from digest.settings import load_settings
 from digest.state import open_state
 from digest.subscribers import Subscriber
-from tests.conftest import EXAMPLES, MakeStore
-from tests.factories import papers_from_fixture, run_cli, smtp_settings
+from tests.conftest import MakeStore
+from tests.factories import make_workdir, papers_from_fixture, run_cli, smtp_settings
 from tests.faultrelay import FaultRelay
 from tests.httpserver import LocalHTTPServer
 from tests.smtpserver import RcptFault, SMTPTestServer
@@ -52,13 +51,14 @@ subscribers:
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Settings an operator would really use: their own domain, the bundled example days."""
-    shutil.copytree(EXAMPLES / "hf-daily-papers", tmp_path / "papers")
-    (tmp_path / "subscribers.yaml").write_text(SUBSCRIBERS)
-    monkeypatch.setenv("DIGEST_SOURCES", f"file:{tmp_path / 'papers'}")
-    monkeypatch.setenv("DIGEST_FROM", "Daily Papers <papers@mylab.org>")
-    monkeypatch.setenv("DIGEST_UNSUBSCRIBE_URL", "https://papers.mylab.org/u?token={token}")
-    monkeypatch.setenv("DIGEST_SECRET_KEY", SECRET)
-    return tmp_path
+    return make_workdir(
+        tmp_path,
+        monkeypatch,
+        subscribers_yaml=SUBSCRIBERS,
+        sender="Daily Papers <papers@mylab.org>",
+        unsubscribe_url="https://papers.mylab.org/u?token={token}",
+        secret_key=SECRET,
+    )
 
 
 def closed_port() -> int:

@@ -13,7 +13,6 @@ import email
 import email.policy
 import json
 import logging
-import shutil
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -28,7 +27,7 @@ from digest.sources import HfSource, HttpOptions
 from digest.state import open_state
 from digest.subscribers import Subscriber
 from tests.conftest import FIXTURES, MakeStore
-from tests.factories import SECRET_KEY, outbox_settings, run_cli
+from tests.factories import make_workdir, outbox_settings, run_cli
 from tests.httpserver import LocalHTTPServer
 
 API = "/api/daily_papers"
@@ -212,13 +211,8 @@ async def test_a_stored_invalid_day_no_longer_stops_the_send(
 
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    (tmp_path / "papers").mkdir()
-    shutil.copy(CAPTURE, tmp_path / "papers" / f"{DAY}.json")
-    (tmp_path / "subscribers.yaml").write_text("subscribers:\n  - email: ada@example.org\n")
-    monkeypatch.setenv("DIGEST_SOURCES", f"file:{tmp_path / 'papers'}")
-    monkeypatch.setenv("DIGEST_FROM", "Daily Papers <papers@example.org>")
-    monkeypatch.setenv("DIGEST_SECRET_KEY", SECRET_KEY)
-    return tmp_path
+    """The captured day (:data:`CAPTURE`, the file of ``DAY``) and one subscriber."""
+    return make_workdir(tmp_path, monkeypatch, papers=CAPTURE)
 
 
 def test_papers_refetch_replaces_a_stored_day_on_purpose(workdir: Path, state_env: str) -> None:

@@ -5,7 +5,6 @@ Issue 8 item 7. Every case is one clear line and exit 2 (bad input), and nothing
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -17,11 +16,10 @@ from digest.errors import StateError
 from digest.settings import EXAMPLE_SECRET_KEY, MIN_SECRET_KEY_CHARS
 from digest.state import StateStore, state_lock
 from digest.state.sqlite import APPLICATION_ID
-from tests.conftest import EXAMPLES, PROJECT
-from tests.factories import SECRET_KEY, run_cli
+from tests.conftest import PROJECT
+from tests.factories import make_workdir, run_cli
 
 DAY = "2026-08-20"
-SUBSCRIBERS = "subscribers:\n  - email: ada@example.org\n"
 RUN_TIMEOUT_S = 60
 """Bound on `digest run` refusing to start, seconds (it exits at once)."""
 
@@ -29,13 +27,9 @@ RUN_TIMEOUT_S = 60
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Example papers, one subscriber, Maildir delivery, a good key."""
-    shutil.copytree(EXAMPLES / "hf-daily-papers", tmp_path / "papers")
-    (tmp_path / "subscribers.yaml").write_text(SUBSCRIBERS)
-    monkeypatch.setenv("DIGEST_SOURCES", f"file:{tmp_path / 'papers'}")
-    monkeypatch.setenv("DIGEST_FROM", "Daily Papers <papers@example.org>")
-    monkeypatch.setenv("DIGEST_UNSUBSCRIBE_URL", "https://example.org/unsubscribe?token={token}")
-    monkeypatch.setenv("DIGEST_SECRET_KEY", SECRET_KEY)
-    return tmp_path
+    return make_workdir(
+        tmp_path, monkeypatch, unsubscribe_url="https://example.org/unsubscribe?token={token}"
+    )
 
 
 def error_lines(output: str) -> list[str]:
