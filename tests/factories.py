@@ -18,20 +18,26 @@ with :func:`run_cli`.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import shutil
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
 
+from digest.delivery import OutgoingMessage
 from digest.models import Paper
 from digest.settings import Settings, load_settings
+from digest.state import StateBackend
 from tests.conftest import EXAMPLES, FIXTURES
+
+if TYPE_CHECKING:
+    from tests.smtpserver import Received
 
 HF_FIXTURES = FIXTURES / "hf-daily-papers"
 EXAMPLE_DAYS = EXAMPLES / "hf-daily-papers"
@@ -250,6 +256,84 @@ def papers_from_fixture(name: str) -> list[Paper]:
             )
         )
     return sorted(out, key=lambda q: -(q.upvotes or 0))
+
+
+# -- outgoing messages (the delivery engine's input) --------------------------------------------
+
+EDITION = "2025-08-20"
+"""The edition key of :func:`build`'s messages (a daily edition: its date)."""
+ENVELOPE_SENDER = "digest@example.org"
+"""The envelope sender (MAIL FROM) and From address of :func:`build`'s messages."""
+
+
+class Sleeps:
+    """Injected ``sleep``: records requested delays, waits for nothing.
+
+    Attributes:
+        delays: every delay asked for, seconds, in order.
+    """
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+        await asyncio.sleep(0)
+
+
+def build(email: str, edition: str = EDITION) -> OutgoingMessage:
+    """A small but realistic message: CRLF, 8-bit UTF-8 body, a line needing dot-stuffing.
+
+    Its Message-ID is ``<EDITION.LOCAL.DOMAIN@example.org>``; one recipient, ``email``.
+    """
+    message_id = f"<{edition}.{email.replace('@', '.')}@example.org>"
+    data = (
+        f"From: Daily Papers <{ENVELOPE_SENDER}>\r\n"
+        f"To: {email}\r\n"
+        f"Subject: Papers for {edition}\r\n"
+        f"Message-ID: {message_id}\r\n"
+        "MIME-Version: 1.0\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n"
+        "Content-Transfer-Encoding: 8bit\r\n"
+        "\r\n"
+        f"Hello {email} — today's papers: «Attention», ünïcode.\r\n"
+        ".a line starting with a dot\r\n"
+        "..and two\r\n"
+    ).encode()
+    return OutgoingMessage(
+        subscriber=email,
+        edition=edition,
+        message_id=message_id,
+        envelope_from=ENVELOPE_SENDER,
+        recipients=(email,),
+        data=data,
+    )
+
+
+def emails(n: int, prefix: str = "user") -> list[str]:
+    """``n`` addresses: ``PREFIX00@example.org``, ``PREFIX01@example.org``, ..."""
+    return [f"{prefix}{i:02d}@example.org" for i in range(n)]
+
+
+async def stream(messages: Iterable[OutgoingMessage]) -> AsyncIterator[OutgoingMessage]:
+    """``messages`` as the async stream ``send_all`` takes, yielding to the loop after each."""
+    for msg in messages:
+        yield msg
+        await asyncio.sleep(0)
+
+
+def statuses(store: StateBackend) -> dict[str, str]:
+    """The delivery status of each subscriber of :data:`EDITION` (``sent``, ``owed``, ...)."""
+    return {row.subscriber: str(row.status) for row in store.list(edition=EDITION)}
+
+
+def by_recipient(messages: list[Received]) -> dict[str, list[Received]]:
+    """What a relay received, grouped by its one recipient (asserted: one per message)."""
+    out: dict[str, list[Received]] = {}
+    for m in messages:
+        assert len(m.rcpt_tos) == 1, "one recipient per message"
+        out.setdefault(m.rcpt_tos[0], []).append(m)
+    return out
 
 
 # -- the CLI ------------------------------------------------------------------------------------

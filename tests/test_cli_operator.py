@@ -26,12 +26,18 @@ from digest.settings import load_settings
 from digest.state import open_state
 from digest.subscribers import Subscriber
 from tests.conftest import MakeStore
-from tests.factories import make_workdir, papers_from_fixture, run_cli, smtp_settings
-from tests.faultrelay import FaultRelay
+from tests.factories import (
+    Sleeps,
+    build,
+    make_workdir,
+    papers_from_fixture,
+    run_cli,
+    smtp_settings,
+    stream,
+)
+from tests.faultrelay import BUSY, FaultRelay
 from tests.httpserver import LocalHTTPServer
 from tests.smtpserver import RcptFault, SMTPTestServer
-from tests.test_backoff import BUSY
-from tests.test_delivery import Sleeps, build, stream
 
 DAY = "2026-08-20"
 SECRET = "a-real-secret-key-for-tests-0123456789abcdef"
