@@ -24,7 +24,7 @@ import json
 import shutil
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from tests.smtpserver import Received
 
 HF_FIXTURES = FIXTURES / "hf-daily-papers"
+HF_FIXTURE_FILES = sorted(HF_FIXTURES.glob("*.json"))
+"""The recorded Daily Papers days, oldest first."""
 EXAMPLE_DAYS = EXAMPLES / "hf-daily-papers"
 """The bundled example Daily Papers days (``YYYY-MM-DD.json``), as ``digest demo`` uses them."""
 ONE_SUBSCRIBER = "subscribers:\n  - email: ada@example.org\n"
@@ -221,6 +223,16 @@ class FakeClock:
         return self.at
 
 
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    """That minute as an aware UTC datetime."""
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
+
+
+def days_between(first: date, last: date) -> list[date]:
+    """Every date from ``first`` to ``last``, both included."""
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
 @dataclass(frozen=True)
 class FakeSubscriber:
     """What rendering needs of a subscriber (the real one is ``digest.subscribers.Subscriber``)."""
@@ -256,6 +268,102 @@ def papers_from_fixture(name: str) -> list[Paper]:
             )
         )
     return sorted(out, key=lambda q: -(q.upvotes or 0))
+
+
+# -- files on disk: Daily Papers days, subscribers files, a daemon's files ----------------------
+
+
+def write_papers(directory: Path, days: Iterable[date], *, weekends: bool = False) -> None:
+    """Real Daily Papers days copied under the names of ``days`` (weekdays only by default).
+
+    The captures (:data:`HF_FIXTURE_FILES`) are reused in turn; a reused one gets fresh arXiv
+    ids (``YYMM.DDnnn`` of its day), as a real later day lists other papers (a paper is never
+    sent twice).
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    for i, day in enumerate(days):
+        if day.weekday() >= 5 and not weekends:
+            continue
+        source = HF_FIXTURE_FILES[i % len(HF_FIXTURE_FILES)]
+        target = directory / f"{day.isoformat()}.json"
+        if i < len(HF_FIXTURE_FILES):
+            shutil.copy(source, target)
+            continue
+        items = json.loads(source.read_text(encoding="utf-8"))
+        for j, item in enumerate(items):
+            item["paper"]["id"] = f"{day:%y%m}.{day.day:02d}{j:03d}"
+        target.write_text(json.dumps(items), encoding="utf-8")
+
+
+def subscriber_yaml(entries: list[dict[str, Any]], defaults: dict[str, Any] | None = None) -> str:
+    """A subscribers file, one ``key: value`` per line (so line numbers are predictable).
+
+    Args:
+        entries: one mapping of fields per subscriber, in file order.
+        defaults: the ``defaults:`` block, if any.
+    """
+    lines: list[str] = []
+    if defaults:
+        lines.append("defaults:")
+        lines += [f"  {k}: {_yaml_value(v)}" for k, v in defaults.items()]
+    lines.append("subscribers:")
+    for entry in entries:
+        first = True
+        for k, v in entry.items():
+            lines.append(f"  {'- ' if first else '  '}{k}: {_yaml_value(v)}")
+            first = False
+    return "\n".join(lines) + "\n"
+
+
+def _yaml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(f'"{v}"' for v in value) + "]"
+    return f'"{value}"'
+
+
+@dataclass
+class Env:
+    """A daemon's files under one root (papers, subscribers, outbox, health file) and its state.
+
+    Build one with :meth:`under`; :meth:`settings` gives the daemon's settings for them.
+    """
+
+    root: Path
+    papers: Path
+    subscribers: Path
+    state_url: str
+    outbox: Path
+    health: Path
+
+    @classmethod
+    def under(cls, root: Path, state_url: str) -> Env:
+        """The files under ``root`` (an empty ``papers`` directory made), the state at
+        ``state_url``."""
+        papers = root / "papers"
+        papers.mkdir()
+        return cls(
+            root=root,
+            papers=papers,
+            subscribers=root / "subscribers.yaml",
+            state_url=state_url,
+            outbox=root / "outbox",
+            health=root / "health",
+        )
+
+    def settings(self, **overrides: Any) -> Settings:
+        """Checked settings: a ``file:`` source of :attr:`papers`, the Maildir :attr:`outbox`,
+        the health file and the state, then ``overrides`` (by field name)."""
+        base: dict[str, Any] = {"sources": f"file:{self.papers}", "health_file": self.health}
+        base["state_url"] = self.state_url
+        return outbox_settings(self.root, **{**base, **overrides})
+
+    def write_subscribers(
+        self, entries: list[dict[str, Any]], defaults: dict[str, Any] | None = None
+    ) -> None:
+        """Write :attr:`subscribers` (see :func:`subscriber_yaml`)."""
+        self.subscribers.write_text(subscriber_yaml(entries, defaults), encoding="utf-8")
 
 
 # -- outgoing messages (the delivery engine's input) --------------------------------------------
