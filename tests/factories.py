@@ -22,7 +22,8 @@ import asyncio
 import base64
 import json
 import shutil
-from collections.abc import AsyncIterator, Iterable, Mapping
+import textwrap
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -31,9 +32,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pytest
 
 from digest.delivery import OutgoingMessage
+from digest.errors import ConfigError
 from digest.models import Paper
 from digest.settings import Settings, load_settings
 from digest.state import StateBackend
+from digest.subscribers import load_subscribers
 from tests.conftest import EXAMPLES, FIXTURES
 
 if TYPE_CHECKING:
@@ -293,6 +296,45 @@ def write_papers(directory: Path, days: Iterable[date], *, weekends: bool = Fals
         for j, item in enumerate(items):
             item["paper"]["id"] = f"{day:%y%m}.{day.day:02d}{j:03d}"
         target.write_text(json.dumps(items), encoding="utf-8")
+
+
+def write_day(directory: Path, day: date, papers: Sequence[Paper]) -> None:
+    """``papers`` as the Daily Papers day ``DIRECTORY/YYYY-MM-DD.json`` (the HF API's shape,
+    as a ``file:`` source reads it); a paper without abstract gets "An abstract."."""
+    items = [
+        {
+            "paper": {
+                "id": p.arxiv_id,
+                "title": p.title,
+                "summary": p.abstract or "An abstract.",
+                "upvotes": p.upvotes or 0,
+                "authors": [{"name": a} for a in p.authors],
+            },
+            "numComments": 0,
+        }
+        for p in papers
+    ]
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{day.isoformat()}.json").write_text(json.dumps(items), encoding="utf-8")
+
+
+def write(tmp_path: Path, text: str, name: str = "subscribers.yaml") -> Path:
+    """``text`` (dedented, leading newlines dropped) as the subscribers file ``TMP_PATH/NAME``.
+
+    Returns:
+        Its path.
+    """
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+    return path
+
+
+def problems_of(path: Path, **kwargs: object) -> list[str]:
+    """The problems :func:`~digest.subscribers.load_subscribers` reports for ``path`` (one
+    line each, naming file, line and field); fails the test if the file loads."""
+    with pytest.raises(ConfigError) as info:
+        load_subscribers(path, **kwargs)  # type: ignore[arg-type]
+    return info.value.problems
 
 
 def subscriber_yaml(entries: list[dict[str, Any]], defaults: dict[str, Any] | None = None) -> str:

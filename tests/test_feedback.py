@@ -19,8 +19,7 @@ from digest.core import Digest
 from digest.message import feedback_urls_for
 from digest.models import Edition, Feedback, Paper
 from digest.settings import Settings
-from tests.factories import SECRET_KEY, make_settings, run_cli
-from tests.test_semantic import write_day
+from tests.factories import SECRET_KEY, make_settings, run_cli, write_day
 from tests.webserver import running_app
 
 PUBLIC = "https://papers.example.org"
