@@ -20,20 +20,25 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import email
+import email.policy
 import json
+import mailbox
 import shutil
 import textwrap
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from email.message import EmailMessage
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
 
+from digest.core import Digest
 from digest.delivery import OutgoingMessage
 from digest.errors import ConfigError
-from digest.models import Paper
+from digest.models import Edition, Paper
 from digest.settings import Settings, load_settings
 from digest.state import StateBackend
 from digest.subscribers import load_subscribers
@@ -62,6 +67,26 @@ MESSAGE_SETTINGS: dict[str, Any] = {
 }
 """What a message needs: From, List-Unsubscribe (HTTPS + mailto), the signing key, Reply-To."""
 T0 = datetime(2025, 8, 20, 7, 0, tzinfo=UTC)
+PUBLIC = "https://papers.example.org"
+"""DIGEST_PUBLIC_URL of the web app under test: its links (emails, pages) start with it."""
+COMMENTED_SUBSCRIBERS = """\
+# Our lab's list.
+defaults:
+  max_papers: 5   # keep it short
+
+subscribers:
+  # The PI.
+  - email: ada@example.org
+    name: Ada
+    keywords: [agent*, "reinforcement learning"]   # her interests
+
+  - email: bob@example.org   # a student
+    name: Bob
+"""
+"""A subscribers file with comments everywhere (ada, bob): what the web app writes back
+must keep them."""
+FIXTURE_EDITION = Edition.daily(date(2026, 8, 20))
+"""A daily edition whose day is recorded in ``tests/fixtures/hf-daily-papers``."""
 INJECTING_NAME = "=?utf-8?q?A=0D=0AReply-To:_pay@evil.example=0D=0AX-Injected:_yes?="
 """A display name whose RFC 2047 encoded-word decodes to two header lines of its own."""
 BODY_WRITING_NAME = "=?utf-8?q?A=0D=0A=0D=0AYour_account_is_locked=2E_Log_in_at_evil.example?="
@@ -406,6 +431,41 @@ class Env:
     ) -> None:
         """Write :attr:`subscribers` (see :func:`subscriber_yaml`)."""
         self.subscribers.write_text(subscriber_yaml(entries, defaults), encoding="utf-8")
+
+
+# -- what a send left: the outbox, the statuses, the subscribers file -------------------------
+
+
+async def send_edition(settings: Settings) -> dict[str, tuple[str, str | None]]:
+    """Send :data:`FIXTURE_EDITION` to every subscriber of ``settings`` (in this process).
+
+    Returns:
+        By subscriber: the delivery status and its detail (the reply or the reason).
+    """
+    with Digest(settings) as digest:
+        subs = digest.load_subscribers()
+        await digest.send(FIXTURE_EDITION, subs.subscribers)
+        return {
+            r.subscriber: (r.status, r.detail)
+            for r in digest.store.list(edition=FIXTURE_EDITION.key)
+        }
+
+
+def messages(settings: Settings) -> list[EmailMessage]:
+    """Every message in the Maildir ``settings.outbox``, parsed (``email.policy.default``)."""
+    box = mailbox.Maildir(settings.outbox, create=False)
+    out = []
+    for key in box.iterkeys():
+        msg = email.message_from_bytes(box.get_bytes(key), policy=email.policy.default)
+        assert isinstance(msg, EmailMessage)
+        out.append(msg)
+    return out
+
+
+def active(settings: Settings, address: str) -> bool | None:
+    """``address``'s ``active`` in the subscribers file now; ``None``: not in it."""
+    sub = load_subscribers(settings.subscribers).get(address)
+    return None if sub is None else sub.active
 
 
 # -- outgoing messages (the delivery engine's input) --------------------------------------------

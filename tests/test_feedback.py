@@ -3,9 +3,6 @@ uses it."""
 
 from __future__ import annotations
 
-import email
-import email.policy
-import mailbox
 import re
 from datetime import UTC, date, datetime
 from email.message import EmailMessage
@@ -19,10 +16,9 @@ from digest.core import Digest
 from digest.message import feedback_urls_for
 from digest.models import Edition, Feedback, Paper
 from digest.settings import Settings
-from tests.factories import SECRET_KEY, make_settings, run_cli, write_day
-from tests.webserver import running_app
+from tests.factories import PUBLIC, SECRET_KEY, make_settings, messages, run_cli, write_day
+from tests.webserver import csrf_of, running_app
 
-PUBLIC = "https://papers.example.org"
 MON, TUE = date(2024, 6, 10), date(2024, 6, 11)
 ADA = "ada@example.org"
 WALKER = Paper(
@@ -83,15 +79,6 @@ def now() -> datetime:
     return datetime(2024, 6, 12, 12, tzinfo=UTC)
 
 
-def messages(settings: Settings) -> list[EmailMessage]:
-    out = []
-    for raw in mailbox.Maildir(str(settings.outbox), create=False):
-        msg = email.message_from_bytes(raw.as_bytes(), policy=email.policy.default)
-        assert isinstance(msg, EmailMessage)
-        out.append(msg)
-    return out
-
-
 def text_of(msg: EmailMessage) -> str:
     part = msg.get_body(("plain",))
     assert part is not None
@@ -106,12 +93,6 @@ async def send(settings: Settings, day: date) -> list[str]:
         summary = await digest.send(Edition.daily(day), subs)
         assert summary.sent == 1, summary.errors
         return digest.store.delivery_papers(ADA, day.isoformat())
-
-
-def csrf_of(page: httpx.Response) -> str:
-    found = re.search(r'name="csrf" value="([0-9a-f]+)"', page.text)
-    assert found, page.text
-    return found.group(1)
 
 
 def feedback(settings: Settings) -> dict[str, Feedback]:

@@ -24,10 +24,9 @@ from digest.subscribers import load_subscribers
 from digest.subscribers.writeback import SubscribersFile, catch_up_unsubscribes
 from digest.tokens import Purpose, TokenSigner
 from tests.conftest import FIXTURES
-from tests.factories import SECRET_KEY, outbox_settings, run_cli
+from tests.factories import PUBLIC, SECRET_KEY, outbox_settings, run_cli
 from tests.webserver import csrf_of, free_port, running_app, wait_healthy
 
-PUBLIC = "https://papers.example.org"
 ONE_CLICK = {
     "content": "List-Unsubscribe=One-Click",
     "headers": {"Content-Type": "application/x-www-form-urlencoded"},
