@@ -1,4 +1,7 @@
-"""Factories shared by the tests: settings, a fake clock, a fake subscriber, real papers.
+"""Factories shared by the tests: settings, a fake clock, a fake subscriber, real papers,
+files on disk (papers days, subscribers files, a daemon's files), what a send left, outgoing
+messages for the delivery engine, and the CLI. No test module imports from another: what two
+modules share is here, in ``conftest.py`` (fixtures) or in a server module.
 
 Settings are built in layers, each defined once here:
 
