@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 from datetime import date
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import trustme
 
 from digest.state import open_state
 from tests.conftest import EXAMPLES
-from tests.factories import SECRET_KEY, run_cli
+from tests.factories import make_workdir, run_cli
 from tests.httpserver import LocalHTTPServer, closed_port
 from tests.smtpserver import SMTPTestServer
 
@@ -24,21 +23,20 @@ DAY = "2026-08-20"
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The example set-up: ada follows `hf` only, grace the default (bundled) file source."""
-    shutil.copytree(EXAMPLES / "hf-daily-papers", tmp_path / "papers")
-    (tmp_path / "subscribers.yaml").write_text(
-        "subscribers:\n"
-        "  - email: ada@example.org\n"
-        "    sources: [hf]\n"
-        "  - email: grace@example.org\n"
+    return make_workdir(
+        tmp_path,
+        monkeypatch,
+        subscribers_yaml=(
+            "subscribers:\n"
+            "  - email: ada@example.org\n"
+            "    sources: [hf]\n"
+            "  - email: grace@example.org\n"
+        ),
+        sender="Daily Papers <papers@mylab.org>",
+        http_retries=0,
+        # hf is down unless a test serves it (never the internet).
+        hf_api_url=f"http://127.0.0.1:{closed_port()}/api/daily_papers",
     )
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("DIGEST_SOURCES", f"file:{tmp_path / 'papers'}")
-    monkeypatch.setenv("DIGEST_FROM", "Daily Papers <papers@mylab.org>")
-    monkeypatch.setenv("DIGEST_SECRET_KEY", SECRET_KEY)
-    monkeypatch.setenv("DIGEST_HTTP_RETRIES", "0")
-    # hf is down unless a test serves it (never the internet).
-    monkeypatch.setenv("DIGEST_HF_API_URL", f"http://127.0.0.1:{closed_port()}/api/daily_papers")
-    return tmp_path
 
 
 def _statuses(state_url: str) -> dict[str, tuple[str, str | None]]:

@@ -6,7 +6,6 @@ second and needs no network.
 
 from __future__ import annotations
 
-import json
 import logging
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from digest.ranking.embeddings import (
 from digest.settings import load_settings
 from digest.subscribers import Subscriber, load_subscribers
 from tests.conftest import FIXTURES
+from tests.factories import write_day
 from tests.httpserver import ATOM, LocalHTTPServer
 
 INTEREST = "sim-to-real transfer for legged robots"
@@ -296,24 +296,6 @@ def test_fillers_are_grouped_under_their_own_heading(tmp_path: Path) -> None:
 # -- never the same paper twice ------------------------------------------------------------
 
 
-def write_day(directory: Path, day: date, papers: Sequence[Paper]) -> None:
-    items = [
-        {
-            "paper": {
-                "id": p.arxiv_id,
-                "title": p.title,
-                "summary": p.abstract or "An abstract.",
-                "upvotes": p.upvotes or 0,
-                "authors": [{"name": a} for a in p.authors],
-            },
-            "numComments": 0,
-        }
-        for p in papers
-    ]
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / f"{day.isoformat()}.json").write_text(json.dumps(items), encoding="utf-8")
-
-
 def numbered(n: int, start: int) -> list[Paper]:
     return [
         Paper(arxiv_id=f"2406.{i:05d}", title=f"Paper number {i}", upvotes=100 - i)
@@ -487,7 +469,7 @@ def test_liked_ids_are_normalized_and_cross_checked(tmp_path: Path) -> None:
         "subscribers:\n"
         "  - email: a@example.org\n"
         "    like: [2406.09246, 'arXiv:2405.18407v3', 'cs/0112017']\n"
-        "    interests: [\"  sim-to-real\\n  transfer  \"]\n",
+        '    interests: ["  sim-to-real\\n  transfer  "]\n',
         encoding="utf-8",
     )
     sub = load_subscribers(path).get("a@example.org")

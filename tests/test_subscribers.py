@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import textwrap
 from datetime import time
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -21,19 +20,7 @@ from digest.subscribers import (
     load_subscribers,
 )
 from tests.conftest import PROJECT
-
-
-def write(tmp_path: Path, text: str, name: str = "subscribers.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
-    return path
-
-
-def problems_of(path: Path, **kwargs: object) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        load_subscribers(path, **kwargs)  # type: ignore[arg-type]
-    return info.value.problems
-
+from tests.factories import problems_of, write
 
 # --- loading valid files ---------------------------------------------------------------------
 

@@ -17,9 +17,8 @@ from typing import Any
 import pytest
 
 from digest.subscribers import load_subscribers
-from tests.factories import make_settings
-from tests.test_web import active, env, eventually, messages, send_edition  # noqa: F401
-from tests.webserver import free_port, running_app
+from tests.factories import active, make_settings, messages, send_edition
+from tests.webserver import eventually, free_port, running_app
 
 CHROMIUM = Path(os.environ.get("DIGEST_TEST_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -72,7 +71,7 @@ class Shots:
 
 
 def test_sign_up_confirm_preferences_unsubscribe_in_chromium(
-    env: dict[str, Any],  # noqa: F811
+    env: dict[str, Any],
     tmp_path: Path,
     browser_page: Any,
 ) -> None:
@@ -162,7 +161,7 @@ def test_sign_up_confirm_preferences_unsubscribe_in_chromium(
 
 
 async def test_archive_edition_renders_in_chromium(
-    env: dict[str, Any],  # noqa: F811
+    env: dict[str, Any],
     tmp_path: Path,
 ) -> None:
     settings = make_settings(**env)
@@ -191,7 +190,7 @@ async def test_archive_edition_renders_in_chromium(
 
 
 def test_the_preferences_page_fits_a_375_px_phone(
-    env: dict[str, Any],  # noqa: F811
+    env: dict[str, Any],
     tmp_path: Path,
 ) -> None:
     """Issue 25: at 375 px the time zone field showed "Europ" of "Europe/London"."""

@@ -7,7 +7,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -72,6 +72,19 @@ def running_app(
         server.should_exit = True
         thread.join(START_TIMEOUT_S)
         app.state.web.close()
+
+
+def eventually(check: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Wait (bounded) for ``check()``: the YAML follows an unsubscribe by a background write.
+
+    Args:
+        check: polled every 50 ms until it returns true.
+        timeout: seconds before the test fails.
+    """
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
 
 
 def wait_healthy(base: str, proc: subprocess.Popen[str]) -> None:
