@@ -749,7 +749,8 @@ def state_migrate(
     stored papers into an empty target, then verify the row counts."""
     _setup_logging(logging.WARNING)
     with _errors():
-        from digest.state import open_state, redact_url
+        from digest.redact import redact_url
+        from digest.state import open_state
         from digest.state.migrate import migrate_state
 
         settings = _settings()
@@ -841,7 +842,7 @@ def bounces() -> None:
     _setup_logging(logging.WARNING)
     with _errors():
         from digest.bounces.intake import run_intake
-        from digest.state import redact_url
+        from digest.redact import redact_url
 
         settings = _settings()
         if not settings.bounce_maildir and not settings.bounce_imap_url:

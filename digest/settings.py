@@ -477,7 +477,7 @@ class Settings(BaseSettings):
         """``state_url``'s value, or ``sqlite:///<state_path>`` when unset (the default file).
 
         Contains the password if the URL does: pass it only to :func:`digest.state.open_state`
-        and show :func:`digest.state.redact_url` of it.
+        and show :func:`digest.redact.redact_url` of it.
         """
         if self.state_url is not None:
             return self.state_url.get_secret_value()

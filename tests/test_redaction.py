@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from digest.redact import redact_text
 from digest.state import redact_url
-from digest.state.base import redact_text
 from tests.factories import EXAMPLE_DAYS, make_workdir, run_cli
 from tests.pgserver import PostgresServer
 from tests.webserver import free_port, wait_healthy
