@@ -135,6 +135,30 @@ def context_with_models(subs: list[Subscriber], library: list[LibraryEntry]) -> 
     return context
 
 
+def test_the_dual_and_the_primal_fit_reach_the_same_model() -> None:
+    """A reader with fewer examples than dimensions is fitted on the n x n dual system (the
+    usual case, ~8x cheaper); one with more on the primal one: the same optimum either way."""
+    from digest.ranking.reader import MODEL_L2, _fit_dual, _fit_primal, one_blas_thread
+
+    texts = [*TOPICS["robot"], *TOPICS["speech"]]
+    base = EMBEDDER.embed(texts).astype(np.float64)
+    rng = np.random.default_rng(23)
+    for n in (12, 300):  # below and above the 256 dimensions
+        rows = base[rng.integers(0, len(base), n)] + 0.05 * rng.standard_normal((n, 256))
+        x = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+        y = (rng.random(n) < 0.4).astype(np.float64)
+        s = rng.uniform(0.2, 1.0, n)
+        with one_blas_thread():
+            w_dual, b_dual = _fit_dual(x, y, s, MODEL_L2)
+            w_primal, b_primal = _fit_primal(x, y, s, MODEL_L2)
+        assert np.max(np.abs(w_dual - w_primal)) < 1e-6
+        assert abs(b_dual - b_primal) < 1e-6
+        # It is the optimum: the gradient of the penalized loss vanishes.
+        p = 1.0 / (1.0 + np.exp(-(x @ w_dual + b_dual)))
+        assert np.max(np.abs(x.T @ (s * (p - y)) + MODEL_L2 * w_dual)) < 1e-6
+        assert abs(float(np.sum(s * (p - y)))) < 1e-6
+
+
 def test_a_library_lifts_its_topic_and_the_why_line_names_the_liked_paper() -> None:
     reader = Subscriber(email="lib@example.org", library=("robots.bib",), max_papers=3)
     plain = Subscriber(email="plain@example.org", max_papers=3, keywords=("speech",))

@@ -38,6 +38,7 @@ from digest.ranking.reader import (
     Shaping,
     influences,
     informative,
+    one_blas_thread,
     reader_examples,
     train,
 )
@@ -276,22 +277,23 @@ class ReaderLearner:
             else:
                 stale.append((sub, sha))
         fresh: dict[str, ReaderModel] = {}
-        for sub, sha in stale:
-            examples = self.examples(
-                sub,
-                feedback.get(sub.email),
-                titles=titles,
-                forgotten=forgotten.get(sub.email, ()),
-            )
-            keyed = {ex.key: _example_text(ex, texts) for ex in examples}
-            keyed = {k: t for k, t in keyed.items() if t}
-            matrix = vectors.vectors(embedder, list(keyed.values())) if keyed else None
-            vecs = {k: matrix[i] for i, k in enumerate(keyed)} if matrix is not None else {}
-            model = train(examples, vecs, background, sha=sha)
-            if model is not None:
-                out[sub.email] = fresh[sub.email] = model
-            elif sub.email in cached:
-                self.cache.drop_model(sub.email)
+        with one_blas_thread():  # n x n systems of ~100: threads cost more than they give
+            for sub, sha in stale:
+                examples = self.examples(
+                    sub,
+                    feedback.get(sub.email),
+                    titles=titles,
+                    forgotten=forgotten.get(sub.email, ()),
+                )
+                keyed = {ex.key: _example_text(ex, texts) for ex in examples}
+                keyed = {k: t for k, t in keyed.items() if t}
+                matrix = vectors.vectors(embedder, list(keyed.values())) if keyed else None
+                vecs = {k: matrix[i] for i, k in enumerate(keyed)} if matrix is not None else {}
+                model = train(examples, vecs, background, sha=sha)
+                if model is not None:
+                    out[sub.email] = fresh[sub.email] = model
+                elif sub.email in cached:
+                    self.cache.drop_model(sub.email)
         if fresh:
             self.cache.put_models(fresh, now=self.now())
         if stale:
