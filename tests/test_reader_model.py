@@ -231,6 +231,49 @@ def test_a_send_trains_only_readers_whose_signal_changed(tmp_path: Path) -> None
         assert trained_at() != first
 
 
+def test_the_footer_says_what_ranks_a_reader_besides_keywords(tmp_path: Path) -> None:
+    """A reader ranked by a library, interests or ratings is not told "you follow no
+    keywords, so you get the most upvoted papers"; a keywords-only reader's footer is as
+    before."""
+    subs_path = write_setup(tmp_path)
+    settings = make_settings(
+        subscribers=subs_path, state_path=tmp_path / "state.sqlite3", outbox=tmp_path / "out"
+    )
+    edition = Edition.daily(date(2026, 8, 20))
+    readers = {
+        "library": Subscriber(email="lib@example.org", library=("robots.bib",)),
+        "both": Subscriber(
+            email="both@example.org",
+            keywords=("speech",),
+            interests=("robots that learn to walk",),
+            authors=("Chelsea Finn",),
+        ),
+        "keywords": Subscriber(email="kw@example.org", keywords=("speech",)),
+        "nothing": Subscriber(email="plain@example.org"),
+        "rated": Subscriber(email="rated@example.org"),
+    }
+    with Digest(settings) as digest:
+        digest.ranking.learner._now = NOW
+        digest.store.record_feedback("rated@example.org", "2608.00100", "like")
+        footers = {}
+        for name, sub in readers.items():
+            _, rendered = digest.render(edition, EDITION, sub)
+            text = " ".join(rendered.text.split())
+            html = " ".join(rendered.html.split())
+            footers[name] = text[text.index("You receive this") :]
+            assert footers[name].split(";")[1].split(".")[0] in html, name  # HTML says the same
+    assert "your papers are ranked by your library." in footers["library"]
+    assert (
+        "your keywords: speech; your papers are also ranked by your interests and the authors "
+        "you follow." in footers["both"]
+    )
+    assert "your keywords: speech." in footers["keywords"]
+    assert "you follow no keywords, so you get the most upvoted papers." in footers["nothing"]
+    assert "your papers are ranked by the papers you rated." in footers["rated"]
+    for name in ("library", "both", "rated"):
+        assert "most upvoted" not in footers[name]
+
+
 def test_a_broken_library_is_a_warning_and_the_reader_still_gets_an_edition(
     tmp_path: Path,
 ) -> None:

@@ -19,11 +19,11 @@ from digest.errors import ConfigError
 from digest.models import Edition, Feedback, Paper
 from digest.ranking import RankContext, build_context
 from digest.ranking.embeddings import Embedder, VectorCache, build_embedder
-from digest.ranking.learning import ReaderLearner, has_library
+from digest.ranking.learning import ReaderLearner
 from digest.ranking.liked import fetch_missing
 from digest.ranking.reader import MODEL_MIN_SIGNAL, learned_for
 from digest.ranking.readercache import ReaderCache
-from digest.ranking.semantic import paper_text
+from digest.ranking.semantic import has_library, paper_text
 from digest.settings import Settings
 from digest.state import StateBackend
 from digest.subscribers import Subscriber

@@ -43,6 +43,7 @@ from digest.ranking.reader import (
     train,
 )
 from digest.ranking.readercache import AUTHOR_REFRESH, ReaderCache
+from digest.ranking.semantic import has_library
 from digest.settings import Settings
 from digest.subscribers import Subscriber
 
@@ -57,11 +58,6 @@ log = logging.getLogger(__name__)
 FETCH_CONCURRENCY = 4
 """Author lists fetched at once (each through the bounded HTTP client)."""
 FILE_PREFIX = "file:"
-
-
-def has_library(sub: Subscriber) -> bool:
-    """Whether the subscriber gave a library file or an author to fetch."""
-    return bool(sub.library or sub.orcid or sub.arxiv_author or sub.semantic_scholar)
 
 
 def recency_day(today: date) -> date:
