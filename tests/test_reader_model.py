@@ -274,6 +274,45 @@ def test_the_footer_says_what_ranks_a_reader_besides_keywords(tmp_path: Path) ->
         assert "most upvoted" not in footers[name]
 
 
+async def test_a_send_lets_go_of_the_model_and_ships_a_compact_context(tmp_path: Path) -> None:
+    """What a send keeps while it renders for minutes: not the embedding model (~50 MiB),
+    each rated paper's id once (not once per rating), one theme label per distinct label; the
+    models are scored a chunk at a time, with the same result."""
+    subs_path = write_setup(tmp_path)
+    settings = make_settings(
+        subscribers=subs_path, state_path=tmp_path / "state.sqlite3", outbox=tmp_path / "out"
+    )
+    raters = [Subscriber(email=f"r{i}@example.org") for i in range(6)]
+    reader = Subscriber(email="lib@example.org", library=("robots.bib",))
+    with Digest(settings) as digest:
+        digest.ranking.learner._now = NOW
+        for sub in raters:
+            for p in EDITION[:3]:
+                digest.store.record_feedback(sub.email, p.arxiv_id, "like")
+            digest.store.record_feedback(sub.email, EDITION[-1].arxiv_id, "dislike")
+        context = await digest.ranking.build(
+            EDITION, [reader, *raters], edition=Edition.daily(date(2026, 8, 20))
+        )
+        embedder = digest.ranking.embedder
+        assert embedder is not None and embedder._model is None  # type: ignore[attr-defined]
+        assert set(context.learned) == {reader.email, *(s.email for s in raters)}
+        first = context.feedback["r0@example.org"].likes
+        for sub in raters[1:]:
+            likes = context.feedback[sub.email].likes
+            assert all(a is b for a, b in zip(first, likes, strict=True))
+        labels = [context.learned[s.email].themes for s in raters]
+        assert all(a is b for a, b in zip(labels[0], labels[1], strict=True))
+        # Scored in chunks of two: the same as all at once.
+        matrix = np.stack([context.vectors[p.arxiv_id] for p in EDITION])
+        texts = {p.arxiv_id: paper_text(p) for p in EDITION}
+        feedback = digest.store.feedback()
+        learner = digest.ranking.learner
+        kwargs = {"embedder": EMBEDDER, "vectors": VectorCache(None), "texts": texts}
+        chunked = learner.learned(raters, feedback, background=matrix, chunk=2, **kwargs)
+        whole = learned_for(learner.models(raters, feedback, background=matrix, **kwargs), matrix)
+        assert chunked == whole
+
+
 def test_a_broken_library_is_a_warning_and_the_reader_still_gets_an_edition(
     tmp_path: Path,
 ) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import sys
 from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -477,7 +478,10 @@ def learned_for(
                 nearest = bytes(np.argmax(papers @ t.T, axis=1).astype(np.uint8))
             else:
                 nearest = bytes(len(papers))
-            out[email] = Learned(part, scale, nearest, tuple(th.label for th in model.themes))
+            # One string per distinct label: readers who rated the same papers share them (in
+            # this process and, through pickle's memo, in each render worker).
+            labels = tuple(sys.intern(th.label) for th in model.themes)
+            out[email] = Learned(part, scale, nearest, labels)
     return out
 
 
@@ -589,9 +593,13 @@ class Shaping:
         influences: ratings and library entries, strongest first.
         themes: the strongest learned themes (:attr:`Theme.label`).
         model: whether a model is in use (enough signal), and its confidence (0..1).
+        theme_items: see below.
     """
 
     influences: list[Influence] = field(default_factory=list)
     themes: tuple[str, ...] = ()
     model: bool = False
     confidence: float = 0.0
+    theme_items: tuple[str, ...] = ()
+    """Per theme, the ``origin:key`` item :meth:`ReaderCache.forget` takes to remove the
+    liked paper behind it (``""`` when it is no longer among the examples)."""
