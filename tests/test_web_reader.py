@@ -151,6 +151,7 @@ async def test_preferences_save_interests_authors_and_an_orcid_fetched_once(
     form["interests"] = "robots that learn from video\r\nsim-to-real transfer, for legged robots"
     form["authors"] = "Chelsea Finn\nSergey Levine"
     form["orcid"] = f"https://orcid.org/{ORCID}"
+    form["arxiv_author"] = "Ada Lovelace"  # no DIGEST_ARXIV_API_URL: saved, not fetched
     saved = await client.post(path, data=form)
     assert saved.status_code == 200, saved.text
     assert "Saved." in saved.text
@@ -162,6 +163,7 @@ async def test_preferences_save_interests_authors_and_an_orcid_fetched_once(
     )
     assert ada.authors == ("Chelsea Finn", "Sergey Levine")
     assert ada.orcid == ORCID  # the URL written as the bare iD
+    assert ada.arxiv_author == "Ada Lovelace"
     with Digest(settings) as digest:  # fetched once, into the reader cache the sender reads
         found = digest.ranking.learner.cache.library(f"orcid:{ORCID}")
     assert found is not None and [e.arxiv_id for e in found[3]][:1] == ["2005.14165"]

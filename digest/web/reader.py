@@ -31,7 +31,7 @@ from typing import Any
 
 from digest.errors import ConfigError, SourceError
 from digest.models import Edition, Feedback, Paper
-from digest.ranking.authors import AuthorKind, fetch_author
+from digest.ranking.authors import AuthorKind, author_setting, fetch_author
 from digest.ranking.learning import ReaderLearner
 from digest.ranking.library import entries_sha, library_format, parse_library
 from digest.ranking.semantic import paper_text
@@ -224,8 +224,10 @@ async def check_authors(
 ) -> dict[str, str]:
     """Fetch each author iD a form sets anew; errors by field (``{}``: all fetched).
 
-    An iD already in the file is not fetched again (the weekly refresh does that). A fetched
-    list is stored in the reader cache, so the next send uses it without fetching.
+    An iD already in the file is not fetched again (the weekly refresh does that), nor one whose
+    API this list has no endpoint for (``DIGEST_ORCID_API_URL`` … unset: saved as the file
+    would take it; the send warns). A fetched list is stored in the reader cache, so the next
+    send uses it without fetching.
 
     Args:
         current: the subscriber as the file has them now.
@@ -240,8 +242,8 @@ async def check_authors(
     kinds: tuple[AuthorKind, ...] = ("orcid", "arxiv_author", "semantic_scholar")
     for kind in kinds:
         ident = values.get(kind)
-        if not ident or ident == getattr(current, kind):
-            continue
+        if not ident or ident == getattr(current, kind) or not author_setting(kind, settings):
+            continue  # unchanged, or the list fetches no such lists (the send says so)
         try:
             entries = await fetch_author(kind, str(ident), settings)
         except SourceError as e:
