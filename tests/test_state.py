@@ -480,6 +480,30 @@ def test_statuses_in_bulk(store: StateBackend) -> None:
     assert store.statuses([]) == {}
 
 
+def test_feedback_of_a_send_s_subscribers_is_theirs_only_oldest_first(
+    store: StateBackend,
+) -> None:
+    """A send reads the 👍/👎 of its owed subscribers only, FEEDBACK_CHUNK addresses per
+    statement (a reader in the last chunk too), oldest first; each paper id one string."""
+    from digest.models import Feedback
+    from digest.state.store import FEEDBACK_CHUNK
+
+    owed = [f"r{i}@example.org" for i in range(FEEDBACK_CHUNK + 3)]
+    with store.transaction():
+        for email in [*owed, "other@example.org"]:
+            store.record_feedback(email, "2508.00002", "dislike")
+            store.record_feedback(email, "2508.00001", "like")
+    assert store.record_feedback("r0@example.org", "2508.00002", "like")  # changed their mind
+    got = store.feedback(["R0@Example.org", *owed[1:], "never@example.org"])
+    assert sorted(got) == sorted(owed)
+    assert got["r0@example.org"] == Feedback(("2508.00001", "2508.00002"), ())
+    assert got[owed[-1]] == Feedback(("2508.00001",), ("2508.00002",))
+    assert got[owed[1]].likes[0] is got[owed[-1]].likes[0]
+    assert store.feedback("r0@example.org") == {"r0@example.org": got["r0@example.org"]}
+    assert store.feedback() == {**got, "other@example.org": got[owed[-1]]}
+    assert store.feedback([]) == {}
+
+
 def test_send_history_feedback_and_single_papers(store: StateBackend) -> None:
     from digest.models import Feedback
 

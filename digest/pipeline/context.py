@@ -45,18 +45,6 @@ def liked_ids(subscribers: Sequence[Subscriber], feedback: Mapping[str, Feedback
     return ids
 
 
-def compact_feedback(feedback: Mapping[str, Feedback]) -> dict[str, Feedback]:
-    """``feedback`` with each arXiv id one shared string: the store returns a string per row
-    (200,000 rows at 100,000 subscribers, ~12 MiB); readers rate the same few hundred papers,
-    and the context pickled to each render worker then carries each id once."""
-    ids: dict[str, str] = {}
-
-    def one(values: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(ids.setdefault(v, v) for v in values)
-
-    return {email: Feedback(one(fb.likes), one(fb.dislikes)) for email, fb in feedback.items()}
-
-
 def return_freed_memory() -> None:
     """Collect garbage and hand the heap's free pages back to the system (glibc's
     ``malloc_trim``; elsewhere the memory stays with the process, nothing fails)."""
@@ -126,11 +114,13 @@ class RankContextBuilder:
             self._vectors = VectorCache(self.settings.vector_cache_path)
         return self._vectors
 
-    def feedback(self) -> dict[str, Feedback]:
-        """Every subscriber's 👍/👎 from the state store, without the ratings they removed on
-        the preferences page ("what shapes your ranking": the reader cache's forgotten
-        ``thumbs-up:ID`` / ``thumbs-down:ID`` items), each paper id one shared string."""
-        feedback = compact_feedback(self.store.feedback())
+    def feedback(self, subscribers: Sequence[Subscriber] | None = None) -> dict[str, Feedback]:
+        """The 👍/👎 of ``subscribers`` (``None``: everyone's) from the state store (only
+        theirs, read a chunk of addresses at a time, each paper id one shared string),
+        without the ratings they removed on the preferences page ("what shapes your
+        ranking": the reader cache's forgotten ``thumbs-up:ID`` / ``thumbs-down:ID`` items)."""
+        emails = None if subscribers is None else [sub.email for sub in subscribers]
+        feedback = self.store.feedback(emails)
         if not feedback:
             return feedback
         gone = self.learner.cache.forgotten(list(feedback))
@@ -156,7 +146,7 @@ class RankContextBuilder:
         Raises:
             ConfigError: ``DIGEST_EMBEDDINGS`` names an unknown model.
         """
-        feedback = self.feedback()
+        feedback = self.feedback(subscribers)
         in_edition = {p.arxiv_id for p in papers}
         wanted = liked_ids(subscribers, feedback) - in_edition
         stored = self.store.find_papers(wanted) if wanted else {}
@@ -200,7 +190,7 @@ class RankContextBuilder:
             stored: liked papers found in the store, if already read (else read here).
         """
         if feedback is None:
-            feedback = self.feedback()
+            feedback = self.feedback(subscribers)
         in_edition = {p.arxiv_id for p in papers}
         if stored is None:
             wanted = liked_ids(subscribers, feedback) - in_edition

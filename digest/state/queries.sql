@@ -211,7 +211,7 @@ ON CONFLICT (subscriber, arxiv_id) DO UPDATE
     SET verdict = excluded.verdict, at = excluded.at
     WHERE feedback.verdict != excluded.verdict
 -- name: feedback
-SELECT subscriber, arxiv_id, verdict FROM feedback ORDER BY at, arxiv_id
--- name: feedback_of
-SELECT subscriber, arxiv_id, verdict FROM feedback WHERE subscriber = :subscriber
-ORDER BY at, arxiv_id
+SELECT subscriber, arxiv_id, verdict FROM feedback WHERE subscriber = ANY(:subscribers)
+ORDER BY subscriber, at, arxiv_id
+-- name: feedback_subscribers
+SELECT DISTINCT subscriber FROM feedback ORDER BY subscriber
