@@ -65,3 +65,15 @@ def test_the_console_script_as_a_spawned_worker_runs_it_loads_no_cli() -> None:
     )
     for heavy in ("numpy", "httpx", "feedparser", "aiosmtplib", "typer", "rich", "dkim"):
         assert heavy not in loaded, heavy
+
+
+def test_the_embedding_model_is_read_without_importing_wordllama() -> None:
+    # wordllama's import brings pydantic's and requests' modules and configures the root
+    # logger; its loader keeps a float32 copy of the float16 weights. Its files are enough.
+    loaded = imported_after(
+        "from digest.ranking.embeddings import WordLlamaEmbedder\n"
+        "WordLlamaEmbedder().embed(['legged robots'])"
+    )
+    assert {"numpy", "tokenizers", "safetensors"} <= loaded
+    for heavy in ("wordllama", "requests", "urllib3", "toml"):
+        assert heavy not in loaded, heavy

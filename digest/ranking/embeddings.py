@@ -1,12 +1,12 @@
 """Local text embeddings: one small model interface and a persistent vector cache.
 
 Nothing here touches the network. The default model is WordLlama ``l2_supercat`` (256
-dimensions), whose weights and tokenizer ship inside the ``wordllama`` wheel; it needs numpy
-only (no torch) and loads in about 0.3 s, 32 MiB of float32 weights. It is loaded with
-``disable_download=True``. In wordllama 0.4.0 the loader looks for the bundled tokenizer in
-``wordllama/tokenizer/`` while the wheel ships it in ``wordllama/tokenizers/``; passing the
-package directory as ``cache_dir`` makes the loader's cache lookup find it (verified with
-0.4.0.post1, the version pinned in ``pyproject.toml``).
+dimensions), whose weights (float16, safetensors) and tokenizer ship inside the ``wordllama``
+wheel (0.4.0.post1, pinned in ``pyproject.toml``). :class:`WordLlamaEmbedder` reads those two
+files with ``tokenizers`` and ``safetensors`` (wordllama's own dependencies) and pools the
+token embeddings as ``WordLlamaInference.embed`` does, bit for bit (tested against it), without
+importing ``wordllama`` itself: its import brings pydantic's and requests' modules (~29 MiB),
+and its loader keeps a float32 copy of the weights (32 MiB, where the float16 file is 16).
 
 An optional backend, ``sentence-transformers:/path/to/model``, loads a sentence-transformers
 model from a local directory (``pip install 'digest[sentence-transformers]'``), offline.
@@ -20,13 +20,14 @@ and runs. The cache is derived data: deleting the file only costs re-embedding.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 import os
 import sqlite3
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from digest.errors import ConfigError
 
@@ -55,6 +56,13 @@ WORDLLAMA = "wordllama"
 """Spec of the default model (WordLlama ``l2_supercat``, 256 dimensions)."""
 WORDLLAMA_CONFIG = "l2_supercat"
 WORDLLAMA_DIM = 256
+WORDLLAMA_VERSION = "0.4.0.post1"
+"""The wheel whose files :func:`load_wordllama` reads (pinned in ``pyproject.toml``)."""
+WORDLLAMA_TOKENIZER = f"tokenizers/{WORDLLAMA_CONFIG}_tokenizer_config.json"
+"""The tokenizer's file, inside the ``wordllama`` package."""
+WORDLLAMA_WEIGHTS = f"weights/{WORDLLAMA_CONFIG}_{WORDLLAMA_DIM}.safetensors"
+"""The token embeddings' file (float16), inside the ``wordllama`` package."""
+WORDLLAMA_TENSOR = "embedding.weight"
 SENTENCE_TRANSFORMERS_PREFIX = "sentence-transformers:"
 """Spec prefix of the optional backend: ``sentence-transformers:/path/to/model``."""
 OFF = "off"
@@ -62,8 +70,10 @@ OFF = "off"
 MAX_EMBED_CHARS = 4000
 """Characters of a text that are embedded (title + abstract fit; the rest is cut)."""
 _EMBED_BATCH = 16
-"""Texts per model call: wordllama pads a batch to its longest text (batch × tokens × 256
-float32), so small batches keep the transient memory to a few MiB."""
+"""Texts per model call: a batch is padded to its longest text (batch × tokens × 256 float32),
+so small batches keep the transient memory to a few MiB. A text's vector depends on its
+batch's padded length in the last bits (as in wordllama): do not change it, the vector cache
+and every ranking figure were made with 16."""
 
 
 class Embedder(Protocol):
@@ -99,81 +109,110 @@ def _normalized(matrix: npt.NDArray[Any]) -> Vectors:
     return out
 
 
-class WordLlamaEmbedder:
-    """WordLlama ``l2_supercat`` (256 dimensions), loaded from the wheel, never downloaded.
+class WordLlamaModel(NamedTuple):
+    """WordLlama's tokenizer and token embeddings, as :func:`load_wordllama` reads them.
 
-    The model is loaded on the first :meth:`embed` (about 0.3 s), once per process.
+    Attributes:
+        tokenizer: a ``tokenizers.Tokenizer``, padding to the longest text of a batch, never
+            truncating (as wordllama sets it).
+        weights: ``(vocabulary, 256)`` float16 token embeddings.
+    """
+
+    tokenizer: Any
+    weights: npt.NDArray[np.float16]
+
+
+class WordLlamaEmbedder:
+    """WordLlama ``l2_supercat`` (256 dimensions), from the wheel's files, never downloaded.
+
+    The model is loaded on the first :meth:`embed` (about 0.2 s, ~32 MiB: the tokenizer and
+    the float16 weights), once per process, until :meth:`release`.
     """
 
     name = f"wordllama-{WORDLLAMA_CONFIG}-{WORDLLAMA_DIM}"
 
     def __init__(self) -> None:
-        self._model: Any = None
+        self._model: WordLlamaModel | None = None
         self._lock = threading.Lock()
 
-    def _load(self) -> Any:
+    def _load(self) -> WordLlamaModel:
         with self._lock:
             if self._model is None:
                 self._model = load_wordllama()
             return self._model
 
     def release(self) -> bool:
-        """Let go of the model (~50 MiB with its tokenizer); the next :meth:`embed` loads it
-        again. A send calls this once its ranking context is built. Returns whether a model
-        was loaded."""
+        """Let go of the model (~32 MiB); the next :meth:`embed` loads it again. A send calls
+        this once the texts it needs are embedded. Returns whether a model was loaded."""
         with self._lock:
             loaded, self._model = self._model is not None, None
         return loaded
 
     def embed(self, texts: Sequence[str]) -> Vectors:
-        """See :meth:`Embedder.embed`."""
+        """See :meth:`Embedder.embed`.
+
+        Each batch of :data:`_EMBED_BATCH` texts (in order) is tokenized together and padded
+        to its longest text, and each text's vector is the mean of its tokens' embeddings:
+        ``WordLlamaInference.embed(texts, batch_size=16)``, the same floats (the sum over a
+        batch's padded length rounds as wordllama's does), then L2-normalized.
+        """
         import numpy as np
 
         if not texts:
             return np.zeros((0, WORDLLAMA_DIM), dtype=np.float32)
-        model = self._load()
-        raw = model.embed([t[:MAX_EMBED_CHARS] for t in texts], batch_size=_EMBED_BATCH)
-        return _normalized(raw)
+        tokenizer, weights = self._load()
+        out = np.empty((len(texts), weights.shape[1]), dtype=np.float32)
+        for start in range(0, len(texts), _EMBED_BATCH):
+            batch = [t[:MAX_EMBED_CHARS] for t in texts[start : start + _EMBED_BATCH]]
+            encoded = tokenizer.encode_batch(batch, is_pretokenized=False, add_special_tokens=False)
+            ids = np.array([e.ids for e in encoded], dtype=np.int32)
+            mask = np.array([e.attention_mask for e in encoded], dtype=np.float32)
+            np.clip(ids, 0, weights.shape[0] - 1, out=ids)
+            # float16 × float32 mask: float32, exactly wordllama's float32 token embeddings.
+            tokens = weights[ids] * mask[..., np.newaxis]
+            count = np.maximum(mask.sum(axis=1, keepdims=True), 1.0).astype(np.float32)
+            out[start : start + len(batch)] = np.sum(tokens, axis=1, dtype=np.float32) / count
+        return _normalized(out)
 
 
-def load_wordllama() -> Any:
-    """Load WordLlama ``l2_supercat``/256 from the installed wheel, with downloads disabled.
+def load_wordllama() -> WordLlamaModel:
+    """Read WordLlama ``l2_supercat``/256 from the installed ``wordllama`` wheel's files.
 
-    Importing ``wordllama`` calls ``logging.basicConfig(level=INFO)`` (a library configuring
-    the root logger); the root logger's handlers and level are restored afterwards.
+    The package is located without being imported (``importlib.util.find_spec``): its import
+    would configure the root logger (``logging.basicConfig``) and load modules the
+    embedding does not use.
 
     Returns:
-        The ``WordLlamaInference`` object.
+        The tokenizer (padding on, truncation off) and the float16 token embeddings.
 
     Raises:
-        ConfigError: ``wordllama`` is not installed or its files are missing.
+        ConfigError: ``wordllama`` is not installed or its files are missing or unreadable.
     """
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    try:
-        import wordllama
-        from wordllama import WordLlama
-    except ImportError as e:
+    spec = importlib.util.find_spec("wordllama")
+    if spec is None or not spec.submodule_search_locations:
         raise ConfigError(
-            f"the wordllama package is not installed ({e}); reinstall digest, or set "
-            "DIGEST_EMBEDDINGS=off"
-        ) from None
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
-    package_dir = Path(wordllama.__file__).parent
-    try:
-        return WordLlama.load(
-            config=WORDLLAMA_CONFIG,
-            dim=WORDLLAMA_DIM,
-            cache_dir=package_dir,  # where the wheel's tokenizers/ folder is (see module doc)
-            disable_download=True,
+            "the wordllama package is not installed; reinstall digest, or set DIGEST_EMBEDDINGS=off"
         )
-    except (FileNotFoundError, OSError, ValueError) as e:
+    package_dir = Path(next(iter(spec.submodule_search_locations)))
+    try:
+        from safetensors.numpy import load_file
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(package_dir / WORDLLAMA_TOKENIZER))
+        weights = load_file(str(package_dir / WORDLLAMA_WEIGHTS))[WORDLLAMA_TENSOR]
+    except (ImportError, OSError, KeyError, ValueError, RuntimeError) as e:
         raise ConfigError(
             f"cannot load the WordLlama model from {package_dir}: {e}; reinstall wordllama "
             "(pip install --force-reinstall wordllama), or set DIGEST_EMBEDDINGS=off"
         ) from None
+    if weights.ndim != 2 or weights.shape[1] != WORDLLAMA_DIM:
+        raise ConfigError(
+            f"the WordLlama weights in {package_dir} have shape {weights.shape}, not "
+            f"(vocabulary, {WORDLLAMA_DIM}); reinstall wordllama=={WORDLLAMA_VERSION}"
+        )
+    tokenizer.enable_padding()
+    tokenizer.no_truncation()
+    return WordLlamaModel(tokenizer, weights)
 
 
 class SentenceTransformerEmbedder:
