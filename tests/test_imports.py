@@ -3,12 +3,23 @@ only the libraries they use: every module below costs megabytes in every process
 
 from __future__ import annotations
 
+import asyncio
 import json
+import pickle
 import subprocess
 import sys
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
+
+from digest.core import Digest
+from digest.models import Edition
+from digest.pipeline.workers import make_message
+from digest.ranking import rank
+from digest.sources.file import FileSource
+from digest.subscribers import Subscriber
+from tests.factories import EXAMPLE_DAYS, MESSAGE_SETTINGS, outbox_settings
 
 
 def imported_after(code: str) -> set[str]:
@@ -77,3 +88,59 @@ def test_the_embedding_model_is_read_without_importing_wordllama() -> None:
     assert {"numpy", "tokenizers", "safetensors"} <= loaded
     for heavy in ("wordllama", "requests", "urllib3", "toml"):
         assert heavy not in loaded, heavy
+
+
+WORKER_SCRIPT = """
+import json, pickle, runpy, sys
+runpy.run_module('digest.__main__', run_name='__mp_main__')
+import digest.pipeline.workers as workers
+job = pickle.loads(open(sys.argv[1], 'rb').read())
+workers._init_worker(*job['init'])
+made = workers._make_many(job['task'], job['part'])
+print(json.dumps({'numpy': 'numpy' in sys.modules, 'made': [[m.kind, m.papers] for m in made]}))
+"""
+
+
+def test_a_render_worker_ranks_by_meaning_and_reader_models_without_numpy(tmp_path: Path) -> None:
+    # Interests, a liked paper and a reader model (from 👍/👎) rank the same in a render
+    # worker as in this process, with what the worker receives: the send's similarity tables
+    # once, each task's part of the context. Vectors would need numpy (+17 MB per worker).
+    day = date(2026, 8, 18)
+    papers = asyncio.run(FileSource(EXAMPLE_DAYS).fetch(day))
+    edition, when = Edition.daily(day), datetime(2026, 8, 18, 7, 30, tzinfo=UTC)
+    subscribers = [
+        Subscriber(email="interests@example.org", interests=("robots that learn to walk",)),
+        Subscriber(email="liked@example.org", like=(papers[3].arxiv_id,), max_papers=4),
+        Subscriber(email="rated@example.org", keywords=("video",)),
+        Subscriber(email="keywords@example.org", keywords=("diffusion",)),
+    ]
+    settings = outbox_settings(tmp_path, **MESSAGE_SETTINGS)
+    with Digest(settings) as digest:
+        for p in papers[:4]:
+            digest.store.record_feedback("rated@example.org", p.arxiv_id, "like")
+        digest.store.record_feedback("rated@example.org", papers[-1].arxiv_id, "dislike")
+        context = digest.ranking.build_now(papers, subscribers, edition=edition)
+        assert set(context.learned) == {"rated@example.org"}
+        here = [
+            make_message(
+                settings, lambda: digest.renderer, edition, papers, s, when, "<m@x>", context
+            )
+            for s in subscribers
+        ]
+    job = {
+        "init": (settings, edition, {None: papers}, when, context.for_workers([papers])),
+        "task": [(sub, "<m@x>") for sub in subscribers],
+        "part": context.part(sub.email for sub in subscribers),
+    }
+    (tmp_path / "job.pickle").write_bytes(pickle.dumps(job))
+    out = subprocess.run(
+        [sys.executable, "-c", WORKER_SCRIPT, str(tmp_path / "job.pickle")],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    worker = json.loads(out.splitlines()[-1])
+    assert not worker["numpy"]
+    assert worker["made"] == [["message", list(m[2])] for m in here if m is not None]
+    for sub, made in zip(subscribers[:3], here, strict=False):  # ranked by meaning, not upvotes
+        assert made is not None and made[2] != tuple(r.paper.arxiv_id for r in rank(papers, sub))

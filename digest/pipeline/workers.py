@@ -12,8 +12,11 @@ Both paths call the same function (:func:`make_message`: rank, render, build), s
 made in a worker is the one the sending process would have made (its Message-ID is random
 either way). Workers are started with ``spawn``, never ``fork`` (the sending process has
 threads: the state writer and whatever runs the event loop). Each worker receives the
-settings, the edition and the papers of every source group once (initializer); each task is
-one :class:`~digest.subscribers.Subscriber` and returns a small :class:`Made`. Exceptions are
+settings, the edition, the papers of every source group and what every subscriber shares of
+the ranking context (similarity tables, not vectors: a worker never loads numpy) once
+(initializer); each task is :data:`MESSAGES_PER_TASK` subscribers with their own part of the
+context (history, 👍/👎, model scores: the worker keeps no reader's data once the task is
+done) and returns a small :class:`Made` each. Exceptions are
 not pickled: a :class:`~digest.errors.DigestError` comes back as its message, anything else as
 a traceback text (kind ``bug``) that the sending process records against that one subscriber.
 
@@ -54,7 +57,7 @@ from digest.message import (
 )
 from digest.models import Edition, Paper, RankedPaper
 from digest.ranking import RankContext, rank
-from digest.ranking.semantic import ranked_by
+from digest.ranking.semantic import SubscribersPart, ranked_by
 from digest.render import EmailContext, RenderedEmail, Renderer
 from digest.settings import Settings
 from digest.subscribers import Subscriber
@@ -270,12 +273,22 @@ def _exit_with_parent(sentinel: int) -> None:
     os._exit(ORPHAN_EXIT_CODE)
 
 
-def _make_many(task: list[tuple[Subscriber, str | None]]) -> list[Made]:
-    """Worker task: :func:`_make` for each ``(subscriber, message_id)``, in order."""
-    return [_make(sub, message_id) for sub, message_id in task]
+def _make_many(
+    task: list[tuple[Subscriber, str | None]], part: SubscribersPart | None = None
+) -> list[Made]:
+    """Worker task: :func:`_make` for each ``(subscriber, message_id)``, in order, ranked with
+    the send's shared context and ``part`` (these subscribers' history, 👍/👎 and models)."""
+    state = _state
+    assert state is not None, "render worker used before its initializer ran"
+    context = state.context
+    if context is not None and part is not None:
+        context = context.with_part(part)
+    return [_make(sub, message_id, context) for sub, message_id in task]
 
 
-def _make(sub: Subscriber, message_id: str | None = None) -> Made:
+def _make(
+    sub: Subscriber, message_id: str | None = None, context: RankContext | None = None
+) -> Made:
     """Worker task: rank, render, inline and build ``sub``'s message (``message_id``: keep it)."""
     state = _state
     assert state is not None, "render worker used before its initializer ran"
@@ -294,7 +307,7 @@ def _make(sub: Subscriber, message_id: str | None = None) -> Made:
             sub,
             state.date or utc_now(),
             message_id,
-            state.context,
+            context,
         )
     except DigestError as e:
         return Made(sub.email, "error", error=str(e))
@@ -340,7 +353,10 @@ async def make_in_processes(
         stopped: checked before each submission and each yield; once True, nothing new
             starts and the generator returns.
         message_ids: Message-IDs to reuse, by subscriber email (resent ``unknown`` rows).
-        context: the ranking context (pickled to each worker once).
+        context: the ranking context: what every subscriber shares (similarity tables, no
+            vectors: :meth:`~digest.ranking.semantic.RankContext.for_workers`) is pickled to
+            each worker once, each task carries its subscribers' part
+            (:meth:`~digest.ranking.semantic.RankContext.part`).
 
     Yields:
         ``(subscriber, made)`` for each subscriber, until stopped.
@@ -348,11 +364,12 @@ async def make_in_processes(
     Raises:
         concurrent.futures.process.BrokenProcessPool: a worker died (killed, out of memory).
     """
+    shared = context.for_workers(papers.values()) if context is not None else None
     executor = ProcessPoolExecutor(
         max_workers=workers,
         mp_context=multiprocessing.get_context(START_METHOD),
         initializer=_init_worker,
-        initargs=(settings, edition, dict(papers), date, context),
+        initargs=(settings, edition, dict(papers), date, shared),
     )
     pending: deque[tuple[list[Subscriber], Future[list[Made]]]] = deque()
     todo = iter(subscribers)
@@ -367,7 +384,8 @@ async def make_in_processes(
             if not chunk:
                 return
             task = [(sub, ids.get(sub.email)) for sub in chunk]
-            pending.append((chunk, executor.submit(_make_many, task)))
+            part = context.part(sub.email for sub in chunk) if context is not None else None
+            pending.append((chunk, executor.submit(_make_many, task, part)))
             in_flight += len(chunk)
 
     try:

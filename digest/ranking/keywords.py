@@ -62,7 +62,6 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from digest.models import Paper, RankedPaper
 from digest.ranking.reader import Learned
@@ -78,6 +77,7 @@ from digest.ranking.semantic import (
     UPVOTE_WEIGHT_SEMANTIC,
     WHY_INTEREST_CHARS,
     RankContext,
+    SimilarityTable,
     author_key,
 )
 from digest.subscribers import Subscriber, split_keyword
@@ -182,8 +182,9 @@ class _Edition:
         self._masks: dict[str, tuple[int, int]] = {}
         self._words: dict[tuple[str, int], str | None] = {}
         self._authors: list[dict[str, str]] | None = None
-        self._sims: tuple[RankContext, Any, dict[str, list[float]]] | None = None
-        self._positions: tuple[RankContext, list[int] | None] | None = None
+        self.id_tuple = tuple(self.ids)
+        self._sims: tuple[object, SimilarityTable | None, dict[str, list[float]]] | None = None
+        self._positions: tuple[object, list[int] | None] | None = None
         # All titles (bodies) in one string: one substring test rules a term out for all.
         self._all_titles = FIELD_SEPARATOR.join(self.titles)
         self._all_bodies = FIELD_SEPARATOR.join(self.bodies)
@@ -223,41 +224,37 @@ class _Edition:
     def similarity(self, context: RankContext, key: str) -> list[float] | None:
         """Cosine similarity of each paper to ``context.vectors[key]`` (``None``: unknown key).
 
-        The first call for a context computes one ``(papers × keys)`` matrix product for
-        every vector of the context at once; each key's column becomes a list on first use
-        and is shared by every subscriber who has that interest or liked paper.
+        The context's :class:`~digest.ranking.semantic.SimilarityTable` of these papers is
+        looked up once per context (made then: one ``(papers × keys)`` product for every
+        vector at once; in a render worker it came precomputed); each key's column becomes a
+        list on first use and is shared by every subscriber who has that interest or liked
+        paper (and by every task's context of one send: they share the tables).
         """
         cached = self._sims
-        if cached is None or cached[0] is not context:
-            sims = None
-            if self.papers and all(p.arxiv_id in context.vectors for p in self.papers):
-                keys = list(context.vectors)
-                import numpy as np  # only when ranking by meaning (see ranking.embeddings)
-
-                papers = np.stack([context.vectors[p.arxiv_id] for p in self.papers])
-                every = np.stack([context.vectors[k] for k in keys])
-                sims = (papers @ every.T, {k: j for j, k in enumerate(keys)})
-            cached = self._sims = (context, sims, {})
-        _, sims, columns = cached
-        if sims is None:
+        if cached is None or cached[0] is not context.similarities:
+            table = context.similarity_table(self.id_tuple)
+            cached = self._sims = (context.similarities, table, {})
+        _, table, columns = cached
+        if table is None:
             return None
         row = columns.get(key)
         if row is None:
-            j = sims[1].get(key)
-            if j is None:
+            row = table.column(key)
+            if row is None:
                 return None
-            row = columns[key] = sims[0][:, j].tolist()
+            columns[key] = row
         return row
 
     def positions(self, context: RankContext) -> list[int] | None:
         """Each paper's position in the context's learned arrays (``None``: a paper is
-        missing), computed once per context."""
+        missing), computed once per ``paper_index`` (every task's context of a send shares
+        it)."""
         cached = self._positions
-        if cached is None or cached[0] is not context:
+        if cached is None or cached[0] is not context.paper_index:
             index = context.paper_index
             found = [index.get(pid) for pid in self.ids]
             positions = None if None in found else [j for j in found if j is not None]
-            cached = self._positions = (context, positions)
+            cached = self._positions = (index, positions)
         return cached[1]
 
 
@@ -426,7 +423,7 @@ def _signals(
     interests: list[tuple[str, list[float]]] = []
     likes: list[tuple[str, list[float]]] = []
     dislikes: list[list[float]] = []
-    if context is not None and context.vectors:
+    if context is not None and context.embedded:
         for text in subscriber.interests:
             row = edition.similarity(context, INTEREST_PREFIX + text)
             if row is not None:

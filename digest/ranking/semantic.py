@@ -9,10 +9,12 @@ what each learned from 👍/👎 feedback. Ranking itself then only multiplies s
 
 from __future__ import annotations
 
+import dataclasses
 import unicodedata
+from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from digest.models import Feedback, Paper
 from digest.subscribers import Subscriber, normalize_arxiv_id
@@ -105,13 +107,56 @@ def author_key(name: str) -> str:
     return " ".join(words)
 
 
+@dataclass(frozen=True, slots=True)
+class SimilarityTable:
+    """Cosine similarity of each paper of one list to every vector of a context, without numpy
+    (what a render worker ranks with).
+
+    Attributes:
+        columns: vector key → column: the context's :attr:`RankContext.vectors`, in their
+            order (one mapping shared by the tables of a context).
+        values: float32, column after column: ``values[j * rows + i]`` is paper ``i``'s
+            similarity to the key of column ``j``; the float32 product ``papers @ vectors.T``
+            exactly as numpy computes it (:meth:`RankContext.similarity_table`).
+        rows: how many papers.
+    """
+
+    columns: Mapping[str, int]
+    values: array[float]
+    rows: int
+
+    def column(self, key: str) -> list[float] | None:
+        """Each paper's similarity to ``key``'s vector (``None``: no such vector)."""
+        j = self.columns.get(key)
+        if j is None:
+            return None
+        return self.values[j * self.rows : (j + 1) * self.rows].tolist()
+
+
+class SubscribersPart(NamedTuple):
+    """What ranking some subscribers needs besides what every one of a send shares
+    (:meth:`RankContext.part`): a render worker receives it with each task.
+
+    Attributes:
+        seen: per email, ids already sent (those that have any).
+        feedback: per email, their 👍/👎 (those that have any).
+        learned: per email, their model's scores (those that have one).
+    """
+
+    seen: dict[str, frozenset[str]]
+    feedback: dict[str, Feedback]
+    learned: dict[str, Learned]
+
+
 @dataclass
 class RankContext:
     """Everything beyond the papers and the subscriber that ranking uses (one per send).
 
     Attributes:
         vectors: unit vectors by arXiv id (the edition's papers, and the liked and disliked
-            papers that could be found) and by ``"interest:" + statement``.
+            papers that could be found) and by ``"interest:" + statement``; empty in a render
+            worker and in a context built in a child process (:attr:`similarities` hold what
+            ranking needs of them).
         seen: per subscriber email, bare arXiv ids already sent to them in earlier editions
             (only ids of this edition's papers need to be there).
         feedback: per subscriber email, what 👍/👎 taught.
@@ -120,6 +165,8 @@ class RankContext:
             of each paper; only readers with enough signal have one.
         paper_index: arXiv id → position in each :class:`~digest.ranking.reader.Learned`'s
             arrays (the papers the models were applied to).
+        similarities: per list of papers ranked together (their ids, in order), their
+            :class:`SimilarityTable` (``None``: a paper has no vector), made on first use.
     """
 
     vectors: dict[str, npt.NDArray[np.float32]] = field(default_factory=dict)
@@ -128,7 +175,13 @@ class RankContext:
     papers: Mapping[str, Paper] = field(default_factory=dict)
     learned: Mapping[str, Learned] = field(default_factory=dict)
     paper_index: Mapping[str, int] = field(default_factory=dict)
+    similarities: dict[tuple[str, ...], SimilarityTable | None] = field(default_factory=dict)
     _matrices: dict[tuple[str, ...], Vectors] = field(default_factory=dict, repr=False)
+
+    @property
+    def embedded(self) -> bool:
+        """Whether papers can be compared by meaning here (vectors, or tables made of them)."""
+        return bool(self.vectors) or any(t is not None for t in self.similarities.values())
 
     def likes(self, subscriber: Subscriber) -> tuple[str, ...]:
         """The subscriber's liked ids: YAML ``like`` then 👍 feedback, minus later 👎."""
@@ -160,6 +213,64 @@ class RankContext:
     def known(self, keys: Iterable[str]) -> list[str]:
         """The keys among ``keys`` that have a vector, in order."""
         return [k for k in keys if k in self.vectors]
+
+    def similarity_table(self, ids: tuple[str, ...]) -> SimilarityTable | None:
+        """The similarity of the papers ``ids`` (in order) to every vector, made once per list
+        (one ``(papers × vectors)`` float32 product) or as precomputed (:meth:`for_workers`).
+
+        Returns:
+            ``None`` when a paper has no vector (nobody ranks by meaning).
+        """
+        try:
+            return self.similarities[ids]
+        except KeyError:
+            pass
+        table = None
+        if ids and self.vectors and all(i in self.vectors for i in ids):
+            import numpy as np
+
+            keys = list(self.vectors)
+            papers = np.stack([self.vectors[i] for i in ids])
+            every = np.stack([self.vectors[k] for k in keys])
+            by_key = np.ascontiguousarray((papers @ every.T).T)
+            columns = next(  # one mapping for the tables of the same vectors
+                (t.columns for t in self.similarities.values() if t and list(t.columns) == keys),
+                {k: j for j, k in enumerate(keys)},
+            )
+            table = SimilarityTable(columns, array("f", by_key.tobytes()), len(ids))
+        self.similarities[ids] = table
+        return table
+
+    def for_workers(self, groups: Iterable[Sequence[Paper]]) -> RankContext:
+        """What a render worker keeps for a whole send: the :attr:`similarities` of each list
+        of papers in ``groups`` (made now if missing) and :attr:`paper_index`; no vectors and
+        nothing per subscriber (:meth:`part` goes with each task), so the worker never loads
+        numpy and its memory does not grow with the number of readers.
+        """
+        for papers in groups:
+            self.similarity_table(tuple(p.arxiv_id for p in papers))
+        return RankContext(similarities=dict(self.similarities), paper_index=self.paper_index)
+
+    def part(self, emails: Iterable[str]) -> SubscribersPart:
+        """What ranking the subscribers ``emails`` needs beyond :meth:`for_workers`."""
+        seen: dict[str, frozenset[str]] = {}
+        feedback: dict[str, Feedback] = {}
+        learned: dict[str, Learned] = {}
+        for email in emails:
+            if (s := self.seen.get(email)) is not None:
+                seen[email] = s
+            if (fb := self.feedback.get(email)) is not None:
+                feedback[email] = fb
+            if (model := self.learned.get(email)) is not None:
+                learned[email] = model
+        return SubscribersPart(seen, feedback, learned)
+
+    def with_part(self, part: SubscribersPart) -> RankContext:
+        """This context with ``part``'s subscribers (sharing the similarity tables and the
+        papers' positions, so what was computed from them stays valid)."""
+        return dataclasses.replace(
+            self, seen=part.seen, feedback=part.feedback, learned=part.learned
+        )
 
     def __getstate__(self) -> dict[str, object]:
         state = dict(self.__dict__)
