@@ -2,11 +2,12 @@
 
 Nothing here touches the network. The default model is WordLlama ``l2_supercat`` (256
 dimensions), whose weights (float16, safetensors) and tokenizer ship inside the ``wordllama``
-wheel (0.4.0.post1, pinned in ``pyproject.toml``). :class:`WordLlamaEmbedder` reads those two
-files with ``tokenizers`` and ``safetensors`` (wordllama's own dependencies) and pools the
-token embeddings as ``WordLlamaInference.embed`` does, bit for bit (tested against it), without
-importing ``wordllama`` itself: its import brings pydantic's and requests' modules (~29 MiB),
-and its loader keeps a float32 copy of the weights (32 MiB, where the float16 file is 16).
+wheel (0.4.0.post1, pinned in ``pyproject.toml``). :class:`WordLlamaEmbedder` reads the
+tokenizer with ``tokenizers`` (wordllama's own dependency), maps the weights (only the rows of
+the tokens used become resident) and pools the token embeddings as
+``WordLlamaInference.embed`` does, bit for bit (tested against it), without importing
+``wordllama`` itself: its import brings pydantic's and requests' modules (~29 MiB), and its
+loader keeps a float32 copy of the weights (32 MiB, where the float16 file is 16).
 
 An optional backend, ``sentence-transformers:/path/to/model``, loads a sentence-transformers
 model from a local directory (``pip install 'digest[sentence-transformers]'``), offline.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 import sqlite3
@@ -63,6 +65,8 @@ WORDLLAMA_TOKENIZER = f"tokenizers/{WORDLLAMA_CONFIG}_tokenizer_config.json"
 WORDLLAMA_WEIGHTS = f"weights/{WORDLLAMA_CONFIG}_{WORDLLAMA_DIM}.safetensors"
 """The token embeddings' file (float16), inside the ``wordllama`` package."""
 WORDLLAMA_TENSOR = "embedding.weight"
+SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024
+"""Largest header :func:`map_weights` reads (the format's own limit, 100 MB)."""
 SENTENCE_TRANSFORMERS_PREFIX = "sentence-transformers:"
 """Spec prefix of the optional backend: ``sentence-transformers:/path/to/model``."""
 OFF = "off"
@@ -125,8 +129,8 @@ class WordLlamaModel(NamedTuple):
 class WordLlamaEmbedder:
     """WordLlama ``l2_supercat`` (256 dimensions), from the wheel's files, never downloaded.
 
-    The model is loaded on the first :meth:`embed` (about 0.2 s, ~32 MiB: the tokenizer and
-    the float16 weights), once per process, until :meth:`release`.
+    The model is loaded on the first :meth:`embed` (about 0.2 s: the tokenizer, ~16 MiB, and
+    the mapped float16 weights), once per process, until :meth:`release`.
     """
 
     name = f"wordllama-{WORDLLAMA_CONFIG}-{WORDLLAMA_DIM}"
@@ -142,8 +146,9 @@ class WordLlamaEmbedder:
             return self._model
 
     def release(self) -> bool:
-        """Let go of the model (~32 MiB); the next :meth:`embed` loads it again. A send calls
-        this once the texts it needs are embedded. Returns whether a model was loaded."""
+        """Let go of the model (the tokenizer and the mapped weights); the next :meth:`embed`
+        loads it again. A send calls this once the texts it needs are embedded. Returns
+        whether a model was loaded."""
         with self._lock:
             loaded, self._model = self._model is not None, None
         return loaded
@@ -168,10 +173,14 @@ class WordLlamaEmbedder:
             ids = np.array([e.ids for e in encoded], dtype=np.int32)
             mask = np.array([e.attention_mask for e in encoded], dtype=np.float32)
             np.clip(ids, 0, weights.shape[0] - 1, out=ids)
-            # float16 × float32 mask: float32, exactly wordllama's float32 token embeddings.
-            tokens = weights[ids] * mask[..., np.newaxis]
             count = np.maximum(mask.sum(axis=1, keepdims=True), 1.0).astype(np.float32)
-            out[start : start + len(batch)] = np.sum(tokens, axis=1, dtype=np.float32) / count
+            sums = np.empty((len(batch), weights.shape[1]), dtype=np.float32)
+            for i in range(len(batch)):  # one text at a time: ~1 MiB, not the batch's ~20 MiB
+                # float16 × float32 mask: float32, exactly wordllama's float32 token embeddings;
+                # summed over the batch's padded length, as wordllama's batch sum does.
+                tokens = weights[ids[i : i + 1]] * mask[i : i + 1, :, np.newaxis]
+                sums[i : i + 1] = np.sum(tokens, axis=1, dtype=np.float32)
+            out[start : start + len(batch)] = sums / count
         return _normalized(out)
 
 
@@ -183,7 +192,7 @@ def load_wordllama() -> WordLlamaModel:
     embedding does not use.
 
     Returns:
-        The tokenizer (padding on, truncation off) and the float16 token embeddings.
+        The tokenizer (padding on, truncation off) and the float16 token embeddings (mapped).
 
     Raises:
         ConfigError: ``wordllama`` is not installed or its files are missing or unreadable.
@@ -195,17 +204,17 @@ def load_wordllama() -> WordLlamaModel:
         )
     package_dir = Path(next(iter(spec.submodule_search_locations)))
     try:
-        from safetensors.numpy import load_file
         from tokenizers import Tokenizer
 
         tokenizer = Tokenizer.from_file(str(package_dir / WORDLLAMA_TOKENIZER))
-        weights = load_file(str(package_dir / WORDLLAMA_WEIGHTS))[WORDLLAMA_TENSOR]
-    except (ImportError, OSError, KeyError, ValueError, RuntimeError) as e:
+        weights = map_weights(package_dir / WORDLLAMA_WEIGHTS, WORDLLAMA_TENSOR)
+    except (ImportError, OSError, KeyError, TypeError, ValueError, RuntimeError) as e:
         raise ConfigError(
             f"cannot load the WordLlama model from {package_dir}: {e}; reinstall wordllama "
-            "(pip install --force-reinstall wordllama), or set DIGEST_EMBEDDINGS=off"
+            f"(pip install --force-reinstall wordllama=={WORDLLAMA_VERSION}), or set "
+            "DIGEST_EMBEDDINGS=off"
         ) from None
-    if weights.ndim != 2 or weights.shape[1] != WORDLLAMA_DIM:
+    if weights.shape[1] != WORDLLAMA_DIM:
         raise ConfigError(
             f"the WordLlama weights in {package_dir} have shape {weights.shape}, not "
             f"(vocabulary, {WORDLLAMA_DIM}); reinstall wordllama=={WORDLLAMA_VERSION}"
@@ -213,6 +222,36 @@ def load_wordllama() -> WordLlamaModel:
     tokenizer.enable_padding()
     tokenizer.no_truncation()
     return WordLlamaModel(tokenizer, weights)
+
+
+def map_weights(path: Path, tensor: str) -> npt.NDArray[np.float16]:
+    """A 2-D float16 tensor of a ``.safetensors`` file, memory-mapped read-only.
+
+    The format (huggingface/safetensors): an 8-byte little-endian header length, the header
+    (JSON: per tensor its ``dtype``, ``shape`` and ``data_offsets`` from the end of the
+    header), then the data. Mapped, not read: only the rows of the tokens a send's texts use
+    become resident (the library's loaders copy the whole 16 MiB, and briefly twice that).
+
+    Raises:
+        OSError: the file cannot be read.
+        ValueError, KeyError, TypeError: not a safetensors file with a 2-D ``F16`` ``tensor``.
+    """
+    import numpy as np
+
+    with path.open("rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        if not 0 < size <= SAFETENSORS_MAX_HEADER:
+            raise ValueError(f"{path.name}: not a safetensors file (header of {size} bytes)")
+        header = json.loads(f.read(size))
+    info = header[tensor]
+    rows, dim = info["shape"]
+    begin, end = info["data_offsets"]
+    if info["dtype"] != "F16" or end - begin != rows * dim * 2:
+        raise ValueError(f"{path.name}: {tensor} is not a {rows} x {dim} float16 tensor")
+    weights: npt.NDArray[np.float16] = np.memmap(
+        path, dtype="<f2", mode="r", offset=8 + size + begin, shape=(rows, dim)
+    )
+    return weights
 
 
 class SentenceTransformerEmbedder:
