@@ -19,7 +19,7 @@ import logging
 from collections.abc import Mapping, Sequence
 
 from digest.errors import ConfigError
-from digest.models import Edition, Feedback, Paper
+from digest.models import Edition, Feedback, FeedbackTable, Paper
 from digest.ranking import RankContext, build_context
 from digest.ranking.embeddings import Embedder, VectorCache, build_embedder
 from digest.ranking.learning import ReaderLearner
@@ -114,21 +114,22 @@ class RankContextBuilder:
             self._vectors = VectorCache(self.settings.vector_cache_path)
         return self._vectors
 
-    def feedback(self, subscribers: Sequence[Subscriber] | None = None) -> dict[str, Feedback]:
+    def feedback(self, subscribers: Sequence[Subscriber] | None = None) -> FeedbackTable:
         """The 👍/👎 of ``subscribers`` (``None``: everyone's) from the state store (only
-        theirs, read a chunk of addresses at a time, each paper id one shared string),
-        without the ratings they removed on the preferences page ("what shapes your
-        ranking": the reader cache's forgotten ``thumbs-up:ID`` / ``thumbs-down:ID`` items)."""
-        emails = None if subscribers is None else [sub.email for sub in subscribers]
+        theirs, read a chunk of addresses at a time, kept compact), without the ratings they
+        removed on the preferences page ("what shapes your ranking": the reader cache's
+        forgotten ``thumbs-up:ID`` / ``thumbs-down:ID`` items)."""
+        emails = None if subscribers is None else (sub.email for sub in subscribers)
         feedback = self.store.feedback(emails)
         if not feedback:
             return feedback
         gone = self.learner.cache.forgotten(list(feedback))
         for email, items in gone.items():
             fb = feedback[email]
-            feedback[email] = Feedback(
-                tuple(i for i in fb.likes if f"thumbs-up:{i}" not in items),
-                tuple(i for i in fb.dislikes if f"thumbs-down:{i}" not in items),
+            feedback.add(
+                email,
+                [i for i in fb.likes if f"thumbs-up:{i}" not in items],
+                [i for i in fb.dislikes if f"thumbs-down:{i}" not in items],
             )
         return feedback
 

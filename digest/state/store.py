@@ -27,7 +27,7 @@ from typing import Any, Self
 
 from digest.clock import Clock
 from digest.errors import StateError
-from digest.models import Feedback, Paper, papers_from_stored
+from digest.models import FeedbackTable, Paper, papers_from_stored
 from digest.state.base import (
     COPY_TABLES,
     INTERRUPTED,
@@ -52,8 +52,9 @@ log = logging.getLogger(__name__)
 
 _key = address_key
 
-FEEDBACK_CHUNK = 500
-"""Addresses whose 👍/👎 one statement reads (:meth:`RecordsMixin.feedback`)."""
+FEEDBACK_CHUNK = 200
+"""Addresses whose 👍/👎 one statement reads (:meth:`RecordsMixin.feedback`): at most a few
+thousand rows at once (200 readers who rated 40 papers each: ~2.5 MB of rows)."""
 
 
 class StoreBase:
@@ -809,38 +810,37 @@ class RecordsMixin(StoreBase):
         params = {"subscriber": _key(subscriber), "arxiv_id": arxiv_id, "verdict": verdict}
         return self._db.execute(self._q["record_feedback"], params | {"stamp": self._stamp()}) == 1
 
-    def feedback(self, subscribers: str | Iterable[str] | None = None) -> dict[str, Feedback]:
+    def feedback(self, subscribers: str | Iterable[str] | None = None) -> FeedbackTable:
         """👍/👎 recorded per subscriber, oldest first: of one address, of several (a send
         reads its owed subscribers'), or of all (``None``).
 
         The rows are read :data:`FEEDBACK_CHUNK` addresses at a time, found by the primary
-        key (only each subscriber's own rows are sorted, by time), and each paper id is one
-        shared string: a send of 100,000 subscribers with 200,000 ratings never holds more
-        than one chunk's rows, and keeps ~8 bytes per rating (readers rate the same few
-        hundred papers).
+        key (only each subscriber's own rows are sorted, by time), into a
+        :class:`~digest.models.FeedbackTable`: a send of 100,000 subscribers with 200,000
+        ratings never holds more than one chunk's rows, and keeps ~4 bytes per rating and
+        each paper id once (readers rate the same few hundred papers).
 
         Returns:
             Subscriber address (normalized) → :class:`Feedback` (``likes``, ``dislikes``:
-            bare ids); addresses without a rating are absent.
+            bare ids, each paper id one shared string); addresses without a rating are
+            absent.
         """
         if subscribers is None:
-            wanted = [who for (who,) in self._db.fetch(self._q["feedback_subscribers"])]
+            wanted: Iterable[str] = [w for (w,) in self._db.fetch(self._q["feedback_subscribers"])]
         elif isinstance(subscribers, str):
-            wanted = [_key(subscribers)]
+            wanted = [subscribers]
         else:
-            wanted = sorted({_key(s) for s in subscribers})
-        shared: dict[str, str] = {}
-        out: dict[str, Feedback] = {}
-        for start in range(0, len(wanted), FEEDBACK_CHUNK):
-            params = {"subscribers": self._db.array(wanted[start : start + FEEDBACK_CHUNK])}
-            rows = self._db.fetch(self._q["feedback"], params)
+            wanted = subscribers
+        out = FeedbackTable()
+        todo = iter(wanted)
+        while chunk := [_key(s) for s in itertools.islice(todo, FEEDBACK_CHUNK)]:
+            rows = self._db.fetch(self._q["feedback"], {"subscribers": self._db.array(chunk)})
             for who, group in itertools.groupby(rows, key=operator.itemgetter(0)):
                 likes: builtins.list[str] = []
                 dislikes: builtins.list[str] = []
                 for _, arxiv_id, verdict in group:
-                    paper = shared.setdefault(arxiv_id, arxiv_id)
-                    (likes if verdict == "like" else dislikes).append(paper)
-                out[who] = Feedback(tuple(likes), tuple(dislikes))
+                    (likes if verdict == "like" else dislikes).append(arxiv_id)
+                out.add(who, likes, dislikes)
         return out
 
 
