@@ -174,15 +174,21 @@ class Digest:
         return self.ranking.vector_cache
 
     async def rank_context(
-        self, papers: Sequence[Paper], subscribers: Sequence[Subscriber], *, edition: Edition
+        self,
+        papers: Sequence[Paper],
+        subscribers: Sequence[Subscriber],
+        *,
+        edition: Edition,
+        groups: Sequence[Sequence[Paper]] | None = None,
     ) -> RankContext:
-        """What ranking ``subscribers`` over ``papers`` needs beyond them, for one send
+        """What ranking ``subscribers`` over ``papers`` (``groups``: each source group's
+        papers) needs beyond them, for one send
         (:meth:`RankContextBuilder.build <digest.pipeline.context.RankContextBuilder.build>`).
 
         Raises:
             ConfigError: ``DIGEST_EMBEDDINGS`` names an unknown model.
         """
-        return await self.ranking.build(papers, subscribers, edition=edition)
+        return await self.ranking.build(papers, subscribers, edition=edition, groups=groups)
 
     def render(
         self,

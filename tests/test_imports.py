@@ -144,3 +144,59 @@ def test_a_render_worker_ranks_by_meaning_and_reader_models_without_numpy(tmp_pa
     assert worker["made"] == [["message", list(m[2])] for m in here if m is not None]
     for sub, made in zip(subscribers[:3], here, strict=False):  # ranked by meaning, not upvotes
         assert made is not None and made[2] != tuple(r.paper.arxiv_id for r in rank(papers, sub))
+
+
+SEND_SCRIPT = """
+import asyncio, json, pickle, sys
+from digest.core import Digest
+from digest.models import Edition
+settings, day = pickle.loads(open(sys.argv[1], 'rb').read())
+with Digest(settings) as digest:
+    digest.render_min_batch = 1
+    digest.ranking.process_min_batch = 1
+    subs = digest.load_subscribers().subscribers
+    summary = asyncio.run(digest.send(Edition.daily(day), subs))
+print(json.dumps({'sent': summary.sent, 'errors': summary.errors,
+                  'loaded': sorted({m.split('.')[0] for m in sys.modules})}))
+"""
+
+
+def test_a_send_with_reader_models_loads_no_numpy_in_the_sending_process(
+    tmp_path: Path,
+) -> None:
+    # Interests, a liked paper, a library and 👍/👎 (a model): the context's numeric half runs
+    # in a child process, the messages in a render worker. The sending process, which holds
+    # every subscriber for the whole send, never loads numpy, the tokenizer or the model.
+    day = date(2026, 8, 18)
+    papers = asyncio.run(FileSource(EXAMPLE_DAYS).fetch(day))
+    older = asyncio.run(FileSource(EXAMPLE_DAYS).fetch(date(2026, 8, 17)))
+    (tmp_path / "mine.bib").write_text(
+        "\n".join(
+            f"@article{{e{i}, title = {{{p.title}}}, abstract = {{{p.abstract}}}, year = 2026}}"
+            for i, p in enumerate(older[:5])
+        ),
+        encoding="utf-8",
+    )
+    (tmp_path / "subscribers.yaml").write_text(
+        "subscribers:\n"
+        "  - {email: interests@example.org, interests: [robots that learn to walk]}\n"
+        f"  - {{email: liked@example.org, like: ['{papers[3].arxiv_id}']}}\n"
+        "  - {email: library@example.org, library: mine.bib}\n"
+        "  - {email: rated@example.org, keywords: [video]}\n",
+        encoding="utf-8",
+    )
+    settings = outbox_settings(tmp_path, sources=f"file:{EXAMPLE_DAYS}", **MESSAGE_SETTINGS)
+    with Digest(settings) as digest:
+        for p in papers[:4]:
+            digest.store.record_feedback("rated@example.org", p.arxiv_id, "like")
+    (tmp_path / "job.pickle").write_bytes(pickle.dumps((settings, day)))
+    out = subprocess.run(
+        [sys.executable, "-c", SEND_SCRIPT, str(tmp_path / "job.pickle")],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    result = json.loads(out.splitlines()[-1])
+    assert result["sent"] == 4, result["errors"]
+    for heavy in ("numpy", "tokenizers", "safetensors", "threadpoolctl", "wordllama"):
+        assert heavy not in result["loaded"], heavy

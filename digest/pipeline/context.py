@@ -1,32 +1,40 @@
 """The ranking context of one send: what ranking needs beyond the papers and the subscribers.
 
-:class:`RankContextBuilder` reads the state store (each subscriber's 👍/👎, which papers they
-already got, the stored liked papers), fetches liked papers missing everywhere from the arXiv
-API once, and embeds what the vector cache lacks; :func:`digest.ranking.build_context` does the
-pure part. Readers with a library or enough ratings get their model
-(:class:`~digest.ranking.learning.ReaderLearner`: author lists fetched weekly, models trained
-only when the signal changed, from the reader cache), applied to the edition's papers in one
-matrix product. The embedding model and the caches are opened on first use only.
+:class:`RankContextBuilder` reads the state store (the 👍/👎 of the subscribers it is built
+for, which papers they already got, the stored liked papers), fetches liked papers missing
+everywhere from the arXiv API once and author lists weekly; then
+:func:`~digest.pipeline.contextproc.compute` embeds what the vector cache lacks
+(:func:`digest.ranking.build_context` is the pure part) and gives readers with a library or
+enough ratings their model (:class:`~digest.ranking.learning.ReaderLearner`: trained only when
+the signal changed, from the reader cache), applied to the edition's papers in one matrix
+product. A large send does that numeric half in a child process
+(:mod:`digest.pipeline.contextproc`), so the sending process never holds the model, numpy or
+the training's garbage while it delivers. The embedding model and the caches are opened on
+first use only.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
-import gc
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 
-from digest.errors import ConfigError
 from digest.models import Edition, Feedback, FeedbackTable, Paper
-from digest.ranking import RankContext, build_context
+from digest.pipeline.contextproc import (
+    CONTEXT_PROCESS_MIN_BATCH,
+    ContextJob,
+    compute,
+    release,
+    return_freed_memory,
+    run_in_child,
+)
+from digest.ranking import RankContext
 from digest.ranking.embeddings import Embedder, VectorCache, build_embedder
 from digest.ranking.learning import ReaderLearner
 from digest.ranking.liked import fetch_missing
-from digest.ranking.reader import MODEL_MIN_SIGNAL
 from digest.ranking.readercache import ReaderCache
-from digest.ranking.semantic import has_library, paper_text
+from digest.ranking.semantic import has_library
 from digest.settings import Settings
 from digest.state import StateBackend
 from digest.subscribers import Subscriber
@@ -45,21 +53,12 @@ def liked_ids(subscribers: Sequence[Subscriber], feedback: Mapping[str, Feedback
     return ids
 
 
-def return_freed_memory() -> None:
-    """Collect garbage and hand the heap's free pages back to the system (glibc's
-    ``malloc_trim``; elsewhere the memory stays with the process, nothing fails)."""
-    gc.collect()
-    try:
-        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return
-    trim(0)
-
-
-def _ratings(sub: Subscriber, feedback: Mapping[str, Feedback]) -> int:
-    """How many papers the subscriber rated (YAML like/dislike and 👍/👎, each paper once)."""
-    fb = feedback.get(sub.email) or Feedback()
-    return len({*sub.like, *sub.dislike, *fb.likes, *fb.dislikes})
+def ranks_by_meaning(sub: Subscriber, feedback: Mapping[str, Feedback]) -> bool:
+    """Whether the subscriber adds anything to a context's numeric half: interests, liked or
+    disliked papers (in the file or by 👍/👎), or a library (a model)."""
+    return bool(
+        sub.interests or sub.like or sub.dislike or has_library(sub) or sub.email in feedback
+    )
 
 
 class RankContextBuilder:
@@ -68,7 +67,13 @@ class RankContextBuilder:
     Args:
         settings: ``DIGEST_EMBEDDINGS``, ``DIGEST_ARXIV_API_URL`` and the vector cache path.
         store: feedback, stored papers and the no-repeat history come from here.
+
+    Attributes:
+        process_min_batch: fewest subscribers for which :meth:`build` computes the numeric
+            half in a child process (:data:`CONTEXT_PROCESS_MIN_BATCH`; tests lower it).
     """
+
+    process_min_batch: int = CONTEXT_PROCESS_MIN_BATCH
 
     def __init__(self, settings: Settings, store: StateBackend) -> None:
         self.settings = settings
@@ -134,19 +139,34 @@ class RankContextBuilder:
         return feedback
 
     async def build(
-        self, papers: Sequence[Paper], subscribers: Sequence[Subscriber], *, edition: Edition
+        self,
+        papers: Sequence[Paper],
+        subscribers: Sequence[Subscriber],
+        *,
+        edition: Edition,
+        groups: Sequence[Sequence[Paper]] | None = None,
     ) -> RankContext:
         """What ranking ``subscribers`` over ``papers`` needs beyond them, for one send.
 
-        Gathers from the state store each subscriber's 👍/👎 and which of ``papers`` they
+        Gathers from the state store the subscribers' 👍/👎 and which of ``papers`` they
         already got (other editions), finds liked/disliked papers in the stored papers,
         fetches the missing ones once from the arXiv API when ``DIGEST_ARXIV_API_URL`` is set
-        (and stores them), and embeds what the vector cache lacks (on a thread).
-        A liked id found nowhere is a warning (once per subscriber and id), not an error.
+        (and stores them), refreshes author lists, and computes vectors and models (on a
+        thread; in a child process for :attr:`process_min_batch` subscribers or more, whose
+        similarity tables of ``groups`` come with it). A liked id found nowhere is a warning
+        (once per subscriber and id), not an error.
+
+        Args:
+            papers: the edition's papers (every source group's).
+            subscribers: whom the context is for.
+            edition: its key is left out of the no-repeat history.
+            groups: the lists of papers subscribers are ranked on (each source group's);
+                ``None``: ``papers``.
 
         Raises:
             ConfigError: ``DIGEST_EMBEDDINGS`` names an unknown model.
         """
+        return_freed_memory()  # what choosing the owed subscribers left: not kept for the send
         feedback = self.feedback(subscribers)
         in_edition = {p.arxiv_id for p in papers}
         wanted = liked_ids(subscribers, feedback) - in_edition
@@ -160,14 +180,55 @@ class RankContextBuilder:
         readers = [s for s in subscribers if has_library(s)]
         if readers and self.settings.embeddings != "off":
             await self.learner.refresh(readers)
-        return await asyncio.to_thread(
-            self.build_now,
-            papers,
-            subscribers,
-            edition=edition,
-            fetched=fetched,
+        numeric = [s for s in subscribers if ranks_by_meaning(s, feedback)]
+        if (
+            self.settings.embeddings == "off"
+            or not numeric
+            or len(subscribers) < self.process_min_batch
+        ):
+            return await asyncio.to_thread(
+                functools.partial(
+                    self.build_now,
+                    papers,
+                    subscribers,
+                    edition=edition,
+                    fetched=fetched,
+                    feedback=feedback,
+                    stored=stored,
+                )
+            )
+        liked, seen = self._gather(papers, subscribers, edition, stored, fetched)
+        job = ContextJob(
+            settings=self.settings,
+            papers=list(papers),
+            groups=[tuple(p.arxiv_id for p in group) for group in (groups or [papers])],
+            subscribers=numeric,
             feedback=feedback,
-            stored=stored,
+            liked=liked,
+            now=self.learner.now(),
+            log_level=logging.getLogger().getEffectiveLevel(),
+        )
+        try:
+            parts = await run_in_child(job)
+        except ChildProcessError as e:
+            log.warning("%s; building the ranking context in this process", e)
+            return await asyncio.to_thread(
+                functools.partial(
+                    self.build_now,
+                    papers,
+                    subscribers,
+                    edition=edition,
+                    fetched=list(liked.values()),
+                    feedback=feedback,
+                    stored={},
+                )
+            )
+        return RankContext(
+            seen=seen,
+            feedback=feedback,
+            learned=parts.learned,
+            paper_index=parts.paper_index,
+            similarities=parts.similarities,
         )
 
     def build_now(
@@ -192,84 +253,45 @@ class RankContextBuilder:
         """
         if feedback is None:
             feedback = self.feedback(subscribers)
-        in_edition = {p.arxiv_id for p in papers}
         if stored is None:
-            wanted = liked_ids(subscribers, feedback) - in_edition
+            wanted = liked_ids(subscribers, feedback) - {p.arxiv_id for p in papers}
             stored = self.store.find_papers(wanted) if wanted else {}
+        liked, seen = self._gather(papers, subscribers, edition, stored, fetched)
+        return compute(
+            papers,
+            subscribers,
+            embedder=lambda: self.embedder,
+            cache=self.vector_cache,
+            learner=self.learner,
+            liked=liked,
+            seen=seen,
+            feedback=feedback,
+        )
+
+    def _gather(
+        self,
+        papers: Sequence[Paper],
+        subscribers: Sequence[Subscriber],
+        edition: Edition,
+        stored: Mapping[str, Paper],
+        fetched: Sequence[Paper],
+    ) -> tuple[dict[str, Paper], Mapping[str, frozenset[str]]]:
+        """The liked/disliked papers known (stored and fetched; the missing ones said once)
+        and the no-repeat history of ``papers``."""
+        in_edition = {p.arxiv_id for p in papers}
         liked = {**stored, **{p.arxiv_id: p for p in fetched}}
         for sub in subscribers:
             for pid in sub.like + sub.dislike:
                 if pid not in in_edition and pid not in liked:
                     self._warn_missing(sub, pid)
         seen = self.store.sent_papers(in_edition, except_edition=edition.key)
-
-        def context(embedder: Embedder | None) -> RankContext:
-            return build_context(
-                papers,
-                subscribers,
-                embedder=embedder,
-                cache=self.vector_cache,
-                liked_papers=liked,
-                seen=seen,
-                feedback=feedback,
-            )
-
-        try:
-            built = context(self.embedder)
-            if self.embedder is not None:
-                self._learn(built, papers, subscribers, feedback, self.embedder)
-            return built
-        except ConfigError as e:  # the model is unknown or cannot be loaded
-            log.error("ranking without interests and liked papers: %s", e)
-            return context(None)
-        finally:
-            self.release()
+        return liked, seen
 
     def release(self) -> None:
-        """Let go of the embedding model once a context is built (a send renders and delivers
-        for minutes after; the next context loads it again, ~0.3 s) and give the memory freed
-        back to the system: at 100,000 subscribers with 10 % modelled the sending process
-        keeps ~100 MiB less while its render workers run."""
-        release = getattr(self._embedder, "release", None)
-        if release is not None and release():
-            return_freed_memory()
-
-    def _learn(
-        self,
-        context: RankContext,
-        papers: Sequence[Paper],
-        subscribers: Sequence[Subscriber],
-        feedback: Mapping[str, Feedback],
-        embedder: Embedder,
-    ) -> None:
-        """Give ``context`` the models of readers with a library or enough ratings."""
-        readers = [
-            s for s in subscribers if has_library(s) or _ratings(s, feedback) >= MODEL_MIN_SIGNAL
-        ]
-        if not readers or not papers:
-            return
-        import numpy as np
-
-        by_id = {p.arxiv_id: p for p in papers}
-        missing = [pid for pid in by_id if pid not in context.vectors]
-        if missing:
-            matrix = self.vector_cache.vectors(embedder, [paper_text(by_id[i]) for i in missing])
-            vectors = dict(context.vectors)
-            vectors.update({pid: matrix[k] for k, pid in enumerate(missing)})
-            context.vectors = vectors
-        ids = list(by_id)
-        paper_matrix = np.stack([context.vectors[i] for i in ids])
-        known = {**context.papers, **by_id}
-        context.learned = self.learner.learned(
-            readers,
-            feedback,
-            embedder=embedder,
-            vectors=self.vector_cache,
-            background=paper_matrix,
-            texts={pid: paper_text(p) for pid, p in known.items()},
-            titles={pid: p.title for pid, p in known.items()},
-        )
-        context.paper_index = {pid: j for j, pid in enumerate(ids)}
+        """Let go of the embedding model (:func:`~digest.pipeline.contextproc.compute` does
+        once a context is built; the next context loads it again, ~0.2 s) and give the memory
+        freed back to the system."""
+        release(self._embedder)
 
     def _warn_missing(self, sub: Subscriber, arxiv_id: str) -> None:
         key = f"{sub.email} {arxiv_id}"

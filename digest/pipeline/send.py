@@ -71,11 +71,17 @@ class PapersFor(Protocol):
 
 
 class ContextFor(Protocol):
-    """``await rank_context(papers, subscribers, edition=...)``: the send's ranking context
-    (:meth:`~digest.pipeline.context.RankContextBuilder.build`)."""
+    """``await rank_context(papers, subscribers, edition=..., groups=...)``: the send's ranking
+    context (:meth:`~digest.pipeline.context.RankContextBuilder.build`); ``groups``: the
+    papers of each source group, the lists subscribers are ranked on."""
 
     async def __call__(
-        self, papers: Sequence[Paper], subscribers: Sequence[Subscriber], *, edition: Edition
+        self,
+        papers: Sequence[Paper],
+        subscribers: Sequence[Subscriber],
+        *,
+        edition: Edition,
+        groups: Sequence[Sequence[Paper]] | None = None,
     ) -> RankContext: ...
 
 
@@ -268,6 +274,7 @@ class SendPipeline:
             [p for result in self.groups.values() for p in result.papers],
             owed,
             edition=self.edition,
+            groups=list({id(r): r.papers for r in self.groups.values()}.values()),
         )
         messages = self.compose(owed)
         if self.dry_run:

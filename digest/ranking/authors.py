@@ -28,8 +28,6 @@ from urllib.parse import quote
 from digest.errors import SourceError
 from digest.ranking.library import MAX_LIBRARY_ENTRIES, LibraryEntry, dedupe, make_entry
 from digest.settings import Settings
-from digest.sources._http import HttpOptions, http_get
-from digest.sources.feed import parse_feed
 from digest.subscribers import normalize_arxiv_id
 
 AUTHOR_MAX_PAPERS = 200
@@ -71,6 +69,11 @@ async def fetch_author(kind: AuthorKind, ident: str, settings: Settings) -> list
         SourceError: the endpoint is not configured, cannot be reached, refuses (a 404 for an
             unknown iD), answers too slowly or too much, or answers in an unexpected shape.
     """
+    # The HTTP stack (httpx, feedparser) only when fetching: the process that builds a send's
+    # ranking context from cached author lists does not load it.
+    from digest.sources._http import HttpOptions, http_get
+    from digest.sources.feed import parse_feed
+
     base = author_setting(kind, settings)
     source = f"{kind}:{ident}"
     if not base:

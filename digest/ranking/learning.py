@@ -306,6 +306,71 @@ class ReaderLearner:
             log.info("reader models: %d trained, %d from the cache", trained, total - trained)
         return out
 
+    def embed_examples(
+        self,
+        subscribers: Sequence[Subscriber],
+        feedback: Mapping[str, Feedback],
+        *,
+        embedder: Embedder,
+        vectors: VectorCache,
+        texts: Mapping[str, str],
+        titles: Mapping[str, str] | None = None,
+        chunk: int = MODEL_CHUNK,
+    ) -> int:
+        """Embed what training the readers whose model is stale needs (their library entries
+        and rated papers that the vector cache lacks), with the same calls, in the same
+        order, as :meth:`learned` would make: the model can then be let go before any
+        training (a send's context needs it and the training data at once otherwise).
+        Arguments as :meth:`models`.
+
+        Returns:
+            How many readers' models are stale (will be trained).
+        """
+        stale = 0
+        for start in range(0, len(subscribers), chunk):
+            part = subscribers[start : start + chunk]
+            forgotten, quick = self._signals(part, feedback, embedder.name)
+            known = self.cache.model_shas(quick)
+            for sub in part:
+                sha = quick.get(sub.email)
+                if sha is None or known.get(sub.email) == sha:
+                    continue
+                stale += 1
+                _, keyed = self._example_texts(sub, feedback, forgotten, texts, titles)
+                if keyed:
+                    vectors.vectors(embedder, list(keyed.values()))
+        return stale
+
+    def _signals(
+        self, subscribers: Sequence[Subscriber], feedback: Mapping[str, Feedback], embedder: str
+    ) -> tuple[dict[str, frozenset[str]], dict[str, str]]:
+        """The items each reader removed, and the :meth:`quick_sha` of each reader with
+        enough signal for a model."""
+        forgotten = self.cache.forgotten([s.email for s in subscribers])
+        quick: dict[str, str] = {}
+        for sub in subscribers:
+            found = self.quick_sha(
+                sub, feedback.get(sub.email), forgotten.get(sub.email, frozenset()), embedder
+            )
+            if found is not None:
+                quick[sub.email] = found[0]
+        return forgotten, quick
+
+    def _example_texts(
+        self,
+        sub: Subscriber,
+        feedback: Mapping[str, Feedback],
+        forgotten: Mapping[str, frozenset[str]],
+        texts: Mapping[str, str],
+        titles: Mapping[str, str] | None,
+    ) -> tuple[list[Example], dict[str, str]]:
+        """The reader's examples and the text of each that has one, by example key."""
+        examples = self.examples(
+            sub, feedback.get(sub.email), titles=titles, forgotten=forgotten.get(sub.email, ())
+        )
+        keyed = {ex.key: _example_text(ex, texts) for ex in examples}
+        return examples, {k: t for k, t in keyed.items() if t}
+
     def _models(
         self,
         subscribers: Sequence[Subscriber],
@@ -318,16 +383,9 @@ class ReaderLearner:
         titles: Mapping[str, str] | None = None,
     ) -> tuple[dict[str, ReaderModel], int]:
         """:meth:`models` and how many of them were trained (not cached)."""
-        forgotten = self.cache.forgotten([s.email for s in subscribers])
+        forgotten, quick = self._signals(subscribers, feedback, embedder.name)
         out: dict[str, ReaderModel] = {}
         stale: list[tuple[Subscriber, str]] = []
-        quick: dict[str, str] = {}
-        for sub in subscribers:
-            found = self.quick_sha(
-                sub, feedback.get(sub.email), forgotten.get(sub.email, frozenset()), embedder.name
-            )
-            if found is not None:
-                quick[sub.email] = found[0]
         cached = self.cache.models(quick)
         for sub in subscribers:
             sha = quick.get(sub.email)
@@ -341,14 +399,7 @@ class ReaderLearner:
         fresh: dict[str, ReaderModel] = {}
         with one_blas_thread():  # n x n systems of ~100: threads cost more than they give
             for sub, sha in stale:
-                examples = self.examples(
-                    sub,
-                    feedback.get(sub.email),
-                    titles=titles,
-                    forgotten=forgotten.get(sub.email, ()),
-                )
-                keyed = {ex.key: _example_text(ex, texts) for ex in examples}
-                keyed = {k: t for k, t in keyed.items() if t}
+                examples, keyed = self._example_texts(sub, feedback, forgotten, texts, titles)
                 matrix = vectors.vectors(embedder, list(keyed.values())) if keyed else None
                 vecs = {k: matrix[i] for i, k in enumerate(keyed)} if matrix is not None else {}
                 model = train(examples, vecs, background, sha=sha)

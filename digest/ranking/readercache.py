@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 AUTHOR_REFRESH = timedelta(days=7)
 """How long a fetched author list is used before it is fetched again."""
+_CHUNK = 500
+"""Subscribers per ``IN (...)`` statement (well below SQLite's limit of bound variables)."""
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS libraries (key TEXT PRIMARY KEY, stamp TEXT NOT NULL, "
@@ -111,13 +113,21 @@ class ReaderCache:
 
     # -- models -------------------------------------------------------------------------------
 
-    def model_sha(self, subscriber: str) -> str | None:
-        """The signal hash of the subscriber's cached model, or ``None``."""
+    def model_shas(self, subscribers: Iterable[str]) -> dict[str, str]:
+        """The signal hash of each cached model of ``subscribers`` (those that have one),
+        without reading the models."""
+        wanted = list(subscribers)
+        out: dict[str, str] = {}
         with self._lock:
-            row = self._db.execute(
-                "SELECT sha FROM models WHERE subscriber = ?", (subscriber,)
-            ).fetchone()
-        return row[0] if row else None
+            for i in range(0, len(wanted), _CHUNK):
+                part = wanted[i : i + _CHUNK]
+                marks = ",".join("?" * len(part))
+                out.update(
+                    self._db.execute(
+                        f"SELECT subscriber, sha FROM models WHERE subscriber IN ({marks})", part
+                    )
+                )
+        return out
 
     def models(self, subscribers: Iterable[str]) -> dict[str, ReaderModel]:
         """The cached models of ``subscribers`` (those that have one)."""
@@ -125,10 +135,9 @@ class ReaderCache:
 
         wanted = list(subscribers)
         out: dict[str, ReaderModel] = {}
-        chunk = 500
         with self._lock:
-            for i in range(0, len(wanted), chunk):
-                part = wanted[i : i + chunk]
+            for i in range(0, len(wanted), _CHUNK):
+                part = wanted[i : i + _CHUNK]
                 marks = ",".join("?" * len(part))
                 for email, sha, meta, weights, themes in self._db.execute(
                     "SELECT subscriber, sha, meta, weights, themes FROM models "
@@ -244,8 +253,8 @@ class ReaderCache:
             else:
                 wanted = list(subscribers)
                 rows = []
-                for i in range(0, len(wanted), 500):
-                    part = wanted[i : i + 500]
+                for i in range(0, len(wanted), _CHUNK):
+                    part = wanted[i : i + _CHUNK]
                     marks = ",".join("?" * len(part))
                     rows.extend(
                         self._db.execute(
