@@ -215,3 +215,46 @@ SELECT subscriber, arxiv_id, verdict FROM feedback ORDER BY at, arxiv_id
 -- name: feedback_of
 SELECT subscriber, arxiv_id, verdict FROM feedback WHERE subscriber = :subscriber
 ORDER BY at, arxiv_id
+
+-- operations: figures, sender rates, edition summaries, pauses -------------------------------
+
+-- name: state_figures
+SELECT 'status', status, count(*), NULL FROM deliveries WHERE edition = ANY(:editions)
+GROUP BY status
+UNION ALL
+SELECT 'owed', '', count(*), min(created_at) FROM deliveries
+WHERE edition = ANY(:editions) AND status = 'owed'
+UNION ALL
+SELECT 'suppressed', reason, count(*), NULL FROM suppressions WHERE lifted_at IS NULL
+GROUP BY reason
+UNION ALL
+SELECT 'paused', domain_group, count(*), min(since) FROM pauses WHERE lifted_at IS NULL
+GROUP BY domain_group
+-- name: sender_counts
+-- The recipient domain is what follows an address's last "@": rtrim drops every character
+-- but "@" from its end (the same in both databases, which spell "find" differently).
+SELECT edition, substr(address, length(rtrim(address, replace(address, '@', ''))) + 1) AS dom,
+    what, count(*), max(at)
+FROM (
+    SELECT edition, subscriber AS address, status AS what, NULL AS at FROM deliveries
+    WHERE edition = ANY(:editions) AND status IN ('sent', 'failed')
+    UNION ALL
+    SELECT edition, address, kind, at FROM bounces WHERE edition = ANY(:editions)
+) AS counted
+GROUP BY edition, dom, what
+-- name: edition_counts
+-- The store adds `WHERE edition = :edition` (one edition), the GROUP BY of every column but
+-- the counts, and the order (edition, status).
+SELECT edition, status, detail, last_code,
+    CASE WHEN status = 'owed' AND last_error LIKE :paused THEN 1 ELSE 0 END AS held,
+    count(*), min(last_error)
+FROM deliveries
+-- name: pause
+INSERT INTO pauses (domain_group, since, evidence, actor)
+VALUES (:domain_group, :since, :evidence, :actor)
+ON CONFLICT (domain_group) WHERE lifted_at IS NULL DO NOTHING
+-- name: resume
+UPDATE pauses SET lifted_at = :stamp, lifted_by = :actor
+WHERE domain_group = ANY(:groups) AND lifted_at IS NULL
+-- name: pauses
+SELECT domain_group, since, evidence, actor, lifted_at, lifted_by FROM pauses ORDER BY id
