@@ -50,7 +50,9 @@ from digest.bounces.intake import IntakeReport, run_intake
 from digest.clock import Clock, utc_now
 from digest.core import Digest, open_store
 from digest.errors import ConfigError, DeliveryConfigError, DigestError, SourceError
+from digest.metrics import Metrics
 from digest.models import Edition, RunSummary
+from digest.pipeline.papers import PapersResult
 from digest.schedule import DuePair, due, group_by_edition, lookback_edition_keys, may_be_empty
 from digest.settings import Settings
 from digest.state import SKIP_LATE, SKIP_NO_PAPERS, address_key
@@ -73,6 +75,8 @@ BREAKER_HOLD_MIN_S = 600.0
 holds further deliveries before it tries again; each new trip in a row doubles the hold."""
 BREAKER_HOLD_MAX_S = 3 * 3600.0
 """Longest hold after repeated trips of the circuit breaker, seconds."""
+FETCHED = "fetched"
+"""How a :class:`~digest.pipeline.papers.DayPapers` that came from its source starts."""
 TICK_JOB_ID = "digest-tick"
 LOCK_PURPOSE = "run"
 EXIT_OK = 0
@@ -145,7 +149,8 @@ class Daemon:
     """The scheduler loop around a :class:`~digest.core.Digest`.
 
     Args:
-        digest: the facade (its state file must be locked by the caller, see :func:`run`).
+        digest: the facade (its state file must be locked by the caller, see :func:`run`);
+            its ``metrics`` get what each tick does.
         settings: ``catchup_hours``, ``tick_seconds`` and ``health_file`` are used.
         now: the clock deciding what is due (aware UTC); injected by tests. The scheduler's
             heartbeat itself always runs on real time.
@@ -178,6 +183,7 @@ class Daemon:
         self._running: asyncio.Task[Any] | None = None
         self._held_until: datetime | None = None
         self._hold = timedelta(0)
+        self.metrics = digest.metrics
 
     # -- one tick -------------------------------------------------------------------------
     async def tick(self) -> TickReport:
@@ -228,6 +234,9 @@ class Daemon:
 
         pairs = due(subscribers, status, report.at, self.catchup)
         report.due = len(pairs)
+        waiting = [p.scheduled_at for p in pairs if not p.late]
+        oldest = (report.at - min(waiting)).total_seconds() if waiting else 0.0
+        self.metrics.due(len(waiting), oldest)
         self._empty_seen &= {p.edition.key for p in pairs}  # only editions still owed
         for edition, group in group_by_edition(pairs):
             if self.stop_event.is_set():
@@ -275,6 +284,8 @@ class Daemon:
         if intake is None:
             return
         report.bounces = intake
+        for kind, count in intake.by_kind.items():
+            self.metrics.bounce(kind, count)
         if intake.messages:
             log.info(
                 "bounce mailbox: %d messages, %d bounces, %d complaints, %d kept aside, "
@@ -428,6 +439,7 @@ class Daemon:
                 e,
             )
             return False
+        self._report_papers(result)
         if not result.papers:
             if result.complete and may_be_empty(edition):
                 return True  # weekend: send records "no papers" or sends the send_empty note
@@ -457,6 +469,14 @@ class Daemon:
                 "; ".join(result.failed),
             )
         return True
+
+    def _report_papers(self, result: PapersResult) -> None:
+        """The metrics of a collected edition: its papers, and the sources that answered."""
+        now = self.now()
+        for day in result.days:
+            if day.count is not None and day.how.startswith(FETCHED):
+                self.metrics.source_fetched(day.source, now)
+        self.metrics.edition_papers(len(result.papers))
 
     @staticmethod
     def _add(er: EditionReport, summary: RunSummary) -> None:
@@ -583,6 +603,8 @@ def run(settings: Settings) -> int:
     """The ``digest run`` entry: lock the state file, tick until SIGTERM/SIGINT, exit.
 
     Installs SIGTERM and SIGINT handlers (a second signal abandons the message in flight).
+    Serves the web app (DIGEST_HTTP_PORT) and the metrics alone (DIGEST_METRICS_PORT) when
+    set; one :class:`~digest.metrics.Metrics` registry for the daemon and the app.
 
     Args:
         settings: validated settings.
@@ -594,15 +616,17 @@ def run(settings: Settings) -> int:
         StateLockedError: another ``digest send``/``digest run`` holds the state file.
         StateError: the state file cannot be opened.
     """
+    metrics = Metrics()
     with (
         open_store(settings) as store,
         store.sender_lock(purpose=LOCK_PURPOSE),
-        Digest(settings, store=store) as digest,
+        Digest(settings, store=store, metrics=metrics) as digest,
     ):
-        return asyncio.run(_serve(Daemon(digest, settings)))
+        metrics.watch_state(store)
+        return asyncio.run(_serve(Daemon(digest, settings), metrics))
 
 
-async def _serve(daemon: Daemon) -> int:
+async def _serve(daemon: Daemon, metrics: Metrics) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals = (signal.SIGTERM, signal.SIGINT)
@@ -617,17 +641,21 @@ async def _serve(daemon: Daemon) -> int:
 
     for sig in signals:
         loop.add_signal_handler(sig, on_signal, sig)
-    web: asyncio.Task[None] | None = None
-    if daemon.settings.http_port:
-        from digest.web import serve_until
+    servers: list[asyncio.Task[None]] = []
+    settings = daemon.settings
+    if settings.http_port or settings.metrics_port:
+        from digest.web import serve_metrics_until, serve_until
 
-        web = asyncio.create_task(serve_until(daemon.settings, stop))
+        if settings.http_port:
+            servers.append(asyncio.create_task(serve_until(settings, stop, metrics=metrics)))
+        if settings.metrics_port:
+            servers.append(asyncio.create_task(serve_metrics_until(settings, metrics, stop)))
     try:
         await daemon.run_forever(stop)
     finally:
-        if web is not None:
+        if servers:
             stop.set()
-            await web
+            await asyncio.gather(*servers)
         for sig in signals:
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)

@@ -32,6 +32,7 @@ from digest.clock import Clock, utc_now
 from digest.delivery import OutgoingMessage, pool_size
 from digest.delivery.engine import RetryCallback, send_all
 from digest.errors import DigestError, SourceError
+from digest.metrics import NO_METRICS, Recorder
 from digest.models import Edition, Paper, RunSummary
 from digest.pipeline.papers import PapersResult
 from digest.pipeline.workers import (
@@ -94,6 +95,8 @@ class SendDeps:
             :class:`~digest.delivery.envelope.EnvelopeRule`.
         now: the clock (aware UTC).
         render_min_batch: fewest owed subscribers rendered in worker processes.
+        metrics: what the send path counts (relay replies, durations, SMTP-time bounces);
+            default nothing (a process that serves no metrics).
     """
 
     settings: Settings
@@ -104,6 +107,7 @@ class SendDeps:
     envelope: Callable[[str, str], str]
     now: Clock = utc_now
     render_min_batch: int = RENDER_PROCESSES_MIN_BATCH
+    metrics: Recorder = NO_METRICS
 
 
 @dataclass(slots=True)
@@ -566,6 +570,7 @@ class SendPipeline:
             on_result=relay,
             on_retry=self.on_retry,
             now=self.deps.now,
+            metrics=self.deps.metrics,
         )
         self.record_delivered(sent)
 

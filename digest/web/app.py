@@ -22,6 +22,8 @@ Routes (every page works without JavaScript; tokens from :mod:`digest.tokens`)::
     GET  /archive                past editions; /archive/{key} one edition (unpersonalized);
                                  /archive.atom an Atom feed (RFC 4287)
     GET  /healthz                200 "ok"
+    GET  /metrics                Prometheus metrics, to loopback and DIGEST_METRICS_ALLOW
+                                 clients only (404 to others)
 
 A bad, forged, expired or wrong-purpose token gets a 4xx page and changes nothing. A token has
 one spelling; there are no redirects (``/archive/`` is 404, not a redirect to ``/archive``).
@@ -55,6 +57,7 @@ from digest.core import Digest
 from digest.delivery import TransportFactory
 from digest.errors import ConfigError, DigestError, TokenError
 from digest.message import FEEDBACK_VERDICTS
+from digest.metrics import Metrics, metrics_route
 from digest.models import Edition, Paper
 from digest.ranking.learning import ReaderLearner
 from digest.render import brand, long_date_label
@@ -953,20 +956,25 @@ def create_app(
     *,
     now: Clock = utc_now,
     transport: TransportFactory | None = None,
+    metrics: Metrics | None = None,
 ) -> Starlette:
     """The ASGI application of ``digest serve``.
 
     Args:
         settings: DIGEST_SUBSCRIBERS, DIGEST_STATE_PATH, DIGEST_SECRET_KEY (required),
-            DIGEST_PUBLIC_URL, DIGEST_SIGNUP and the transport settings.
+            DIGEST_PUBLIC_URL, DIGEST_SIGNUP, DIGEST_METRICS_ALLOW and the transport settings.
         now: the clock (aware UTC).
         transport: transport factory for confirmation mail (default: from the settings).
+        metrics: where requests are counted and ``/metrics`` reads from (``digest run``:
+            the daemon's); default a registry of the app's own.
 
     Raises:
         ConfigError: DIGEST_SECRET_KEY is not set.
         StateError: the state file cannot be opened.
     """
     web = WebApp(settings, now=now, transport=transport)
+    metrics = metrics or Metrics()
+    metrics.watch_state(web.digest.store, now=now)
     # uvicorn's access log would print the tokens in the paths: our middleware logs instead.
     logging.getLogger("uvicorn.access").disabled = True
     routes = [
@@ -991,6 +999,7 @@ def create_app(
         Route("/archive.atom", archive_feed, methods=["GET"]),
         Route("/archive/{key}", archive_edition, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
+        metrics_route(metrics, settings),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
 
@@ -1020,6 +1029,7 @@ def create_app(
         SecurityMiddleware,
         limits=((UPLOAD_PATH_RE, UPLOAD_BODY_BYTES),),
         too_large=too_large,
+        on_request=metrics.web_request,
     )
     return app
 
