@@ -9,8 +9,12 @@ restarts and re-added jobs can neither lose nor repeat an edition.
 A tick:
     1. re-reads the subscribers file; an invalid edit is logged (every problem with its line
        number, once per distinct error) and the last valid list stays in force;
-    2. records editions more than ``settings.catchup_hours`` late as ``skipped`` (``late``,
-       or ``no papers`` when the only answer the sources gave was an empty list);
+    2. reads the bounce mailbox (when one is set), then checks the complaint rates
+       (:class:`~digest.reputation.SenderGuard`: a domain group above
+       DIGEST_COMPLAINT_PAUSE_PERCENT is paused, its subscribers held ``owed``);
+       records editions more than ``settings.catchup_hours`` late as ``skipped`` (``late``,
+       or ``no papers`` when the only answer the sources gave was an empty list, or
+       ``paused``);
     3. for each due edition, fetches its papers first (:meth:`Digest.papers_for`) and only
        then calls :meth:`Digest.send`. An empty list is final only for a weekend edition
        (:func:`digest.schedule.may_be_empty`): ``send`` then records ``skipped (no papers)``
@@ -53,9 +57,11 @@ from digest.errors import ConfigError, DeliveryConfigError, DigestError, SourceE
 from digest.metrics import Metrics
 from digest.models import Edition, RunSummary
 from digest.pipeline.papers import PapersResult
+from digest.providers import domain_group
+from digest.reputation import SenderGuard
 from digest.schedule import DuePair, due, group_by_edition, lookback_edition_keys, may_be_empty
 from digest.settings import Settings
-from digest.state import SKIP_LATE, SKIP_NO_PAPERS, address_key
+from digest.state import SKIP_LATE, SKIP_NO_PAPERS, SKIP_PAUSED, address_key
 from digest.subscribers import Subscriber
 
 log = logging.getLogger(__name__)
@@ -99,6 +105,8 @@ class EditionReport:
             failed or empty weekday list); retried at a later tick.
         held: subscribers not tried because deliveries are held after the circuit breaker
             stopped a send (the relay stopped answering); tried again after the hold.
+        paused: subscribers held back because their domain group is paused (complaint
+            rate); owed until ``digest resume``.
         duration_s: wall time spent on this edition, seconds.
     """
 
@@ -111,6 +119,7 @@ class EditionReport:
     unknown: int = 0
     waiting: int = 0
     held: int = 0
+    paused: int = 0
     duration_s: float = 0.0
 
 
@@ -151,7 +160,8 @@ class Daemon:
     Args:
         digest: the facade (its state file must be locked by the caller, see :func:`run`);
             its ``metrics`` get what each tick does.
-        settings: ``catchup_hours``, ``tick_seconds`` and ``health_file`` are used.
+        settings: ``catchup_hours``, ``tick_seconds``, ``health_file`` and the complaint
+            thresholds are used.
         now: the clock deciding what is due (aware UTC); injected by tests. The scheduler's
             heartbeat itself always runs on real time.
         drain_timeout: seconds a stop waits for the tick in flight before cancelling it.
@@ -184,6 +194,7 @@ class Daemon:
         self._held_until: datetime | None = None
         self._hold = timedelta(0)
         self.metrics = digest.metrics
+        self.guard = SenderGuard(settings, digest.store, metrics=self.metrics, now=now)
 
     # -- one tick -------------------------------------------------------------------------
     async def tick(self) -> TickReport:
@@ -226,6 +237,7 @@ class Daemon:
             self.settings.bounce_maildir or self.settings.bounce_imap_url
         ):
             await self._read_bounces(report, subscribers)
+        self.guard.check()  # may pause a domain group before anything is sent
         # One query for every subscriber's rows over the look-back, not one per pair.
         statuses = self.digest.store.statuses(lookback_edition_keys(report.at))
 
@@ -331,12 +343,17 @@ class Daemon:
     ) -> None:
         detail = SKIP_NO_PAPERS if edition.key in self._empty_seen else SKIP_LATE
         suppressed = self.digest.store.suppressions()
+        paused = {g for g, p in self.digest.store.pauses().items() if p.active}
         for pair in pairs:
             suppression = suppressed.get(address_key(pair.subscriber.email))
             if suppression is not None:  # the reason says more than "late"
                 self.digest.store.mark_skipped(
                     pair.subscriber.email, edition.key, str(suppression.reason)
                 )
+                er.skipped += 1
+                continue
+            if domain_group(pair.subscriber.email) in paused:  # held by a pause until now
+                self.digest.store.mark_skipped(pair.subscriber.email, edition.key, SKIP_PAUSED)
                 er.skipped += 1
                 continue
             log.debug(
@@ -485,6 +502,7 @@ class Daemon:
         er.failed += summary.failed
         er.deferred += summary.deferred
         er.unknown += summary.unknown
+        er.paused += summary.paused
 
     @staticmethod
     def _log_edition(er: EditionReport) -> None:
@@ -500,7 +518,9 @@ class Daemon:
             parts.append(f"waiting {er.waiting} (papers not available yet)")
         if er.held:
             parts.append(f"held {er.held} (the relay stopped answering)")
-        busy = er.sent or er.skipped or er.late or er.failed or er.unknown or er.held
+        if er.paused:
+            parts.append(f"paused {er.paused} (owed until `digest resume`)")
+        busy = er.sent or er.skipped or er.late or er.failed or er.unknown or er.held or er.paused
         level = logging.INFO if busy else logging.DEBUG
         log.log(level, "edition %s: %s in %.1f s", er.key, ", ".join(parts), er.duration_s)
 

@@ -29,7 +29,7 @@ SECTIONS: Mapping[str, str] = {
     "catchup_hours": "The daemon (digest run)",
     "bounce_maildir": "Bounces and complaints (digest bounces; the daemon at every tick)",
     "http_host": "The web app (digest serve)",
-    "metrics_port": "Monitoring (Prometheus /metrics)",
+    "metrics_port": "Monitoring (Prometheus /metrics) and the complaint rate that pauses a group",
     "embeddings": "Ranking by meaning and by the reader's library",
     "thumbnails": "Rendering",
 }

@@ -295,6 +295,8 @@ class RunSummary:
         deferred: transient failures that stay owed for the next run.
         unknown: messages whose outcome is unknown (the relay's reply to the end of data was
             lost or stalled, or ``sending`` rows found after a crash): not resent automatically.
+        paused: subscribers held back because their domain group is paused (complaint rate,
+            :mod:`digest.reputation`): they stay owed until ``digest resume``.
         errors: one line per failure, ``email: reason``.
         breaker: the circuit breaker's report line when it stopped the run (the relay stopped
             answering: see ``DIGEST_SMTP_BREAKER_AFTER``), else ``None``.
@@ -306,6 +308,7 @@ class RunSummary:
     bounced: int = 0
     deferred: int = 0
     unknown: int = 0
+    paused: int = 0
     errors: list[str] = field(default_factory=list)
     breaker: str | None = None
 

@@ -74,6 +74,11 @@ DEFAULT_BOUNCE_HARD_LIMIT = 1
 DEFAULT_BOUNCE_SOFT_LIMIT = 5.0
 DEFAULT_BOUNCE_RESET_DAYS = 7.0
 DEFAULT_METRICS_HOST = "127.0.0.1"
+DEFAULT_COMPLAINT_WARN_PERCENT = 0.1
+"""Complaint rate above which the daemon warns, percent: Gmail's "keep it under 0.1 %"."""
+DEFAULT_COMPLAINT_PAUSE_PERCENT = 0.3
+"""Complaint rate above which the daemon pauses a domain group, percent: where Gmail starts to
+refuse a bulk sender's mail ("never reach 0.3 %")."""
 MAX_SHOWN_INPUT_CHARS = 60
 """Characters of a refused value an error message quotes."""
 DEFAULT_BOUNCE_MAX_BYTES = 2_000_000
@@ -315,7 +320,7 @@ class Settings(BaseSettings):
         description="Confirmation emails per target address per 24 h.",
     )
 
-    # --- monitoring ---------------------------------------------------------------------------
+    # --- monitoring and sender reputation ---------------------------------------------------
     metrics_port: int | None = Field(
         None,
         ge=1,
@@ -333,6 +338,24 @@ class Settings(BaseSettings):
         description=(
             "Comma-separated IP addresses or networks (CIDR, e.g. 10.0.0.0/8) that may read "
             "/metrics besides loopback clients; others get 404."
+        ),
+    )
+    complaint_warn_percent: float = Field(
+        DEFAULT_COMPLAINT_WARN_PERCENT,
+        ge=0,
+        le=100,
+        description=(
+            "Complaint rate (ARF complaints ÷ delivered, per edition and domain group) above "
+            "which the daemon logs a warning, percent; 0 = off."
+        ),
+    )
+    complaint_pause_percent: float = Field(
+        DEFAULT_COMPLAINT_PAUSE_PERCENT,
+        ge=0,
+        le=100,
+        description=(
+            "Complaint rate above which the daemon pauses sending to that domain group (gmail, "
+            "outlook, yahoo, other) until `digest resume GROUP`, percent; 0 = never pause."
         ),
     )
 

@@ -44,7 +44,7 @@ def test_the_cli_loads_neither_premailer_nor_numpy_nor_dkim_until_used() -> None
 def test_a_send_without_metrics_never_loads_prometheus_client() -> None:
     # `digest send` counts nothing (digest.metrics.NO_METRICS); only a registry loads it.
     loaded = imported_after(
-        "import digest.core, digest.delivery.engine, digest.pipeline.send\n"
+        "import digest.core, digest.delivery.engine, digest.pipeline.send, digest.reputation\n"
         "from digest.metrics import NO_METRICS\nNO_METRICS.smtp_reply(250, 'a@gmail.com')"
     )
     assert "prometheus_client" not in loaded

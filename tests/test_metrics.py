@@ -93,7 +93,7 @@ async def test_a_process_that_serves_no_metrics_sends_without_a_registry(tmp_pat
 # -- the daemon: bounces, what is due, the rates -----------------------------------------------
 
 
-async def test_a_tick_counts_the_bounces_it_reads_and_what_is_due(
+async def test_a_tick_counts_the_bounces_it_reads_and_reports_the_complaint_rate(
     tmp_path: Path, state_url: str
 ) -> None:
     subscribers = tmp_path / "subscribers.yaml"
@@ -123,6 +123,9 @@ async def test_a_tick_counts_the_bounces_it_reads_and_what_is_due(
         text = scrape(metrics)
     assert report.bounces is not None and report.bounces.complaints == 1
     assert metric(text, "digest_bounces_total", kind="complaint") == 1
+    assert metric(text, "digest_complaint_rate", domain_group="gmail") == pytest.approx(0.1)
+    assert metric(text, "digest_complaint_rate", domain_group="yahoo") == 0
+    assert metric(text, "digest_sending_paused", domain_group="gmail") == 1  # 10 % > 0.3 %
     assert metric(text, "digest_suppressions", reason="complained") == 1
     assert metric(text, "digest_due_deliveries") == 0  # ada has 2026-08-20; 08-21 not yet
 
