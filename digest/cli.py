@@ -782,7 +782,8 @@ def state_migrate(
 @app.command()
 def history(
     date_: Annotated[
-        str | None, typer.Option("--date", metavar="EDITION", help="Edition key.")
+        str | None,
+        typer.Option("--date", "--edition", metavar="EDITION", help="Edition key."),
     ] = None,
     subscriber: Annotated[
         str | None, typer.Option(metavar="EMAIL", help="Only this subscriber.")
@@ -790,10 +791,30 @@ def history(
     status: Annotated[
         str | None, typer.Option(metavar="STATUS", help=", ".join(STATUSES) + ".")
     ] = None,
+    summary: Annotated[
+        bool,
+        typer.Option(
+            "--summary",
+            help="Per edition: delivered, owed, unknown, failed by reply, skipped by reason.",
+        ),
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="With --summary: one JSON array, for scripts.")
+    ] = False,
 ) -> None:
-    """Show what was sent, when, with which Message-ID."""
+    """Show what was sent, when, with which Message-ID; --summary: who was skipped, and why."""
     _setup_logging(logging.WARNING)
+    if date_ is not None and not date_.isprintable():
+        with _errors():
+            raise ConfigError(
+                f"--edition {date_!r}: an edition key is YYYY-MM-DD, YYYY-Www or test:DATE"
+            )
+    if summary:
+        _history_summary(date_, subscriber, status, as_json)
+        return
     with _errors():
+        if as_json:
+            raise ConfigError("--json goes with --summary")
         if status is not None and status not in STATUSES:
             raise ConfigError(f"--status {status!r}: use one of {', '.join(STATUSES)}")
         settings = _settings()
@@ -831,6 +852,31 @@ def history(
             table.add_row(edition_key, who, what, when.strftime("%Y-%m-%d %H:%M:%S"), mid, detail)
         out.print(table)
         out.print(f"{len(rows)} rows" + (f", {len(events)} bounces" if events else ""))
+
+
+def _history_summary(
+    edition: str | None, subscriber: str | None, status: str | None, as_json: bool
+) -> None:
+    """``digest history --summary``: one :class:`~digest.history.EditionSummary` each."""
+    with _errors():
+        from digest.history import edition_summaries
+
+        for flag, given in (("--subscriber", subscriber), ("--status", status)):
+            if given is not None:
+                raise ConfigError(f"--summary counts every subscriber; drop {flag}")
+        with open_store(_settings()) as store:
+            summaries = edition_summaries(store, edition)
+    if as_json:
+        import json
+
+        out.print_json(json.dumps([s.to_json() for s in summaries]))
+        return
+    if not summaries:
+        out.print(f"no deliveries recorded for edition {edition}" if edition else "no deliveries")
+        return
+    for s in summaries:
+        for line in s.lines():
+            out.print(Text(line), highlight=False)
 
 
 def history_detail(detail: str | None, code: int | None, error: str | None, *, sent: bool) -> str:

@@ -5,6 +5,7 @@ the paused group's subscribers stay owed across a restart, and `digest resume` l
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import timedelta
 from pathlib import Path
@@ -60,7 +61,7 @@ async def test_complaints_past_0_3_percent_pause_gmail_until_digest_resume(
 ) -> None:
     with SMTPTestServer() as relay:
         values = values_for(tmp_path, state_url, relay)
-        use_settings(monkeypatch, **values)  # for `digest resume`
+        use_settings(monkeypatch, **values)  # for `digest resume` and `digest history`
         settings = make_settings(**values)
         clock = FakeClock(utc(2026, 8, 20, 9))
         # The sent edition went to 1,000 Gmail addresses (999 + reader@gmail.com).
@@ -109,6 +110,10 @@ async def test_complaints_past_0_3_percent_pause_gmail_until_digest_resume(
             again = await daemon.tick()  # still paused: held, nothing written again
             assert again.editions[0].paused == 1 and again.total("sent") == 0
         assert sorted(r for m in relay.messages for r in m.rcpt_tos) == sorted(READERS[1:])
+        code, output = run_cli("history", "--edition", NEXT_EDITION, "--summary", "--json")
+        assert code == 0, output
+        [summary] = json.loads(output)
+        assert (summary["delivered"], summary["skipped"]["paused"]) == (3, 1)
 
         code, output = run_cli("resume", "gmail")
         assert code == 0, output
