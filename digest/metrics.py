@@ -90,6 +90,13 @@ def reply_class(code: int) -> str | None:
     return None
 
 
+def source_label(spec: str) -> str:
+    """A source spec as a label: a ``feed:URL``'s URL without its secrets (userinfo password,
+    ``token=``...: :func:`~digest.redact.redact_url`), the rest as written."""
+    kind, colon, rest = spec.partition(":")
+    return f"{kind}{colon}{redact_url(rest)}" if "://" in rest else redact_url(spec)
+
+
 class Recorder:
     """What the send path, the daemon and the web app report; this base records nothing.
 
@@ -248,7 +255,7 @@ class Metrics(Recorder):
             self._bounces.labels(kind).inc(count)
 
     def source_fetched(self, source: str, at: datetime) -> None:
-        self._fetched.labels(redact_url(source)).set(at.timestamp())
+        self._fetched.labels(source_label(source)).set(at.timestamp())
 
     def edition_papers(self, count: int) -> None:
         self._papers.set(count)

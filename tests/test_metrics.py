@@ -130,6 +130,42 @@ async def test_a_tick_counts_the_bounces_it_reads_and_reports_the_complaint_rate
     assert metric(text, "digest_due_deliveries") == 0  # ada has 2026-08-20; 08-21 not yet
 
 
+async def test_a_tick_reports_the_papers_collected_and_when_each_source_answered(
+    tmp_path: Path, state_url: str
+) -> None:
+    subscribers = tmp_path / "subscribers.yaml"
+    subscribers.write_text('subscribers:\n  - email: ada@example.org\n    send_at: "07:00"\n')
+    settings = make_settings(
+        **MESSAGE_SETTINGS,
+        sources=PAPERS,
+        subscribers=subscribers,
+        state_url=state_url,
+        outbox=tmp_path / "outbox",
+    )
+    clock = FakeClock(T0)  # 2026-08-21 09:00 UTC: the 2026-08-20 edition is due since 07:00
+    metrics = Metrics()
+    with Digest(settings, now=clock, metrics=metrics) as digest:
+        with digest.store.sender_lock(purpose="run"):
+            report = await Daemon(digest, settings, now=clock).tick()
+        papers = await digest.papers_for(EDITION)
+        text = scrape(metrics)
+    assert report.total("sent") == 1
+    assert metric(text, "digest_source_last_success_timestamp_seconds", source=PAPERS) == (
+        T0.timestamp()
+    )
+    assert metric(text, "digest_edition_papers") == len(papers.papers) > 0
+    assert metric(text, "digest_due_deliveries") == 1  # as the tick found it, before sending
+    assert metric(text, "digest_oldest_due_age_seconds") == 2 * 3600
+
+
+def test_a_secret_in_a_source_spec_never_reaches_a_label() -> None:
+    metrics = Metrics()
+    metrics.source_fetched("feed:https://reader:hunter2@feeds.example.org/x?token=s3cr3t", T0)
+    text = scrape(metrics)
+    assert "hunter2" not in text and "s3cr3t" not in text
+    assert 'source="feed:https://reader:***@feeds.example.org/x?token=***"' in text
+
+
 # -- the state's figures, both databases ----------------------------------------------------------
 
 
