@@ -29,11 +29,17 @@ model trained (the costliest send).
 5. **Latency** (issue 3): an aiosmtpd sink delaying each DATA reply by 100 ms; ``Digest.send``
    with pools of 4 and 8 connections (ideal: concurrency / 0.1 s messages per second).
 
+``--metrics-cost`` instead (issue 24): ``Digest.send`` in this process against the sink,
+rounds alternating without metrics (``digest send``) and with a Prometheus registry counting
+every reply, duration and bounce (what ``digest run`` does), msg/s of each; and the cost of
+one message's counting alone.
+
 Usage (min/median/max over ``--runs``)::
 
     .venv/bin/python benchmarks/bench_send.py --subscribers 100000 --runs 3
     .venv/bin/python benchmarks/bench_send.py --quick          # 2,000 subscribers, 1 run
     .venv/bin/python benchmarks/bench_send.py --subscribers 100000 --modelled 0.1
+    .venv/bin/python benchmarks/bench_send.py --metrics-cost --subscribers 2000 --runs 5
 
 Targets (2-core machine, 100,000 subscribers): digest ≤ 150 s end to end, whole-tree peak
 RSS ≤ 250 MB, digest ≥ 0.30 × the aiosmtplib pool; load ≤ 3 s and ≤ 60 MB; latency ≥ 0.9 ×
@@ -72,6 +78,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from digest.core import Digest  # noqa: E402
+from digest.metrics import NO_METRICS, Metrics, Recorder  # noqa: E402
 from digest.models import Edition  # noqa: E402
 from digest.pipeline.workers import make_message  # noqa: E402
 from digest.settings import Settings  # noqa: E402
@@ -569,6 +576,62 @@ async def latency_run(
     return wall, steady, sent
 
 
+async def counted_run(
+    settings: Settings, edition: Edition, subs: Sequence[Subscriber], metrics: Recorder
+) -> tuple[float, int]:
+    """``Digest.send`` of ``subs`` with ``metrics``: (wall seconds, messages sent)."""
+    with Digest(settings, metrics=metrics) as digest:
+        t0 = time.perf_counter()
+        summary = await digest.send(edition, subs)
+        return time.perf_counter() - t0, summary.sent
+
+
+COUNTING_CALLS = 200_000
+
+
+def counting_cost_us() -> float:
+    """Microseconds one delivered message's counting takes (a reply and a duration)."""
+    metrics = Metrics()
+    t0 = time.perf_counter()
+    for _ in range(COUNTING_CALLS):
+        metrics.smtp_reply(250, "reader000001@bench.example.org")
+        metrics.send_seconds(0.004)
+    return (time.perf_counter() - t0) / COUNTING_CALLS * 1e6
+
+
+def metrics_cost(args: argparse.Namespace) -> None:
+    """``--metrics-cost``: msg/s of ``Digest.send`` without and with a metrics registry."""
+    n, edition = args.subscribers, Edition.daily(args.day)
+    with tempfile.TemporaryDirectory(prefix="digest-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        write_subscribers(tmp / "subscribers.yaml", n, vocabulary(EXAMPLES), random.Random(SEED))
+        subs = load_subscribers(tmp / "subscribers.yaml").subscribers
+        rates: dict[str, list[float]] = {"without metrics": [], "with metrics": []}
+        with Sink(args.sink) as sink:
+            print(
+                f"metrics cost: Digest.send of {n} subscribers, pool {args.concurrency}, "
+                f"{args.runs} round(s) of each, alternating; sink {sink.kind}; "
+                f"load average {psutil.getloadavg()[0]:.1f}"
+            )
+            for i in range(args.runs):
+                for name, metrics in (("without metrics", NO_METRICS), ("with metrics", None)):
+                    state = f"cost-{i}-{'on' if metrics is None else 'off'}.sqlite3"
+                    settings = settings_for(
+                        tmp, sink.port, args.concurrency, state, args.render_workers
+                    )
+                    wall, sent = asyncio.run(
+                        counted_run(settings, edition, subs, metrics or Metrics())
+                    )
+                    rates[name].append(sent / wall)
+                    rate = sent / wall
+                    print(f"  round {i + 1} {name}: {sent} sent in {wall:.2f} s ({rate:.0f}/s)")
+        off, on = (statistics.median(v) for v in rates.values())
+        print(
+            f"median msg/s: without {off:.0f}, with {on:.0f} ({(on - off) / off * 100:+.1f} %); "
+            f"counting one message: {counting_cost_us():.2f} µs"
+        )
+
+
 # -- the report ------------------------------------------------------------------------------------
 
 
@@ -753,6 +816,11 @@ def main(argv: list[str] | None = None) -> int:
         "state against one sink, e.g. 1,2,4 (see benchmarks/bench_shared.py)",
     )
     parser.add_argument(
+        "--metrics-cost",
+        action="store_true",
+        help="instead: msg/s of Digest.send without and with a metrics registry",
+    )
+    parser.add_argument(
         "--start-postgres",
         action="store_true",
         help="with --processes: start a throwaway local PostgreSQL (default durability) "
@@ -763,6 +831,9 @@ def main(argv: list[str] | None = None) -> int:
         args.subscribers = QUICK_SUBSCRIBERS if args.quick else DEFAULT_SUBSCRIBERS
     if args.runs is None:
         args.runs = 1 if args.quick else DEFAULT_RUNS
+    if args.metrics_cost:
+        metrics_cost(args)
+        return 0
     if args.processes or args.state or args.start_postgres:
         from bench_shared import run_processes
 
