@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from digest.state import open_state
 from digest.subscribers import load_subscribers
 from tests.factories import active, make_settings, messages, send_edition
 from tests.webserver import eventually, free_port, running_app
@@ -242,7 +243,6 @@ def test_onboarding_rate_preferences_reset_in_chromium(
     from datetime import UTC, datetime
 
     from digest.message import preferences_url_for
-    from digest.state import StateStore
     from tests.factories import FakeClock
 
     page = browser_page
@@ -267,7 +267,7 @@ def test_onboarding_rate_preferences_reset_in_chromium(
         page.click("text=Save my ratings")
         page.wait_for_selector("text=Saved 3 ratings")
         shots.take("rated")
-        with StateStore(settings.state_path) as store:
+        with open_state(settings.effective_state_url) as store:
             fb = store.feedback("ada@example.org")["ada@example.org"]
         assert (len(fb.likes), len(fb.dislikes)) == (2, 1)
 
@@ -281,5 +281,5 @@ def test_onboarding_rate_preferences_reset_in_chromium(
         page.wait_for_selector("text=Reset: 3 ratings")
         assert page.locator("#influences li").count() == 0
         shots.take("reset")
-    with StateStore(settings.state_path) as store:
+    with open_state(settings.effective_state_url) as store:
         assert [e.action for e in store.events("ada@example.org")] == ["reset"]

@@ -20,7 +20,7 @@ from digest.core import Digest
 from digest.message import preferences_url_for
 from digest.models import Feedback
 from digest.settings import Settings
-from digest.state import StateStore
+from digest.state import open_state
 from digest.subscribers import load_subscribers
 from digest.tokens import Purpose, TokenSigner
 from digest.web.app import create_app
@@ -57,7 +57,7 @@ BIB = """\
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Iterator[Settings]:
+def settings(tmp_path: Path, state_url: str) -> Iterator[Settings]:
     (tmp_path / "subscribers.yaml").write_text(SUBSCRIBERS, encoding="utf-8")
     with LocalHTTPServer() as api:
         api.add(f"/v3.0/{ORCID}/works", file=FIXTURES / "orcid" / "works.json")
@@ -65,7 +65,7 @@ def settings(tmp_path: Path) -> Iterator[Settings]:
         api.add("/v3.0/0000-0002-9079-593X/works", body=b"{" + b" " * 400, trickle_s=0.05)
         yield make_settings(
             subscribers=tmp_path / "subscribers.yaml",
-            state_path=tmp_path / "state.sqlite3",
+            state_url=state_url,
             outbox=tmp_path / "outbox",
             sources=f"file:{FIXTURES / 'hf-daily-papers'}",
             secret_key=SECRET_KEY,
@@ -125,7 +125,7 @@ def snapshot(settings: Settings) -> tuple[bytes, list[str]]:
 
 
 def events(settings: Settings) -> list[tuple[str, str, Any]]:
-    with StateStore(settings.state_path) as store:
+    with open_state(settings.effective_state_url) as store:
         return [(e.action, e.subscriber, e.detail) for e in store.events()]
 
 
@@ -321,7 +321,7 @@ async def test_the_onboarding_page_offers_ten_papers_and_records_ratings(
     saved = await client.post(f"{path}/rate", data=form)
     assert saved.status_code == 200
     assert "Saved 2 ratings" in saved.text
-    with StateStore(settings.state_path) as store:
+    with open_state(settings.effective_state_url) as store:
         fb = store.feedback(ADA)[ADA]
     assert fb.likes == (first,) and fb.dislikes == (second,)
     again = re.findall(r'name="rate-([0-9.]+)" value="like"', saved.text)
@@ -410,7 +410,7 @@ async def test_a_signup_with_interests_authors_and_an_orcid_is_written_at_confir
     )
     assert sent.status_code == 200
     assert load_subscribers(settings.subscribers).get("grace@example.org") is None
-    with StateStore(settings.state_path) as store:
+    with open_state(settings.effective_state_url) as store:
         (signup,) = [e for e in store.events("grace@example.org") if e.action == "signup-fields"]
     signer = TokenSigner.from_settings(settings)
     token = signer.make(Purpose.CONFIRM, "grace@example.org", data=signup.detail["signup"])
