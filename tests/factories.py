@@ -44,6 +44,7 @@ import pytest
 from digest.core import Digest
 from digest.delivery import OutgoingMessage
 from digest.errors import ConfigError
+from digest.metrics import NO_METRICS, Recorder
 from digest.models import Edition, Paper
 from digest.settings import Settings, load_settings
 from digest.state import StateBackend
@@ -589,12 +590,18 @@ def drop_mail(maildir: Path, name: str, data: bytes) -> Path:
 
 
 @contextmanager
-def running_daemon(settings: Settings, clock: FakeClock) -> Iterator[Daemon]:
+def running_daemon(
+    settings: Settings, clock: FakeClock, metrics: Recorder = NO_METRICS
+) -> Iterator[Daemon]:
     """A :class:`~digest.daemon.Daemon` of ``settings`` on the clock ``clock``, holding the
-    state's sender lock (as ``digest run`` does); call ``await daemon.tick()``."""
+    state's sender lock (as ``digest run`` does), counting into ``metrics``; call
+    ``await daemon.tick()`` (``daemon.digest`` is its facade)."""
     from digest.daemon import Daemon
 
-    with Digest(settings, now=clock) as digest, digest.store.sender_lock(purpose="run"):
+    with (
+        Digest(settings, now=clock, metrics=metrics) as digest,
+        digest.store.sender_lock(purpose="run"),
+    ):
         yield Daemon(digest, settings, now=clock)
 
 

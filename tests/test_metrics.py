@@ -19,11 +19,10 @@ import httpx
 import pytest
 
 from digest.core import Digest
-from digest.daemon import Daemon
 from digest.message import unsubscribe_url_for
 from digest.metrics import NO_METRICS, Metrics, client_allowed
 from digest.models import Edition
-from digest.settings import parse_networks
+from digest.settings import Settings, parse_networks
 from digest.state import StateBackend
 from digest.subscribers import Subscriber
 from tests.conftest import FIXTURES, PROJECT, MakeStore
@@ -37,6 +36,7 @@ from tests.factories import (
     make_settings,
     metric,
     run_cli,
+    running_daemon,
     send_settings,
     use_settings,
 )
@@ -93,24 +93,31 @@ async def test_a_process_that_serves_no_metrics_sends_without_a_registry(tmp_pat
 # -- the daemon: bounces, what is due, the rates -----------------------------------------------
 
 
-async def test_a_tick_counts_the_bounces_it_reads_and_reports_the_complaint_rate(
-    tmp_path: Path, state_url: str
-) -> None:
+def one_subscriber(tmp_path: Path, state_url: str, address: str, **extra: Any) -> Settings:
+    """A daemon's settings: ``address`` at 07:00 UTC, the recorded papers, a Maildir outbox."""
     subscribers = tmp_path / "subscribers.yaml"
-    subscribers.write_text('subscribers:\n  - email: ada@gmail.com\n    send_at: "07:00"\n')
-    settings = make_settings(
+    subscribers.write_text(f'subscribers:\n  - email: {address}\n    send_at: "07:00"\n')
+    return make_settings(
         **MESSAGE_SETTINGS,
         sources=PAPERS,
         subscribers=subscribers,
         state_url=state_url,
         outbox=tmp_path / "outbox",
-        bounce_maildir=tmp_path / "bounces",
+        **extra,
+    )
+
+
+async def test_a_tick_counts_the_bounces_it_reads_and_reports_the_complaint_rate(
+    tmp_path: Path, state_url: str
+) -> None:
+    settings = one_subscriber(
+        tmp_path, state_url, "ada@gmail.com", bounce_maildir=tmp_path / "bounces"
     )
     clock = FakeClock(T0)
     metrics = Metrics()
-    with Digest(settings, now=clock, metrics=metrics) as digest:
-        metrics.watch_state(digest.store, now=clock)
-        store = digest.store
+    with running_daemon(settings, clock, metrics) as daemon:
+        store = daemon.digest.store
+        metrics.watch_state(store, now=clock)
         message_id = "<2026-08-20.0123456789abcdef01234567@example.org>"
         for n in range(9):
             assert store.claim(f"r{n}@gmail.com", "2026-08-20", f"<{n}@x>")
@@ -118,8 +125,7 @@ async def test_a_tick_counts_the_bounces_it_reads_and_reports_the_complaint_rate
         assert store.claim("ada@gmail.com", "2026-08-20", message_id)
         store.mark_sent("ada@gmail.com", "2026-08-20", "250 OK")
         drop_mail(settings.bounce_maildir, "arf", complaint_about("ada@gmail.com", message_id))
-        with store.sender_lock(purpose="run"):
-            report = await Daemon(digest, settings, now=clock).tick()
+        report = await daemon.tick()
         text = scrape(metrics)
     assert report.bounces is not None and report.bounces.complaints == 1
     assert metric(text, "digest_bounces_total", kind="complaint") == 1
@@ -133,21 +139,12 @@ async def test_a_tick_counts_the_bounces_it_reads_and_reports_the_complaint_rate
 async def test_a_tick_reports_the_papers_collected_and_when_each_source_answered(
     tmp_path: Path, state_url: str
 ) -> None:
-    subscribers = tmp_path / "subscribers.yaml"
-    subscribers.write_text('subscribers:\n  - email: ada@example.org\n    send_at: "07:00"\n')
-    settings = make_settings(
-        **MESSAGE_SETTINGS,
-        sources=PAPERS,
-        subscribers=subscribers,
-        state_url=state_url,
-        outbox=tmp_path / "outbox",
-    )
+    settings = one_subscriber(tmp_path, state_url, "ada@example.org")
     clock = FakeClock(T0)  # 2026-08-21 09:00 UTC: the 2026-08-20 edition is due since 07:00
     metrics = Metrics()
-    with Digest(settings, now=clock, metrics=metrics) as digest:
-        with digest.store.sender_lock(purpose="run"):
-            report = await Daemon(digest, settings, now=clock).tick()
-        papers = await digest.papers_for(EDITION)
+    with running_daemon(settings, clock, metrics) as daemon:
+        report = await daemon.tick()
+        papers = await daemon.digest.papers_for(EDITION)
         text = scrape(metrics)
     assert report.total("sent") == 1
     assert metric(text, "digest_source_last_success_timestamp_seconds", source=PAPERS) == (
