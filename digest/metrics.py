@@ -93,8 +93,7 @@ def reply_class(code: int) -> str | None:
 def source_label(spec: str) -> str:
     """A source spec as a label: a ``feed:URL``'s URL without its secrets (userinfo password,
     ``token=``...: :func:`~digest.redact.redact_url`), the rest as written."""
-    kind, colon, rest = spec.partition(":")
-    return f"{kind}{colon}{redact_url(rest)}" if "://" in rest else redact_url(spec)
+    return redact_url(spec)
 
 
 class Recorder:
