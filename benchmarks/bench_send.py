@@ -476,14 +476,16 @@ def run_digest(
     day: date,
     i: int,
     seed: Path | None = None,
+    python: str = sys.executable,
 ) -> Run:
     """``digest send`` through the CLI, fresh state file (a copy of ``seed``, if given: the
-    modelled subscribers' 👍/👎); whole-tree RSS sampled."""
+    modelled subscribers' 👍/👎); whole-tree RSS sampled. ``python``: the interpreter whose
+    ``digest`` runs (another checkout's venv for ``--before``)."""
     state = tmp / f"state-{i}.sqlite3"
     if seed is not None:
         shutil.copyfile(seed, state)
     env = env_for(tmp, port, concurrency, state, workers)
-    args = [sys.executable, "-m", "digest", "send", "--date", day.isoformat()]
+    args = [python, "-m", "digest", "send", "--date", day.isoformat()]
     t0 = time.perf_counter()
     proc = subprocess.Popen(args, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     with TreeRss(proc.pid) as rss:
@@ -679,19 +681,28 @@ def run(args: argparse.Namespace) -> None:
                 Series("aiosmtplib pool (Python limit)"),
                 Series("digest send (CLI, end to end)"),
             ]
+            before = Series(f"digest send of {args.before} (before)")
+            python_before = str(args.before / ".venv" / "bin" / "python") if args.before else ""
             for i in range(args.runs):
-                if Path(SMTP_SOURCE).exists():
+                if args.limits and Path(SMTP_SOURCE).exists():
                     series[0].runs.append(run_smtp_source(sink.port, n, concurrency, size))
-                series[1].runs.append(run_pool(sink.port, n, concurrency, messages))
-                series[2].runs.append(
-                    run_digest(tmp, sink.port, concurrency, workers, args.day, i, seed)
-                )
-                d = series[2].runs[-1]
-                say(
-                    f"  run {i + 1}: digest {d.sent} sent in {d.wall:.1f} s "
-                    f"({d.rate:.0f}/s, tree peak {d.peak_rss:.0f} MB; each process's own peak: "
-                    f"{d.parts} MB) | {d.note}"
-                )
+                if args.limits:
+                    series[1].runs.append(run_pool(sink.port, n, concurrency, messages))
+                runs = [(series[2], sys.executable, "digest")]
+                if args.before:  # interleaved, the order alternating round by round
+                    runs.insert(i % 2, (before, python_before, "before"))
+                for target, python, label in runs:
+                    target.runs.append(
+                        run_digest(tmp, sink.port, concurrency, workers, args.day, i, seed, python)
+                    )
+                    d = target.runs[-1]
+                    say(
+                        f"  run {i + 1}: {label} {d.sent} sent in {d.wall:.1f} s "
+                        f"({d.rate:.0f}/s, tree peak {d.peak_rss:.0f} MB; each process's own "
+                        f"peak: {d.parts} MB) | {d.note}"
+                    )
+            if before.runs:
+                series.append(before)
 
         say("")
         say(f"{'min / median / max':>52}  {'wall s':>20}  {'msg/s':>24}  {'tree peak RSS MB':>20}")
@@ -701,15 +712,27 @@ def run(args: argparse.Namespace) -> None:
                     f"  {s.name:<50} {s.stat(lambda r: r.wall):>20}  "
                     f"{s.stat(lambda r: r.rate):>24}  {s.stat(lambda r: r.peak_rss):>20}"
                 )
-        c_rate, pool_rate, digest_rate = (s.median_rate() for s in series)
+        c_rate, pool_rate, digest_rate = (s.median_rate() for s in series[:3])
+        if before.runs:
+            wall_ratio = statistics.median(r.wall for r in series[2].runs) / statistics.median(
+                r.wall for r in before.runs
+            )
+            rss_ratio = max(r.peak_rss for r in series[2].runs) / max(
+                r.peak_rss for r in before.runs
+            )
+            say(
+                f"  after / before: median wall {wall_ratio:.3f}, median msg/s "
+                f"{digest_rate / before.median_rate():.3f}, max tree peak RSS {rss_ratio:.3f}"
+            )
         say(f"  mean message size {size / 1024:.1f} KiB (smtp-source sends that many bytes)")
         say("")
         vs_pool = digest_rate / pool_rate if pool_rate else 0.0
         vs_c = digest_rate / c_rate if c_rate else 0.0
-        say(
-            f"digest / aiosmtplib pool = {vs_pool:.2f} (target ≥ {TARGET_VS_POOL}: "
-            f"{verdict(vs_pool >= TARGET_VS_POOL)}); digest / smtp-source = {vs_c:.3f}"
-        )
+        if pool_rate:
+            say(
+                f"digest / aiosmtplib pool = {vs_pool:.2f} (target ≥ {TARGET_VS_POOL}: "
+                f"{verdict(vs_pool >= TARGET_VS_POOL)}); digest / smtp-source = {vs_c:.3f}"
+            )
         walls = [r.wall for r in series[2].runs]
         peaks = [r.peak_rss for r in series[2].runs]
         scaled = statistics.median(walls) * 100_000 / n
@@ -801,6 +824,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--quick", action="store_true", help="small run: 2,000 subscribers, 1 round"
+    )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also send with DIR/.venv/bin/python's digest (another checkout), interleaved "
+        "round by round, and print the after / before ratios",
+    )
+    parser.add_argument(
+        "--no-limits",
+        dest="limits",
+        action="store_false",
+        help="skip the smtp-source and aiosmtplib pool rounds (with --before: only the two "
+        "digests)",
     )
     parser.add_argument(
         "--state",
