@@ -281,6 +281,23 @@ class Edition:
         days = tuple(date.fromisocalendar(iso_year, iso_week, d) for d in range(1, 8))
         return cls(key=f"{iso_year}-W{iso_week:02d}", days=days, frequency="weekly")
 
+    @classmethod
+    def parse(cls, key: str) -> Edition | None:
+        """The edition of a stored key, ``2026-08-20`` or ``2026-W34``; ``None`` for any other
+        text (a test send's ``test:…``, a welcome's ``welcome:…``, a malformed key)."""
+        m = _EDITION_KEY_RE.match(key)
+        if not m:
+            return None
+        try:
+            if m.group(4):
+                return cls.weekly(int(m.group(4)), int(m.group(5)))
+            return cls.daily(date.fromisoformat(key))
+        except ValueError:
+            return None
+
+
+_EDITION_KEY_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$|^(\d{4})-W(\d{2})$")
+
 
 @dataclass(slots=True)
 class RunSummary:

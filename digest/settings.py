@@ -311,6 +311,13 @@ class Settings(BaseSettings):
         None, ge=1, le=65535, description="Port; when set, `digest run` also serves the app."
     )
     signup: bool = Field(True, description="false: no sign-up form on the web app.")
+    welcome: bool = Field(
+        True,
+        description=(
+            "Send a welcome email on a confirmed sign-up and a resubscribe (what the list is, "
+            "when the first edition comes, the preferences link); false: none."
+        ),
+    )
     signup_per_client_hour: int = Field(
         DEFAULT_SIGNUP_PER_CLIENT_HOUR, ge=1, description="Sign-ups per client address per hour."
     )

@@ -99,8 +99,10 @@ SELECT {delivery} FROM deliveries
 WHERE subscriber = :subscriber AND status IN ('sent', 'failed')
 ORDER BY coalesce(sent_at, updated_at) DESC LIMIT 1
 -- name: sent_editions
+-- Editions only: a test send's 'test:…' and a welcome's 'welcome:…' hold a colon.
 SELECT edition, min(coalesce(sent_at, updated_at)) FROM deliveries
-WHERE status = 'sent' GROUP BY edition ORDER BY edition DESC LIMIT :limit
+WHERE status = 'sent' AND edition NOT LIKE '%:%' GROUP BY edition ORDER BY edition DESC
+LIMIT :limit
 -- name: sent_papers
 SELECT dp.subscriber, dp.arxiv_id FROM delivery_papers dp
 JOIN deliveries d ON d.subscriber = dp.subscriber AND d.edition = dp.edition

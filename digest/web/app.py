@@ -39,7 +39,7 @@ import re
 import zoneinfo
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +95,6 @@ ONE_CLICK_VALUE = "One-Click"
 MAX_FORM_FIELDS = 20
 ARCHIVE_LIMIT = 60
 """Editions listed in the archive index and the Atom feed (newest first)."""
-_EDITION_KEY_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$|^(\d{4})-W(\d{2})$")
 _TOKEN_STATUS = {"malformed": 400, "forged": 403, "expired": 410, "used": 410, "unknown": 404}
 REFUSED_STATUS = 409
 """Status of a change this link may not make (:class:`SubscriptionRefused`)."""
@@ -103,15 +102,7 @@ REFUSED_STATUS = 409
 
 def parse_edition_key(key: str) -> Edition | None:
     """The :class:`Edition` of ``2026-08-20`` or ``2026-W34``, or ``None`` if malformed."""
-    m = _EDITION_KEY_RE.match(key)
-    if not m:
-        return None
-    try:
-        if m.group(4):
-            return Edition.weekly(int(m.group(4)), int(m.group(5)))
-        return Edition.daily(date.fromisoformat(key))
-    except ValueError:
-        return None
+    return Edition.parse(key)
 
 
 class WebApp:
