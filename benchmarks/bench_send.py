@@ -300,6 +300,15 @@ def settings_for(
 # -- measuring -----------------------------------------------------------------------------------
 
 
+def _kind(command: str) -> str:
+    """What a child of ``digest send`` is, by its command line."""
+    if "contextproc" in command:
+        return "context"
+    if "resource_tracker" in command:
+        return "tracker"
+    return "worker"
+
+
 class TreeRss:
     """Samples the summed RSS of a process and all its descendants; keeps the peak (MB), and
     each process's own peak (``parts``: the root first, then its children by start)."""
@@ -307,6 +316,7 @@ class TreeRss:
     def __init__(self, pid: int) -> None:
         self.peak = 0.0
         self.parts: dict[int, float] = {}
+        self.kinds: dict[int, str] = {}
         self._root = psutil.Process(pid)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -322,15 +332,18 @@ class TreeRss:
                 rss = proc.memory_info().rss
                 total += rss
                 self.parts[proc.pid] = max(self.parts.get(proc.pid, 0.0), rss / MB)
+                if proc.pid not in self.kinds:
+                    self.kinds[proc.pid] = _kind(" ".join(proc.cmdline()))
         return total / MB
 
     def breakdown(self) -> str:
-        """``parent 180 + 2 workers 60/58`` (each process's own peak, MB)."""
-        root, *children = self.parts.values()
+        """``parent 125 + context 112 + tracker 13 + worker 109`` (each process's own peak, MB;
+        children in the order they were first seen)."""
+        (_, root), *children = self.parts.items()
         if not children:
             return f"one process {root:.0f}"
-        return f"parent {root:.0f} + {len(children)} workers " + "/".join(
-            f"{c:.0f}" for c in children
+        return f"parent {root:.0f} + " + " + ".join(
+            f"{self.kinds.get(pid, 'worker')} {peak:.0f}" for pid, peak in children
         )
 
     def _run(self) -> None:
