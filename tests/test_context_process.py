@@ -6,7 +6,11 @@ The real WordLlama model is used (offline, from its wheel)."""
 from __future__ import annotations
 
 import asyncio
+import email
+import email.policy
 import logging
+import re
+import shutil
 import sys
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
@@ -24,7 +28,7 @@ from digest.ranking.readercache import ReaderCache
 from digest.settings import Settings
 from digest.sources.file import FileSource
 from digest.subscribers import Subscriber
-from tests.factories import EXAMPLE_DAYS, make_settings
+from tests.factories import EXAMPLE_DAYS, MESSAGE_SETTINGS, make_settings
 
 DAY = date(2026, 8, 18)
 EDITION = Edition.daily(DAY)
@@ -132,6 +136,54 @@ async def test_a_small_send_builds_its_context_here(root: Path) -> None:
         context = await digest.ranking.build(PAPERS, SUBSCRIBERS, edition=EDITION)
     assert context.vectors  # in this process: the vectors themselves
     assert len(SUBSCRIBERS) < digest.ranking.process_min_batch
+
+
+RANDOM = re.compile(rb"Message-ID: <[^>]+>|=_[0-9a-f]{32}")
+"""What differs between two sends of the same messages: the Message-ID and MIME boundary."""
+
+
+def messages(outbox: Path) -> dict[str, bytes]:
+    """Each recipient's message in a Maildir, its Message-ID and MIME boundary blanked."""
+    out: dict[str, bytes] = {}
+    for path in (outbox / "new").iterdir():
+        raw = path.read_bytes()
+        to = email.message_from_bytes(raw, policy=email.policy.default)["To"].addresses[0]
+        out[to.addr_spec] = RANDOM.sub(b"", raw)
+    return out
+
+
+async def sent(root: Path, caches: str, *, child: bool) -> dict[str, bytes]:
+    """The messages of a send of :data:`SUBSCRIBERS` (a copy of the state, into an outbox)."""
+    (root / caches).mkdir()
+    shutil.copyfile(root / "state.sqlite3", root / caches / "state.sqlite3")
+    settings = make_settings(
+        subscribers=root / "subscribers.yaml",
+        state_path=root / caches / "state.sqlite3",
+        vector_cache=root / caches / "vectors.sqlite3",
+        reader_cache=root / caches / "reader.sqlite3",
+        outbox=root / caches / "outbox",
+        sources=f"file:{EXAMPLE_DAYS}",
+        **MESSAGE_SETTINGS,
+    )
+    with Digest(settings, now=lambda: NOW) as digest:
+        digest.ranking.learner._now = NOW
+        if child:
+            digest.ranking.process_min_batch = 1
+        summary = await digest.send(EDITION, SUBSCRIBERS)
+    assert summary.sent == len(SUBSCRIBERS), summary.errors
+    return messages(root / caches / "outbox")
+
+
+async def test_a_send_whose_context_comes_from_a_child_process_sends_the_same_bytes(
+    root: Path,
+) -> None:
+    # Interests, a liked paper, a library and 👍/👎 ranked with the child's tables and scores:
+    # every message byte for byte the one ranked with a context built in this process.
+    there = await sent(root, "child", child=True)
+    here = await sent(root, "here", child=False)
+    assert there.keys() == {s.email for s in SUBSCRIBERS}
+    for email_, raw in here.items():
+        assert there[email_] == raw, email_
 
 
 # -- the model goes before the training ------------------------------------------------------
