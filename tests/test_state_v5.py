@@ -2,7 +2,8 @@
 
 ``tests/fixtures/state/v5.sqlite3`` and ``v5.pg.sql`` (a ``pg_dump``) were made by the code of
 before issue #21 (``tests/fixtures/state/make_v5.py``), with rows in every table and a row of
-every status. Opening them must keep every row and every value, and leave them writable.
+every status. Opening them must keep every row and every value, migrate them on to the current
+schema (v6: the subscriber list's tables, empty) and leave them writable.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from digest.models import Feedback
-from digest.state import COPY_TABLES, SKIP_LATE, StateBackend, open_state
+from digest.state import COPY_TABLES, SCHEMA_VERSION, SKIP_LATE, StateBackend, open_state
 from tests.conftest import FIXTURES
 
 T0 = datetime(2026, 8, 20, 6, 0, tzinfo=UTC)
@@ -33,6 +34,9 @@ V5_COUNTS = {
     "known_papers": 1,
     "papers": 1,
     "feed_cache": 1,
+    "subscribers": 0,
+    "subscriber_list": 0,
+    "subscriber_outbox": 0,
 }
 
 
@@ -50,7 +54,7 @@ def v5_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 def test_a_v5_state_opens_with_every_row_and_value(v5_url: str) -> None:
     with open_state(v5_url, now=lambda: T0) as store:
-        assert store.schema_version == 5
+        assert store.schema_version == SCHEMA_VERSION == 6
         assert store.counts() == V5_COUNTS
         rows = {r.subscriber: r for r in store.list(edition=DAY)}
         assert {a: str(r.status) for a, r in rows.items()} == {

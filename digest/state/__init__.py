@@ -34,7 +34,7 @@ from digest.state.base import (
     may_move,
     redact_url,
 )
-from digest.state.records import Event, Signup
+from digest.state.records import Event, Signup, StoredList, StoredSubscriber
 from digest.state.schema import MIGRATIONS, SCHEMA_VERSION
 from digest.state.sqlite import (
     BUSY_TIMEOUT_MS,
@@ -157,6 +157,8 @@ __all__ = [
     "StateBackend",
     "StateStore",
     "StatusMap",
+    "StoredList",
+    "StoredSubscriber",
     "Suppression",
     "SuppressionReason",
     "Transition",

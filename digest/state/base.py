@@ -32,7 +32,7 @@ import os
 import re
 import secrets
 import socket
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -44,7 +44,7 @@ from urllib.parse import unquote
 from digest.addresses import normalize_email
 from digest.models import Feedback, Paper
 from digest.sources.feed import FeedCache
-from digest.state.records import Event, Signup
+from digest.state.records import Event, Signup, StoredList, StoredSubscriber
 
 SKIP_LATE = "late"
 """``detail`` of a ``skipped`` row whose send window had passed (catch-up limit)."""
@@ -614,6 +614,37 @@ class StateBackend(Protocol):
 
     def feedback(self, subscriber: str | None = None) -> dict[str, Feedback]: ...
 
+    # -- the subscriber list (DIGEST_SUBSCRIBERS=state; digest.subscribers.home) -----------
+    def subscriber_list(self) -> StoredList: ...
+
+    def stored_subscriber(self, email: str) -> StoredSubscriber | None: ...
+
+    def stored_subscribers(
+        self, *, frequency: str | None = None, active: bool | None = None, chunk: int = ...
+    ) -> Iterator[builtins.list[StoredSubscriber]]: ...
+
+    def subscribers_since(self, version: int) -> builtins.list[StoredSubscriber]: ...
+
+    def add_subscriber(
+        self, row: StoredSubscriber, *, position: int | None = None
+    ) -> int | None: ...
+
+    def change_subscriber(self, row: StoredSubscriber, *, expect: int) -> int | None: ...
+
+    def remove_subscriber(self, email: str) -> int | None: ...
+
+    def save_subscribers(
+        self, rows: Iterable[StoredSubscriber], *, added: int, text: StoredList
+    ) -> int: ...
+
+    def unsubscribed_in_list(self) -> builtins.list[str]: ...
+
+    def queue_list_change(self, email: str, change: str) -> None: ...
+
+    def list_changes(self) -> builtins.list[tuple[int, str, str]]: ...
+
+    def forget_list_changes(self, ids: Iterable[int]) -> None: ...
+
     # -- operations ------------------------------------------------------------------------
     def counts(self) -> dict[str, int]: ...
 
@@ -637,5 +668,8 @@ COPY_TABLES: tuple[str, ...] = (
     "known_papers",
     "papers",
     "feed_cache",
+    "subscribers",
+    "subscriber_list",
+    "subscriber_outbox",
 )
 """The tables ``digest state migrate`` copies, in this order (parents first)."""

@@ -115,7 +115,7 @@ class SqliteConnector(Connector):
         """``YYYY-MM-DD``."""
         return day.isoformat()
 
-    def array(self, values: Iterable[str]) -> str:
+    def array(self, values: Iterable[Any]) -> str:
         """A JSON list (read with ``json_each``)."""
         return json.dumps(list(values))
 
