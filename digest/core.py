@@ -31,7 +31,8 @@ from digest.ranking.embeddings import Embedder, VectorCache
 from digest.render import RenderedEmail, Renderer
 from digest.settings import Settings
 from digest.state import StateBackend, open_state
-from digest.subscribers import Subscriber, SubscriberList, load_subscribers
+from digest.subscribers import Subscriber, SubscriberList
+from digest.subscribers.home import SubscriberHome, open_home
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ class Digest:
         now: the clock (aware UTC datetimes); injected by tests.
 
     Attributes:
+        home: where the subscriber list lives (:mod:`digest.subscribers.home`).
         render_min_batch: fewest owed subscribers for which :meth:`send` makes the messages
             in ``settings.effective_render_workers`` worker processes (see
             :mod:`digest.pipeline.workers`); default :data:`RENDER_PROCESSES_MIN_BATCH`.
@@ -102,13 +104,16 @@ class Digest:
         self.store: StateBackend = store if store is not None else open_store(settings, now=now)
         self._renderer: Renderer | None = None
         self._recovered = False
+        self.home: SubscriberHome = open_home(settings, self.store)
         self.papers = PaperCollector(settings, self.store, now=now)
         self.ranking = RankContextBuilder(settings, self.store)
         self.envelope = EnvelopeRule(settings)
 
     # -- lifecycle -------------------------------------------------------------------------
     def close(self) -> None:
-        """Close the state store if this instance opened it, and the vector cache."""
+        """Let the subscriber list's pending writes finish, close the vector cache and the
+        state store if this instance opened it."""
+        self.home.close()
         self.ranking.close()
         if self._owns_store:
             self.store.close()
@@ -126,12 +131,13 @@ class Digest:
 
     # -- inputs ----------------------------------------------------------------------------
     def load_subscribers(self) -> SubscriberList:
-        """Read and validate the subscribers file (``DIGEST_SUBSCRIBERS``).
+        """The subscriber list, validated, from its home (``DIGEST_SUBSCRIBERS``: the file, or
+        the state's table); cached: an unchanged list is not read again. Read-only.
 
         Raises:
-            ConfigError: every problem at once, as ``file:line: field: message``.
+            ConfigError: every problem at once (the file's as ``file:line: field: message``).
         """
-        return load_subscribers(self.settings.subscribers)
+        return self.home.load()
 
     @property
     def renderer(self) -> Renderer:

@@ -3,12 +3,14 @@
 An APScheduler 3 :class:`~apscheduler.schedulers.asyncio.AsyncIOScheduler` runs one periodic
 job, the *tick* (every ``settings.tick_seconds`` seconds, first run at start, coalesced, never
 two at once). The scheduler only provides the heartbeat: what is owed is computed at every
-tick from the subscribers file and the state file (:func:`digest.schedule.due`), so downtime,
+tick from the subscriber list and the state (:func:`digest.schedule.due`), so downtime,
 restarts and re-added jobs can neither lose nor repeat an edition.
 
 A tick:
-    1. re-reads the subscribers file; an invalid edit is logged (every problem with its line
-       number, once per distinct error) and the last valid list stays in force;
+    1. re-reads the subscriber list (its home reads only what changed: a ``stat`` of an
+       unchanged file, the version of a list in the state); an invalid edit is logged (every
+       problem with its line number, once per distinct error) and the last valid list stays
+       in force;
     2. records editions more than ``settings.catchup_hours`` late as ``skipped`` (``late``,
        or ``no papers`` when the only answer the sources gave was an empty list);
     3. for each due edition, fetches its papers first (:meth:`Digest.papers_for`) and only
@@ -287,8 +289,11 @@ class Daemon:
             )
 
     def _reload(self, report: TickReport) -> list[Subscriber] | None:
-        """The subscribers in force: the file if valid, else the last valid list (or None)."""
-        path = self.settings.subscribers
+        """The subscribers in force: the list if valid, else the last valid one (or None).
+
+        The list's home reads only what changed: an unchanged file costs a ``stat``, an
+        unchanged list in the state one one-row query (its version)."""
+        path = self.digest.home.name
         try:
             subscribers = list(self.digest.load_subscribers().subscribers)
         except ConfigError as e:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 from digest.state import StoredList, StoredSubscriber
@@ -50,7 +51,7 @@ def test_the_list_is_read_in_chunks_in_order_and_filtered(make_store: MakeStore)
     text = StoredList(
         head="# hi\nsubscribers:\n", tail="# bye\n", indent=2, defaults={"max_papers": 5}
     )
-    version = store.save_subscribers(reversed(rows), added=len(rows), text=text)
+    version = store.save_subscribers([(r, -1) for r in reversed(rows)], added=250, text=text)
     chunks = list(store.stored_subscribers(chunk=100))
     assert [len(c) for c in chunks] == [100, 100, 50]
     assert [r.email for c in chunks for r in c] == [r.email for r in rows]
@@ -65,11 +66,20 @@ def test_the_list_is_read_in_chunks_in_order_and_filtered(make_store: MakeStore)
         "# bye\n",
         {"max_papers": 5},
     )
-    # An unchanged row keeps its version through the next import.
+    # A moved row keeps its version through the next import; a changed one gets the new one.
     kept = store.stored_subscriber("r001@example.org")
     assert kept is not None
-    assert store.save_subscribers([kept], added=0, text=text) == version + 1
+    moved = dataclasses.replace(kept, position=500)
+    changed = row("r002@example.org", position=2, name="Changed")
+    saved = [(moved, kept.version), (changed, version)]
+    assert store.save_subscribers(saved, added=0, text=text) == version + 1
     assert store.stored_subscriber("r001@example.org").version == version  # type: ignore[union-attr]
+    assert store.stored_subscriber("r002@example.org").version == version + 1  # type: ignore[union-attr]
+    # A row changed by another writer since it was read: nothing is written.
+    stale = [(row("r003@example.org", position=3, name="Late"), version - 1), (moved, version)]
+    assert store.save_subscribers(stale, added=0, text=text) is None
+    assert store.stored_subscriber("r003@example.org").fields.get("name") is None  # type: ignore[union-attr]
+    assert store.subscriber_list().version == version + 1
 
 
 def test_concurrent_changes_of_one_row_lose_nothing(make_store: MakeStore) -> None:
@@ -122,7 +132,7 @@ def test_state_migrate_copies_the_list(make_store: MakeStore, tmp_path: object) 
     source = make_store()
     store_rows = [row(f"r{i}@example.org", position=i) for i in range(3)]
     text = StoredList(head="subscribers:\n", tail="", indent=2, defaults={})
-    source.save_subscribers(store_rows, added=3, text=text)
+    source.save_subscribers([(r, -1) for r in store_rows], added=3, text=text)
     source.queue_list_change("r1@example.org", "{}")
     with open_state(f"sqlite:///{tmp_path}/copy.sqlite3") as target:
         copied = migrate_state(source, target)

@@ -15,6 +15,7 @@ import httpx
 import uvicorn
 
 from digest.settings import Settings
+from digest.state import open_state
 from digest.web import create_app, server_config
 
 START_TIMEOUT_S = 20.0
@@ -86,3 +87,13 @@ def wait_healthy(base: str, proc: subprocess.Popen[str]) -> None:
         assert proc.poll() is None, "the server exited"
         assert time.monotonic() < deadline, "the server did not start"
         time.sleep(0.1)
+
+
+def wait_written(settings: Settings, timeout: float = PROCESS_START_TIMEOUT_S) -> None:
+    """Wait (bounded) until the web app's changes are in the subscribers file: the state's
+    outbox of list changes is empty (its background writer took them all)."""
+    deadline = time.monotonic() + timeout
+    with open_state(settings.effective_state_url) as store:
+        while store.list_changes():
+            assert time.monotonic() < deadline, "the subscribers file was not written in time"
+            time.sleep(0.02)

@@ -82,8 +82,8 @@ class Connector(ABC):
         """Run one writing statement; the number of rows it changed."""
 
     @abstractmethod
-    def executemany(self, sql: str, params: Iterable[Params]) -> None:
-        """Run ``sql`` once per parameter set (inside :meth:`unit`)."""
+    def executemany(self, sql: str, params: Iterable[Params]) -> int:
+        """Run ``sql`` once per parameter set (inside :meth:`unit`); the rows changed in all."""
 
     @abstractmethod
     def unit(self) -> AbstractContextManager[None]:

@@ -257,10 +257,11 @@ class PostgresConnector(Connector):
         with self._conn() as conn:
             return conn.execute(sql, params).rowcount
 
-    def executemany(self, sql: str, params: Iterable[Params]) -> None:
-        """Run ``sql`` per parameter set (inside a unit)."""
+    def executemany(self, sql: str, params: Iterable[Params]) -> int:
+        """Run ``sql`` per parameter set (inside a unit); the rows changed in all."""
         with self._conn() as conn, conn.cursor() as cur:
             cur.executemany(sql, params)
+            return int(cur.rowcount)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

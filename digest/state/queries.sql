@@ -219,13 +219,17 @@ ORDER BY at, arxiv_id
 -- the subscriber list (DIGEST_SUBSCRIBERS=state) ----------------------------------------------
 
 -- name: subscriber_list
-SELECT version, entries, head, tail, indent, defaults FROM subscriber_list WHERE id = 1
+SELECT version, removed, entries, head, tail, indent, defaults FROM subscriber_list
+WHERE id = 1
 -- name: bump_list
-INSERT INTO subscriber_list (id, version, entries, head, tail, indent, defaults, updated_at)
-VALUES (1, 1, :delta, 'subscribers:
+INSERT INTO subscriber_list (id, version, removed, entries, head, tail, indent, defaults,
+    updated_at)
+VALUES (1, 1, 0, :delta, 'subscribers:
 ', '', 2, '{{}}', :stamp)
 ON CONFLICT (id) DO UPDATE
     SET version = subscriber_list.version + 1,
+        removed = CASE WHEN excluded.entries < 0 THEN subscriber_list.version + 1
+            ELSE subscriber_list.removed END,
         entries = subscriber_list.entries + excluded.entries, updated_at = excluded.updated_at
 RETURNING version
 -- name: set_list_text
@@ -234,6 +238,13 @@ WHERE id = 1
 -- name: stored_subscriber
 SELECT email, position, active, frequency, fields, entry, version FROM subscribers
 WHERE email = :email
+-- name: lock_subscriber
+SELECT email, position, active, frequency, fields, entry, version FROM subscribers
+WHERE email = :email
+-- name: lock_subscriber.postgres
+-- Writers of one row wait for each other (SQLite's write transaction is exclusive already).
+SELECT email, position, active, frequency, fields, entry, version FROM subscribers
+WHERE email = :email FOR UPDATE
 -- name: stored_subscribers
 SELECT email, position, active, frequency, fields, entry, version FROM subscribers
 WHERE (position, email) > (:position, :email)
@@ -267,6 +278,7 @@ ON CONFLICT (email) DO UPDATE
     SET position = excluded.position, active = excluded.active,
         frequency = excluded.frequency, fields = excluded.fields, entry = excluded.entry,
         version = excluded.version, updated_at = excluded.updated_at
+    WHERE subscribers.version = :expect
 -- name: remove_subscriber
 DELETE FROM subscribers WHERE email = :email
 -- name: unsubscribed_in_list
@@ -279,3 +291,5 @@ INSERT INTO subscriber_outbox (email, change, at) VALUES (:email, :change, :stam
 SELECT id, email, change FROM subscriber_outbox ORDER BY id
 -- name: forget_list_changes
 DELETE FROM subscriber_outbox WHERE id = ANY(:ids)
+-- name: stamp_subscribers
+UPDATE subscribers SET version = :version WHERE version = -1

@@ -102,6 +102,8 @@ class StoredList:
 
     Attributes:
         version: bumped by every change, in commit order (0: never written).
+        removed: the version of its last removal of an entry (a reader that followed the
+            changes since an older version reads the whole list again).
         entries: how many subscribers it holds.
         head: the YAML before the first entry (comments, ``defaults:``, ``subscribers:``).
         tail: the YAML after the last entry.
@@ -110,6 +112,7 @@ class StoredList:
     """
 
     version: int = 0
+    removed: int = 0
     entries: int = 0
     head: str = "subscribers:\n"
     tail: str = ""

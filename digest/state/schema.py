@@ -168,12 +168,14 @@ _V6: tuple[Statement, ...] = (
     "CREATE INDEX subscribers_by_position ON subscribers (position, email)",
     "CREATE INDEX subscribers_by_version ON subscribers (version)",
     # The list as a whole (one row, created by the first change): its version, bumped by
-    # every change in commit order, the number of entries, and the YAML around the entries
-    # (comments, `defaults:`, the `subscribers:` line) with the entries' indentation.
+    # every change in commit order, the version of its last removal, the number of entries,
+    # and the YAML around the entries (comments, `defaults:`, the `subscribers:` line) with
+    # the entries' indentation.
     """CREATE TABLE subscriber_list (
         id INTEGER PRIMARY KEY CHECK (id = 1), version {bigint} NOT NULL,
-        entries {bigint} NOT NULL, head TEXT NOT NULL, tail TEXT NOT NULL,
-        indent INTEGER NOT NULL, defaults TEXT NOT NULL, updated_at {time} NOT NULL
+        removed {bigint} NOT NULL, entries {bigint} NOT NULL, head TEXT NOT NULL,
+        tail TEXT NOT NULL, indent INTEGER NOT NULL, defaults TEXT NOT NULL,
+        updated_at {time} NOT NULL
     )""",
     # Web changes to a subscribers *file* not written yet: the request commits the change
     # here (with its event) and answers; a background writer splices it into the file.
@@ -214,7 +216,9 @@ COPY_COLUMNS: dict[str, tuple[str, ...]] = {
     "signups": _names("id, address, name, keywords, client, created_at, expires_at, confirmed_at"),
     "known_papers": ("arxiv_id", "fetched_at", "payload"),
     "subscribers": _names("email, position, active, frequency, fields, entry, version, updated_at"),
-    "subscriber_list": _names("id, version, entries, head, tail, indent, defaults, updated_at"),
+    "subscriber_list": _names(
+        "id, version, removed, entries, head, tail, indent, defaults, updated_at"
+    ),
     "subscriber_outbox": ("id", "email", "change", "at"),
     "papers": ("day", "source", "fetched_at", "payload"),
     "feed_cache": ("url", "etag", "last_modified", "body", "fetched_at"),

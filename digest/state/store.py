@@ -838,12 +838,21 @@ class SubscribersMixin(StoreBase):
         rows = self._db.fetch(self._q["subscriber_list"])
         if not rows:
             return StoredList()
-        version, entries, head, tail, indent, defaults = rows[0]
-        return StoredList(int(version), int(entries), head, tail, int(indent), json.loads(defaults))
+        version, removed, entries, head, tail, indent, defaults = rows[0]
+        return StoredList(
+            int(version), int(removed), int(entries), head, tail, int(indent), json.loads(defaults)
+        )
 
-    def stored_subscriber(self, email: str) -> StoredSubscriber | None:
-        """The row of ``email``, or ``None``."""
-        rows = self._db.fetch(self._q["stored_subscriber"], {"email": _key(email)})
+    def stored_subscriber(self, email: str, *, lock: bool = False) -> StoredSubscriber | None:
+        """The row of ``email``, or ``None``.
+
+        Args:
+            email: the address.
+            lock: inside :meth:`transaction`: other writers of the row wait until it ends
+                (PostgreSQL ``FOR UPDATE``; a SQLite write transaction excludes them all).
+        """
+        name = "lock_subscriber" if lock else "stored_subscriber"
+        rows = self._db.fetch(self._q[name], {"email": _key(email)}, write=lock)
         return _stored(rows[0]) if rows else None
 
     def stored_subscribers(
@@ -915,35 +924,50 @@ class SubscribersMixin(StoreBase):
             return self._bump(-1)
 
     def save_subscribers(
-        self, rows: Iterable[StoredSubscriber], *, added: int, text: StoredList
-    ) -> int:
+        self,
+        rows: Sequence[tuple[StoredSubscriber, int]],
+        *,
+        added: int,
+        text: StoredList,
+    ) -> int | None:
         """Write many rows and the list's text in one transaction (an import).
 
         Args:
-            rows: rows to insert or replace, with their positions; a row of version 0 gets
-                this change's version, another keeps its own (an unchanged entry).
+            rows: ``(row, expect)``: a row to insert or replace, with its position, and the
+                version it replaces (``-1``: a new row). A row of version 0 gets this
+                change's version, another keeps its own (only its position changed).
             added: how many of them are new (the entry count grows by that much).
             text: the list's new ``head``, ``tail``, ``indent`` and ``defaults``.
 
         Returns:
-            The list version of the change.
+            The list version of the change; ``None`` (nothing written) if a row was changed
+            or added by another writer since it was read: read again and retry.
         """
-        with self._db.unit():
-            version = self._bump(added)
-            stamp = self._stamp()
-            self._db.executemany(
-                self._q["put_subscriber"],
-                (self._row(r) | {"version": r.version or version, "stamp": stamp} for r in rows),
-            )
-            self._db.execute(
-                self._q["set_list_text"],
-                {
-                    "head": text.head,
-                    "tail": text.tail,
-                    "indent": text.indent,
-                    "defaults": json.dumps(text.defaults, ensure_ascii=False),
-                },
-            )
+        try:
+            with self._db.unit():
+                stamp = self._stamp()
+                written = self._db.executemany(
+                    self._q["put_subscriber"],
+                    [
+                        self._row(r) | {"version": r.version or -1, "expect": e, "stamp": stamp}
+                        for r, e in rows
+                    ],
+                )
+                if written != len(rows):
+                    raise _Stale
+                version = self._bump(added)
+                self._db.execute(self._q["stamp_subscribers"], {"version": version})
+                self._db.execute(
+                    self._q["set_list_text"],
+                    {
+                        "head": text.head,
+                        "tail": text.tail,
+                        "indent": text.indent,
+                        "defaults": json.dumps(text.defaults, ensure_ascii=False),
+                    },
+                )
+        except _Stale:
+            return None
         return version
 
     def unsubscribed_in_list(self) -> builtins.list[str]:
@@ -987,6 +1011,10 @@ class SubscribersMixin(StoreBase):
         version = self._bump(delta)
         self._db.execute(self._q["stamp_subscriber"], {"email": _key(email), "version": version})
         return version
+
+
+class _Stale(Exception):
+    """A row changed since it was read (rolls the unit back)."""
 
 
 class Store(DeliveriesMixin, BouncesMixin, PapersMixin, RecordsMixin, SubscribersMixin, StoreBase):

@@ -54,7 +54,6 @@ from digest.render import brand, long_date_label
 from digest.render.views import list_title
 from digest.settings import Settings
 from digest.subscribers import FREQUENCIES, WEEKDAYS, Subscriber, normalize_arxiv_id
-from digest.subscribers.writeback import catch_up_unsubscribes
 from digest.tokens import Purpose
 from digest.web.security import CSRF_FIELD, BodyTooLarge, Csrf, SecurityMiddleware
 from digest.web.service import (
@@ -116,7 +115,9 @@ class WebApp:
         self.settings = settings
         self.now = now
         self.digest = Digest(settings, now=now)
-        self.subs = Subscriptions(settings, self.digest.store, now=now, transport=transport)
+        self.subs = Subscriptions(
+            settings, self.digest.store, home=self.digest.home, now=now, transport=transport
+        )
         secret = settings.secret_key
         assert secret is not None  # Subscriptions checked it
         self.csrf = Csrf(secret.get_secret_value().encode())
@@ -468,8 +469,8 @@ _NOT_ON_LIST = TokenError("unknown", "this address is not on the list")
 @token_route(by_purpose(Purpose.PREFERENCES))
 async def preferences_page(link: Link) -> Response:
     """GET of the preferences link: the form, filled in."""
-    sub = link.app.subs.subscribers().get(link.address)
-    if sub is None:  # removed from the file since the index was built
+    sub = link.app.subs.subscriber(link.address)
+    if sub is None:  # removed from the list since the index was built
         raise _NOT_ON_LIST
     return _preferences_page(link, _preference_values(sub), errors={})
 
@@ -486,14 +487,14 @@ async def preferences(link: Link) -> Response:
     try:
         await app.subs.update_preferences(link.address, values, app.request_info(link.request))
     except ConfigError as e:
-        log.error("preferences: could not update the subscribers file: %s", e)
+        log.error("preferences: could not update the subscriber list: %s", e)
         return _preferences_page(
             link,
             shown,
             errors={"": "Your changes could not be saved right now; please try again later."},
             status=503,
         )
-    sub = app.subs.subscribers().get(link.address)
+    sub = app.subs.subscriber(link.address)
     if sub is None:
         raise _NOT_ON_LIST
     return _preferences_page(link, _preference_values(sub), errors={}, saved=True)
@@ -615,15 +616,16 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _catch_up(web: WebApp) -> None:
-    """The subscribers file catches up with the suppression list (on a thread): see
-    :func:`~digest.subscribers.writeback.catch_up_unsubscribes`."""
+    """The list catches up with what a crash left unwritten (on a thread): see
+    :meth:`SubscriberHome.catch_up <digest.subscribers.home.SubscriberHome.catch_up>`."""
+    home = web.subs.home
     try:
-        written = await asyncio.to_thread(catch_up_unsubscribes, web.subs.file, web.digest.store)
-    except DigestError as e:  # the file or the state cannot be read, or the file written
-        log.error("the subscribers file could not catch up with the unsubscribes: %s", e)
+        written = await asyncio.to_thread(home.catch_up)
+    except DigestError as e:  # the list or the state cannot be read, or the list written
+        log.error("%s could not catch up with the unsubscribes: %s", home.name, e)
         return
     if written:
-        log.info("subscribers file: active: false written for %d unsubscribed", len(written))
+        log.info("%s: active: false written for %d unsubscribed", home.name, len(written))
 
 
 def create_app(
@@ -673,7 +675,8 @@ def create_app(
         try:
             await catch_up
         finally:
-            await web.subs.writes.drain()  # every accepted unsubscribe reaches the YAML
+            # Every accepted change reaches the subscribers file.
+            await asyncio.to_thread(web.subs.home.drain)
 
     app = Starlette(
         routes=routes, exception_handlers={HTTPException: _http_error}, lifespan=lifespan
