@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import email
-import email.policy
 import hashlib
 import logging
-import mailbox
 import re
 import shutil
 import time
@@ -35,7 +32,14 @@ from tests.factories import (
     FakeClock,
     make_settings,
 )
-from tests.webserver import running_app, wait_healthy, wait_written
+from tests.webserver import (
+    csrf_of,
+    mail_link,
+    messages,
+    running_app,
+    wait_healthy,
+    wait_written,
+)
 
 PUBLIC = "https://papers.example.org"
 NEW_KEY = "the-new-key-0123456789-abcdefghijkl"
@@ -130,28 +134,8 @@ def state_rows(settings: Settings) -> tuple[Any, ...]:
         )
 
 
-def messages(settings: Settings) -> list[EmailMessage]:
-    box = mailbox.Maildir(settings.outbox, create=False)
-    out = []
-    for key in box.iterkeys():
-        msg = email.message_from_bytes(box.get_bytes(key), policy=email.policy.default)
-        assert isinstance(msg, EmailMessage)
-        out.append(msg)
-    return out
-
-
 def link_in(msg: EmailMessage, path: str) -> str:
-    body = msg.get_body(("plain",))
-    assert body is not None
-    found = re.search(re.escape(PUBLIC) + re.escape(path) + r"/[A-Za-z0-9_-]+", body.get_content())
-    assert found, body.get_content()
-    return found.group(0)
-
-
-def csrf_of(page: httpx.Response) -> str:
-    found = re.search(r'name="csrf" value="([0-9a-f]+)"', page.text)
-    assert found, page.text
-    return found.group(1)
+    return mail_link(msg, PUBLIC + path)
 
 
 async def send_edition(settings: Settings) -> dict[str, tuple[str, str | None]]:

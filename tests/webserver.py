@@ -1,7 +1,11 @@
-"""A real uvicorn server on loopback serving :func:`digest.web.create_app`, on a thread."""
+"""A real uvicorn server on loopback serving :func:`digest.web.create_app`, on a thread; what
+its tests read back: the mail it sent (a Maildir), the subscriber list (either home)."""
 
 from __future__ import annotations
 
+import email
+import email.policy
+import mailbox
 import re
 import socket
 import subprocess
@@ -9,6 +13,8 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,6 +22,8 @@ import uvicorn
 
 from digest.settings import Settings
 from digest.state import open_state
+from digest.subscribers import Subscriber
+from digest.subscribers.home import StateHome, open_home
 from digest.web import create_app, server_config
 
 START_TIMEOUT_S = 20.0
@@ -97,3 +105,49 @@ def wait_written(settings: Settings, timeout: float = PROCESS_START_TIMEOUT_S) -
         while store.list_changes():
             assert time.monotonic() < deadline, "the subscribers file was not written in time"
             time.sleep(0.02)
+
+
+def messages(settings: Settings) -> list[EmailMessage]:
+    """Every message in the app's Maildir outbox (``settings.outbox``)."""
+    box = mailbox.Maildir(settings.outbox, create=False)
+    out = []
+    for key in box.iterkeys():
+        msg = email.message_from_bytes(box.get_bytes(key), policy=email.policy.default)
+        assert isinstance(msg, EmailMessage)
+        out.append(msg)
+    return out
+
+
+def mail_link(msg: EmailMessage, prefix: str) -> str:
+    """The first link of ``msg``'s plain-text part that starts with ``prefix`` (a public URL and
+    a path), up to the end of its token."""
+    body = msg.get_body(("plain",))
+    assert body is not None
+    found = re.search(re.escape(prefix) + r"/[A-Za-z0-9_-]+", body.get_content())
+    assert found, body.get_content()
+    return found.group(0)
+
+
+def seed_list(settings: Settings, text: str) -> None:
+    """Make ``text`` the subscriber list of ``settings``: the file written, or (with
+    ``DIGEST_SUBSCRIBERS=state``) imported into the state."""
+    if settings.subscribers_in_state:
+        with open_state(settings.effective_state_url) as store:
+            StateHome(store).import_list(text.encode(), Path("seed.yaml"))
+    else:
+        Path(settings.subscribers).write_text(text, encoding="utf-8")
+
+
+def listed(settings: Settings, address: str) -> Subscriber | None:
+    """``address`` as the list holds it: in the file once the web app's writes landed
+    (:func:`wait_written`), or in the state."""
+    wait_written(settings)
+    with open_state(settings.effective_state_url) as store:
+        return open_home(settings, store).get(address)
+
+
+def exported(settings: Settings) -> str:
+    """The list's text (the file, or the state's export), once the web app's writes landed."""
+    wait_written(settings)
+    with open_state(settings.effective_state_url) as store:
+        return open_home(settings, store).export()
