@@ -17,6 +17,17 @@ process: it does not compete for the GIL and costs little CPU); install it with
 ``apt-get install -y postfix`` (Debian/Ubuntu; it is in the ``postfix`` package), or the
 aiosmtpd sink of ``tests/smtpserver.py`` is used and the report says so. Then, separately:
 
+With ``--modelled SHARE`` that share of the subscribers has a reader model (issue 23): a tenth
+of them a library file (one of 20 BibTeX files of 20 real papers each, next to the subscribers
+file), the others 5–40 👍/👎 on real papers of the evaluation days (recorded in each run's
+fresh state file before the run, the papers stored as known papers). Each run starts with empty
+vector and reader caches: every paper, rated paper and library entry is embedded and every
+model trained (the costliest send).
+
+   With ``--home state`` (issue 22) each run also sends from the list in the state: the file
+   is imported into that run's fresh state file first (not timed), then ``digest send`` with
+   ``DIGEST_SUBSCRIBERS=state`` reads it in chunks; its wall time is compared with the file
+   home's (target: within 10 %).
 4. **Subscriber load**: ``load_subscribers`` of the N-subscriber file in a fresh interpreter
    (``digest`` imported first): seconds, and RSS above that interpreter.
 5. **Latency** (issue 3): an aiosmtpd sink delaying each DATA reply by 100 ms; ``Digest.send``
@@ -26,6 +37,7 @@ Usage (min/median/max over ``--runs``)::
 
     .venv/bin/python benchmarks/bench_send.py --subscribers 100000 --runs 3
     .venv/bin/python benchmarks/bench_send.py --quick          # 2,000 subscribers, 1 run
+    .venv/bin/python benchmarks/bench_send.py --subscribers 100000 --modelled 0.1
 
 Targets (2-core machine, 100,000 subscribers): digest ≤ 150 s end to end, whole-tree peak
 RSS ≤ 250 MB, digest ≥ 0.30 × the aiosmtplib pool; load ≤ 3 s and ≤ 60 MB; latency ≥ 0.9 ×
@@ -61,12 +73,15 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from digest.core import Digest  # noqa: E402
 from digest.models import Edition  # noqa: E402
 from digest.pipeline.workers import make_message  # noqa: E402
 from digest.settings import Settings  # noqa: E402
+from digest.state import open_state  # noqa: E402
 from digest.subscribers import Subscriber, load_subscribers  # noqa: E402
+from digest.subscribers.home import StateHome  # noqa: E402
 from tests.smtpserver import ServerProcess  # noqa: E402
 
 EXAMPLES = ROOT / "examples" / "hf-daily-papers"
@@ -87,6 +102,13 @@ LATENCY_DELAY_MS = 100.0
 LATENCY_CONCURRENCIES = (4, 8)
 LATENCY_SECONDS = 4.0
 RSS_SAMPLE_S = 0.05
+LIBRARY_SHARE = 0.10
+"""Of the modelled subscribers (``--modelled``), the share with a library file (the others
+have 👍/👎)."""
+LIBRARY_FILES = 20
+LIBRARY_ENTRIES = 20
+RATINGS = (5, 40)
+"""Fewest and most 👍/👎 of a modelled subscriber without a library (a third of them 👍)."""
 SEED = 20260818
 MB = 1024 * 1024
 SENDER = "Daily Papers <papers@bench.example.org>"
@@ -96,6 +118,8 @@ SECRET_KEY = "bench-secret-key-not-a-real-one-0123456789"
 # Targets (printed next to the figures, never asserted).
 TARGET_WALL_100K_S = 150.0
 TARGET_RSS_MB = 250.0
+TARGET_STATE_VS_FILE = 1.10
+"""A send from the list in the state: at most this × the file's wall time (issue 22)."""
 TARGET_VS_POOL = 0.30
 TARGET_LOAD_S = 3.0
 TARGET_LOAD_MB = 60.0
@@ -131,8 +155,87 @@ def vocabulary(directory: Path) -> list[str]:
     return sorted(w for w in words if re.search(r"[a-z0-9]", w))
 
 
-def write_subscribers(path: Path, n: int, vocab: Sequence[str], rng: random.Random) -> None:
-    """A subscribers YAML of ``n`` personalized subscribers (1–5 keywords each), as text."""
+@dataclass
+class Modelled:
+    """Who has a reader model (``--modelled``): library files by subscriber index, 👍/👎 by
+    address, and the rated papers (stored in each run's state file)."""
+
+    library: dict[int, str] = field(default_factory=dict)
+    ratings: dict[str, tuple[list[str], list[str]]] = field(default_factory=dict)
+    papers: list[Any] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.library) + len(self.ratings)
+
+
+def make_modelled(tmp: Path, n: int, share: float, day: date, rng: random.Random) -> Modelled:
+    """Library files in ``tmp`` and 👍/👎 for ``share`` of ``n`` subscribers (see the module
+    docstring); the rated papers are those of the evaluation days other than ``day``."""
+    out = Modelled()
+    count = int(n * share)
+    if not count:
+        return out
+    from rank_quality import load_set
+
+    _, days, _ = load_set()
+    pool = [p for key, papers in sorted(days.items()) if key != day.isoformat() for p in papers]
+    for f in range(LIBRARY_FILES):
+        entries = rng.sample(pool, LIBRARY_ENTRIES)
+        (tmp / f"lib{f}.bib").write_text(
+            "\n".join(
+                f"@article{{e{i}, title = {{{_bib(p.title)}}}, abstract = {{{_bib(p.abstract)}}}, "
+                "year = 2025}"
+                for i, p in enumerate(entries)
+            ),
+            encoding="utf-8",
+        )
+    rated: dict[str, Any] = {}
+    for i in range(count):
+        if i < count * LIBRARY_SHARE:
+            out.library[i] = f"lib{i % LIBRARY_FILES}.bib"
+            continue
+        papers = rng.sample(pool, rng.randint(*RATINGS))
+        cut = max(1, len(papers) // 3)
+        out.ratings[f"reader{i:06d}@bench.example.org"] = (
+            [p.arxiv_id for p in papers[:cut]],
+            [p.arxiv_id for p in papers[cut:]],
+        )
+        rated.update((p.arxiv_id, p) for p in papers)
+    out.papers = list(rated.values())
+    return out
+
+
+def _bib(text: str) -> str:
+    return text.replace("{", "").replace("}", "")
+
+
+def seed_state(path: Path, modelled: Modelled) -> None:
+    """A state file holding the modelled subscribers' 👍/👎 and the papers they rated."""
+    store = open_state(f"sqlite:///{path}")
+    try:
+        with store.transaction():
+            for paper in modelled.papers:
+                store.save_paper(paper)
+            for email, (likes, dislikes) in modelled.ratings.items():
+                for pid in likes:
+                    store.record_feedback(email, pid, "like")
+                for pid in dislikes:
+                    store.record_feedback(email, pid, "dislike")
+    finally:
+        store.close()
+
+
+def write_subscribers(
+    path: Path,
+    n: int,
+    vocab: Sequence[str],
+    rng: random.Random,
+    library: dict[int, str] | None = None,
+) -> None:
+    """A subscribers YAML of ``n`` personalized subscribers (1–5 keywords each), as text;
+    ``library``: a library file for some of them, by index."""
+    library = library or {}
     with path.open("w", encoding="utf-8") as f:
         f.write('defaults:\n  send_at: "07:30"\nsubscribers:\n')
         for i in range(n):
@@ -145,16 +248,23 @@ def write_subscribers(path: Path, n: int, vocab: Sequence[str], rng: random.Rand
             )
             if rng.random() < 0.25:
                 f.write("    only_matching: true\n")
+            if i in library:
+                f.write(f"    library: {library[i]}\n")
 
 
 def env_for(
-    tmp: Path, port: int, concurrency: int, state: Path, workers: int | None
+    tmp: Path,
+    port: int,
+    concurrency: int,
+    state: Path,
+    workers: int | None,
+    home: str = "file",
 ) -> dict[str, str]:
     """The environment of a ``digest send`` run (no ``.env``: it runs in ``tmp``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
     env.update(
         DIGEST_SOURCES=f"file:{EXAMPLES}",
-        DIGEST_SUBSCRIBERS=str(tmp / "subscribers.yaml"),
+        DIGEST_SUBSCRIBERS="state" if home == "state" else str(tmp / "subscribers.yaml"),
         DIGEST_STATE_PATH=str(state),
         DIGEST_FROM=SENDER,
         DIGEST_UNSUBSCRIBE_URL="https://papers.example.org/unsubscribe?token={token}",
@@ -196,10 +306,12 @@ def settings_for(
 
 
 class TreeRss:
-    """Samples the summed RSS of a process and all its descendants; keeps the peak (MB)."""
+    """Samples the summed RSS of a process and all its descendants; keeps the peak (MB), and
+    each process's own peak (``parts``: the root first, then its children by start)."""
 
     def __init__(self, pid: int) -> None:
         self.peak = 0.0
+        self.parts: dict[int, float] = {}
         self._root = psutil.Process(pid)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -212,8 +324,19 @@ class TreeRss:
             return 0.0
         for proc in procs:
             with contextlib.suppress(psutil.Error):  # exited meanwhile
-                total += proc.memory_info().rss
+                rss = proc.memory_info().rss
+                total += rss
+                self.parts[proc.pid] = max(self.parts.get(proc.pid, 0.0), rss / MB)
         return total / MB
+
+    def breakdown(self) -> str:
+        """``parent 180 + 2 workers 60/58`` (each process's own peak, MB)."""
+        root, *children = self.parts.values()
+        if not children:
+            return f"one process {root:.0f}"
+        return f"parent {root:.0f} + {len(children)} workers " + "/".join(
+            f"{c:.0f}" for c in children
+        )
 
     def _run(self) -> None:
         while not self._stop.wait(RSS_SAMPLE_S):
@@ -234,6 +357,7 @@ class Run:
     sent: int
     peak_rss: float = 0.0
     note: str = ""
+    parts: str = ""
 
     @property
     def rate(self) -> float:
@@ -350,11 +474,26 @@ async def _pool_main(messages_path: Path, n: int, concurrency: int, port: int) -
 
 
 def run_digest(
-    tmp: Path, port: int, concurrency: int, workers: int | None, day: date, i: int
+    tmp: Path,
+    port: int,
+    concurrency: int,
+    workers: int | None,
+    day: date,
+    i: int,
+    seed: Path | None = None,
+    home: str = "file",
 ) -> Run:
-    """``digest send`` through the CLI, fresh state file; whole-tree RSS sampled."""
+    """``digest send`` through the CLI, fresh state file (a copy of ``seed``, if given: the
+    modelled subscribers' 👍/👎; ``home`` ``state``: the list imported into it first, not
+    timed); whole-tree RSS sampled."""
     state = tmp / f"state-{i}.sqlite3"
-    env = env_for(tmp, port, concurrency, state, workers)
+    if seed is not None:
+        shutil.copyfile(seed, state)
+    if home == "state":
+        with open_state(f"sqlite:///{state}") as store:
+            listed = tmp / "subscribers.yaml"
+            StateHome(store).import_list(listed.read_bytes(), listed)
+    env = env_for(tmp, port, concurrency, state, workers, home)
     args = [sys.executable, "-m", "digest", "send", "--date", day.isoformat()]
     t0 = time.perf_counter()
     proc = subprocess.Popen(args, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -368,7 +507,13 @@ def run_digest(
         note = [f"exit {proc.returncode}: {errors.decode(errors='replace').strip()[-300:]}"]
     for path in tmp.glob(f"state-{i}.sqlite3*"):
         path.unlink()
-    return Run(wall=wall, sent=int(rows.get("sent", 0)), peak_rss=rss.peak, note=note[0])
+    return Run(
+        wall=wall,
+        sent=int(rows.get("sent", 0)),
+        peak_rss=rss.peak,
+        note=note[0],
+        parts=rss.breakdown(),
+    )
 
 
 _LOAD_SNIPPET = """
@@ -457,11 +602,22 @@ def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="digest-bench-") as tmp_name:
         tmp = Path(tmp_name)
         rng = random.Random(SEED)
-        write_subscribers(tmp / "subscribers.yaml", n, vocabulary(EXAMPLES), rng)
+        modelled = make_modelled(tmp, n, args.modelled, args.day, random.Random(SEED + 1))
+        write_subscribers(tmp / "subscribers.yaml", n, vocabulary(EXAMPLES), rng, modelled.library)
+        seed: Path | None = None
+        if modelled.count:
+            seed = tmp / "seed.sqlite3"
+            seed_state(seed, modelled)
         say(
             f"digest send benchmark: {n} subscribers, day {edition.key}, pool {concurrency}, "
             f"render workers {workers if workers is not None else 'default'}, {args.runs} run(s)"
         )
+        if modelled.count:
+            say(
+                f"  {modelled.count} with a reader model: {len(modelled.library)} with a "
+                f"library file, {len(modelled.ratings)} with {RATINGS[0]}–{RATINGS[1]} 👍/👎 "
+                f"({len(modelled.papers)} rated papers); empty vector and reader caches"
+            )
         say(
             f"  {psutil.cpu_count()} CPUs, load average at start {load[0]:.1f} "
             "(a loaded machine gives lower, noisier figures)"
@@ -477,17 +633,30 @@ def run(args: argparse.Namespace) -> None:
                 Series("smtp-source (C limit)"),
                 Series("aiosmtplib pool (Python limit)"),
                 Series("digest send (CLI, end to end)"),
+                Series("digest send, the list in the state"),
             ]
             for i in range(args.runs):
                 if Path(SMTP_SOURCE).exists():
                     series[0].runs.append(run_smtp_source(sink.port, n, concurrency, size))
                 series[1].runs.append(run_pool(sink.port, n, concurrency, messages))
-                series[2].runs.append(run_digest(tmp, sink.port, concurrency, workers, args.day, i))
+                series[2].runs.append(
+                    run_digest(tmp, sink.port, concurrency, workers, args.day, i, seed)
+                )
                 d = series[2].runs[-1]
                 say(
                     f"  run {i + 1}: digest {d.sent} sent in {d.wall:.1f} s "
-                    f"({d.rate:.0f}/s, tree peak {d.peak_rss:.0f} MB) | {d.note}"
+                    f"({d.rate:.0f}/s, tree peak {d.peak_rss:.0f} MB; each process's own peak: "
+                    f"{d.parts} MB) | {d.note}"
                 )
+                if args.home == "state":
+                    series[3].runs.append(
+                        run_digest(tmp, sink.port, concurrency, workers, args.day, i, seed, "state")
+                    )
+                    d = series[3].runs[-1]
+                    say(
+                        f"  run {i + 1}, the list in the state: {d.sent} sent in {d.wall:.1f} s "
+                        f"({d.rate:.0f}/s, tree peak {d.peak_rss:.0f} MB; {d.parts} MB) | {d.note}"
+                    )
 
         say("")
         say(f"{'min / median / max':>52}  {'wall s':>20}  {'msg/s':>24}  {'tree peak RSS MB':>20}")
@@ -497,7 +666,17 @@ def run(args: argparse.Namespace) -> None:
                     f"  {s.name:<50} {s.stat(lambda r: r.wall):>20}  "
                     f"{s.stat(lambda r: r.rate):>24}  {s.stat(lambda r: r.peak_rss):>20}"
                 )
-        c_rate, pool_rate, digest_rate = (s.median_rate() for s in series)
+        c_rate, pool_rate, digest_rate = (s.median_rate() for s in series[:3])
+        if series[3].runs:
+            in_file = statistics.median(r.wall for r in series[2].runs)
+            in_state = statistics.median(r.wall for r in series[3].runs)
+            peak = max(r.peak_rss for r in series[3].runs)
+            ratio = in_state / in_file
+            say(
+                f"  the list in the state: median wall {ratio:.2f} × the file's (target ≤ 1.10: "
+                f"{verdict(ratio <= TARGET_STATE_VS_FILE)}); tree peak RSS max {peak:.0f} MB "
+                f"(target ≤ {TARGET_RSS_MB:.0f} MB: {verdict(peak <= TARGET_RSS_MB)})"
+            )
         say(f"  mean message size {size / 1024:.1f} KiB (smtp-source sends that many bytes)")
         say("")
         vs_pool = digest_rate / pool_rate if pool_rate else 0.0
@@ -578,7 +757,20 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="DIGEST_RENDER_WORKERS for digest (default: its own default)",
     )
+    parser.add_argument(
+        "--modelled",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="share of subscribers with a reader model (a library or 👍/👎), e.g. 0.1",
+    )
     parser.add_argument("--sink", choices=("auto", "smtp-sink", "aiosmtpd"), default="auto")
+    parser.add_argument(
+        "--home",
+        choices=("file", "state"),
+        default="file",
+        help="state: each run also sends from the list in the state (compared with the file)",
+    )
     parser.add_argument(
         "--day",
         type=date.fromisoformat,

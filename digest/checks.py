@@ -33,7 +33,7 @@ from digest.addresses import needs_smtputf8
 from digest.errors import ConfigError, SourceError
 from digest.settings import Settings
 from digest.sources import build_source
-from digest.subscribers import SubscriberList, load_subscribers
+from digest.subscribers import Subscriber, SubscriberList, load_subscribers
 
 RESERVED_DOMAINS = ("example.org", "example.com", "example.net", "localhost")
 """Domains reserved for documentation or this machine (RFC 2606, RFC 6761)."""
@@ -135,6 +135,37 @@ def unsubscribe_link_errors(settings: Settings) -> list[str]:
             "would carry the same link; put {token} where your handler reads it"
         )
     return out
+
+
+def missing_like_warnings(settings: Settings, subscribers: Sequence[Subscriber]) -> list[str]:
+    """``like:``/``dislike:`` ids that no stored edition or liked paper holds, one line each.
+
+    A send ignores such an id (logged at INFO, once per process): ``validate`` is where it is
+    said as a warning, once. Read only when the state exists with the current schema (nothing
+    is created or migrated here).
+    """
+    wanted = {pid for sub in subscribers for pid in (*sub.like, *sub.dislike)}
+    if not wanted:
+        return []
+    from digest.state import SCHEMA_VERSION, describe_state, open_state
+
+    ok, line = describe_state(settings.effective_state_url)
+    if not ok or f"schema version {SCHEMA_VERSION} (current)" not in line:
+        return []
+    with open_state(settings.effective_state_url) as store:
+        found = store.find_papers(wanted)
+    how = (
+        "arXiv does not know it"
+        if settings.arxiv_api_url
+        else "set DIGEST_ARXIV_API_URL to fetch it at the next send"
+    )
+    return [
+        f"{sub.email}: liked/disliked paper {pid} is not among the stored papers ({how}); "
+        "ranking ignores it"
+        for sub in subscribers
+        for pid in dict.fromkeys((*sub.like, *sub.dislike))
+        if pid not in found
+    ]
 
 
 def subscriber_source_warnings(

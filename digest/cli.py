@@ -630,9 +630,10 @@ def validate(
         problems.extend(e.problems)
     problems.extend(unknown_variables(_opts.env_file))
     count = 0
+    listed: list[Subscriber] = []
     subscribers_path = settings.subscribers if settings else None
     where = str(subscribers_path)
-    listed = None  # a list read from the state
+    in_state: SubscriberList | None = None  # a list read from the state
     try:
         from digest.subscribers import load_subscribers
 
@@ -640,10 +641,11 @@ def validate(
             subscribers_path = configured_subscribers_path(_opts.env_file)
             where = str(subscribers_path)
         if settings is not None and settings.subscribers_in_state:
-            listed, where = _state_list(settings)
-            count = len(listed) if listed is not None else 0
+            in_state, where = _state_list(settings)
+            listed = in_state.subscribers if in_state is not None else []
         elif str(subscribers_path) != SUBSCRIBERS_IN_STATE:
-            count = len(load_subscribers(subscribers_path).subscribers)
+            listed = load_subscribers(subscribers_path).subscribers
+        count = len(listed)
     except (ConfigError, StateError) as e:
         problems.extend(e.problems if isinstance(e, ConfigError) else [str(e)])
     if problems:
@@ -658,13 +660,14 @@ def validate(
         for line in link_errors:
             err.print(f"[bold red]error:[/] {line}", markup=True, highlight=False)
         raise typer.Exit(EXIT_BAD_INPUT)
-    source_warnings = checks.subscriber_source_warnings(settings, listed)
-    if settings.subscribers_in_state and listed is None:
+    state_list = in_state if settings.subscribers_in_state else None
+    source_warnings = checks.subscriber_source_warnings(settings, state_list)
+    if settings.subscribers_in_state and in_state is None:
         source_warnings = []
     for line in checks.placeholder_warnings(settings) + source_warnings:
         err.print(f"[bold yellow]warning:[/] {line}", markup=True, highlight=False)
-    if not settings.subscribers_in_state or listed is not None:
-        for line in checks.smtputf8_notes(settings, listed):
+    if not settings.subscribers_in_state or in_state is not None:
+        for line in checks.smtputf8_notes(settings, state_list):
             out.print(f"note: {line}", markup=False, highlight=False)
     out.print(f"ok: settings valid, {plural(count, 'subscriber')} in {where}")
     from digest.state import describe_state
@@ -674,6 +677,8 @@ def validate(
         err.print(f"[bold red]error:[/] {state_line}", markup=True, highlight=False)
         raise typer.Exit(EXIT_FAILED)
     out.print(state_line)
+    for line in checks.missing_like_warnings(settings, listed):
+        err.print(f"[bold yellow]warning:[/] {line}", markup=True, highlight=False)
     if offline:
         return
     relay_ok, relay_line = asyncio.run(checks.probe_relay(settings))
@@ -682,7 +687,7 @@ def validate(
     else:
         err.print(f"[bold red]error:[/] {relay_line}", markup=True, highlight=False)
     day = default_edition_day(datetime.now(UTC))
-    specs = checks.configured_specs(settings, listed)
+    specs = checks.configured_specs(settings, state_list)
     probes = asyncio.run(checks.probe_sources(specs, settings, day))
     for probe in probes:
         if probe.ok:
@@ -779,7 +784,8 @@ def state_migrate(
     stored papers into an empty target, then verify the row counts."""
     _setup_logging(logging.WARNING)
     with _errors():
-        from digest.state import open_state, redact_url
+        from digest.redact import redact_url
+        from digest.state import open_state
         from digest.state.migrate import migrate_state
 
         settings = _settings()
@@ -871,7 +877,7 @@ def bounces() -> None:
     _setup_logging(logging.WARNING)
     with _errors():
         from digest.bounces.intake import run_intake
-        from digest.state import redact_url
+        from digest.redact import redact_url
 
         settings = _settings()
         if not settings.bounce_maildir and not settings.bounce_imap_url:

@@ -208,7 +208,14 @@ class Digest:
         context = self.ranking.build_now(papers, [sub], edition=edition)
         ranked = rank(papers, sub, context)
         rendered = render_ranked(
-            self.settings, self.renderer, edition, ranked, len(papers), subscriber, web=web
+            self.settings,
+            self.renderer,
+            edition,
+            ranked,
+            len(papers),
+            subscriber,
+            web=web,
+            context=context,
         )
         return ranked, rendered
 

@@ -30,6 +30,9 @@ to do. Secrets never appear in messages.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 
 class DigestError(Exception):
     """Root of every error the ``digest`` library raises deliberately."""
@@ -182,3 +185,60 @@ class DeliveryConfigError(DeliveryError, ConfigError):
     def __init__(self, message: str, *, code: int | None = None, reply: str = "") -> None:
         DeliveryError.__init__(self, message, code=code, reply=reply)
         self.problems = [message]
+
+
+_BOUNDS = {
+    "greater_than_equal": ("ge", "must be at least {}"),
+    "greater_than": ("gt", "must be more than {}"),
+    "less_than_equal": ("le", "must be at most {}"),
+    "less_than": ("lt", "must be less than {}"),
+    "too_long": ("max_length", "must have at most {} items"),
+    "string_too_long": ("max_length", "must be at most {} characters"),
+    "string_too_short": ("min_length", "must be at least {} characters"),
+}
+_KINDS = {
+    "int_parsing": "must be a whole number",
+    "int_type": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_parsing": "must be a number",
+    "float_type": "must be a number",
+    "bool_parsing": "must be true or false",
+    "bool_type": "must be true or false",
+    "string_type": "must be text",
+    "ip_any_address": "must be an IP address",
+}
+
+
+def field_message(err: Mapping[str, Any]) -> str:
+    """One pydantic validation error in a field's own words, with what was found.
+
+    Our own validators' messages are kept as they are; pydantic's generic ones ("Input should
+    be greater than or equal to 1") become ``must be at least 1, got 0``.
+
+    Args:
+        err: one item of ``pydantic.ValidationError.errors()``.
+    """
+    kind = str(err.get("type", ""))
+    ctx = err.get("ctx") or {}
+    msg = str(err.get("msg", "invalid"))
+    if kind == "value_error" and "error" in ctx:
+        return str(ctx["error"])  # our own validator's words
+    if kind in _BOUNDS and _BOUNDS[kind][0] in ctx:
+        key, text = _BOUNDS[kind]
+        bound = ctx[key]
+        msg = text.format(f"{bound:g}" if isinstance(bound, float) else bound)
+    elif kind in _KINDS:
+        msg = _KINDS[kind]
+    elif kind == "literal_error" and "expected" in ctx:
+        msg = f"must be one of {ctx['expected']}"
+    else:
+        return msg
+    value = err.get("input")
+    short = not isinstance(value, str) or len(value) <= _SHOWN_INPUT_CHARS
+    if isinstance(value, str | int | float | bool) and short:
+        msg = f"{msg}, got {value!r}"
+    return msg
+
+
+_SHOWN_INPUT_CHARS = 80
+"""Longest value quoted back in a message (a longer one is not repeated)."""

@@ -28,7 +28,7 @@ from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from digest.addresses import mailbox_problem
-from digest.errors import ConfigError
+from digest.errors import ConfigError, field_message
 
 DEFAULT_HF_API_URL = "https://huggingface.co/api/daily_papers"
 DEFAULT_SUBSCRIBERS_PATH = Path("subscribers.yaml")
@@ -490,7 +490,7 @@ class Settings(BaseSettings):
         """``state_url``'s value, or ``sqlite:///<state_path>`` when unset (the default file).
 
         Contains the password if the URL does: pass it only to :func:`digest.state.open_state`
-        and show :func:`digest.state.redact_url` of it.
+        and show :func:`digest.redact.redact_url` of it.
         """
         if self.state_url is not None:
             return self.state_url.get_secret_value()
@@ -673,7 +673,7 @@ def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Set
         for err in e.errors():
             name = str(err["loc"][0]) if err["loc"] else "?"
             env = "DIGEST_FROM" if name in ("sender", "DIGEST_FROM") else f"DIGEST_{name.upper()}"
-            problems.append(f"{env}: {err['msg']}")
+            problems.append(f"{env}: {field_message(err)}")
         raise ConfigError(_summary(problems), problems) from None
     extra = settings.problems()
     if extra:

@@ -6,7 +6,8 @@ started once per session, :mod:`tests.pgserver`), ``pg_url`` (a fresh schema of 
 ``state_url`` (parametrized: every test using it runs on SQLite and on PostgreSQL),
 ``subscribers_home`` (parametrized: the list in its file, then in the state),
 ``make_store`` (opens that backend with a given clock), ``state_env`` (points
-``DIGEST_STATE_URL`` at it, for the CLI and the daemon), ``dkim_key`` (a DKIM key file and its
+``DIGEST_STATE_URL`` at it, for the CLI and the daemon), ``env`` (the web app's settings on
+it), ``dkim_key`` (a DKIM key file and its
 DNS record, one per session), ``dns_server`` (starts dnsmasq serving a
 :class:`tests.dnsserver.Zone` on loopback; skipped without dnsmasq). Factories (settings, clock,
 subscribers, papers) live in :mod:`tests.factories`.
@@ -17,7 +18,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pytest
 import trustme
@@ -149,6 +150,26 @@ def dns_server() -> Iterator[StartDns]:
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def env(tmp_path: Path, state_url: str) -> dict[str, Any]:
+    """Settings of the web app under test, by field name (``make_settings(**env)``): the
+    commented subscribers file, the recorded days, a Maildir outbox, DIGEST_PUBLIC_URL
+    :data:`tests.factories.PUBLIC`; its state is each backend's (``state_url``)."""
+    from tests.factories import COMMENTED_SUBSCRIBERS, PUBLIC, SECRET_KEY, SENDER
+
+    subscribers = tmp_path / "subscribers.yaml"
+    subscribers.write_text(COMMENTED_SUBSCRIBERS)
+    return {
+        "subscribers": subscribers,
+        "state_url": state_url,
+        "outbox": tmp_path / "outbox",
+        "sources": f"file:{FIXTURES / 'hf-daily-papers'}",
+        "secret_key": SECRET_KEY,
+        "public_url": PUBLIC,
+        "sender": SENDER,
+    }
 
 
 MakeStore = Callable[..., StateBackend]

@@ -1,4 +1,7 @@
-"""Factories shared by the tests: settings, a fake clock, a fake subscriber, real papers.
+"""Factories shared by the tests: settings, a fake clock, a fake subscriber, real papers,
+files on disk (papers days, subscribers files, a daemon's files), what a send left, outgoing
+messages for the delivery engine, and the CLI. No test module imports from another: what two
+modules share is here, in ``conftest.py`` (fixtures) or in a server module.
 
 Settings are built in layers, each defined once here:
 
@@ -10,25 +13,50 @@ Settings are built in layers, each defined once here:
 :func:`digest.settings.load_settings` (cross-field checks, ``None`` means default),
 ``checked=False`` constructs :class:`~digest.settings.Settings` directly (for tests that build
 deliberately incomplete settings, e.g. a ``{token}`` URL without a key).
+
+A test of the real CLI builds its project directory with :func:`make_workdir` (papers, a
+subscribers file, ``DIGEST_*`` variables: a module states only what differs) and runs commands
+with :func:`run_cli`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import email
+import email.policy
 import json
-from collections.abc import Mapping
+import mailbox
+import shutil
+import textwrap
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from email.message import EmailMessage
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
 
-from digest.models import Paper
+from digest.core import Digest
+from digest.delivery import OutgoingMessage
+from digest.errors import ConfigError
+from digest.models import Edition, Paper
 from digest.settings import Settings, load_settings
-from tests.conftest import FIXTURES
+from digest.state import StateBackend
+from digest.subscribers import load_subscribers
+from tests.conftest import EXAMPLES, FIXTURES
+
+if TYPE_CHECKING:
+    from tests.smtpserver import Received
 
 HF_FIXTURES = FIXTURES / "hf-daily-papers"
+HF_FIXTURE_FILES = sorted(HF_FIXTURES.glob("*.json"))
+"""The recorded Daily Papers days, oldest first."""
+EXAMPLE_DAYS = EXAMPLES / "hf-daily-papers"
+"""The bundled example Daily Papers days (``YYYY-MM-DD.json``), as ``digest demo`` uses them."""
+ONE_SUBSCRIBER = "subscribers:\n  - email: ada@example.org\n"
+"""A subscribers file of one subscriber with every default."""
 SECRET_KEY = "test-secret-key-0123456789-abcdefghij"
 """A signing key for tests (long enough for DIGEST_SECRET_KEY's minimum)."""
 SENDER = "Daily Papers <papers@example.org>"
@@ -42,6 +70,26 @@ MESSAGE_SETTINGS: dict[str, Any] = {
 }
 """What a message needs: From, List-Unsubscribe (HTTPS + mailto), the signing key, Reply-To."""
 T0 = datetime(2025, 8, 20, 7, 0, tzinfo=UTC)
+PUBLIC = "https://papers.example.org"
+"""DIGEST_PUBLIC_URL of the web app under test: its links (emails, pages) start with it."""
+COMMENTED_SUBSCRIBERS = """\
+# Our lab's list.
+defaults:
+  max_papers: 5   # keep it short
+
+subscribers:
+  # The PI.
+  - email: ada@example.org
+    name: Ada
+    keywords: [agent*, "reinforcement learning"]   # her interests
+
+  - email: bob@example.org   # a student
+    name: Bob
+"""
+"""A subscribers file with comments everywhere (ada, bob): what the web app writes back
+must keep them."""
+FIXTURE_EDITION = Edition.daily(date(2026, 8, 20))
+"""A daily edition whose day is recorded in ``tests/fixtures/hf-daily-papers``."""
 INJECTING_NAME = "=?utf-8?q?A=0D=0AReply-To:_pay@evil.example=0D=0AX-Injected:_yes?="
 """A display name whose RFC 2047 encoded-word decodes to two header lines of its own."""
 BODY_WRITING_NAME = "=?utf-8?q?A=0D=0A=0D=0AYour_account_is_locked=2E_Log_in_at_evil.example?="
@@ -206,6 +254,16 @@ class FakeClock:
         return self.at
 
 
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    """That minute as an aware UTC datetime."""
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
+
+
+def days_between(first: date, last: date) -> list[date]:
+    """Every date from ``first`` to ``last``, both included."""
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
 @dataclass(frozen=True)
 class FakeSubscriber:
     """What rendering needs of a subscriber (the real one is ``digest.subscribers.Subscriber``)."""
@@ -243,20 +301,315 @@ def papers_from_fixture(name: str) -> list[Paper]:
     return sorted(out, key=lambda q: -(q.upvotes or 0))
 
 
+# -- files on disk: Daily Papers days, subscribers files, a daemon's files ----------------------
+
+
+def write_papers(directory: Path, days: Iterable[date], *, weekends: bool = False) -> None:
+    """Real Daily Papers days copied under the names of ``days`` (weekdays only by default).
+
+    The captures (:data:`HF_FIXTURE_FILES`) are reused in turn; a reused one gets fresh arXiv
+    ids (``YYMM.DDnnn`` of its day), as a real later day lists other papers (a paper is never
+    sent twice).
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    for i, day in enumerate(days):
+        if day.weekday() >= 5 and not weekends:
+            continue
+        source = HF_FIXTURE_FILES[i % len(HF_FIXTURE_FILES)]
+        target = directory / f"{day.isoformat()}.json"
+        if i < len(HF_FIXTURE_FILES):
+            shutil.copy(source, target)
+            continue
+        items = json.loads(source.read_text(encoding="utf-8"))
+        for j, item in enumerate(items):
+            item["paper"]["id"] = f"{day:%y%m}.{day.day:02d}{j:03d}"
+        target.write_text(json.dumps(items), encoding="utf-8")
+
+
+def write_day(directory: Path, day: date, papers: Sequence[Paper]) -> None:
+    """``papers`` as the Daily Papers day ``DIRECTORY/YYYY-MM-DD.json`` (the HF API's shape,
+    as a ``file:`` source reads it); a paper without abstract gets "An abstract."."""
+    items = [
+        {
+            "paper": {
+                "id": p.arxiv_id,
+                "title": p.title,
+                "summary": p.abstract or "An abstract.",
+                "upvotes": p.upvotes or 0,
+                "authors": [{"name": a} for a in p.authors],
+            },
+            "numComments": 0,
+        }
+        for p in papers
+    ]
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{day.isoformat()}.json").write_text(json.dumps(items), encoding="utf-8")
+
+
+def write(tmp_path: Path, text: str, name: str = "subscribers.yaml") -> Path:
+    """``text`` (dedented, leading newlines dropped) as the subscribers file ``TMP_PATH/NAME``.
+
+    Returns:
+        Its path.
+    """
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+    return path
+
+
+def problems_of(path: Path, **kwargs: object) -> list[str]:
+    """The problems :func:`~digest.subscribers.load_subscribers` reports for ``path`` (one
+    line each, naming file, line and field); fails the test if the file loads."""
+    with pytest.raises(ConfigError) as info:
+        load_subscribers(path, **kwargs)  # type: ignore[arg-type]
+    return info.value.problems
+
+
+def subscriber_yaml(entries: list[dict[str, Any]], defaults: dict[str, Any] | None = None) -> str:
+    """A subscribers file, one ``key: value`` per line (so line numbers are predictable).
+
+    Args:
+        entries: one mapping of fields per subscriber, in file order.
+        defaults: the ``defaults:`` block, if any.
+    """
+    lines: list[str] = []
+    if defaults:
+        lines.append("defaults:")
+        lines += [f"  {k}: {_yaml_value(v)}" for k, v in defaults.items()]
+    lines.append("subscribers:")
+    for entry in entries:
+        first = True
+        for k, v in entry.items():
+            lines.append(f"  {'- ' if first else '  '}{k}: {_yaml_value(v)}")
+            first = False
+    return "\n".join(lines) + "\n"
+
+
+def _yaml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(f'"{v}"' for v in value) + "]"
+    return f'"{value}"'
+
+
+@dataclass
+class Env:
+    """A daemon's files under one root (papers, subscribers, outbox, health file) and its state.
+
+    Build one with :meth:`under`; :meth:`settings` gives the daemon's settings for them.
+    """
+
+    root: Path
+    papers: Path
+    subscribers: Path
+    state_url: str
+    outbox: Path
+    health: Path
+
+    @classmethod
+    def under(cls, root: Path, state_url: str) -> Env:
+        """The files under ``root`` (an empty ``papers`` directory made), the state at
+        ``state_url``."""
+        papers = root / "papers"
+        papers.mkdir()
+        return cls(
+            root=root,
+            papers=papers,
+            subscribers=root / "subscribers.yaml",
+            state_url=state_url,
+            outbox=root / "outbox",
+            health=root / "health",
+        )
+
+    def settings(self, **overrides: Any) -> Settings:
+        """Checked settings: a ``file:`` source of :attr:`papers`, the Maildir :attr:`outbox`,
+        the health file and the state, then ``overrides`` (by field name)."""
+        base: dict[str, Any] = {"sources": f"file:{self.papers}", "health_file": self.health}
+        base["state_url"] = self.state_url
+        return outbox_settings(self.root, **{**base, **overrides})
+
+    def write_subscribers(
+        self, entries: list[dict[str, Any]], defaults: dict[str, Any] | None = None
+    ) -> None:
+        """Write :attr:`subscribers` (see :func:`subscriber_yaml`)."""
+        self.subscribers.write_text(subscriber_yaml(entries, defaults), encoding="utf-8")
+
+
+# -- what a send left: the outbox, the statuses, the subscribers file -------------------------
+
+
+async def send_edition(settings: Settings) -> dict[str, tuple[str, str | None]]:
+    """Send :data:`FIXTURE_EDITION` to every subscriber of ``settings`` (in this process).
+
+    Returns:
+        By subscriber: the delivery status and its detail (the reply or the reason).
+    """
+    with Digest(settings) as digest:
+        subs = digest.load_subscribers()
+        await digest.send(FIXTURE_EDITION, subs.subscribers)
+        return {
+            r.subscriber: (r.status, r.detail)
+            for r in digest.store.list(edition=FIXTURE_EDITION.key)
+        }
+
+
+def messages(settings: Settings) -> list[EmailMessage]:
+    """Every message in the Maildir ``settings.outbox``, parsed (``email.policy.default``)."""
+    box = mailbox.Maildir(settings.outbox, create=False)
+    out = []
+    for key in box.iterkeys():
+        msg = email.message_from_bytes(box.get_bytes(key), policy=email.policy.default)
+        assert isinstance(msg, EmailMessage)
+        out.append(msg)
+    return out
+
+
+def active(settings: Settings, address: str) -> bool | None:
+    """``address``'s ``active`` in the subscribers file now; ``None``: not in it."""
+    sub = load_subscribers(settings.subscribers).get(address)
+    return None if sub is None else sub.active
+
+
+# -- outgoing messages (the delivery engine's input) --------------------------------------------
+
+EDITION = "2025-08-20"
+"""The edition key of :func:`build`'s messages (a daily edition: its date)."""
+ENVELOPE_SENDER = "digest@example.org"
+"""The envelope sender (MAIL FROM) and From address of :func:`build`'s messages."""
+
+
+class Sleeps:
+    """Injected ``sleep``: records requested delays, waits for nothing.
+
+    Attributes:
+        delays: every delay asked for, seconds, in order.
+    """
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+        await asyncio.sleep(0)
+
+
+def build(email: str, edition: str = EDITION) -> OutgoingMessage:
+    """A small but realistic message: CRLF, 8-bit UTF-8 body, a line needing dot-stuffing.
+
+    Its Message-ID is ``<EDITION.LOCAL.DOMAIN@example.org>``; one recipient, ``email``.
+    """
+    message_id = f"<{edition}.{email.replace('@', '.')}@example.org>"
+    data = (
+        f"From: Daily Papers <{ENVELOPE_SENDER}>\r\n"
+        f"To: {email}\r\n"
+        f"Subject: Papers for {edition}\r\n"
+        f"Message-ID: {message_id}\r\n"
+        "MIME-Version: 1.0\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n"
+        "Content-Transfer-Encoding: 8bit\r\n"
+        "\r\n"
+        f"Hello {email} — today's papers: «Attention», ünïcode.\r\n"
+        ".a line starting with a dot\r\n"
+        "..and two\r\n"
+    ).encode()
+    return OutgoingMessage(
+        subscriber=email,
+        edition=edition,
+        message_id=message_id,
+        envelope_from=ENVELOPE_SENDER,
+        recipients=(email,),
+        data=data,
+    )
+
+
+def emails(n: int, prefix: str = "user") -> list[str]:
+    """``n`` addresses: ``PREFIX00@example.org``, ``PREFIX01@example.org``, ..."""
+    return [f"{prefix}{i:02d}@example.org" for i in range(n)]
+
+
+async def stream(messages: Iterable[OutgoingMessage]) -> AsyncIterator[OutgoingMessage]:
+    """``messages`` as the async stream ``send_all`` takes, yielding to the loop after each."""
+    for msg in messages:
+        yield msg
+        await asyncio.sleep(0)
+
+
+def statuses(store: StateBackend) -> dict[str, str]:
+    """The delivery status of each subscriber of :data:`EDITION` (``sent``, ``owed``, ...)."""
+    return {row.subscriber: str(row.status) for row in store.list(edition=EDITION)}
+
+
+def by_recipient(messages: list[Received]) -> dict[str, list[Received]]:
+    """What a relay received, grouped by its one recipient (asserted: one per message)."""
+    out: dict[str, list[Received]] = {}
+    for m in messages:
+        assert len(m.rcpt_tos) == 1, "one recipient per message"
+        out.setdefault(m.rcpt_tos[0], []).append(m)
+    return out
+
+
 # -- the CLI ------------------------------------------------------------------------------------
 
 
-def run_cli(*args: str) -> tuple[int, str]:
+def make_workdir(
+    root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    subscribers_yaml: str | None = ONE_SUBSCRIBER,
+    papers: Path | None = EXAMPLE_DAYS,
+    **settings: Any,
+) -> Path:
+    """A project directory for a test of the real CLI (:func:`run_cli`): papers, a
+    subscribers file, and the ``DIGEST_*`` variables of the settings (for this test only).
+
+    Without ``settings`` the variables are DIGEST_SOURCES (``file:ROOT/papers``), DIGEST_FROM
+    (:data:`SENDER`) and DIGEST_SECRET_KEY (:data:`SECRET_KEY`); the state, the outbox and
+    DIGEST_SUBSCRIBERS keep their defaults, which are relative to the working directory (the
+    conftest makes it ``tmp_path``).
+
+    Args:
+        root: the directory (a test's ``tmp_path``).
+        monkeypatch: the test's, so the variables are unset after it.
+        subscribers_yaml: the text of ``ROOT/subscribers.yaml``; ``None`` writes no file.
+        papers: a directory of Daily Papers days copied to ``ROOT/papers``, or one day's file
+            copied into it under its name; ``None`` makes no ``papers`` directory.
+        **settings: settings by field name over the ones above (``sender`` is DIGEST_FROM,
+            ``None`` leaves a variable unset), as :func:`use_settings` takes them.
+
+    Returns:
+        ``root``.
+    """
+    if papers is not None and papers.is_dir():
+        shutil.copytree(papers, root / "papers")
+    elif papers is not None:
+        (root / "papers").mkdir()
+        shutil.copy(papers, root / "papers" / papers.name)
+    if subscribers_yaml is not None:
+        (root / "subscribers.yaml").write_text(subscribers_yaml)
+    defaults = {"sources": f"file:{root / 'papers'}", "sender": SENDER, "secret_key": SECRET_KEY}
+    use_settings(monkeypatch, **{**defaults, **settings})
+    return root
+
+
+def run_cli(*args: str, env: Mapping[str, str] | None = None) -> tuple[int, str]:
     """``digest ARGS`` in this process (typer's runner): ``(exit code, stdout + stderr)``.
 
     The settings come from the environment the test set (``monkeypatch.setenv``): the conftest
     clears every ``DIGEST_*`` variable first.
+
+    Args:
+        *args: the command line after ``digest``.
+        env: variables set (over the test's environment) for this command only.
+
+    Raises:
+        Exception: whatever the command raised other than an exit (a bug: its traceback shows).
     """
     from typer.testing import CliRunner
 
     from digest.cli import app
 
-    result = CliRunner().invoke(app, list(args))
+    result = CliRunner().invoke(app, list(args), env=env)
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception  # a bug, not an exit code: show its traceback
     return result.exit_code, result.output

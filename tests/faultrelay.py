@@ -41,6 +41,8 @@ from types import TracebackType
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT_S = 10.0
 LINE_LIMIT = 64 * 1024
+BUSY = "421 4.3.2 Service busy, try again later"
+"""A relay shedding load, as ``connect_reply``: 421, service not available (a transient 4xx)."""
 
 Action = str
 """What to do after the end of data: ``ok``, ``drop`` or ``stall``."""

@@ -8,7 +8,7 @@ import pytest
 
 from digest.addresses import ascii_domain, needs_smtputf8, normalize_email
 from tests.conftest import MakeStore
-from tests.test_subscribers import problems_of, write
+from tests.factories import problems_of, write
 
 DECOMPOSED = "jose\u0301@example.org"  # "e" + COMBINING ACUTE ACCENT
 COMPOSED = "jos\u00e9@example.org"  # "é" as one code point

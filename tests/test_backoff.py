@@ -13,11 +13,9 @@ import pytest
 from digest.delivery.engine import send_all
 from digest.state import StateBackend
 from tests.conftest import MakeStore
-from tests.factories import smtp_settings
-from tests.faultrelay import FaultRelay
-from tests.test_delivery import Sleeps, build, statuses, stream
+from tests.factories import Sleeps, build, smtp_settings, statuses, stream
+from tests.faultrelay import BUSY, FaultRelay
 
-BUSY = "421 4.3.2 Service busy, try again later"
 MESSAGES = 40
 CONCURRENCY = 4
 MAX_ATTEMPTS = 5

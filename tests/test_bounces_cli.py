@@ -12,11 +12,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from digest.cli import app
 from digest.state import open_state
-from tests.conftest import EXAMPLES, FIXTURES, PROJECT
+from tests.conftest import FIXTURES, PROJECT
+from tests.factories import make_workdir, run_cli
 from tests.smtpserver import RcptFault, SMTPTestServer
 
 BOUNCES = FIXTURES / "bounces"
@@ -33,31 +32,21 @@ subscribers:
   - email: fay@example.org
     active: false
 """
-runner = CliRunner()
-
-
-def digest(*args: str) -> tuple[int, str]:
-    result = runner.invoke(app, list(args))
-    return result.exit_code, result.output
 
 
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, state_env: str) -> Path:
     """Papers, subscribers and a bounce Maildir; the state is each backend's (``state_env``)."""
-    shutil.copytree(EXAMPLES / "hf-daily-papers", tmp_path / "papers")
-    (tmp_path / "subscribers.yaml").write_text(SUBSCRIBERS)
     for sub in ("new", "cur", "tmp"):
         (tmp_path / "bounces" / sub).mkdir(parents=True)
-    env = {
-        "DIGEST_SOURCES": f"file:{tmp_path / 'papers'}",
-        "DIGEST_FROM": "Daily Papers <papers@example.org>",
-        "DIGEST_SECRET_KEY": "bounces-cli-secret-0123456789-abcdef",
-        "DIGEST_BOUNCE_MAILDIR": str(tmp_path / "bounces"),
-        "DIGEST_SUBSCRIBERS": str(tmp_path / "subscribers.yaml"),
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    return tmp_path
+    return make_workdir(
+        tmp_path,
+        monkeypatch,
+        subscribers_yaml=SUBSCRIBERS,
+        secret_key="bounces-cli-secret-0123456789-abcdef",
+        bounce_maildir=tmp_path / "bounces",
+        subscribers=tmp_path / "subscribers.yaml",
+    )
 
 
 def dsn_for(recipient: str, message_id: str) -> bytes:
@@ -83,7 +72,7 @@ def test_end_to_end_550s_and_a_dsn_are_suppressed_and_the_next_edition_skips_the
         monkeypatch.setenv("DIGEST_SMTP_HOST", "127.0.0.1")
         monkeypatch.setenv("DIGEST_SMTP_PORT", str(server.port))
         monkeypatch.setenv("DIGEST_SMTP_SECURITY", "none")
-        code, output = digest("send", "--date", DAY)
+        code, output = run_cli("send", "--date", DAY)
         assert code == 0, output  # the two 550s are suppressed hard bounces: handled
         assert "sent 3, skipped 0, failed 2 (2 hard bounces, suppressed)" in output
         first = {m.rcpt_tos[0]: m for m in server.messages}
@@ -95,18 +84,18 @@ def test_end_to_end_550s_and_a_dsn_are_suppressed_and_the_next_edition_skips_the
         (workdir / "bounces" / "new" / "1.dsn").write_bytes(
             dsn_for("dee@example.org", row.message_id)
         )
-        code, output = digest("bounces")
+        code, output = run_cli("bounces")
         assert code == 0, output
         assert "1 bounces" in output and "suppressed dee@example.org" in output
         assert list((workdir / "bounces" / ".Processed" / "cur").iterdir())
-        code, output = digest("send", "--date", NEXT)
+        code, output = run_cli("send", "--date", NEXT)
         assert code == 0, output
         assert "sent 2, skipped 3, failed 0" in output
         second = [m.rcpt_tos[0] for m in server.messages[len(first) :]]
         assert sorted(second) == ["ada@example.org", "eve@example.org"]
-    code, output = digest("history", "--date", NEXT)
+    code, output = run_cli("history", "--date", NEXT)
     assert output.count("skipped") == 3 and "bounced" in output
-    code, output = digest("subscribers")
+    code, output = run_cli("subscribers")
     assert code == 0, output
     lines = {
         next(w for w in line.split() if "@example.org" in w): line
@@ -118,7 +107,7 @@ def test_end_to_end_550s_and_a_dsn_are_suppressed_and_the_next_edition_skips_the
     assert "bounced" in lines["dee@example.org"] and "Message-ID" in lines["dee@example.org"]
     assert "active" in lines["ada@example.org"] and NEXT in lines["ada@example.org"]
     assert "paused" in lines["fay@example.org"]
-    code, output = digest("subscribers", "--json", "--status", "bounced")
+    code, output = run_cli("subscribers", "--json", "--status", "bounced")
     rows = json.loads(output)
     assert sorted(r["email"] for r in rows) == [
         "bob@example.org",
@@ -131,33 +120,33 @@ def test_end_to_end_550s_and_a_dsn_are_suppressed_and_the_next_edition_skips_the
     bob = next(r for r in rows if r["email"] == "bob@example.org")
     assert "(smtp, " in bob["why"] and bob["last_sent"] is None
     # history shows the bounce next to the delivery it is about
-    code, output = digest("history", "--subscriber", "dee@example.org")
+    code, output = run_cli("history", "--subscriber", "dee@example.org")
     assert "bounce (hard)" in output and "5.1.1" in output
 
 
 def test_suppress_and_unsuppress_are_recorded_with_who_and_when(
     workdir: Path, state_env: str
 ) -> None:
-    code, output = digest("suppress", "Ada@Example.org", "--note", "asked by phone")
+    code, output = run_cli("suppress", "Ada@Example.org", "--note", "asked by phone")
     assert code == 0 and "suppressed ada@example.org (manual)" in output
-    code, output = digest("suppress", "ada@example.org", "--reason", "bounced")
+    code, output = run_cli("suppress", "ada@example.org", "--reason", "bounced")
     assert code == 0 and "already suppressed (manual" in output
-    code, output = digest("subscribers", "--json", "--status", "suppressed")
+    code, output = run_cli("subscribers", "--json", "--status", "suppressed")
     [row] = json.loads(output)
     assert row["email"] == "ada@example.org" and "asked by phone" in row["why"]
-    code, output = digest("send", "--date", DAY)
+    code, output = run_cli("send", "--date", DAY)
     assert code == 0 and "skipped 1" in output
-    code, output = digest("unsuppress", "ada@example.org")
+    code, output = run_cli("unsuppress", "ada@example.org")
     assert code == 0 and "lifted" in output
     with open_state(state_env) as store:
         [entry] = store.suppression_history("ada@example.org")
     assert entry.lifted_at is not None and entry.lifted_by and entry.lifted_by.startswith("cli:")
     assert entry.actor.startswith("cli:") and entry.evidence == "asked by phone"
-    code, output = digest("unsuppress", "ada@example.org")
+    code, output = run_cli("unsuppress", "ada@example.org")
     assert code == 2 and "not on the suppression list" in output
-    code, output = digest("suppress", "ada@example.org", "--reason", "tired")
+    code, output = run_cli("suppress", "ada@example.org", "--reason", "tired")
     assert code == 2 and "--reason 'tired'" in output
-    code, output = digest("subscribers", "--status", "gone")
+    code, output = run_cli("subscribers", "--status", "gone")
     assert code == 2 and "active, paused" in output
 
 
@@ -165,10 +154,10 @@ def test_bounces_without_a_mailbox_is_a_one_line_error(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("DIGEST_BOUNCE_MAILDIR")
-    code, output = digest("bounces")
+    code, output = run_cli("bounces")
     assert code == 2 and "DIGEST_BOUNCE_MAILDIR" in output and "Traceback" not in output
     monkeypatch.setenv("DIGEST_BOUNCE_MAILDIR", str(workdir / "nope"))
-    code, output = digest("bounces")
+    code, output = run_cli("bounces")
     assert code == 2 and "is not a Maildir" in output
 
 
@@ -259,14 +248,14 @@ def test_killed_between_parsing_and_the_move_then_restart_counts_each_message_on
 
 
 def test_subscribers_last_sent_ignores_test_sends(workdir: Path) -> None:
-    code, output = digest("send", "--to", "ada@example.org", "--date", DAY)
+    code, output = run_cli("send", "--to", "ada@example.org", "--date", DAY)
     assert code == 0, output
-    code, output = digest("subscribers", "--json")
+    code, output = run_cli("subscribers", "--json")
     rows = {r["email"]: r for r in json.loads(output)}
     assert rows["ada@example.org"]["last_sent"] is None
-    code, output = digest("send", "--date", DAY, "--subscriber", "ada@example.org")
+    code, output = run_cli("send", "--date", DAY, "--subscriber", "ada@example.org")
     assert code == 0, output
-    code, output = digest("subscribers", "--json", "--frequency", "daily")
+    code, output = run_cli("subscribers", "--json", "--frequency", "daily")
     rows = {r["email"]: r for r in json.loads(output)}
     assert rows["ada@example.org"]["last_sent"] == DAY
     assert rows["ada@example.org"]["keywords"] == ["robot*", "agents"]

@@ -19,9 +19,8 @@ import pytest
 from digest.delivery.engine import send_all
 from digest.state import StateBackend, open_state
 from tests.conftest import EXAMPLES, MakeStore
-from tests.factories import smtp_settings
+from tests.factories import build, smtp_settings, statuses, stream
 from tests.faultrelay import FaultRelay
-from tests.test_delivery import build, statuses, stream
 
 BREAKER = 5
 POOL = 2

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 import trustme
-from typer.testing import CliRunner
 
-from digest.cli import app
 from digest.state import open_state
 from digest.tokens import Purpose, TokenSigner
-from tests.conftest import EXAMPLES, FIXTURES
+from tests.conftest import FIXTURES
+from tests.factories import make_workdir, run_cli
 from tests.smtpserver import RcptFault, SMTPTestServer
 
 DAY = "2026-08-20"
@@ -40,20 +39,18 @@ subscribers:
 """
 DAILY_ACTIVE = ["ada@example.org", "alan@example.org", "grace@example.org"]
 
-runner = CliRunner()
-
 
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A project directory with the bundled example days and a small subscribers file."""
-    shutil.copytree(EXAMPLES / "hf-daily-papers", tmp_path / "papers")
-    (tmp_path / "subscribers.yaml").write_text(SUBSCRIBERS)
-    monkeypatch.setenv("DIGEST_SOURCES", f"file:{tmp_path / 'papers'}")
-    monkeypatch.setenv("DIGEST_FROM", "Daily Papers <papers@example.org>")
-    monkeypatch.setenv("DIGEST_UNSUBSCRIBE_URL", "https://lists.mylab.org/unsubscribe?token={token}")
-    monkeypatch.setenv("DIGEST_UNSUBSCRIBE_MAILTO", "unsubscribe@example.org")
-    monkeypatch.setenv("DIGEST_SECRET_KEY", SECRET)
-    return tmp_path
+    return make_workdir(
+        tmp_path,
+        monkeypatch,
+        subscribers_yaml=SUBSCRIBERS,
+        unsubscribe_url="https://lists.mylab.org/unsubscribe?token={token}",
+        unsubscribe_mailto="unsubscribe@example.org",
+        secret_key=SECRET,
+    )
 
 
 @pytest.fixture
@@ -76,11 +73,6 @@ def smtp(
         yield server
 
 
-def digest(*args: str) -> tuple[int, str]:
-    result = runner.invoke(app, list(args))
-    return result.exit_code, result.output
-
-
 def raw_header_lines(data: bytes) -> list[str]:
     head = data.split(b"\r\n\r\n", 1)[0].decode("ascii")
     return head.split("\r\n")
@@ -89,7 +81,7 @@ def raw_header_lines(data: bytes) -> list[str]:
 def test_send_over_starttls_and_auth_delivers_complete_messages_once(
     smtp: SMTPTestServer, workdir: Path, state_env: str
 ) -> None:
-    code, output = digest("send", "--date", DAY)
+    code, output = run_cli("send", "--date", DAY)
     assert code == 0, output
     assert f"edition {DAY}: sent 3, skipped 0, failed 0" in output
     assert PASSWORD not in output
@@ -132,7 +124,7 @@ def test_send_over_starttls_and_auth_delivers_complete_messages_once(
         assert https[0] in html and "unsubscribe" in text.lower()
         assert len(r.data) < 100_000
 
-    code, output = digest("send", "--date", DAY)
+    code, output = run_cli("send", "--date", DAY)
     assert code == 0, output
     assert "sent 0, skipped 3" in output
     assert len(smtp.messages) == 3
@@ -145,7 +137,7 @@ def test_permanent_failure_for_one_subscriber_does_not_stop_the_others(
         monkeypatch.setenv("DIGEST_SMTP_HOST", "127.0.0.1")
         monkeypatch.setenv("DIGEST_SMTP_PORT", str(server.port))
         monkeypatch.setenv("DIGEST_SMTP_SECURITY", "none")
-        code, output = digest("send", "--date", DAY)
+        code, output = run_cli("send", "--date", DAY)
         # A 550 is a hard bounce: the address is suppressed, which handles it (exit 0).
         assert code == 0, output
         assert "sent 2, skipped 0, failed 1 (1 hard bounce, suppressed)" in output
@@ -154,10 +146,10 @@ def test_permanent_failure_for_one_subscriber_does_not_stop_the_others(
             "ada@example.org",
             "alan@example.org",
         ]
-        code, output = digest("history", "--date", DAY, "--status", "failed")
+        code, output = run_cli("history", "--date", DAY, "--status", "failed")
         assert "grace@example.org" in output and "550" in output
         # A permanent failure is not retried automatically.
-        code, output = digest("send", "--date", DAY)
+        code, output = run_cli("send", "--date", DAY)
         assert code == 0 and "sent 0, skipped 3" in output
         assert len(server.messages) == 2
 
@@ -166,7 +158,7 @@ def test_wrong_smtp_password_stops_the_run_with_one_line_and_no_secret(
     smtp: SMTPTestServer, monkeypatch: pytest.MonkeyPatch, workdir: Path, state_env: str
 ) -> None:
     monkeypatch.setenv("DIGEST_SMTP_PASSWORD", "wrong-password-xyz")
-    code, output = digest("send", "--date", DAY)
+    code, output = run_cli("send", "--date", DAY)
     assert code == 2
     assert "Traceback" not in output and "wrong-password-xyz" not in output
     assert "error:" in output
@@ -176,7 +168,7 @@ def test_wrong_smtp_password_stops_the_run_with_one_line_and_no_secret(
 
 
 def test_without_smtp_host_messages_go_to_the_maildir_outbox(workdir: Path) -> None:
-    code, output = digest("send", "--date", DAY)
+    code, output = run_cli("send", "--date", DAY)
     assert code == 0, output
     assert "Maildir outbox" in output
     files = sorted((workdir / "outbox" / "new").iterdir())
@@ -188,36 +180,36 @@ def test_without_smtp_host_messages_go_to_the_maildir_outbox(workdir: Path) -> N
         for f in files
     )
     assert tos == DAILY_ACTIVE
-    code, output = digest("send", "--date", DAY, "--subscriber", "ada@example.org", "--resend")
+    code, output = run_cli("send", "--date", DAY, "--subscriber", "ada@example.org", "--resend")
     assert code == 0 and "sent 1" in output
     assert len(list((workdir / "outbox" / "new").iterdir())) == 4
 
 
 def test_dry_run_sends_and_records_nothing(workdir: Path) -> None:
-    code, output = digest("send", "--date", DAY, "--dry-run")
+    code, output = run_cli("send", "--date", DAY, "--dry-run")
     assert code == 0 and "would send 3" in output
     assert not (workdir / "outbox").exists()
-    code, output = digest("history")
+    code, output = run_cli("history")
     assert "0 rows" in output
 
 
 def test_preview_renders_the_stored_papers_and_records_no_delivery(workdir: Path) -> None:
-    code, output = digest("preview", "--date", DAY, "--subscriber", "ada@example.org")
+    code, output = run_cli("preview", "--date", DAY, "--subscriber", "ada@example.org")
     assert code == 0, output
     path = workdir / "preview" / f"{DAY}-ada@example.org.html"
     assert f"wrote {Path('preview') / path.name}" in output
     html = path.read_text()
     assert "https://huggingface.co/papers/" in html and "<style" in html
-    code, text = digest("preview", "--date", DAY, "--format", "text", "--out", "-")
+    code, text = run_cli("preview", "--date", DAY, "--format", "text", "--out", "-")
     assert code == 0 and "https://huggingface.co/papers/" in text
-    code, output = digest("preview", "--date", DAY, "--format", "eml", "--out", "x.eml")
+    code, output = run_cli("preview", "--date", DAY, "--format", "eml", "--out", "x.eml")
     msg = email.message_from_bytes((workdir / "x.eml").read_bytes(), policy=email.policy.default)
     assert msg.get_content_type() == "multipart/alternative"
     # The papers were stored: removing the source files does not change the preview.
     shutil.rmtree(workdir / "papers")
-    code, again = digest("preview", "--date", DAY, "--format", "text", "--out", "-")
+    code, again = run_cli("preview", "--date", DAY, "--format", "text", "--out", "-")
     assert code == 0 and again == text
-    code, output = digest("history")
+    code, output = run_cli("history")
     assert "0 rows" in output
 
 
@@ -225,24 +217,24 @@ def test_subscribers_file_errors_name_file_line_and_field(workdir: Path) -> None
     (workdir / "subscribers.yaml").write_text(
         "subscribers:\n  - email: ada@example.org\n    keywrds: [x]\n  - email: not-an-email\n"
     )
-    code, output = digest("send", "--date", DAY)
+    code, output = run_cli("send", "--date", DAY)
     assert code == 2
     assert "Traceback" not in output
     assert re.search(r"subscribers\.yaml:3: .*keywrds", output)
     assert re.search(r"subscribers\.yaml:4: .*email", output)
-    code, output = digest("validate")
+    code, output = run_cli("validate")
     assert code == 2 and "subscribers.yaml:3" in output
 
 
 def test_validate_accepts_good_settings(workdir: Path) -> None:
-    code, output = digest("validate")
+    code, output = run_cli("validate")
     assert code == 0, output
     assert "4 subscribers" in output
 
 
 def test_bad_settings_are_one_line_each(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DIGEST_SMTP_PORT", "not-a-port")
-    code, output = digest("send", "--date", DAY)
+    code, output = run_cli("send", "--date", DAY)
     assert code == 2 and "DIGEST_SMTP_PORT" in output and "Traceback" not in output
 
 
@@ -251,36 +243,36 @@ def test_malformed_source_is_a_clear_error_and_nothing_is_recorded(
 ) -> None:
     bad = FIXTURES / "hf-daily-papers-malformed" / "2024-12-11.json"
     monkeypatch.setenv("DIGEST_SOURCES", f"file:{bad}")
-    code, output = digest("send", "--date", "2024-12-11")
+    code, output = run_cli("send", "--date", "2024-12-11")
     assert code == 1
     assert "Traceback" not in output and "2024-12-11.json" in output
-    code, output = digest("history")
+    code, output = run_cli("history")
     assert "0 rows" in output
 
 
 def test_bad_date_is_rejected(workdir: Path) -> None:
-    code, output = digest("send", "--date", "yesterday")
+    code, output = run_cli("send", "--date", "yesterday")
     assert code == 2 and "YYYY-MM-DD" in output
 
 
 def test_weekend_without_papers_is_recorded_skipped(workdir: Path) -> None:
     # 2026-08-22 is a Saturday; Daily Papers lists nothing on weekends.
-    code, output = digest("send", "--date", "2026-08-22")
+    code, output = run_cli("send", "--date", "2026-08-22")
     assert code == 0, output
     assert "sent 0, skipped 3" in output
     assert not (workdir / "outbox").exists()
-    code, output = digest("history", "--status", "skipped")
+    code, output = run_cli("history", "--status", "skipped")
     assert output.count("no papers") == 3
 
 
 def test_weekday_without_papers_waits_and_records_nothing(workdir: Path) -> None:
     # 2026-08-24 is a Monday with no capture: an outage or not yet published, never "no papers".
-    code, output = digest("send", "--date", "2026-08-24")
+    code, output = run_cli("send", "--date", "2026-08-24")
     assert code == 1
     assert "deferred 3" in output and "listed no papers for a weekday" in output
-    code, output = digest("history")
+    code, output = run_cli("history")
     assert "0 rows" in output
     # Once the day's list shows up, the edition goes out normally.
     shutil.copy(workdir / "papers" / f"{DAY}.json", workdir / "papers" / "2026-08-24.json")
-    code, output = digest("send", "--date", "2026-08-24")
+    code, output = run_cli("send", "--date", "2026-08-24")
     assert code == 0 and "sent 3" in output

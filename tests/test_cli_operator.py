@@ -7,7 +7,6 @@ import email.policy
 import io
 import json
 import re
-import shutil
 import socket
 from collections.abc import Iterator
 from datetime import date
@@ -15,10 +14,9 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
-from typer.testing import CliRunner
 
 from digest import __version__, cli
-from digest.cli import SendProgress, app, history_detail
+from digest.cli import SendProgress, history_detail
 from digest.core import Digest
 from digest.delivery import OutgoingMessage
 from digest.delivery.engine import send_all
@@ -27,13 +25,19 @@ from digest.models import Edition
 from digest.settings import load_settings
 from digest.state import open_state
 from digest.subscribers import Subscriber
-from tests.conftest import EXAMPLES, MakeStore
-from tests.factories import papers_from_fixture, smtp_settings
-from tests.faultrelay import FaultRelay
+from tests.conftest import MakeStore
+from tests.factories import (
+    Sleeps,
+    build,
+    make_workdir,
+    papers_from_fixture,
+    run_cli,
+    smtp_settings,
+    stream,
+)
+from tests.faultrelay import BUSY, FaultRelay
 from tests.httpserver import LocalHTTPServer
 from tests.smtpserver import RcptFault, SMTPTestServer
-from tests.test_backoff import BUSY
-from tests.test_delivery import Sleeps, build, stream
 
 DAY = "2026-08-20"
 SECRET = "a-real-secret-key-for-tests-0123456789abcdef"
@@ -49,24 +53,18 @@ subscribers:
     only_matching: true
 """
 
-runner = CliRunner()
-
-
-def digest(*args: str) -> tuple[int, str]:
-    result = runner.invoke(app, list(args))
-    return result.exit_code, result.output
-
 
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Settings an operator would really use: their own domain, the bundled example days."""
-    shutil.copytree(EXAMPLES / "hf-daily-papers", tmp_path / "papers")
-    (tmp_path / "subscribers.yaml").write_text(SUBSCRIBERS)
-    monkeypatch.setenv("DIGEST_SOURCES", f"file:{tmp_path / 'papers'}")
-    monkeypatch.setenv("DIGEST_FROM", "Daily Papers <papers@mylab.org>")
-    monkeypatch.setenv("DIGEST_UNSUBSCRIBE_URL", "https://papers.mylab.org/u?token={token}")
-    monkeypatch.setenv("DIGEST_SECRET_KEY", SECRET)
-    return tmp_path
+    return make_workdir(
+        tmp_path,
+        monkeypatch,
+        subscribers_yaml=SUBSCRIBERS,
+        sender="Daily Papers <papers@mylab.org>",
+        unsubscribe_url="https://papers.mylab.org/u?token={token}",
+        secret_key=SECRET,
+    )
 
 
 def closed_port() -> int:
@@ -81,14 +79,14 @@ def closed_port() -> int:
 
 
 def test_version_prints_the_version_and_exits_0() -> None:
-    code, output = digest("--version")
+    code, output = run_cli("--version")
     assert code == 0
     assert output.strip() == f"digest {__version__}"
 
 
 @pytest.mark.parametrize("command", [[], ["send"], ["preview"], ["history"], ["validate"]])
 def test_help_shows_no_type_for_flags_and_a_metavar_for_values(command: list[str]) -> None:
-    code, output = digest(*command, "--help")
+    code, output = run_cli(*command, "--help")
     assert code == 0, output
     assert "<bool>" not in output and "<str>" not in output and "<list[str]>" not in output
     if command == ["send"]:
@@ -103,7 +101,7 @@ def test_help_shows_no_type_for_flags_and_a_metavar_for_values(command: list[str
 
 
 def test_history_with_an_unknown_status_is_an_error_listing_the_valid_ones(workdir: Path) -> None:
-    code, output = digest("history", "--status", "delivered")
+    code, output = run_cli("history", "--status", "delivered")
     assert code == 2
     assert "--status 'delivered'" in output
     assert "owed, sending, sent, failed, unknown, skipped" in output
@@ -117,9 +115,9 @@ def test_history_detail_shows_the_reply_code_once(
         monkeypatch.setenv("DIGEST_SMTP_HOST", "127.0.0.1")
         monkeypatch.setenv("DIGEST_SMTP_PORT", str(server.port))
         monkeypatch.setenv("DIGEST_SMTP_SECURITY", "none")
-        code, output = digest("send", "--date", DAY)
+        code, output = run_cli("send", "--date", DAY)
         assert code == 0, output  # a hard bounce, suppressed: handled, not a failed run
-    code, output = digest("history", "--status", "failed")
+    code, output = run_cli("history", "--status", "failed")
     assert code == 0, output
     assert "550 5.1.1 No such user here" in output
     assert "550 550" not in output
@@ -142,7 +140,7 @@ def test_every_source_failing_is_one_line_naming_the_source_once(
 ) -> None:
     missing = workdir / "nowhere"
     monkeypatch.setenv("DIGEST_SOURCES", f"file:{missing}")
-    code, output = digest("send", "--date", DAY)
+    code, output = run_cli("send", "--date", DAY)
     assert code == 1
     lines = [line for line in output.splitlines() if line.strip()]
     assert len(lines) == 1, output
@@ -158,7 +156,7 @@ def test_a_failed_source_among_several_is_reported_once(
 ) -> None:
     missing = workdir / "nowhere"
     monkeypatch.setenv("DIGEST_SOURCES", f"file:{workdir / 'papers'},file:{missing}")
-    code, output = digest("send", "--date", DAY)
+    code, output = run_cli("send", "--date", DAY)
     assert code == 0 or code == 1
     assert output.count(f"file:{missing}") == 1, output
     assert "source source" not in output
@@ -168,7 +166,7 @@ def test_a_failed_source_among_several_is_reported_once(
 
 
 def test_preview_summary_counts_the_papers_the_email_holds(workdir: Path) -> None:
-    code, output = digest("preview", "--date", DAY, "--subscriber", "ada@example.org")
+    code, output = run_cli("preview", "--date", DAY, "--subscriber", "ada@example.org")
     assert code == 0, output
     html = (workdir / "preview" / f"{DAY}-ada@example.org.html").read_text()
     cards = html.count('class="title"')
@@ -181,9 +179,9 @@ def test_source_flag_wins_over_the_subscribers_own_sources_for_preview(
 ) -> None:
     unreachable = f"feed:http://127.0.0.1:{closed_port()}/rss"
     (workdir / "subscribers.yaml").write_text(SUBSCRIBERS + f'    sources: ["{unreachable}"]\n')
-    code, output = digest("preview", "--date", DAY, "--subscriber", "grace@example.org")
+    code, output = run_cli("preview", "--date", DAY, "--subscriber", "grace@example.org")
     assert code == 1  # the subscriber's own (unreachable) source is used without --source
-    code, output = digest(
+    code, output = run_cli(
         "preview",
         "--date",
         DAY,
@@ -211,7 +209,7 @@ def test_validate_warns_about_each_placeholder_with_what_to_put_instead(
     # (An unsubscribe URL at a placeholder domain is an error: tests/test_first_hour.py.)
     monkeypatch.setenv("DIGEST_FROM", "Daily Papers <papers@example.org>")
     monkeypatch.setenv("DIGEST_UNSUBSCRIBE_MAILTO", "unsubscribe@example.org")
-    code, output = digest("validate", "--offline")
+    code, output = run_cli("validate", "--offline")
     assert code == 0, output
     warnings = [line for line in output.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 2, output
@@ -224,13 +222,13 @@ def test_validate_warns_about_the_default_localhost_sender(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("DIGEST_FROM")
-    code, output = digest("validate", "--offline")
+    code, output = run_cli("validate", "--offline")
     assert code == 0
     assert "warning: DIGEST_FROM: digest@localhost" in output
 
 
 def test_validate_with_real_values_prints_no_warning(workdir: Path) -> None:
-    code, output = digest("validate", "--offline")
+    code, output = run_cli("validate", "--offline")
     assert code == 0, output
     assert "warning" not in output
     assert "ok: settings valid, 2 subscribers" in output
@@ -238,7 +236,7 @@ def test_validate_with_real_values_prints_no_warning(workdir: Path) -> None:
 
 def test_validate_runs_the_known_sources_check_as_a_warning(workdir: Path) -> None:
     (workdir / "subscribers.yaml").write_text(SUBSCRIBERS + "    sources: [hf]\n")
-    code, output = digest("validate", "--offline")
+    code, output = run_cli("validate", "--offline")
     assert code == 0, output
     line = next(line for line in output.splitlines() if line.startswith("warning:"))
     assert "subscribers.yaml:10: subscribers[1].sources[0]" in line
@@ -253,7 +251,7 @@ def test_validate_says_each_source_is_reachable(
         server.add("/api/daily_papers", body=b"[]")  # yesterday's (a real date) is empty
         monkeypatch.setenv("DIGEST_HF_API_URL", server.url("/api/daily_papers"))
         monkeypatch.setenv("DIGEST_SOURCES", f"hf,file:{workdir / 'papers'}")
-        code, output = digest("validate")
+        code, output = run_cli("validate")
         assert code == 0, output
         assert server.count("/api/daily_papers") == 1
     assert re.search(r"^source hf: reachable \(0 papers on \d{4}-\d\d-\d\d", output, re.M)
@@ -266,7 +264,7 @@ def test_validate_reports_an_unreachable_source_and_exits_1(
     url = f"http://127.0.0.1:{closed_port()}/api/daily_papers"
     monkeypatch.setenv("DIGEST_HF_API_URL", url)
     monkeypatch.setenv("DIGEST_SOURCES", f"hf,file:{workdir / 'papers'}")
-    code, output = digest("validate")
+    code, output = run_cli("validate")
     assert code == 1, output
     assert re.search(r"error: source hf: NOT reachable: GET http://127\.0\.0\.1:\d+/", output)
     assert f"source file:{workdir / 'papers'}: reachable" in output
@@ -278,7 +276,7 @@ def test_validate_offline_fetches_nothing(workdir: Path, monkeypatch: pytest.Mon
         server.add("/api/daily_papers", body=b"[]")
         monkeypatch.setenv("DIGEST_HF_API_URL", server.url("/api/daily_papers"))
         monkeypatch.setenv("DIGEST_SOURCES", "hf")
-        code, output = digest("validate", "--offline")
+        code, output = run_cli("validate", "--offline")
         assert code == 0, output
         assert server.count("/api/daily_papers") == 0
     assert "reachable" not in output
@@ -299,7 +297,7 @@ def relay(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SMTPTestSe
 def test_test_send_goes_to_the_address_as_the_subscriber_and_is_not_their_edition(
     relay: SMTPTestServer, workdir: Path, state_env: str
 ) -> None:
-    code, output = digest(
+    code, output = run_cli(
         "send", "--to", "me@mydomain.org", "--as", "ada@example.org", "--date", DAY
     )
     assert code == 0, output
@@ -324,10 +322,10 @@ def test_test_send_goes_to_the_address_as_the_subscriber_and_is_not_their_editio
     assert [(r.subscriber, r.edition, r.status) for r in rows] == [
         ("me@mydomain.org", f"test:{DAY}:ada@example.org", "sent")
     ]
-    code, output = digest("history")
+    code, output = run_cli("history")
     assert f"test:{DAY}:ada@example.org" in output and "me@mydomain.org" in output
     # Ada's real edition is still owed: the next send delivers it.
-    code, output = digest("send", "--date", DAY)
+    code, output = run_cli("send", "--date", DAY)
     assert code == 0, output
     assert "sent 2, skipped 0" in output
     assert sorted(m.rcpt_tos[0] for m in relay.messages[1:]) == [
@@ -340,7 +338,7 @@ def test_test_send_can_be_repeated_and_defaults_to_the_unpersonalized_edition(
     relay: SMTPTestServer, workdir: Path, state_env: str
 ) -> None:
     for _ in range(2):
-        code, output = digest("send", "--to", "Me@MyDomain.org", "--date", DAY)
+        code, output = run_cli("send", "--to", "Me@MyDomain.org", "--date", DAY)
         assert code == 0, output
         assert "(unpersonalized): sent to me@mydomain.org" in output
     assert len(relay.messages) == 2
@@ -367,7 +365,7 @@ def test_test_send_can_be_repeated_and_defaults_to_the_unpersonalized_edition(
 def test_test_send_refuses_bad_flags_with_one_line(
     relay: SMTPTestServer, workdir: Path, args: list[str], message: str
 ) -> None:
-    code, output = digest("send", "--date", DAY, *args)
+    code, output = run_cli("send", "--date", DAY, *args)
     assert code == 2, output
     assert message in output
     assert "Traceback" not in output
@@ -443,7 +441,7 @@ def test_the_bar_shows_retries_and_back_off_on_a_terminal(
         monkeypatch.setenv("DIGEST_SMTP_HOST", "127.0.0.1")
         monkeypatch.setenv("DIGEST_SMTP_PORT", str(server.port))
         monkeypatch.setenv("DIGEST_SMTP_SECURITY", "none")
-        code, output = digest("send", "--date", DAY)
+        code, output = run_cli("send", "--date", DAY)
     assert code == 0, output + screen.getvalue()
     shown = screen.getvalue()
     assert "back-off: attempt 2 of 5 for grace@example.org" in shown, shown
@@ -454,17 +452,17 @@ def test_the_bar_shows_retries_and_back_off_on_a_terminal(
 def test_a_test_send_to_a_subscriber_is_not_their_last_edition(
     relay: SMTPTestServer, workdir: Path
 ) -> None:
-    code, output = digest(
+    code, output = run_cli(
         "send", "--to", "ada@example.org", "--as", "ada@example.org", "--date", DAY
     )
     assert code == 0, output
-    code, output = digest("subscribers", "--json")
+    code, output = run_cli("subscribers", "--json")
     assert code == 0, output
     rows = {r["email"]: r for r in json.loads(output)}
     assert rows["ada@example.org"]["last_sent"] is None
-    code, output = digest("send", "--date", DAY)
+    code, output = run_cli("send", "--date", DAY)
     assert code == 0 and "sent 2, skipped 0" in output, output
-    code, output = digest("subscribers", "--json")
+    code, output = run_cli("subscribers", "--json")
     rows = {r["email"]: r for r in json.loads(output)}
     assert rows["ada@example.org"]["last_sent"] == DAY
 

@@ -17,7 +17,7 @@ from digest.state import open_state
 from digest.subscribers import EXAMPLE_FILE
 from digest.subscribers.entries import split_list
 from digest.subscribers.home import StateHome
-from tests.conftest import PROJECT
+from tests.conftest import FIXTURES, PROJECT
 from tests.factories import list_yaml, run_cli
 
 EXAMPLE = (PROJECT / EXAMPLE_FILE).read_text(encoding="utf-8")
@@ -155,6 +155,36 @@ def test_validate_counts_a_list_in_the_state(
         code == 0
         and "ok: settings valid, 4 subscribers in the subscriber list in the state" in output
     )
+
+
+def test_send_and_preview_read_a_list_in_the_state(
+    state_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DIGEST_SUBSCRIBERS", "state")
+    monkeypatch.setenv("DIGEST_SOURCES", f"file:{FIXTURES / 'hf-daily-papers'}")
+    monkeypatch.setenv("DIGEST_OUTBOX", str(tmp_path / "outbox"))
+    Path("list.yaml").write_text(EXAMPLE)
+    assert run_cli("subscribers", "import", "list.yaml")[0] == 0
+    code, output = run_cli(
+        "preview",
+        "--date",
+        "2026-08-20",
+        "--subscriber",
+        "grace@example.org",
+        "--out",
+        "-",
+        "--format",
+        "text",
+    )
+    assert code == 0 and "Grace" in output, output
+    code, output = run_cli("send", "--date", "2026-08-20", "--subscriber", "nobody@example.org")
+    assert code == 2 and "not in the subscriber list in the state" in output
+    papers = f"file:{FIXTURES / 'hf-daily-papers'}"  # ada's own `sources: [hf]` too
+    code, output = run_cli("send", "--date", "2026-08-20", "--source", papers)
+    assert code == 0, output
+    with open_state(state_env) as store:
+        sent = {r.subscriber for r in store.list(edition="2026-08-20", statuses=["sent"])}
+    assert sent == {"ada@example.org", "grace@example.org"}  # daily and active; alan paused
 
 
 def test_moving_a_list_into_the_state_and_back_keeps_everything(

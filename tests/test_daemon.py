@@ -8,17 +8,14 @@ digest run`` against a real aiosmtpd server at the real current time.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
 from pathlib import Path
@@ -31,108 +28,33 @@ from digest.core import Digest
 from digest.daemon import Daemon, TickReport
 from digest.models import Edition
 from digest.schedule import scheduled_instant
-from digest.settings import Settings
 from digest.state import StateBackend, open_state
 from digest.state.store import Store
 from digest.subscribers import Subscriber
+from digest.subscribers.changes import SetFields
+from digest.subscribers.home import add_subscriber
 from tests.conftest import crash_claimers
-from tests.factories import FakeClock, outbox_settings
+from tests.factories import (
+    Env,
+    FakeClock,
+    days_between,
+    subscriber_yaml,
+    utc,
+    write_papers,
+)
 from tests.smtpserver import SMTPTestServer
 
-FIXTURES = Path(__file__).parent / "fixtures" / "hf-daily-papers"
 PROJECT = Path(__file__).parent.parent
-FIXTURE_FILES = sorted(FIXTURES.glob("*.json"))
 HOUR = timedelta(hours=1)
 
 
 # -- helpers ------------------------------------------------------------------------------
 
 
-def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
-    return datetime(year, month, day, hour, minute, tzinfo=UTC)
-
-
-def write_papers(directory: Path, days: Iterable[date], *, weekends: bool = False) -> None:
-    """Real Daily Papers days copied under the names of ``days`` (weekdays only by default).
-
-    The captures are reused in turn; a reused one gets fresh arXiv ids (``YYMM.DDnnn`` of its
-    day), as a real later day lists other papers (a paper is never sent twice).
-    """
-    directory.mkdir(parents=True, exist_ok=True)
-    for i, day in enumerate(days):
-        if day.weekday() >= 5 and not weekends:
-            continue
-        source = FIXTURE_FILES[i % len(FIXTURE_FILES)]
-        target = directory / f"{day.isoformat()}.json"
-        if i < len(FIXTURE_FILES):
-            shutil.copy(source, target)
-            continue
-        items = json.loads(source.read_text(encoding="utf-8"))
-        for j, item in enumerate(items):
-            item["paper"]["id"] = f"{day:%y%m}.{day.day:02d}{j:03d}"
-        target.write_text(json.dumps(items), encoding="utf-8")
-
-
-def days_between(first: date, last: date) -> list[date]:
-    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
-
-
-def subscriber_yaml(entries: list[dict[str, Any]], defaults: dict[str, Any] | None = None) -> str:
-    """A subscribers file, one ``key: value`` per line (so line numbers are predictable)."""
-    lines: list[str] = []
-    if defaults:
-        lines.append("defaults:")
-        lines += [f"  {k}: {_yaml_value(v)}" for k, v in defaults.items()]
-    lines.append("subscribers:")
-    for entry in entries:
-        first = True
-        for k, v in entry.items():
-            lines.append(f"  {'- ' if first else '  '}{k}: {_yaml_value(v)}")
-            first = False
-    return "\n".join(lines) + "\n"
-
-
-def _yaml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(f'"{v}"' for v in value) + "]"
-    return f'"{value}"'
-
-
-@dataclass
-class Env:
-    root: Path
-    papers: Path
-    subscribers: Path
-    state_url: str
-    outbox: Path
-    health: Path
-
-    def settings(self, **overrides: Any) -> Settings:
-        base: dict[str, Any] = {"sources": f"file:{self.papers}", "health_file": self.health}
-        base["state_url"] = self.state_url
-        return outbox_settings(self.root, **{**base, **overrides})
-
-    def write_subscribers(
-        self, entries: list[dict[str, Any]], defaults: dict[str, Any] | None = None
-    ) -> None:
-        self.subscribers.write_text(subscriber_yaml(entries, defaults), encoding="utf-8")
-
-
 @pytest.fixture
 def env(tmp_path: Path, state_url: str) -> Env:
     """A daemon's files; its state is each backend's (``state_url``)."""
-    papers = tmp_path / "papers"
-    papers.mkdir()
-    return Env(
-        root=tmp_path,
-        papers=papers,
-        subscribers=tmp_path / "subscribers.yaml",
-        state_url=state_url,
-        outbox=tmp_path / "outbox",
-        health=tmp_path / "health",
-    )
+    return Env.under(tmp_path, state_url)
 
 
 @asynccontextmanager
@@ -461,6 +383,36 @@ async def test_subscribers_file_is_reread_and_an_invalid_edit_keeps_the_last_lis
         clock.at = utc(2026, 8, 20, 7, 1)
         await daemon.tick()
         assert "invalid" not in caplog.text
+
+
+async def test_a_list_in_the_state_is_followed_from_tick_to_tick(env: Env) -> None:
+    """DIGEST_SUBSCRIBERS=state (issue 22): a subscriber added and one changed between ticks
+    are in force at the next tick; an unchanged list is not read again."""
+    write_papers(env.papers, days_between(date(2026, 8, 17), date(2026, 8, 21)))
+    defaults = {"send_at": "07:00", "timezone": "UTC"}
+    env.write_subscribers([{"email": "a@example.org", "keywords": ["diffusion"]}], defaults)
+    clock = FakeClock(utc(2026, 8, 19, 7))
+    async with daemon_for(env, clock, subscribers="state") as daemon:
+        home = daemon.digest.home
+        home.import_list(env.subscribers.read_bytes(), env.subscribers)
+        env.subscribers.unlink()  # the list is the state's now
+        report = await daemon.tick()
+        assert report.subscribers == 1
+        add_subscriber(home, "b@example.org", keywords=["agents"])
+        assert home.apply(SetFields("a@example.org", {"keywords": ["agent"]}))
+        clock.at = utc(2026, 8, 19, 8)
+        report = await daemon.tick()
+        assert report.subscribers == 2
+        assert ("b@example.org", "2026-08-18") in statuses(daemon)
+        subs: list[Subscriber] = daemon._subscribers or []
+        assert [(s.email, s.keywords) for s in subs] == [
+            ("a@example.org", ("agent",)),
+            ("b@example.org", ("agents",)),
+        ]
+        listed = home.load()
+        clock.at = utc(2026, 8, 19, 9)
+        await daemon.tick()
+        assert home.load() is listed  # unchanged: one one-row query, nothing read
 
 
 # -- stopping ----------------------------------------------------------------------------

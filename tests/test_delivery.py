@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import mailbox
 import random
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -27,82 +27,31 @@ from digest.errors import DeliveryConfigError, PermanentDeliveryError
 from digest.settings import Settings
 from digest.state import DeliveryStatus, StateBackend
 from tests.conftest import MakeStore
-from tests.factories import smtp_settings
+from tests.factories import (
+    EDITION,
+    ENVELOPE_SENDER,
+    Sleeps,
+    build,
+    by_recipient,
+    emails,
+    smtp_settings,
+    statuses,
+    stream,
+)
 from tests.faultrelay import FaultRelay
 from tests.smtpserver import RcptFault, Received, ServerProcess, SMTPTestServer
 
-EDITION = "2025-08-20"
-SENDER = "digest@example.org"
 USER, PASSWORD = "digest-user", "s3cret-pässword"
 FAST_TIMEOUT_S = 0.5
 
 
-# -- fixtures and a tiny message builder -------------------------------------------------------
+# -- fixtures ----------------------------------------------------------------------------------
 
 
 @pytest.fixture
 def store(make_store: MakeStore) -> StateBackend:
     """A fresh state of each backend: the engine's tests run on SQLite and PostgreSQL."""
     return make_store()
-
-
-class Sleeps:
-    """Injected ``sleep``: records requested delays, waits for nothing."""
-
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    async def __call__(self, delay: float) -> None:
-        self.delays.append(delay)
-        await asyncio.sleep(0)
-
-
-def build(email: str, edition: str = EDITION) -> OutgoingMessage:
-    """A small but realistic message: CRLF, 8-bit UTF-8 body, a line needing dot-stuffing."""
-    message_id = f"<{edition}.{email.replace('@', '.')}@example.org>"
-    data = (
-        f"From: Daily Papers <{SENDER}>\r\n"
-        f"To: {email}\r\n"
-        f"Subject: Papers for {edition}\r\n"
-        f"Message-ID: {message_id}\r\n"
-        "MIME-Version: 1.0\r\n"
-        "Content-Type: text/plain; charset=utf-8\r\n"
-        "Content-Transfer-Encoding: 8bit\r\n"
-        "\r\n"
-        f"Hello {email} — today's papers: «Attention», ünïcode.\r\n"
-        ".a line starting with a dot\r\n"
-        "..and two\r\n"
-    ).encode()
-    return OutgoingMessage(
-        subscriber=email,
-        edition=edition,
-        message_id=message_id,
-        envelope_from=SENDER,
-        recipients=(email,),
-        data=data,
-    )
-
-
-def emails(n: int, prefix: str = "user") -> list[str]:
-    return [f"{prefix}{i:02d}@example.org" for i in range(n)]
-
-
-async def stream(messages: Iterable[OutgoingMessage]) -> AsyncIterator[OutgoingMessage]:
-    for msg in messages:
-        yield msg
-        await asyncio.sleep(0)
-
-
-def statuses(store: StateBackend) -> dict[str, str]:
-    return {row.subscriber: str(row.status) for row in store.list(edition=EDITION)}
-
-
-def by_recipient(messages: list[Received]) -> dict[str, list[Received]]:
-    out: dict[str, list[Received]] = {}
-    for m in messages:
-        assert len(m.rcpt_tos) == 1, "one recipient per message"
-        out.setdefault(m.rcpt_tos[0], []).append(m)
-    return out
 
 
 # -- Maildir -----------------------------------------------------------------------------------
@@ -158,7 +107,7 @@ async def test_batch_over_starttls_with_auth(
     for msg in batch:
         [one] = got[msg.subscriber]
         assert one.data == msg.data  # byte for byte: no re-folding, dots unstuffed correctly
-        assert one.mail_from == SENDER
+        assert one.mail_from == ENVELOPE_SENDER
         assert one.tls and one.auth_user == USER
     rows = store.list(edition=EDITION)
     assert {r.status for r in rows} == {DeliveryStatus.SENT}
@@ -656,12 +605,12 @@ async def test_error_in_the_message_stream_is_raised_after_in_flight_work(
 async def test_data_line_ends_and_dots_reach_the_relay_as_rfc_5321_says(
     store: StateBackend, body: bytes, on_the_wire: bytes
 ) -> None:
-    head = f"From: {SENDER}\r\nTo: lines@example.org\r\nSubject: s\r\n\r\n".encode()
+    head = f"From: {ENVELOPE_SENDER}\r\nTo: lines@example.org\r\nSubject: s\r\n\r\n".encode()
     msg = OutgoingMessage(
         subscriber="lines@example.org",
         edition=EDITION,
         message_id="<lines@example.org>",
-        envelope_from=SENDER,
+        envelope_from=ENVELOPE_SENDER,
         recipients=("lines@example.org",),
         data=head + body,
     )
@@ -680,7 +629,7 @@ async def test_size_and_data_are_the_bytes_on_the_wire_whether_or_not_crlf_is_kn
     # RFC 1870: SIZE= counts the message as DATA transmits it (CRLF, before dot-stuffing).
     # A message marked crlf (build_message's) is not scanned for bare line ends: it must
     # reach the relay the same as when it is scanned.
-    data = f"From: {SENDER}\r\nTo: size@example.org\r\n\r\n.dot\r\nline\r\n..two".encode()
+    data = f"From: {ENVELOPE_SENDER}\r\nTo: size@example.org\r\n\r\n.dot\r\nline\r\n..two".encode()
     msg = dataclasses.replace(build("size@example.org"), data=data, crlf=crlf)
     with FaultRelay(extensions=("8BITMIME", "SIZE 1000000")) as relay:
         summary = await send_all(stream([msg]), store=store, settings=smtp_settings(relay))

@@ -13,16 +13,13 @@ import email
 import email.policy
 import json
 import logging
-import shutil
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
-from digest.cli import app
 from digest.core import Digest
 from digest.errors import SourceError
 from digest.models import Edition, Paper, is_http_url, paper_problems
@@ -30,14 +27,13 @@ from digest.sources import HfSource, HttpOptions
 from digest.state import open_state
 from digest.subscribers import Subscriber
 from tests.conftest import FIXTURES, MakeStore
-from tests.factories import SECRET_KEY, outbox_settings
+from tests.factories import make_workdir, outbox_settings, run_cli
 from tests.httpserver import LocalHTTPServer
 
 API = "/api/daily_papers"
 DAY = date(2026, 8, 20)
 NOW = datetime(2026, 8, 21, 9, 0, tzinfo=UTC)
 CAPTURE = FIXTURES / "hf-daily-papers" / "2026-08-20.json"
-runner = CliRunner()
 
 
 def capture() -> list[dict[str, Any]]:
@@ -215,23 +211,13 @@ async def test_a_stored_invalid_day_no_longer_stops_the_send(
 
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    (tmp_path / "papers").mkdir()
-    shutil.copy(CAPTURE, tmp_path / "papers" / f"{DAY}.json")
-    (tmp_path / "subscribers.yaml").write_text("subscribers:\n  - email: ada@example.org\n")
-    monkeypatch.setenv("DIGEST_SOURCES", f"file:{tmp_path / 'papers'}")
-    monkeypatch.setenv("DIGEST_FROM", "Daily Papers <papers@example.org>")
-    monkeypatch.setenv("DIGEST_SECRET_KEY", SECRET_KEY)
-    return tmp_path
-
-
-def digest(*args: str) -> tuple[int, str]:
-    result = runner.invoke(app, list(args))
-    return result.exit_code, result.output
+    """The captured day (:data:`CAPTURE`, the file of ``DAY``) and one subscriber."""
+    return make_workdir(tmp_path, monkeypatch, papers=CAPTURE)
 
 
 def test_papers_refetch_replaces_a_stored_day_on_purpose(workdir: Path, state_env: str) -> None:
     first = capture()
-    code, output = digest("papers", "--date", str(DAY))
+    code, output = run_cli("papers", "--date", str(DAY))
     assert code == 0, output
     assert f"{len(first)} papers, fetched, stored" in output
     assert first[0]["paper"]["id"] in output
@@ -241,15 +227,15 @@ def test_papers_refetch_replaces_a_stored_day_on_purpose(workdir: Path, state_en
     changed[0] = copy.deepcopy(changed[0])
     changed[0]["paper"]["title"] = "A corrected title"
     (workdir / "papers" / f"{DAY}.json").write_text(json.dumps(changed))
-    code, output = digest("papers", "--date", str(DAY))
+    code, output = run_cli("papers", "--date", str(DAY))
     assert code == 0 and f"{len(first)} papers, stored" in output
     assert "A corrected title" not in output
 
     # ...until it is replaced on purpose.
-    code, output = digest("papers", "--date", str(DAY), "--refetch")
+    code, output = run_cli("papers", "--date", str(DAY), "--refetch")
     assert code == 0, output
     assert "3 papers, fetched, stored" in output and "A corrected title" in output
-    code, output = digest("papers", "--date", str(DAY))
+    code, output = run_cli("papers", "--date", str(DAY))
     assert "3 papers, stored" in output and "A corrected title" in output
     with open_state(state_env) as store:
         stored = store.load_papers(DAY, f"file:{workdir / 'papers'}")
@@ -257,13 +243,13 @@ def test_papers_refetch_replaces_a_stored_day_on_purpose(workdir: Path, state_en
 
 
 def test_papers_refetch_keeps_the_stored_day_when_the_source_fails(workdir: Path) -> None:
-    code, output = digest("papers", "--date", str(DAY))
+    code, output = run_cli("papers", "--date", str(DAY))
     assert code == 0
     (workdir / "papers" / f"{DAY}.json").write_text("[{")  # broken upstream now
 
-    code, output = digest("papers", "--date", str(DAY), "--refetch")
+    code, output = run_cli("papers", "--date", str(DAY), "--refetch")
 
     assert code == 1
     assert "error:" in output and "invalid JSON" in output and "Traceback" not in output
-    code, output = digest("papers", "--date", str(DAY))
+    code, output = run_cli("papers", "--date", str(DAY))
     assert code == 0 and f"{len(capture())} papers, stored" in output

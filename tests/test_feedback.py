@@ -3,9 +3,6 @@ uses it."""
 
 from __future__ import annotations
 
-import email
-import email.policy
-import mailbox
 import re
 from datetime import UTC, date, datetime
 from email.message import EmailMessage
@@ -19,11 +16,9 @@ from digest.core import Digest
 from digest.message import feedback_urls_for
 from digest.models import Edition, Feedback, Paper
 from digest.settings import Settings
-from tests.factories import SECRET_KEY, make_settings
-from tests.test_semantic import write_day
-from tests.webserver import running_app
+from tests.factories import PUBLIC, SECRET_KEY, make_settings, messages, run_cli, write_day
+from tests.webserver import csrf_of, running_app
 
-PUBLIC = "https://papers.example.org"
 MON, TUE = date(2024, 6, 10), date(2024, 6, 11)
 ADA = "ada@example.org"
 WALKER = Paper(
@@ -84,15 +79,6 @@ def now() -> datetime:
     return datetime(2024, 6, 12, 12, tzinfo=UTC)
 
 
-def messages(settings: Settings) -> list[EmailMessage]:
-    out = []
-    for raw in mailbox.Maildir(str(settings.outbox), create=False):
-        msg = email.message_from_bytes(raw.as_bytes(), policy=email.policy.default)
-        assert isinstance(msg, EmailMessage)
-        out.append(msg)
-    return out
-
-
 def text_of(msg: EmailMessage) -> str:
     part = msg.get_body(("plain",))
     assert part is not None
@@ -107,12 +93,6 @@ async def send(settings: Settings, day: date) -> list[str]:
         summary = await digest.send(Edition.daily(day), subs)
         assert summary.sent == 1, summary.errors
         return digest.store.delivery_papers(ADA, day.isoformat())
-
-
-def csrf_of(page: httpx.Response) -> str:
-    found = re.search(r'name="csrf" value="([0-9a-f]+)"', page.text)
-    assert found, page.text
-    return found.group(1)
 
 
 def feedback(settings: Settings) -> dict[str, Feedback]:
@@ -193,10 +173,6 @@ def test_a_feedback_token_of_another_purpose_or_payload_is_refused(settings: Set
 
 
 def test_subscribers_show_lists_what_was_learned(settings: Settings) -> None:
-    from typer.testing import CliRunner
-
-    from digest.cli import app
-
     with Digest(settings, now=now) as digest:
         digest.store.save_paper(WALKER)
         digest.store.record_feedback(ADA, WALKER.arxiv_id, "like")
@@ -206,12 +182,12 @@ def test_subscribers_show_lists_what_was_learned(settings: Settings) -> None:
         "DIGEST_STATE_PATH": str(settings.state_path),
         "DIGEST_SECRET_KEY": SECRET_KEY,
     }
-    result = CliRunner().invoke(app, ["subscribers", "--show", ADA], env=env)
-    assert result.exit_code == 0, result.output
-    assert f"👍 learned from the email: {WALKER.arxiv_id} {WALKER.title}" in result.output
-    assert "👎 learned from the email: 2406.99999" in result.output
-    missing = CliRunner().invoke(app, ["subscribers", "--show", "nobody@example.org"], env=env)
-    assert missing.exit_code == 2 and "not in" in missing.output
+    code, output = run_cli("subscribers", "--show", ADA, env=env)
+    assert code == 0, output
+    assert f"👍 learned from the email: {WALKER.arxiv_id} {WALKER.title}" in output
+    assert "👎 learned from the email: 2406.99999" in output
+    code, output = run_cli("subscribers", "--show", "nobody@example.org", env=env)
+    assert code == 2 and "not in" in output
 
 
 def test_each_message_carries_its_own_links_and_no_placeholder(settings: Settings) -> None:

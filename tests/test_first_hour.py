@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
+from datetime import date
 from pathlib import Path
 
 import httpx
@@ -13,7 +13,7 @@ import trustme
 
 from digest.state import open_state
 from tests.conftest import EXAMPLES
-from tests.factories import SECRET_KEY, run_cli
+from tests.factories import make_workdir, run_cli
 from tests.httpserver import LocalHTTPServer, closed_port
 from tests.smtpserver import SMTPTestServer
 
@@ -23,21 +23,20 @@ DAY = "2026-08-20"
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The example set-up: ada follows `hf` only, grace the default (bundled) file source."""
-    shutil.copytree(EXAMPLES / "hf-daily-papers", tmp_path / "papers")
-    (tmp_path / "subscribers.yaml").write_text(
-        "subscribers:\n"
-        "  - email: ada@example.org\n"
-        "    sources: [hf]\n"
-        "  - email: grace@example.org\n"
+    return make_workdir(
+        tmp_path,
+        monkeypatch,
+        subscribers_yaml=(
+            "subscribers:\n"
+            "  - email: ada@example.org\n"
+            "    sources: [hf]\n"
+            "  - email: grace@example.org\n"
+        ),
+        sender="Daily Papers <papers@mylab.org>",
+        http_retries=0,
+        # hf is down unless a test serves it (never the internet).
+        hf_api_url=f"http://127.0.0.1:{closed_port()}/api/daily_papers",
     )
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("DIGEST_SOURCES", f"file:{tmp_path / 'papers'}")
-    monkeypatch.setenv("DIGEST_FROM", "Daily Papers <papers@mylab.org>")
-    monkeypatch.setenv("DIGEST_SECRET_KEY", SECRET_KEY)
-    monkeypatch.setenv("DIGEST_HTTP_RETRIES", "0")
-    # hf is down unless a test serves it (never the internet).
-    monkeypatch.setenv("DIGEST_HF_API_URL", f"http://127.0.0.1:{closed_port()}/api/daily_papers")
-    return tmp_path
 
 
 def _statuses(state_url: str) -> dict[str, tuple[str, str | None]]:
@@ -367,3 +366,77 @@ async def test_the_confirmation_email_names_the_list(
     assert msg["Subject"] == "Confirm your subscription to Ada Lab Papers"
     body = msg.get_body(("plain",))
     assert body is not None and "Ada Lab Papers" in body.get_content()
+
+
+def test_an_unknown_liked_paper_is_a_validate_warning_not_a_warning_at_every_send(
+    workdir: Path,
+) -> None:
+    (workdir / "subscribers.yaml").write_text(
+        "subscribers:\n  - email: grace@example.org\n    like: ['2101.99999']\n"
+    )
+    for _ in range(2):  # two sends: neither warns (it is said at INFO, -v)
+        code, output = run_cli("send", "--date", DAY)
+        assert code == 0 and "2101.99999" not in output, output
+    code, output = run_cli("validate", "--offline")
+    assert code == 0, output
+    [line] = [ln for ln in output.splitlines() if "2101.99999" in ln]
+    assert line.startswith("warning: grace@example.org: liked/disliked paper 2101.99999 is not")
+
+
+def test_a_why_line_names_only_what_the_card_shows() -> None:
+    from digest.models import Edition, Paper
+    from digest.ranking import rank
+    from digest.render import EmailContext, Renderer
+    from digest.subscribers import Subscriber
+
+    hidden = Paper(
+        "2608.00001",
+        "A Study of Grasping",
+        abstract="We train robots to grasp cups.",
+        ai_summary="Grasping cups with a learned policy.",  # shown instead of the abstract
+        upvotes=3,
+    )
+    mixed = Paper(
+        "2608.00002",
+        "Video Diffusion at Scale",
+        abstract="We also control robots.",
+        ai_summary="A large video model.",
+        upvotes=2,
+    )
+    sub = Subscriber(email="ada@example.org", keywords=("robot*", "video"))
+    ranked = {r.paper.arxiv_id: r for r in rank([hidden, mixed], sub)}
+    assert ranked["2608.00001"].why == "keyword: robots"  # the ranking saw it in the abstract
+    assert ranked["2608.00002"].why == "keywords: robots, video"
+    rendered = Renderer().render(
+        EmailContext(
+            edition=Edition.daily(date(2026, 8, 20)),
+            papers=list(ranked.values()),
+            subscriber=sub,
+            unsubscribe_url=None,
+            unsubscribe_mailto=None,
+            total_papers=2,
+        )
+    )
+    for part in (rendered.html, rendered.text):
+        assert "keyword in the abstract: robot*" in part  # nothing on the card says "robots"
+        assert "keyword: video" in part
+        assert "robots, video" not in part and "keyword: robots" not in part
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        ("DIGEST_SMTP_CONCURRENCY", "0", "DIGEST_SMTP_CONCURRENCY: must be at least 1, got '0'"),
+        ("DIGEST_SMTP_CONCURRENCY", "abc", "must be a whole number, got 'abc'"),
+        ("DIGEST_VERP", "maybe", "DIGEST_VERP: must be true or false, got 'maybe'"),
+        ("DIGEST_HTTP_TIMEOUT", "-1", "DIGEST_HTTP_TIMEOUT: must be more than 0, got '-1'"),
+        ("DIGEST_SMTP_SECURITY", "ssl", "must be one of 'starttls', 'tls' or 'none', got 'ssl'"),
+    ],
+)
+def test_a_bad_setting_is_said_in_the_fields_words(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, said: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    code, output = run_cli("validate", "--offline")
+    assert code == 2, output
+    assert said in output and "Input should" not in output

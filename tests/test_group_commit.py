@@ -24,9 +24,16 @@ from digest.errors import StateError
 from digest.state import DeliveryStatus, ProcessedMessage, StateBackend, open_state
 from digest.state.group import GroupCommitter
 from tests.conftest import MakeStore
-from tests.factories import FakeClock, smtp_settings
+from tests.factories import (
+    EDITION,
+    FakeClock,
+    build,
+    by_recipient,
+    emails,
+    smtp_settings,
+    stream,
+)
 from tests.smtpserver import SMTPTestServer
-from tests.test_delivery import EDITION, build, by_recipient, emails, stream
 
 WAIT_S = 30.0
 """Bound of every wait for a sub-second event (the machine may be loaded)."""

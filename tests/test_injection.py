@@ -11,7 +11,6 @@ from __future__ import annotations
 import email
 import email.policy
 import json
-import shutil
 from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
@@ -21,13 +20,14 @@ import pytest
 
 from digest.message import check_head
 from digest.state import StateStore
-from tests.conftest import DKIM_DOMAIN, DKIM_SELECTOR, EXAMPLES, DkimKey
+from tests.conftest import DKIM_DOMAIN, DKIM_SELECTOR, DkimKey
 from tests.factories import (
     BODY_WRITING_NAME,
     DIGEST_FIELDS,
     HOSTILE_NAMES,
     INJECTING_NAME,
     MESSAGE_SETTINGS,
+    make_workdir,
     run_cli,
     settings_env,
     smtp_values,
@@ -39,10 +39,9 @@ FIELDS = ("DKIM-Signature", *DIGEST_FIELDS)
 
 
 @pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    """The example papers (copied: a test may edit a day) and an empty subscribers file."""
-    shutil.copytree(EXAMPLES / "hf-daily-papers", tmp_path / "papers")
-    return tmp_path
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The example papers (copied: a test may edit a day); each test writes its subscribers."""
+    return make_workdir(tmp_path, monkeypatch, subscribers_yaml=None)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from digest.message import to_header
 from digest.models import Edition
 from digest.subscribers import Subscriber
 from tests.conftest import FIXTURES
-from tests.factories import send_settings
+from tests.factories import run_cli, send_settings
 from tests.faultrelay import Arrived, FaultRelay
 
 DAY = date(2026, 8, 20)
@@ -109,10 +109,6 @@ def test_to_header(address: str, name: str | None, line: bytes) -> None:
 def test_validate_names_the_addresses_that_need_smtputf8(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from typer.testing import CliRunner
-
-    from digest.cli import app
-
     path = tmp_path / "subscribers.yaml"
     path.write_text(
         f"subscribers:\n  - email: {JOSE}\n  - email: {IDN}\n  - email: plain@example.org\n",
@@ -120,8 +116,8 @@ def test_validate_names_the_addresses_that_need_smtputf8(
     )
     monkeypatch.setenv("DIGEST_SUBSCRIBERS", str(path))
     monkeypatch.setenv("DIGEST_SOURCES", f"file:{tmp_path / 'papers'}")
-    result = CliRunner().invoke(app, ["validate", "--offline"])
-    assert result.exit_code == 0, result.output
-    notes = [line for line in result.output.splitlines() if "needs SMTPUTF8" in line]
-    assert len(notes) == 1 and JOSE in notes[0], result.output
-    assert "3 subscribers" in result.output
+    code, output = run_cli("validate", "--offline")
+    assert code == 0, output
+    notes = [line for line in output.splitlines() if "needs SMTPUTF8" in line]
+    assert len(notes) == 1 and JOSE in notes[0], output
+    assert "3 subscribers" in output

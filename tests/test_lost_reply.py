@@ -21,9 +21,8 @@ from digest.models import Edition
 from digest.state import StateBackend
 from digest.subscribers import Subscriber
 from tests.conftest import FIXTURES, MakeStore
-from tests.factories import send_settings, smtp_settings
+from tests.factories import EDITION, build, send_settings, smtp_settings, statuses, stream
 from tests.faultrelay import FaultRelay
-from tests.test_delivery import EDITION, build, statuses, stream
 
 DATA_TIMEOUT_S = 1.5
 """The end-of-data timeout in these tests, seconds (longer than the 0.3 s command timeout)."""

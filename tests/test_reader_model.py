@@ -135,6 +135,30 @@ def context_with_models(subs: list[Subscriber], library: list[LibraryEntry]) -> 
     return context
 
 
+def test_the_dual_and_the_primal_fit_reach_the_same_model() -> None:
+    """A reader with fewer examples than dimensions is fitted on the n x n dual system (the
+    usual case, ~8x cheaper); one with more on the primal one: the same optimum either way."""
+    from digest.ranking.reader import MODEL_L2, _fit_dual, _fit_primal, one_blas_thread
+
+    texts = [*TOPICS["robot"], *TOPICS["speech"]]
+    base = EMBEDDER.embed(texts).astype(np.float64)
+    rng = np.random.default_rng(23)
+    for n in (12, 300):  # below and above the 256 dimensions
+        rows = base[rng.integers(0, len(base), n)] + 0.05 * rng.standard_normal((n, 256))
+        x = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+        y = (rng.random(n) < 0.4).astype(np.float64)
+        s = rng.uniform(0.2, 1.0, n)
+        with one_blas_thread():
+            w_dual, b_dual = _fit_dual(x, y, s, MODEL_L2)
+            w_primal, b_primal = _fit_primal(x, y, s, MODEL_L2)
+        assert np.max(np.abs(w_dual - w_primal)) < 1e-6
+        assert abs(b_dual - b_primal) < 1e-6
+        # It is the optimum: the gradient of the penalized loss vanishes.
+        p = 1.0 / (1.0 + np.exp(-(x @ w_dual + b_dual)))
+        assert np.max(np.abs(x.T @ (s * (p - y)) + MODEL_L2 * w_dual)) < 1e-6
+        assert abs(float(np.sum(s * (p - y)))) < 1e-6
+
+
 def test_a_library_lifts_its_topic_and_the_why_line_names_the_liked_paper() -> None:
     reader = Subscriber(email="lib@example.org", library=("robots.bib",), max_papers=3)
     plain = Subscriber(email="plain@example.org", max_papers=3, keywords=("speech",))
@@ -205,6 +229,88 @@ def test_a_send_trains_only_readers_whose_signal_changed(tmp_path: Path) -> None
         digest.ranking.learner._now = NOW + timedelta(hours=2)
         digest.render(edition, EDITION, reader)
         assert trained_at() != first
+
+
+def test_the_footer_says_what_ranks_a_reader_besides_keywords(tmp_path: Path) -> None:
+    """A reader ranked by a library, interests or ratings is not told "you follow no
+    keywords, so you get the most upvoted papers"; a keywords-only reader's footer is as
+    before."""
+    subs_path = write_setup(tmp_path)
+    settings = make_settings(
+        subscribers=subs_path, state_path=tmp_path / "state.sqlite3", outbox=tmp_path / "out"
+    )
+    edition = Edition.daily(date(2026, 8, 20))
+    readers = {
+        "library": Subscriber(email="lib@example.org", library=("robots.bib",)),
+        "both": Subscriber(
+            email="both@example.org",
+            keywords=("speech",),
+            interests=("robots that learn to walk",),
+            authors=("Chelsea Finn",),
+        ),
+        "keywords": Subscriber(email="kw@example.org", keywords=("speech",)),
+        "nothing": Subscriber(email="plain@example.org"),
+        "rated": Subscriber(email="rated@example.org"),
+    }
+    with Digest(settings) as digest:
+        digest.ranking.learner._now = NOW
+        digest.store.record_feedback("rated@example.org", "2608.00100", "like")
+        footers = {}
+        for name, sub in readers.items():
+            _, rendered = digest.render(edition, EDITION, sub)
+            text = " ".join(rendered.text.split())
+            html = " ".join(rendered.html.split())
+            footers[name] = text[text.index("You receive this") :]
+            assert footers[name].split(";")[1].split(".")[0] in html, name  # HTML says the same
+    assert "your papers are ranked by your library." in footers["library"]
+    assert (
+        "your keywords: speech; your papers are also ranked by your interests and the authors "
+        "you follow." in footers["both"]
+    )
+    assert "your keywords: speech." in footers["keywords"]
+    assert "you follow no keywords, so you get the most upvoted papers." in footers["nothing"]
+    assert "your papers are ranked by the papers you rated." in footers["rated"]
+    for name in ("library", "both", "rated"):
+        assert "most upvoted" not in footers[name]
+
+
+async def test_a_send_lets_go_of_the_model_and_ships_a_compact_context(tmp_path: Path) -> None:
+    """What a send keeps while it renders for minutes: not the embedding model (~50 MiB),
+    each rated paper's id once (not once per rating), one theme label per distinct label; the
+    models are scored a chunk at a time, with the same result."""
+    subs_path = write_setup(tmp_path)
+    settings = make_settings(
+        subscribers=subs_path, state_path=tmp_path / "state.sqlite3", outbox=tmp_path / "out"
+    )
+    raters = [Subscriber(email=f"r{i}@example.org") for i in range(6)]
+    reader = Subscriber(email="lib@example.org", library=("robots.bib",))
+    with Digest(settings) as digest:
+        digest.ranking.learner._now = NOW
+        for sub in raters:
+            for p in EDITION[:3]:
+                digest.store.record_feedback(sub.email, p.arxiv_id, "like")
+            digest.store.record_feedback(sub.email, EDITION[-1].arxiv_id, "dislike")
+        context = await digest.ranking.build(
+            EDITION, [reader, *raters], edition=Edition.daily(date(2026, 8, 20))
+        )
+        embedder = digest.ranking.embedder
+        assert embedder is not None and embedder._model is None  # type: ignore[attr-defined]
+        assert set(context.learned) == {reader.email, *(s.email for s in raters)}
+        first = context.feedback["r0@example.org"].likes
+        for sub in raters[1:]:
+            likes = context.feedback[sub.email].likes
+            assert all(a is b for a, b in zip(first, likes, strict=True))
+        labels = [context.learned[s.email].themes for s in raters]
+        assert all(a is b for a, b in zip(labels[0], labels[1], strict=True))
+        # Scored in chunks of two: the same as all at once.
+        matrix = np.stack([context.vectors[p.arxiv_id] for p in EDITION])
+        texts = {p.arxiv_id: paper_text(p) for p in EDITION}
+        feedback = digest.store.feedback()
+        learner = digest.ranking.learner
+        kwargs = {"embedder": EMBEDDER, "vectors": VectorCache(None), "texts": texts}
+        chunked = learner.learned(raters, feedback, background=matrix, chunk=2, **kwargs)
+        whole = learned_for(learner.models(raters, feedback, background=matrix, **kwargs), matrix)
+        assert chunked == whole
 
 
 def test_a_broken_library_is_a_warning_and_the_reader_still_gets_an_edition(

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from digest.redact import redact_text
 from digest.state import redact_url
-from digest.state.base import redact_text
-from tests.conftest import EXAMPLES
-from tests.factories import SECRET_KEY, run_cli
+from tests.factories import EXAMPLE_DAYS, make_workdir, run_cli
 from tests.pgserver import PostgresServer
 from tests.webserver import free_port, wait_healthy
 
@@ -50,16 +49,13 @@ def reachable(pg_server: PostgresServer) -> list[str]:
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The example papers, one subscriber, Maildir delivery; DIGEST_STATE_URL set per test."""
-    (tmp_path / "subscribers.yaml").write_text("subscribers:\n  - email: ada@example.org\n")
-    variables = {
-        "DIGEST_SOURCES": f"file:{EXAMPLES / 'hf-daily-papers'}",
-        "DIGEST_FROM": "Daily Papers <papers@example.org>",
-        "DIGEST_SECRET_KEY": SECRET_KEY,
-        "DIGEST_PUBLIC_URL": "https://papers.example.org",
-    }
-    for name, value in variables.items():
-        monkeypatch.setenv(name, value)
-    return tmp_path
+    return make_workdir(
+        tmp_path,
+        monkeypatch,
+        papers=None,
+        sources=f"file:{EXAMPLE_DAYS}",
+        public_url="https://papers.example.org",
+    )
 
 
 def assert_no_secret(output: str) -> None:

@@ -5,45 +5,31 @@ Issue 8 item 7. Every case is one clear line and exit 2 (bad input), and nothing
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from digest.cli import app
 from digest.errors import StateError
 from digest.settings import EXAMPLE_SECRET_KEY, MIN_SECRET_KEY_CHARS
 from digest.state import StateStore, state_lock
 from digest.state.sqlite import APPLICATION_ID
-from tests.conftest import EXAMPLES, PROJECT
-from tests.factories import SECRET_KEY
+from tests.conftest import PROJECT
+from tests.factories import make_workdir, run_cli
 
 DAY = "2026-08-20"
-SUBSCRIBERS = "subscribers:\n  - email: ada@example.org\n"
 RUN_TIMEOUT_S = 60
 """Bound on `digest run` refusing to start, seconds (it exits at once)."""
-runner = CliRunner()
-
-
-def digest(*args: str) -> tuple[int, str]:
-    result = runner.invoke(app, list(args))
-    return result.exit_code, result.output
 
 
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Example papers, one subscriber, Maildir delivery, a good key."""
-    shutil.copytree(EXAMPLES / "hf-daily-papers", tmp_path / "papers")
-    (tmp_path / "subscribers.yaml").write_text(SUBSCRIBERS)
-    monkeypatch.setenv("DIGEST_SOURCES", f"file:{tmp_path / 'papers'}")
-    monkeypatch.setenv("DIGEST_FROM", "Daily Papers <papers@example.org>")
-    monkeypatch.setenv("DIGEST_UNSUBSCRIBE_URL", "https://example.org/unsubscribe?token={token}")
-    monkeypatch.setenv("DIGEST_SECRET_KEY", SECRET_KEY)
-    return tmp_path
+    return make_workdir(
+        tmp_path, monkeypatch, unsubscribe_url="https://example.org/unsubscribe?token={token}"
+    )
 
 
 def error_lines(output: str) -> list[str]:
@@ -97,7 +83,7 @@ def test_weak_secret_key_is_refused_by_validate_and_every_signing_command(
         )
         code, output = done.returncode, done.stdout + done.stderr
     else:
-        code, output = digest(*command)
+        code, output = run_cli(*command)
 
     assert code == 2, output
     lines = error_lines(output)
@@ -117,7 +103,7 @@ def test_a_huge_integer_in_the_subscribers_file_is_one_line_naming_its_line(
         f"subscribers:\n  - email: ada@example.org\n    max_papers: {'9' * digits}\n"
     )
     for command in (["validate", "--offline"], ["send", "--date", DAY]):
-        code, output = digest(*command)
+        code, output = run_cli(*command)
         assert code == 2, output[-500:]
         [line] = error_lines(output)
         assert line.startswith(
@@ -132,7 +118,7 @@ def test_a_key_of_32_characters_is_accepted(workdir: Path, monkeypatch: pytest.M
     key = "Zq3-vR8_kL2pW9xN4mB7tY1cF6hJ0sDe"  # as secrets.token_urlsafe makes them
     assert len(key) == MIN_SECRET_KEY_CHARS
     monkeypatch.setenv("DIGEST_SECRET_KEY", key)
-    code, output = digest("send", "--date", DAY)
+    code, output = run_cli("send", "--date", DAY)
     assert code == 0, output
     assert "sent 1" in output
 
@@ -144,10 +130,10 @@ def test_debug_shows_the_traceback_and_keeps_exit_code_2(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DIGEST_SMTP_PORT", "not-a-port")
-    code, plain = digest("send", "--date", DAY)
+    code, plain = run_cli("send", "--date", DAY)
     assert code == 2 and "Traceback" not in plain
 
-    code, output = digest("--debug", "send", "--date", DAY)
+    code, output = run_cli("--debug", "send", "--date", DAY)
 
     assert code == 2, output
     assert "Traceback (most recent call last)" in output and "ConfigError" in output
@@ -156,7 +142,7 @@ def test_debug_shows_the_traceback_and_keeps_exit_code_2(
 
 def test_debug_keeps_exit_code_3_of_a_locked_state_file(workdir: Path) -> None:
     with state_lock(workdir / "digest-state.sqlite3", purpose="test"):
-        code, output = digest("--debug", "send", "--date", DAY)
+        code, output = run_cli("--debug", "send", "--date", DAY)
     assert code == 3, output
     assert "Traceback (most recent call last)" in output and "StateLockedError" in output
 
@@ -173,7 +159,7 @@ def test_validate_with_invalid_settings_checks_the_configured_subscribers_file(
     monkeypatch.setenv("DIGEST_SUBSCRIBERS", str(configured))
     monkeypatch.setenv("DIGEST_SMTP_PORT", "99999")  # invalid: the settings do not load
 
-    code, output = digest("validate", "--offline")
+    code, output = run_cli("validate", "--offline")
 
     assert code == 2
     assert "DIGEST_SMTP_PORT" in output
@@ -188,7 +174,7 @@ def test_validate_with_invalid_settings_reads_subscribers_path_from_env_file(
     (workdir / "team.yaml").write_text("subscribers: 42\n")
     (workdir / "custom.env").write_text("DIGEST_SUBSCRIBERS=team.yaml\nDIGEST_SMTP_PORT=0\n")
 
-    code, output = digest("--env-file", str(workdir / "custom.env"), "validate", "--offline")
+    code, output = run_cli("--env-file", str(workdir / "custom.env"), "validate", "--offline")
 
     assert code == 2
     assert "DIGEST_SMTP_PORT" in output and "team.yaml" in output
@@ -237,7 +223,7 @@ def test_cli_refuses_a_foreign_state_file_with_one_line(
     before = make_foreign(path)
     monkeypatch.setenv("DIGEST_STATE_PATH", str(path))
 
-    code, output = digest("send", "--date", DAY)
+    code, output = run_cli("send", "--date", DAY)
 
     assert code == 1, output  # as for any unusable state file
     assert len(error_lines(output)) == 1 and "another program's" in output

@@ -20,6 +20,7 @@ from digest.schedule import (
     scheduled_instants,
     weekday_index,
 )
+from tests.factories import utc
 
 CATCHUP = timedelta(hours=12)
 HOUR = timedelta(hours=1)
@@ -39,10 +40,6 @@ class Sub:
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
-
-
-def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
-    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 class FakeState:

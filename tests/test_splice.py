@@ -96,6 +96,16 @@ def selection(
     return out
 
 
+RANKED_BY: tuple[tuple[str, ...], ...] = (
+    (),
+    ("your interests",),
+    (),
+    ("your interests", "the authors you follow", "your library", "the papers you rated"),
+    ("the papers you rated",),
+)
+"""What else ranks a reader (the footer says it), crossed with the rest."""
+
+
 def contexts(day: list[Paper]) -> list[EmailContext]:
     """A few hundred messages crossing hostile names, keywords, why lines and links."""
     editions = [Edition.daily(DAY), Edition.weekly(2026, 34)]
@@ -136,6 +146,7 @@ def contexts(day: list[Paper]) -> list[EmailContext]:
                 archive_url=URLS[(u + 2) % len(URLS)],
                 postal_address="1 Rue & Co <Paris>" if n % 3 == 0 else None,
                 feedback=feedback,
+                ranked_by=RANKED_BY[n % len(RANKED_BY)],
             )
         )
     return out

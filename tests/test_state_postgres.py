@@ -18,6 +18,7 @@ import pytest
 from digest.errors import StateError
 from digest.state import SCHEMA_VERSION, open_state
 from digest.state.postgres import MIGRATION_LOCK_KEY, PostgresStore, probe
+from tests.factories import run_cli
 
 EDITION = "2026-08-20"
 LEASE_S = 1.0
@@ -184,18 +185,12 @@ def test_unreachable_database_is_one_clear_error_without_the_password(tmp_path: 
 def test_validate_says_whether_the_database_answers_and_its_schema(
     pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from typer.testing import CliRunner
-
-    from digest.cli import app
-
     (tmp_path / "subscribers.yaml").write_text("subscribers:\n  - email: ada@example.org\n")
     monkeypatch.setenv("DIGEST_SUBSCRIBERS", str(tmp_path / "subscribers.yaml"))
-    runner = CliRunner()
 
     def validate(url: str) -> tuple[int, str]:
         monkeypatch.setenv("DIGEST_STATE_URL", url)
-        result = runner.invoke(app, ["validate", "--offline"])
-        return result.exit_code, result.output
+        return run_cli("validate", "--offline")
 
     code, output = validate(pg_url)
     assert code == 0 and "reachable, empty" in output, output

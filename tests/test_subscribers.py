@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import textwrap
 from datetime import time
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -21,19 +20,7 @@ from digest.subscribers import (
     load_subscribers,
 )
 from tests.conftest import PROJECT
-
-
-def write(tmp_path: Path, text: str, name: str = "subscribers.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
-    return path
-
-
-def problems_of(path: Path, **kwargs: object) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        load_subscribers(path, **kwargs)  # type: ignore[arg-type]
-    return info.value.problems
-
+from tests.factories import problems_of, write
 
 # --- loading valid files ---------------------------------------------------------------------
 
@@ -368,7 +355,7 @@ def test_duplicate_keyword(tmp_path: Path) -> None:
         ("max_papers", "0x" + "f" * 5000, "(5,002 characters)"),
         ("min_upvotes", "-3", "must be a whole number from 0 to 1,000,000,000, got -3"),
         ("min_upvotes", "1_000_000_001", "from 0 to 1,000,000,000, got 1000000001"),
-        ("active", "maybe", "valid boolean"),
+        ("active", "maybe", "must be true or false, got 'maybe'"),
         ("frequency", "dayly", "did you mean 'daily'?"),
         ("sources", "[hf, bogus]", "unknown source 'bogus'"),
         ("sources", "[]", "an empty list would send nothing"),

@@ -4,6 +4,7 @@ rules, the same round trips; on SQLite and PostgreSQL (issue 22)."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -382,3 +383,36 @@ def test_a_crash_during_an_import_leaves_the_list_as_it_was(make_store: MakeStor
         home.import_list(list_yaml(300).encode(), Path("big.yaml"))
     store._db.on_commit = None  # type: ignore[attr-defined]
     assert (home.export(), store.subscriber_list()) == before
+
+
+def test_a_file_follows_submitted_changes_in_order_and_drains(
+    make_store: MakeStore, tmp_path: Path
+) -> None:
+    """The web's way (submit): committed in the state's outbox, written by the background
+    writer; an unsubscribe undone before it was written is not written; drain returns once
+    everything is in the file."""
+    store = make_store()
+    path = tmp_path / "subscribers.yaml"
+    path.write_text(EXAMPLE, encoding="utf-8")
+    home = FileHome(path, store)
+    with home.file.locked():  # the writer waits: both changes are in the outbox together
+        home.submit(
+            SetActive("grace@example.org", False),
+            record=lambda _: store.suppress(
+                "grace@example.org", "unsubscribed", evidence="one-click", actor="web"
+            ),
+        )
+        assert home.get("grace@example.org").active is False  # type: ignore[union-attr]
+        home.submit(
+            SetActive("grace@example.org", True),
+            record=lambda _: store.unsuppress("grace@example.org", actor="web"),
+        )
+        home.submit(SetFields("ada@example.org", {"max_papers": 3}))
+        assert len(store.list_changes()) == 3
+        assert path.read_text() == EXAMPLE
+    started = time.monotonic()
+    assert home.drain(timeout=20)
+    assert time.monotonic() - started < 10
+    assert store.list_changes() == []
+    assert path.read_text() == EXAMPLE.replace("max_papers: 8\n", "max_papers: 3\n")
+    home.close()

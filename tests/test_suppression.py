@@ -19,7 +19,7 @@ from digest.state import (
     SuppressionReason,
 )
 from tests.conftest import MakeStore
-from tests.test_daemon import Env, FakeClock, days_between, utc, write_papers
+from tests.factories import Env, FakeClock, days_between, utc, write_papers
 
 T0 = datetime(2026, 8, 21, 7, 0, tzinfo=UTC)
 
@@ -99,23 +99,10 @@ def test_suppressions_survive_reopening_and_a_v1_file_is_migrated(tmp_path: Path
 # -- send and the daemon honour it ------------------------------------------------------------
 
 
-def _env(tmp_path: Path, state_url: str) -> Env:
-    papers = tmp_path / "papers"
-    papers.mkdir()
-    return Env(
-        root=tmp_path,
-        papers=papers,
-        subscribers=tmp_path / "subscribers.yaml",
-        state_url=state_url,
-        outbox=tmp_path / "outbox",
-        health=tmp_path / "health",
-    )
-
-
 async def test_send_skips_suppressed_addresses_even_when_active_true(
     tmp_path: Path, state_url: str
 ) -> None:
-    env = _env(tmp_path, state_url)
+    env = Env.under(tmp_path, state_url)
     write_papers(env.papers, [date(2026, 8, 20)])
     env.write_subscribers(
         [
@@ -160,7 +147,7 @@ async def test_send_skips_suppressed_addresses_even_when_active_true(
 async def test_daemon_skips_a_suppressed_subscriber_and_records_why(
     tmp_path: Path, state_url: str
 ) -> None:
-    env = _env(tmp_path, state_url)
+    env = Env.under(tmp_path, state_url)
     write_papers(env.papers, days_between(date(2026, 8, 18), date(2026, 8, 21)))
     env.write_subscribers(
         [{"email": "ada@example.org"}, {"email": "bob@example.org"}],
@@ -183,7 +170,7 @@ async def test_daemon_reads_the_bounce_maildir_at_each_tick_before_sending(
     tmp_path: Path,
     state_url: str,
 ) -> None:
-    env = _env(tmp_path, state_url)
+    env = Env.under(tmp_path, state_url)
     write_papers(env.papers, days_between(date(2026, 8, 18), date(2026, 8, 22)))
     env.write_subscribers(
         [{"email": "ada@example.org"}, {"email": "bob@example.org"}],
@@ -221,7 +208,7 @@ async def test_a_late_edition_of_a_suppressed_subscriber_is_skipped_for_the_reas
     tmp_path: Path,
     state_url: str,
 ) -> None:
-    env = _env(tmp_path, state_url)
+    env = Env.under(tmp_path, state_url)
     write_papers(env.papers, days_between(date(2026, 8, 18), date(2026, 8, 21)))
     env.write_subscribers(
         [{"email": "ada@example.org"}, {"email": "bob@example.org"}],

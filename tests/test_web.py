@@ -7,8 +7,8 @@ import logging
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterator
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -16,9 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from digest.core import Digest
 from digest.message import unsubscribe_url_for
-from digest.models import Edition
 from digest.settings import Settings
 from digest.state import COPY_TABLES, open_state
 from digest.subscribers import load_subscribers
@@ -28,59 +26,23 @@ from tests.conftest import FIXTURES
 from tests.factories import (
     HOSTILE_NAMES,
     INJECTING_NAME,
+    PUBLIC,
     SECRET_KEY,
     FakeClock,
+    active,
     make_settings,
-)
-from tests.webserver import (
-    csrf_of,
-    mail_link,
     messages,
-    running_app,
-    wait_healthy,
-    wait_written,
+    send_edition,
 )
+from tests.webserver import csrf_of, eventually, running_app, wait_healthy, wait_written
 
-PUBLIC = "https://papers.example.org"
 NEW_KEY = "the-new-key-0123456789-abcdefghijkl"
-DAY = date(2026, 8, 20)
-EDITION = Edition.daily(DAY)
 # What Gmail sends for RFC 8058 one-click: a POST, form-encoded, no cookie, no Referer.
 GMAIL_HEADERS = {
     "Content-Type": "application/x-www-form-urlencoded",
     "User-Agent": "Mozilla/5.0 (compatible; Google-Unsubscribe)",
 }
 GMAIL_BODY = "List-Unsubscribe=One-Click"
-SUBSCRIBERS_YAML = """\
-# Our lab's list.
-defaults:
-  max_papers: 5   # keep it short
-
-subscribers:
-  # The PI.
-  - email: ada@example.org
-    name: Ada
-    keywords: [agent*, "reinforcement learning"]   # her interests
-
-  - email: bob@example.org   # a student
-    name: Bob
-"""
-
-
-@pytest.fixture
-def env(tmp_path: Path, state_url: str) -> dict[str, Any]:
-    """Settings of the app under test; its state is each backend's (``state_url``)."""
-    subscribers = tmp_path / "subscribers.yaml"
-    subscribers.write_text(SUBSCRIBERS_YAML)
-    return {
-        "subscribers": subscribers,
-        "state_url": state_url,
-        "outbox": tmp_path / "outbox",
-        "sources": f"file:{FIXTURES / 'hf-daily-papers'}",
-        "secret_key": SECRET_KEY,
-        "public_url": PUBLIC,
-        "sender": "Daily Papers <papers@example.org>",
-    }
 
 
 @pytest.fixture
@@ -92,19 +54,6 @@ def settings(env: dict[str, Any]) -> Settings:
 def base(settings: Settings) -> Iterator[str]:
     with running_app(settings) as url:
         yield url
-
-
-def eventually(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    """Wait (bounded) for ``check()``: the YAML follows an unsubscribe by a background write."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
-
-
-def active(settings: Settings, address: str) -> bool | None:
-    sub = load_subscribers(settings.subscribers).get(address)
-    return None if sub is None else sub.active
 
 
 def local(url: str, base: str) -> str:
@@ -135,14 +84,11 @@ def state_rows(settings: Settings) -> tuple[Any, ...]:
 
 
 def link_in(msg: EmailMessage, path: str) -> str:
-    return mail_link(msg, PUBLIC + path)
-
-
-async def send_edition(settings: Settings) -> dict[str, tuple[str, str | None]]:
-    with Digest(settings) as digest:
-        subs = digest.load_subscribers()
-        await digest.send(EDITION, subs.subscribers)
-        return {r.subscriber: (r.status, r.detail) for r in digest.store.list(edition=EDITION.key)}
+    body = msg.get_body(("plain",))
+    assert body is not None
+    found = re.search(re.escape(PUBLIC) + re.escape(path) + r"/[A-Za-z0-9_-]+", body.get_content())
+    assert found, body.get_content()
+    return found.group(0)
 
 
 # -- unsubscribe ---------------------------------------------------------------------------------

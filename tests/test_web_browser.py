@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from tests.factories import make_settings
-from tests.test_web import active, env, eventually, send_edition  # noqa: F401
-from tests.webserver import free_port, listed, messages, running_app, seed_list
+from digest.state import open_state
+from tests.factories import make_settings, messages, send_edition
+from tests.webserver import free_port, listed, running_app, seed_list
 
 CHROMIUM = Path(os.environ.get("DIGEST_TEST_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -71,7 +71,7 @@ class Shots:
 
 
 def test_sign_up_confirm_preferences_unsubscribe_in_chromium(
-    env: dict[str, Any],  # noqa: F811
+    env: dict[str, Any],
     subscribers_home: str,
     tmp_path: Path,
     browser_page: Any,
@@ -166,7 +166,7 @@ def test_sign_up_confirm_preferences_unsubscribe_in_chromium(
 
 
 async def test_archive_edition_renders_in_chromium(
-    env: dict[str, Any],  # noqa: F811
+    env: dict[str, Any],
     tmp_path: Path,
 ) -> None:
     settings = make_settings(**env)
@@ -195,7 +195,7 @@ async def test_archive_edition_renders_in_chromium(
 
 
 def test_the_preferences_page_fits_a_375_px_phone(
-    env: dict[str, Any],  # noqa: F811
+    env: dict[str, Any],
     tmp_path: Path,
 ) -> None:
     """Issue 25: at 375 px the time zone field showed "Europ" of "Europe/London"."""
@@ -235,3 +235,55 @@ def test_the_preferences_page_fits_a_375_px_phone(
             assert page.eval_on_selector("body", "b => b.scrollWidth") <= 375
         finally:
             browser.close()
+
+
+def test_onboarding_rate_preferences_reset_in_chromium(
+    env: dict[str, Any],
+    tmp_path: Path,
+    browser_page: Any,
+) -> None:
+    """Issue 23: the page of papers to rate (plain forms, no script) → 👍/👎 → what shapes
+    the ranking on the preferences page → reset what was learned."""
+    from datetime import UTC, datetime
+
+    from digest.message import preferences_url_for
+    from tests.factories import FakeClock
+
+    page = browser_page
+    settings = make_settings(**env)
+    url = preferences_url_for(settings, "ada@example.org")
+    assert url is not None
+    # The day after the fixture day 2026-08-20: its 15 papers are the ones to rate.
+    clock = FakeClock(datetime(2026, 8, 21, 8, 0, tzinfo=UTC))
+    shots = Shots(page, tmp_path)
+    shots.n = 40
+    with running_app(settings, now=clock) as base:
+        prefs = base + url[len(settings.public_url or "") :]
+        page.goto(prefs + "/rate")
+        page.wait_for_selector("text=Rate a few papers")
+        assert page.locator("script").count() == 0
+        assert page.locator("ol.rate > li").count() == 10
+        shots.take("rate")
+        papers = page.locator("ol.rate > li")
+        papers.nth(0).locator("input[value=like]").check()
+        papers.nth(1).locator("input[value=like]").check()
+        papers.nth(2).locator("input[value=dislike]").check()
+        page.click("text=Save my ratings")
+        page.wait_for_selector("text=Saved 3 ratings")
+        shots.take("rated")
+        with open_state(settings.effective_state_url) as store:
+            fb = store.feedback("ada@example.org")["ada@example.org"]
+        assert (len(fb.likes), len(fb.dislikes)) == (2, 1)
+
+        page.click("text=Back to your preferences")
+        page.wait_for_selector("text=What shapes your ranking")
+        rated = page.locator("#influences li")
+        assert rated.count() == 3
+        assert rated.filter(has_text="👍").count() == 2
+        shots.take("shaping")
+        page.click("text=Reset what was learned")
+        page.wait_for_selector("text=Reset: 3 ratings")
+        assert page.locator("#influences li").count() == 0
+        shots.take("reset")
+    with open_state(settings.effective_state_url) as store:
+        assert [e.action for e in store.events("ada@example.org")] == ["reset"]

@@ -16,9 +16,7 @@ from pathlib import Path
 import filelock
 import httpx
 import pytest
-from typer.testing import CliRunner
 
-from digest.cli import app as cli
 from digest.message import unsubscribe_url_for
 from digest.settings import Settings
 from digest.state import StateStore, SuppressionReason
@@ -26,10 +24,9 @@ from digest.subscribers import load_subscribers
 from digest.subscribers.writeback import SubscribersFile, catch_up_unsubscribes
 from digest.tokens import Purpose, TokenSigner
 from tests.conftest import FIXTURES
-from tests.factories import SECRET_KEY, outbox_settings
+from tests.factories import PUBLIC, SECRET_KEY, outbox_settings, run_cli
 from tests.webserver import csrf_of, free_port, running_app, wait_healthy
 
-PUBLIC = "https://papers.example.org"
 ONE_CLICK = {
     "content": "List-Unsubscribe=One-Click",
     "headers": {"Content-Type": "application/x-www-form-urlencoded"},
@@ -153,9 +150,9 @@ async def test_hostile_keywords_saved_from_the_preferences_form_read_back_with_c
         assert reader is not None
         assert reader.keywords == tuple(keywords)
         assert reader.exclude == ("a?", "survey?")
-        result = CliRunner().invoke(cli, ["validate", "--offline"], env=variables(settings))
-        assert result.exit_code == 0, result.output
-        assert f"ok: settings valid, {N_SUBSCRIBERS} subscribers" in result.output
+        code, output = run_cli("validate", "--offline", env=variables(settings))
+        assert code == 0, output
+        assert f"ok: settings valid, {N_SUBSCRIBERS} subscribers" in output
     # The next write (another subscriber's preferences) reads and keeps the CRLF file.
     path.write_bytes(saved_text.replace(b"\n", b"\r\n"))
     assert SubscribersFile(path).update_fields("r02@example.org", {"keywords": ["b?"]})

@@ -3,15 +3,12 @@ its tests read back: the mail it sent (a Maildir), the subscriber list (either h
 
 from __future__ import annotations
 
-import email
-import email.policy
-import mailbox
 import re
 import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from email.message import EmailMessage
 from pathlib import Path
@@ -83,6 +80,19 @@ def running_app(
         app.state.web.close()
 
 
+def eventually(check: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Wait (bounded) for ``check()``: the YAML follows an unsubscribe by a background write.
+
+    Args:
+        check: polled every 50 ms until it returns true.
+        timeout: seconds before the test fails.
+    """
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
 def wait_healthy(base: str, proc: subprocess.Popen[str]) -> None:
     """Wait (bounded) until ``digest serve`` (or ``run``) at ``base`` answers ``/healthz``."""
     deadline = time.monotonic() + PROCESS_START_TIMEOUT_S
@@ -105,17 +115,6 @@ def wait_written(settings: Settings, timeout: float = PROCESS_START_TIMEOUT_S) -
         while store.list_changes():
             assert time.monotonic() < deadline, "the subscribers file was not written in time"
             time.sleep(0.02)
-
-
-def messages(settings: Settings) -> list[EmailMessage]:
-    """Every message in the app's Maildir outbox (``settings.outbox``)."""
-    box = mailbox.Maildir(settings.outbox, create=False)
-    out = []
-    for key in box.iterkeys():
-        msg = email.message_from_bytes(box.get_bytes(key), policy=email.policy.default)
-        assert isinstance(msg, EmailMessage)
-        out.append(msg)
-    return out
 
 
 def mail_link(msg: EmailMessage, prefix: str) -> str:

@@ -54,6 +54,7 @@ from digest.message import (
 )
 from digest.models import Edition, Paper, RankedPaper
 from digest.ranking import RankContext, rank
+from digest.ranking.semantic import ranked_by
 from digest.render import EmailContext, RenderedEmail, Renderer
 from digest.settings import Settings
 from digest.subscribers import Subscriber
@@ -124,9 +125,11 @@ def render_ranked(
     subscriber: Subscriber | None,
     *,
     web: bool = False,
+    context: RankContext | None = None,
 ) -> RenderedEmail:
     """Render an already ranked selection for ``subscriber`` (``None``: unpersonalized;
-    ``web``: for the web archive, whose footer invites to subscribe).
+    ``web``: for the web archive, whose footer invites to subscribe; ``context``: what ranked
+    it, for the footer's "ranked by your interests and …").
 
     Raises:
         ConfigError: a template is broken.
@@ -147,6 +150,7 @@ def render_ranked(
             else {}
         ),
         web=web,
+        ranked_by=ranked_by(subscriber, context) if subscriber else (),
     )
     return renderer.render(ctx)
 
@@ -184,7 +188,9 @@ def make_message(
     ranked = rank(papers, subscriber, context)
     if not ranked and not subscriber.send_empty:
         return None
-    rendered = render_ranked(settings, renderer(), edition, ranked, len(papers), subscriber)
+    rendered = render_ranked(
+        settings, renderer(), edition, ranked, len(papers), subscriber, context=context
+    )
     message_id, data = build_for(settings, rendered, subscriber, edition, date, message_id)
     return message_id, data, tuple(r.paper.arxiv_id for r in ranked)
 

@@ -117,6 +117,14 @@ class WordLlamaEmbedder:
                 self._model = load_wordllama()
             return self._model
 
+    def release(self) -> bool:
+        """Let go of the model (~50 MiB with its tokenizer); the next :meth:`embed` loads it
+        again. A send calls this once its ranking context is built. Returns whether a model
+        was loaded."""
+        with self._lock:
+            loaded, self._model = self._model is not None, None
+        return loaded
+
     def embed(self, texts: Sequence[str]) -> Vectors:
         """See :meth:`Embedder.embed`."""
         import numpy as np
@@ -198,6 +206,13 @@ class SentenceTransformerEmbedder:
                     ) from None
                 self._model = SentenceTransformer(str(self.path), local_files_only=True)
             return self._model
+
+    def release(self) -> bool:
+        """Let go of the model; the next :meth:`embed` loads it again. Returns whether a
+        model was loaded."""
+        with self._lock:
+            loaded, self._model = self._model is not None, None
+        return loaded
 
     def embed(self, texts: Sequence[str]) -> Vectors:
         """See :meth:`Embedder.embed`."""

@@ -34,14 +34,18 @@ from digest.ranking.reader import (
     MODEL_MIN_SIGNAL,
     MODEL_VERSION,
     Example,
+    Learned,
     ReaderModel,
     Shaping,
     influences,
     informative,
+    learned_for,
+    one_blas_thread,
     reader_examples,
     train,
 )
 from digest.ranking.readercache import AUTHOR_REFRESH, ReaderCache
+from digest.ranking.semantic import has_library
 from digest.settings import Settings
 from digest.subscribers import Subscriber
 
@@ -53,14 +57,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+MODEL_CHUNK = 1024
+"""Readers whose models are loaded or trained, then scored, at a time
+(:meth:`ReaderLearner.learned`)."""
 FETCH_CONCURRENCY = 4
 """Author lists fetched at once (each through the bounded HTTP client)."""
 FILE_PREFIX = "file:"
-
-
-def has_library(sub: Subscriber) -> bool:
-    """Whether the subscriber gave a library file or an author to fetch."""
-    return bool(sub.library or sub.orcid or sub.arxiv_author or sub.semantic_scholar)
 
 
 def recency_day(today: date) -> date:
@@ -255,6 +257,67 @@ class ReaderLearner:
         Returns:
             Per email, the model of every reader with enough signal.
         """
+        out, trained = self._models(
+            subscribers,
+            feedback,
+            embedder=embedder,
+            vectors=vectors,
+            background=background,
+            texts=texts,
+            titles=titles,
+        )
+        if trained:
+            log.info("reader models: %d trained, %d from the cache", trained, len(out) - trained)
+        return out
+
+    def learned(
+        self,
+        subscribers: Sequence[Subscriber],
+        feedback: Mapping[str, Feedback],
+        *,
+        embedder: Embedder,
+        vectors: VectorCache,
+        background: npt.NDArray[np.float32],
+        texts: Mapping[str, str],
+        titles: Mapping[str, str] | None = None,
+        chunk: int = MODEL_CHUNK,
+    ) -> dict[str, Learned]:
+        """What ranking needs of each reader's model (:func:`~digest.ranking.reader.learned_for`
+        over ``background``, the edition's papers), :data:`MODEL_CHUNK` readers at a time: the
+        models of a chunk (~6 KiB each with their themes) are let go once scored, so a send of
+        10,000 modelled readers never holds 10,000 models. Arguments as :meth:`models`.
+        """
+        out: dict[str, Learned] = {}
+        total = trained = 0
+        for start in range(0, len(subscribers), chunk):
+            models, fresh = self._models(
+                subscribers[start : start + chunk],
+                feedback,
+                embedder=embedder,
+                vectors=vectors,
+                background=background,
+                texts=texts,
+                titles=titles,
+            )
+            out.update(learned_for(models, background))
+            total += len(models)
+            trained += fresh
+        if trained:
+            log.info("reader models: %d trained, %d from the cache", trained, total - trained)
+        return out
+
+    def _models(
+        self,
+        subscribers: Sequence[Subscriber],
+        feedback: Mapping[str, Feedback],
+        *,
+        embedder: Embedder,
+        vectors: VectorCache,
+        background: npt.NDArray[np.float32],
+        texts: Mapping[str, str],
+        titles: Mapping[str, str] | None = None,
+    ) -> tuple[dict[str, ReaderModel], int]:
+        """:meth:`models` and how many of them were trained (not cached)."""
         forgotten = self.cache.forgotten([s.email for s in subscribers])
         out: dict[str, ReaderModel] = {}
         stale: list[tuple[Subscriber, str]] = []
@@ -276,29 +339,26 @@ class ReaderLearner:
             else:
                 stale.append((sub, sha))
         fresh: dict[str, ReaderModel] = {}
-        for sub, sha in stale:
-            examples = self.examples(
-                sub,
-                feedback.get(sub.email),
-                titles=titles,
-                forgotten=forgotten.get(sub.email, ()),
-            )
-            keyed = {ex.key: _example_text(ex, texts) for ex in examples}
-            keyed = {k: t for k, t in keyed.items() if t}
-            matrix = vectors.vectors(embedder, list(keyed.values())) if keyed else None
-            vecs = {k: matrix[i] for i, k in enumerate(keyed)} if matrix is not None else {}
-            model = train(examples, vecs, background, sha=sha)
-            if model is not None:
-                out[sub.email] = fresh[sub.email] = model
-            elif sub.email in cached:
-                self.cache.drop_model(sub.email)
+        with one_blas_thread():  # n x n systems of ~100: threads cost more than they give
+            for sub, sha in stale:
+                examples = self.examples(
+                    sub,
+                    feedback.get(sub.email),
+                    titles=titles,
+                    forgotten=forgotten.get(sub.email, ()),
+                )
+                keyed = {ex.key: _example_text(ex, texts) for ex in examples}
+                keyed = {k: t for k, t in keyed.items() if t}
+                matrix = vectors.vectors(embedder, list(keyed.values())) if keyed else None
+                vecs = {k: matrix[i] for i, k in enumerate(keyed)} if matrix is not None else {}
+                model = train(examples, vecs, background, sha=sha)
+                if model is not None:
+                    out[sub.email] = fresh[sub.email] = model
+                elif sub.email in cached:
+                    self.cache.drop_model(sub.email)
         if fresh:
             self.cache.put_models(fresh, now=self.now())
-        if stale:
-            log.info(
-                "reader models: %d trained, %d from the cache", len(fresh), len(out) - len(fresh)
-            )
-        return out
+        return out, len(fresh)
 
     # -- the preferences and onboarding pages -------------------------------------------------
 
@@ -322,11 +382,14 @@ class ReaderLearner:
         forgotten = self.cache.forgotten([sub.email]).get(sub.email, frozenset())
         examples = self.examples(sub, feedback, titles=titles, forgotten=forgotten)
         model = self.cache.models([sub.email]).get(sub.email)
+        themes = model.themes if model else ()
+        by_theme = {(ex.origin, ex.title or ex.key): ex.item for ex in examples}
         return Shaping(
             influences=influences(examples, model, vectors or {}),
-            themes=tuple(t.label for t in model.themes) if model else (),
+            themes=tuple(t.label for t in themes),
             model=model is not None,
             confidence=model.confidence if model else 0.0,
+            theme_items=tuple(by_theme.get((t.origin, t.title), "") for t in themes),
         )
 
     def forget(self, sub: Subscriber, items: Iterable[str], *, actor: str) -> int:

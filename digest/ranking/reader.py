@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import hashlib
 import math
+import sys
 from array import array
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Literal
@@ -272,38 +274,127 @@ def train(
     positives = [ex for ex in usable if ex.label == 1]
     if len(usable) < MODEL_MIN_SIGNAL or not positives:
         return None
-    rows = [vectors[ex.key] for ex in usable]
-    labels = [float(ex.label) for ex in usable]
-    weights = [ex.weight for ex in usable]
-    pos_total = sum(ex.weight for ex in positives)
+    x = np.asarray([vectors[ex.key] for ex in usable], dtype=np.float64)
+    y = np.asarray([float(ex.label) for ex in usable])
+    s = np.asarray([ex.weight for ex in usable])
     if len(background):
-        rows.extend(background)
-        labels.extend([0.0] * len(background))
-        weights.extend([BACKGROUND_SHARE * pos_total / len(background)] * len(background))
-    x = np.asarray(rows, dtype=np.float64)
-    x = np.hstack([x, np.ones((len(x), 1))])  # the bias column
-    y = np.asarray(labels)
-    s = np.asarray(weights)
-    dim = x.shape[1]
-    penalty = np.full(dim, MODEL_L2 if l2 is None else l2)
-    penalty[-1] = 0.0  # the bias is not penalized
-    w = np.zeros(dim)
-    for _ in range(NEWTON_STEPS):
-        p = 1.0 / (1.0 + np.exp(-np.clip(x @ w, -30, 30)))
-        grad = x.T @ (s * (p - y)) + penalty * w
-        hess = (x.T * (s * p * (1 - p))) @ x + np.diag(penalty + 1e-9)
-        step = np.linalg.solve(hess, grad)
-        w -= step
-        if float(np.max(np.abs(step))) < NEWTON_TOLERANCE:
-            break
+        pos_total = sum(ex.weight for ex in positives)
+        x = np.vstack([x, np.asarray(background, dtype=np.float64)])
+        y = np.concatenate([y, np.zeros(len(background))])
+        s = np.concatenate(
+            [s, np.full(len(background), BACKGROUND_SHARE * pos_total / len(background))]
+        )
+    penalty = MODEL_L2 if l2 is None else l2
+    # Fewer examples than dimensions (the usual reader: 5-40 ratings and the edition's 75
+    # papers, against 256 dimensions): Newton's method on the n x n dual system; else on the
+    # (dim + 1) x (dim + 1) primal one. Both reach the same optimum.
+    fit = _fit_dual if len(x) < x.shape[1] else _fit_primal
+    w, bias = fit(x, y, s, penalty)
     model = ReaderModel(
-        weights=w[:-1].astype(np.float32),
-        bias=float(w[-1]),
+        weights=w.astype(np.float32),
+        bias=bias,
         signal=sum(ex.weight for ex in usable),
         count=len(usable),
         sha=sha,
     )
     return _with_themes(model, positives, vectors)
+
+
+def one_blas_thread() -> AbstractContextManager[object]:
+    """A block in which numpy's BLAS/LAPACK runs on one thread (``threadpoolctl``).
+
+    The systems of :func:`train` are ~100-square: OpenBLAS's threads cost more than they give
+    there (measured on 2 cores: a 110-square solve 455 µs of CPU with 2 threads, 69 µs with
+    one). :meth:`~digest.ranking.learning.ReaderLearner.models` trains every stale model of a
+    send inside one such block (entering it costs ~0.1 ms).
+    """
+    from threadpoolctl import threadpool_limits
+
+    limits: AbstractContextManager[object] = threadpool_limits(limits=1, user_api="blas")
+    return limits
+
+
+def _fit_primal(
+    x: npt.NDArray[np.float64],
+    y: npt.NDArray[np.float64],
+    s: npt.NDArray[np.float64],
+    penalty: float,
+) -> tuple[npt.NDArray[np.float64], float]:
+    """Weighted L2 logistic regression, Newton's method on the weights and the bias.
+
+    Args:
+        x: ``(n, dim)`` rows; y: ``(n,)`` labels 0/1; s: ``(n,)`` example weights.
+        penalty: the L2 penalty on the weights (the bias is not penalized).
+
+    Returns:
+        ``(weights (dim,), bias)``. Each step solves a ``(dim + 1)``-square system.
+    """
+    import numpy as np
+
+    xb = np.hstack([x, np.ones((len(x), 1))])  # the bias column
+    dim = xb.shape[1]
+    pen = np.full(dim, penalty)
+    pen[-1] = 0.0
+    w = np.zeros(dim)
+    for _ in range(NEWTON_STEPS):
+        p = 1.0 / (1.0 + np.exp(-np.clip(xb @ w, -30, 30)))
+        grad = xb.T @ (s * (p - y)) + pen * w
+        hess = (xb.T * (s * p * (1 - p))) @ xb + np.diag(pen + 1e-9)
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if float(np.max(np.abs(step))) < NEWTON_TOLERANCE:
+            break
+    return w[:-1], float(w[-1])
+
+
+def _fit_dual(
+    x: npt.NDArray[np.float64],
+    y: npt.NDArray[np.float64],
+    s: npt.NDArray[np.float64],
+    penalty: float,
+) -> tuple[npt.NDArray[np.float64], float]:
+    """The same fit as :func:`_fit_primal`, with ``weights = x.T @ alpha`` (the optimum of an
+    L2-penalized loss lies in the span of the rows), so each Newton step solves an
+    ``(n + 1)``-square system instead of a ``(dim + 1)``-square one.
+
+    With ``K = x x.T``, ``f = K alpha + b``, ``g = s (p - y)`` and ``W = diag(s p (1 - p))``,
+    the Newton step ``(d_alpha, d_b)`` solves::
+
+        (W K + penalty I) d_alpha + W 1 d_b = g + penalty alpha
+        1' W K d_alpha    + 1' W 1 d_b     = 1' g
+
+    (the primal step's equations with ``K`` factored out of the first block). The stopping
+    rule is the primal one, on the step of the weights ``x.T d_alpha`` and of the bias.
+    """
+    import numpy as np
+
+    n = len(x)
+    k = x @ x.T
+    alpha = np.zeros(n)
+    bias = 0.0
+    f = np.zeros(n)
+    a = np.empty((n + 1, n + 1))
+    rhs = np.empty(n + 1)
+    diagonal = np.diag_indices(n)
+    for _ in range(NEWTON_STEPS):
+        p = 1.0 / (1.0 + np.exp(-np.clip(f, -30, 30)))
+        g = s * (p - y)
+        curve = s * p * (1 - p)
+        a[:n, :n] = curve[:, None] * k
+        a[diagonal] += penalty
+        a[:n, n] = curve
+        a[n, :n] = curve @ k
+        a[n, n] = curve.sum() + 1e-9
+        rhs[:n] = g + penalty * alpha
+        rhs[n] = g.sum()
+        step = np.linalg.solve(a, rhs)
+        alpha -= step[:n]
+        bias -= float(step[n])
+        f = k @ alpha + bias
+        largest = max(float(np.max(np.abs(x.T @ step[:n]))), abs(float(step[n])))
+        if largest < NEWTON_TOLERANCE:
+            break
+    return x.T @ alpha, bias
 
 
 def _with_themes(
@@ -387,7 +478,10 @@ def learned_for(
                 nearest = bytes(np.argmax(papers @ t.T, axis=1).astype(np.uint8))
             else:
                 nearest = bytes(len(papers))
-            out[email] = Learned(part, scale, nearest, tuple(th.label for th in model.themes))
+            # One string per distinct label: readers who rated the same papers share them (in
+            # this process and, through pickle's memo, in each render worker).
+            labels = tuple(sys.intern(th.label) for th in model.themes)
+            out[email] = Learned(part, scale, nearest, labels)
     return out
 
 
@@ -499,9 +593,13 @@ class Shaping:
         influences: ratings and library entries, strongest first.
         themes: the strongest learned themes (:attr:`Theme.label`).
         model: whether a model is in use (enough signal), and its confidence (0..1).
+        theme_items: see below.
     """
 
     influences: list[Influence] = field(default_factory=list)
     themes: tuple[str, ...] = ()
     model: bool = False
     confidence: float = 0.0
+    theme_items: tuple[str, ...] = ()
+    """Per theme, the ``origin:key`` item :meth:`ReaderCache.forget` takes to remove the
+    liked paper behind it (``""`` when it is no longer among the examples)."""

@@ -216,6 +216,25 @@ class ReaderCache:
             self._db.commit()
         return changed
 
+    def unforget(self, subscriber: str, items: Iterable[str]) -> int:
+        """Count removed items again (a paper rated anew after its rating was removed).
+
+        Returns:
+            How many items were forgotten and no longer are; the cached model is dropped
+            when any was.
+        """
+        with self._lock:
+            before = self._db.total_changes
+            self._db.executemany(
+                "DELETE FROM forgotten WHERE subscriber = ? AND item = ?",
+                [(subscriber, item) for item in items],
+            )
+            changed = self._db.total_changes - before
+            if changed:
+                self._db.execute("DELETE FROM models WHERE subscriber = ?", (subscriber,))
+            self._db.commit()
+        return changed
+
     def forgotten(self, subscribers: Iterable[str] | None = None) -> dict[str, frozenset[str]]:
         """Forgotten items per subscriber (all, or those given)."""
         out: dict[str, set[str]] = {}

@@ -53,6 +53,36 @@ WHY_INTEREST_CHARS = 40
 """Characters of an interest quoted in the why line."""
 
 
+def has_library(sub: Subscriber) -> bool:
+    """Whether the subscriber gave a library file or an author to fetch (ORCID, arXiv author,
+    Semantic Scholar)."""
+    return bool(sub.library or sub.orcid or sub.arxiv_author or sub.semantic_scholar)
+
+
+def ranked_by(subscriber: Subscriber, context: RankContext | None) -> tuple[str, ...]:
+    """What ranks the subscriber's papers besides keywords and upvotes, in the email's words.
+
+    Returns:
+        Some of ``your interests``, ``the authors you follow``, ``your library`` and ``the
+        papers you rated`` (YAML ``like``/``dislike``, 👍/👎), in that order; ``()`` for a
+        subscriber ranked by keywords and upvotes alone (their email says what it always said).
+    """
+    out: list[str] = []
+    if subscriber.interests:
+        out.append("your interests")
+    if subscriber.authors:
+        out.append("the authors you follow")
+    if has_library(subscriber):
+        out.append("your library")
+    rated = bool(subscriber.like or subscriber.dislike)
+    if not rated and context is not None:
+        fb = context.feedback.get(subscriber.email)
+        rated = bool(fb and (fb.likes or fb.dislikes))
+    if rated:
+        out.append("the papers you rated")
+    return tuple(out)
+
+
 def paper_text(paper: Paper) -> str:
     """The text of ``paper`` that is embedded: title, abstract and AI summary (if any)."""
     parts = [paper.title, paper.abstract]

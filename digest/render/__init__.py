@@ -252,6 +252,9 @@ class EmailContext:
             (:func:`~digest.message.feedback_urls_for`); papers absent get no links.
         web: the edition is shown on the web archive (``/archive/KEY``), not mailed: the footer
             invites to subscribe instead of saying how to unsubscribe.
+        ranked_by: what ranks the subscriber's papers besides keywords and upvotes, in the
+            footer's words (:func:`~digest.ranking.semantic.ranked_by`); ``()``: the footer
+            names the keywords, or says the papers are the most upvoted.
     """
 
     edition: Edition
@@ -265,6 +268,7 @@ class EmailContext:
     postal_address: str | None = None
     feedback: Mapping[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
     web: bool = False
+    ranked_by: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -438,7 +442,8 @@ class Renderer:
             ``None``), ``text_width``, ``highlight_class``, ``period`` (``on Thursday``, ``in
             the week of Aug 17–23``: never "today"), ``see_all_url`` (the edition's page on
             Hugging Face), ``block_start`` and ``block_end`` (empty strings marking each paper's
-            part of the text template, see :mod:`digest.render.splice`).
+            part of the text template, see :mod:`digest.render.splice`), ``ranked_by`` (``""``,
+            or ``your interests and your library``: what else ranks the papers).
         """
         sub = ctx.subscriber
         return {
@@ -461,6 +466,7 @@ class Renderer:
             "email": sub.email if sub is not None else None,
             "name": sub.name if sub is not None else None,
             "keywords": tuple(sub.keywords) if sub is not None else (),
+            "ranked_by": _and_list(ctx.ranked_by),
             "unsubscribe_url": ctx.unsubscribe_url,
             "unsubscribe_mailto": mailto_url(ctx.unsubscribe_mailto),
             "preferences_url": ctx.preferences_url,
@@ -517,6 +523,13 @@ class Renderer:
             where = template.filename or template.name or "?"
             line = _template_line(e, where)
             raise ConfigError(f"template {where}:{line}: {e}") from e
+
+
+def _and_list(items: Sequence[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``; ``""`` for none."""
+    if len(items) < 2:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def _autoescape(name: str | None) -> bool:

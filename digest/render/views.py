@@ -106,7 +106,12 @@ class PaperView:
         project_url: project page, if any.
         paper: the underlying :class:`~digest.models.Paper`.
         score: the ranking score.
-        why: one short line saying why the paper was picked (``RankedPaper.why``).
+        why: one short line saying why the paper was picked (``RankedPaper.why``; a keyword
+            reason names only the words the card shows: see ``keyword_why``).
+        keyword_why: the keyword reason to say instead of the ranking's when a matched keyword
+            is not visible on the card (it matched only in the abstract while the AI summary
+            is shown, or past the shown part of the abstract): the chips' words, else
+            ``keyword in the abstract: robot*``; ``None`` when every matched keyword shows.
         filler: picked for popularity alone ("trending").
         first_filler: the first filler after relevant papers: the templates put the
             :data:`FILLER_HEADING` before it.
@@ -138,6 +143,7 @@ class PaperView:
     paper: Paper
     score: float
     why: str = ""
+    keyword_why: str | None = None
     filler: bool = False
     first_filler: bool = False
     like_url: str | None = None
@@ -526,8 +532,45 @@ def paper_view(
     except TypeError:  # an unhashable paper (not ours): no cache
         view = _paper_view(rank, ranked, thumbnails=thumbnails)
         return dataclasses.replace(view, **changes) if changes else view  # type: ignore[arg-type]
-    changes.update(rank=rank, score=ranked.score, why=ranked.why, filler=ranked.filler)
+    why = _card_why(ranked.why, view.keyword_why)
+    changes.update(rank=rank, score=ranked.score, why=why, filler=ranked.filler)
     return _copy_view(view, changes)
+
+
+_KEYWORD_WHY = ("keyword: ", "keywords: ")
+"""How the ranking's keyword reason starts (:func:`digest.ranking.keywords._why`)."""
+
+
+def _card_why(why: str, keyword_reason: str | None) -> str:
+    """The ranking's reason, or the card's keyword reason where the ranking's names a keyword
+    the card does not show."""
+    return keyword_reason if keyword_reason is not None and why.startswith(_KEYWORD_WHY) else why
+
+
+def keyword_why(
+    keywords: Sequence[str], shown: Sequence[str], ai_keywords: Sequence[str], chips: Sequence[str]
+) -> str | None:
+    """The keyword reason a card can back up, or ``None`` when every keyword shows.
+
+    Args:
+        keywords: the subscriber's keywords that matched the paper (as written).
+        shown: the texts the card shows (title, shown summary).
+        ai_keywords: HF's AI keywords (a match there has a chip with a note).
+        chips: the card's chips (:func:`keyword_chips`).
+
+    Returns:
+        ``keywords: agents, robots`` from the chips when some keyword matched only where the
+        card does not show (the abstract behind an AI summary); ``keyword in the abstract:
+        robot*`` when none of them shows; ``None`` when all show (the ranking's line stands).
+    """
+    hidden = [k for k in keywords if not any(matched_word(t, k) for t in (*shown, *ai_keywords))]
+    if not hidden:
+        return None
+    words = list(dict.fromkeys(c.split(" · ")[0] for c in chips))
+    if words:
+        return f"{'keyword' if len(words) == 1 else 'keywords'}: {', '.join(words)}"
+    label = "keyword" if len(hidden) == 1 else "keywords"
+    return f"{label} in the abstract: {', '.join(hidden)}"
 
 
 _VIEW_FIELDS = tuple(f.name for f in dataclasses.fields(PaperView))
@@ -576,6 +619,8 @@ def _paper_view(rank: int, ranked: RankedPaper, *, thumbnails: bool = False) -> 
     thumbnail = p.thumbnail if thumbnails and p.thumbnail else None
     if thumbnail is not None and not thumbnail.lower().startswith("https://"):
         thumbnail = None
+    chips = keyword_chips(keywords, (title, summary), p.ai_keywords)
+    card_reason = keyword_why(keywords, (title, summary), p.ai_keywords, chips)
     return PaperView(
         rank=rank,
         arxiv_id=p.arxiv_id,
@@ -592,7 +637,8 @@ def _paper_view(rank: int, ranked: RankedPaper, *, thumbnails: bool = False) -> 
         summary_html=highlight(summary, keywords),
         summary_is_ai=is_ai,
         keywords=keywords,
-        chips=keyword_chips(keywords, (title, summary), p.ai_keywords),
+        chips=chips,
+        keyword_why=card_reason,
         thumbnail_url=thumbnail,
         thumbnail_alt=f"Figure: {shorten(title, THUMBNAIL_ALT_MAX_CHARS)}",
         code_url=p.github_repo or None,
@@ -600,6 +646,6 @@ def _paper_view(rank: int, ranked: RankedPaper, *, thumbnails: bool = False) -> 
         project_url=p.project_page or None,
         paper=p,
         score=ranked.score,
-        why=ranked.why,
+        why=_card_why(ranked.why, card_reason),
         filler=ranked.filler,
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from digest.clock import Clock, utc_now
 from digest.errors import ConfigError
+from digest.redact import redact_url
 from digest.state.base import (
     ALL_STATUSES,
     CLAIMABLE,
@@ -25,14 +26,12 @@ from digest.state.base import (
     Delivery,
     DeliveryStatus,
     ProcessedMessage,
-    StateBackend,
     StatusMap,
     Suppression,
     SuppressionReason,
     Transition,
     address_key,
     may_move,
-    redact_url,
 )
 from digest.state.records import Event, Signup, StoredList, StoredSubscriber
 from digest.state.schema import MIGRATIONS, SCHEMA_VERSION
@@ -45,7 +44,7 @@ from digest.state.sqlite import (
     state_lock,
 )
 from digest.state.sqlite import probe as sqlite_probe
-from digest.state.store import FeedCache
+from digest.state.store import FeedCache, StateBackend
 
 SQLITE_SCHEME = "sqlite:///"
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")

@@ -1,7 +1,7 @@
-"""The state store protocol and the delivery transition rules, defined once.
+"""The delivery transition rules and the state's records, defined once.
 
-The state store is the single source of truth for what was sent. :class:`StateBackend` is
-what the rest of ``digest`` sees; :class:`digest.state.store.Store` implements it once, over
+The state store is the single source of truth for what was sent. ``StateBackend`` (the one
+class :class:`digest.state.store.Store`) is what the rest of ``digest`` sees; it works over
 a SQLite file (one sender at a time, guarded by a file lock) or a PostgreSQL database shared
 by any number of senders on any number of hosts (claims are single atomic statements, each
 carrying the claimer's id and a lease). :func:`digest.state.open_state` picks the database
@@ -27,24 +27,15 @@ clause of their single-statement writes from :func:`allowed_sql`, so the rules e
 
 from __future__ import annotations
 
-import builtins
 import os
-import re
 import secrets
 import socket
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
-from types import TracebackType
-from typing import Any, Protocol, runtime_checkable
-from urllib.parse import unquote
 
 from digest.addresses import normalize_email
-from digest.models import Feedback, Paper
-from digest.sources.feed import FeedCache
-from digest.state.records import Event, Signup, StoredList, StoredSubscriber
 
 SKIP_LATE = "late"
 """``detail`` of a ``skipped`` row whose send window had passed (catch-up limit)."""
@@ -325,81 +316,6 @@ def address_key(address: str) -> str:
     return normalize_email(address)
 
 
-REDACTED = "***"
-"""What a secret is shown as."""
-_SECRET_PARAMETER_RE = re.compile(r"pass|pwd|secret|token|key|auth|credential|sig", re.IGNORECASE)
-"""A query parameter whose name holds one of these carries a secret: libpq's ``password`` and
-``sslpassword``, and the ``token=``, ``api_key=``, ``auth=``... of other services."""
-_USERINFO_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/?#@]*:)([^?#]*)@")
-"""``scheme://user:`` and the password after it, up to the *last* ``@`` before the query
-(libpq splits at the first ``@``, :func:`urllib.parse.urlsplit` at the last: both covered)."""
-_PARAMETER_RE = re.compile(r"(^|[?&;#\s])([^=&;#\s]*)=([^&;#\s]*)")
-"""One ``name=value`` of a query or fragment, or of libpq's ``key=value`` connection string."""
-_MIN_SECRET_PIECE = 4
-"""Pieces of a secret (split at ``@ : / ? # & =``) at least this long are masked on their own
-in error texts: a parser that split a password at such a character may quote a piece."""
-
-
-def redact_url(url: str) -> str:
-    """``url`` with every secret in it shown as ``***``: for logs, errors and CLI output.
-
-    Masked: the password of the userinfo (``postgresql://user:***@host/db``), and the value of
-    each query parameter whose name says it is a secret (``?password=***``,
-    ``&sslpassword=***``, ``token``, ``key``, ``auth``...). The rest is kept as written (not
-    re-encoded), so the URL still says which server and database are meant. Used wherever a
-    URL from the settings (DIGEST_STATE_URL, DIGEST_BOUNCE_IMAP_URL, ``state migrate --to``)
-    is shown; the settings type them as secrets.
-
-    Args:
-        url: any URL, or text that is not one (returned with the same masking applied).
-
-    Returns:
-        The URL without its secrets.
-    """
-    masked = _USERINFO_RE.sub(lambda m: f"{m[1]}{REDACTED}@", url, count=1)
-    return _PARAMETER_RE.sub(_mask_parameter, masked)
-
-
-def _mask_parameter(match: re.Match[str]) -> str:
-    if _SECRET_PARAMETER_RE.search(unquote(match[2])):
-        return f"{match[1]}{match[2]}={REDACTED}"
-    return match[0]
-
-
-def redact_text(text: str, url: str) -> str:
-    """``text`` (a driver's error message about ``url``) with the secrets of ``url`` masked.
-
-    libpq quotes parts of the connection URL in some errors (``invalid percent-encoded token:
-    "<password>"``, ``failed to resolve host '<end of a password>@host'``): each secret of
-    :func:`redact_url` (as written and percent-decoded) and each piece of it of at least
-    :data:`_MIN_SECRET_PIECE` characters becomes ``***``.
-
-    Args:
-        text: the message.
-        url: the URL it may quote (with its secrets).
-
-    Returns:
-        The message without them.
-    """
-    for secret in sorted(_url_secrets(url), key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
-    return redact_url(text)
-
-
-def _url_secrets(url: str) -> set[str]:
-    found = []
-    userinfo = _USERINFO_RE.match(url)
-    if userinfo:
-        found.append(userinfo[2])
-    found += [m[3] for m in _PARAMETER_RE.finditer(url) if _SECRET_PARAMETER_RE.search(m[2])]
-    out: set[str] = set()
-    for value in filter(None, found):
-        for form in (value, unquote(value)):
-            out.add(form)
-            out.update(p for p in re.split(r"[@:/?#&=]", form) if len(p) >= _MIN_SECRET_PIECE)
-    return out
-
-
 def claimer_id() -> str:
     """This process's claimer id: ``host:pid:random`` (unique even when a pid is reused)."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
@@ -407,252 +323,6 @@ def claimer_id() -> str:
 
 StatusMap = dict[tuple[str, str], DeliveryStatus]
 """``{(subscriber, edition): status}`` for the rows that exist."""
-
-
-@runtime_checkable
-class StateBackend(Protocol):
-    """What ``digest`` needs of a state store: the contract. One class implements it,
-    :class:`digest.state.store.Store` (over a SQLite or a PostgreSQL connector), and
-    documents each method there, once.
-
-    Every write is one transaction, committed (durably) before the method returns, unless it
-    is made inside :meth:`transaction` (then it commits with the block); an error rolls it
-    back and raises :class:`~digest.errors.StateError`. Subscriber addresses are keys
-    (:func:`address_key`); timestamps are aware UTC datetimes. Methods are synchronous, short
-    and thread-safe.
-
-    Attributes:
-        url: where the state lives, for messages (any password replaced by ``***``).
-        shared: ``True`` when several processes may send from this state at once (claims
-            with leases, no exclusive lock); ``False``: one sender, held by :meth:`sender_lock`.
-        claimer: this process's claimer id (``host:pid:random``), stored with its claims.
-    """
-
-    url: str
-    shared: bool
-    claimer: str
-
-    @property
-    def feed_cache(self) -> FeedCache: ...
-
-    @property
-    def schema_version(self) -> int: ...
-
-    def close(self) -> None: ...
-
-    def __enter__(self) -> StateBackend: ...
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None: ...
-
-    def transaction(self) -> AbstractContextManager[None]: ...
-
-    def sender_lock(self, *, purpose: str) -> AbstractContextManager[dict[str, Any]]: ...
-
-    # -- deliveries ------------------------------------------------------------------------
-    def get(self, subscriber: str, edition: str) -> Delivery | None: ...
-
-    def statuses(
-        self, editions: Iterable[str], subscribers: Iterable[str] | None = None
-    ) -> StatusMap: ...
-
-    def claim(
-        self, subscriber: str, edition: str, message_id: str, papers: Sequence[str] = ()
-    ) -> bool: ...
-
-    def mark_sent(
-        self,
-        subscriber: str,
-        edition: str,
-        reply: str = "",
-        *,
-        code: int | None = None,
-        attempts: int = 1,
-    ) -> None: ...
-
-    def mark_failed(
-        self,
-        subscriber: str,
-        edition: str,
-        error: str,
-        code: int | None = None,
-        *,
-        attempts: int = 1,
-    ) -> None: ...
-
-    def mark_deferred(
-        self,
-        subscriber: str,
-        edition: str,
-        error: str,
-        code: int | None = None,
-        *,
-        attempts: int = 1,
-    ) -> None: ...
-
-    def mark_unknown(
-        self,
-        subscriber: str,
-        edition: str,
-        error: str,
-        code: int | None = None,
-        *,
-        attempts: int = 1,
-    ) -> None: ...
-
-    def mark_skipped(self, subscriber: str, edition: str, detail: str) -> None: ...
-
-    def recover_unknown(self) -> builtins.list[Delivery]: ...
-
-    def reopen(self, subscriber: str, edition: str) -> None: ...
-
-    def list(
-        self,
-        edition: str | None = None,
-        subscriber: str | None = None,
-        statuses: Iterable[str] | None = None,
-    ) -> builtins.list[Delivery]: ...
-
-    def find_message(self, message_id: str) -> Delivery | None: ...
-
-    def last_delivery_to(self, address: str) -> Delivery | None: ...
-
-    def sent_editions(self, *, limit: int = 60) -> builtins.list[tuple[str, datetime]]: ...
-
-    def sent_papers(
-        self, arxiv_ids: Iterable[str], *, except_edition: str | None = None
-    ) -> dict[str, frozenset[str]]: ...
-
-    def delivery_papers(self, subscriber: str, edition: str) -> builtins.list[str]: ...
-
-    # -- suppression list and bounces -------------------------------------------------------
-    def suppress(
-        self,
-        address: str,
-        reason: SuppressionReason | str,
-        *,
-        evidence: str,
-        actor: str,
-        now: datetime | None = None,
-    ) -> bool: ...
-
-    def unsuppress(self, address: str, *, actor: str, now: datetime | None = None) -> bool: ...
-
-    def suppression(self, address: str) -> Suppression | None: ...
-
-    def suppressions(self) -> dict[str, Suppression]: ...
-
-    def suppression_history(self, address: str | None = None) -> builtins.list[Suppression]: ...
-
-    def record_bounces(
-        self,
-        items: Sequence[tuple[BounceEvent, BounceScore, Suppression | None]],
-        *,
-        processed: ProcessedMessage | None = None,
-    ) -> builtins.list[bool]: ...
-
-    def mark_processed(self, processed: ProcessedMessage) -> bool: ...
-
-    def processed(self, key: str) -> ProcessedMessage | None: ...
-
-    def bounce_score(self, address: str) -> BounceScore | None: ...
-
-    def bounce_scores(self) -> dict[str, BounceScore]: ...
-
-    def bounce_events(self, address: str | None = None) -> builtins.list[BounceEvent]: ...
-
-    # -- papers ----------------------------------------------------------------------------
-    def save_papers(self, day: date, source: str, papers: Iterable[Paper]) -> None: ...
-
-    def load_papers(self, day: date, source: str) -> builtins.list[Paper] | None: ...
-
-    def save_paper(self, paper: Paper) -> None: ...
-
-    def find_papers(self, arxiv_ids: Iterable[str]) -> dict[str, Paper]: ...
-
-    def try_lock_papers(self, day: date, source: str) -> bool: ...
-
-    def unlock_papers(self, day: date, source: str) -> None: ...
-
-    # -- events, sign-ups, feedback (digest.web; see digest.state.records) -----------------
-    def record_event(
-        self,
-        subscriber: str,
-        action: str,
-        *,
-        actor: str,
-        request: str = "",
-        detail: dict[str, Any] | None = None,
-    ) -> None: ...
-
-    def events(self, subscriber: str | None = None) -> builtins.list[Event]: ...
-
-    def add_signup(
-        self,
-        signup_id: str,
-        address: str,
-        *,
-        name: str | None,
-        keywords: Sequence[str],
-        client: str,
-        expires_at: datetime,
-    ) -> None: ...
-
-    def signup(self, signup_id: str) -> Signup | None: ...
-
-    def confirm_signup(self, signup_id: str) -> bool: ...
-
-    def count_signups(
-        self, *, since: datetime, address: str | None = None, client: str | None = None
-    ) -> int: ...
-
-    def record_feedback(self, subscriber: str, arxiv_id: str, verdict: str) -> bool: ...
-
-    def feedback(self, subscriber: str | None = None) -> dict[str, Feedback]: ...
-
-    # -- the subscriber list (DIGEST_SUBSCRIBERS=state; digest.subscribers.home) -----------
-    def subscriber_list(self) -> StoredList: ...
-
-    def stored_subscriber(self, email: str, *, lock: bool = False) -> StoredSubscriber | None: ...
-
-    def stored_subscribers(
-        self, *, frequency: str | None = None, active: bool | None = None, chunk: int = ...
-    ) -> Iterator[builtins.list[StoredSubscriber]]: ...
-
-    def subscribers_since(self, version: int) -> builtins.list[StoredSubscriber]: ...
-
-    def add_subscriber(
-        self, row: StoredSubscriber, *, position: int | None = None
-    ) -> int | None: ...
-
-    def change_subscriber(self, row: StoredSubscriber, *, expect: int) -> int | None: ...
-
-    def remove_subscriber(self, email: str) -> int | None: ...
-
-    def save_subscribers(
-        self, rows: Sequence[tuple[StoredSubscriber, int]], *, added: int, text: StoredList
-    ) -> int | None: ...
-
-    def unsubscribed_in_list(self) -> builtins.list[str]: ...
-
-    def queue_list_change(self, email: str, change: str) -> None: ...
-
-    def list_changes(self) -> builtins.list[tuple[int, str, str]]: ...
-
-    def forget_list_changes(self, ids: Iterable[int]) -> None: ...
-
-    # -- operations ------------------------------------------------------------------------
-    def counts(self) -> dict[str, int]: ...
-
-    def export_rows(self, table: str) -> tuple[tuple[str, ...], builtins.list[tuple[Any, ...]]]: ...
-
-    def import_rows(
-        self, table: str, columns: tuple[str, ...], rows: Iterable[tuple[Any, ...]]
-    ) -> int: ...
 
 
 COPY_TABLES: tuple[str, ...] = (

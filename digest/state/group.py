@@ -38,7 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
-from digest.state.base import StateBackend
+from digest.state.store import StateBackend
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class GroupCommitter(concurrent.futures.Executor):
 
     Use it where a ``ThreadPoolExecutor(max_workers=1)`` would do (``loop.run_in_executor``
     accepts it); :meth:`submit` calls must be writes of ``store`` (or functions that only
-    call ``store``), since they run inside :meth:`~digest.state.base.StateBackend.
+    call ``store``), since they run inside :meth:`~digest.state.store.Store.
     transaction`. See the module docstring for the guarantees.
 
     Args:

@@ -1,8 +1,8 @@
 """``digest state migrate``: copy a whole state (history, suppression list, papers) elsewhere.
 
 The copy goes table by table (:data:`~digest.state.base.COPY_TABLES`) through the backend
-protocol's :meth:`~digest.state.base.StateBackend.export_rows` /
-:meth:`~digest.state.base.StateBackend.import_rows`, so it works between any two backends
+protocol's :meth:`~digest.state.store.Store.export_rows` /
+:meth:`~digest.state.store.Store.import_rows`, so it works between any two backends
 (SQLite → PostgreSQL is the use). The target must be empty; afterwards the row counts of
 every table are compared and any difference is an error.
 """
@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 
 from digest.errors import StateError
-from digest.state.base import COPY_TABLES, StateBackend
+from digest.state.base import COPY_TABLES
+from digest.state.store import StateBackend
 
 log = logging.getLogger(__name__)
 

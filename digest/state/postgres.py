@@ -52,7 +52,8 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from digest.clock import Clock, utc_now
 from digest.errors import StateError
-from digest.state.base import DEFAULT_LEASE_S, LEASE_RENEW_FRACTION, redact_text, redact_url
+from digest.redact import redact_text, redact_url
+from digest.state.base import DEFAULT_LEASE_S, LEASE_RENEW_FRACTION
 from digest.state.connector import Connector, Params, Row, migrate, nothing
 from digest.state.store import Store
 

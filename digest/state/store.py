@@ -1,8 +1,7 @@
 """The state store, written once: a mixin per domain over one :class:`~.connector.Connector`.
 
 ``Store(DeliveriesMixin, BouncesMixin, PapersMixin, RecordsMixin, SubscribersMixin,
-StoreBase)``: each method
-of :class:`~digest.state.base.StateBackend` is written here once, with its SQL named from
+StoreBase)``: each method of the state store is written here once, with its SQL named from
 ``queries.sql``; what the databases really do differently is a connector hook. The backends
 are this class over a connector: :class:`~digest.state.sqlite.StateStore` (a file) and
 :class:`~digest.state.postgres.PostgresStore` (a shared database).
@@ -1018,7 +1017,20 @@ class _Stale(Exception):
 
 
 class Store(DeliveriesMixin, BouncesMixin, PapersMixin, RecordsMixin, SubscribersMixin, StoreBase):
-    """The state store (:class:`~digest.state.base.StateBackend`) over one connector."""
+    """The state store over one connector (SQLite or PostgreSQL): what ``digest`` needs of its
+    state, each method written once in the mixin of its domain.
+
+    Every write is one transaction, committed (durably) before the method returns, unless it
+    is made inside :meth:`transaction` (then it commits with the block); an error rolls it
+    back and raises :class:`~digest.errors.StateError`. Subscriber addresses are keys
+    (:func:`~digest.state.base.address_key`); timestamps are aware UTC datetimes. Methods are
+    synchronous, short and thread-safe. Open one with :func:`digest.state.open_state`.
+    """
+
+
+StateBackend = Store
+"""The name the rest of ``digest`` uses for the state store (one class; the I/O seam below it
+is the :class:`~digest.state.connector.Connector`)."""
 
 
 class FeedCache:

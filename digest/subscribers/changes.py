@@ -138,19 +138,26 @@ class AddOrActivate:
         address: the new subscriber.
         name: the name given in the sign-up form, or ``None``.
         keywords: the keywords given there.
+        fields: the reader's other options given there (interests, authors, an author's
+            iD: JSON values), set on the entry too.
     """
 
     kind: ClassVar[str] = "add"
     address: str
     name: str | None = None
     keywords: tuple[str, ...] = ()
+    fields: Mapping[str, Any] = field(default_factory=dict)
 
     def patch(self, entry: str | None, defaults: Mapping[str, Any], indent: int) -> str | None:
-        """A new entry at ``indent`` (``email``, ``name``, ``keywords``), or the entry with
-        ``active: true``."""
-        if entry is not None:
-            return SetActive(self.address, True).patch(entry, defaults, indent)
-        return new_entry(self.new_fields(defaults), indent)
+        """A new entry at ``indent`` (``email``, ``name``, ``keywords``, the fields), or the
+        entry with ``active: true`` and the fields."""
+        if entry is None:
+            return new_entry(self.new_fields(defaults), indent)
+        active = SetActive(self.address, True).patch(entry, defaults, indent)
+        if not self.fields:
+            return active
+        more = SetFields(self.address, self.fields).patch(active or entry, defaults, indent)
+        return more if more is not None else active
 
     def new_fields(self, defaults: Mapping[str, Any]) -> dict[str, Any]:
         """The options a new entry sets (``active: true`` only where defaults pause)."""
@@ -161,19 +168,23 @@ class AddOrActivate:
             out["keywords"] = list(self.keywords)
         if defaults.get("active", True) is not True:
             out["active"] = True
+        out.update((k, v) for k, v in self.fields.items() if v is not None)
         return out
 
     def on_doc(self, doc: CommentedMap) -> bool:
-        """:func:`~digest.subscribers.entries.change_add_or_activate` on ``doc``."""
-        return change_add_or_activate(doc, self.address, name=self.name, keywords=self.keywords)
+        """:func:`~digest.subscribers.entries.change_add_or_activate` (and
+        :func:`~digest.subscribers.entries.change_fields`) on ``doc``."""
+        added = change_add_or_activate(doc, self.address, name=self.name, keywords=self.keywords)
+        return change_fields(doc, self.address, self.fields) or added
 
     def on_subscriber(
         self, current: Subscriber | None, defaults: Mapping[str, Any]
     ) -> Subscriber | None:
-        """The new subscriber, or ``current`` made active."""
-        if current is not None:
-            return SetActive(self.address, True).on_subscriber(current, defaults)
-        return Subscriber.model_validate({**defaults, **self.new_fields(defaults)})
+        """The new subscriber, or ``current`` made active (with the fields)."""
+        if current is None:
+            return Subscriber.model_validate({**defaults, **self.new_fields(defaults)})
+        active = SetActive(self.address, True).on_subscriber(current, defaults)
+        return SetFields(self.address, self.fields).on_subscriber(active, defaults)
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +291,7 @@ def change_from_json(data: Mapping[str, Any] | str) -> EntryChange:
         kind = _KINDS[obj.pop("kind")]
         if kind is AddOrActivate:
             obj["keywords"] = tuple(obj.get("keywords") or ())
+            obj["fields"] = dict(obj.get("fields") or {})
         made: EntryChange = kind(**obj)
     except (KeyError, TypeError) as e:
         raise ValueError(f"not a subscriber change: {data!r:.200}") from e

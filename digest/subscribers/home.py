@@ -374,6 +374,7 @@ class FileHome:
             rows = self.store.list_changes()
             if not rows:
                 return []
+            taken: list[EntryChange] = []  # every queued change read (written or not)
             changes: list[EntryChange] = []
             for _, email, text in rows:
                 try:
@@ -381,13 +382,14 @@ class FileHome:
                 except ValueError as e:
                     log.error("%s: a queued change of %s is unreadable: %s", self.name, email, e)
                     continue
+                taken.append(change)
                 if (
                     isinstance(change, SetActive)
                     and not change.active
                     and not self._unsubscribed(change.address)
                 ):
-                    # The unsubscribe's suppression was lifted since (the operator, a new
-                    # sign-up): its `active: false` is not for the file any more.
+                    # The unsubscribe's suppression was lifted since (a resubscribe, the
+                    # operator): its `active: false` is not for the file any more.
                     log.info("%s: %s is not unsubscribed any more: not written", self.name, email)
                     continue
                 changes.append(change)
@@ -399,12 +401,13 @@ class FileHome:
                     "%s: could not write a change of %s: %s", self.name, _masked(change), result
                 )
         with self._mutex:
-            for change in changes:
-                pending = self._overlay.get(normalize_email(change.address))
+            for change in taken:
+                address = normalize_email(change.address)
+                pending = self._overlay.get(address)
                 if pending and change in pending:
                     pending.remove(change)
                     if not pending:
-                        del self._overlay[normalize_email(change.address)]
+                        del self._overlay[address]
             self._mutex.notify_all()
         return [c for c, r in zip(changes, results, strict=True) if r is True]
 

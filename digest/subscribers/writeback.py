@@ -51,8 +51,15 @@ from digest.subscribers.entries import (
     splice_ok,
     split_list,
 )
+from digest.subscribers.model import Subscriber, SubscriberList
 from digest.subscribers.yaml import _load as _validate_bytes
-from digest.subscribers.yaml import load_entry, load_subscribers, read_defaults
+from digest.subscribers.yaml import (
+    known_list,
+    load_entry,
+    load_subscribers,
+    read_defaults,
+    remember_list,
+)
 
 log = logging.getLogger(__name__)
 
@@ -189,9 +196,11 @@ class SubscribersFile:
                 ``defaults:`` are invalid; nothing was written.
         """
         results: list[bool | ConfigError] = []
+        written: list[tuple[bytes, SubscriberList | None]] = []
 
         def transform(before: bytes) -> bytes | None:
             results.clear()
+            written.clear()
             try:
                 text = before.decode("utf-8")
             except UnicodeDecodeError as e:
@@ -204,9 +213,16 @@ class SubscribersFile:
             splice = _Splice(layout, read_defaults(layout.head + layout.tail, self.path))
             for change in changes:
                 results.append(splice.apply(change, self.path))
-            return splice.result().encode("utf-8") if any(r is True for r in results) else None
+            if not any(r is True for r in results):
+                return None
+            after = splice.result().encode("utf-8")
+            written.append((after, splice.new_list(known_list(self.path, before))))
+            return after
 
-        self._edit_bytes(transform)
+        if self._edit_bytes(transform) and written and written[-1][1] is not None:
+            after, listed = written[-1]
+            assert listed is not None
+            remember_list(self.path, after, listed)  # the next load parses nothing
         return results
 
     def _apply_each(
@@ -407,6 +423,8 @@ class _Splice:
         self.defaults = defaults
         self.texts: dict[int, str] = {}
         self.added: dict[str, int] = {}
+        self.subscribers: dict[int, Subscriber | None] = {}
+        """By entry index: the subscriber its new text holds (``None``: removed)."""
 
     def apply(self, change: EntryChange, path: Path) -> bool | ConfigError:
         layout = self.layout
@@ -443,11 +461,31 @@ class _Splice:
                     f"{path}:{first}: email: an entry's address cannot change "
                     f"({address} → {sub.email}); add the new address and remove the old one"
                 )
+            self.subscribers[at] = sub
+        else:
+            self.subscribers[index if index is not None else -1] = None
         if index is None:
             index = len(layout) + len(self.added)
             self.added[address] = index
         self.texts[index] = new
         return True
+
+    def new_list(self, before: SubscriberList | None) -> SubscriberList | None:
+        """The list of :meth:`result`, from ``before`` (the list of the text it was made from:
+        one subscriber per entry, in order) and each changed entry's subscriber; ``None``
+        without ``before``, or when it does not match the entries."""
+        if before is None or len(before) != len(self.layout):
+            return None
+        out = []
+        for i, sub in enumerate(before.subscribers):
+            new = self.subscribers.get(i, sub)
+            if new is not None:
+                out.append(new)
+        for i in range(len(self.layout), len(self.layout) + len(self.added)):
+            new = self.subscribers.get(i)
+            if new is not None:
+                out.append(new)
+        return SubscriberList(out, before.defaults, before.path)
 
     def result(self) -> str:
         """The file's new text."""

@@ -29,6 +29,7 @@ file is read and hashed, and parsed only if its SHA-256 changed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import hashlib
@@ -49,7 +50,7 @@ from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 from ruamel.yaml.reader import ReaderError
 
 from digest.addresses import normalize_email
-from digest.errors import ConfigError
+from digest.errors import ConfigError, field_message
 from digest.subscribers.model import (
     _CROSS_FIELD,
     _DEFAULT_FIELDS,
@@ -145,8 +146,8 @@ def load_subscribers(path: Path, *, known_sources: Sequence[str] | None = None) 
         raise _error(
             shown,
             [
-                f"{shown}: subscribers file not found; create it from the example: "
-                f"cp {EXAMPLE_FILE} {shown} (or point DIGEST_SUBSCRIBERS at yours)"
+                f"{shown}: subscribers file not found; `digest init` writes an example (or "
+                f"cp {EXAMPLE_FILE} {shown}, or point DIGEST_SUBSCRIBERS at yours)"
             ],
         ) from None
     except OSError as e:
@@ -168,6 +169,26 @@ def load_subscribers(path: Path, *, known_sources: Sequence[str] | None = None) 
         raise _error(shown, problems)
     log.debug("loaded %d subscribers from %s", len(result), shown)
     return _copy(result)
+
+
+def known_list(path: Path, data: bytes) -> SubscriberList | None:
+    """The list :func:`load_subscribers` last read from ``path``, if it was read from exactly
+    ``data`` (and was valid); ``None`` otherwise. Read-only."""
+    with _cache_lock:
+        hit = _cache.get(str(path.resolve()))
+    if hit is None or hit.result is None or hit.known_sources is not None:
+        return None
+    return hit.result if hit.digest == hashlib.sha256(data).digest() else None
+
+
+def remember_list(path: Path, data: bytes, result: SubscriberList) -> None:
+    """Tell the cache that ``path`` now holds ``data``, whose list is ``result`` (a writer
+    that made ``data`` from a known list and knows each changed subscriber): the next
+    :func:`load_subscribers` reads and hashes the file, and parses nothing."""
+    with contextlib.suppress(OSError):
+        key = str(path.resolve())
+        with _cache_lock:
+            _cache[key] = _Cached(hashlib.sha256(data).digest(), None, result, (), ())
 
 
 def _cached(shown: str, hit: _Cached) -> SubscriberList:
@@ -668,14 +689,7 @@ def error_message(err: Any) -> str:
         if field_name == "email":
             return "missing; every subscriber needs an email address"
         return "missing"
-    msg = str(err["msg"])
-    if kind == "value_error" and "error" in (err.get("ctx") or {}):
-        msg = str(err["ctx"]["error"])
-    if msg.startswith("Input should"):  # pydantic's own wording: say what was found
-        value = err.get("input")
-        if isinstance(value, str | int | float | bool) or value is None:
-            msg = f"{msg}, got {value!r}"
-    return msg
+    return field_message(err)
 
 
 def _unknown_key(key: str, allowed: Sequence[str]) -> str:

@@ -12,7 +12,13 @@ Routes (every page works without JavaScript; tokens from :mod:`digest.tokens`)::
     POST /u/{token}/resubscribe  undo, from the page after unsubscribing: only an unsubscribe
                                  (not a bounce, complaint or the operator's suppression),
                                  within an hour; else 409
-    GET  /preferences/{token}    the preferences form; POST saves it (errors next to fields)
+    GET  /preferences/{token}    the preferences form; POST saves it (errors next to fields);
+                                 "what shapes your ranking" (liked papers, library, themes)
+    POST /preferences/{token}/library         upload a library file (multipart, ≤ 2 MB)
+    POST /preferences/{token}/library/remove  take a library file off the list
+    POST /preferences/{token}/forget          remove one rating, library entry or theme
+    POST /preferences/{token}/reset           "reset what was learned"
+    GET  /preferences/{token}/rate            ~10 recent papers to 👍/👎; POST records them
     GET  /archive                past editions; /archive/{key} one edition (unpersonalized);
                                  /archive.atom an Atom feed (RFC 4287)
     GET  /healthz                200 "ok"
@@ -37,7 +43,7 @@ from typing import Any
 
 import jinja2
 from starlette.applications import Starlette
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
@@ -49,14 +55,26 @@ from digest.core import Digest
 from digest.delivery import TransportFactory
 from digest.errors import ConfigError, DigestError, TokenError
 from digest.message import FEEDBACK_VERDICTS
-from digest.models import Edition
+from digest.models import Edition, Paper
+from digest.ranking.learning import ReaderLearner
 from digest.render import brand, long_date_label
 from digest.render.views import list_title
 from digest.settings import Settings
 from digest.subscribers import FREQUENCIES, WEEKDAYS, Subscriber, normalize_arxiv_id
 from digest.tokens import Purpose
+from digest.web.reader import (
+    UPLOAD_BODY_BYTES,
+    LibraryFiles,
+    UploadRefused,
+    check_authors,
+    papers_to_rate,
+    recent_editions,
+    too_large_message,
+)
 from digest.web.security import CSRF_FIELD, BodyTooLarge, Csrf, SecurityMiddleware
 from digest.web.service import (
+    ACTOR,
+    READER_FIELDS,
     FormErrors,
     RequestInfo,
     SignupRefused,
@@ -128,6 +146,7 @@ class WebApp:
             trim_blocks=True,
             lstrip_blocks=True,
         )
+        self.libraries = LibraryFiles(settings)
         self.archive_cache: dict[str, ArchivedEdition] = {}
         self.list_name = list_title(settings.list_name)
         """The list's name (DIGEST_LIST_NAME, else "Daily Papers") on every page."""
@@ -136,6 +155,11 @@ class WebApp:
     def close(self) -> None:
         """Close the state file."""
         self.digest.close()
+
+    @property
+    def learner(self) -> ReaderLearner:
+        """Libraries and reader models (the reader cache the sender uses)."""
+        return self.digest.ranking.learner
 
     # -- helpers ---------------------------------------------------------------------------
     def page(
@@ -180,8 +204,9 @@ class WebApp:
         client = request.client.host if request.client else "-"
         return RequestInfo(_rid(request), client)
 
-    async def form(self, request: Request) -> FormData:
-        """The urlencoded/multipart form, bounded in fields and sizes.
+    async def form(self, request: Request, *, files: int = 0) -> FormData:
+        """The urlencoded/multipart form, bounded in fields and sizes (``files``: how many
+        file fields it may hold; the upload route's body limit is its own).
 
         Raises:
             HTTPException: 400 for a malformed body, 415 for another content type.
@@ -192,7 +217,7 @@ class WebApp:
         if ctype not in ("application/x-www-form-urlencoded", "multipart/form-data"):
             raise HTTPException(415, "send the form as application/x-www-form-urlencoded")
         try:
-            return await request.form(max_files=0, max_fields=MAX_FORM_FIELDS)
+            return await request.form(max_files=files, max_fields=MAX_FORM_FIELDS)
         except (HTTPException, BodyTooLarge):  # BodyTooLarge: the middleware answers 413
             raise
         except Exception as e:  # malformed multipart and similar: the client's fault
@@ -225,15 +250,15 @@ async def subscribe(request: Request) -> Response:
     form = _text(await app.form(request))
     if not app.csrf.check(request, form):
         return app.csrf_error(request)
-    values = {k: form.get(k, "") for k in ("email", "name", "keywords")}
+    values = {k: form.get(k, "") for k in ("email", "name", "keywords", *READER_FIELDS)}
     try:
-        address, name, keywords = app.subs.validate_signup(form)
+        address, name, keywords, fields = app.subs.validate_signup(form)
     except FormErrors as e:
         return app.page(
             "signup.html.j2", request, status=422, form=True, errors=e.errors, values=values
         )
     try:
-        await app.subs.signup(address, name, keywords, app.request_info(request))
+        await app.subs.signup(address, name, keywords, app.request_info(request), fields=fields)
     except SignupRefused:
         return app.page(
             "error.html.j2",
@@ -259,6 +284,7 @@ class Link:
         address: the subscriber (or signer-up) the token is for.
         data: the token's payload (a 👍/👎 verdict and paper, a sign-up id; else ``""``).
         form: the form's text fields on POST, ``{}`` on GET.
+        file: on an upload route, the uploaded file's ``(name, bytes)`` (``None``: none sent).
     """
 
     app: WebApp
@@ -267,6 +293,7 @@ class Link:
     address: str
     data: str
     form: dict[str, str]
+    file: tuple[str, bytes] | None = None
 
     def page(self, name: str, *, status: int = 200, form: bool = False, **ctx: Any) -> Response:
         """:meth:`WebApp.page` for this request, with ``address`` masked and ``token``."""
@@ -304,7 +331,10 @@ def _feedback(app: WebApp, token: str) -> tuple[str, str]:
 
 
 def token_route(
-    resolve: Resolver, *, csrf_exempt: Callable[[Mapping[str, str]], bool] | None = None
+    resolve: Resolver,
+    *,
+    csrf_exempt: Callable[[Mapping[str, str]], bool] | None = None,
+    upload: str | None = None,
 ) -> Callable[[Callable[[Link], Awaitable[Response]]], Callable[[Request], Awaitable[Response]]]:
     """Make a route of ``/…/{token}`` from the page logic alone.
 
@@ -313,7 +343,9 @@ def token_route(
     page; ``csrf_exempt(form)`` True skips it: RFC 8058 one-click POSTs carry no cookie),
     then calls the handler with a :class:`Link`. A :class:`~digest.errors.TokenError` or
     :class:`~digest.web.service.SubscriptionRefused` raised by the handler gets the same
-    pages (4xx, 409).
+    pages (4xx, 409). ``upload``: the name of a file field the form may carry (one file,
+    read into :attr:`Link.file`; the body limit of such a route is set in
+    :func:`create_app`).
     """
 
     def decorate(
@@ -328,13 +360,21 @@ def token_route(
             except TokenError as e:
                 return app.token_error(request, e)
             form: dict[str, str] = {}
+            file: tuple[str, bytes] | None = None
             if request.method == "POST":
-                form = _text(await app.form(request))
-                exempt = csrf_exempt is not None and csrf_exempt(form)
-                if not exempt and not app.csrf.check(request, form):
-                    return app.csrf_error(request)
+                raw = await app.form(request, files=1 if upload else 0)
+                try:
+                    form = _text(raw)
+                    exempt = csrf_exempt is not None and csrf_exempt(form)
+                    if not exempt and not app.csrf.check(request, form):
+                        return app.csrf_error(request)
+                    sent = raw.get(upload) if upload else None
+                    if isinstance(sent, UploadFile):
+                        file = (sent.filename or "", await sent.read())
+                finally:
+                    await raw.close()  # an upload's spooled temporary file
             try:
-                return await handler(Link(app, request, token, address, data, form))
+                return await handler(Link(app, request, token, address, data, form, file))
             except TokenError as e:  # e.g. a confirm link used meanwhile (a second tab)
                 return app.token_error(request, e)
             except SubscriptionRefused as e:
@@ -357,7 +397,9 @@ async def confirm(link: Link) -> Response:
     address = await link.app.subs.confirm(link.token, link.app.request_info(link.request))
     # The confirm link came by mail to the address and works once: it may lead on.
     prefs = link.app.subs.link(Purpose.PREFERENCES, address, path="/preferences")
-    return link.page("confirmed.html.j2", address=mask_address(address), prefs=prefs)
+    return link.page(
+        "confirmed.html.j2", address=mask_address(address), prefs=prefs, rate=f"{prefs}/rate"
+    )
 
 
 @token_route(by_purpose(Purpose.UNSUBSCRIBE))
@@ -392,7 +434,7 @@ async def unsubscribe(link: Link) -> Response:
 async def resubscribe(link: Link) -> Response:
     """POST of the undo on the page after unsubscribing (only an unsubscribe of one's own)."""
     await link.app.subs.resubscribe(link.address, link.app.request_info(link.request))
-    return link.page("confirmed.html.j2", prefs=None)
+    return link.page("confirmed.html.j2", prefs=None, rate=None)
 
 
 def _paper_title(app: WebApp, arxiv_id: str) -> str | None:
@@ -415,12 +457,22 @@ async def feedback(link: Link) -> Response:
     """POST of the 👍/👎 page: record the verdict in the state store (latest wins)."""
     app = link.app
     verdict, _, arxiv_id = link.data.partition(" ")
-    await asyncio.to_thread(app.digest.store.record_feedback, link.address, arxiv_id, verdict)
+    await asyncio.to_thread(record_ratings, app, link.address, {arxiv_id: verdict})
     log.info(
         "feedback %s %s %s %s", mask_address(link.address), verdict, arxiv_id, _rid(link.request)
     )
     title = await asyncio.to_thread(_paper_title, app, arxiv_id)
     return link.page("feedback.html.j2", done=True, verdict=verdict, arxiv_id=arxiv_id, title=title)
+
+
+def record_ratings(app: WebApp, address: str, verdicts: Mapping[str, str]) -> None:
+    """Record 👍/👎 (``{arxiv id: "like" | "dislike"}``) as the email's links do, and count a
+    paper rated anew again if its rating had been removed on the preferences page."""
+    for arxiv_id, verdict in verdicts.items():
+        app.digest.store.record_feedback(address, arxiv_id, verdict)
+    app.learner.cache.unforget(
+        address, [f"{o}:{i}" for i in verdicts for o in ("thumbs-up", "thumbs-down")]
+    )
 
 
 def _preference_values(sub: Subscriber) -> dict[str, str]:
@@ -433,18 +485,79 @@ def _preference_values(sub: Subscriber) -> dict[str, str]:
         "send_at": sub.send_at.strftime("%H:%M"),
         "timezone": sub.timezone,
         "max_papers": str(sub.max_papers),
+        "interests": "\n".join(sub.interests),
+        "authors": "\n".join(sub.authors),
+        "orcid": sub.orcid or "",
+        "arxiv_author": sub.arxiv_author or "",
+        "semantic_scholar": sub.semantic_scholar or "",
     }
 
 
-def _preferences_page(
+SHAPING_SHOWN = 30
+"""Ratings and library entries listed on the preferences page (strongest first)."""
+ORIGIN_LABELS = {
+    "thumbs-up": "👍 liked:",
+    "thumbs-down": "👎 disliked:",
+    "like": "liked in your subscription:",
+    "dislike": "disliked in your subscription:",
+    "library": "in your library:",
+}
+"""How the preferences page names where a paper that shapes the ranking comes from."""
+
+
+def _shaping(app: WebApp, sub: Subscriber) -> dict[str, Any]:
+    """What the "what shapes your ranking" part of the preferences page shows."""
+    feedback = app.digest.store.feedback(sub.email).get(sub.email)
+    rated = [*sub.like, *sub.dislike, *(feedback.likes if feedback else ())]
+    rated += feedback.dislikes if feedback else ()
+    titles = {k: p.title for k, p in app.digest.store.find_papers(rated).items()}
+    shaping = app.learner.shaping(sub, feedback, titles=titles)
+    items = [
+        {
+            "item": i.example.item,
+            "origin": ORIGIN_LABELS.get(i.example.origin, i.example.origin),
+            "title": i.example.title or i.example.key,
+        }
+        for i in shaping.influences
+    ]
+    return {
+        "influences": items[:SHAPING_SHOWN],
+        "more": max(0, len(items) - SHAPING_SHOWN),
+        "themes": [
+            {"label": label, "item": item}
+            for label, item in zip(shaping.themes, shaping.theme_items, strict=True)
+        ],
+        "model": shaping.model,
+        "confidence": round(100 * shaping.confidence),
+        "resettable": any(i.example.origin not in ("like", "dislike") for i in shaping.influences),
+    }
+
+
+def _libraries(app: WebApp, sub: Subscriber) -> list[dict[str, str]]:
+    out = []
+    for path in sub.library:
+        name = path.rsplit("/", 1)[-1]
+        if app.libraries.is_upload(path):
+            name = name.split("-", 1)[-1]  # without the content hash
+        out.append({"path": path, "name": name})
+    return out
+
+
+async def _preferences_page(
     link: Link,
     values: Mapping[str, str],
     *,
     errors: Mapping[str, str],
     status: int = 200,
-    saved: bool = False,
+    saved: str = "",
 ) -> Response:
-    unsubscribe = link.app.subs.link(Purpose.UNSUBSCRIBE, link.address, path="/u")
+    """The preferences page: the form, the library, what shapes the ranking."""
+    app = link.app
+    sub = app.subs.subscriber(link.address)
+    if sub is None:  # removed from the list since the index was built
+        raise _NOT_ON_LIST
+    unsubscribe = app.subs.link(Purpose.UNSUBSCRIBE, link.address, path="/u")
+    shaping = await asyncio.to_thread(_shaping, app, sub)
     return link.page(
         "preferences.html.j2",
         status=status,
@@ -456,6 +569,8 @@ def _preferences_page(
         frequencies=FREQUENCIES,
         weekdays=WEEKDAYS,
         zones=_zones(),
+        libraries=_libraries(app, sub),
+        shaping=shaping,
     )
 
 
@@ -466,38 +581,245 @@ def _zones() -> list[str]:
 _NOT_ON_LIST = TokenError("unknown", "this address is not on the list")
 
 
-@token_route(by_purpose(Purpose.PREFERENCES))
-async def preferences_page(link: Link) -> Response:
-    """GET of the preferences link: the form, filled in."""
+def _subscriber(link: Link) -> Subscriber:
     sub = link.app.subs.subscriber(link.address)
     if sub is None:  # removed from the list since the index was built
         raise _NOT_ON_LIST
-    return _preferences_page(link, _preference_values(sub), errors={})
+    return sub
+
+
+@token_route(by_purpose(Purpose.PREFERENCES))
+async def preferences_page(link: Link) -> Response:
+    """GET of the preferences link: the form, filled in, and what shapes the ranking."""
+    return await _preferences_page(link, _preference_values(_subscriber(link)), errors={})
 
 
 @token_route(by_purpose(Purpose.PREFERENCES))
 async def preferences(link: Link) -> Response:
-    """POST of the preferences form: validated like the file; errors next to the fields."""
+    """POST of the preferences form: validated like the file; an author's iD given anew is
+    fetched first; errors next to the fields, and then nothing is saved."""
     app, form = link.app, link.form
     shown = {k: form.get(k, "") for k in _preference_values(Subscriber(email="x@example.org"))}
     try:
         values = app.subs.validate_preferences(link.address, form)
     except FormErrors as e:
-        return _preferences_page(link, shown, errors=e.errors, status=422)
+        return await _preferences_page(link, shown, errors=e.errors, status=422)
+    failed = await check_authors(_subscriber(link), values, app.learner, app.settings)
+    if failed:
+        return await _preferences_page(link, shown, errors=failed, status=422)
+    if not await _save(link, values):
+        return await _preferences_page(link, shown, errors=_NOT_SAVED, status=503)
+    sub = _subscriber(link)
+    return await _preferences_page(
+        link,
+        _preference_values(sub),
+        errors={},
+        saved="Saved. The next edition uses these settings.",
+    )
+
+
+_NOT_SAVED = {"": "Your changes could not be saved right now; please try again later."}
+
+
+async def _save(link: Link, values: Mapping[str, Any]) -> bool:
+    """Write fields into the subscribers file (:meth:`Subscriptions.update_preferences`);
+    ``False`` if the file could not be written (logged)."""
+    app = link.app
     try:
         await app.subs.update_preferences(link.address, values, app.request_info(link.request))
     except ConfigError as e:
-        log.error("preferences: could not update the subscriber list: %s", e)
-        return _preferences_page(
-            link,
-            shown,
-            errors={"": "Your changes could not be saved right now; please try again later."},
-            status=503,
+        log.error("preferences: could not update the subscribers file: %s", e)
+        return False
+    return True
+
+
+@token_route(by_purpose(Purpose.PREFERENCES), upload="library")
+async def library_upload(link: Link) -> Response:
+    """POST of the upload form: a library file parsed like a ``library:`` file, kept in
+    ``libraries/`` and added to the subscriber's ``library:`` list; a broken, empty or
+    oversized file is refused with its reason next to the field, and nothing changes."""
+    app = link.app
+    name, data = link.file or ("", b"")
+    values = _preference_values(_subscriber(link))
+    async with app.libraries.lock:
+        sub = _subscriber(link)
+        try:
+            stored = await asyncio.to_thread(app.libraries.accept, name, data, sub.library)
+        except UploadRefused as e:
+            log.info("library upload refused: %s %s", e.message, _rid(link.request))
+            return await _preferences_page(link, values, errors={"library": e.message}, status=422)
+        if stored.path not in sub.library and not await _save(
+            link, {"library": [*sub.library, stored.path]}
+        ):
+            app.libraries.delete_unused(stored.path, app.subs.subscribers())
+            return await _preferences_page(link, values, errors=_NOT_SAVED, status=503)
+    return await _preferences_page(
+        link,
+        values,
+        errors={},
+        saved=f"Library added: {stored.entries} papers. The next edition ranks with them.",
+    )
+
+
+@token_route(by_purpose(Purpose.PREFERENCES))
+async def library_remove(link: Link) -> Response:
+    """POST: take one file off the subscriber's ``library:`` list (an uploaded file no one
+    lists any more is deleted)."""
+    app = link.app
+    path = link.form.get("path", "")
+    async with app.libraries.lock:
+        sub = _subscriber(link)
+        if path in sub.library:
+            if not await _save(link, {"library": [p for p in sub.library if p != path]}):
+                return await _preferences_page(
+                    link, _preference_values(sub), errors=_NOT_SAVED, status=503
+                )
+            app.libraries.delete_unused(path, app.subs.subscribers())
+    return await _preferences_page(
+        link, _preference_values(_subscriber(link)), errors={}, saved="Library file removed."
+    )
+
+
+def _record(link: Link, action: str, detail: dict[str, Any]) -> None:
+    """Record an event of the subscriber (who: the web app; from which request)."""
+    link.app.digest.store.record_event(
+        link.address,
+        action,
+        actor=ACTOR,
+        request=str(link.app.request_info(link.request)),
+        detail=detail,
+    )
+
+
+@token_route(by_purpose(Purpose.PREFERENCES))
+async def forget(link: Link) -> Response:
+    """POST: remove one rating, library entry or theme from what shapes the ranking (a like
+    or dislike written in the subscription is taken out of it); an event is recorded."""
+    app = link.app
+    item = link.form.get("item", "")
+    origin, _, key = item.partition(":")
+    sub = _subscriber(link)
+    if origin in ("like", "dislike") and key in getattr(sub, origin):
+        kept = [k for k in getattr(sub, origin) if k != key]
+        if not await _save(link, {origin: kept}):
+            return await _preferences_page(
+                link, _preference_values(sub), errors=_NOT_SAVED, status=503
+            )
+    elif origin in ("thumbs-up", "thumbs-down", "library") and key:
+        removed: int = await asyncio.to_thread(app.learner.forget, sub, [item], actor=ACTOR)
+        if removed:
+            _record(link, "forget", {"item": item})
+    return await _preferences_page(
+        link,
+        _preference_values(_subscriber(link)),
+        errors={},
+        saved="Removed. The next edition is ranked without it.",
+    )
+
+
+@token_route(by_purpose(Purpose.PREFERENCES))
+async def reset(link: Link) -> Response:
+    """POST of "reset what was learned": every 👍/👎 and library entry stops shaping the
+    ranking (the likes written in the subscription stay); an event is recorded."""
+    app = link.app
+    sub = _subscriber(link)
+    feedback = app.digest.store.feedback(sub.email).get(sub.email)
+    count = await asyncio.to_thread(app.learner.reset, sub, feedback, actor=ACTOR)
+    _record(link, "reset", {"items": count})
+    return await _preferences_page(
+        link,
+        _preference_values(sub),
+        errors={},
+        saved=f"Reset: {count} ratings and library papers no longer shape your ranking.",
+    )
+
+
+async def _to_rate(link: Link) -> list[Paper]:
+    """About ten recent papers for this subscriber to rate (none: an empty list)."""
+    app = link.app
+    sub = _subscriber(link)
+    editions = recent_editions(app.subs.store.sent_editions(limit=RATE_LOOKBACK), app.now())
+    candidates: dict[str, Paper] = {}
+    for edition in editions:
+        try:
+            result = await app.digest.papers_for(edition)
+        except DigestError as e:
+            log.warning("papers to rate: %s: %s", edition.key, e)
+            continue
+        for paper in result.papers:
+            candidates.setdefault(paper.arxiv_id, paper)
+    feedback = app.digest.store.feedback(sub.email).get(sub.email)
+    try:
+        return await papers_to_rate(
+            sub,
+            feedback,
+            list(candidates.values()),
+            app.learner,
+            app.digest.ranking.vector_cache,
+            app.digest.ranking.embedder,
         )
-    sub = app.subs.subscriber(link.address)
-    if sub is None:
-        raise _NOT_ON_LIST
-    return _preferences_page(link, _preference_values(sub), errors={}, saved=True)
+    except ConfigError as e:  # the embedding model cannot be loaded
+        log.error("papers to rate: %s", e)
+        return []
+
+
+RATE_LOOKBACK = 10
+"""Sent editions looked at for the onboarding page (daily ones are used, newest first)."""
+RATE_FIELD_PREFIX = "rate-"
+
+
+def _rate_page(link: Link, papers: list[Paper], *, saved: int | None = None) -> Response:
+    prefs = f"/preferences/{link.token}"
+    return link.page(
+        "rate.html.j2",
+        form=True,
+        papers=[
+            {"id": p.arxiv_id, "title": p.title, "summary": _summary(p), "field": _field(p)}
+            for p in papers
+        ],
+        saved=saved,
+        prefs=prefs,
+    )
+
+
+def _field(paper: Paper) -> str:
+    return RATE_FIELD_PREFIX + paper.arxiv_id
+
+
+def _summary(paper: Paper) -> str:
+    text = " ".join((paper.ai_summary or paper.abstract).split())
+    return text if len(text) <= SUMMARY_CHARS else text[:SUMMARY_CHARS].rsplit(" ", 1)[0] + "…"
+
+
+SUMMARY_CHARS = 300
+"""Characters of a paper's summary on the onboarding page."""
+
+
+@token_route(by_purpose(Purpose.PREFERENCES))
+async def rate_page(link: Link) -> Response:
+    """GET: about ten recent papers chosen to teach the most (uncertain for the reader's
+    model, and diverse), each with 👍 / 👎 / skip: one plain form, no script."""
+    return _rate_page(link, await _to_rate(link))
+
+
+@token_route(by_purpose(Purpose.PREFERENCES))
+async def rate(link: Link) -> Response:
+    """POST of the onboarding page: each 👍/👎 recorded like the email's (only papers this
+    list knows; anything else in the form is ignored), then more papers to rate."""
+    app = link.app
+    verdicts: dict[str, str] = {}
+    for key, value in link.form.items():
+        arxiv_id = key[len(RATE_FIELD_PREFIX) :] if key.startswith(RATE_FIELD_PREFIX) else ""
+        if value in FEEDBACK_VERDICTS and normalize_arxiv_id(arxiv_id) == arxiv_id:
+            verdicts[arxiv_id] = value
+    known = await asyncio.to_thread(app.digest.store.find_papers, list(verdicts))
+    verdicts = {k: v for k, v in verdicts.items() if k in known}
+    if verdicts:
+        await asyncio.to_thread(record_ratings, app, link.address, verdicts)
+        log.info(
+            "rated %d papers %s %s", len(verdicts), mask_address(link.address), _rid(link.request)
+        )
+    return _rate_page(link, await _to_rate(link), saved=len(verdicts))
 
 
 # -- archive -----------------------------------------------------------------------------------
@@ -626,6 +948,10 @@ async def _catch_up(web: WebApp) -> None:
         return
     if written:
         log.info("%s: active: false written for %d unsubscribed", home.name, len(written))
+    try:
+        await asyncio.to_thread(web.subs.index_list)  # the links' index, before the first link
+    except DigestError as e:
+        log.error("%s cannot be read: %s", home.name, e)
 
 
 def create_app(
@@ -661,6 +987,12 @@ def create_app(
         Route("/f/{token}", feedback, methods=["POST"]),
         Route("/preferences/{token}", preferences_page, methods=["GET"]),
         Route("/preferences/{token}", preferences, methods=["POST"]),
+        Route("/preferences/{token}/library", library_upload, methods=["POST"]),
+        Route("/preferences/{token}/library/remove", library_remove, methods=["POST"]),
+        Route("/preferences/{token}/forget", forget, methods=["POST"]),
+        Route("/preferences/{token}/reset", reset, methods=["POST"]),
+        Route("/preferences/{token}/rate", rate_page, methods=["GET"]),
+        Route("/preferences/{token}/rate", rate, methods=["POST"]),
         Route("/archive", archive_index, methods=["GET"]),
         Route("/archive.atom", archive_feed, methods=["GET"]),
         Route("/archive/{key}", archive_edition, methods=["GET"]),
@@ -685,5 +1017,19 @@ def create_app(
     # domain (an open redirect behind a proxy that passes Host through).
     app.router.redirect_slashes = False
     app.state.web = web
-    app.add_middleware(SecurityMiddleware)
+
+    def too_large(scope: Any) -> Response:
+        upload = UPLOAD_PATH_RE.match(scope.get("path", "")) is not None
+        message = too_large_message() if upload else "The request is too large."
+        return web.page("error.html.j2", Request(scope), status=413, reason="http", message=message)
+
+    app.add_middleware(
+        SecurityMiddleware,
+        limits=((UPLOAD_PATH_RE, UPLOAD_BODY_BYTES),),
+        too_large=too_large,
+    )
     return app
+
+
+UPLOAD_PATH_RE = re.compile(r"^/preferences/[^/]+/library$")
+"""The upload route: its body may reach :data:`~digest.web.reader.UPLOAD_BODY_BYTES`."""

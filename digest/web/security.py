@@ -1,12 +1,13 @@
 """HTTP hardening for :mod:`digest.web`: headers, body limit, CSRF, log hygiene.
 
 * :class:`SecurityMiddleware` (pure ASGI): refuses bodies over :data:`MAX_BODY_BYTES` with 413
-  (by ``Content-Length`` and while streaming), gives every request an id, sets the security
-  headers (CSP without inline script, ``frame-ancestors 'none'`` + ``X-Frame-Options: DENY``,
-  ``nosniff``, ``Referrer-Policy: no-referrer`` so tokens in our URLs never leak to a linked
-  site, ``Cache-Control: no-store`` on pages behind a token, :data:`TOKEN_ROUTES`), and logs
-  one line per request with the path's tokens replaced by ``…`` (uvicorn's own access log is
-  off), written before the last part of the answer is sent.
+  (by ``Content-Length`` and while streaming; a route may have a larger limit of its own, the
+  library upload 2 MiB, and the 413 may be the app's own page), gives every request an id,
+  sets the security headers (CSP without inline script, ``frame-ancestors 'none'`` +
+  ``X-Frame-Options: DENY``, ``nosniff``, ``Referrer-Policy: no-referrer`` so tokens in our
+  URLs never leak to a linked site, ``Cache-Control: no-store`` on pages behind a token,
+  :data:`TOKEN_ROUTES`), and logs one line per request with the path's tokens replaced by
+  ``…`` (uvicorn's own access log is off), written before the last part of the answer is sent.
 * CSRF: double-submit. A form page sets the cookie :data:`CSRF_COOKIE` (random, HttpOnly,
   SameSite=Lax) and puts ``HMAC(secret, cookie)`` in a hidden field; a form POST must carry
   both, matching. The RFC 8058 one-click POST is exempt by design: the signed token in its URL
@@ -21,6 +22,7 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from starlette.datastructures import MutableHeaders
@@ -57,15 +59,39 @@ def redact_path(path: str) -> str:
 
 
 class BodyTooLarge(Exception):
-    """The request body exceeded :data:`MAX_BODY_BYTES`."""
+    """The request body exceeded its route's limit (:data:`MAX_BODY_BYTES` unless set)."""
 
 
 class SecurityMiddleware:
-    """Body limit, request id, security headers and a redacted access log (pure ASGI)."""
+    """Body limit, request id, security headers and a redacted access log (pure ASGI).
 
-    def __init__(self, app: ASGIApp, *, max_body: int = MAX_BODY_BYTES) -> None:
+    Args:
+        app: the application.
+        max_body: the body limit of every route (bytes).
+        limits: ``(path pattern, bytes)`` pairs: a route whose path matches has that limit
+            instead (the first match wins).
+        too_large: builds the 413 answer for a request's scope (default: a line of text).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body: int = MAX_BODY_BYTES,
+        limits: Sequence[tuple[re.Pattern[str], int]] = (),
+        too_large: Callable[[Scope], Response] | None = None,
+    ) -> None:
         self.app = app
         self.max_body = max_body
+        self.limits = tuple(limits)
+        self.too_large = too_large or (lambda scope: _too_large())
+
+    def limit_for(self, path: str) -> int:
+        """The body limit of ``path`` (bytes)."""
+        for pattern, limit in self.limits:
+            if pattern.match(path):
+                return limit
+        return self.max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -91,8 +117,9 @@ class SecurityMiddleware:
                 self._log(scope, status, started, request_id)
             await send(message)
 
-        if length is not None and (not length.isdigit() or int(length) > self.max_body):
-            await _too_large()(scope, receive, send_with_headers)
+        limit = self.limit_for(scope.get("path", ""))
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            await self.too_large(scope)(scope, receive, send_with_headers)
             return
         received = 0
 
@@ -101,14 +128,14 @@ class SecurityMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body:
+                if received > limit:
                     raise BodyTooLarge
             return message
 
         try:
             await self.app(scope, limited_receive, send_with_headers)
         except BodyTooLarge:
-            await _too_large()(scope, receive, send_with_headers)
+            await self.too_large(scope)(scope, receive, send_with_headers)
         if not logged:  # no response (the client left), or the app failed
             self._log(scope, status, started, request_id)
 

@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 
 ACTOR = "web"
 """``actor`` of the events and suppressions the web app records."""
+SIGNUP_FIELDS_EVENT = "signup-fields"
+"""Event holding the reader fields of a pending sign-up until it is confirmed (the state
+store's sign-up record holds the name and keywords only)."""
 SIGNUP_CLIENT_WINDOW = timedelta(hours=1)
 SIGNUP_ADDRESS_WINDOW = timedelta(hours=24)
 RESUBSCRIBE_WINDOW = timedelta(hours=1)
@@ -66,6 +69,12 @@ OPERATOR_SUPPRESSION = (
     "The list's operator has stopped all mail to this address: it cannot be subscribed here. "
     "Please contact them."
 )
+READER_FIELDS = ("interests", "authors", "orcid", "arxiv_author", "semantic_scholar")
+"""What else ranks a reader, edited on the preferences page and given at sign-up: interest
+statements and authors to follow (one a line), and the author whose papers are their library
+(ORCID iD, arXiv author name, Semantic Scholar author id)."""
+AUTHOR_ID_FIELDS = ("orcid", "arxiv_author", "semantic_scholar")
+"""The reader fields a web form may only set once the author's papers could be fetched."""
 PREFERENCE_FIELDS = (
     "name",
     "keywords",
@@ -75,6 +84,7 @@ PREFERENCE_FIELDS = (
     "send_at",
     "timezone",
     "max_papers",
+    *READER_FIELDS,
 )
 """The fields the preferences form edits."""
 MAX_NAME_CHARS = 100
@@ -195,14 +205,20 @@ class Subscriptions:
         address = self._index.lookup(claims)
         if address is not None:
             return address
-        subs = self.subscribers()
-        if subs is not self._indexed_list:
-            for sub in subs:
-                if sub.email not in self._indexed:
-                    self._index.add(sub.email)
-                    self._indexed.add(sub.email)
-            self._indexed_list = subs
+        self.index_list()
         return self._index.lookup(claims)
+
+    def index_list(self) -> None:
+        """Index the list's addresses not indexed yet (the app's start does it once, so the
+        first link of a large list does not wait for it)."""
+        subs = self.subscribers()
+        if subs is self._indexed_list:
+            return
+        for sub in subs:
+            if sub.email not in self._indexed:
+                self._index.add(sub.email)
+                self._indexed.add(sub.email)
+        self._indexed_list = subs
 
     def verify(self, purpose: Purpose, token: str) -> Claims:
         """Check a token for ``purpose`` (see :meth:`digest.tokens.TokenSigner.verify`).
@@ -341,6 +357,7 @@ class Subscriptions:
             values[key] = terms
         for key in ("frequency", "weekday", "send_at", "timezone"):
             values[key] = form.get(key, "").strip()
+        values.update(reader_values(form, errors))
         raw_max = form.get("max_papers", "").strip()
         # A short run of digits is a number; anything else (4,300 digits, "1e9") goes to the
         # model as typed, which refuses it with the option's range.
@@ -350,12 +367,14 @@ class Subscriptions:
         merged = current.model_dump()
         merged.update(values)
         try:
-            Subscriber.model_validate(merged)
+            checked = Subscriber.model_validate(merged)
         except ValidationError as e:
             for err in e.errors():
                 field = str(err["loc"][0]) if err["loc"] else ""
                 errors.setdefault(field if field in PREFERENCE_FIELDS else "", err["msg"])
             raise FormErrors(errors) from None
+        for key in AUTHOR_ID_FIELDS:  # as the model normalized them (an ORCID URL → the iD)
+            values[key] = getattr(checked, key)
         return values
 
     async def update_preferences(
@@ -388,11 +407,15 @@ class Subscriptions:
         return changed[-1]
 
     # -- sign-up ---------------------------------------------------------------------------
-    def validate_signup(self, form: Mapping[str, str]) -> tuple[str, str | None, list[str]]:
-        """``(address, name, keywords)`` from the sign-up form.
+    def validate_signup(
+        self, form: Mapping[str, str]
+    ) -> tuple[str, str | None, list[str], dict[str, Any]]:
+        """``(address, name, keywords, reader fields)`` from the sign-up form; the reader
+        fields (:data:`READER_FIELDS`: interests, authors, an author's iD) only those given.
 
         Raises:
-            FormErrors: the address is not valid, the name or keywords are not acceptable.
+            FormErrors: the address is not valid, the name, keywords or reader fields are not
+                acceptable (the same rules as the subscribers file).
         """
         errors: dict[str, str] = {}
         raw = form.get("email", "").strip()
@@ -407,23 +430,38 @@ class Subscriptions:
             errors["keywords"] = f"at most {MAX_TERMS} keywords"
         if name is not None and len(name) > MAX_NAME_CHARS:
             errors["name"] = f"at most {MAX_NAME_CHARS} characters"
+        given = {k: v for k, v in reader_values(form, errors).items() if v}
+        fields: dict[str, Any] = {}
         if not errors:
             try:
-                Subscriber(email=address, name=name, keywords=tuple(keywords))
+                sub = Subscriber.model_validate(
+                    {"email": address, "name": name, "keywords": keywords, **given}
+                )
             except ValidationError as e:
+                known = ("email", "name", "keywords", *READER_FIELDS)
                 for err in e.errors():
                     field = str(err["loc"][0]) if err["loc"] else ""
-                    errors.setdefault(
-                        field if field in ("email", "name", "keywords") else "", err["msg"]
-                    )
+                    errors.setdefault(field if field in known else "", err["msg"])
+            else:
+                fields = {k: _plain_value(getattr(sub, k)) for k in given}
         if errors:
             raise FormErrors(errors)
-        return address, name, keywords
+        return address, name, keywords, fields
 
     async def signup(
-        self, address: str, name: str | None, keywords: Sequence[str], request: RequestInfo
+        self,
+        address: str,
+        name: str | None,
+        keywords: Sequence[str],
+        request: RequestInfo,
+        *,
+        fields: Mapping[str, Any] | None = None,
     ) -> None:
         """Start a double opt-in: record the sign-up and mail the confirmation link.
+
+        ``fields`` (from :meth:`validate_signup`: interests, authors, an author's iD) are kept
+        with the sign-up as a :data:`SIGNUP_FIELDS_EVENT` event of the address (detail: the
+        sign-up's id and the fields) and written into the subscribers file at confirmation.
 
         The caller answers the same whatever happens here (already subscribed, limit for
         the address reached, mail failed), so the answer never reveals anything about the
@@ -459,6 +497,14 @@ class Subscriptions:
             client=client,
             expires_at=now + CONFIRM_TTL,
         )
+        if fields:
+            self.store.record_event(
+                address,
+                SIGNUP_FIELDS_EVENT,
+                actor=ACTOR,
+                request=str(request),
+                detail={"signup": signup_id, "fields": dict(fields)},
+            )
         if mailed >= self.settings.signup_per_address_day:
             log.warning("sign-up: no mail, address limit %s", request.request_id)
             return
@@ -544,16 +590,26 @@ class Subscriptions:
         name, keywords = signup.name, signup.keywords
         if name is not None and display_name_problem(name) is not None:
             name = None  # recorded before names were checked: confirm the address without it
+        fields = self._signup_fields(address, signup_id)
 
         def record(_changed: bool) -> None:
             self.store.unsuppress(address, actor=ACTOR, now=self.now())
             if self.store.confirm_signup(signup_id):
                 self.store.record_event(address, "confirm", actor=ACTOR, request=str(request))
 
-        change = AddOrActivate(address, name, tuple(keywords))
+        change = AddOrActivate(address, name, tuple(keywords), fields)
         await asyncio.to_thread(self.home.submit, change, record=record)
         log.info("confirmed %s %s", mask_address(address), request.request_id)
         return address
+
+    def _signup_fields(self, address: str, signup_id: str) -> dict[str, Any]:
+        """The reader fields given with sign-up ``signup_id`` (``{}`` if none)."""
+        for event in self.store.events(address):
+            if event.action == SIGNUP_FIELDS_EVENT and event.detail.get("signup") == signup_id:
+                given = event.detail.get("fields")
+                if isinstance(given, dict):
+                    return {k: v for k, v in given.items() if k in READER_FIELDS and v}
+        return {}
 
     async def _mail(self, address: str, subject: str, body: str) -> None:
         msg = EmailMessage()
@@ -588,6 +644,31 @@ class Subscriptions:
                 await transport.close()
         except DeliveryError as e:
             log.warning("confirmation mail to %s failed: %s", mask_address(address), e.code)
+
+
+def split_lines(text: str) -> list[str]:
+    """Interest statements or author names from a text area: one a line, stripped, empties
+    dropped (a sentence may hold commas)."""
+    return [line.strip() for line in text.replace("\r", "\n").split("\n") if line.strip()]
+
+
+def reader_values(form: Mapping[str, str], errors: dict[str, str]) -> dict[str, Any]:
+    """The :data:`READER_FIELDS` of a form as YAML values (lists; an iD or ``None``), before
+    the :class:`Subscriber` model validates them; too many lines is an error in ``errors``."""
+    values: dict[str, Any] = {}
+    for key in ("interests", "authors"):
+        lines = split_lines(form.get(key, ""))
+        if len(lines) > MAX_TERMS:
+            errors[key] = f"at most {MAX_TERMS} lines"
+        values[key] = lines
+    for key in AUTHOR_ID_FIELDS:
+        values[key] = form.get(key, "").strip() or None
+    return values
+
+
+def _plain_value(value: Any) -> Any:
+    """A validated field as JSON and YAML hold it (tuples as lists)."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 def split_terms(text: str) -> list[str]:
