@@ -13,6 +13,7 @@ import pytest
 from digest.errors import ConfigError
 from digest.state import StateBackend
 from digest.subscribers import EXAMPLE_FILE, load_subscribers
+from digest.subscribers import yaml as yaml_loader
 from digest.subscribers.changes import (
     AddOrActivate,
     PutEntry,
@@ -31,6 +32,7 @@ from digest.subscribers.home import (
     add_subscriber,
     edit_entry,
 )
+from digest.subscribers.yaml import read_list
 from tests.conftest import PROJECT, MakeStore
 from tests.factories import list_yaml
 
@@ -416,3 +418,45 @@ def test_a_file_follows_submitted_changes_in_order_and_drains(
     assert store.list_changes() == []
     assert path.read_text() == EXAMPLE.replace("max_papers: 8\n", "max_papers: 3\n")
     home.close()
+
+
+@pytest.mark.parametrize("crlf", [False, True], ids=["lf", "crlf and a bom"])
+def test_an_entry_is_found_around_its_address_where_the_whole_list_has_it(crlf: bool) -> None:
+    text = list_yaml(400)
+    if crlf:
+        text = "\ufeff" + text.replace("\n", "\r\n")
+    layout = split_list(text)
+    assert layout is not None and len(layout) == 400
+    subs, _ = read_list(text.encode(), Path("list.yaml"))
+    for i, sub in enumerate(subs):
+        found = layout.locate(sub.email.upper())
+        assert found is not None and found.index == i
+        assert (found.start, found.stop) == layout.span(i)
+    assert layout.locate("nobody@example.org") is None
+
+
+def test_the_list_a_write_leaves_for_the_readers_is_the_files(
+    make_store: MakeStore, tmp_path: Path
+) -> None:
+    """A file home's writer tells the readers the list it wrote (each changed entry's
+    subscriber is known), so they parse nothing: it must be what the file reads as."""
+    path = tmp_path / "subscribers.yaml"
+    path.write_text(list_yaml(300), encoding="utf-8")
+    home = FileHome(path, make_store())
+    before = home.load()
+    emails = [s.email for s in before]
+    home.file.apply(
+        [
+            SetFields(emails[10], {"keywords": ["written", "back"]}),
+            SetActive(emails[20], False),
+            RemoveEntry(emails[30]),
+            AddOrActivate("new@example.org", "New", ("x",)),
+            SetFields("new@example.org", {"max_papers": 2}),
+            RemoveEntry(emails[299]),
+        ]
+    )
+    written = home.file.written
+    assert written is not None
+    fresh = yaml_loader._load(path.read_bytes(), path, None)[0]
+    assert fresh is not None and written[1].subscribers == fresh.subscribers
+    assert home.load().subscribers == fresh.subscribers

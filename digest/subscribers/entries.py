@@ -20,10 +20,9 @@ never parsed or written. The change functions (:func:`change_active`, :func:`cha
 
 from __future__ import annotations
 
-import bisect
 import codecs
+import functools
 import io
-import itertools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -56,29 +55,48 @@ _EMAIL_LINE_RE = re.compile(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Located:
+    """One entry found in a list: its index and its text's offsets.
+
+    Attributes:
+        index: its place in the list (0-based).
+        start: where its text starts (its comment lines).
+        stop: where it ends (the next entry's text, or the tail).
+    """
+
+    index: int
+    start: int
+    stop: int
+
+
 @dataclass(frozen=True)
 class ListLayout:
     """A subscribers list's text cut into head, entries and tail (see the module docstring).
 
+    Found lazily: locating one entry (:meth:`locate`) reads only around it (and counts, in C,
+    the items before it), so a change of one entry of a 100,000-entry file costs little
+    Python work; the offsets of every entry (:meth:`items`) are read once when asked for.
+
     Attributes:
-        text: the whole text (a byte order mark kept as ``\\ufeff``).
+        text: the whole text (a byte order mark kept as ``\ufeff``).
         indent: the column of the items' ``-``.
-        starts: where each entry's text starts (its comment lines), in order.
-        items: where each entry's ``-`` line starts.
+        key_end: just after the ``subscribers:`` line.
+        first: the start of the first item's ``-`` line (``end`` for an empty list).
         end: where the tail starts (for an empty list: just after the ``subscribers:`` line).
     """
 
     text: str
     indent: int
-    starts: list[int]
-    items: list[int]
+    key_end: int
+    first: int
     end: int
-    _lowered: list[str] = field(default_factory=list, repr=False, compare=False)
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def head(self) -> str:
         """The text before the first entry."""
-        return self.text[: self.starts[0]] if self.starts else self.text[: self.end]
+        return self.text[: self.span(0)[0]] if len(self) else self.text[: self.end]
 
     @property
     def tail(self) -> str:
@@ -86,12 +104,33 @@ class ListLayout:
         return self.text[self.end :]
 
     def __len__(self) -> int:
-        return len(self.starts)
+        count = self._cache.get("count")
+        if count is None:
+            count = self._cache["count"] = self._count(self.end)
+        return int(count)
+
+    def items(self) -> list[int]:
+        """Where each entry's ``-`` line starts, in order (read once)."""
+        items = self._cache.get("items")
+        if items is None:
+            pattern = _item_pattern(self.indent)
+            items = [m.start() for m in pattern.finditer(self.text, self.first, self.end)]
+            self._cache["items"] = items
+        return list(items)
 
     def span(self, i: int) -> tuple[int, int]:
         """``(start, stop)`` offsets of entry ``i``'s text."""
-        stop = self.starts[i + 1] if i + 1 < len(self.starts) else self.end
-        return self.starts[i], stop
+        items = self._cache.get("items") or self.items()
+        return self._span(
+            items[i], items[i - 1] if i else None, items[i + 1] if i + 1 < len(items) else None
+        )
+
+    def _span(self, item: int, previous: int | None, following: int | None) -> tuple[int, int]:
+        floor = self.key_end if previous is None else _line_end(self.text, previous)
+        start = _lead(self.text, item, floor, self.indent)
+        if following is None:
+            return start, self.end
+        return start, _lead(self.text, following, _line_end(self.text, item), self.indent)
 
     def entry(self, i: int) -> str:
         """Entry ``i``'s text."""
@@ -100,7 +139,7 @@ class ListLayout:
 
     def entries(self) -> list[str]:
         """Every entry's text, in order."""
-        return [self.entry(i) for i in range(len(self.starts))]
+        return [self.entry(i) for i in range(len(self))]
 
     def line_of(self, offset: int) -> int:
         """The 1-based line of ``offset``."""
@@ -108,37 +147,95 @@ class ListLayout:
 
     @cached_property
     def newline(self) -> str:
-        """The list's line break (``\\r\\n`` if its first line ends so, else ``\\n``)."""
+        """The list's line break (``\r\n`` if its first line ends so, else ``\n``)."""
         first = self.text.find("\n")
         return "\r\n" if first > 0 and self.text[first - 1] == "\r" else "\n"
 
     def find(self, address: str) -> int | None:
-        """The index of the entry whose ``email:`` is ``address`` (normalized), or ``None``.
+        """The index of the entry whose ``email:`` is ``address`` (normalized), or ``None``."""
+        found = self.locate(address)
+        return None if found is None else found.index
 
-        The address is looked for as text first (the usual spelling: the normalized form,
-        in any case); only when that finds nothing is every entry's ``email:`` line read.
+    def locate(self, address: str) -> Located | None:
+        """The entry whose ``email:`` is ``address`` (normalized), or ``None``.
+
+        The address is looked for as text first (the normalized form as written, then in
+        any case), and only the entry around it is read; only when that finds nothing and the
+        address could be written otherwise (an IDN domain, non-ASCII, an escape) is every
+        entry's ``email:`` line read.
         """
         wanted = normalize_email(address)
-        if not self._lowered:
-            self._lowered.append(self.text.lower())
-        lowered = self._lowered[0]
-        at = lowered.find(wanted, self.starts[0] if self.starts else self.end)
-        while 0 <= at < self.end:
-            i = bisect.bisect_right(self.starts, at) - 1
-            if i >= 0 and entry_address(self.entry(i)) == wanted:
-                return i
-            at = lowered.find(wanted, at + 1)
-        for i in range(len(self.starts)):
+        found = self._search(self.text, wanted)  # as written: usually the normalized form
+        if found is not None:
+            return found
+        lowered = self._cache.get("lowered")
+        if lowered is None:
+            lowered = self._cache["lowered"] = self.text.lower()
+        found = self._search(lowered, wanted)
+        if found is not None:
+            return found
+        if wanted.isascii() and "xn--" not in wanted and "\\" not in self.text:
+            # An ASCII address is written as itself in some case (or escaped: a backslash):
+            # not found in any case, it is not there (no need to read every entry).
+            return None
+        for i in range(len(self)):
             if entry_address(self.entry(i)) == wanted:
-                return i
+                start, stop = self.span(i)
+                return Located(i, start, stop)
         return None
+
+    def _search(self, text: str, wanted: str) -> Located | None:
+        """The entry of ``wanted`` found where ``text`` (the list's text, or it lower-cased)
+        holds it, reading only around each place."""
+        at = text.find(wanted, self.first, self.end)
+        while at >= 0:
+            item = self._item_before(at + 1)
+            if item is not None:
+                found = self._around(item)
+                if at < found.stop and entry_address(self.text[found.start : found.stop]) == wanted:
+                    return found
+            at = text.find(wanted, at + 1, self.end)
+        return None
+
+    def _around(self, item: int) -> Located:
+        """The entry whose ``-`` line starts at ``item``."""
+        following = _item_pattern(self.indent).search(self.text, item + 1, self.end)
+        start, stop = self._span(
+            item, self._item_before(item), following.start() if following else None
+        )
+        return Located(self._count(item), start, stop)
+
+    def _item_before(self, offset: int) -> int | None:
+        """The start of the last item line that starts before ``offset``."""
+        needle = "\n" + " " * self.indent + "-"
+        hi = offset - 2 + len(needle)
+        while True:
+            at = self.text.rfind(needle, self.first - 1, hi)
+            if at < 0:
+                return None
+            after = at + len(needle)
+            if after >= len(self.text) or self.text[after] in " \r\n":
+                return at + 1
+            hi = at - 1 + len(needle)
+
+    def _count(self, offset: int) -> int:
+        """How many item lines start before ``offset`` (counted in C)."""
+        needle = "\n" + " " * self.indent + "-"
+        hi = offset - 1 + len(needle)
+        lo = self.first - 1
+        return sum(self.text.count(needle + c, lo, hi) for c in " \r\n")
+
+
+@functools.cache
+def _item_pattern(indent: int) -> re.Pattern[str]:
+    return re.compile(rf"^{' ' * indent}-(?=[ \r\n]|$)", re.MULTILINE)
 
 
 def split_list(text: str) -> ListLayout | None:
     """Cut a subscribers file's text into head, entries and tail.
 
     Args:
-        text: the file's text (decoded as UTF-8; a BOM may stay as ``\\ufeff``).
+        text: the file's text (decoded as UTF-8; a BOM may stay as ``\ufeff``).
 
     Returns:
         The layout, or ``None`` when the list is not written the usual way (one
@@ -152,7 +249,7 @@ def split_list(text: str) -> ListLayout | None:
     first = _next_content(text, key_end)
     if first == len(text) or (_column(text, first) == 0 and not _ITEM_RE.match(text, first)):
         # An empty list (`subscribers:` followed by another key or nothing).
-        return ListLayout(text, DEFAULT_INDENT, [], [], key_end)
+        return ListLayout(text, DEFAULT_INDENT, key_end, key_end, key_end)
     item = _ITEM_RE.match(text, first)
     if item is None:
         return None
@@ -166,13 +263,11 @@ def split_list(text: str) -> ListLayout | None:
         ends = re.compile(r"^(?:[^ \r\n#-]|-[^ \r\n])", re.MULTILINE)
     found = ends.search(text, first)
     end = found.start() if found else len(text)
-    item_re = re.compile(rf"^{pad}-(?=[ \r\n]|$)", re.MULTILINE)
-    items = [m.start() for m in item_re.finditer(text, first, end)]
-    starts = [_lead(text, items[0], key_end, indent)]
-    for previous, here in itertools.pairwise(items):
-        starts.append(_lead(text, here, _line_end(text, previous), indent))
-    end = _lead(text, end, _line_end(text, items[-1]), indent)
-    return ListLayout(text, indent, starts, items, end)
+    layout = ListLayout(text, indent, key_end, first, end)
+    last = layout._item_before(end)
+    assert last is not None  # the first item at least
+    tail = _lead(text, end, _line_end(text, last), indent)
+    return ListLayout(text, indent, key_end, first, tail)
 
 
 def _line_end(text: str, offset: int) -> int:

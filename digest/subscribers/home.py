@@ -62,7 +62,7 @@ from digest.subscribers.entries import (
     split_list,
 )
 from digest.subscribers.model import Subscriber, SubscriberList
-from digest.subscribers.writeback import SubscribersFile, catch_up_unsubscribes
+from digest.subscribers.writeback import SubscribersFile, catch_up_unsubscribes, file_stamp
 from digest.subscribers.yaml import (
     ENTRY_KEY_LINE,
     Compactor,
@@ -258,11 +258,35 @@ class FileHome:
         self._wake = threading.Event()
         self._writer: threading.Thread | None = None
         self._closing = False
+        self._known: tuple[tuple[int, ...], SubscriberList] | None = None
+        self._writing = threading.Lock()
+        """Held while this process writes the file, until :attr:`_known` is its list."""
 
     # -- reads -------------------------------------------------------------------------------
+    def _list(self) -> SubscriberList:
+        """The file's list: the one this process last read or wrote while the file's stamp
+        (mtime, ctime, size, inode) is the same, else read (:func:`load_subscribers`). One
+        ``stat`` after this process's own write, where the loader, not trusting a stamp of
+        the last 2 s, would read and hash a 10 MB file at every call."""
+        try:
+            stamp = file_stamp(self.path)
+        except OSError:
+            return load_subscribers(self.path)  # says what is wrong
+        known = self._known
+        if known is not None and known[0] == stamp:
+            return known[1]
+        with self._writing:  # this process's own write lands: its list comes with it
+            known = self._known
+            stamp = file_stamp(self.path)
+            if known is not None and known[0] == stamp:
+                return known[1]
+        listed = load_subscribers(self.path)
+        self._known = (stamp, listed)
+        return listed
+
     def load(self) -> SubscriberList:
         """The file (cached by its stat and content), with this process's pending changes."""
-        subs = load_subscribers(self.path)
+        subs = self._list()
         with self._mutex:
             overlay = {a: list(c) for a, c in self._overlay.items() if c}
         if not overlay:
@@ -291,7 +315,7 @@ class FileHome:
 
     def get(self, email: str) -> Subscriber | None:
         """From the file, with this process's pending changes of that address."""
-        subs = load_subscribers(self.path)
+        subs = self._list()
         address = normalize_email(email)
         current = subs.get(address)
         with self._mutex:
@@ -309,11 +333,11 @@ class FileHome:
                 f"{self.name}: its list is not written the usual way ('subscribers:' at the "
                 "start of a line, then '- email: ...' items); edit the file itself"
             )
-        index = layout.find(email)
-        if index is None:
+        found = layout.locate(email)
+        if found is None:
             return None
         defaults = read_defaults(layout.head + layout.tail, self.path)
-        return EntryText(layout.entry(index), layout.indent, defaults)
+        return EntryText(layout.text[found.start : found.stop], layout.indent, defaults)
 
     def export(self) -> str:
         """The file's text."""
@@ -325,7 +349,10 @@ class FileHome:
     # -- changes -----------------------------------------------------------------------------
     def apply(self, change: EntryChange, *, record: Record | None = None) -> bool:
         """Write ``change`` into the file now (one entry), then ``record`` in the state."""
-        [result] = self.file.apply([change])
+        with self._writing:
+            [result] = self.file.apply([change])
+            if self.file.written is not None:
+                self._known = self.file.written
         if isinstance(result, ConfigError):
             raise result
         if record is not None:
@@ -341,7 +368,7 @@ class FileHome:
             ConfigError: the subscriber it makes would be invalid (nothing was written).
         """
         address = normalize_email(change.address)
-        subs = load_subscribers(self.path)
+        subs = self._list()
         before = self.get(address)
         try:
             after = change.on_subscriber(before, subs.defaults)
@@ -393,7 +420,10 @@ class FileHome:
                     log.info("%s: %s is not unsubscribed any more: not written", self.name, email)
                     continue
                 changes.append(change)
-            results = self.file.apply(changes)
+            with self._writing:
+                results = self.file.apply(changes)
+                if self.file.written is not None:
+                    self._known = self.file.written
             self.store.forget_list_changes([row[0] for row in rows])
         for change, result in zip(changes, results, strict=True):
             if isinstance(result, ConfigError):

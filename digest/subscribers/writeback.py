@@ -45,6 +45,7 @@ from digest.subscribers.changes import AddOrActivate, EntryChange, SetFields
 from digest.subscribers.entries import (
     FALLBACK,
     ListLayout,
+    Located,
     change_active,
     round_trip,
     splice_active,
@@ -92,6 +93,9 @@ class SubscribersFile:
         self.path = Path(path)
         self._lock = filelock.FileLock(str(self.path) + ".lock", timeout=lock_timeout)
         self._before_replace = before_replace
+        self.written: tuple[tuple[int, ...], SubscriberList] | None = None
+        """After :meth:`apply` wrote the file: its :func:`file_stamp` just after, and its list
+        (``None``: not known)."""
 
     # -- the changes (each returns whether the file changed) ---------------------------------
     def set_active(self, email: str, active: bool) -> bool:
@@ -219,10 +223,13 @@ class SubscribersFile:
             written.append((after, splice.new_list(known_list(self.path, before))))
             return after
 
+        self.written = None
         if self._edit_bytes(transform) and written and written[-1][1] is not None:
             after, listed = written[-1]
             assert listed is not None
             remember_list(self.path, after, listed)  # the next load parses nothing
+            with contextlib.suppress(OSError):
+                self.written = (file_stamp(self.path), listed)
         return results
 
     def _apply_each(
@@ -411,41 +418,63 @@ def _unsubscribed(suppression: Suppression | None) -> bool:
     return suppression is not None and suppression.reason == SuppressionReason.UNSUBSCRIBED
 
 
+def file_stamp(path: Path) -> tuple[int, ...]:
+    """``(mtime_ns, ctime_ns, size, inode)`` of ``path``: changes when the file does.
+
+    Raises:
+        OSError: it cannot be stat'ed.
+    """
+    st = path.stat()
+    return (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
+
+
 class _Splice:
     """The changes of one write, entry by entry, over a file's layout.
 
-    Each entry's current text is kept by index (an added entry gets the next index, after
-    the last one); :meth:`result` joins head, entries and tail again.
+    A changed entry is found around its address (:meth:`ListLayout.locate`) and replaced by
+    offsets; an added one goes after the last entry. :meth:`result` joins the unchanged runs
+    of the text and the new entries again: Python work grows with the changes, not the file.
     """
 
     def __init__(self, layout: ListLayout, defaults: dict[str, Any]) -> None:
         self.layout = layout
         self.defaults = defaults
-        self.texts: dict[int, str] = {}
-        self.added: dict[str, int] = {}
+        self.changed: dict[int, tuple[int, int, str]] = {}
+        """By entry index: ``(start, stop, new text)``."""
         self.subscribers: dict[int, Subscriber | None] = {}
         """By entry index: the subscriber its new text holds (``None``: removed)."""
+        self.added: dict[str, int] = {}
+        """Address → place in :attr:`new_texts` of an entry added by this write."""
+        self.new_texts: list[str] = []
+        self.new_subscribers: list[Subscriber | None] = []
+        self._located: dict[str, Located | None] = {}
 
     def apply(self, change: EntryChange, path: Path) -> bool | ConfigError:
         layout = self.layout
         address = normalize_email(change.address)
-        index = self.added.get(address)
-        if index is None:
-            index = layout.find(address)
-        current = None
-        if index is not None:
-            current = self.texts.get(index)
-            if current is None:
-                current = layout.entry(index)
+        added = self.added.get(address)
+        found: Located | None = None
+        current: str | None = None
+        if added is not None:
+            current = self.new_texts[added] or None
+        else:
+            if address not in self._located:
+                self._located[address] = layout.locate(address)
+            found = self._located[address]
+            if found is not None:
+                replaced = self.changed.get(found.index)
+                current = replaced[2] if replaced else layout.text[found.start : found.stop]
+                current = current or None
         try:
-            new = change.patch(current or None, self.defaults, layout.indent)
+            new = change.patch(current, self.defaults, layout.indent)
         except YAMLError as e:  # the entry is not YAML: the file is being edited
             return ConfigError(f"{path}: cannot update {address}: not valid YAML ({e})")
         if new is None or new == current:
             return False
+        sub: Subscriber | None = None
         if new:
-            at = index if index is not None else len(layout) + len(self.added)
-            first = layout.line_of(layout.starts[at] if at < len(layout) else layout.end)
+            at = found.index if found is not None else len(layout) + len(self.new_texts)
+            first = layout.line_of(found.start if found is not None else layout.end)
             try:
                 sub, _ = load_entry(
                     new, defaults=self.defaults, path=path, first_line=first, index=at
@@ -461,14 +490,34 @@ class _Splice:
                     f"{path}:{first}: email: an entry's address cannot change "
                     f"({address} → {sub.email}); add the new address and remove the old one"
                 )
-            self.subscribers[at] = sub
+        if found is not None:
+            self.changed[found.index] = (found.start, found.stop, new)
+            self.subscribers[found.index] = sub
+        elif added is not None:
+            self.new_texts[added], self.new_subscribers[added] = new, sub
         else:
-            self.subscribers[index if index is not None else -1] = None
-        if index is None:
-            index = len(layout) + len(self.added)
-            self.added[address] = index
-        self.texts[index] = new
+            self.added[address] = len(self.new_texts)
+            self.new_texts.append(new)
+            self.new_subscribers.append(sub)
         return True
+
+    def result(self) -> str:
+        """The file's new text."""
+        text = self.layout.text
+        pieces: list[str] = []
+        at = 0
+        for start, stop, new in sorted(self.changed.values()):
+            pieces += [text[at:start], new]
+            at = stop
+        pieces.append(text[at : self.layout.end])
+        for new in self.new_texts:
+            if not new:
+                continue
+            if not next((piece for piece in reversed(pieces) if piece), "").endswith("\n"):
+                pieces.append(self.layout.newline)  # the last line had no line break
+            pieces.append(new)
+        pieces.append(text[self.layout.end :])
+        return "".join(pieces)
 
     def new_list(self, before: SubscriberList | None) -> SubscriberList | None:
         """The list of :meth:`result`, from ``before`` (the list of the text it was made from:
@@ -476,25 +525,12 @@ class _Splice:
         without ``before``, or when it does not match the entries."""
         if before is None or len(before) != len(self.layout):
             return None
-        out = []
-        for i, sub in enumerate(before.subscribers):
-            new = self.subscribers.get(i, sub)
-            if new is not None:
-                out.append(new)
-        for i in range(len(self.layout), len(self.layout) + len(self.added)):
-            new = self.subscribers.get(i)
-            if new is not None:
-                out.append(new)
-        return SubscriberList(out, before.defaults, before.path)
-
-    def result(self) -> str:
-        """The file's new text."""
-        layout = self.layout
-        parts = [layout.head]
-        parts += [self.texts[i] if i in self.texts else layout.entry(i) for i in range(len(layout))]
-        for i in range(len(layout), len(layout) + len(self.added)):
-            if not next((part for part in reversed(parts) if part), "").endswith("\n"):
-                parts.append(layout.newline)  # the last line had no line break
-            parts.append(self.texts[i])
-        parts.append(layout.tail)
-        return "".join(parts)
+        out: list[Subscriber | None] = list(before.subscribers)
+        for i, sub in self.subscribers.items():
+            out[i] = sub
+        out += self.new_subscribers
+        gone = any(sub is None for sub in self.subscribers.values()) or (
+            None in self.new_subscribers
+        )
+        kept = [sub for sub in out if sub is not None] if gone else out
+        return SubscriberList(kept, before.defaults, before.path)  # type: ignore[arg-type]
