@@ -460,3 +460,21 @@ def test_the_list_a_write_leaves_for_the_readers_is_the_files(
     fresh = yaml_loader._load(path.read_bytes(), path, None)[0]
     assert fresh is not None and written[1].subscribers == fresh.subscribers
     assert home.load().subscribers == fresh.subscribers
+
+
+def test_a_change_another_process_wrote_is_not_waited_for(
+    make_store: MakeStore, tmp_path: Path
+) -> None:
+    """Two servers on one file (each with its writer): what one queued and the other wrote
+    leaves the first one's pending changes; its drain returns at once."""
+    path = tmp_path / "subscribers.yaml"
+    path.write_text(EXAMPLE, encoding="utf-8")
+    one, two = FileHome(path, make_store()), FileHome(path, make_store())
+    with one.file.locked():
+        assert one.submit(SetFields("grace@example.org", {"max_papers": 4}))
+    two.write_pending()
+    assert "max_papers: 4" in path.read_text()
+    started = time.monotonic()
+    assert one.drain(timeout=20) and time.monotonic() - started < 5
+    one.close()
+    two.close()

@@ -287,9 +287,12 @@ WHERE s.active = 1 AND p.lifted_at IS NULL AND p.reason = 'unsubscribed'
 ORDER BY s.position, s.email
 -- name: queue_list_change
 INSERT INTO subscriber_outbox (email, change, at) VALUES (:email, :change, :stamp)
+RETURNING id
 -- name: list_changes
 SELECT id, email, change FROM subscriber_outbox ORDER BY id
 -- name: forget_list_changes
 DELETE FROM subscriber_outbox WHERE id = ANY(:ids)
 -- name: stamp_subscribers
 UPDATE subscribers SET version = :version WHERE version = -1
+-- name: subscriber_addresses
+SELECT email FROM subscribers WHERE version > :version

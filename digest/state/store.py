@@ -884,6 +884,10 @@ class SubscribersMixin(StoreBase):
             _stored(r) for r in self._db.fetch(self._q["subscribers_since"], {"version": version})
         ]
 
+    def subscriber_addresses(self, since: int = 0) -> builtins.list[str]:
+        """The addresses of the rows changed after list version ``since`` (0: every row)."""
+        return [r[0] for r in self._db.fetch(self._q["subscriber_addresses"], {"version": since})]
+
     def add_subscriber(self, row: StoredSubscriber, *, position: int | None = None) -> int | None:
         """Add one subscriber (after the last one, unless ``position``).
 
@@ -973,10 +977,10 @@ class SubscribersMixin(StoreBase):
         """Active subscribers of the list whose address is suppressed as ``unsubscribed``."""
         return [r[0] for r in self._db.fetch(self._q["unsubscribed_in_list"])]
 
-    def queue_list_change(self, email: str, change: str) -> None:
-        """Queue a change (JSON) for the subscribers file's background writer."""
+    def queue_list_change(self, email: str, change: str) -> int:
+        """Queue a change (JSON) for the subscribers file's background writer; its id."""
         params = {"email": _key(email), "change": change, "stamp": self._stamp()}
-        self._db.execute(self._q["queue_list_change"], params)
+        return int(self._db.fetch(self._q["queue_list_change"], params, write=True)[0][0])
 
     def list_changes(self) -> builtins.list[tuple[int, str, str]]:
         """Queued changes for the subscribers file, oldest first: ``(id, email, change)``."""

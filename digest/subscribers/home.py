@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from pydantic import ValidationError
 from ruamel.yaml.comments import CommentedMap
@@ -47,6 +47,7 @@ from digest.addresses import normalize_email
 from digest.errors import ConfigError, StateError
 from digest.settings import Settings
 from digest.state import StateBackend, StoredList, StoredSubscriber, SuppressionReason
+from digest.state.group import GroupCommitter
 from digest.subscribers.changes import (
     EntryChange,
     PutEntry,
@@ -83,6 +84,8 @@ WRITE_RETRY_S = 5.0
 """How long the file's background writer waits after a failed write before trying again."""
 DRAIN_TIMEOUT_S = 30.0
 """How long :meth:`SubscriberHome.drain` waits for the file's pending writes, seconds."""
+
+_T = TypeVar("_T")
 
 Record = Callable[[bool], None]
 """``record(changes)``: the state writes that go with a change (a suppression, an event), in
@@ -161,6 +164,11 @@ class SubscriberHome(Protocol):
         """One subscriber as it is now (this process's changes included), or ``None``."""
         ...
 
+    def addresses(self, since: object = None) -> tuple[object, list[str]]:
+        """The addresses added or changed since the mark ``since`` (``None``: all), and a
+        new mark (for the web app's index of the links' addresses)."""
+        ...
+
     def entry(self, email: str) -> EntryText | None:
         """One subscriber's entry as written, or ``None`` if not on the list."""
         ...
@@ -234,10 +242,33 @@ def open_home(settings: Settings, store: StateBackend) -> SubscriberHome:
     return FileHome(settings.subscribers, store)
 
 
+class _Grouped:
+    """Web changes' state writes through one group committer (:mod:`digest.state.group`):
+    the writes of concurrent requests share a transaction and its fsync, each request still
+    answered only once its own write committed."""
+
+    store: StateBackend
+    _group: GroupCommitter | None = None
+    _group_lock = threading.Lock()
+
+    def _commit(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        with self._group_lock:
+            if self._group is None:
+                self._group = GroupCommitter(self.store, name="digest-web-state")
+            group = self._group
+        return group.submit(fn, *args, **kwargs).result()
+
+    def _close_group(self) -> None:
+        with self._group_lock:
+            group, self._group = self._group, None
+        if group is not None:
+            group.shutdown(wait=True)
+
+
 # -- the file ------------------------------------------------------------------------------------
 
 
-class FileHome:
+class FileHome(_Grouped):
     """The subscribers YAML file as the list (see the module docstring).
 
     Args:
@@ -253,7 +284,8 @@ class FileHome:
         self.name = str(path)
         self.store = store
         self.file = SubscribersFile(self.path)
-        self._overlay: dict[str, list[EntryChange]] = {}
+        self._overlay: dict[str, list[tuple[int, EntryChange]]] = {}
+        """This process's changes not in the file yet, by address: ``(outbox id, change)``."""
         self._mutex = threading.Condition()
         self._wake = threading.Event()
         self._writer: threading.Thread | None = None
@@ -288,7 +320,7 @@ class FileHome:
         """The file (cached by its stat and content), with this process's pending changes."""
         subs = self._list()
         with self._mutex:
-            overlay = {a: list(c) for a, c in self._overlay.items() if c}
+            overlay = {a: [c for _, c in p] for a, p in self._overlay.items() if p}
         if not overlay:
             return subs
         out: list[Subscriber] = []
@@ -313,13 +345,19 @@ class FileHome:
             if frequency is None or sub.frequency == frequency:
                 yield sub
 
+    def addresses(self, since: object = None) -> tuple[object, list[str]]:
+        """Every address of the list (with this process's pending ones) unless it is the
+        list read at ``since``."""
+        listed = self.load()
+        return listed, [] if since is listed else [s.email for s in listed]
+
     def get(self, email: str) -> Subscriber | None:
         """From the file, with this process's pending changes of that address."""
         subs = self._list()
         address = normalize_email(email)
         current = subs.get(address)
         with self._mutex:
-            changes = list(self._overlay.get(address, ()))
+            changes = [c for _, c in self._overlay.get(address, ())]
         for change in changes:
             current = change.on_subscriber(current, subs.defaults)
         return current
@@ -377,15 +415,18 @@ class FileHome:
                 f"{self.name}: {address}: the change was not written: {e.errors()[0]['msg']}"
             ) from None
         changes = after != before
-        with self.store.transaction():
-            if record is not None:
-                record(changes)
-            if changes:
-                text = json.dumps(change_json(change), ensure_ascii=False)
-                self.store.queue_list_change(address, text)
+        text = json.dumps(change_json(change), ensure_ascii=False)
+
+        def write() -> int:
+            with self.store.transaction():
+                if record is not None:
+                    record(changes)
+                return self.store.queue_list_change(address, text) if changes else 0
+
+        queued = self._commit(write)  # with concurrent requests' writes: one commit
         if changes:
             with self._mutex:
-                self._overlay.setdefault(address, []).append(change)
+                self._overlay.setdefault(address, []).append((queued, change))
                 self._start()
             self._wake.set()
         return changes
@@ -400,8 +441,8 @@ class FileHome:
         with self.file.locked():
             rows = self.store.list_changes()
             if not rows:
+                self._settle(set())
                 return []
-            taken: list[EntryChange] = []  # every queued change read (written or not)
             changes: list[EntryChange] = []
             for _, email, text in rows:
                 try:
@@ -409,7 +450,6 @@ class FileHome:
                 except ValueError as e:
                     log.error("%s: a queued change of %s is unreadable: %s", self.name, email, e)
                     continue
-                taken.append(change)
                 if (
                     isinstance(change, SetActive)
                     and not change.active
@@ -430,16 +470,26 @@ class FileHome:
                 log.error(
                     "%s: could not write a change of %s: %s", self.name, _masked(change), result
                 )
-        with self._mutex:
-            for change in taken:
-                address = normalize_email(change.address)
-                pending = self._overlay.get(address)
-                if pending and change in pending:
-                    pending.remove(change)
-                    if not pending:
-                        del self._overlay[address]
-            self._mutex.notify_all()
+        self._settle({row[0] for row in rows})
         return [c for c, r in zip(changes, results, strict=True) if r is True]
+
+    def _settle(self, taken: set[int]) -> None:
+        """Forget the pending changes the file now holds: those of ``taken`` (the outbox rows
+        this writer took), and any another process's writer took."""
+        with self._mutex:
+            if any(i not in taken for pending in self._overlay.values() for i, _ in pending):
+                with contextlib.suppress(StateError):
+                    left = {row[0] for row in self.store.list_changes()}
+                    taken = (
+                        taken | {i for pending in self._overlay.values() for i, _ in pending} - left
+                    )
+            for address in list(self._overlay):
+                pending = [(i, c) for i, c in self._overlay[address] if i not in taken]
+                if pending:
+                    self._overlay[address] = pending
+                else:
+                    del self._overlay[address]
+            self._mutex.notify_all()
 
     def _unsubscribed(self, address: str) -> bool:
         suppression = self.store.suppression(address)
@@ -485,6 +535,7 @@ class FileHome:
 
     def close(self) -> None:
         """Let the writer finish what is pending and stop."""
+        self._close_group()
         with self._mutex:
             self._closing = True
         self._wake.set()
@@ -537,7 +588,7 @@ class _Cached:
     result: SubscriberList
 
 
-class StateHome:
+class StateHome(_Grouped):
     """The list as a table of the state (``DIGEST_SUBSCRIBERS=state``; module docstring).
 
     Args:
@@ -617,6 +668,15 @@ class StateHome:
             return None
         return compact.subscriber(sub, merged)
 
+    def addresses(self, since: object = None) -> tuple[object, list[str]]:
+        """The addresses of the rows changed after list version ``since`` (only their
+        email: nothing is validated)."""
+        version = self.store.subscriber_list().version
+        after = since if isinstance(since, int) else 0
+        if after == version:
+            return version, []
+        return version, self.store.subscriber_addresses(after)
+
     def get(self, email: str) -> Subscriber | None:
         """The row, read now (another host's change included)."""
         row = self.store.stored_subscriber(email)
@@ -682,8 +742,8 @@ class StateHome:
         return self.store.change_subscriber(stored, expect=row.version) is not None
 
     def submit(self, change: EntryChange, *, record: Record | None = None) -> bool:
-        """:meth:`apply`: the row is the list."""
-        return self.apply(change, record=record)
+        """:meth:`apply`, its transaction shared with concurrent requests' (group commit)."""
+        return self._commit(self.apply, change, record=record)
 
     def catch_up(self) -> list[str]:
         """``active: false`` for every active subscriber suppressed as unsubscribed (a list
@@ -700,7 +760,8 @@ class StateHome:
         return True
 
     def close(self) -> None:
-        """Nothing runs in the background."""
+        """Stop the group committer of web changes (what is queued is written first)."""
+        self._close_group()
 
     # -- import ------------------------------------------------------------------------------
     def import_list(

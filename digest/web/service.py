@@ -179,7 +179,7 @@ class Subscriptions:
         self._transport = transport or open_transport(settings)
         self._index = self.signer.index(())
         self._indexed: set[str] = set()
-        self._indexed_list: SubscriberList | None = None
+        self._indexed_mark: object = None
 
     # -- lookups ---------------------------------------------------------------------------
     def subscribers(self) -> SubscriberList:
@@ -211,14 +211,12 @@ class Subscriptions:
     def index_list(self) -> None:
         """Index the list's addresses not indexed yet (the app's start does it once, so the
         first link of a large list does not wait for it)."""
-        subs = self.subscribers()
-        if subs is self._indexed_list:
-            return
-        for sub in subs:
-            if sub.email not in self._indexed:
-                self._index.add(sub.email)
-                self._indexed.add(sub.email)
-        self._indexed_list = subs
+        mark, addresses = self.home.addresses(self._indexed_mark)
+        for address in addresses:
+            if address not in self._indexed:
+                self._index.add(address)
+                self._indexed.add(address)
+        self._indexed_mark = mark
 
     def verify(self, purpose: Purpose, token: str) -> Claims:
         """Check a token for ``purpose`` (see :meth:`digest.tokens.TokenSigner.verify`).
