@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from digest.settings import load_settings
 from digest.state import open_state
 from digest.subscribers import EXAMPLE_FILE
+from digest.subscribers.changes import RemoveEntry
 from digest.subscribers.entries import split_list
-from digest.subscribers.home import StateHome
+from digest.subscribers.home import StateHome, open_home
 from tests.conftest import FIXTURES, PROJECT
 from tests.factories import list_yaml, run_cli
 
@@ -111,6 +113,17 @@ def test_add_remove_and_edit_with_the_editor(
     assert code == 0 and "added zed@example.org" in output, output
     code, output = run_cli("subscribers", "add", "zed@example.org")
     assert code == 2 and "already" in output
+    # Hostile input: refused with the field's message, or written so it reads back as typed.
+    for bad in (["not an address"], ["eve@example.org", "--name", "Eve\r\nBcc: x@y.org"]):
+        code, output = run_cli("subscribers", "add", *bad)
+        assert code == 2 and "Traceback" not in output, output
+    code, output = run_cli("subscribers", "add", "yml@example.org", "--keywords", "a: b, [x], #c")
+    assert code == 0, output
+    with open_state(os.environ["DIGEST_STATE_URL"]) as store:
+        home = open_home(load_settings(env_file=None), store)
+        added = home.get("yml@example.org")
+        assert added is not None and added.keywords == ("a: b", "[x]", "#c")
+        assert home.apply(RemoveEntry("yml@example.org"))
     added = "  - email: zed@example.org\n    keywords: [agents, robots, llm*]\n"
     assert exported().endswith(added)
     code, output = run_cli("subscribers", "remove", "zed@example.org")
@@ -136,6 +149,7 @@ def test_add_remove_and_edit_with_the_editor(
         actions = [(e.action, e.subscriber, e.actor.startswith("cli:")) for e in store.events()]
     assert actions == [
         ("add", "zed@example.org", True),
+        ("add", "yml@example.org", True),
         ("remove", "zed@example.org", True),
         ("edit", "team@example.org", True),
     ]

@@ -3,6 +3,7 @@ rules, the same round trips; on SQLite and PostgreSQL (issue 22)."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -478,3 +479,29 @@ def test_a_change_another_process_wrote_is_not_waited_for(
     assert one.drain(timeout=20) and time.monotonic() - started < 5
     one.close()
     two.close()
+
+
+def test_a_row_made_invalid_in_the_database_is_every_problem_of_the_list(
+    make_store: MakeStore,
+) -> None:
+    """A row someone changed by hand in the database is checked like the file: the list
+    does not load (every problem, by address and field), as an invalid file does not."""
+    store = make_store()
+    home = StateHome(store)
+    home.import_list(EXAMPLE.encode(), Path("example.yaml"))
+    good = home.load()
+    for email, fields in (
+        ("grace@example.org", {"email": "grace@example.org", "max_papers": 0}),
+        ("team@example.org", {"email": "team@example.org", "timezone": "Mars/Base"}),
+    ):
+        row = store.stored_subscriber(email)
+        assert row is not None
+        changed = dataclasses.replace(row, fields=fields)
+        assert store.change_subscriber(changed, expect=row.version) is not None
+    with pytest.raises(ConfigError) as refused:
+        home.load()
+    problems = refused.value.problems
+    assert len(problems) == 2
+    assert "grace@example.org: max_papers: must be a whole number from 1" in problems[0]
+    assert "team@example.org: timezone: unknown time zone 'Mars/Base'" in problems[1]
+    assert good.get("grace@example.org") is not None  # what a reader had stays its own
