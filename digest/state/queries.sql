@@ -224,8 +224,7 @@ WHERE id = 1
 -- name: bump_list
 INSERT INTO subscriber_list (id, version, removed, entries, head, tail, indent, defaults,
     updated_at)
-VALUES (1, 1, 0, :delta, 'subscribers:
-', '', 2, '{{}}', :stamp)
+VALUES (1, 1, 0, :delta, :head, '', :indent, :defaults, :stamp)
 ON CONFLICT (id) DO UPDATE
     SET version = subscriber_list.version + 1,
         removed = CASE WHEN excluded.entries < 0 THEN subscriber_list.version + 1

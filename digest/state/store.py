@@ -1005,9 +1005,10 @@ class SubscribersMixin(StoreBase):
 
     def _bump(self, delta: int) -> int:
         """The next list version (inside a unit; holds the list row until the commit)."""
-        rows = self._db.fetch(
-            self._q["bump_list"], {"delta": delta, "stamp": self._stamp()}, write=True
-        )
+        empty = StoredList()  # a list's first change: its row as an empty list's
+        params = {"delta": delta, "stamp": self._stamp(), "head": empty.head}
+        params |= {"indent": empty.indent, "defaults": "{}"}
+        rows = self._db.fetch(self._q["bump_list"], params, write=True)
         return int(rows[0][0])
 
     def _stamp_row(self, email: str, delta: int) -> int:
