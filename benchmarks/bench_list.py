@@ -30,13 +30,12 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -48,7 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_unsubscribe import write_subscribers  # noqa: E402
+from bench_unsubscribe import serve, write_subscribers  # noqa: E402
 
 from digest.state import open_state  # noqa: E402
 from digest.subscribers.home import StateHome  # noqa: E402
@@ -115,42 +114,6 @@ class Round:
     server_rss_mb: float = 0.0
 
 
-@contextlib.contextmanager
-def serve(env: dict[str, str], workdir: Path) -> Iterator[str]:
-    port = free_port()
-    log = (workdir / "server.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "digest", "serve", "--port", str(port)],
-        env={**env, "DIGEST_PUBLIC_URL": f"http://127.0.0.1:{port}"},
-        cwd=workdir,
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            try:
-                if httpx.get(base + "/healthz", timeout=1.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                tail = (workdir / "server.log").read_text()[-2000:]
-                raise SystemExit(f"digest serve did not start: {tail}")
-            time.sleep(0.1)
-        yield base
-    finally:
-        with contextlib.suppress(psutil.Error):
-            env["_rss"] = str(psutil.Process(proc.pid).memory_info().rss / 2**20)
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-
-
 def one_round(home: str, n: int, state_url: str, workdir: Path, args: argparse.Namespace) -> Round:
     out = Round()
     subs_path = workdir / "subscribers.yaml"
@@ -185,7 +148,9 @@ def one_round(home: str, n: int, state_url: str, workdir: Path, args: argparse.N
                 expires_at=expires,
             )
             signups.append(signer.make(Purpose.CONFIRM, address, data=f"s{i:06d}", expires=expires))
-    with serve(env, workdir) as base, httpx.Client(timeout=120) as client:
+    port = free_port()
+    env["DIGEST_PUBLIC_URL"] = f"http://127.0.0.1:{port}"
+    with serve(env, workdir, port) as base, httpx.Client(timeout=120) as client:
         for i, email in enumerate(targets):
             url = f"{base}/preferences/{signer.make(Purpose.PREFERENCES, email)}"
             page = client.get(url)

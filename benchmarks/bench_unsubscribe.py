@@ -39,10 +39,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -131,6 +132,48 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
+@contextlib.contextmanager
+def serve(
+    env: dict[str, str], workdir: Path, port: int, *, show_log: bool = False
+) -> Iterator[str]:
+    """``digest serve`` on 127.0.0.1:``port`` as its own process (log: ``server.log``), once
+    ``/healthz`` answers; yields its base URL; SIGTERM at the end (``env["_rss"]``: its RSS,
+    MB, just before)."""
+    log = (workdir / "server.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "digest", "serve", "--port", str(port)],
+        env=env,
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            try:
+                if httpx.get(base + "/healthz", timeout=1.0).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or server.poll() is not None:
+                tail = (workdir / "server.log").read_text()[-2000:]
+                raise SystemExit(f"digest serve did not start: {tail}")
+            time.sleep(0.1)
+        yield base
+    finally:
+        with contextlib.suppress(psutil.Error):
+            env["_rss"] = str(psutil.Process(server.pid).memory_info().rss / 2**20)
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(120)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+        if show_log:
+            print((workdir / "server.log").read_text()[-3000:])
+
+
 def one_round(args: argparse.Namespace, workdir: Path, state_url: str) -> dict[str, float]:
     subs_path = workdir / "subscribers.yaml"
     emails = write_subscribers(subs_path, args.subscribers)
@@ -148,25 +191,7 @@ def one_round(args: argparse.Namespace, workdir: Path, state_url: str) -> dict[s
         "DIGEST_PUBLIC_URL": f"http://127.0.0.1:{port}",
         "DIGEST_OUTBOX": str(workdir / "outbox"),
     }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "digest", "serve", "--port", str(port)],
-        env=env,
-        cwd=workdir,
-        stdout=subprocess.DEVNULL,
-        stderr=open(workdir / "server.log", "w"),  # noqa: SIM115
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            try:
-                if httpx.get(base + "/healthz", timeout=1.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise SystemExit("digest serve did not start")
-            time.sleep(0.1)
+    with serve(env, workdir, port, show_log=args.show_log) as base:
         signer = TokenSigner(SECRET)
         urls = [f"{base}/u/{signer.make(Purpose.UNSUBSCRIBE, e)}" for e in targets]
         retries[0] = 0
@@ -174,14 +199,6 @@ def one_round(args: argparse.Namespace, workdir: Path, state_url: str) -> dict[s
         post_retries = retries[0]
         health = [base + "/healthz"] * len(urls)
         ref_s, _, _ = asyncio.run(load(health, args.concurrency, post=False))
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        if args.show_log:
-            print((workdir / "server.log").read_text()[-3000:])
     with open_state(state_url) as store:
         suppressed = store.suppressions()
         events = [e for e in store.events() if e.action == "unsubscribe"]

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 from datetime import date
@@ -23,8 +21,14 @@ from digest.models import Edition
 from digest.settings import Settings
 from digest.state import open_state
 from digest.tokens import Purpose, TokenSigner
-from tests.conftest import FIXTURES
-from tests.factories import SECRET_KEY, make_settings, messages, settings_env
+from tests.factories import (
+    COMMENTED_SUBSCRIBERS,
+    PUBLIC,
+    SECRET_KEY,
+    make_settings,
+    messages,
+    settings_env,
+)
 from tests.webserver import (
     csrf_of,
     exported,
@@ -33,25 +37,11 @@ from tests.webserver import (
     mail_link,
     running_app,
     seed_list,
-    wait_healthy,
+    start_digest,
     wait_written,
 )
 
-PUBLIC = "https://papers.example.org"
-LIST = """\
-# Our lab's list.
-defaults:
-  max_papers: 5   # keep it short
-
-subscribers:
-  # The PI.
-  - email: ada@example.org
-    name: Ada
-    keywords: [agent*, "reinforcement learning"]   # her interests
-
-  - email: bob@example.org   # a student
-    name: Bob
-"""
+LIST = COMMENTED_SUBSCRIBERS
 FIRST, NEXT = Edition.daily(date(2026, 8, 20)), Edition.daily(date(2026, 7, 27))
 ONE_CLICK = {
     "content": "List-Unsubscribe=One-Click",
@@ -59,32 +49,24 @@ ONE_CLICK = {
 }
 
 
-def app_settings(home: str, state_url: str, tmp_path: Path) -> Settings:
-    """The app's settings with :data:`LIST` in ``home`` (``file`` or ``state``)."""
-    subscribers = "state" if home == "state" else tmp_path / "subscribers.yaml"
-    made = make_settings(
-        subscribers=subscribers,
-        state_url=state_url,
-        outbox=tmp_path / "outbox",
-        sources=f"file:{FIXTURES / 'hf-daily-papers'}",
-        secret_key=SECRET_KEY,
-        public_url=PUBLIC,
-        sender="Daily Papers <papers@example.org>",
-    )
+def app_settings(env: dict[str, Any], home: str) -> Settings:
+    """The web app's settings (conftest ``env``) with :data:`LIST` in ``home`` (``file``
+    or ``state``)."""
+    made = make_settings(**{**env, **({"subscribers": "state"} if home == "state" else {})})
     seed_list(made, LIST)
     return made
 
 
 @pytest.fixture
-def settings(subscribers_home: str, state_url: str, tmp_path: Path) -> Settings:
+def settings(env: dict[str, Any], subscribers_home: str) -> Settings:
     """The app's settings with the list in each home, the state on each backend."""
-    return app_settings(subscribers_home, state_url, tmp_path)
+    return app_settings(env, subscribers_home)
 
 
 @pytest.fixture
-def file_settings(state_url: str, tmp_path: Path) -> Settings:
+def file_settings(env: dict[str, Any]) -> Settings:
     """The app's settings with the list in its file, the state on each backend."""
-    return app_settings("file", state_url, tmp_path)
+    return app_settings(env, "file")
 
 
 def local(url: str, base: str) -> str:
@@ -118,18 +100,9 @@ async def test_sign_up_confirm_preferences_feedback_unsubscribe_then_the_next_ed
         prefs_url = local(prefs.group(1), base)
         page = client.get(prefs_url)
         assert page.status_code == 200 and "diffusion, video" in page.text
-        values = {
-            "csrf": csrf_of(page),
-            "name": "Grace H.",
-            "keywords": "diffusion, world model",
-            "exclude": "survey",
-            "frequency": "daily",
-            "weekday": "monday",
-            "send_at": "06:00",
-            "timezone": "Europe/Paris",
-            "max_papers": "3",
-        }
-        saved = client.post(prefs_url, data=values)
+        values = _prefs(csrf_of(page), "diffusion, world model", name="Grace H.")
+        values |= {"exclude": "survey", "send_at": "06:00", "timezone": "Europe/Paris"}
+        saved = client.post(prefs_url, data=values | {"max_papers": "3"})
         assert saved.status_code == 200 and "Saved." in saved.text
         assert 'value="Grace H."' in saved.text  # what was saved, read back
         grace = listed(settings, "grace@example.org")
@@ -179,17 +152,8 @@ def test_a_file_is_written_off_the_request_path_and_keeps_a_hand_edit(
     with running_app(settings) as base, httpx.Client(timeout=30) as client:
         url = f"{base}/preferences/{token}"
         page = client.get(url)
-        form = {
-            "csrf": csrf_of(page),
-            "name": "Bob",
-            "keywords": "world model",
-            "exclude": "",
-            "frequency": "weekly",
-            "weekday": "friday",
-            "send_at": "07:00",
-            "timezone": "UTC",
-            "max_papers": "5",
-        }
+        form = _prefs(csrf_of(page), "world model", name="Bob")
+        form |= {"frequency": "weekly", "weekday": "friday"}
         with filelock.FileLock(f"{path}.lock"):
             started = time.monotonic()
             saved = client.post(url, data=form)
@@ -225,43 +189,20 @@ def test_a_save_that_a_crash_left_unwritten_reaches_the_file_at_the_next_start(
         }
     )
     token = TokenSigner(SECRET_KEY).make(Purpose.PREFERENCES, "ada@example.org")
-
-    def serve(port: int) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "digest", "serve", "--port", str(port)],
-            env={**env, "PATH": "/usr/bin:/bin"},
-            cwd=tmp_path,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        wait_healthy(f"http://127.0.0.1:{port}", proc)
-        return proc
-
     with filelock.FileLock(f"{settings.subscribers}.lock"):
         port = free_port()
-        proc = serve(port)
+        proc = start_digest(env, tmp_path, port)
         try:
             with httpx.Client(timeout=30) as client:
                 url = f"http://127.0.0.1:{port}/preferences/{token}"
                 page = client.get(url)
-                form = {
-                    "csrf": csrf_of(page),
-                    "name": "Ada",
-                    "keywords": "agent*, tool use",
-                    "exclude": "",
-                    "frequency": "daily",
-                    "weekday": "monday",
-                    "send_at": "07:00",
-                    "timezone": "UTC",
-                    "max_papers": "5",
-                }
+                form = _prefs(csrf_of(page), "agent*, tool use")
                 assert client.post(url, data=form).status_code == 200
         finally:
             proc.kill()
             proc.communicate(timeout=30)
     assert settings.subscribers.read_text() == LIST
-    proc = serve(free_port())
+    proc = start_digest(env, tmp_path, free_port())
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=90)
     assert proc.returncode == 0, stderr
@@ -272,18 +213,12 @@ def test_a_save_that_a_crash_left_unwritten_reaches_the_file_at_the_next_start(
     )
 
 
-def test_two_servers_on_one_database_editing_one_subscriber(pg_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("state_url", ["postgres"], indirect=True)
+def test_two_servers_on_one_database_editing_one_subscriber(env: dict[str, Any]) -> None:
     """Two `digest serve` (two hosts) on one PostgreSQL, the list in it, saving the same
     subscriber: the later commit wins, each save is an event, nothing is lost."""
-    settings = make_settings(
-        subscribers="state",
-        state_url=pg_url,
-        outbox=tmp_path / "outbox",
-        sources=f"file:{FIXTURES / 'hf-daily-papers'}",
-        secret_key=SECRET_KEY,
-        public_url=PUBLIC,
-    )
-    seed_list(settings, LIST)
+    settings = app_settings(env, "state")
+    pg_url = settings.effective_state_url
     token = TokenSigner(SECRET_KEY).make(Purpose.PREFERENCES, "ada@example.org")
     with running_app(settings) as one, running_app(settings) as two:
 
@@ -316,10 +251,11 @@ def test_two_servers_on_one_database_editing_one_subscriber(pg_url: str, tmp_pat
     assert exported(settings).startswith(LIST[: LIST.index("  - email: ada")])
 
 
-def _prefs(csrf: str, keywords: str) -> dict[str, Any]:
+def _prefs(csrf: str, keywords: str, *, name: str = "Ada") -> dict[str, Any]:
+    """The preferences form with ``keywords``, the other fields at the subscriber's defaults."""
     return {
         "csrf": csrf,
-        "name": "Ada",
+        "name": name,
         "keywords": keywords,
         "exclude": "",
         "frequency": "daily",

@@ -3,9 +3,11 @@ its tests read back: the mail it sent (a Maildir), the subscriber list (either h
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -91,6 +93,24 @@ def eventually(check: Callable[[], bool], timeout: float = 30.0) -> None:
     while not check():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.05)
+
+
+def start_digest(
+    env: Mapping[str, str], cwd: Path, port: int, command: str = "serve"
+) -> subprocess.Popen[str]:
+    """``python -m digest serve --port PORT`` (or ``run``, with ``DIGEST_HTTP_PORT``) in
+    ``cwd`` with ``env`` (and PATH), answering ``/healthz``; its stderr is piped."""
+    args = ["serve", "--port", str(port)] if command == "serve" else ["run"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "digest", *args],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env, "DIGEST_HTTP_PORT": str(port)},
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_healthy(f"http://127.0.0.1:{port}", proc)
+    return proc
 
 
 def wait_healthy(base: str, proc: subprocess.Popen[str]) -> None:
