@@ -33,11 +33,17 @@ model trained (the costliest send).
 5. **Latency** (issue 3): an aiosmtpd sink delaying each DATA reply by 100 ms; ``Digest.send``
    with pools of 4 and 8 connections (ideal: concurrency / 0.1 s messages per second).
 
+``--metrics-cost`` instead (issue 24): ``Digest.send`` in this process against the sink,
+rounds alternating without metrics (``digest send``) and with a Prometheus registry counting
+every reply, duration and bounce (what ``digest run`` does), msg/s of each; and the cost of
+one message's counting alone.
+
 Usage (min/median/max over ``--runs``)::
 
     .venv/bin/python benchmarks/bench_send.py --subscribers 100000 --runs 3
     .venv/bin/python benchmarks/bench_send.py --quick          # 2,000 subscribers, 1 run
     .venv/bin/python benchmarks/bench_send.py --subscribers 100000 --modelled 0.1
+    .venv/bin/python benchmarks/bench_send.py --metrics-cost --subscribers 2000 --runs 5
 
 Targets (2-core machine, 100,000 subscribers): digest ≤ 150 s end to end, whole-tree peak
 RSS ≤ 250 MB, digest ≥ 0.30 × the aiosmtplib pool; load ≤ 3 s and ≤ 60 MB; latency ≥ 0.9 ×
@@ -76,6 +82,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from digest.core import Digest  # noqa: E402
+from digest.metrics import NO_METRICS, Metrics, Recorder  # noqa: E402
 from digest.models import Edition  # noqa: E402
 from digest.pipeline.workers import make_message  # noqa: E402
 from digest.settings import Settings  # noqa: E402
@@ -481,11 +488,13 @@ def run_digest(
     day: date,
     i: int,
     seed: Path | None = None,
+    python: str = sys.executable,
     home: str = "file",
 ) -> Run:
     """``digest send`` through the CLI, fresh state file (a copy of ``seed``, if given: the
     modelled subscribers' 👍/👎; ``home`` ``state``: the list imported into it first, not
-    timed); whole-tree RSS sampled."""
+    timed); whole-tree RSS sampled. ``python``: the interpreter whose ``digest`` runs (another
+    checkout's venv for ``--before``)."""
     state = tmp / f"state-{i}.sqlite3"
     if seed is not None:
         shutil.copyfile(seed, state)
@@ -494,7 +503,7 @@ def run_digest(
             listed = tmp / "subscribers.yaml"
             StateHome(store).import_list(listed.read_bytes(), listed)
     env = env_for(tmp, port, concurrency, state, workers, home)
-    args = [sys.executable, "-m", "digest", "send", "--date", day.isoformat()]
+    args = [python, "-m", "digest", "send", "--date", day.isoformat()]
     t0 = time.perf_counter()
     proc = subprocess.Popen(args, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     with TreeRss(proc.pid) as rss:
@@ -587,6 +596,62 @@ async def latency_run(
     return wall, steady, sent
 
 
+async def counted_run(
+    settings: Settings, edition: Edition, subs: Sequence[Subscriber], metrics: Recorder
+) -> tuple[float, int]:
+    """``Digest.send`` of ``subs`` with ``metrics``: (wall seconds, messages sent)."""
+    with Digest(settings, metrics=metrics) as digest:
+        t0 = time.perf_counter()
+        summary = await digest.send(edition, subs)
+        return time.perf_counter() - t0, summary.sent
+
+
+COUNTING_CALLS = 200_000
+
+
+def counting_cost_us() -> float:
+    """Microseconds one delivered message's counting takes (a reply and a duration)."""
+    metrics = Metrics()
+    t0 = time.perf_counter()
+    for _ in range(COUNTING_CALLS):
+        metrics.smtp_reply(250, "reader000001@bench.example.org")
+        metrics.send_seconds(0.004)
+    return (time.perf_counter() - t0) / COUNTING_CALLS * 1e6
+
+
+def metrics_cost(args: argparse.Namespace) -> None:
+    """``--metrics-cost``: msg/s of ``Digest.send`` without and with a metrics registry."""
+    n, edition = args.subscribers, Edition.daily(args.day)
+    with tempfile.TemporaryDirectory(prefix="digest-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        write_subscribers(tmp / "subscribers.yaml", n, vocabulary(EXAMPLES), random.Random(SEED))
+        subs = load_subscribers(tmp / "subscribers.yaml").subscribers
+        rates: dict[str, list[float]] = {"without metrics": [], "with metrics": []}
+        with Sink(args.sink) as sink:
+            print(
+                f"metrics cost: Digest.send of {n} subscribers, pool {args.concurrency}, "
+                f"{args.runs} round(s) of each, alternating; sink {sink.kind}; "
+                f"load average {psutil.getloadavg()[0]:.1f}"
+            )
+            for i in range(args.runs):
+                for name, metrics in (("without metrics", NO_METRICS), ("with metrics", None)):
+                    state = f"cost-{i}-{'on' if metrics is None else 'off'}.sqlite3"
+                    settings = settings_for(
+                        tmp, sink.port, args.concurrency, state, args.render_workers
+                    )
+                    wall, sent = asyncio.run(
+                        counted_run(settings, edition, subs, metrics or Metrics())
+                    )
+                    rates[name].append(sent / wall)
+                    rate = sent / wall
+                    print(f"  round {i + 1} {name}: {sent} sent in {wall:.2f} s ({rate:.0f}/s)")
+        off, on = (statistics.median(v) for v in rates.values())
+        print(
+            f"median msg/s: without {off:.0f}, with {on:.0f} ({(on - off) / off * 100:+.1f} %); "
+            f"counting one message: {counting_cost_us():.2f} µs"
+        )
+
+
 # -- the report ------------------------------------------------------------------------------------
 
 
@@ -635,28 +700,32 @@ def run(args: argparse.Namespace) -> None:
                 Series("digest send (CLI, end to end)"),
                 Series("digest send, the list in the state"),
             ]
+            before = Series(f"digest send of {args.before} (before)")
+            python_before = str(args.before / ".venv" / "bin" / "python") if args.before else ""
             for i in range(args.runs):
-                if Path(SMTP_SOURCE).exists():
+                if args.limits and Path(SMTP_SOURCE).exists():
                     series[0].runs.append(run_smtp_source(sink.port, n, concurrency, size))
-                series[1].runs.append(run_pool(sink.port, n, concurrency, messages))
-                series[2].runs.append(
-                    run_digest(tmp, sink.port, concurrency, workers, args.day, i, seed)
-                )
-                d = series[2].runs[-1]
-                say(
-                    f"  run {i + 1}: digest {d.sent} sent in {d.wall:.1f} s "
-                    f"({d.rate:.0f}/s, tree peak {d.peak_rss:.0f} MB; each process's own peak: "
-                    f"{d.parts} MB) | {d.note}"
-                )
+                if args.limits:
+                    series[1].runs.append(run_pool(sink.port, n, concurrency, messages))
+                runs = [(series[2], sys.executable, "digest", "file")]
+                if args.before:  # interleaved, the order alternating round by round
+                    runs.insert(i % 2, (before, python_before, "before", "file"))
                 if args.home == "state":
-                    series[3].runs.append(
-                        run_digest(tmp, sink.port, concurrency, workers, args.day, i, seed, "state")
+                    runs.append((series[3], sys.executable, "the list in the state", "state"))
+                for target, python, label, home in runs:
+                    target.runs.append(
+                        run_digest(
+                            tmp, sink.port, concurrency, workers, args.day, i, seed, python, home
+                        )
                     )
-                    d = series[3].runs[-1]
+                    d = target.runs[-1]
                     say(
-                        f"  run {i + 1}, the list in the state: {d.sent} sent in {d.wall:.1f} s "
-                        f"({d.rate:.0f}/s, tree peak {d.peak_rss:.0f} MB; {d.parts} MB) | {d.note}"
+                        f"  run {i + 1}: {label} {d.sent} sent in {d.wall:.1f} s "
+                        f"({d.rate:.0f}/s, tree peak {d.peak_rss:.0f} MB; each process's own "
+                        f"peak: {d.parts} MB) | {d.note}"
                     )
+            if before.runs:
+                series.append(before)
 
         say("")
         say(f"{'min / median / max':>52}  {'wall s':>20}  {'msg/s':>24}  {'tree peak RSS MB':>20}")
@@ -677,14 +746,26 @@ def run(args: argparse.Namespace) -> None:
                 f"{verdict(ratio <= TARGET_STATE_VS_FILE)}); tree peak RSS max {peak:.0f} MB "
                 f"(target ≤ {TARGET_RSS_MB:.0f} MB: {verdict(peak <= TARGET_RSS_MB)})"
             )
+        if before.runs:
+            wall_ratio = statistics.median(r.wall for r in series[2].runs) / statistics.median(
+                r.wall for r in before.runs
+            )
+            rss_ratio = max(r.peak_rss for r in series[2].runs) / max(
+                r.peak_rss for r in before.runs
+            )
+            say(
+                f"  after / before: median wall {wall_ratio:.3f}, median msg/s "
+                f"{digest_rate / before.median_rate():.3f}, max tree peak RSS {rss_ratio:.3f}"
+            )
         say(f"  mean message size {size / 1024:.1f} KiB (smtp-source sends that many bytes)")
         say("")
         vs_pool = digest_rate / pool_rate if pool_rate else 0.0
         vs_c = digest_rate / c_rate if c_rate else 0.0
-        say(
-            f"digest / aiosmtplib pool = {vs_pool:.2f} (target ≥ {TARGET_VS_POOL}: "
-            f"{verdict(vs_pool >= TARGET_VS_POOL)}); digest / smtp-source = {vs_c:.3f}"
-        )
+        if pool_rate:
+            say(
+                f"digest / aiosmtplib pool = {vs_pool:.2f} (target ≥ {TARGET_VS_POOL}: "
+                f"{verdict(vs_pool >= TARGET_VS_POOL)}); digest / smtp-source = {vs_c:.3f}"
+            )
         walls = [r.wall for r in series[2].runs]
         peaks = [r.peak_rss for r in series[2].runs]
         scaled = statistics.median(walls) * 100_000 / n
@@ -784,6 +865,21 @@ def main(argv: list[str] | None = None) -> int:
         "--quick", action="store_true", help="small run: 2,000 subscribers, 1 round"
     )
     parser.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also send with DIR/.venv/bin/python's digest (another checkout), interleaved "
+        "round by round, and print the after / before ratios",
+    )
+    parser.add_argument(
+        "--no-limits",
+        dest="limits",
+        action="store_false",
+        help="skip the smtp-source and aiosmtplib pool rounds (with --before: only the two "
+        "digests)",
+    )
+    parser.add_argument(
         "--state",
         default=None,
         metavar="URL",
@@ -797,6 +893,11 @@ def main(argv: list[str] | None = None) -> int:
         "state against one sink, e.g. 1,2,4 (see benchmarks/bench_shared.py)",
     )
     parser.add_argument(
+        "--metrics-cost",
+        action="store_true",
+        help="instead: msg/s of Digest.send without and with a metrics registry",
+    )
+    parser.add_argument(
         "--start-postgres",
         action="store_true",
         help="with --processes: start a throwaway local PostgreSQL (default durability) "
@@ -807,6 +908,9 @@ def main(argv: list[str] | None = None) -> int:
         args.subscribers = QUICK_SUBSCRIBERS if args.quick else DEFAULT_SUBSCRIBERS
     if args.runs is None:
         args.runs = 1 if args.quick else DEFAULT_RUNS
+    if args.metrics_cost:
+        metrics_cost(args)
+        return 0
     if args.processes or args.state or args.start_postgres:
         from bench_shared import run_processes
 

@@ -16,11 +16,11 @@ import re
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import click
 import typer
@@ -53,6 +53,10 @@ from digest.settings import (
 )
 from digest.state import DeliveryStatus
 from digest.subscribers import Subscriber, SubscriberList
+
+if TYPE_CHECKING:
+    from digest.reputation import GroupRate
+    from digest.state import Pause
 
 log = logging.getLogger("digest")
 
@@ -573,6 +577,8 @@ def _print_summary(edition: Edition, s: RunSummary, where: str, dry_run: bool) -
         line += f", deferred {s.deferred} (retried next run)"
     if s.unknown:
         line += f", unknown {s.unknown} (see `digest history`; resend with --retry-unknown)"
+    if s.paused:
+        line += f", paused {s.paused} (domain group paused: owed until `digest resume`)"
     out.print(f"{line} → {where}")
     for e in s.errors:
         err.print(f"  {e}")
@@ -739,15 +745,21 @@ def doctor(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
 ) -> None:
     """Check the From and envelope domains against Gmail's, Yahoo's and Microsoft's sender
-    rules: SPF, DKIM, DMARC and alignment, MX, PTR, STARTTLS, one-click unsubscribe.
+    rules: SPF, DKIM, DMARC and alignment, MX, PTR, STARTTLS, one-click unsubscribe; and
+    the complaint and hard-bounce rates of the recent editions per domain group.
 
     One line per check (pass, warn or fail) with the DNS record to add; exit 1 if one fails.
     """
     _setup_logging(logging.WARNING)
     with _errors():
-        from digest.doctor import describe, run_doctor
+        import dataclasses
 
-        report = run_doctor(_settings(), nameserver=nameserver, timeout=timeout)
+        from digest.doctor import describe, run_doctor, state_rate_findings
+
+        settings = _settings()
+        report = run_doctor(settings, nameserver=nameserver, timeout=timeout)
+        rates = tuple(state_rate_findings(settings))
+        report = dataclasses.replace(report, findings=report.findings + rates)
     if as_json:
         import json
 
@@ -805,7 +817,8 @@ def state_migrate(
 @app.command()
 def history(
     date_: Annotated[
-        str | None, typer.Option("--date", metavar="EDITION", help="Edition key.")
+        str | None,
+        typer.Option("--date", "--edition", metavar="EDITION", help="Edition key."),
     ] = None,
     subscriber: Annotated[
         str | None, typer.Option(metavar="EMAIL", help="Only this subscriber.")
@@ -813,10 +826,30 @@ def history(
     status: Annotated[
         str | None, typer.Option(metavar="STATUS", help=", ".join(STATUSES) + ".")
     ] = None,
+    summary: Annotated[
+        bool,
+        typer.Option(
+            "--summary",
+            help="Per edition: delivered, owed, unknown, failed by reply, skipped by reason.",
+        ),
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="With --summary: one JSON array, for scripts.")
+    ] = False,
 ) -> None:
-    """Show what was sent, when, with which Message-ID."""
+    """Show what was sent, when, with which Message-ID; --summary: who was skipped, and why."""
     _setup_logging(logging.WARNING)
+    if date_ is not None and not date_.isprintable():
+        with _errors():
+            raise ConfigError(
+                f"--edition {date_!r}: an edition key is YYYY-MM-DD, YYYY-Www or test:DATE"
+            )
+    if summary:
+        _history_summary(date_, subscriber, status, as_json)
+        return
     with _errors():
+        if as_json:
+            raise ConfigError("--json goes with --summary")
         if status is not None and status not in STATUSES:
             raise ConfigError(f"--status {status!r}: use one of {', '.join(STATUSES)}")
         settings = _settings()
@@ -854,6 +887,31 @@ def history(
             table.add_row(edition_key, who, what, when.strftime("%Y-%m-%d %H:%M:%S"), mid, detail)
         out.print(table)
         out.print(f"{len(rows)} rows" + (f", {len(events)} bounces" if events else ""))
+
+
+def _history_summary(
+    edition: str | None, subscriber: str | None, status: str | None, as_json: bool
+) -> None:
+    """``digest history --summary``: one :class:`~digest.history.EditionSummary` each."""
+    with _errors():
+        from digest.history import edition_summaries
+
+        for flag, given in (("--subscriber", subscriber), ("--status", status)):
+            if given is not None:
+                raise ConfigError(f"--summary counts every subscriber; drop {flag}")
+        with open_store(_settings()) as store:
+            summaries = edition_summaries(store, edition)
+    if as_json:
+        import json
+
+        out.print_json(json.dumps([s.to_json() for s in summaries]))
+        return
+    if not summaries:
+        out.print(f"no deliveries recorded for edition {edition}" if edition else "no deliveries")
+        return
+    for s in summaries:
+        for line in s.lines():
+            out.print(Text(line), highlight=False)
 
 
 def history_detail(detail: str | None, code: int | None, error: str | None, *, sent: bool) -> str:
@@ -966,6 +1024,44 @@ def unsuppress(
         out.print(f"lifted the suppression of {previous.address} ({previous.reason})")
 
 
+@app.command()
+def resume(
+    groups: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[GROUP]...",
+            help="gmail, outlook, yahoo or other; default: every paused group.",
+        ),
+    ] = None,
+) -> None:
+    """Resume sending to a domain group the daemon paused (its complaint rate passed
+    DIGEST_COMPLAINT_PAUSE_PERCENT); its owed subscribers are sent at the next tick."""
+    _setup_logging(logging.WARNING)
+    with _errors():
+        from digest.providers import parse_group
+
+        try:
+            wanted = [str(parse_group(g)) for g in groups or ()]
+        except ValueError as e:
+            raise ConfigError(f"GROUP {e}") from None
+        with open_store(_settings()) as store:
+            before = store.pauses()
+            lifted = store.resume_groups(wanted or None, actor=_actor())
+        for group in lifted:
+            pause = before[group]
+            out.print(
+                f"resumed {group} (paused since {pause.since:%Y-%m-%d %H:%M} UTC: "
+                f"{pause.evidence})",
+                markup=False,
+                highlight=False,
+            )
+        for group in dict.fromkeys(wanted):
+            if group not in lifted:
+                out.print(f"{group} was not paused")
+        if not wanted and not lifted:
+            out.print("no domain group is paused")
+
+
 subscribers_app = typer.Typer(
     invoke_without_command=True,
     help="The subscriber list: an overview (no command), or import, export, edit, add, remove.",
@@ -1022,6 +1118,8 @@ def subscribers(
             raise ConfigError(f"--status {bad[0]!r}: use one of {', '.join(known)}")
         if frequency is not None and frequency not in ("daily", "weekly"):
             raise ConfigError(f"--frequency {frequency!r}: use daily or weekly")
+        from digest.reputation import recent_rates
+
         settings = _settings()
         with Digest(settings) as digest:
             rows = overview(
@@ -1030,6 +1128,8 @@ def subscribers(
                 policy=BouncePolicy.from_settings(settings),
                 now=digest.now(),
             )
+            rates = recent_rates(digest.store, digest.now())
+            pauses = digest.store.pauses()
         rows = filter_overview(rows, statuses=status or (), frequency=frequency)
         if as_json:
             out.print_json(json.dumps([r.to_json() for r in rows]))
@@ -1053,6 +1153,42 @@ def subscribers(
         counts = {s: sum(1 for r in rows if r.status == s) for s in known}
         parts = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
         out.print(plural(len(rows), "subscriber") + (f": {parts}" if parts else ""))
+        _print_rates(settings, rates, pauses)
+
+
+def _print_rates(
+    settings: Settings, rates: Sequence[GroupRate], pauses: Mapping[str, Pause]
+) -> None:
+    """The sender rates of the recent editions per domain group, and the paused groups."""
+    from digest.reputation import percent
+
+    if rates:
+        table = Table(show_lines=False, title="complaint and hard-bounce rates, recent editions")
+        for col in ("edition", "group", "delivered", "complaints", "hard bounces", "note"):
+            table.add_column(col, overflow="fold")
+        for r in rates:
+            note = ""
+            if r.complaints_above(settings.complaint_pause_percent):
+                note = f"above {settings.complaint_pause_percent:g} %: pauses the group"
+            elif r.complaints_above(settings.complaint_warn_percent):
+                note = f"above {settings.complaint_warn_percent:g} %"
+            table.add_row(
+                r.edition,
+                str(r.group),
+                f"{r.delivered:,}",
+                f"{r.complaints:,} ({percent(r.complaint_rate)})",
+                f"{r.hard:,} ({percent(r.hard_bounce_rate)})",
+                note,
+            )
+        out.print(table)
+    for group, pause in sorted(pauses.items()):
+        if pause.active:
+            out.print(
+                f"paused: {group} since {pause.since:%Y-%m-%d %H:%M} UTC ({pause.evidence}); "
+                f"owed until `digest resume {group}`",
+                markup=False,
+                highlight=False,
+            )
 
 
 @subscribers_app.command("import")

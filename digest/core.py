@@ -15,6 +15,7 @@ from digest.clock import Clock, utc_now
 from digest.delivery.engine import RetryCallback
 from digest.delivery.envelope import EnvelopeRule
 from digest.errors import ConfigError
+from digest.metrics import NO_METRICS, Recorder
 from digest.models import Edition, Paper, RankedPaper, RunSummary
 from digest.pipeline.context import RankContextBuilder
 from digest.pipeline.papers import (
@@ -79,6 +80,8 @@ class Digest:
         store: the state backend to use (the caller closes it); default: the one
             ``settings.effective_state_url`` names, opened here and closed by :meth:`close`.
         now: the clock (aware UTC datetimes); injected by tests.
+        metrics: what sends count (:class:`~digest.metrics.Metrics` in a process that serves
+            them: ``digest run``); default nothing is counted.
 
     Attributes:
         home: where the subscriber list lives (:mod:`digest.subscribers.home`).
@@ -96,10 +99,16 @@ class Digest:
     render_min_batch: int = RENDER_PROCESSES_MIN_BATCH
 
     def __init__(
-        self, settings: Settings, *, store: StateBackend | None = None, now: Clock = utc_now
+        self,
+        settings: Settings,
+        *,
+        store: StateBackend | None = None,
+        now: Clock = utc_now,
+        metrics: Recorder = NO_METRICS,
     ) -> None:
         self.settings = settings
         self.now = now
+        self.metrics = metrics
         self._owns_store = store is None
         self.store: StateBackend = store if store is not None else open_store(settings, now=now)
         self._renderer: Renderer | None = None
@@ -285,6 +294,7 @@ class Digest:
             envelope=self.envelope,
             now=self.now,
             render_min_batch=self.render_min_batch,
+            metrics=self.metrics,
         )
 
     def recover(self) -> int:

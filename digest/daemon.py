@@ -11,8 +11,12 @@ A tick:
        unchanged file, the version of a list in the state); an invalid edit is logged (every
        problem with its line number, once per distinct error) and the last valid list stays
        in force;
-    2. records editions more than ``settings.catchup_hours`` late as ``skipped`` (``late``,
-       or ``no papers`` when the only answer the sources gave was an empty list);
+    2. reads the bounce mailbox (when one is set), then checks the complaint rates
+       (:class:`~digest.reputation.SenderGuard`: a domain group above
+       DIGEST_COMPLAINT_PAUSE_PERCENT is paused, its subscribers held ``owed``);
+       records editions more than ``settings.catchup_hours`` late as ``skipped`` (``late``,
+       or ``no papers`` when the only answer the sources gave was an empty list, or
+       ``paused``);
     3. for each due edition, fetches its papers first (:meth:`Digest.papers_for`) and only
        then calls :meth:`Digest.send`. An empty list is final only for a weekend edition
        (:func:`digest.schedule.may_be_empty`): ``send`` then records ``skipped (no papers)``
@@ -52,10 +56,14 @@ from digest.bounces.intake import IntakeReport, run_intake
 from digest.clock import Clock, utc_now
 from digest.core import Digest, open_store
 from digest.errors import ConfigError, DeliveryConfigError, DigestError, SourceError
+from digest.metrics import Metrics
 from digest.models import Edition, RunSummary
+from digest.pipeline.papers import PapersResult
+from digest.providers import domain_group
+from digest.reputation import SenderGuard
 from digest.schedule import DuePair, due, group_by_edition, lookback_edition_keys, may_be_empty
 from digest.settings import Settings
-from digest.state import SKIP_LATE, SKIP_NO_PAPERS, address_key
+from digest.state import SKIP_LATE, SKIP_NO_PAPERS, SKIP_PAUSED, address_key
 from digest.subscribers import Subscriber
 
 log = logging.getLogger(__name__)
@@ -75,6 +83,8 @@ BREAKER_HOLD_MIN_S = 600.0
 holds further deliveries before it tries again; each new trip in a row doubles the hold."""
 BREAKER_HOLD_MAX_S = 3 * 3600.0
 """Longest hold after repeated trips of the circuit breaker, seconds."""
+FETCHED = "fetched"
+"""How a :class:`~digest.pipeline.papers.DayPapers` that came from its source starts."""
 TICK_JOB_ID = "digest-tick"
 LOCK_PURPOSE = "run"
 EXIT_OK = 0
@@ -97,6 +107,8 @@ class EditionReport:
             failed or empty weekday list); retried at a later tick.
         held: subscribers not tried because deliveries are held after the circuit breaker
             stopped a send (the relay stopped answering); tried again after the hold.
+        paused: subscribers held back because their domain group is paused (complaint
+            rate); owed until ``digest resume``.
         duration_s: wall time spent on this edition, seconds.
     """
 
@@ -109,6 +121,7 @@ class EditionReport:
     unknown: int = 0
     waiting: int = 0
     held: int = 0
+    paused: int = 0
     duration_s: float = 0.0
 
 
@@ -147,8 +160,10 @@ class Daemon:
     """The scheduler loop around a :class:`~digest.core.Digest`.
 
     Args:
-        digest: the facade (its state file must be locked by the caller, see :func:`run`).
-        settings: ``catchup_hours``, ``tick_seconds`` and ``health_file`` are used.
+        digest: the facade (its state file must be locked by the caller, see :func:`run`);
+            its ``metrics`` get what each tick does.
+        settings: ``catchup_hours``, ``tick_seconds``, ``health_file`` and the complaint
+            thresholds are used.
         now: the clock deciding what is due (aware UTC); injected by tests. The scheduler's
             heartbeat itself always runs on real time.
         drain_timeout: seconds a stop waits for the tick in flight before cancelling it.
@@ -180,6 +195,8 @@ class Daemon:
         self._running: asyncio.Task[Any] | None = None
         self._held_until: datetime | None = None
         self._hold = timedelta(0)
+        self.metrics = digest.metrics
+        self.guard = SenderGuard(settings, digest.store, metrics=self.metrics, now=now)
 
     # -- one tick -------------------------------------------------------------------------
     async def tick(self) -> TickReport:
@@ -222,6 +239,7 @@ class Daemon:
             self.settings.bounce_maildir or self.settings.bounce_imap_url
         ):
             await self._read_bounces(report, subscribers)
+        self.guard.check()  # may pause a domain group before anything is sent
         # One query for every subscriber's rows over the look-back, not one per pair.
         statuses = self.digest.store.statuses(lookback_edition_keys(report.at))
 
@@ -230,6 +248,9 @@ class Daemon:
 
         pairs = due(subscribers, status, report.at, self.catchup)
         report.due = len(pairs)
+        waiting = [p.scheduled_at for p in pairs if not p.late]
+        oldest = (report.at - min(waiting)).total_seconds() if waiting else 0.0
+        self.metrics.due(len(waiting), oldest)
         self._empty_seen &= {p.edition.key for p in pairs}  # only editions still owed
         for edition, group in group_by_edition(pairs):
             if self.stop_event.is_set():
@@ -277,6 +298,8 @@ class Daemon:
         if intake is None:
             return
         report.bounces = intake
+        for kind, count in intake.by_kind.items():
+            self.metrics.bounce(kind, count)
         if intake.messages:
             log.info(
                 "bounce mailbox: %d messages, %d bounces, %d complaints, %d kept aside, "
@@ -325,12 +348,17 @@ class Daemon:
     ) -> None:
         detail = SKIP_NO_PAPERS if edition.key in self._empty_seen else SKIP_LATE
         suppressed = self.digest.store.suppressions()
+        paused = {g for g, p in self.digest.store.pauses().items() if p.active}
         for pair in pairs:
             suppression = suppressed.get(address_key(pair.subscriber.email))
             if suppression is not None:  # the reason says more than "late"
                 self.digest.store.mark_skipped(
                     pair.subscriber.email, edition.key, str(suppression.reason)
                 )
+                er.skipped += 1
+                continue
+            if domain_group(pair.subscriber.email) in paused:  # held by a pause until now
+                self.digest.store.mark_skipped(pair.subscriber.email, edition.key, SKIP_PAUSED)
                 er.skipped += 1
                 continue
             log.debug(
@@ -433,6 +461,7 @@ class Daemon:
                 e,
             )
             return False
+        self._report_papers(result)
         if not result.papers:
             if result.complete and may_be_empty(edition):
                 return True  # weekend: send records "no papers" or sends the send_empty note
@@ -463,6 +492,14 @@ class Daemon:
             )
         return True
 
+    def _report_papers(self, result: PapersResult) -> None:
+        """The metrics of a collected edition: its papers, and the sources that answered."""
+        now = self.now()
+        for day in result.days:
+            if day.count is not None and day.how.startswith(FETCHED):
+                self.metrics.source_fetched(day.source, now)
+        self.metrics.edition_papers(len(result.papers))
+
     @staticmethod
     def _add(er: EditionReport, summary: RunSummary) -> None:
         er.sent += summary.sent
@@ -470,6 +507,7 @@ class Daemon:
         er.failed += summary.failed
         er.deferred += summary.deferred
         er.unknown += summary.unknown
+        er.paused += summary.paused
 
     @staticmethod
     def _log_edition(er: EditionReport) -> None:
@@ -485,7 +523,9 @@ class Daemon:
             parts.append(f"waiting {er.waiting} (papers not available yet)")
         if er.held:
             parts.append(f"held {er.held} (the relay stopped answering)")
-        busy = er.sent or er.skipped or er.late or er.failed or er.unknown or er.held
+        if er.paused:
+            parts.append(f"paused {er.paused} (owed until `digest resume`)")
+        busy = er.sent or er.skipped or er.late or er.failed or er.unknown or er.held or er.paused
         level = logging.INFO if busy else logging.DEBUG
         log.log(level, "edition %s: %s in %.1f s", er.key, ", ".join(parts), er.duration_s)
 
@@ -588,6 +628,8 @@ def run(settings: Settings) -> int:
     """The ``digest run`` entry: lock the state file, tick until SIGTERM/SIGINT, exit.
 
     Installs SIGTERM and SIGINT handlers (a second signal abandons the message in flight).
+    Serves the web app (DIGEST_HTTP_PORT) and the metrics alone (DIGEST_METRICS_PORT) when
+    set; one :class:`~digest.metrics.Metrics` registry for the daemon and the app.
 
     Args:
         settings: validated settings.
@@ -599,15 +641,17 @@ def run(settings: Settings) -> int:
         StateLockedError: another ``digest send``/``digest run`` holds the state file.
         StateError: the state file cannot be opened.
     """
+    metrics = Metrics()
     with (
         open_store(settings) as store,
         store.sender_lock(purpose=LOCK_PURPOSE),
-        Digest(settings, store=store) as digest,
+        Digest(settings, store=store, metrics=metrics) as digest,
     ):
-        return asyncio.run(_serve(Daemon(digest, settings)))
+        metrics.watch_state(store)
+        return asyncio.run(_serve(Daemon(digest, settings), metrics))
 
 
-async def _serve(daemon: Daemon) -> int:
+async def _serve(daemon: Daemon, metrics: Metrics) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals = (signal.SIGTERM, signal.SIGINT)
@@ -622,17 +666,21 @@ async def _serve(daemon: Daemon) -> int:
 
     for sig in signals:
         loop.add_signal_handler(sig, on_signal, sig)
-    web: asyncio.Task[None] | None = None
-    if daemon.settings.http_port:
-        from digest.web import serve_until
+    servers: list[asyncio.Task[None]] = []
+    settings = daemon.settings
+    if settings.http_port or settings.metrics_port:
+        from digest.web import serve_metrics_until, serve_until
 
-        web = asyncio.create_task(serve_until(daemon.settings, stop))
+        if settings.http_port:
+            servers.append(asyncio.create_task(serve_until(settings, stop, metrics=metrics)))
+        if settings.metrics_port:
+            servers.append(asyncio.create_task(serve_metrics_until(settings, metrics, stop)))
     try:
         await daemon.run_forever(stop)
     finally:
-        if web is not None:
+        if servers:
             stop.set()
-            await web
+            await asyncio.gather(*servers)
         for sig in signals:
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)

@@ -25,6 +25,10 @@ alignment     SPF (envelope domain) or DKIM (``d=``) passes and aligns with the 
 MX            the envelope (bounce, VERP) domain has an MX record, or an A/AAAA record
 PTR           the sending IP's reverse name resolves back to it (forward-confirmed)
 STARTTLS      the relay offers STARTTLS (or speaks implicit TLS) and its certificate verifies
+complaints    (the state, :func:`state_rate_findings`) each domain group's worst complaint rate
+              of the last week is at most DIGEST_COMPLAINT_WARN_PERCENT (warn above; fail above
+              DIGEST_COMPLAINT_PAUSE_PERCENT or while the group is paused)
+hard bounce   each group's worst hard-bounce rate is at most 2 % (warn above)
 ============  ===================================================================================
 
 The sending IP is ``DIGEST_SENDING_IP`` when set, else ``DIGEST_SMTP_HOST``'s address (resolved
@@ -49,7 +53,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -65,10 +69,18 @@ import dns.reversename
 
 from digest.addresses import ascii_domain
 from digest.delivery.envelope import envelope_sender
-from digest.errors import ConfigError, DeliveryError
+from digest.errors import ConfigError, DeliveryError, StateError
 from digest.message import build_message, make_message_id, sender_domain
 from digest.render import RenderedEmail
+from digest.reputation import (
+    HARD_BOUNCE_WARN_PERCENT,
+    GroupRate,
+    check_rates,
+    percent,
+    recent_rates,
+)
 from digest.settings import Settings, is_loopback_host
+from digest.state import SQLITE_SCHEME, Pause, open_state, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +120,8 @@ RULES = {
     "domain that cannot receive",
     "PTR": "Gmail, Yahoo: required for all senders",
     "STARTTLS": "Gmail: TLS required for all senders",
+    "complaints": "Gmail: spam-complaint rate under 0.1 %, never 0.3 %; Yahoo, Microsoft alike",
+    "hard bounce": "providers treat a list with over 2 % unknown users as unmaintained",
 }
 """Who asks for each check, as the line's parenthesis says."""
 
@@ -1173,6 +1187,74 @@ def run_doctor(
         f"{f'{ip} ({doctor.ip.source})' if ip else 'unknown'}, asking {client.where}"
     )
     return DoctorReport(setup, tuple(findings))
+
+
+def state_rate_findings(settings: Settings, *, now: datetime | None = None) -> list[Finding]:
+    """:func:`sender_rate_findings` of the configured state; nothing is created (a state file
+    that does not exist yet has delivered nothing), and a state that cannot be read is one
+    ``warn`` finding (the DNS checks stand on their own).
+    """
+    url = settings.effective_state_url
+    if url.startswith(SQLITE_SCHEME) and not Path(url[len(SQLITE_SCHEME) :]).exists():
+        return sender_rate_findings(settings, [], {})
+    try:
+        with open_state(url, lease_seconds=settings.state_lease_seconds) as store:
+            rates = recent_rates(store, now or datetime.now(UTC))
+            pauses = store.pauses()
+    except (StateError, ConfigError) as e:
+        return [Finding(Status.WARN, "complaints", redact_url(url), f"state not read: {e}")]
+    return sender_rate_findings(settings, rates, pauses)
+
+
+def sender_rate_findings(
+    settings: Settings, rates: Sequence[GroupRate], pauses: Mapping[str, Pause]
+) -> list[Finding]:
+    """One ``complaints`` and one ``hard bounce`` finding per domain group with deliveries
+    in the recent editions (:func:`~digest.reputation.recent_rates`), from its worst edition.
+
+    ``complaints``: fail while the group is paused or above DIGEST_COMPLAINT_PAUSE_PERCENT,
+    warn above DIGEST_COMPLAINT_WARN_PERCENT. ``hard bounce``: warn above
+    :data:`~digest.reputation.HARD_BOUNCE_WARN_PERCENT`.
+    """
+    checked = check_rates(
+        rates,
+        pauses,
+        warn_percent=settings.complaint_warn_percent,
+        pause_percent=settings.complaint_pause_percent,
+    )
+    if not checked.worst:
+        return [Finding(Status.PASS, "complaints", "every group", "nothing delivered recently yet")]
+    out: list[Finding] = []
+    for group, worst in checked.worst.items():
+        pause = pauses.get(group)
+        status = Status.PASS
+        advice = None
+        if worst.complaints_above(settings.complaint_warn_percent):
+            status = Status.WARN
+        if (pause is not None and pause.active) or worst.complaints_above(
+            settings.complaint_pause_percent
+        ):
+            status = Status.FAIL
+            advice = (
+                "find out why readers complain (consent, frequency, content), then "
+                f"`digest resume {group}`"
+            )
+        detail = f"worst recent edition {worst.edition}: {worst.figures()}"
+        if pause is not None and pause.active:
+            detail += f"; sending paused since {pause.since:%Y-%m-%d %H:%M} UTC"
+        out.append(Finding(status, "complaints", str(group), detail, advice=advice))
+        hard = checked.worst_hard[group]
+        rate = hard.hard_bounce_rate
+        out.append(
+            Finding(
+                Status.WARN if rate * 100 > HARD_BOUNCE_WARN_PERCENT else Status.PASS,
+                "hard bounce",
+                str(group),
+                f"worst recent edition {hard.edition}: {hard.hard:,} of "
+                f"{hard.delivered + hard.failed:,} attempted ({percent(rate)})",
+            )
+        )
+    return out
 
 
 def describe(findings: Sequence[Finding]) -> str:

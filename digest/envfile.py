@@ -29,6 +29,7 @@ SECTIONS: Mapping[str, str] = {
     "catchup_hours": "The daemon (digest run)",
     "bounce_maildir": "Bounces and complaints (digest bounces; the daemon at every tick)",
     "http_host": "The web app (digest serve)",
+    "metrics_port": "Monitoring (Prometheus /metrics) and the complaint rate that pauses a group",
     "embeddings": "Ranking by meaning and by the reader's library",
     "thumbnails": "Rendering",
 }
@@ -65,6 +66,8 @@ EXAMPLES: Mapping[str, str] = {
     "bounce_maildir": "/var/mail/bounces",
     "bounce_imap_url": "imaps://bounces@mail.example.org/INBOX",
     "http_port": "8080",
+    "metrics_port": "9464",
+    "metrics_allow": "10.0.0.0/8,192.0.2.7",
     "arxiv_api_url": "https://export.arxiv.org/api/query",
     "orcid_api_url": "https://pub.orcid.org/v3.0",
     "semantic_scholar_api_url": "https://api.semanticscholar.org/graph/v1",

@@ -281,6 +281,23 @@ class Edition:
         days = tuple(date.fromisocalendar(iso_year, iso_week, d) for d in range(1, 8))
         return cls(key=f"{iso_year}-W{iso_week:02d}", days=days, frequency="weekly")
 
+    @classmethod
+    def parse(cls, key: str) -> Edition | None:
+        """The edition of a stored key, ``2026-08-20`` or ``2026-W34``; ``None`` for any other
+        text (a test send's ``test:…``, a welcome's ``welcome:…``, a malformed key)."""
+        m = _EDITION_KEY_RE.match(key)
+        if not m:
+            return None
+        try:
+            if m.group(4):
+                return cls.weekly(int(m.group(4)), int(m.group(5)))
+            return cls.daily(date.fromisoformat(key))
+        except ValueError:
+            return None
+
+
+_EDITION_KEY_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$|^(\d{4})-W(\d{2})$")
+
 
 @dataclass(slots=True)
 class RunSummary:
@@ -295,6 +312,8 @@ class RunSummary:
         deferred: transient failures that stay owed for the next run.
         unknown: messages whose outcome is unknown (the relay's reply to the end of data was
             lost or stalled, or ``sending`` rows found after a crash): not resent automatically.
+        paused: subscribers held back because their domain group is paused (complaint rate,
+            :mod:`digest.reputation`): they stay owed until ``digest resume``.
         errors: one line per failure, ``email: reason``.
         breaker: the circuit breaker's report line when it stopped the run (the relay stopped
             answering: see ``DIGEST_SMTP_BREAKER_AFTER``), else ``None``.
@@ -306,6 +325,7 @@ class RunSummary:
     bounced: int = 0
     deferred: int = 0
     unknown: int = 0
+    paused: int = 0
     errors: list[str] = field(default_factory=list)
     breaker: str | None = None
 

@@ -16,7 +16,7 @@ REDACTED = "***"
 _SECRET_PARAMETER_RE = re.compile(r"pass|pwd|secret|token|key|auth|credential|sig", re.IGNORECASE)
 """A query parameter whose name holds one of these carries a secret: libpq's ``password`` and
 ``sslpassword``, and the ``token=``, ``api_key=``, ``auth=``... of other services."""
-_USERINFO_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/?#@]*:)([^?#]*)@")
+_USERINFO_RE = re.compile(r"(?<![A-Za-z0-9+.-])([A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s]*:)([^?#\s]*)@")
 """``scheme://user:`` and the password after it, up to the *last* ``@`` before the query
 (libpq splits at the first ``@``, :func:`urllib.parse.urlsplit` at the last: both covered)."""
 _PARAMETER_RE = re.compile(r"(^|[?&;#\s])([^=&;#\s]*)=([^&;#\s]*)")
@@ -42,7 +42,7 @@ def redact_url(url: str) -> str:
     Returns:
         The URL without its secrets.
     """
-    masked = _USERINFO_RE.sub(lambda m: f"{m[1]}{REDACTED}@", url, count=1)
+    masked = _USERINFO_RE.sub(lambda m: f"{m[1]}{REDACTED}@", url)
     return _PARAMETER_RE.sub(_mask_parameter, masked)
 
 
@@ -74,9 +74,7 @@ def redact_text(text: str, url: str) -> str:
 
 def _url_secrets(url: str) -> set[str]:
     found = []
-    userinfo = _USERINFO_RE.match(url)
-    if userinfo:
-        found.append(userinfo[2])
+    found += [m[2] for m in _USERINFO_RE.finditer(url)]
     found += [m[3] for m in _PARAMETER_RE.finditer(url) if _SECRET_PARAMETER_RE.search(m[2])]
     out: set[str] = set()
     for value in filter(None, found):

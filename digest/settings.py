@@ -75,6 +75,14 @@ DEFAULT_SIGNUP_PER_ADDRESS_DAY = 3
 DEFAULT_BOUNCE_HARD_LIMIT = 1
 DEFAULT_BOUNCE_SOFT_LIMIT = 5.0
 DEFAULT_BOUNCE_RESET_DAYS = 7.0
+DEFAULT_METRICS_HOST = "127.0.0.1"
+DEFAULT_COMPLAINT_WARN_PERCENT = 0.1
+"""Complaint rate above which the daemon warns, percent: Gmail's "keep it under 0.1 %"."""
+DEFAULT_COMPLAINT_PAUSE_PERCENT = 0.3
+"""Complaint rate above which the daemon pauses a domain group, percent: where Gmail starts to
+refuse a bulk sender's mail ("never reach 0.3 %")."""
+MAX_SHOWN_INPUT_CHARS = 60
+"""Characters of a refused value an error message quotes."""
 DEFAULT_BOUNCE_MAX_BYTES = 2_000_000
 """Largest bounce message read; a bigger one is kept aside unread (our editions are ~100 kB)."""
 SMTP_DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
@@ -311,6 +319,13 @@ class Settings(BaseSettings):
         None, ge=1, le=65535, description="Port; when set, `digest run` also serves the app."
     )
     signup: bool = Field(True, description="false: no sign-up form on the web app.")
+    welcome: bool = Field(
+        True,
+        description=(
+            "Send a welcome email on a confirmed sign-up and a resubscribe (what the list is, "
+            "when the first edition comes, the preferences link); false: none."
+        ),
+    )
     signup_per_client_hour: int = Field(
         DEFAULT_SIGNUP_PER_CLIENT_HOUR, ge=1, description="Sign-ups per client address per hour."
     )
@@ -318,6 +333,45 @@ class Settings(BaseSettings):
         DEFAULT_SIGNUP_PER_ADDRESS_DAY,
         ge=1,
         description="Confirmation emails per target address per 24 h.",
+    )
+
+    # --- monitoring and sender reputation ---------------------------------------------------
+    metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description=(
+            "`digest run` also serves Prometheus metrics at /metrics on this port alone "
+            "(the web app serves them on its own port too)."
+        ),
+    )
+    metrics_host: str = Field(
+        DEFAULT_METRICS_HOST, description="Address DIGEST_METRICS_PORT listens on."
+    )
+    metrics_allow: str = Field(
+        "",
+        description=(
+            "Comma-separated IP addresses or networks (CIDR, e.g. 10.0.0.0/8) that may read "
+            "/metrics besides loopback clients; others get 404."
+        ),
+    )
+    complaint_warn_percent: float = Field(
+        DEFAULT_COMPLAINT_WARN_PERCENT,
+        ge=0,
+        le=100,
+        description=(
+            "Complaint rate (ARF complaints ÷ delivered, per edition and domain group) above "
+            "which the daemon logs a warning, percent; 0 = off."
+        ),
+    )
+    complaint_pause_percent: float = Field(
+        DEFAULT_COMPLAINT_PAUSE_PERCENT,
+        ge=0,
+        le=100,
+        description=(
+            "Complaint rate above which the daemon pauses sending to that domain group (gmail, "
+            "outlook, yahoo, other) until `digest resume GROUP`, percent; 0 = never pause."
+        ),
     )
 
     # --- ranking -------------------------------------------------------------------------
@@ -395,6 +449,17 @@ class Settings(BaseSettings):
             if spec != "hf" and not spec.startswith(("file:", "feed:")):
                 raise ValueError(f"unknown source {spec!r}: use 'hf', 'file:PATH' or 'feed:URL'")
         return value
+
+    @field_validator("metrics_allow")
+    @classmethod
+    def _check_metrics_allow(cls, value: str) -> str:
+        parse_networks(value)
+        return value
+
+    @property
+    def metrics_networks(self) -> tuple[IPNetwork, ...]:
+        """The networks of ``metrics_allow`` (loopback clients are always allowed)."""
+        return parse_networks(self.metrics_allow)
 
     @field_validator("secret_key", "secret_key_previous")
     @classmethod
@@ -589,6 +654,46 @@ def _period(text: str) -> int:
             k = border[k - 1]
         border[i] = k + 1 if text[i] == text[k] else k
     return len(text) - (border[-1] if text else 0)
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(text: str) -> tuple[IPNetwork, ...]:
+    """The comma-separated IP addresses and networks of ``text`` (DIGEST_METRICS_ALLOW).
+
+    ``10.0.0.0/8``, ``192.0.2.7`` (one address: ``/32``), ``2001:db8::/32``; blanks around
+    items and empty items are ignored.
+
+    Raises:
+        ValueError: an item is not an IP address or network (a host name, a zone index, a
+            network with host bits set); the message quotes it and says what to write.
+    """
+    out: list[IPNetwork] = []
+    for raw in text.split(","):
+        item = raw.strip()
+        if not item:
+            continue
+        try:
+            out.append(ipaddress.ip_network(item, strict=True))
+        except ValueError:
+            shown = _shown(item)
+            try:
+                network = ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{shown} is not an IP address or network: write addresses or CIDR "
+                    "networks, comma-separated (10.0.0.0/8,192.0.2.7)"
+                ) from None
+            raise ValueError(f"{shown} has host bits set: write the network, {network}") from None
+    return tuple(out)
+
+
+def _shown(value: str) -> str:
+    """``value`` for an error message: quoted (controls escaped), long ones cut."""
+    if len(value) > MAX_SHOWN_INPUT_CHARS:
+        value = value[:MAX_SHOWN_INPUT_CHARS] + "…"
+    return repr(value)
 
 
 def is_loopback_host(host: str) -> bool:

@@ -1,7 +1,8 @@
 """Factories shared by the tests: settings, a fake clock, a fake subscriber, real papers,
 files on disk (papers days, subscribers files, a daemon's files), what a send left, outgoing
-messages for the delivery engine, and the CLI. No test module imports from another: what two
-modules share is here, in ``conftest.py`` (fixtures) or in a server module.
+messages for the delivery engine, a daemon to tick, bounces and metrics to read, and the CLI.
+No test module imports from another: what two modules share is here, in ``conftest.py``
+(fixtures) or in a server module.
 
 Settings are built in layers, each defined once here:
 
@@ -27,9 +28,11 @@ import email
 import email.policy
 import json
 import mailbox
+import re
 import shutil
 import textwrap
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
@@ -41,6 +44,7 @@ import pytest
 from digest.core import Digest
 from digest.delivery import OutgoingMessage
 from digest.errors import ConfigError
+from digest.metrics import NO_METRICS, Recorder
 from digest.models import Edition, Paper
 from digest.settings import Settings, load_settings
 from digest.state import StateBackend
@@ -48,6 +52,7 @@ from digest.subscribers import load_subscribers
 from tests.conftest import EXAMPLES, FIXTURES
 
 if TYPE_CHECKING:
+    from digest.daemon import Daemon
     from tests.smtpserver import Received
 
 HF_FIXTURES = FIXTURES / "hf-daily-papers"
@@ -57,6 +62,13 @@ EXAMPLE_DAYS = EXAMPLES / "hf-daily-papers"
 """The bundled example Daily Papers days (``YYYY-MM-DD.json``), as ``digest demo`` uses them."""
 ONE_SUBSCRIBER = "subscribers:\n  - email: ada@example.org\n"
 """A subscribers file of one subscriber with every default."""
+BOUNCE_FIXTURES = FIXTURES / "bounces"
+ARF_FIXTURE = "arf-abuse.eml"
+"""A real ARF abuse report (Yahoo's feedback loop), :func:`readdress` it to our delivery."""
+ARF_RCPT = "this-local-part-does-not-exist-on-yahoo@yahoo.com"
+"""The complaining recipient the ARF fixture names."""
+ARF_ID = "<000000000000000000000000.smtp@example.com>"
+"""The original Message-ID the ARF fixture quotes."""
 SECRET_KEY = "test-secret-key-0123456789-abcdefghij"
 """A signing key for tests (long enough for DIGEST_SECRET_KEY's minimum)."""
 SENDER = "Daily Papers <papers@example.org>"
@@ -547,6 +559,74 @@ def by_recipient(messages: list[Received]) -> dict[str, list[Received]]:
         assert len(m.rcpt_tos) == 1, "one recipient per message"
         out.setdefault(m.rcpt_tos[0], []).append(m)
     return out
+
+
+# -- bounces and metrics ------------------------------------------------------------------------
+
+
+def readdress(name: str, changes: dict[str, str], *, to: str | None = None) -> bytes:
+    """The real bounce ``name`` (``tests/fixtures/bounces/``) with each ``old: new`` of
+    ``changes`` replaced (the failed recipient, the original Message-ID); ``to`` adds the
+    ``Delivered-To`` an MTA writes."""
+    data = (BOUNCE_FIXTURES / name).read_bytes()
+    for old, new in changes.items():
+        assert old.encode() in data, (name, old)
+        data = data.replace(old.encode(), new.encode())
+    return (b"Delivered-To: " + to.encode() + b"\r\n" if to else b"") + data
+
+
+def complaint_about(address: str, message_id: str) -> bytes:
+    """The real ARF complaint, about our message ``message_id`` sent to ``address``."""
+    return readdress(ARF_FIXTURE, {ARF_RCPT: address, ARF_ID: message_id})
+
+
+def drop_mail(maildir: Path, name: str, data: bytes) -> Path:
+    """Deliver ``data`` into the Maildir ``maildir`` (``new/NAME``; the folders made)."""
+    for sub in ("new", "cur", "tmp"):
+        (maildir / sub).mkdir(parents=True, exist_ok=True)
+    target = maildir / "new" / name
+    target.write_bytes(data)
+    return target
+
+
+@contextmanager
+def running_daemon(
+    settings: Settings, clock: FakeClock, metrics: Recorder = NO_METRICS
+) -> Iterator[Daemon]:
+    """A :class:`~digest.daemon.Daemon` of ``settings`` on the clock ``clock``, holding the
+    state's sender lock (as ``digest run`` does), counting into ``metrics``; call
+    ``await daemon.tick()`` (``daemon.digest`` is its facade)."""
+    from digest.daemon import Daemon
+
+    with (
+        Digest(settings, now=clock, metrics=metrics) as digest,
+        digest.store.sender_lock(purpose="run"),
+    ):
+        yield Daemon(digest, settings, now=clock)
+
+
+def confirm_link(settings: Settings, base: str) -> str:
+    """The confirmation link of the one mail in ``settings.outbox`` (a sign-up's), pointed at
+    the test server ``base`` instead of DIGEST_PUBLIC_URL."""
+    [mail] = messages(settings)
+    body = mail.get_body(("plain",))
+    assert body is not None and settings.public_url
+    link = re.escape(settings.public_url) + r"(/confirm/[A-Za-z0-9_-]+)"
+    found = re.search(link, body.get_content())
+    assert found, body.get_content()
+    return base + found.group(1)
+
+
+def metric(text: str, name: str, **labels: str) -> float | None:
+    """The value of the sample ``name`` with exactly ``labels`` in the Prometheus text
+    ``text`` (parsed by ``prometheus_client``'s own parser), or ``None`` if absent."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return None
 
 
 # -- the CLI ------------------------------------------------------------------------------------

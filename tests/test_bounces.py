@@ -36,6 +36,7 @@ from digest.settings import Settings, load_settings
 from digest.state import StateBackend
 from digest.tokens import TokenSigner
 from tests.conftest import FIXTURES, MakeStore
+from tests.factories import ARF_ID, ARF_RCPT, readdress
 from tests.smtpserver import SMTPTestServer
 
 BOUNCES = FIXTURES / "bounces"
@@ -119,16 +120,6 @@ def process(store: StateBackend, box: Path, tmp_path: Path, **overrides: Any) ->
         max_bytes=s.bounce_max_bytes,
         now=NOW,
     )
-
-
-def readdress(name: str, changes: dict[str, str], *, to: str | None = None) -> bytes:
-    """The real bounce ``name`` with each ``old: new`` of ``changes`` replaced (the failed
-    recipient, the original Message-ID); ``to`` adds the ``Delivered-To`` an MTA writes."""
-    data = (BOUNCES / name).read_bytes()
-    for old, new in changes.items():
-        assert old.encode() in data, (name, old)
-        data = data.replace(old.encode(), new.encode())
-    return (b"Delivered-To: " + to.encode() + b"\r\n" if to else b"") + data
 
 
 # -- parsing real bounces ---------------------------------------------------------------------
@@ -419,8 +410,6 @@ MODES = {
     "verp-off": {"sender": SENDER, "envelope_from": ENVELOPE},
     "verp-on": {"sender": SENDER, "envelope_from": ENVELOPE, "verp": True, "secret_key": SECRET},
 }
-ARF_RCPT = "this-local-part-does-not-exist-on-yahoo@yahoo.com"
-ARF_ID = "<000000000000000000000000.smtp@example.com>"
 POSTFIX_RCPT = "kijitora@example.co.jp"
 POSTFIX_ID = "<A8F82EDD-E518-4F5C-8C70-BC4EFF24AB9F@example.ne.jp>"
 GMAIL_RCPT = "shironeko@example.jp"

@@ -89,13 +89,33 @@ def built_message() -> bytes:
     return data
 
 
-def test_spamassassin_scores_the_message_clean(tmp_path: Path) -> None:
+def built_welcome(tmp_path: Path) -> bytes:
+    """The welcome email exactly as a confirmed sign-up gets it (its state in ``tmp_path``)."""
+    from digest.core import Digest
+    from digest.pipeline.welcome import build_welcome, welcome_key
+
+    settings = make_settings(
+        sender="Daily Papers <papers@mylab.org>",
+        public_url="https://papers.mylab.org",
+        secret_key=SECRET_KEY,
+        state_path=tmp_path / "state.sqlite3",
+    )
+    with Digest(settings, now=lambda: datetime(2026, 8, 21, 6, 30, tzinfo=UTC)) as digest:
+        return build_welcome(digest.deps, ADA, welcome_key("0123abcd"))[1]
+
+
+def message_of(kind: str, tmp_path: Path) -> bytes:
+    return built_message() if kind == "digest" else built_welcome(tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["digest", "welcome"])
+def test_spamassassin_scores_the_message_clean(tmp_path: Path, kind: str) -> None:
     exe = shutil.which("spamassassin")
     require(exe is not None, "SpamAssassin", "apt-get install spamassassin")
     assert exe is not None
     done = subprocess.run(
         [exe, "-t", "-L"],
-        input=built_message(),
+        input=message_of(kind, tmp_path),
         capture_output=True,
         timeout=TOOL_TIMEOUT_S,
         env={**os.environ, "HOME": str(tmp_path)},  # its user_prefs go there, not to ~
@@ -113,9 +133,11 @@ def test_spamassassin_scores_the_message_clean(tmp_path: Path) -> None:
     assert "HTML_FONT_LOW_CONTRAST" not in fired
 
 
-def declared_enhancements() -> list[tuple[str, tuple[str, ...], str]]:
-    """``(feature, client globs, fallback)`` declared in the packaged HTML template."""
-    text = (PACKAGED_TEMPLATES_DIR / HTML_TEMPLATE).read_text(encoding="utf-8")
+def declared_enhancements(
+    template: str = HTML_TEMPLATE,
+) -> list[tuple[str, tuple[str, ...], str]]:
+    """``(feature, client globs, fallback)`` declared in a packaged HTML template."""
+    text = (PACKAGED_TEMPLATES_DIR / template).read_text(encoding="utf-8")
     out = []
     for m in re.finditer(r"^\s*enhancement: (.+?) \| (.+?) \| (.+)$", text, re.M):
         clients = tuple(c.strip() for c in m.group(2).split(","))
@@ -149,15 +171,24 @@ def doiuse(html: str, tmp_path: Path) -> dict[str, object]:
 UNSUPPORTED_RE = re.compile(r"^`(.+)` is not supported by `([^`]+)`$")
 
 
-@pytest.mark.parametrize("thumbnails", [False, True], ids=["plain", "thumbnails"])
+@pytest.mark.parametrize("kind", ["plain", "thumbnails", "welcome"])
 def test_every_feature_unsupported_in_a_major_client_is_a_declared_enhancement(
-    tmp_path: Path, thumbnails: bool
+    tmp_path: Path, kind: str
 ) -> None:
-    renderer, ctx = rendered(thumbnails=thumbnails)
-    result = doiuse(renderer.render(ctx).html, tmp_path)
+    if kind == "welcome":
+        import email
+        import email.policy
+
+        message = email.message_from_bytes(built_welcome(tmp_path), policy=email.policy.default)
+        part = message.get_body(("html",))  # type: ignore[attr-defined]
+        html, template = part.get_content(), "welcome.html.j2"
+    else:
+        renderer, ctx = rendered(thumbnails=kind == "thumbnails")
+        html, template = renderer.render(ctx).html, HTML_TEMPLATE
+    result = doiuse(html, tmp_path)
     errors = result.get("errors") or []
     assert isinstance(errors, list)
-    declared = declared_enhancements()
+    declared = declared_enhancements(template)
     assert declared, "the template declares no progressive enhancement"
     assert all(fallback for _, _, fallback in declared)
     undeclared = set()

@@ -29,14 +29,25 @@ def test_a_render_worker_imports_no_delivery_source_or_cli_library() -> None:
         "import digest.pipeline.workers"
     )
     assert "digest" in loaded and "pydantic_settings" in loaded
-    for heavy in ("numpy", "httpx", "feedparser", "aiosmtplib", "typer", "rich", "dkim", "psycopg"):
+    heavy_ones = ("numpy", "httpx", "feedparser", "aiosmtplib", "typer", "rich", "dkim", "psycopg")
+    for heavy in (*heavy_ones, "prometheus_client"):
         assert heavy not in loaded, heavy
 
 
 def test_the_cli_loads_neither_premailer_nor_numpy_nor_dkim_until_used() -> None:
     loaded = imported_after("import digest.cli")
-    for heavy in ("premailer", "cssutils", "lxml", "requests", "numpy", "dkim"):
+    heavy_ones = ("premailer", "cssutils", "lxml", "requests", "numpy", "dkim")
+    for heavy in (*heavy_ones, "prometheus_client"):
         assert heavy not in loaded, heavy
+
+
+def test_a_send_without_metrics_never_loads_prometheus_client() -> None:
+    # `digest send` counts nothing (digest.metrics.NO_METRICS); only a registry loads it.
+    loaded = imported_after(
+        "import digest.core, digest.delivery.engine, digest.pipeline.send, digest.reputation\n"
+        "from digest.metrics import NO_METRICS\nNO_METRICS.smtp_reply(250, 'a@gmail.com')"
+    )
+    assert "prometheus_client" not in loaded
 
 
 @pytest.mark.parametrize(
@@ -45,6 +56,7 @@ def test_the_cli_loads_neither_premailer_nor_numpy_nor_dkim_until_used() -> None
         ("from digest.render import Renderer; Renderer()", "premailer"),
         ("from digest.render import unmark", "premailer"),
         ("from digest.ranking.embeddings import Vectors", "numpy"),
+        ("from digest.metrics import Metrics; Metrics()", "prometheus_client"),
     ],
 )
 def test_the_heavy_libraries_load_where_they_are_used(code: str, package: str) -> None:

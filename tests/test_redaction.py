@@ -161,3 +161,14 @@ def test_redact_text_masks_what_a_driver_quotes() -> None:
     assert redact_text("failed to resolve host 'second-part@h'", split) == (
         "failed to resolve host '***@h'"
     )
+
+
+def test_a_url_inside_text_loses_its_password_too() -> None:
+    """A feed spec (``feed:https://user:pw@…``) and a message quoting URLs: every userinfo
+    password is masked, not only that of a URL at the start of the text."""
+    assert redact_url("feed:https://user:pw-4711@feeds.example.org/a.xml?token=abc") == (
+        "feed:https://user:***@feeds.example.org/a.xml?token=***"
+    )
+    assert redact_url("from postgresql://a:s3cret@h/db to postgresql://b:0ther@k/db") == (
+        "from postgresql://a:***@h/db to postgresql://b:***@k/db"
+    )

@@ -297,6 +297,9 @@ def test_migrate_sqlite_to_postgresql_keeps_the_history(tmp_path: Path, pg_url: 
         listed = tmp_path / "subscribers.yaml"  # the list's tables (issue 22)
         StateHome(store).import_list(listed.read_bytes(), listed)
         store.queue_list_change(emails[1], '{"kind": "active", "address": "x", "active": false}')
+        store.pause_group("gmail", evidence="4 of 1,000", actor="daemon")  # lifted, then again
+        store.resume_groups(["gmail"], actor="cli:test")
+        store.pause_group("gmail", evidence="5 of 1,000", actor="daemon")
     before = digest("history")
 
     out = digest("state", "migrate", "--to", pg_url)
@@ -321,6 +324,9 @@ def test_migrate_sqlite_to_postgresql_keeps_the_history(tmp_path: Path, pg_url: 
         # New rows in the target get ids after the copied ones.
         assert new.suppress("later@example.org", "manual", evidence="note", actor="cli:test")
         new.record_event("later@example.org", "suppress", actor="cli:test")
+        assert new.pauses() == old.pauses() and new.pauses()["gmail"].active
+        assert new.resume_groups(None, actor="cli:test") == ["gmail"]
+        assert new.pause_group("yahoo", evidence="2 of 300", actor="daemon")
     # A second migration into the now-filled target is refused; nothing is overwritten.
     proc = _start(tmp_path, env, "state", "migrate", "--to", pg_url)
     out, _ = proc.communicate(timeout=60)

@@ -34,6 +34,7 @@ V5_COUNTS = {
     "known_papers": 1,
     "papers": 1,
     "feed_cache": 1,
+    "pauses": 0,  # tables of migrations 6 and 7: empty after the upgrade
     "subscribers": 0,
     "subscriber_list": 0,
     "subscriber_outbox": 0,
@@ -54,7 +55,7 @@ def v5_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 def test_a_v5_state_opens_with_every_row_and_value(v5_url: str) -> None:
     with open_state(v5_url, now=lambda: T0) as store:
-        assert store.schema_version == SCHEMA_VERSION == 6
+        assert store.schema_version == SCHEMA_VERSION  # migrated on open
         assert store.counts() == V5_COUNTS
         rows = {r.subscriber: r for r in store.list(edition=DAY)}
         assert {a: str(r.status) for a, r in rows.items()} == {

@@ -125,6 +125,7 @@ class IntakeReport:
         complaints: complaints recorded.
         ignored: delay warnings and success notices (moved to Processed, nothing recorded).
         already: messages already processed before a crash (only moved now).
+        by_kind: bounces and complaints recorded, by kind (``hard``, ``soft``, ``complaint``).
         suppressed: addresses newly put on the suppression list.
         unrecognised: ``name: why`` of each message kept aside.
         errors: ``name: error`` of messages left in place (read again next time).
@@ -135,6 +136,7 @@ class IntakeReport:
     complaints: int = 0
     ignored: int = 0
     already: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)
     suppressed: list[str] = field(default_factory=list)
     unrecognised: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -593,6 +595,8 @@ def _one(
         rows, processed=ProcessedMessage(item.key, parsed.message_id, now, outcome, detail[:500])
     )
     for item_input, new in zip(inputs, added, strict=True):
+        kind = str(item_input.kind)
+        report.by_kind[kind] = report.by_kind.get(kind, 0) + 1
         if item_input.kind is BounceKind.COMPLAINT:
             report.complaints += 1
         else:

@@ -57,6 +57,7 @@ from typing import ParamSpec, TypeVar
 from digest.bounces.policy import BouncePolicy, record_smtp_bounce
 from digest.clock import Clock, utc_now
 from digest.delivery import (
+    DeliveryResult,
     OutgoingMessage,
     RelayUnreachableError,
     Transport,
@@ -72,6 +73,7 @@ from digest.errors import (
     TransientDeliveryError,
     UnknownDeliveryError,
 )
+from digest.metrics import NO_METRICS, Recorder
 from digest.models import RunSummary
 from digest.settings import Settings
 from digest.state import StateBackend
@@ -286,6 +288,7 @@ class _Run:
     writer: GroupCommitter
     policy: BouncePolicy = field(default_factory=BouncePolicy)
     now: Clock = utc_now
+    metrics: Recorder = NO_METRICS
     user_stop: asyncio.Event | None = None
     halt: asyncio.Event = field(default_factory=asyncio.Event)
     summary: RunSummary = field(default_factory=RunSummary)
@@ -420,6 +423,7 @@ async def send_all(
     rng: random.Random | None = None,
     concurrency: int | None = None,
     now: Clock = utc_now,
+    metrics: Recorder = NO_METRICS,
 ) -> RunSummary:
     """Deliver ``messages`` through a pool of connections, recording each in ``store``.
 
@@ -447,6 +451,8 @@ async def send_all(
         rng: random source for the jitter; default a fresh :class:`random.Random`.
         concurrency: pool size; default :func:`~digest.delivery.pool_size` (1 for Maildir).
         now: the clock for bounce records (aware UTC).
+        metrics: counts each relay reply (by class and recipient domain group), times each
+            attempt, counts SMTP-time hard bounces; default: nothing counted.
 
     Returns:
         Counts: ``sent``, ``failed``, ``deferred``, ``skipped`` (claim refused), ``unknown``,
@@ -474,6 +480,7 @@ async def send_all(
         user_stop=stop,
         policy=BouncePolicy.from_settings(settings),
         now=now,
+        metrics=metrics,
     )
     run.gate = ConnectGate(
         run.factory,
@@ -740,7 +747,7 @@ async def _one(
             if transport is None:
                 transport = holder[0] = await run.connect()
             await run.limiter.acquire()
-            result = await transport.deliver(msg)
+            result = await _counted(run, transport, msg)
         except PermanentDeliveryError as e:
             await run.write(
                 msg,
@@ -766,6 +773,8 @@ async def _one(
                     policy=run.policy,
                     now=run.now(),
                 )
+            if e.hard_bounce:
+                run.metrics.bounce("hard")
             if suppressed:
                 summary.bounced += 1
                 summary.errors.append(f"{msg.subscriber}: {e.reply} (suppressed: bounced)")
@@ -850,6 +859,23 @@ async def _one(
             return None
         run.relay_answered()
         return _Accepted(result.reply, result.code, attempt)
+
+
+async def _counted(run: _Run, transport: Transport, msg: OutgoingMessage) -> DeliveryResult:
+    """``transport.deliver(msg)``, its duration and the relay's reply counted in ``run.metrics``
+    (a refused configuration, such as AUTH, is about the relay, not the recipient: not
+    counted as a reply)."""
+    started = time.perf_counter()
+    try:
+        result = await transport.deliver(msg)
+    except DeliveryError as e:
+        run.metrics.send_seconds(time.perf_counter() - started)
+        if not isinstance(e, DeliveryConfigError):
+            run.metrics.smtp_reply(e.code, msg.subscriber)
+        raise
+    run.metrics.send_seconds(time.perf_counter() - started)
+    run.metrics.smtp_reply(result.code, msg.subscriber)
+    return result
 
 
 def _timed_out(error: DeliveryError) -> bool:

@@ -24,7 +24,15 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Collection,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -32,6 +40,7 @@ from digest.clock import Clock, utc_now
 from digest.delivery import OutgoingMessage, pool_size
 from digest.delivery.engine import RetryCallback, send_all
 from digest.errors import DigestError, SourceError
+from digest.metrics import NO_METRICS, Recorder
 from digest.models import Edition, Paper, RunSummary
 from digest.pipeline.papers import PapersResult
 from digest.pipeline.workers import (
@@ -42,12 +51,13 @@ from digest.pipeline.workers import (
     make_in_processes,
     make_message,
 )
+from digest.providers import domain_group
 from digest.ranking import RankContext
 from digest.render import Renderer
 from digest.render.views import plural
 from digest.schedule import may_be_empty
 from digest.settings import Settings
-from digest.state import CLAIMABLE, SKIP_NO_PAPERS, StateBackend, address_key
+from digest.state import CLAIMABLE, PAUSED_ERROR, SKIP_NO_PAPERS, StateBackend, address_key
 from digest.subscribers import Subscriber
 
 log = logging.getLogger(__name__)
@@ -57,7 +67,8 @@ SHARE_CHUNK = 64
 just before it is made (another sender may have sent them meanwhile)."""
 
 ResultCallback = Callable[[str, str], None]
-"""``on_result(email, outcome)``: outcome is ``sent``, ``failed``, ``deferred``, ``skipped``."""
+"""``on_result(email, outcome)``: outcome is ``sent``, ``failed``, ``deferred``, ``skipped``,
+``paused`` (held back: the recipient's domain group is paused)."""
 
 
 class PapersFor(Protocol):
@@ -94,6 +105,8 @@ class SendDeps:
             :class:`~digest.delivery.envelope.EnvelopeRule`.
         now: the clock (aware UTC).
         render_min_batch: fewest owed subscribers rendered in worker processes.
+        metrics: what the send path counts (relay replies, durations, SMTP-time bounces);
+            default nothing (a process that serves no metrics).
     """
 
     settings: Settings
@@ -104,6 +117,7 @@ class SendDeps:
     envelope: Callable[[str, str], str]
     now: Clock = utc_now
     render_min_batch: int = RENDER_PROCESSES_MIN_BATCH
+    metrics: Recorder = NO_METRICS
 
 
 @dataclass(slots=True)
@@ -115,6 +129,10 @@ class OwedPlan:
         suppressed: ``(email, reason)`` of addresses on the suppression list, skipped.
         record_suppressed: of ``suppressed``, those whose row is absent or claimable: the stage
             records them ``skipped`` with the reason (a final row is left as it is).
+        paused: ``(email, group)`` of subscribers whose domain group is paused: held back,
+            their row stays (or becomes) ``owed``.
+        record_paused: of ``paused``, those without a row: the stage records them ``owed``
+            with the pause as ``last_error`` (``paused: …``).
         final: emails whose row is final (``sent``, ``failed``, ``skipped``, ``unknown``, or
             ``sending`` in another live sender) and not reopened: skipped.
         unknown: how many of ``final`` are ``unknown``.
@@ -127,6 +145,8 @@ class OwedPlan:
     owed: list[Subscriber] = field(default_factory=list)
     suppressed: list[tuple[str, str]] = field(default_factory=list)
     record_suppressed: list[tuple[str, str]] = field(default_factory=list)
+    paused: list[tuple[str, str]] = field(default_factory=list)
+    record_paused: list[tuple[str, str]] = field(default_factory=list)
     final: list[str] = field(default_factory=list)
     unknown: int = 0
     reopen: list[str] = field(default_factory=list)
@@ -142,6 +162,7 @@ def plan_owed(
     retry_unknown: bool = False,
     dry_run: bool = False,
     shared: bool = False,
+    paused: Collection[str] = frozenset(),
 ) -> OwedPlan:
     """Who is owed the edition, and what becomes of the others: a pure decision.
 
@@ -150,7 +171,9 @@ def plan_owed(
     ``sent``, ``failed``, ``skipped`` or ``unknown`` is final unless ``resend`` (all) or
     ``retry_unknown`` (``unknown`` ones) reopen it; a ``sending`` row (a crash on SQLite,
     recovered at start; another live sender on a shared state) is reopened only by those
-    flags, never in a dry run nor on a shared state.
+    flags, never in a dry run nor on a shared state. A subscriber whose domain group
+    (:func:`~digest.providers.domain_group`) is paused is held back: owed, neither sent nor
+    reopened.
 
     Args:
         subscribers: the candidates, in order.
@@ -160,6 +183,7 @@ def plan_owed(
         retry_unknown: reopen ``unknown`` rows.
         dry_run: nothing will be written: nothing is reopened or recorded.
         shared: the state is shared by several senders (PostgreSQL).
+        paused: the domain groups paused now (``gmail``...).
     """
     plan = OwedPlan()
     for sub in subscribers:
@@ -172,6 +196,7 @@ def plan_owed(
             if not dry_run and (status is None or status in CLAIMABLE):
                 plan.record_suppressed.append((sub.email, reason))
             continue
+        group = str(domain_group(sub.email)) if paused else None
         if status is not None and status not in CLAIMABLE:
             reopen = resend or (retry_unknown and status == "unknown")
             if status == "sending":
@@ -180,12 +205,25 @@ def plan_owed(
                 plan.final.append(sub.email)
                 plan.unknown += status == "unknown"
                 continue
+            if group in paused:
+                plan.paused.append((sub.email, str(group)))  # not reopened while paused
+                continue
             if not dry_run:
                 plan.reopen.append(sub.email)
             if status in ("unknown", "sending"):
                 plan.keep_message_id.append(sub.email)
+        elif group in paused:
+            plan.paused.append((sub.email, str(group)))
+            if not dry_run and status is None:
+                plan.record_paused.append((sub.email, str(group)))
+            continue
         plan.owed.append(sub)
     return plan
+
+
+def paused_error(group: str) -> str:
+    """The ``last_error`` of an ``owed`` row held back by the pause of ``group``."""
+    return f"{PAUSED_ERROR}: sending to {group} is paused (complaint rate); `digest resume {group}`"
 
 
 def _ignore(_email: str, _outcome: str) -> None:
@@ -290,10 +328,12 @@ class SendPipeline:
     def select_owed(self, subscribers: Sequence[Subscriber]) -> list[Subscriber]:
         """The active subscribers who lack the edition, in order; the others are skipped.
 
-        Reads the edition's rows and the suppression list (one query each), lets
+        Reads the edition's rows, the suppression list and the pauses (one query each), lets
         :func:`plan_owed` decide, then records: a suppressed address ``skipped`` with the
-        reason as detail (``skipped (bounced)``), a reopened row back to ``owed`` (a reopened
-        ``unknown`` row keeps its Message-ID: :attr:`message_ids`). Nothing in a dry run.
+        reason as detail (``skipped (bounced)``), a subscriber of a paused domain group
+        ``owed`` with ``paused: …`` as its last error (once: a row it has is left as it is),
+        a reopened row back to ``owed`` (a reopened ``unknown`` row keeps its Message-ID:
+        :attr:`message_ids`). Nothing in a dry run.
         """
         key = self.edition.key
         active = [sub for sub in subscribers if sub.active]
@@ -306,9 +346,16 @@ class SendPipeline:
             retry_unknown=self.retry_unknown,
             dry_run=self.dry_run,
             shared=self.store.shared,
+            paused={g for g, p in self.store.pauses().items() if p.active},
         )
         for email, reason in plan.record_suppressed:
             self.store.mark_skipped(email, key, reason)
+        for email, group in plan.record_paused:
+            self.store.mark_deferred(email, key, paused_error(group), attempts=0)
+        for email, group in plan.paused:
+            log.debug("%s: sending to %s is paused: stays owed", email, group)
+            self.summary.paused += 1
+            self.notify(email, "paused")
         for email, reason in plan.suppressed:
             log.debug("%s: suppressed (%s): skipped", email, reason)
         for email in plan.keep_message_id:
@@ -566,6 +613,7 @@ class SendPipeline:
             on_result=relay,
             on_retry=self.on_retry,
             now=self.deps.now,
+            metrics=self.deps.metrics,
         )
         self.record_delivered(sent)
 

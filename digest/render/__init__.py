@@ -507,6 +507,26 @@ class Renderer:
             preheader=variables["preheader"],
         )
 
+    def render_message(self, name: str, variables: Mapping[str, Any]) -> RenderedEmail:
+        """Render ``NAME.html.j2`` (inlined by premailer) and ``NAME.txt.j2`` with
+        ``variables`` (the packaged templates, or DIGEST_TEMPLATES_DIR's): a message that is
+        not an edition, e.g. the welcome (``welcome``).
+
+        Args:
+            name: the templates' base name.
+            variables: what they use; ``subject`` and ``preheader`` are required, and
+                ``site_url``, ``text_width`` are given when missing.
+
+        Raises:
+            ConfigError: a template is missing or failed (naming its file and line).
+        """
+        values = {"site_url": self.site_url, "text_width": TEXT_WIDTH, **variables}
+        html = self.inline_whole(self._run(self._load(f"{name}.html.j2"), values))
+        text = self._run(self._load(f"{name}.txt.j2"), values)
+        return RenderedEmail(
+            subject=str(values["subject"]), html=html, text=text, preheader=str(values["preheader"])
+        )
+
     def _exact_html(
         self, variables: Mapping[str, Any], feedback: Mapping[str, tuple[str, str]]
     ) -> str:

@@ -17,8 +17,10 @@ from digest.state.base import (
     CLAIMABLE,
     COPY_TABLES,
     DEFAULT_LEASE_S,
+    PAUSED_ERROR,
     SKIP_LATE,
     SKIP_NO_PAPERS,
+    SKIP_PAUSED,
     TRANSITIONS,
     BounceEvent,
     BounceKind,
@@ -33,6 +35,7 @@ from digest.state.base import (
     address_key,
     may_move,
 )
+from digest.state.figures import DomainCount, EditionCount, Pause, StateFigures
 from digest.state.records import Event, Signup, StoredList, StoredSubscriber
 from digest.state.schema import MIGRATIONS, SCHEMA_VERSION
 from digest.state.sqlite import (
@@ -150,10 +153,12 @@ __all__ = [
     "COPY_TABLES",
     "DEFAULT_LEASE_S",
     "MIGRATIONS",
+    "PAUSED_ERROR",
     "POSTGRES_SCHEMES",
     "SCHEMA_VERSION",
     "SKIP_LATE",
     "SKIP_NO_PAPERS",
+    "SKIP_PAUSED",
     "SQLITE_SCHEME",
     "STATE_FILE_MODE",
     "TRANSITIONS",
@@ -162,11 +167,15 @@ __all__ = [
     "BounceScore",
     "Delivery",
     "DeliveryStatus",
+    "DomainCount",
+    "EditionCount",
     "Event",
     "FeedCache",
+    "Pause",
     "ProcessedMessage",
     "Signup",
     "StateBackend",
+    "StateFigures",
     "StateStore",
     "StatusMap",
     "StoredList",

@@ -43,6 +43,14 @@ SKIP_LATE = "late"
 SKIP_NO_PAPERS = "no papers"
 """``detail`` of a ``skipped`` row whose ranked list was empty (and ``send_empty`` was off)."""
 
+SKIP_PAUSED = "paused"
+"""``detail`` of a ``skipped`` row whose send window closed while its recipient domain group
+was paused (:mod:`digest.reputation`)."""
+
+PAUSED_ERROR = "paused"
+"""How the ``last_error`` of an ``owed`` row held back by a pause of its domain group starts
+(``paused: …``): it stays owed and is sent after ``digest resume``."""
+
 DEFAULT_LEASE_S = 60.0
 """How long a claim of a shared backend stays valid without renewal, seconds. The claimer
 renews it every :data:`LEASE_RENEW_FRACTION` of this while the message is in flight; a row
@@ -338,6 +346,7 @@ COPY_TABLES: tuple[str, ...] = (
     "known_papers",
     "papers",
     "feed_cache",
+    "pauses",
     "subscribers",
     "subscriber_list",
     "subscriber_outbox",

@@ -69,7 +69,7 @@ PAPERS_LOCK_NAMESPACE = 0x64670001
 """First key of the advisory locks taken by ``try_lock_papers``."""
 MIGRATION_LOCK_KEY = 0x6467_6D69_6772_6174
 """Advisory lock key serializing schema migrations across processes."""
-_IDENTITY_TABLES = frozenset({"suppressions", "bounces", "events", "subscriber_outbox"})
+_IDENTITY_TABLES = frozenset({"suppressions", "bounces", "events", "subscriber_outbox", "pauses"})
 """Tables whose ``id`` is an identity column (its sequence is moved past copied rows)."""
 _LEASE = "clock_timestamp() + make_interval(secs => %(lease)s)"
 _PARAM = re.compile(r"(?<!:):(\w+)")

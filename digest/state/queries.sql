@@ -99,8 +99,10 @@ SELECT {delivery} FROM deliveries
 WHERE subscriber = :subscriber AND status IN ('sent', 'failed')
 ORDER BY coalesce(sent_at, updated_at) DESC LIMIT 1
 -- name: sent_editions
+-- Editions only: a test send's 'test:…' and a welcome's 'welcome:…' hold a colon.
 SELECT edition, min(coalesce(sent_at, updated_at)) FROM deliveries
-WHERE status = 'sent' GROUP BY edition ORDER BY edition DESC LIMIT :limit
+WHERE status = 'sent' AND edition NOT LIKE '%:%' GROUP BY edition ORDER BY edition DESC
+LIMIT :limit
 -- name: sent_papers
 SELECT dp.subscriber, dp.arxiv_id FROM delivery_papers dp
 JOIN deliveries d ON d.subscriber = dp.subscriber AND d.edition = dp.edition
@@ -295,3 +297,46 @@ DELETE FROM subscriber_outbox WHERE id = ANY(:ids)
 UPDATE subscribers SET version = :version WHERE version = -1
 -- name: subscriber_addresses
 SELECT email FROM subscribers WHERE version > :version
+
+-- operations: figures, sender rates, edition summaries, pauses -------------------------------
+
+-- name: state_figures
+SELECT 'status', status, count(*), NULL FROM deliveries WHERE edition = ANY(:editions)
+GROUP BY status
+UNION ALL
+SELECT 'owed', '', count(*), min(created_at) FROM deliveries
+WHERE edition = ANY(:editions) AND status = 'owed'
+UNION ALL
+SELECT 'suppressed', reason, count(*), NULL FROM suppressions WHERE lifted_at IS NULL
+GROUP BY reason
+UNION ALL
+SELECT 'paused', domain_group, count(*), min(since) FROM pauses WHERE lifted_at IS NULL
+GROUP BY domain_group
+-- name: sender_counts
+-- The recipient domain is what follows an address's last "@": rtrim drops every character
+-- but "@" from its end (the same in both databases, which spell "find" differently).
+SELECT edition, substr(address, length(rtrim(address, replace(address, '@', ''))) + 1) AS dom,
+    what, count(*), max(at)
+FROM (
+    SELECT edition, subscriber AS address, status AS what, NULL AS at FROM deliveries
+    WHERE edition = ANY(:editions) AND status IN ('sent', 'failed')
+    UNION ALL
+    SELECT edition, address, kind, at FROM bounces WHERE edition = ANY(:editions)
+) AS counted
+GROUP BY edition, dom, what
+-- name: edition_counts
+-- The store adds `WHERE edition = :edition` (one edition), the GROUP BY of every column but
+-- the counts, and the order (edition, status).
+SELECT edition, status, detail, last_code,
+    CASE WHEN status = 'owed' AND last_error LIKE :paused THEN 1 ELSE 0 END AS held,
+    count(*), min(last_error)
+FROM deliveries
+-- name: pause
+INSERT INTO pauses (domain_group, since, evidence, actor)
+VALUES (:domain_group, :since, :evidence, :actor)
+ON CONFLICT (domain_group) WHERE lifted_at IS NULL DO NOTHING
+-- name: resume
+UPDATE pauses SET lifted_at = :stamp, lifted_by = :actor
+WHERE domain_group = ANY(:groups) AND lifted_at IS NULL
+-- name: pauses
+SELECT domain_group, since, evidence, actor, lifted_at, lifted_by FROM pauses ORDER BY id

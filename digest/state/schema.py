@@ -155,6 +155,16 @@ _V5: tuple[Statement, ...] = (
 )
 
 _V6: tuple[Statement, ...] = (
+    # Pauses of sending to a recipient domain group (complaint rate above the threshold),
+    # kept after `digest resume` lifts them; at most one active per group.
+    """CREATE TABLE pauses (
+        id {id}, domain_group TEXT NOT NULL, since {time} NOT NULL, evidence TEXT NOT NULL,
+        actor TEXT NOT NULL, lifted_at {time}, lifted_by TEXT
+    )""",
+    "CREATE UNIQUE INDEX pauses_active ON pauses (domain_group) WHERE lifted_at IS NULL",
+)
+
+_V7: tuple[Statement, ...] = (
     # The subscriber list when it lives in the state (DIGEST_SUBSCRIBERS=state): one row per
     # subscriber. `entry` is its YAML as written (comments, quoting; exported as it is),
     # `fields` its own options as JSON (validated values; `defaults` of subscriber_list apply
@@ -184,7 +194,7 @@ _V6: tuple[Statement, ...] = (
     )""",
 )
 
-MIGRATIONS: tuple[tuple[Statement, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
+MIGRATIONS: tuple[tuple[Statement, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
 """Ordered schema migrations (statements each); version *n* = the first *n* applied."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -222,6 +232,7 @@ COPY_COLUMNS: dict[str, tuple[str, ...]] = {
     "subscriber_outbox": ("id", "email", "change", "at"),
     "papers": ("day", "source", "fetched_at", "payload"),
     "feed_cache": ("url", "etag", "last_modified", "body", "fetched_at"),
+    "pauses": _names("id, domain_group, since, evidence, actor, lifted_at, lifted_by"),
 }
 """The columns ``digest state migrate`` copies, per table (``COPY_TABLES``)."""
 

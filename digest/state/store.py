@@ -1,7 +1,8 @@
 """The state store, written once: a mixin per domain over one :class:`~.connector.Connector`.
 
-``Store(DeliveriesMixin, BouncesMixin, PapersMixin, RecordsMixin, SubscribersMixin,
-StoreBase)``: each method of the state store is written here once, with its SQL named from
+``Store(DeliveriesMixin, BouncesMixin, PapersMixin, RecordsMixin, OpsMixin,
+SubscribersMixin, StoreBase)``: each method of the state store is written here once, with its
+SQL named from
 ``queries.sql``; what the databases really do differently is a connector hook. The backends
 are this class over a connector: :class:`~digest.state.sqlite.StateStore` (a file) and
 :class:`~digest.state.postgres.PostgresStore` (a shared database).
@@ -29,6 +30,7 @@ from digest.models import Feedback, Paper, papers_from_stored
 from digest.state.base import (
     COPY_TABLES,
     INTERRUPTED,
+    PAUSED_ERROR,
     TRANSITIONS,
     BounceEvent,
     BounceKind,
@@ -43,6 +45,7 @@ from digest.state.base import (
     address_key,
 )
 from digest.state.connector import Connector, Row, as_day, aware
+from digest.state.figures import DomainCount, EditionCount, Pause, StateFigures
 from digest.state.records import Event, Signup, StoredList, StoredSubscriber
 from digest.state.schema import COPY_COLUMNS, KINDS
 
@@ -822,6 +825,100 @@ class RecordsMixin(StoreBase):
         return {w: Feedback(tuple(likes[w]), tuple(dislikes[w])) for w in likes}
 
 
+class OpsMixin(StoreBase):
+    """What operators watch (:mod:`digest.state.figures`): figures for the metrics, counts
+    for the sender rates and the edition report, and the pauses of domain groups."""
+
+    def state_figures(self, editions: Iterable[str]) -> StateFigures:
+        """Delivery rows of ``editions`` by status and their oldest ``owed`` row, active
+        suppressions by reason, active pauses: one query (by the editions' index), for a
+        metrics scrape.
+
+        Args:
+            editions: the edition keys counted (the daemon's look-back: rows older than it
+                are never sent again).
+        """
+        statuses: dict[str, int] = {}
+        suppressions: dict[str, int] = {}
+        paused: dict[str, datetime] = {}
+        oldest_owed = None
+        params = {"editions": self._db.array(sorted(set(editions)))}
+        for kind, key, count, first in self._db.fetch(self._q["state_figures"], params):
+            if kind == "status":
+                statuses[key] = int(count)
+            elif kind == "owed":
+                oldest_owed = aware(first)
+            elif kind == "suppressed":
+                suppressions[key] = int(count)
+            else:
+                paused[key] = aware(first)
+        return StateFigures(statuses, oldest_owed, suppressions, paused)
+
+    def sender_counts(self, editions: Iterable[str]) -> builtins.list[DomainCount]:
+        """Deliveries ``sent`` and ``failed``, and bounces and complaints recorded against
+        them, per edition of ``editions`` and recipient domain (one query, by the editions'
+        index): what :mod:`digest.reputation` turns into rates."""
+        keys = sorted(set(editions))
+        if not keys:
+            return []
+        rows = self._db.fetch(self._q["sender_counts"], {"editions": self._db.array(keys)})
+        return [DomainCount(r[0], r[1], r[2], int(r[3]), aware(r[4])) for r in rows]
+
+    def edition_counts(self, edition: str | None = None) -> builtins.list[EditionCount]:
+        """Delivery rows grouped by edition, status, detail, reply code and whether a pause
+        holds them (``owed`` rows whose ``last_error`` starts with :data:`PAUSED_ERROR`); of
+        one edition, or of all. One grouped query (``digest history --summary``)."""
+        sql = self._db.statements["edition_counts"]
+        if edition is not None:
+            sql += " WHERE edition = :edition"  # by the index on (edition, status)
+        sql += " GROUP BY edition, status, detail, last_code, held ORDER BY edition, status"
+        params = {"edition": edition, "paused": f"{PAUSED_ERROR}%"}
+        rows = self._db.fetch(self._db.sql(sql), params)
+        return [
+            EditionCount(r[0], r[1], r[2], _int(r[3]), bool(r[4]), int(r[5]), r[6]) for r in rows
+        ]
+
+    def pause_group(
+        self, group: str, *, evidence: str, actor: str, now: datetime | None = None
+    ) -> bool:
+        """Pause sending to the recipient domain group ``group`` until :meth:`resume_groups`.
+
+        Idempotent: a group already paused keeps its first (active) pause.
+
+        Args:
+            group: the domain group (:class:`~digest.providers.DomainGroup` value).
+            evidence: why, one line.
+            actor: who (``daemon``).
+            now: the time to record (aware); default the store's clock.
+
+        Returns:
+            True if the group was newly paused.
+        """
+        params = {"domain_group": group, "since": self._stamp(now), "evidence": evidence}
+        return self._db.execute(self._q["pause"], params | {"actor": actor}) > 0
+
+    def resume_groups(self, groups: Iterable[str] | None, *, actor: str) -> builtins.list[str]:
+        """Lift the active pauses of ``groups`` (``None``: every paused group); the pauses
+        stay in the history with who lifted them and when.
+
+        Returns:
+            The groups whose pause was lifted, sorted (a group not paused is absent).
+        """
+        active = sorted(g for g, p in self.pauses().items() if p.active)
+        wanted = active if groups is None else sorted(set(groups) & set(active))
+        if wanted:
+            params = {"groups": self._db.array(wanted), "stamp": self._stamp(), "actor": actor}
+            self._db.execute(self._q["resume"], params)
+        return wanted
+
+    def pauses(self) -> dict[str, Pause]:
+        """The latest pause of each domain group ever paused (active or lifted), by group."""
+        return {
+            r[0]: Pause(r[0], aware(r[1]), r[2], r[3], aware(r[4]), r[5])
+            for r in self._db.fetch(self._q["pauses"])
+        }
+
+
 class SubscribersMixin(StoreBase):
     """The subscriber list when it lives in the state (``DIGEST_SUBSCRIBERS=state``), and the
     outbox of web changes waiting to be written into a subscribers file.
@@ -1021,7 +1118,15 @@ class _Stale(Exception):
     """A row changed since it was read (rolls the unit back)."""
 
 
-class Store(DeliveriesMixin, BouncesMixin, PapersMixin, RecordsMixin, SubscribersMixin, StoreBase):
+class Store(
+    DeliveriesMixin,
+    BouncesMixin,
+    PapersMixin,
+    RecordsMixin,
+    OpsMixin,
+    SubscribersMixin,
+    StoreBase,
+):
     """The state store over one connector (SQLite or PostgreSQL): what ``digest`` needs of its
     state, each method written once in the mixin of its domain.
 
@@ -1065,6 +1170,10 @@ class FeedCache:
 
 def _same(value: Any) -> Any:
     return value
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 _FROM_DB: dict[str, Callable[[Any], Any]] = {

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Generator
+from typing import TYPE_CHECKING
 
 import uvicorn
 from starlette.applications import Starlette
@@ -28,7 +29,19 @@ from digest.web.connections import (
     protocol_options,
 )
 
-__all__ = ["WebApp", "create_app", "serve", "serve_until", "server", "server_config"]
+if TYPE_CHECKING:
+    from digest.metrics import Metrics
+
+__all__ = [
+    "WebApp",
+    "create_app",
+    "serve",
+    "serve_app_until",
+    "serve_metrics_until",
+    "serve_until",
+    "server",
+    "server_config",
+]
 
 log = logging.getLogger("digest.web")
 
@@ -42,7 +55,12 @@ class _EmbeddedServer(uvicorn.Server):
 
 
 def server(
-    settings: Settings, *, host: str | None = None, port: int | None = None, embedded: bool = False
+    settings: Settings,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    embedded: bool = False,
+    metrics: Metrics | None = None,
 ) -> uvicorn.Server:
     """A configured uvicorn server for the app.
 
@@ -56,6 +74,8 @@ def server(
         host: address to listen on.
         port: TCP port.
         embedded: do not install signal handlers (the caller stops it via ``should_exit``).
+        metrics: the process's metrics (``digest run``: shared with the daemon); default the
+            app's own.
 
     Raises:
         ConfigError: DIGEST_SECRET_KEY is not set.
@@ -64,7 +84,7 @@ def server(
     from digest.settings import DEFAULT_HTTP_PORT
 
     config = server_config(
-        create_app(settings),
+        create_app(settings, metrics=metrics),
         host=host or settings.http_host,
         port=port or settings.http_port or DEFAULT_HTTP_PORT,
     )
@@ -127,10 +147,46 @@ def serve(settings: Settings, *, host: str | None = None, port: int | None = Non
     asyncio.run(main())
 
 
-async def serve_until(settings: Settings, stop: asyncio.Event) -> None:
-    """Serve the app on DIGEST_HTTP_HOST:DIGEST_HTTP_PORT until ``stop`` is set."""
-    srv = server(settings, embedded=True)
+async def serve_until(
+    settings: Settings, stop: asyncio.Event, *, metrics: Metrics | None = None
+) -> None:
+    """Serve the app on DIGEST_HTTP_HOST:DIGEST_HTTP_PORT until ``stop`` is set.
+
+    Args:
+        settings: the settings.
+        stop: set it to stop serving (requests in flight finish).
+        metrics: the process's metrics, shared with the daemon (``digest run``).
+    """
+    srv = server(settings, embedded=True, metrics=metrics)
     log.info("serving the web app on http://%s:%d", srv.config.host, srv.config.port)
+    await _serve_until(srv, stop)
+
+
+async def serve_app_until(
+    app: Starlette, host: str, port: int, stop: asyncio.Event, *, what: str = "the app"
+) -> None:
+    """Serve ``app`` (configured by :func:`server_config`) on ``host:port`` until ``stop``;
+    ``what`` names it in the log line."""
+    srv = _EmbeddedServer(server_config(app, host=host, port=port))
+    log.info("serving %s on http://%s:%d", what, host, port)
+    await _serve_until(srv, stop)
+
+
+async def serve_metrics_until(settings: Settings, metrics: Metrics, stop: asyncio.Event) -> None:
+    """Serve ``/metrics`` alone (:func:`~digest.metrics.metrics_route`) on
+    DIGEST_METRICS_HOST:DIGEST_METRICS_PORT until ``stop`` is set (``digest run``)."""
+    from digest.metrics import metrics_route
+    from digest.web.security import SecurityMiddleware
+
+    app = Starlette(routes=[metrics_route(metrics, settings)])
+    app.router.redirect_slashes = False
+    app.add_middleware(SecurityMiddleware)
+    assert settings.metrics_port is not None
+    host, port = settings.metrics_host, settings.metrics_port
+    await serve_app_until(app, host, port, stop, what="the metrics")
+
+
+async def _serve_until(srv: uvicorn.Server, stop: asyncio.Event) -> None:
     task = asyncio.create_task(srv.serve())
     waiter = asyncio.create_task(stop.wait())
     await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)

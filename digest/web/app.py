@@ -22,6 +22,8 @@ Routes (every page works without JavaScript; tokens from :mod:`digest.tokens`)::
     GET  /archive                past editions; /archive/{key} one edition (unpersonalized);
                                  /archive.atom an Atom feed (RFC 4287)
     GET  /healthz                200 "ok"
+    GET  /metrics                Prometheus metrics, to loopback and DIGEST_METRICS_ALLOW
+                                 clients only (404 to others)
 
 A bad, forged, expired or wrong-purpose token gets a 4xx page and changes nothing. A token has
 one spelling; there are no redirects (``/archive/`` is 404, not a redirect to ``/archive``).
@@ -37,7 +39,7 @@ import re
 import zoneinfo
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,7 @@ from digest.core import Digest
 from digest.delivery import TransportFactory
 from digest.errors import ConfigError, DigestError, TokenError
 from digest.message import FEEDBACK_VERDICTS
+from digest.metrics import Metrics, metrics_route
 from digest.models import Edition, Paper
 from digest.ranking.learning import ReaderLearner
 from digest.render import brand, long_date_label
@@ -91,7 +94,6 @@ ONE_CLICK_VALUE = "One-Click"
 MAX_FORM_FIELDS = 20
 ARCHIVE_LIMIT = 60
 """Editions listed in the archive index and the Atom feed (newest first)."""
-_EDITION_KEY_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$|^(\d{4})-W(\d{2})$")
 _TOKEN_STATUS = {"malformed": 400, "forged": 403, "expired": 410, "used": 410, "unknown": 404}
 CONCURRENT_CHANGES = 4
 """Token routes whose page logic (resolve the token, read and change the subscription,
@@ -105,15 +107,7 @@ REFUSED_STATUS = 409
 
 def parse_edition_key(key: str) -> Edition | None:
     """The :class:`Edition` of ``2026-08-20`` or ``2026-W34``, or ``None`` if malformed."""
-    m = _EDITION_KEY_RE.match(key)
-    if not m:
-        return None
-    try:
-        if m.group(4):
-            return Edition.weekly(int(m.group(4)), int(m.group(5)))
-        return Edition.daily(date.fromisoformat(key))
-    except ValueError:
-        return None
+    return Edition.parse(key)
 
 
 class WebApp:
@@ -971,20 +965,25 @@ def create_app(
     *,
     now: Clock = utc_now,
     transport: TransportFactory | None = None,
+    metrics: Metrics | None = None,
 ) -> Starlette:
     """The ASGI application of ``digest serve``.
 
     Args:
         settings: DIGEST_SUBSCRIBERS, DIGEST_STATE_PATH, DIGEST_SECRET_KEY (required),
-            DIGEST_PUBLIC_URL, DIGEST_SIGNUP and the transport settings.
+            DIGEST_PUBLIC_URL, DIGEST_SIGNUP, DIGEST_METRICS_ALLOW and the transport settings.
         now: the clock (aware UTC).
         transport: transport factory for confirmation mail (default: from the settings).
+        metrics: where requests are counted and ``/metrics`` reads from (``digest run``:
+            the daemon's); default a registry of the app's own.
 
     Raises:
         ConfigError: DIGEST_SECRET_KEY is not set.
         StateError: the state file cannot be opened.
     """
     web = WebApp(settings, now=now, transport=transport)
+    metrics = metrics or Metrics()
+    metrics.watch_state(web.digest.store, now=now)
     # uvicorn's access log would print the tokens in the paths: our middleware logs instead.
     logging.getLogger("uvicorn.access").disabled = True
     routes = [
@@ -1009,6 +1008,7 @@ def create_app(
         Route("/archive.atom", archive_feed, methods=["GET"]),
         Route("/archive/{key}", archive_edition, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
+        metrics_route(metrics, settings),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
 
@@ -1039,6 +1039,7 @@ def create_app(
         SecurityMiddleware,
         limits=((UPLOAD_PATH_RE, UPLOAD_BODY_BYTES),),
         too_large=too_large,
+        on_request=metrics.web_request,
     )
     return app
 

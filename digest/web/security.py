@@ -51,6 +51,20 @@ TOKEN_ROUTES = ("u", "preferences", "confirm", "f")
 """First path segment of the routes whose second segment is a token (unsubscribe,
 preferences, confirm, 👍/👎 feedback): cut from the log, answered with ``no-store``."""
 _TOKEN_PATH_RE = re.compile(rf"^/({'|'.join(TOKEN_ROUTES)})/[^/]+")
+UNMATCHED_ROUTE = "unmatched"
+"""The route of a request no route matched (its path, which a client chooses, is never used)."""
+
+RequestHook = Callable[[str, str, int, float], None]
+"""``on_request(method, route, status, seconds)`` once per answered request: the route's
+template (``/u/{token}``, never the token; :data:`UNMATCHED_ROUTE`), the status sent (500
+when the app failed) and the time from the request to the last part of the answer."""
+
+
+def route_template(scope: Scope) -> str:
+    """The path template of the route that handled ``scope`` (``/u/{token}``), or
+    :data:`UNMATCHED_ROUTE`."""
+    path = getattr(scope.get("route"), "path", None)
+    return path if isinstance(path, str) else UNMATCHED_ROUTE
 
 
 def redact_path(path: str) -> str:
@@ -71,6 +85,8 @@ class SecurityMiddleware:
         limits: ``(path pattern, bytes)`` pairs: a route whose path matches has that limit
             instead (the first match wins).
         too_large: builds the 413 answer for a request's scope (default: a line of text).
+        on_request: called once per request as it is logged (:data:`RequestHook`: the
+            metrics' request counter and latency); a failing hook is logged, never raised.
     """
 
     def __init__(
@@ -80,11 +96,13 @@ class SecurityMiddleware:
         max_body: int = MAX_BODY_BYTES,
         limits: Sequence[tuple[re.Pattern[str], int]] = (),
         too_large: Callable[[Scope], Response] | None = None,
+        on_request: RequestHook | None = None,
     ) -> None:
         self.app = app
         self.max_body = max_body
         self.limits = tuple(limits)
         self.too_large = too_large or (lambda scope: _too_large())
+        self.on_request = on_request
 
     def limit_for(self, path: str) -> int:
         """The body limit of ``path`` (bytes)."""
@@ -114,7 +132,7 @@ class SecurityMiddleware:
                 # Logged before the last part goes out: once a client has the whole answer,
                 # its log line has been written.
                 logged = True
-                self._log(scope, status, started, request_id)
+                self._done(scope, status, started, request_id)
             await send(message)
 
         limit = self.limit_for(scope.get("path", ""))
@@ -136,19 +154,27 @@ class SecurityMiddleware:
             await self.app(scope, limited_receive, send_with_headers)
         except BodyTooLarge:
             await self.too_large(scope)(scope, receive, send_with_headers)
-        if not logged:  # no response (the client left), or the app failed
-            self._log(scope, status, started, request_id)
+        finally:
+            if not logged:  # no response (the client left), or the app failed (500)
+                self._done(scope, status, started, request_id)
 
-    @staticmethod
-    def _log(scope: Scope, status: int, started: float, request_id: str) -> None:
+    def _done(self, scope: Scope, status: int, started: float, request_id: str) -> None:
+        """Log the request's line and report it to :attr:`on_request`."""
+        seconds = time.perf_counter() - started
+        method = scope.get("method", "-")
         log.info(
             "%s %s %d %.1f ms req=%s",
-            scope.get("method", "-"),
+            method,
             redact_path(scope.get("path", "")),
             status,
-            (time.perf_counter() - started) * 1000,
+            seconds * 1000,
             request_id,
         )
+        if self.on_request is not None:
+            try:
+                self.on_request(method, route_template(scope), status, seconds)
+            except Exception:  # counting must never cost a request
+                log.exception("request hook failed req=%s", request_id)
 
 
 def _too_large() -> Response:
