@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -26,6 +26,7 @@ from digest.pipeline.papers import (
     default_edition_day,
 )
 from digest.pipeline.send import ResultCallback, SendDeps, SendPipeline
+from digest.pipeline.welcome import send_owed_welcomes
 from digest.pipeline.workers import RENDER_PROCESSES_MIN_BATCH, build_for, render_ranked
 from digest.ranking import RankContext, rank
 from digest.ranking.embeddings import Embedder, VectorCache
@@ -376,6 +377,21 @@ class Digest:
             sources=sources,
         )
         return await pipeline.run(subscribers)
+
+    async def send_welcomes(
+        self, lookup: Callable[[str], Subscriber | None], address: str | None = None
+    ) -> RunSummary:
+        """Send the welcome emails still owed (of ``address`` only, if given), each once:
+        :func:`~digest.pipeline.welcome.send_owed_welcomes`.
+
+        Args:
+            lookup: the subscriber of an address in the list as the caller reads it, or None.
+            address: only this address's welcomes (the web app, after a confirmation).
+
+        Raises:
+            DeliveryConfigError: the transport cannot work (the welcomes stay owed).
+        """
+        return await send_owed_welcomes(self.deps, lookup, address)
 
     @property
     def envelope_sender(self) -> str:

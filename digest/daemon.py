@@ -16,7 +16,7 @@ A tick:
        DIGEST_COMPLAINT_PAUSE_PERCENT is paused, its subscribers held ``owed``);
        records editions more than ``settings.catchup_hours`` late as ``skipped`` (``late``,
        or ``no papers`` when the only answer the sources gave was an empty list, or
-       ``paused``);
+       ``paused``); sends the welcome emails still owed (:meth:`Digest.send_welcomes`);
     3. for each due edition, fetches its papers first (:meth:`Digest.papers_for`) and only
        then calls :meth:`Digest.send`. An empty list is final only for a weekend edition
        (:func:`digest.schedule.may_be_empty`): ``send`` then records ``skipped (no papers)``
@@ -138,6 +138,7 @@ class TickReport:
         errors: one line per error that did not stop the tick (source, delivery config).
         stopped: a stop was requested and the tick returned early.
         bounces: what reading the bounce mailbox did (``None`` when not configured).
+        welcomes: the welcome emails sent, failed or still owed in this tick.
         duration_s: wall time of the tick, seconds.
     """
 
@@ -149,6 +150,7 @@ class TickReport:
     errors: list[str] = field(default_factory=list)
     stopped: bool = False
     bounces: IntakeReport | None = None
+    welcomes: RunSummary = field(default_factory=RunSummary)
     duration_s: float = 0.0
 
     def total(self, attr: str) -> int:
@@ -240,6 +242,7 @@ class Daemon:
         ):
             await self._read_bounces(report, subscribers)
         self.guard.check()  # may pause a domain group before anything is sent
+        await self._send_welcomes(report, subscribers)
         # One query for every subscriber's rows over the look-back, not one per pair.
         statuses = self.digest.store.statuses(lookback_edition_keys(report.at))
 
@@ -280,6 +283,26 @@ class Daemon:
             report.stopped = True
             return
         self._touch_health()
+
+    async def _send_welcomes(self, report: TickReport, subscribers: list[Subscriber]) -> None:
+        """Send the welcome emails still owed (a web app that stopped or crashed before it
+        sent them, a transient failure): :meth:`Digest.send_welcomes`."""
+        if not self.settings.welcome:
+            return
+        listed = {address_key(s.email): s for s in subscribers}
+        try:
+            report.welcomes = await self.digest.send_welcomes(listed.get)
+        except DeliveryConfigError as e:
+            report.errors.append(str(e))
+            log.error("welcome emails not sent (they stay owed): %s", e)
+            return
+        if report.welcomes.sent or report.welcomes.failed:
+            log.info(
+                "welcome emails: %d sent, %d failed, %d owed",
+                report.welcomes.sent,
+                report.welcomes.failed,
+                report.welcomes.deferred,
+            )
 
     async def _read_bounces(self, report: TickReport, subscribers: list[Subscriber]) -> None:
         """Read the bounce mailbox before sending, so new suppressions apply in this tick."""

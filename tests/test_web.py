@@ -160,12 +160,15 @@ async def test_the_pages_button_unsubscribes_and_offers_resubscribe(
         assert resub is not None
         back = client.post(base + resub.group(1), data={"csrf": csrf_of(done)})
         assert back.status_code == 200 and "subscribed" in back.text
+        eventually(lambda: settings.outbox.exists() and len(messages(settings)) == 1)
     wait_written(settings)
     assert load_subscribers(settings.subscribers).get("bob@example.org").active is True  # type: ignore[union-attr]
     assert state_rows(settings) == (
         [],
         [("unsubscribe", "bob@example.org"), ("resubscribe", "bob@example.org")],
     )
+    [welcome] = messages(settings)  # a resubscribe is welcomed too, once
+    assert welcome["Subject"] == "Welcome to Daily Papers" and "bob@" in welcome["To"]
 
 
 def _forged_tokens(settings: Settings) -> dict[str, tuple[str, str]]:

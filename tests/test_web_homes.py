@@ -31,6 +31,7 @@ from tests.factories import (
 )
 from tests.webserver import (
     csrf_of,
+    eventually,
     exported,
     free_port,
     listed,
@@ -109,9 +110,18 @@ async def test_sign_up_confirm_preferences_feedback_unsubscribe_then_the_next_ed
         assert grace is not None and grace.keywords == ("diffusion", "world model")
         assert (grace.name, grace.max_papers, grace.timezone) == ("Grace H.", 3, "Europe/Paris")
 
+        # The welcome, sent after the answer: once, in the history, never in the archive.
+        eventually(lambda: len(messages(settings)) == 2)
+        [welcome] = [m for m in messages(settings) if m["Subject"].startswith("Welcome")]
+        assert welcome["Subject"] == "Welcome to Daily Papers" and "grace" in welcome["To"]
+        assert mail_link(welcome, PUBLIC + "/preferences")
+        assert welcome["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
         assert (await send(settings, FIRST))["grace@example.org"] == "sent"
         [digest_mail] = [
-            m for m in messages(settings) if "grace" in m["To"] and "Confirm" not in m["Subject"]
+            m
+            for m in messages(settings)
+            if "grace" in m["To"] and not m["Subject"].startswith(("Confirm", "Welcome"))
         ]
         like = local(mail_link(digest_mail, PUBLIC + "/f"), base)
         liked = client.post(like, data={"csrf": csrf_of(client.get(like))})
@@ -137,6 +147,9 @@ async def test_sign_up_confirm_preferences_feedback_unsubscribe_then_the_next_ed
         assert store.feedback("grace@example.org")["grace@example.org"].likes
         assert store.suppression("grace@example.org").reason == "unsubscribed"  # type: ignore[union-attr]
         assert store.list_changes() == []  # nothing left unwritten
+        [row] = [r for r in store.list(subscriber="grace@example.org") if ":" in r.edition]
+        assert row.edition.startswith("welcome:") and str(row.status) == "sent"
+        assert sorted(key for key, _ in store.sent_editions()) == sorted([FIRST.key, NEXT.key])
 
 
 def test_a_file_is_written_off_the_request_path_and_keeps_a_hand_edit(

@@ -153,10 +153,35 @@ class WebApp:
         self._archive_lock = asyncio.Lock()
         self.busy = asyncio.Semaphore(CONCURRENT_CHANGES)
         """At most :data:`CONCURRENT_CHANGES` token routes' page logic at once."""
+        self.welcomes: set[asyncio.Task[None]] = set()
+        """Welcome emails being sent in the background (:meth:`welcome_soon`)."""
 
     def close(self) -> None:
         """Close the state file."""
         self.digest.close()
+
+    def welcome_soon(self, address: str | None) -> None:
+        """Send the welcome emails ``address`` (``None``: anyone) is owed in the background,
+        after the answer: a confirmation queued it in its own transaction, so a welcome this
+        process cannot send stays owed for the daemon's next tick or this app's next start."""
+        if self.settings.welcome:
+            task = asyncio.create_task(self._welcome(address))
+            self.welcomes.add(task)
+            task.add_done_callback(self.welcomes.discard)
+
+    async def _welcome(self, address: str | None) -> None:
+        try:
+            summary = await self.digest.send_welcomes(self.subs.subscriber, address)
+        except DigestError as e:  # the relay refused the configuration, the state failed
+            log.error("welcome emails not sent (they stay owed): %s", e)
+            return
+        if summary.sent or summary.failed or summary.deferred:
+            log.info(
+                "welcome emails: %d sent, %d failed, %d owed",
+                summary.sent,
+                summary.failed,
+                summary.deferred,
+            )
 
     @property
     def learner(self) -> ReaderLearner:
@@ -398,6 +423,7 @@ async def confirm_page(link: Link) -> Response:
 async def confirm(link: Link) -> Response:
     """POST of the confirm page: the double opt-in is done; the subscriber is added."""
     address = await link.app.subs.confirm(link.token, link.app.request_info(link.request))
+    link.app.welcome_soon(address)
     # The confirm link came by mail to the address and works once: it may lead on.
     prefs = link.app.subs.link(Purpose.PREFERENCES, address, path="/preferences")
     return link.page(
@@ -437,6 +463,7 @@ async def unsubscribe(link: Link) -> Response:
 async def resubscribe(link: Link) -> Response:
     """POST of the undo on the page after unsubscribing (only an unsubscribe of one's own)."""
     await link.app.subs.resubscribe(link.address, link.app.request_info(link.request))
+    link.app.welcome_soon(link.address)
     return link.page("confirmed.html.j2", prefs=None, rate=None)
 
 
@@ -945,7 +972,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _catch_up(web: WebApp) -> None:
     """The list catches up with what a crash left unwritten (on a thread): see
-    :meth:`SubscriberHome.catch_up <digest.subscribers.home.SubscriberHome.catch_up>`."""
+    :meth:`SubscriberHome.catch_up <digest.subscribers.home.SubscriberHome.catch_up>`; then
+    the welcome emails a crash left owed are sent."""
     home = web.subs.home
     try:
         written = await asyncio.to_thread(home.catch_up)
@@ -958,6 +986,8 @@ async def _catch_up(web: WebApp) -> None:
         await asyncio.to_thread(web.subs.index_list)  # the links' index, before the first link
     except DigestError as e:
         log.error("%s cannot be read: %s", home.name, e)
+        return
+    web.welcome_soon(None)  # the welcomes a crash left owed (the list is read by now)
 
 
 def create_app(
@@ -1018,6 +1048,8 @@ def create_app(
         yield
         try:
             await catch_up
+            if web.welcomes:  # in flight: finished, or left owed for the next start
+                await asyncio.wait(set(web.welcomes), timeout=WELCOME_DRAIN_S)
         finally:
             # Every accepted change reaches the subscribers file.
             await asyncio.to_thread(web.subs.home.drain)
@@ -1044,5 +1076,7 @@ def create_app(
     return app
 
 
+WELCOME_DRAIN_S = 30.0
+"""How long a stopping web app waits for the welcome emails it is sending (seconds)."""
 UPLOAD_PATH_RE = re.compile(r"^/preferences/[^/]+/library$")
 """The upload route: its body may reach :data:`~digest.web.reader.UPLOAD_BODY_BYTES`."""

@@ -35,6 +35,7 @@ from digest.clock import Clock, utc_now
 from digest.delivery import OutgoingMessage, TransportFactory, open_transport
 from digest.errors import DeliveryError, HeaderError, TokenError
 from digest.message import check_head, make_message_id
+from digest.pipeline.welcome import queue_welcome
 from digest.render.views import list_title
 from digest.settings import Settings
 from digest.state import StateBackend, SuppressionReason
@@ -319,6 +320,7 @@ class Subscriptions:
         def record(_changed: bool) -> None:
             self.store.unsuppress(address, actor=ACTOR, now=self.now())
             self.store.record_event(address, "resubscribe", actor=ACTOR, request=str(request))
+            self._queue_welcome(address, f"resubscribe-{request.request_id}")
 
         await asyncio.to_thread(self.home.submit, SetActive(address, True), record=record)
         log.info("resubscribe %s %s", mask_address(address), request.request_id)
@@ -594,11 +596,18 @@ class Subscriptions:
             self.store.unsuppress(address, actor=ACTOR, now=self.now())
             if self.store.confirm_signup(signup_id):
                 self.store.record_event(address, "confirm", actor=ACTOR, request=str(request))
+                self._queue_welcome(address, signup_id)
 
         change = AddOrActivate(address, name, tuple(keywords), fields)
         await asyncio.to_thread(self.home.submit, change, record=record)
         log.info("confirmed %s %s", mask_address(address), request.request_id)
         return address
+
+    def _queue_welcome(self, address: str, confirmation: str) -> None:
+        """In a confirmation's transaction: the welcome it owes (unless DIGEST_WELCOME=false);
+        the web app sends it right after the answer (:mod:`digest.pipeline.welcome`)."""
+        if self.settings.welcome:
+            queue_welcome(self.store, address, confirmation)
 
     def _signup_fields(self, address: str, signup_id: str) -> dict[str, Any]:
         """The reader fields given with sign-up ``signup_id`` (``{}`` if none)."""
