@@ -622,6 +622,7 @@ def _flow(items: Iterable[Any]) -> CommentedSeq:
 
 
 def _assign(entry: CommentedMap, key: str, value: Any) -> None:
+    _drop_line_comment(entry, key)  # it described the old value
     if isinstance(value, time):
         value = value.strftime("%H:%M")
     if key == "send_at":
@@ -636,6 +637,26 @@ def _assign(entry: CommentedMap, key: str, value: Any) -> None:
             _set(entry, key, _flow(value))
         return
     _set(entry, key, _scalar(value))
+
+
+def _drop_line_comment(entry: CommentedMap, key: str) -> None:
+    """Drop the comment at the end of ``key``'s line (``send_at: "06:30"  # 06:30 in
+    London``); the lines ruamel keeps in the same token (blank lines, the comments above the
+    next key) stay."""
+    item = entry.ca.items.get(key)
+    token = item[2] if item and len(item) > 2 else None
+    if token is None or not token.value.lstrip(" ").startswith("#"):
+        return
+    _, newline, rest = token.value.partition("\n")
+    if rest:
+        token.value = newline + rest
+    else:
+        item[2] = None if newline == "" else _newline_token(token)
+
+
+def _newline_token(token: Any) -> Any:
+    token.value = "\n"
+    return token
 
 
 def _set(entry: CommentedMap, key: str, value: Any) -> None:
