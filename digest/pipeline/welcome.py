@@ -16,6 +16,7 @@ footer and DKIM signature as every edition.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timedelta
@@ -159,7 +160,8 @@ async def send_welcomes(deps: SendDeps, welcomes: Sequence[tuple[Subscriber, str
     async def messages() -> AsyncIterator[OutgoingMessage]:
         for subscriber, key in welcomes:
             try:
-                message_id, data = build_welcome(deps, subscriber, key)
+                # On a thread: the first one builds the renderer (~0.2 s), not on a web loop.
+                message_id, data = await asyncio.to_thread(build_welcome, deps, subscriber, key)
             except Exception as e:  # a broken template or header: this welcome only
                 log.error("%s: could not build the welcome %s: %s", subscriber.email, key, e)
                 deps.store.mark_failed(subscriber.email, key, f"welcome: {e}", attempts=0)
