@@ -24,6 +24,10 @@ fresh state file before the run, the papers stored as known papers). Each run st
 vector and reader caches: every paper, rated paper and library entry is embedded and every
 model trained (the costliest send).
 
+   With ``--home state`` (issue 22) each run also sends from the list in the state: the file
+   is imported into that run's fresh state file first (not timed), then ``digest send`` with
+   ``DIGEST_SUBSCRIBERS=state`` reads it in chunks; its wall time is compared with the file
+   home's (target: within 10 %).
 4. **Subscriber load**: ``load_subscribers`` of the N-subscriber file in a fresh interpreter
    (``digest`` imported first): seconds, and RSS above that interpreter.
 5. **Latency** (issue 3): an aiosmtpd sink delaying each DATA reply by 100 ms; ``Digest.send``
@@ -84,6 +88,7 @@ from digest.pipeline.workers import make_message  # noqa: E402
 from digest.settings import Settings  # noqa: E402
 from digest.state import open_state  # noqa: E402
 from digest.subscribers import Subscriber, load_subscribers  # noqa: E402
+from digest.subscribers.home import StateHome  # noqa: E402
 from tests.smtpserver import ServerProcess  # noqa: E402
 
 EXAMPLES = ROOT / "examples" / "hf-daily-papers"
@@ -120,6 +125,8 @@ SECRET_KEY = "bench-secret-key-not-a-real-one-0123456789"
 # Targets (printed next to the figures, never asserted).
 TARGET_WALL_100K_S = 150.0
 TARGET_RSS_MB = 250.0
+TARGET_STATE_VS_FILE = 1.10
+"""A send from the list in the state: at most this × the file's wall time (issue 22)."""
 TARGET_VS_POOL = 0.30
 TARGET_LOAD_S = 3.0
 TARGET_LOAD_MB = 60.0
@@ -253,13 +260,18 @@ def write_subscribers(
 
 
 def env_for(
-    tmp: Path, port: int, concurrency: int, state: Path, workers: int | None
+    tmp: Path,
+    port: int,
+    concurrency: int,
+    state: Path,
+    workers: int | None,
+    home: str = "file",
 ) -> dict[str, str]:
     """The environment of a ``digest send`` run (no ``.env``: it runs in ``tmp``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
     env.update(
         DIGEST_SOURCES=f"file:{EXAMPLES}",
-        DIGEST_SUBSCRIBERS=str(tmp / "subscribers.yaml"),
+        DIGEST_SUBSCRIBERS="state" if home == "state" else str(tmp / "subscribers.yaml"),
         DIGEST_STATE_PATH=str(state),
         DIGEST_FROM=SENDER,
         DIGEST_UNSUBSCRIBE_URL="https://papers.example.org/unsubscribe?token={token}",
@@ -490,14 +502,20 @@ def run_digest(
     i: int,
     seed: Path | None = None,
     python: str = sys.executable,
+    home: str = "file",
 ) -> Run:
     """``digest send`` through the CLI, fresh state file (a copy of ``seed``, if given: the
-    modelled subscribers' 👍/👎); whole-tree RSS sampled. ``python``: the interpreter whose
-    ``digest`` runs (another checkout's venv for ``--before``)."""
+    modelled subscribers' 👍/👎; ``home`` ``state``: the list imported into it first, not
+    timed); whole-tree RSS sampled. ``python``: the interpreter whose ``digest`` runs (another
+    checkout's venv for ``--before``)."""
     state = tmp / f"state-{i}.sqlite3"
     if seed is not None:
         shutil.copyfile(seed, state)
-    env = env_for(tmp, port, concurrency, state, workers)
+    if home == "state":
+        with open_state(f"sqlite:///{state}") as store:
+            listed = tmp / "subscribers.yaml"
+            StateHome(store).import_list(listed.read_bytes(), listed)
+    env = env_for(tmp, port, concurrency, state, workers, home)
     args = [python, "-m", "digest", "send", "--date", day.isoformat()]
     t0 = time.perf_counter()
     proc = subprocess.Popen(args, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -693,6 +711,7 @@ def run(args: argparse.Namespace) -> None:
                 Series("smtp-source (C limit)"),
                 Series("aiosmtplib pool (Python limit)"),
                 Series("digest send (CLI, end to end)"),
+                Series("digest send, the list in the state"),
             ]
             before = Series(f"digest send of {args.before} (before)")
             python_before = str(args.before / ".venv" / "bin" / "python") if args.before else ""
@@ -701,12 +720,16 @@ def run(args: argparse.Namespace) -> None:
                     series[0].runs.append(run_smtp_source(sink.port, n, concurrency, size))
                 if args.limits:
                     series[1].runs.append(run_pool(sink.port, n, concurrency, messages))
-                runs = [(series[2], sys.executable, "digest")]
+                runs = [(series[2], sys.executable, "digest", "file")]
                 if args.before:  # interleaved, the order alternating round by round
-                    runs.insert(i % 2, (before, python_before, "before"))
-                for target, python, label in runs:
+                    runs.insert(i % 2, (before, python_before, "before", "file"))
+                if args.home == "state":
+                    runs.append((series[3], sys.executable, "the list in the state", "state"))
+                for target, python, label, home in runs:
                     target.runs.append(
-                        run_digest(tmp, sink.port, concurrency, workers, args.day, i, seed, python)
+                        run_digest(
+                            tmp, sink.port, concurrency, workers, args.day, i, seed, python, home
+                        )
                     )
                     d = target.runs[-1]
                     say(
@@ -726,6 +749,16 @@ def run(args: argparse.Namespace) -> None:
                     f"{s.stat(lambda r: r.rate):>24}  {s.stat(lambda r: r.peak_rss):>20}"
                 )
         c_rate, pool_rate, digest_rate = (s.median_rate() for s in series[:3])
+        if series[3].runs:
+            in_file = statistics.median(r.wall for r in series[2].runs)
+            in_state = statistics.median(r.wall for r in series[3].runs)
+            peak = max(r.peak_rss for r in series[3].runs)
+            ratio = in_state / in_file
+            say(
+                f"  the list in the state: median wall {ratio:.2f} × the file's (target ≤ 1.10: "
+                f"{verdict(ratio <= TARGET_STATE_VS_FILE)}); tree peak RSS max {peak:.0f} MB "
+                f"(target ≤ {TARGET_RSS_MB:.0f} MB: {verdict(peak <= TARGET_RSS_MB)})"
+            )
         if before.runs:
             wall_ratio = statistics.median(r.wall for r in series[2].runs) / statistics.median(
                 r.wall for r in before.runs
@@ -826,6 +859,12 @@ def main(argv: list[str] | None = None) -> int:
         help="share of subscribers with a reader model (a library or 👍/👎), e.g. 0.1",
     )
     parser.add_argument("--sink", choices=("auto", "smtp-sink", "aiosmtpd"), default="auto")
+    parser.add_argument(
+        "--home",
+        choices=("file", "state"),
+        default="file",
+        help="state: each run also sends from the list in the state (compared with the file)",
+    )
     parser.add_argument(
         "--day",
         type=date.fromisoformat,

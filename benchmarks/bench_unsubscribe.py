@@ -3,20 +3,24 @@
 Prints figures; asserts nothing (CI does not run it). One round:
 
 1. writes a subscribers file of N generated subscribers (with comments) and a fresh state file
-   in a temporary directory;
+   in a temporary directory (``--home state``: the list imported into the state; with
+   ``--postgres``, a PostgreSQL state);
 2. starts ``digest serve`` as its own process on 127.0.0.1 (a free port);
 3. from this process, sends R one-click POSTs (``List-Unsubscribe=One-Click``, exactly what
    Gmail sends) for R distinct subscribers, C at a time (httpx, HTTP/1.1 keep-alive), bounded
    in count and time; then the same number of ``GET /healthz`` as a reference for what the
    server and this client cost without any unsubscribe work;
-4. stops the server (SIGTERM) and counts, in the state file (active suppressions with reason
-   ``unsubscribed`` and ``unsubscribe`` events) and in the YAML (``active: false``), how many of
-   the R unsubscribes were recorded: lost = R − recorded.
+4. stops the server (SIGTERM) and counts, in the state (active suppressions with reason
+   ``unsubscribed`` and ``unsubscribe`` events) and in the list (``active: false``: the YAML,
+   or the state's table), how many of the R unsubscribes were recorded: lost = R − recorded.
 
 Usage::
 
     .venv/bin/python benchmarks/bench_unsubscribe.py [--subscribers 10000] [--requests 10000]
-        [--concurrency 32] [--rounds 3]
+        [--concurrency 32] [--rounds 3] [--home file|state] [--postgres]
+
+Targets (issue 22): the list in the state, 32 clients, 10,000 distinct subscribers: ≥ 300
+POSTs/s, 0 lost.
 
 Both processes share this machine's cores (2 here), so the figure is a floor for a server with
 the load generator elsewhere.
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -34,15 +39,18 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from digest.state import StateStore  # noqa: E402
+from digest.state import open_state  # noqa: E402
 from digest.subscribers import load_subscribers  # noqa: E402
+from digest.subscribers.home import StateHome  # noqa: E402
 from digest.tokens import Purpose, TokenSigner  # noqa: E402
 
 SECRET = "bench-secret-key-0123456789-abcdefghij"
@@ -124,26 +132,20 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
-def one_round(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
-    subs_path = workdir / "subscribers.yaml"
-    state_path = workdir / "state.sqlite3"
-    emails = write_subscribers(subs_path, args.subscribers)
-    targets = emails[: args.requests]
-    port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")},
-        "DIGEST_SUBSCRIBERS": str(subs_path),
-        "DIGEST_STATE_PATH": str(state_path),
-        "DIGEST_SECRET_KEY": SECRET,
-        "DIGEST_PUBLIC_URL": f"http://127.0.0.1:{port}",
-        "DIGEST_OUTBOX": str(workdir / "outbox"),
-    }
+@contextlib.contextmanager
+def serve(
+    env: dict[str, str], workdir: Path, port: int, *, show_log: bool = False
+) -> Iterator[str]:
+    """``digest serve`` on 127.0.0.1:``port`` as its own process (log: ``server.log``), once
+    ``/healthz`` answers; yields its base URL; SIGTERM at the end (``env["_rss"]``: its RSS,
+    MB, just before)."""
+    log = (workdir / "server.log").open("w")
     server = subprocess.Popen(
         [sys.executable, "-m", "digest", "serve", "--port", str(port)],
         env=env,
         cwd=workdir,
         stdout=subprocess.DEVNULL,
-        stderr=open(workdir / "server.log", "w"),  # noqa: SIM115
+        stderr=log,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -155,8 +157,41 @@ def one_round(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline or server.poll() is not None:
-                raise SystemExit("digest serve did not start")
+                tail = (workdir / "server.log").read_text()[-2000:]
+                raise SystemExit(f"digest serve did not start: {tail}")
             time.sleep(0.1)
+        yield base
+    finally:
+        with contextlib.suppress(psutil.Error):
+            env["_rss"] = str(psutil.Process(server.pid).memory_info().rss / 2**20)
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(120)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+        if show_log:
+            print((workdir / "server.log").read_text()[-3000:])
+
+
+def one_round(args: argparse.Namespace, workdir: Path, state_url: str) -> dict[str, float]:
+    subs_path = workdir / "subscribers.yaml"
+    emails = write_subscribers(subs_path, args.subscribers)
+    targets = emails[: args.requests]
+    port = free_port()
+    in_state = args.home == "state"
+    if in_state:
+        with open_state(state_url) as store:
+            StateHome(store).import_list(subs_path.read_bytes(), subs_path)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")},
+        "DIGEST_SUBSCRIBERS": "state" if in_state else str(subs_path),
+        "DIGEST_STATE_URL": state_url,
+        "DIGEST_SECRET_KEY": SECRET,
+        "DIGEST_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "DIGEST_OUTBOX": str(workdir / "outbox"),
+    }
+    with serve(env, workdir, port, show_log=args.show_log) as base:
         signer = TokenSigner(SECRET)
         urls = [f"{base}/u/{signer.make(Purpose.UNSUBSCRIBE, e)}" for e in targets]
         retries[0] = 0
@@ -164,24 +199,18 @@ def one_round(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
         post_retries = retries[0]
         health = [base + "/healthz"] * len(urls)
         ref_s, _, _ = asyncio.run(load(health, args.concurrency, post=False))
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        if args.show_log:
-            print((workdir / "server.log").read_text()[-3000:])
-    with StateStore(state_path) as store:
+    with open_state(state_url) as store:
         suppressed = store.suppressions()
         events = [e for e in store.events() if e.action == "unsubscribe"]
+        subs = StateHome(store).load() if in_state else load_subscribers(subs_path)
     wanted = set(targets)
-    in_state = len(wanted & {a for a, s in suppressed.items() if s.reason == "unsubscribed"})
+    suppressions = len(wanted & {a for a, s in suppressed.items() if s.reason == "unsubscribed"})
     in_events = len(wanted & {e.subscriber for e in events})
-    subs = load_subscribers(subs_path)
     in_yaml = sum(1 for e in targets if (s := subs.get(e)) is not None and not s.active)
     still_active = sum(1 for e in emails[args.requests :] if (s := subs.get(e)) and s.active)
-    kept_comments = (subs_path.read_text().count("# group ")) == (args.subscribers + 99) // 100
+    with open_state(state_url) as store:
+        listed = StateHome(store).export() if in_state else subs_path.read_text()
+    kept_comments = listed.count("# group ") == (args.subscribers + 99) // 100
     return {
         "rps": len(urls) / seconds,
         "seconds": seconds,
@@ -191,7 +220,7 @@ def one_round(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
         "non200": bad,
         "retries": post_retries,
         "ref_rps": len(urls) / ref_s,
-        "lost_state": len(targets) - in_state,
+        "lost_state": len(targets) - suppressions,
         "lost_events": len(targets) - in_events,
         "lost_yaml": len(targets) - in_yaml,
         "others_untouched": float(still_active == len(emails) - len(targets)),
@@ -206,30 +235,53 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--show-log", action="store_true", help="print the server log tail")
+    parser.add_argument(
+        "--home", choices=["file", "state"], default="file", help="where the list lives"
+    )
+    parser.add_argument("--postgres", action="store_true", help="a PostgreSQL state")
     args = parser.parse_args()
     args.requests = min(args.requests, args.subscribers)
     results = []
-    for n in range(args.rounds):
-        with tempfile.TemporaryDirectory(prefix="bench-unsub-") as tmp:
-            r = one_round(args, Path(tmp))
-        results.append(r)
-        print(
-            f"round {n + 1}: {r['rps']:.1f} one-click POSTs/s ({args.requests} in "
-            f"{r['seconds']:.1f} s, {args.concurrency} at a time; latency p50 {r['p50']:.0f} ms, "
-            f"p99 {r['p99']:.0f} ms, max {r['max']:.0f} ms; non-200: {r['non200']}; "
-            f"retried after a closed connection: {r['retries']}); "
-            f"reference GET /healthz {r['ref_rps']:.0f}/s; lost: state {r['lost_state']}, "
-            f"events {r['lost_events']}, YAML {r['lost_yaml']}; others untouched: "
-            f"{bool(r['others_untouched'])}; comments kept: {bool(r['comments_kept'])}",
-            flush=True,
-        )
+    with contextlib.ExitStack() as stack:
+        fresh: Callable[[], str] | None = None
+        if args.postgres:
+            from tests.pgserver import PostgresServer, find_bin_dir
+
+            bin_dir = find_bin_dir()
+            if bin_dir is None:
+                raise SystemExit("--postgres: no PostgreSQL server installed")
+            fresh = stack.enter_context(PostgresServer(bin_dir, durable=True)).fresh_url
+        for n in range(args.rounds):
+            with tempfile.TemporaryDirectory(prefix="bench-unsub-") as tmp:
+                url = fresh() if fresh is not None else f"sqlite:///{Path(tmp) / 'state.sqlite3'}"
+                results.append(one_round(args, Path(tmp), url))
+            report_round(args, n, results[-1])
+    summary(args, results)
+
+
+def report_round(args: argparse.Namespace, n: int, r: dict[str, float]) -> None:
+    print(
+        f"round {n + 1}: {r['rps']:.1f} one-click POSTs/s ({args.requests} in "
+        f"{r['seconds']:.1f} s, {args.concurrency} at a time; latency p50 {r['p50']:.0f} ms, "
+        f"p99 {r['p99']:.0f} ms, max {r['max']:.0f} ms; non-200: {r['non200']}; "
+        f"retried after a closed connection: {r['retries']}); "
+        f"reference GET /healthz {r['ref_rps']:.0f}/s; lost: state {r['lost_state']}, "
+        f"events {r['lost_events']}, list {r['lost_yaml']}; others untouched: "
+        f"{bool(r['others_untouched'])}; comments kept: {bool(r['comments_kept'])}",
+        flush=True,
+    )
+
+
+def summary(args: argparse.Namespace, results: list[dict[str, float]]) -> None:
     rps = [r["rps"] for r in results]
     ratio = [r["rps"] / r["ref_rps"] for r in results]
     print(
         f"one-click POSTs/s over {len(results)} rounds: min {min(rps):.1f} / median "
         f"{statistics.median(rps):.1f} / max {max(rps):.1f}; vs GET /healthz in the same round: "
-        f"{statistics.median(ratio):.2f}; {args.subscribers} subscribers in the YAML; "
-        f"lost unsubscribes (state / YAML): {sum(int(r['lost_state']) for r in results)} / "
+        f"{statistics.median(ratio):.2f}; {args.subscribers} subscribers in the "
+        f"{'state' if args.home == 'state' else 'YAML'}"
+        f"{' (PostgreSQL)' if args.postgres else ''}; "
+        f"lost unsubscribes (state / list): {sum(int(r['lost_state']) for r in results)} / "
         f"{sum(int(r['lost_yaml']) for r in results)}"
     )
 

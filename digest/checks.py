@@ -33,7 +33,7 @@ from digest.addresses import needs_smtputf8
 from digest.errors import ConfigError, SourceError
 from digest.settings import Settings
 from digest.sources import build_source
-from digest.subscribers import Subscriber, load_subscribers
+from digest.subscribers import Subscriber, SubscriberList, load_subscribers
 
 RESERVED_DOMAINS = ("example.org", "example.com", "example.net", "localhost")
 """Domains reserved for documentation or this machine (RFC 2606, RFC 6761)."""
@@ -168,41 +168,56 @@ def missing_like_warnings(settings: Settings, subscribers: Sequence[Subscriber])
     ]
 
 
-def subscriber_source_warnings(settings: Settings) -> list[str]:
+def subscriber_source_warnings(
+    settings: Settings, subscribers: SubscriberList | None = None
+) -> list[str]:
     """Subscribers whose own ``sources`` are not among ``DIGEST_SOURCES``, one line each.
 
     Runs the subscribers file's ``known_sources`` check; call it only once the file loads
-    without errors (any problem it reports is then about ``sources``).
+    without errors (any problem it reports is then about ``sources``). With ``subscribers``
+    (a list read from the state), looks at those instead.
 
     Returns:
         ``file:line: subscribers[i].sources[j]: 'hf' is not a configured source
-        (DIGEST_SOURCES: ...); this subscriber's papers come from it instead`` lines.
+        (DIGEST_SOURCES: ...); this subscriber's papers come from it instead`` lines
+        (``ADDRESS: sources: …`` for a list in the state).
     """
+    tail = (
+        "; this subscriber's papers come from their own sources instead of "
+        "DIGEST_SOURCES (`--source` overrides both for preview)"
+    )
+    if subscribers is not None:
+        known = settings.source_specs
+        return [
+            f"{sub.email}: sources: {spec!r} is not a configured source "
+            f"(DIGEST_SOURCES: {', '.join(known)}){tail}"
+            for sub in subscribers
+            for spec in sub.sources or ()
+            if spec not in known
+        ]
     try:
         load_subscribers(settings.subscribers, known_sources=settings.source_specs)
     except ConfigError as e:
-        return [
-            f"{p}; this subscriber's papers come from their own sources instead of "
-            "DIGEST_SOURCES (`--source` overrides both for preview)"
-            for p in e.problems
-        ]
+        return [f"{p}{tail}" for p in e.problems]
     return []
 
 
-def smtputf8_notes(settings: Settings) -> list[str]:
+def smtputf8_notes(settings: Settings, subscribers: SubscriberList | None = None) -> list[str]:
     """Subscribers whose address needs SMTPUTF8 (RFC 6531: a non-ASCII local part), one line each.
 
     Such an address is sent only through a relay that advertises SMTPUTF8; with any other
     relay that subscriber is recorded ``failed`` ("relay does not offer SMTPUTF8") and the
     others are sent. An IDN domain (``ada@bücher.de``) needs nothing: it goes out in its
-    IDNA form. Call it only once the subscribers file loads without errors.
+    IDNA form. Call it only once the subscribers file loads without errors (or pass the
+    list: ``subscribers``).
 
     Returns:
         ``file: josé@example.org needs SMTPUTF8 ...`` lines, in file order.
     """
-    subscribers = load_subscribers(settings.subscribers)
+    if subscribers is None:
+        subscribers = load_subscribers(settings.subscribers)
     return [
-        f"{settings.subscribers}: {sub.email} needs SMTPUTF8 (RFC 6531, non-ASCII local part): "
+        f"{subscribers.path}: {sub.email} needs SMTPUTF8 (RFC 6531, non-ASCII local part): "
         "sent only if the relay offers it, else recorded failed"
         for sub in subscribers
         if needs_smtputf8(sub.email)
@@ -230,16 +245,20 @@ class SourceProbe:
     error: str = ""
 
 
-def configured_specs(settings: Settings) -> list[str]:
+def configured_specs(settings: Settings, subscribers: SubscriberList | None = None) -> list[str]:
     """``DIGEST_SOURCES`` then every subscriber's own sources not among them, in file order.
 
-    A subscribers file that does not load contributes nothing (validate reports it).
+    A subscribers file that does not load contributes nothing (validate reports it); with
+    ``subscribers`` (a list read from the state), those.
     """
     specs = list(dict.fromkeys(settings.source_specs))
-    try:
-        subs = load_subscribers(settings.subscribers)
-    except ConfigError:
-        return specs
+    if subscribers is not None:
+        subs = subscribers
+    else:
+        try:
+            subs = load_subscribers(settings.subscribers)
+        except ConfigError:
+            return specs
     for sub in subs.subscribers:
         for spec in sub.sources or ():
             if spec not in specs:

@@ -22,6 +22,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
+import click
 import typer
 import typer.core
 from rich.console import Console
@@ -40,17 +41,18 @@ from rich.text import Text
 from digest import __version__
 from digest.core import Digest, default_edition_day, open_store
 from digest.delivery import OutgoingMessage
-from digest.errors import ConfigError, DigestError, StateLockedError
+from digest.errors import ConfigError, DigestError, StateError, StateLockedError
 from digest.models import Edition, RunSummary
 from digest.render.views import plural
 from digest.settings import (
+    SUBSCRIBERS_IN_STATE,
     Settings,
     configured_subscribers_path,
     load_settings,
     unknown_variables,
 )
 from digest.state import DeliveryStatus
-from digest.subscribers import Subscriber
+from digest.subscribers import Subscriber, SubscriberList
 
 if TYPE_CHECKING:
     from digest.reputation import GroupRate
@@ -242,9 +244,9 @@ def parse_edition(value: str | None, *, default_day: date) -> Edition:
 
 
 def _find_subscriber(digest: Digest, email: str, *, flag: str = "--subscriber") -> Subscriber:
-    found = digest.load_subscribers().get(email)
+    found = digest.home.get(email)
     if found is None:
-        raise ConfigError(f"{flag} {email}: not in {digest.settings.subscribers}")
+        raise ConfigError(f"{flag} {email}: not in {digest.home.name}")
     return found
 
 
@@ -380,16 +382,15 @@ def send(
             if to is not None:
                 _test_send(digest, edition, to, as_, source)
                 return
-            # A daily edition goes to daily subscribers, a weekly one (YYYY-Www) to weekly ones.
-            subs = [
-                s for s in digest.load_subscribers().subscribers if s.frequency == edition.frequency
-            ]
+            # A daily edition goes to daily subscribers, a weekly one (YYYY-Www) to weekly ones,
+            # read in chunks (a list in the state: a server-side cursor on PostgreSQL).
+            subs = list(digest.home.stream(frequency=edition.frequency))
             if subscriber:
                 wanted = {s.lower() for s in subscriber}
                 missing = wanted - {s.email for s in subs}
                 if missing:
                     raise ConfigError(
-                        f"--subscriber {', '.join(sorted(missing))}: not in {settings.subscribers}"
+                        f"--subscriber {', '.join(sorted(missing))}: not in {digest.home.name}"
                     )
                 subs = [s for s in subs if s.email in wanted]
             unknown = 0 if dry_run else digest.recover()
@@ -637,15 +638,22 @@ def validate(
     count = 0
     listed: list[Subscriber] = []
     subscribers_path = settings.subscribers if settings else None
+    where = str(subscribers_path)
+    in_state: SubscriberList | None = None  # a list read from the state
     try:
         from digest.subscribers import load_subscribers
 
         if subscribers_path is None:  # invalid settings: still the file DIGEST_SUBSCRIBERS names
             subscribers_path = configured_subscribers_path(_opts.env_file)
-        listed = load_subscribers(subscribers_path).subscribers
+            where = str(subscribers_path)
+        if settings is not None and settings.subscribers_in_state:
+            in_state, where = _state_list(settings)
+            listed = in_state.subscribers if in_state is not None else []
+        elif str(subscribers_path) != SUBSCRIBERS_IN_STATE:
+            listed = load_subscribers(subscribers_path).subscribers
         count = len(listed)
-    except ConfigError as e:
-        problems.extend(e.problems)
+    except (ConfigError, StateError) as e:
+        problems.extend(e.problems if isinstance(e, ConfigError) else [str(e)])
     if problems:
         for p in problems:
             err.print(f"[bold red]error:[/] {p}", markup=True, highlight=False)
@@ -658,11 +666,16 @@ def validate(
         for line in link_errors:
             err.print(f"[bold red]error:[/] {line}", markup=True, highlight=False)
         raise typer.Exit(EXIT_BAD_INPUT)
-    for line in checks.placeholder_warnings(settings) + checks.subscriber_source_warnings(settings):
+    state_list = in_state if settings.subscribers_in_state else None
+    source_warnings = checks.subscriber_source_warnings(settings, state_list)
+    if settings.subscribers_in_state and in_state is None:
+        source_warnings = []
+    for line in checks.placeholder_warnings(settings) + source_warnings:
         err.print(f"[bold yellow]warning:[/] {line}", markup=True, highlight=False)
-    for line in checks.smtputf8_notes(settings):
-        out.print(f"note: {line}", markup=False, highlight=False)
-    out.print(f"ok: settings valid, {plural(count, 'subscriber')} in {subscribers_path}")
+    if not settings.subscribers_in_state or in_state is not None:
+        for line in checks.smtputf8_notes(settings, state_list):
+            out.print(f"note: {line}", markup=False, highlight=False)
+    out.print(f"ok: settings valid, {plural(count, 'subscriber')} in {where}")
     from digest.state import describe_state
 
     state_ok, state_line = describe_state(settings.effective_state_url)
@@ -680,7 +693,8 @@ def validate(
     else:
         err.print(f"[bold red]error:[/] {relay_line}", markup=True, highlight=False)
     day = default_edition_day(datetime.now(UTC))
-    probes = asyncio.run(checks.probe_sources(checks.configured_specs(settings), settings, day))
+    specs = checks.configured_specs(settings, state_list)
+    probes = asyncio.run(checks.probe_sources(specs, settings, day))
     for probe in probes:
         if probe.ok:
             out.print(checks.describe_probe(probe))
@@ -690,6 +704,27 @@ def validate(
             )
     if checks.probe_failed(probes) or not relay_ok:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _state_list(settings: Settings) -> tuple[SubscriberList | None, str]:
+    """For ``validate`` with ``DIGEST_SUBSCRIBERS=state``: the list in the state, if the state
+    exists at the current schema (``None`` otherwise: nothing is created or migrated), and
+    where it is.
+
+    Raises:
+        ConfigError: a subscriber in the state is invalid.
+        StateError: the state cannot be read.
+    """
+    from digest.state import SCHEMA_VERSION, probe_state, redact_url
+    from digest.subscribers.home import StateHome
+
+    url = settings.effective_state_url
+    where = f"the state {redact_url(url)}"
+    if probe_state(url) != SCHEMA_VERSION:
+        return None, where + " (not created or not migrated yet: import a list into it)"
+    with open_store(settings) as store:
+        home = StateHome(store)
+        return home.load(), home.name
 
 
 @app.command()
@@ -1027,8 +1062,16 @@ def resume(
             out.print("no domain group is paused")
 
 
-@app.command()
+subscribers_app = typer.Typer(
+    invoke_without_command=True,
+    help="The subscriber list: an overview (no command), or import, export, edit, add, remove.",
+)
+app.add_typer(subscribers_app, name="subscribers")
+
+
+@subscribers_app.callback()
 def subscribers(
+    ctx: typer.Context,
     status: Annotated[
         list[str] | None,
         typer.Option(
@@ -1050,7 +1093,13 @@ def subscribers(
         ),
     ] = None,
 ) -> None:
-    """One line per subscriber: status, frequency, next send, last edition, bounce score."""
+    """One line per subscriber: status, frequency, next send, last edition, bounce score.
+
+    The list lives in DIGEST_SUBSCRIBERS: a YAML file, or `state` (a table of the state
+    store); the commands below change it one entry at a time, the same way in both.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
     _setup_logging(logging.WARNING)
     if show is not None:
         with _errors(), Digest(_settings()) as digest:
@@ -1140,6 +1189,134 @@ def _print_rates(
                 markup=False,
                 highlight=False,
             )
+
+
+@subscribers_app.command("import")
+def subscribers_import(
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="A subscribers YAML file.")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Validate and count; write nothing.")
+    ] = False,
+    prune: Annotated[
+        bool,
+        typer.Option("--prune", help="Set active: false for entries of the list not in FILE."),
+    ] = False,
+) -> None:
+    """Take FILE into the list: the whole file is validated first (every problem with its
+    line; nothing is written on any), then written at once (one transaction). Entries of the
+    list that FILE lacks are left as they are, unless --prune."""
+    _setup_logging(logging.WARNING)
+    with _errors():
+        try:
+            data = file.read_bytes()
+        except OSError as e:
+            raise ConfigError(f"{file}: cannot read it: {e.strerror or e}") from None
+        with Digest(_settings()) as digest:
+            report = digest.home.import_list(data, file, prune=prune, dry_run=dry_run)
+            where = digest.home.name
+        counts = (
+            f"{report.added} added, {report.changed} changed, {report.unchanged} unchanged, "
+            f"{report.deactivated} deactivated"
+        )
+        kept = f"; {report.kept} not in {file} left as they are" if report.kept else ""
+        verb = "would import" if dry_run else "imported"
+        out.print(f"{verb} {file} into {where}: {counts}{kept}", markup=False, highlight=False)
+        if not report.layout_kept:
+            out.print(
+                f"note: {file}'s list is not written the usual way ('subscribers:' at the start "
+                "of a line, then '- email: ...' items): its entries were written anew, without "
+                "its comments",
+                markup=False,
+                highlight=False,
+            )
+
+
+@subscribers_app.command("export")
+def subscribers_export(
+    out_file: Annotated[
+        Path | None,
+        typer.Option("--out", metavar="FILE", help="Write here (default: standard output)."),
+    ] = None,
+) -> None:
+    """Write the list as a subscribers YAML file, exactly as `import` takes it back."""
+    _setup_logging(logging.WARNING)
+    with _errors(), Digest(_settings()) as digest:
+        text = digest.home.export()
+        if out_file is None:
+            sys.stdout.write(text)
+            return
+        try:
+            out_file.write_text(text, encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(f"--out {out_file}: cannot write it: {e.strerror or e}") from None
+        count = len(digest.load_subscribers())
+        err.print(f"wrote {plural(count, 'subscriber')} to {out_file}", highlight=False)
+
+
+@subscribers_app.command("edit")
+def subscribers_edit(
+    email: Annotated[str, typer.Argument(metavar="EMAIL", help="The subscriber to edit.")],
+) -> None:
+    """Open EMAIL's entry in $EDITOR as YAML; on save it is validated with the file's rules
+    (reopened with the problems on top until it is valid) and written as one entry."""
+    _setup_logging(logging.WARNING)
+    with _errors(), Digest(_settings()) as digest:
+        from digest.subscribers.home import edit_entry
+
+        def editor(text: str) -> str | None:
+            edited: str | None = click.edit(text, extension=".yaml", require_save=True)
+            return edited
+
+        changed = edit_entry(digest.home, email, editor, record=_cli_event(digest, email, "edit"))
+        out.print(f"{'updated' if changed else 'unchanged'}: {email}", highlight=False)
+
+
+@subscribers_app.command("add")
+def subscribers_add(
+    email: Annotated[str, typer.Argument(metavar="EMAIL", help="The new subscriber.")],
+    name: Annotated[str | None, typer.Option(metavar="NAME", help="Display name.")] = None,
+    keywords: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--keywords", metavar="WORDS", help="Keywords (repeatable, or comma-separated)."
+        ),
+    ] = None,
+) -> None:
+    """Add EMAIL to the list (for scripts); an address on the list already is an error."""
+    _setup_logging(logging.WARNING)
+    with _errors(), Digest(_settings()) as digest:
+        from digest.subscribers.home import add_subscriber
+
+        words = [w.strip() for given in keywords or () for w in given.split(",") if w.strip()]
+        added = add_subscriber(
+            digest.home, email, name=name, keywords=words, record=_cli_event(digest, email, "add")
+        )
+        out.print(f"added {added.email} to {digest.home.name}", highlight=False)
+
+
+@subscribers_app.command("remove")
+def subscribers_remove(
+    email: Annotated[str, typer.Argument(metavar="EMAIL", help="The subscriber to remove.")],
+) -> None:
+    """Remove EMAIL's entry from the list (its history and suppressions stay)."""
+    _setup_logging(logging.WARNING)
+    with _errors(), Digest(_settings()) as digest:
+        from digest.subscribers.changes import RemoveEntry
+
+        record = _cli_event(digest, email, "remove")
+        if not digest.home.apply(RemoveEntry(email), record=record):
+            raise ConfigError(f"{email}: not on {digest.home.name}")
+        out.print(f"removed {email} from {digest.home.name}", highlight=False)
+
+
+def _cli_event(digest: Digest, email: str, action: str) -> Callable[[bool], None]:
+    """The state writes of a CLI change: an event by ``cli:USER``, if the list changed."""
+
+    def record(changes: bool) -> None:
+        if changes:
+            digest.store.record_event(email, action, actor=_actor())
+
+    return record
 
 
 def personal_report(digest: Digest, address: str) -> list[str]:

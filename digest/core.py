@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -26,13 +26,15 @@ from digest.pipeline.papers import (
     default_edition_day,
 )
 from digest.pipeline.send import ResultCallback, SendDeps, SendPipeline
+from digest.pipeline.welcome import send_owed_welcomes
 from digest.pipeline.workers import RENDER_PROCESSES_MIN_BATCH, build_for, render_ranked
 from digest.ranking import RankContext, rank
 from digest.ranking.embeddings import Embedder, VectorCache
 from digest.render import RenderedEmail, Renderer
 from digest.settings import Settings
 from digest.state import StateBackend, open_state
-from digest.subscribers import Subscriber, SubscriberList, load_subscribers
+from digest.subscribers import Subscriber, SubscriberList
+from digest.subscribers.home import SubscriberHome, open_home
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,7 @@ class Digest:
             them: ``digest run``); default nothing is counted.
 
     Attributes:
+        home: where the subscriber list lives (:mod:`digest.subscribers.home`).
         render_min_batch: fewest owed subscribers for which :meth:`send` makes the messages
             in ``settings.effective_render_workers`` worker processes (see
             :mod:`digest.pipeline.workers`); default :data:`RENDER_PROCESSES_MIN_BATCH`.
@@ -111,13 +114,16 @@ class Digest:
         self.store: StateBackend = store if store is not None else open_store(settings, now=now)
         self._renderer: Renderer | None = None
         self._recovered = False
+        self.home: SubscriberHome = open_home(settings, self.store)
         self.papers = PaperCollector(settings, self.store, now=now)
         self.ranking = RankContextBuilder(settings, self.store)
         self.envelope = EnvelopeRule(settings)
 
     # -- lifecycle -------------------------------------------------------------------------
     def close(self) -> None:
-        """Close the state store if this instance opened it, and the vector cache."""
+        """Let the subscriber list's pending writes finish, close the vector cache and the
+        state store if this instance opened it."""
+        self.home.close()
         self.ranking.close()
         if self._owns_store:
             self.store.close()
@@ -135,12 +141,13 @@ class Digest:
 
     # -- inputs ----------------------------------------------------------------------------
     def load_subscribers(self) -> SubscriberList:
-        """Read and validate the subscribers file (``DIGEST_SUBSCRIBERS``).
+        """The subscriber list, validated, from its home (``DIGEST_SUBSCRIBERS``: the file, or
+        the state's table); cached: an unchanged list is not read again. Read-only.
 
         Raises:
-            ConfigError: every problem at once, as ``file:line: field: message``.
+            ConfigError: every problem at once (the file's as ``file:line: field: message``).
         """
-        return load_subscribers(self.settings.subscribers)
+        return self.home.load()
 
     @property
     def renderer(self) -> Renderer:
@@ -376,6 +383,21 @@ class Digest:
             sources=sources,
         )
         return await pipeline.run(subscribers)
+
+    async def send_welcomes(
+        self, lookup: Callable[[str], Subscriber | None], address: str | None = None
+    ) -> RunSummary:
+        """Send the welcome emails still owed (of ``address`` only, if given), each once:
+        :func:`~digest.pipeline.welcome.send_owed_welcomes`.
+
+        Args:
+            lookup: the subscriber of an address in the list as the caller reads it, or None.
+            address: only this address's welcomes (the web app, after a confirmation).
+
+        Raises:
+            DeliveryConfigError: the transport cannot work (the welcomes stay owed).
+        """
+        return await send_owed_welcomes(self.deps, lookup, address)
 
     @property
     def envelope_sender(self) -> str:

@@ -3,18 +3,20 @@
 An APScheduler 3 :class:`~apscheduler.schedulers.asyncio.AsyncIOScheduler` runs one periodic
 job, the *tick* (every ``settings.tick_seconds`` seconds, first run at start, coalesced, never
 two at once). The scheduler only provides the heartbeat: what is owed is computed at every
-tick from the subscribers file and the state file (:func:`digest.schedule.due`), so downtime,
+tick from the subscriber list and the state (:func:`digest.schedule.due`), so downtime,
 restarts and re-added jobs can neither lose nor repeat an edition.
 
 A tick:
-    1. re-reads the subscribers file; an invalid edit is logged (every problem with its line
-       number, once per distinct error) and the last valid list stays in force;
+    1. re-reads the subscriber list (its home reads only what changed: a ``stat`` of an
+       unchanged file, the version of a list in the state); an invalid edit is logged (every
+       problem with its line number, once per distinct error) and the last valid list stays
+       in force;
     2. reads the bounce mailbox (when one is set), then checks the complaint rates
        (:class:`~digest.reputation.SenderGuard`: a domain group above
        DIGEST_COMPLAINT_PAUSE_PERCENT is paused, its subscribers held ``owed``);
        records editions more than ``settings.catchup_hours`` late as ``skipped`` (``late``,
        or ``no papers`` when the only answer the sources gave was an empty list, or
-       ``paused``);
+       ``paused``); sends the welcome emails still owed (:meth:`Digest.send_welcomes`);
     3. for each due edition, fetches its papers first (:meth:`Digest.papers_for`) and only
        then calls :meth:`Digest.send`. An empty list is final only for a weekend edition
        (:func:`digest.schedule.may_be_empty`): ``send`` then records ``skipped (no papers)``
@@ -136,6 +138,7 @@ class TickReport:
         errors: one line per error that did not stop the tick (source, delivery config).
         stopped: a stop was requested and the tick returned early.
         bounces: what reading the bounce mailbox did (``None`` when not configured).
+        welcomes: the welcome emails sent, failed or still owed in this tick.
         duration_s: wall time of the tick, seconds.
     """
 
@@ -147,6 +150,7 @@ class TickReport:
     errors: list[str] = field(default_factory=list)
     stopped: bool = False
     bounces: IntakeReport | None = None
+    welcomes: RunSummary = field(default_factory=RunSummary)
     duration_s: float = 0.0
 
     def total(self, attr: str) -> int:
@@ -238,6 +242,7 @@ class Daemon:
         ):
             await self._read_bounces(report, subscribers)
         self.guard.check()  # may pause a domain group before anything is sent
+        await self._send_welcomes(report, subscribers)
         # One query for every subscriber's rows over the look-back, not one per pair.
         statuses = self.digest.store.statuses(lookback_edition_keys(report.at))
 
@@ -279,6 +284,26 @@ class Daemon:
             return
         self._touch_health()
 
+    async def _send_welcomes(self, report: TickReport, subscribers: list[Subscriber]) -> None:
+        """Send the welcome emails still owed (a web app that stopped or crashed before it
+        sent them, a transient failure): :meth:`Digest.send_welcomes`."""
+        if not self.settings.welcome:
+            return
+        listed = {address_key(s.email): s for s in subscribers}
+        try:
+            report.welcomes = await self.digest.send_welcomes(listed.get)
+        except DeliveryConfigError as e:
+            report.errors.append(str(e))
+            log.error("welcome emails not sent (they stay owed): %s", e)
+            return
+        if report.welcomes.sent or report.welcomes.failed:
+            log.info(
+                "welcome emails: %d sent, %d failed, %d owed",
+                report.welcomes.sent,
+                report.welcomes.failed,
+                report.welcomes.deferred,
+            )
+
     async def _read_bounces(self, report: TickReport, subscribers: list[Subscriber]) -> None:
         """Read the bounce mailbox before sending, so new suppressions apply in this tick."""
         try:
@@ -310,8 +335,11 @@ class Daemon:
             )
 
     def _reload(self, report: TickReport) -> list[Subscriber] | None:
-        """The subscribers in force: the file if valid, else the last valid list (or None)."""
-        path = self.settings.subscribers
+        """The subscribers in force: the list if valid, else the last valid one (or None).
+
+        The list's home reads only what changed: an unchanged file costs a ``stat``, an
+        unchanged list in the state one one-row query (its version)."""
+        path = self.digest.home.name
         try:
             subscribers = list(self.digest.load_subscribers().subscribers)
         except ConfigError as e:

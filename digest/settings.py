@@ -32,6 +32,8 @@ from digest.errors import ConfigError, field_message
 
 DEFAULT_HF_API_URL = "https://huggingface.co/api/daily_papers"
 DEFAULT_SUBSCRIBERS_PATH = Path("subscribers.yaml")
+SUBSCRIBERS_IN_STATE = "state"
+"""The DIGEST_SUBSCRIBERS value that keeps the list in the state store (exactly this)."""
 DEFAULT_STATE_PATH = Path("digest-state.sqlite3")
 DEFAULT_STATE_LEASE_S = 60.0
 """Default lease of a claim on a shared (PostgreSQL) state, seconds (as ``DEFAULT_LEASE_S``)."""
@@ -133,7 +135,13 @@ class Settings(BaseSettings):
     )
 
     # --- files ---------------------------------------------------------------------------
-    subscribers: Path = Field(DEFAULT_SUBSCRIBERS_PATH, description="Subscribers YAML file.")
+    subscribers: Path = Field(
+        DEFAULT_SUBSCRIBERS_PATH,
+        description=(
+            "The subscriber list: a YAML file, or 'state' (exactly that): a table in the state "
+            "(DIGEST_STATE_URL), edited with `digest subscribers import/export/edit`."
+        ),
+    )
     state_path: Path = Field(DEFAULT_STATE_PATH, description="SQLite state file.")
     state_url: SecretStr | None = Field(
         None,
@@ -536,6 +544,11 @@ class Settings(BaseSettings):
     def source_specs(self) -> list[str]:
         """The configured sources as a list, e.g. ``["hf", "file:examples/hf-daily-papers"]``."""
         return [s.strip() for s in self.sources.split(",") if s.strip()]
+
+    @property
+    def subscribers_in_state(self) -> bool:
+        """Whether the subscriber list lives in the state (``DIGEST_SUBSCRIBERS=state``)."""
+        return str(self.subscribers) == SUBSCRIBERS_IN_STATE
 
     @property
     def effective_state_url(self) -> str:

@@ -4,6 +4,7 @@ Fixtures here: ``ca``/``leaf`` (a trustme CA and a certificate for ``127.0.0.1``
 one per session), ``ca_file`` (the CA as PEM in ``tmp_path``), ``pg_server`` (a real PostgreSQL
 started once per session, :mod:`tests.pgserver`), ``pg_url`` (a fresh schema of it per test),
 ``state_url`` (parametrized: every test using it runs on SQLite and on PostgreSQL),
+``subscribers_home`` (parametrized: the list in its file, then in the state),
 ``make_store`` (opens that backend with a given clock), ``state_env`` (points
 ``DIGEST_STATE_URL`` at it, for the CLI and the daemon), ``env`` (the web app's settings on
 it), ``dkim_key`` (a DKIM key file and its
@@ -109,6 +110,13 @@ def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'state' / 'state.sqlite3'}"
     url: str = request.getfixturevalue("pg_url")
     return url
+
+
+@pytest.fixture(params=["file", "state"])
+def subscribers_home(request: pytest.FixtureRequest) -> str:
+    """Where the subscriber list lives: ``file`` (DIGEST_SUBSCRIBERS=<tmp>/subscribers.yaml),
+    then ``state`` (DIGEST_SUBSCRIBERS=state); every test using it runs in both homes."""
+    return str(request.param)
 
 
 @pytest.fixture

@@ -693,3 +693,72 @@ def run_cli(*args: str, env: Mapping[str, str] | None = None) -> tuple[int, str]
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception  # a bug, not an exit code: show its traceback
     return result.exit_code, result.output
+
+
+# -- subscriber lists ---------------------------------------------------------------------------
+
+
+def list_yaml(count: int, *, defaults: bool = True) -> str:
+    """A subscribers file of ``count`` valid entries written in the shapes people write:
+    comments before and inside entries, blank lines or none between them, flow and block
+    lists, quoted and plain strings, upper-case addresses, IDN domains, paused entries.
+
+    Entry ``i`` has the address ``r{i:05d}@…`` (its domain varies); every option it sets is
+    valid, so the whole file loads.
+    """
+    lines = ["# A generated list (tests/factories.py: list_yaml)."]
+    if defaults:
+        lines += ["defaults:", "  max_papers: 8   # short digests", '  send_at: "07:00"', ""]
+    lines.append("subscribers:")
+    domains = ("example.org", "Lab.Example.ORG", "bücher.example", "例え.example")
+    for i in range(count):
+        email = f"r{i:05d}@{domains[i % len(domains)]}"
+        shape = i % 7
+        if i % 50 == 0:
+            lines.append(f"  # group {i // 50}")
+        if shape == 0:
+            lines += [
+                f"  - email: {email}",
+                f"    name: Reader {i}",
+                "    keywords: [diffusion, agent*]",
+            ]
+        elif shape == 1:
+            lines += [
+                f'  - email: "{email.upper()}"   # as they typed it',
+                "    keywords:",
+                '      - "reinforcement learning"',
+                f"      - topic{i % 13}      # a comment in a list",
+                "    frequency: weekly",
+                "    weekday: friday",
+                "",
+            ]
+        elif shape == 2:
+            lines += [
+                f"  - email: {email}",
+                f"    name: 'Zoë {i}'",
+                '    send_at: "06:30"',
+                "    timezone: Europe/Berlin",
+                "    active: false",
+            ]
+        elif shape == 3:
+            lines += [
+                f'  - {{email: {email}, keywords: [video, "text-to-image"]}}',
+            ]
+        elif shape == 4:
+            lines += [
+                "",
+                f"  # Reader {i} wants meaning, not words.",
+                f"  - email: {email}",
+                "    interests:",
+                "      - sim-to-real transfer for legged robots",
+                '    like: ["2406.09246"]',
+                "    only_matching: true",
+            ]
+        else:
+            lines += [
+                f"  - email: {email}",
+                f"    max_papers: {1 + i % 20}",
+                "    exclude: [survey]",
+            ]
+    lines.append("# the end")
+    return "\n".join(lines) + "\n"

@@ -31,6 +31,8 @@ from digest.schedule import scheduled_instant
 from digest.state import StateBackend, open_state
 from digest.state.store import Store
 from digest.subscribers import Subscriber
+from digest.subscribers.changes import SetFields
+from digest.subscribers.home import add_subscriber
 from tests.conftest import crash_claimers
 from tests.factories import (
     Env,
@@ -381,6 +383,36 @@ async def test_subscribers_file_is_reread_and_an_invalid_edit_keeps_the_last_lis
         clock.at = utc(2026, 8, 20, 7, 1)
         await daemon.tick()
         assert "invalid" not in caplog.text
+
+
+async def test_a_list_in_the_state_is_followed_from_tick_to_tick(env: Env) -> None:
+    """DIGEST_SUBSCRIBERS=state (issue 22): a subscriber added and one changed between ticks
+    are in force at the next tick; an unchanged list is not read again."""
+    write_papers(env.papers, days_between(date(2026, 8, 17), date(2026, 8, 21)))
+    defaults = {"send_at": "07:00", "timezone": "UTC"}
+    env.write_subscribers([{"email": "a@example.org", "keywords": ["diffusion"]}], defaults)
+    clock = FakeClock(utc(2026, 8, 19, 7))
+    async with daemon_for(env, clock, subscribers="state") as daemon:
+        home = daemon.digest.home
+        home.import_list(env.subscribers.read_bytes(), env.subscribers)
+        env.subscribers.unlink()  # the list is the state's now
+        report = await daemon.tick()
+        assert report.subscribers == 1
+        add_subscriber(home, "b@example.org", keywords=["agents"])
+        assert home.apply(SetFields("a@example.org", {"keywords": ["agent"]}))
+        clock.at = utc(2026, 8, 19, 8)
+        report = await daemon.tick()
+        assert report.subscribers == 2
+        assert ("b@example.org", "2026-08-18") in statuses(daemon)
+        subs: list[Subscriber] = daemon._subscribers or []
+        assert [(s.email, s.keywords) for s in subs] == [
+            ("a@example.org", ("agent",)),
+            ("b@example.org", ("agents",)),
+        ]
+        listed = home.load()
+        clock.at = utc(2026, 8, 19, 9)
+        await daemon.tick()
+        assert home.load() is listed  # unchanged: one one-row query, nothing read
 
 
 # -- stopping ----------------------------------------------------------------------------

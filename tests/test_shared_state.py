@@ -26,6 +26,7 @@ from digest.models import Edition, Paper
 from digest.schedule import scheduled_instant
 from digest.state import COPY_TABLES, open_state
 from digest.state.base import BounceEvent, BounceKind, BounceScore, ProcessedMessage
+from digest.subscribers.home import StateHome
 from tests.conftest import FIXTURES, PROJECT
 from tests.httpserver import LocalHTTPServer
 from tests.smtpserver import ServerProcess, read_spool
@@ -293,6 +294,9 @@ def test_migrate_sqlite_to_postgresql_keeps_the_history(tmp_path: Path, pg_url: 
             client="127.0.0.1",
             expires_at=datetime(2026, 8, 22, tzinfo=UTC),
         )
+        listed = tmp_path / "subscribers.yaml"  # the list's tables (issue 22)
+        StateHome(store).import_list(listed.read_bytes(), listed)
+        store.queue_list_change(emails[1], '{"kind": "active", "address": "x", "active": false}')
         store.pause_group("gmail", evidence="4 of 1,000", actor="daemon")  # lifted, then again
         store.resume_groups(["gmail"], actor="cli:test")
         store.pause_group("gmail", evidence="5 of 1,000", actor="daemon")

@@ -34,7 +34,7 @@ from tests.factories import (
     messages,
     send_edition,
 )
-from tests.webserver import csrf_of, eventually, running_app, wait_healthy
+from tests.webserver import csrf_of, eventually, running_app, wait_healthy, wait_written
 
 NEW_KEY = "the-new-key-0123456789-abcdefghijkl"
 # What Gmail sends for RFC 8058 one-click: a POST, form-encoded, no cookie, no Referer.
@@ -160,11 +160,15 @@ async def test_the_pages_button_unsubscribes_and_offers_resubscribe(
         assert resub is not None
         back = client.post(base + resub.group(1), data={"csrf": csrf_of(done)})
         assert back.status_code == 200 and "subscribed" in back.text
+        eventually(lambda: settings.outbox.exists() and len(messages(settings)) == 1)
+    wait_written(settings)
     assert load_subscribers(settings.subscribers).get("bob@example.org").active is True  # type: ignore[union-attr]
     assert state_rows(settings) == (
         [],
         [("unsubscribe", "bob@example.org"), ("resubscribe", "bob@example.org")],
     )
+    [welcome] = messages(settings)  # a resubscribe is welcomed too, once
+    assert welcome["Subject"] == "Welcome to Daily Papers" and "bob@" in welcome["To"]
 
 
 def _forged_tokens(settings: Settings) -> dict[str, tuple[str, str]]:
@@ -274,6 +278,7 @@ async def test_preferences_errors_next_to_fields_then_saved_into_the_yaml(
         }
         saved = client.post(url, data=good)
         assert saved.status_code == 200 and "Saved." in saved.text
+    wait_written(settings)
     ada = load_subscribers(settings.subscribers).get("ada@example.org")
     assert ada is not None
     assert ada.keywords == ("world model", "agent*") and ada.exclude == ("survey",)
@@ -315,6 +320,7 @@ async def test_sign_up_double_opt_in_then_the_next_edition_goes_to_the_new_subsc
         assert load_subscribers(settings.subscribers).get("grace@example.org") is None
         done = client.post(link, data={"csrf": csrf_of(page)})
         assert done.status_code == 200 and "You're subscribed" in done.text
+    wait_written(settings)
     grace = load_subscribers(settings.subscribers).get("grace@example.org")
     assert grace is not None and grace.name == "Grace" and grace.keywords == ("diffusion", "video")
     assert "# The PI." in settings.subscribers.read_text()
@@ -351,6 +357,7 @@ async def test_confirmed_opt_in_lifts_an_unsubscribe(settings: Settings, base: s
         [mail] = messages(settings)
         link = local(link_in(mail, "/confirm"), base)
         client.post(link, data={"csrf": csrf_of(client.get(link))})
+    wait_written(settings)
     rows = await send_edition(settings)
     assert rows["ada@example.org"][0] == "sent"
     assert load_subscribers(settings.subscribers).get("ada@example.org").active  # type: ignore[union-attr]
@@ -479,6 +486,7 @@ async def test_a_sign_up_recorded_with_a_name_now_refused_confirms_without_it(
         page = client.get(f"{base}/confirm/{token}")
         done = client.post(f"{base}/confirm/{token}", data={"csrf": csrf_of(page)})
     assert done.status_code == 200 and "You're subscribed" in done.text
+    wait_written(settings)
     eve = load_subscribers(settings.subscribers).get("eve@example.org")
     assert eve is not None and eve.name is None and eve.keywords == ("agent*",)
 

@@ -17,9 +17,8 @@ from typing import Any
 import pytest
 
 from digest.state import open_state
-from digest.subscribers import load_subscribers
-from tests.factories import active, make_settings, messages, send_edition
-from tests.webserver import eventually, free_port, running_app
+from tests.factories import make_settings, messages, send_edition
+from tests.webserver import free_port, listed, running_app, seed_list
 
 CHROMIUM = Path(os.environ.get("DIGEST_TEST_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -73,16 +72,21 @@ class Shots:
 
 def test_sign_up_confirm_preferences_unsubscribe_in_chromium(
     env: dict[str, Any],
+    subscribers_home: str,
     tmp_path: Path,
     browser_page: Any,
 ) -> None:
+    """In both homes of the list (issue 22): the file, and the state's table."""
     page = browser_page
     port = free_port()
     public = f"http://127.0.0.1:{port}"  # the links in the emails and pages point here
+    home = {"subscribers": "state"} if subscribers_home == "state" else {}
     settings = make_settings(
-        **{**env, "public_url": public},
+        **{**env, "public_url": public, **home},
         postal_address="Lab of Papers · 1 Main St · Springfield",
     )
+    if settings.subscribers_in_state:
+        seed_list(settings, (tmp_path / "subscribers.yaml").read_text())
     shots = Shots(page, tmp_path)
     with running_app(settings, port=port) as base:
         assert base == public
@@ -100,7 +104,7 @@ def test_sign_up_confirm_preferences_unsubscribe_in_chromium(
         page.click("button[type=submit]")
         page.wait_for_selector("text=Check your inbox")
         shots.take("signup-sent")
-        assert load_subscribers(settings.subscribers).get("grace@example.org") is None
+        assert listed(settings, "grace@example.org") is None
 
         # 2. Confirm with the link from the email that arrived in the Maildir.
         [mail] = messages(settings)
@@ -113,7 +117,7 @@ def test_sign_up_confirm_preferences_unsubscribe_in_chromium(
         page.click("button[type=submit]")
         page.wait_for_selector("text=You're subscribed")
         shots.take("confirmed")
-        grace = load_subscribers(settings.subscribers).get("grace@example.org")
+        grace = listed(settings, "grace@example.org")
         assert grace is not None and grace.active and grace.keywords == ("diffusion", "video")
 
         # 3. Preferences: a bad value first (error next to it), then a good one.
@@ -134,7 +138,7 @@ def test_sign_up_confirm_preferences_unsubscribe_in_chromium(
         page.click("button[type=submit]")
         page.wait_for_selector("text=Saved.")
         shots.take("preferences-saved")
-        grace = load_subscribers(settings.subscribers).get("grace@example.org")
+        grace = listed(settings, "grace@example.org")
         assert grace is not None
         assert (grace.max_papers, grace.timezone, grace.frequency, grace.weekday) == (
             4,
@@ -149,11 +153,11 @@ def test_sign_up_confirm_preferences_unsubscribe_in_chromium(
         page.wait_for_selector("text=Stop sending the digest")
         assert re.search(r"g\*\*\*@e\*\*\*\.org", page.content())
         shots.take("unsubscribe")
-        assert load_subscribers(settings.subscribers).get("grace@example.org").active  # type: ignore[union-attr]
+        assert listed(settings, "grace@example.org").active  # type: ignore[union-attr]
         page.click("button[type=submit]")
         page.wait_for_selector("text=You're unsubscribed")
         shots.take("unsubscribed")
-        eventually(lambda: active(settings, "grace@example.org") is False)
+        assert listed(settings, "grace@example.org").active is False  # type: ignore[union-attr]
 
         # 5. The archive (after an edition went out) in the browser.
         page.goto(base + "/archive")

@@ -21,7 +21,6 @@ from digest.message import preferences_url_for
 from digest.models import Feedback
 from digest.settings import Settings
 from digest.state import open_state
-from digest.subscribers import load_subscribers
 from digest.tokens import Purpose, TokenSigner
 from digest.web.app import create_app
 from digest.web.reader import MAX_UPLOAD_BYTES
@@ -29,6 +28,7 @@ from digest.web.security import MAX_BODY_BYTES
 from tests.conftest import FIXTURES
 from tests.factories import SECRET_KEY, FakeClock, make_settings
 from tests.httpserver import LocalHTTPServer
+from tests.webserver import listed
 
 PUBLIC = "https://papers.example.org"
 NOW = datetime(2026, 8, 21, 8, 0, tzinfo=UTC)
@@ -155,7 +155,7 @@ async def test_preferences_save_interests_authors_and_an_orcid_fetched_once(
     saved = await client.post(path, data=form)
     assert saved.status_code == 200, saved.text
     assert "Saved." in saved.text
-    ada = load_subscribers(settings.subscribers).get(ADA)
+    ada = listed(settings, ADA)
     assert ada is not None
     assert ada.interests == (
         "robots that learn from video",
@@ -206,7 +206,7 @@ async def test_a_library_upload_is_parsed_kept_listed_and_removable(
     page = await upload(client, path, "My Zotero (2026).bib", BIB.encode(), csrf)
     assert page.status_code == 200, page.text
     assert "Library added: 2 papers" in page.text
-    ada = load_subscribers(settings.subscribers).get(ADA)
+    ada = listed(settings, ADA)
     assert ada is not None and len(ada.library) == 1
     (stored,) = ada.library
     assert re.fullmatch(r"libraries/[0-9a-f]{16}-My-Zotero-2026\.bib", stored), stored
@@ -215,7 +215,7 @@ async def test_a_library_upload_is_parsed_kept_listed_and_removable(
     # The same file again: nothing new.
     again = await upload(client, path, "My Zotero (2026).bib", BIB.encode(), csrf)
     assert again.status_code == 200
-    assert load_subscribers(settings.subscribers).get(ADA).library == (stored,)  # type: ignore[union-attr]
+    assert listed(settings, ADA).library == (stored,)  # type: ignore[union-attr]
     # The sender reads it as any library: file, line and entries.
     with Digest(settings) as digest:
         entries = digest.ranking.learner.entries(ada)
@@ -223,7 +223,7 @@ async def test_a_library_upload_is_parsed_kept_listed_and_removable(
     # Removed: off the list, and the file (nobody else lists it) deleted.
     removed = await client.post(f"{path}/library/remove", data={"csrf": csrf, "path": stored})
     assert removed.status_code == 200 and "Library file removed" in removed.text
-    assert load_subscribers(settings.subscribers).get(ADA).library == ()  # type: ignore[union-attr]
+    assert listed(settings, ADA).library == ()  # type: ignore[union-attr]
     assert not (settings.subscribers.parent / stored).exists()
 
 
@@ -409,7 +409,7 @@ async def test_a_signup_with_interests_authors_and_an_orcid_is_written_at_confir
         },
     )
     assert sent.status_code == 200
-    assert load_subscribers(settings.subscribers).get("grace@example.org") is None
+    assert listed(settings, "grace@example.org") is None
     with open_state(settings.effective_state_url) as store:
         (signup,) = [e for e in store.events("grace@example.org") if e.action == "signup-fields"]
     signer = TokenSigner.from_settings(settings)
@@ -417,7 +417,7 @@ async def test_a_signup_with_interests_authors_and_an_orcid_is_written_at_confir
     page = await client.get(f"/confirm/{token}")
     confirmed = await client.post(f"/confirm/{token}", data={"csrf": csrf_of(page)})
     assert confirmed.status_code == 200 and "Rate ten recent papers" in confirmed.text
-    grace = load_subscribers(settings.subscribers).get("grace@example.org")
+    grace = listed(settings, "grace@example.org")
     assert grace is not None
     assert grace.interests == ("diffusion models for video",)
     assert grace.authors == ("Ada Lovelace",) and grace.orcid == ORCID

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import filelock
@@ -25,7 +24,7 @@ from digest.subscribers.writeback import SubscribersFile, catch_up_unsubscribes
 from digest.tokens import Purpose, TokenSigner
 from tests.conftest import FIXTURES
 from tests.factories import PUBLIC, SECRET_KEY, outbox_settings, run_cli
-from tests.webserver import csrf_of, free_port, running_app, wait_healthy
+from tests.webserver import csrf_of, free_port, running_app, start_digest
 
 ONE_CLICK = {
     "content": "List-Unsubscribe=One-Click",
@@ -165,17 +164,7 @@ async def test_hostile_keywords_saved_from_the_preferences_form_read_back_with_c
 
 def start(settings: Settings, tmp_path: Path, command: str, port: int) -> subprocess.Popen[str]:
     """``python -m digest serve`` (or ``run`` with DIGEST_HTTP_PORT) on ``port``, answering."""
-    args = ["serve", "--port", str(port)] if command == "serve" else ["run"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "digest", *args],
-        env={**variables(settings), "DIGEST_HTTP_PORT": str(port)},
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    wait_healthy(f"http://127.0.0.1:{port}", proc)
-    return proc
+    return start_digest(variables(settings), tmp_path, port, command)
 
 
 def unsubscribe_and_crash(settings: Settings, tmp_path: Path, who: list[int]) -> None:

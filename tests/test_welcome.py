@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import email
 import email.policy
-from collections.abc import Iterator
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -22,7 +22,13 @@ from digest.pipeline.welcome import (
     welcome_key,
 )
 from digest.subscribers import Subscriber
-from tests.factories import MESSAGE_SETTINGS, make_settings, smtp_values
+from tests.factories import (
+    MESSAGE_SETTINGS,
+    FakeClock,
+    make_settings,
+    running_daemon,
+    smtp_values,
+)
 from tests.smtpserver import SMTPTestServer
 
 NOW = datetime(2026, 8, 21, 5, 0, tzinfo=UTC)
@@ -41,7 +47,13 @@ def relay() -> Iterator[SMTPTestServer]:
         yield server
 
 
-def digest_for(tmp_path: Path, state_url: str, relay: SMTPTestServer, **extra: object) -> Digest:
+def digest_for(
+    tmp_path: Path,
+    state_url: str,
+    relay: SMTPTestServer,
+    now: Callable[[], datetime] = lambda: NOW,
+    **extra: object,
+) -> Digest:
     settings = make_settings(
         **{
             **MESSAGE_SETTINGS,
@@ -53,7 +65,7 @@ def digest_for(tmp_path: Path, state_url: str, relay: SMTPTestServer, **extra: o
             **extra,
         }
     )
-    return Digest(settings, now=lambda: NOW)
+    return Digest(settings, now=now)
 
 
 async def test_a_queued_welcome_is_sent_once_and_says_what_it_should(
@@ -64,7 +76,9 @@ async def test_a_queued_welcome_is_sent_once_and_says_what_it_should(
         digest.store.mark_sent("bob@example.org", "2026-08-20", "250 ok")
         key = queue_welcome(digest.store, ADA.email, "0123abcd")
         assert key == welcome_key("0123abcd") == "welcome:0123abcd"
-        assert owed_welcomes(digest.store) == [(ADA.email, key)]
+        assert [(r.subscriber, r.edition) for r in owed_welcomes(digest.store)] == [
+            (ADA.email, key)
+        ]
         first = await send_welcomes(digest.deps, [(ADA, key)])
         again = await send_welcomes(digest.deps, [(ADA, key)])  # a second try: claim refused
         queue_welcome(digest.store, ADA.email, "0123abcd")  # queued again: stays sent
@@ -94,10 +108,59 @@ async def test_a_welcome_left_owed_by_a_crash_is_sent_at_the_next_try(
     with digest_for(tmp_path, state_url, relay) as digest:
         queue_welcome(digest.store, ADA.email, "0123abcd")  # the process dies here
     with digest_for(tmp_path, state_url, relay) as digest:  # a restart
-        owed = owed_welcomes(digest.store)
-        summary = await send_welcomes(digest.deps, [(ADA, key) for _, key in owed])
-    assert owed == [(ADA.email, "welcome:0123abcd")] and summary.sent == 1
+        owed = [(r.subscriber, r.edition) for r in owed_welcomes(digest.store)]
+        summary = await digest.send_welcomes({ADA.email: ADA}.get)
+        again = await digest.send_welcomes({ADA.email: ADA}.get)
+    assert owed == [(ADA.email, "welcome:0123abcd")]
+    assert (summary.sent, again.sent, again.skipped) == (1, 0, 0)  # nothing owed the 2nd time
     assert len(relay.messages) == 1
+
+
+async def test_an_owed_welcome_is_skipped_for_who_left_and_waits_for_who_is_not_listed_yet(
+    tmp_path: Path, state_url: str, relay: SMTPTestServer
+) -> None:
+    """Between the confirmation and the send: unsubscribed again, set inactive, or not in
+    the list this process reads (a file not written yet; after two days: given up)."""
+    gone = Subscriber(email="gone@example.org", active=False)
+    listed = {s.email: s for s in (ADA, gone, Subscriber(email="sup@example.org"))}
+    clock = FakeClock(NOW - timedelta(days=3))
+    with digest_for(tmp_path, state_url, relay, now=clock) as digest:
+        queue_welcome(digest.store, "old@example.org", "a1")  # three days ago
+        clock.at = NOW
+        for address in (ADA.email, gone.email, "sup@example.org", "new@example.org"):
+            queue_welcome(digest.store, address, "b2")
+        digest.store.suppress("sup@example.org", "unsubscribed", evidence="t", actor="test")
+        summary = await digest.send_welcomes(listed.get)
+        rows = {r.subscriber: r for r in digest.store.list()}
+    assert (summary.sent, summary.skipped) == (1, 3)
+    assert [m.rcpt_tos for m in relay.messages] == [[ADA.email]]
+    assert {a: (str(r.status), r.detail) for a, r in rows.items() if a != ADA.email} == {
+        "gone@example.org": ("skipped", "inactive"),
+        "sup@example.org": ("skipped", "suppressed"),
+        "old@example.org": ("skipped", "not on the list"),
+        "new@example.org": ("owed", None),  # its file entry may not be written yet
+    }
+
+
+async def test_the_daemon_sends_the_welcomes_a_web_app_left_owed(
+    tmp_path: Path, state_url: str, relay: SMTPTestServer
+) -> None:
+    listed = tmp_path / "subscribers.yaml"
+    listed.write_text(
+        "subscribers:\n  - email: ada@example.org\n    send_at: '23:00'\n"
+        "    timezone: Europe/London\n",
+        encoding="utf-8",
+    )
+    clock = FakeClock(NOW)
+    with digest_for(tmp_path, state_url, relay) as digest:
+        queue_welcome(digest.store, ADA.email, "0123abcd")  # a web app confirmed, then died
+    settings = digest.settings.model_copy(update={"subscribers": str(listed)})
+    with running_daemon(settings, clock) as daemon:
+        report = await daemon.tick()
+        second = await daemon.tick()
+    assert (report.welcomes.sent, second.welcomes.sent) == (1, 0)
+    [received] = relay.messages
+    assert parsed(received.data)["Subject"] == "Welcome to Daily Papers"
 
 
 async def test_no_welcome_when_turned_off(

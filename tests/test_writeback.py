@@ -11,6 +11,7 @@ import pytest
 
 from digest.errors import ConfigError
 from digest.subscribers import load_subscribers
+from digest.subscribers.changes import SetFields
 from digest.subscribers.writeback import SubscribersFile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -171,3 +172,23 @@ def test_crlf_line_breaks_and_a_bom_are_kept(tmp_path: Path, bom: bytes) -> None
     subs = load_subscribers(path)
     assert subs.get("ada@example.org").keywords == ("a?", "world model")  # type: ignore[union-attr]
     assert subs.get("bob@example.org").active is False  # type: ignore[union-attr]
+
+
+def test_a_changed_value_drops_the_comment_at_the_end_of_its_line(example: Path) -> None:
+    """The comment after ``send_at: "06:30"`` describes 06:30: a save of 08:15 drops it (the
+    lines after it stay); an unchanged value keeps its comment (the test above)."""
+    before = example.read_text()
+    assert SubscribersFile(example).update_fields("ada@example.org", {"send_at": "08:15"})
+    out = example.read_text()
+    assert '    send_at: "08:15"\n' in out and "06:30 in Europe/London" not in out
+    removed = [ln for ln in before.splitlines() if ln not in out.splitlines()]
+    added = [ln for ln in out.splitlines() if ln not in before.splitlines()]
+    assert removed == [
+        '    send_at: "06:30"              # 06:30 in Europe/London, whatever the server\'s zone'
+    ] and added == ['    send_at: "08:15"']
+
+
+def test_a_changed_value_drops_its_line_comment_in_an_entry_of_the_state_too() -> None:
+    entry = '  - email: a@example.org\n    send_at: "06:30"  # morning\n    max_papers: 3\n'
+    patched = SetFields("a@example.org", {"send_at": "08:15"}).patch(entry, {}, 2)
+    assert patched == '  - email: a@example.org\n    send_at: "08:15"\n    max_papers: 3\n'

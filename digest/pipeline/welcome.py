@@ -16,8 +16,9 @@ footer and DKIM signature as every edition.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timedelta
 
 from digest.delivery import OutgoingMessage
@@ -34,13 +35,16 @@ from digest.models import Edition, RunSummary
 from digest.pipeline.send import SendDeps
 from digest.render.views import list_title, long_date_label
 from digest.schedule import scheduled_instants
-from digest.state import DeliveryStatus, StateBackend
+from digest.state import Delivery, DeliveryStatus, StateBackend
 from digest.subscribers import Subscriber
 
 log = logging.getLogger(__name__)
 
 WELCOME_PREFIX = "welcome:"
 """Edition keys of welcome emails start with this (never a real edition)."""
+ABSENT_GRACE = timedelta(days=2)
+"""How long an owed welcome waits for its address to appear in the list a process reads (a
+subscribers file is written after the confirmation commits) before it is skipped."""
 NEXT_SEND_HORIZON = timedelta(days=8)
 """How far ahead the first edition is looked for (a weekly one is at most a week away)."""
 QUEUED = "welcome: not sent yet"
@@ -63,11 +67,12 @@ def queue_welcome(store: StateBackend, address: str, confirmation: str) -> str:
     return key
 
 
-def owed_welcomes(store: StateBackend) -> list[tuple[str, str]]:
-    """``(address, key)`` of every welcome still owed (queued, or handed back by a stop)."""
+def owed_welcomes(store: StateBackend, address: str | None = None) -> list[Delivery]:
+    """The rows of every welcome still owed (queued, or handed back by a stop or a 4xx); of
+    ``address`` only, if given."""
     return [
-        (row.subscriber, row.edition)
-        for row in store.list(statuses=[DeliveryStatus.OWED])
+        row
+        for row in store.list(subscriber=address, statuses=[DeliveryStatus.OWED])
         if row.edition.startswith(WELCOME_PREFIX)
     ]
 
@@ -155,7 +160,8 @@ async def send_welcomes(deps: SendDeps, welcomes: Sequence[tuple[Subscriber, str
     async def messages() -> AsyncIterator[OutgoingMessage]:
         for subscriber, key in welcomes:
             try:
-                message_id, data = build_welcome(deps, subscriber, key)
+                # On a thread: the first one builds the renderer (~0.2 s), not on a web loop.
+                message_id, data = await asyncio.to_thread(build_welcome, deps, subscriber, key)
             except Exception as e:  # a broken template or header: this welcome only
                 log.error("%s: could not build the welcome %s: %s", subscriber.email, key, e)
                 deps.store.mark_failed(subscriber.email, key, f"welcome: {e}", attempts=0)
@@ -178,3 +184,50 @@ async def send_welcomes(deps: SendDeps, welcomes: Sequence[tuple[Subscriber, str
     summary.failed += sent.failed
     summary.deferred, summary.unknown, summary.errors = sent.deferred, sent.unknown, sent.errors
     return summary
+
+
+async def send_owed_welcomes(
+    deps: SendDeps, lookup: Callable[[str], Subscriber | None], address: str | None = None
+) -> RunSummary:
+    """Send every welcome still owed: those a crash, a stop or a transient (4xx) failure left,
+    or that the web app had no time to send. Called by the web app at its start and by the
+    daemon at each tick.
+
+    A welcome whose subscriber is now inactive, or whose address is on the suppression list
+    (unsubscribed again meanwhile), is recorded ``skipped`` with that reason; one whose
+    address is not in the list yet waits (a subscribers file is written after the
+    confirmation), and is skipped as ``not on the list`` after :data:`ABSENT_GRACE`.
+
+    Args:
+        deps: the collaborators of a send.
+        lookup: the subscriber of an address in the list as this process reads it, or None.
+        address: only the welcomes of this address (the web app, right after a confirmation).
+
+    Returns:
+        The counts of the run (``skipped`` includes the welcomes skipped here).
+
+    Raises:
+        DeliveryConfigError: the transport cannot work (the welcomes stay owed).
+    """
+    summary = RunSummary()
+    if not deps.settings.welcome:
+        return summary
+    now = deps.now()
+    welcomes: list[tuple[Subscriber, str]] = []
+    for row in owed_welcomes(deps.store, address):
+        subscriber = lookup(row.subscriber)
+        if subscriber is None:
+            why = "not on the list" if now - row.created_at > ABSENT_GRACE else None
+        elif not subscriber.active:
+            why = "inactive"
+        elif deps.store.suppression(row.subscriber) is not None:
+            why = "suppressed"
+        else:
+            welcomes.append((subscriber, row.edition))
+            continue
+        if why is not None:
+            deps.store.mark_skipped(row.subscriber, row.edition, why)
+            summary.skipped += 1
+    sent = await send_welcomes(deps, welcomes)
+    sent.skipped += summary.skipped
+    return sent

@@ -36,7 +36,7 @@ from digest.state.base import (
     may_move,
 )
 from digest.state.figures import DomainCount, EditionCount, Pause, StateFigures
-from digest.state.records import Event, Signup
+from digest.state.records import Event, Signup, StoredList, StoredSubscriber
 from digest.state.schema import MIGRATIONS, SCHEMA_VERSION
 from digest.state.sqlite import (
     BUSY_TIMEOUT_MS,
@@ -92,6 +92,30 @@ def open_state(
     )
 
 
+def probe_state(url: str) -> int | None:
+    """The schema version of the state ``url`` names (``None``: a SQLite file that does not
+    exist; 0: empty); changes nothing.
+
+    Raises:
+        ConfigError: the URL has another scheme, or the PostgreSQL driver is not installed.
+        StateError: the state cannot be read.
+    """
+    if url.startswith(SQLITE_SCHEME):
+        return sqlite_probe(url[len(SQLITE_SCHEME) :])
+    if url.startswith(POSTGRES_SCHEMES):
+        try:
+            from digest.state.postgres import probe
+        except ImportError as e:
+            raise ConfigError(
+                f"state {redact_url(url)}: the PostgreSQL driver is missing ({e.name}); "
+                "install digest[postgres]"
+            ) from None
+        return probe(url)
+    raise ConfigError(
+        f"DIGEST_STATE_URL {redact_url(url)}: must start with sqlite:/// or postgresql://"
+    )
+
+
 def describe_state(url: str) -> tuple[bool, str]:
     """Whether the state ``url`` names is usable, and one line saying what it is; no changes.
 
@@ -105,19 +129,8 @@ def describe_state(url: str) -> tuple[bool, str]:
 
     shown = redact_url(url)
     try:
-        if url.startswith(SQLITE_SCHEME):
-            version = sqlite_probe(url[len(SQLITE_SCHEME) :])
-        elif url.startswith(POSTGRES_SCHEMES):
-            try:
-                from digest.state.postgres import probe
-            except ImportError as e:
-                return False, f"state {shown}: the PostgreSQL driver is missing ({e.name}); " + (
-                    "install digest[postgres]"
-                )
-            version = probe(url)
-        else:
-            return False, f"DIGEST_STATE_URL {shown}: must start with sqlite:/// or postgresql://"
-    except StateError as e:
+        version = probe_state(url)
+    except (StateError, ConfigError) as e:
         return False, str(e)
     if version is None:
         return True, f"state {shown}: does not exist yet (created at the first send)"
@@ -165,6 +178,8 @@ __all__ = [
     "StateFigures",
     "StateStore",
     "StatusMap",
+    "StoredList",
+    "StoredSubscriber",
     "Suppression",
     "SuppressionReason",
     "Transition",
@@ -173,6 +188,7 @@ __all__ = [
     "lock_paths",
     "may_move",
     "open_state",
+    "probe_state",
     "redact_url",
     "sqlite_url",
     "state_lock",

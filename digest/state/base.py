@@ -347,5 +347,8 @@ COPY_TABLES: tuple[str, ...] = (
     "papers",
     "feed_cache",
     "pauses",
+    "subscribers",
+    "subscriber_list",
+    "subscriber_outbox",
 )
 """The tables ``digest state migrate`` copies, in this order (parents first)."""

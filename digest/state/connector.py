@@ -82,8 +82,8 @@ class Connector(ABC):
         """Run one writing statement; the number of rows it changed."""
 
     @abstractmethod
-    def executemany(self, sql: str, params: Iterable[Params]) -> None:
-        """Run ``sql`` once per parameter set (inside :meth:`unit`)."""
+    def executemany(self, sql: str, params: Iterable[Params]) -> int:
+        """Run ``sql`` once per parameter set (inside :meth:`unit`); the rows changed in all."""
 
     @abstractmethod
     def unit(self) -> AbstractContextManager[None]:
@@ -121,7 +121,7 @@ class Connector(ABC):
         """A UTC day parameter as this database stores it."""
         return day
 
-    def array(self, values: Iterable[str]) -> Any:
+    def array(self, values: Iterable[Any]) -> Any:
         """A list parameter (``= ANY(:list)``)."""
         return list(values)
 
@@ -178,6 +178,25 @@ class Connector(ABC):
     def imported(self, table: str) -> None:
         """After :meth:`copy_in`: what the database needs (identity sequences)."""
         del table
+
+    def stream(
+        self, sql: str, params: Params, size: int, after: Callable[[Row], Params]
+    ) -> Iterator[list[Row]]:
+        """Every row of ``sql`` in chunks of at most ``size`` rows, without holding them all.
+
+        Here page by page: ``sql`` takes ``:limit`` and the parameters ``after(last row)``
+        returns (a keyset: each page starts after the previous one's last row), each page
+        one short read, so no lock is held between chunks. PostgreSQL reads through a
+        server-side cursor instead (its variant of the statement takes no page parameters).
+        """
+        page = dict(params)
+        while True:
+            rows = self.fetch(sql, {**page, "limit": size})
+            if rows:
+                yield rows
+            if len(rows) < size:
+                return
+            page.update(after(rows[-1]))
 
 
 def load_queries(connector: type[Connector], text: str | None = None) -> dict[str, str]:

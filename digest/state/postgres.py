@@ -34,13 +34,14 @@ starting at once migrate once. A database with a higher version is refused.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
 import socket
 import sys
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -68,10 +69,12 @@ PAPERS_LOCK_NAMESPACE = 0x64670001
 """First key of the advisory locks taken by ``try_lock_papers``."""
 MIGRATION_LOCK_KEY = 0x6467_6D69_6772_6174
 """Advisory lock key serializing schema migrations across processes."""
-_IDENTITY_TABLES = frozenset({"suppressions", "bounces", "events", "pauses"})
+_IDENTITY_TABLES = frozenset({"suppressions", "bounces", "events", "subscriber_outbox", "pauses"})
 """Tables whose ``id`` is an identity column (its sequence is moved past copied rows)."""
 _LEASE = "clock_timestamp() + make_interval(secs => %(lease)s)"
 _PARAM = re.compile(r"(?<!:):(\w+)")
+_STREAMS = itertools.count(1)
+"""Numbers the server-side cursors of :meth:`PostgresConnector.stream` (names are per session)."""
 
 
 class PostgresStore(Store):
@@ -255,10 +258,11 @@ class PostgresConnector(Connector):
         with self._conn() as conn:
             return conn.execute(sql, params).rowcount
 
-    def executemany(self, sql: str, params: Iterable[Params]) -> None:
-        """Run ``sql`` per parameter set (inside a unit)."""
+    def executemany(self, sql: str, params: Iterable[Params]) -> int:
+        """Run ``sql`` per parameter set (inside a unit); the rows changed in all."""
         with self._conn() as conn, conn.cursor() as cur:
             cur.executemany(sql, params)
+            return int(cur.rowcount)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -413,6 +417,24 @@ class PostgresConnector(Connector):
         if self._locks_conn is not None:
             self._locks_conn.close()
             self._locks_conn = None
+
+    # -- reading in chunks -----------------------------------------------------------------
+    def stream(
+        self, sql: str, params: Params, size: int, after: Callable[[Row], Params]
+    ) -> Iterator[list[Row]]:
+        """Every row of ``sql`` in chunks of ``size``: a server-side cursor (``DECLARE``) in a
+        transaction of a pooled connection (one snapshot; the rows stay on the server until
+        fetched). ``after`` is not needed (the statement's PostgreSQL variant has no pages)."""
+        del after
+        name = f"digest_stream_{next(_STREAMS)}"
+        with self._conn() as conn, conn.transaction(), conn.cursor(name=name) as cur:
+            cur.itersize = size
+            cur.execute(sql, params)
+            while True:
+                rows = cur.fetchmany(size)
+                if not rows:
+                    return
+                yield rows
 
     # -- copying in ------------------------------------------------------------------------
     def lock_table(self, table: str) -> None:

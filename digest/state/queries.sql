@@ -218,6 +218,86 @@ ORDER BY subscriber, at, arxiv_id
 -- name: feedback_subscribers
 SELECT DISTINCT subscriber FROM feedback ORDER BY subscriber
 
+-- the subscriber list (DIGEST_SUBSCRIBERS=state) ----------------------------------------------
+
+-- name: subscriber_list
+SELECT version, removed, entries, head, tail, indent, defaults FROM subscriber_list
+WHERE id = 1
+-- name: bump_list
+INSERT INTO subscriber_list (id, version, removed, entries, head, tail, indent, defaults,
+    updated_at)
+VALUES (1, 1, 0, :delta, :head, '', :indent, :defaults, :stamp)
+ON CONFLICT (id) DO UPDATE
+    SET version = subscriber_list.version + 1,
+        removed = CASE WHEN excluded.entries < 0 THEN subscriber_list.version + 1
+            ELSE subscriber_list.removed END,
+        entries = subscriber_list.entries + excluded.entries, updated_at = excluded.updated_at
+RETURNING version
+-- name: set_list_text
+UPDATE subscriber_list SET head = :head, tail = :tail, indent = :indent, defaults = :defaults
+WHERE id = 1
+-- name: stored_subscriber
+SELECT email, position, active, frequency, fields, entry, version FROM subscribers
+WHERE email = :email
+-- name: lock_subscriber
+SELECT email, position, active, frequency, fields, entry, version FROM subscribers
+WHERE email = :email
+-- name: lock_subscriber.postgres
+-- Writers of one row wait for each other (SQLite's write transaction is exclusive already).
+SELECT email, position, active, frequency, fields, entry, version FROM subscribers
+WHERE email = :email FOR UPDATE
+-- name: stored_subscribers
+SELECT email, position, active, frequency, fields, entry, version FROM subscribers
+WHERE (position, email) > (:position, :email)
+    AND (CAST(:frequency AS TEXT) IS NULL OR frequency = :frequency)
+    AND (CAST(:active AS INTEGER) IS NULL OR active = :active)
+ORDER BY position, email LIMIT :limit
+-- name: stored_subscribers.postgres
+-- Read through a server-side cursor (one snapshot, fetched in chunks), not page by page.
+SELECT email, position, active, frequency, fields, entry, version FROM subscribers
+WHERE (CAST(:frequency AS TEXT) IS NULL OR frequency = :frequency)
+    AND (CAST(:active AS INTEGER) IS NULL OR active = :active)
+ORDER BY position, email
+-- name: subscribers_since
+SELECT email, position, active, frequency, fields, entry, version FROM subscribers
+WHERE version > :version ORDER BY position, email
+-- name: add_subscriber
+INSERT INTO subscribers (email, position, active, frequency, fields, entry, version, updated_at)
+VALUES (:email, coalesce(:position, (SELECT max(position) + 1 FROM subscribers), 0), :active,
+    :frequency, :fields, :entry, 0, :stamp)
+ON CONFLICT (email) DO NOTHING
+-- name: change_subscriber
+UPDATE subscribers SET active = :active, frequency = :frequency, fields = :fields,
+    entry = :entry, updated_at = :stamp
+WHERE email = :email AND version = :expect
+-- name: stamp_subscriber
+UPDATE subscribers SET version = :version WHERE email = :email
+-- name: put_subscriber
+INSERT INTO subscribers (email, position, active, frequency, fields, entry, version, updated_at)
+VALUES (:email, :position, :active, :frequency, :fields, :entry, :version, :stamp)
+ON CONFLICT (email) DO UPDATE
+    SET position = excluded.position, active = excluded.active,
+        frequency = excluded.frequency, fields = excluded.fields, entry = excluded.entry,
+        version = excluded.version, updated_at = excluded.updated_at
+    WHERE subscribers.version = :expect
+-- name: remove_subscriber
+DELETE FROM subscribers WHERE email = :email
+-- name: unsubscribed_in_list
+SELECT s.email FROM subscribers s JOIN suppressions p ON p.address = s.email
+WHERE s.active = 1 AND p.lifted_at IS NULL AND p.reason = 'unsubscribed'
+ORDER BY s.position, s.email
+-- name: queue_list_change
+INSERT INTO subscriber_outbox (email, change, at) VALUES (:email, :change, :stamp)
+RETURNING id
+-- name: list_changes
+SELECT id, email, change FROM subscriber_outbox ORDER BY id
+-- name: forget_list_changes
+DELETE FROM subscriber_outbox WHERE id = ANY(:ids)
+-- name: stamp_subscribers
+UPDATE subscribers SET version = :version WHERE version = -1
+-- name: subscriber_addresses
+SELECT email FROM subscribers WHERE version > :version
+
 -- operations: figures, sender rates, edition summaries, pauses -------------------------------
 
 -- name: state_figures

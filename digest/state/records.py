@@ -11,11 +11,15 @@ Two tables, added by schema migration 4 (:mod:`digest.state.schema`); written an
 * ``signups``: a double opt-in sign-up waiting for its confirmation (48 h), with the name and
   keywords given in the form; ``confirmed_at`` is set once confirmed. Also the record the
   sign-up rate limits count (per target address, per client address).
+
+Schema migration 6 adds the subscriber list itself, for ``DIGEST_SUBSCRIBERS=state``
+(``subscribers``: :class:`StoredSubscriber`; ``subscriber_list``: :class:`StoredList`) and
+the outbox of web changes waiting to be written into a subscribers *file*.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -65,3 +69,52 @@ class Signup:
     created_at: datetime
     expires_at: datetime
     confirmed_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSubscriber:
+    """One subscriber of the list kept in the state (``DIGEST_SUBSCRIBERS=state``).
+
+    Attributes:
+        email: the normalized address (the row's key).
+        position: its place in the list (export and send order; equal ones by address).
+        active: the resolved ``active`` (``defaults`` applied).
+        frequency: the resolved ``frequency`` (``daily`` or ``weekly``).
+        fields: the entry's own options (option name → JSON value), as validated; the
+            list's ``defaults`` apply under them.
+        entry: the entry as YAML text, as written: its lines (with the comment lines before
+            it), indented as the list's items are, each ending in a line break.
+        version: the list version of its last change (0 while it is being written).
+    """
+
+    email: str
+    position: int
+    active: bool
+    frequency: str
+    fields: dict[str, Any]
+    entry: str
+    version: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StoredList:
+    """The subscriber list in the state as a whole (the YAML around its entries).
+
+    Attributes:
+        version: bumped by every change, in commit order (0: never written).
+        removed: the version of its last removal of an entry (a reader that followed the
+            changes since an older version reads the whole list again).
+        entries: how many subscribers it holds.
+        head: the YAML before the first entry (comments, ``defaults:``, ``subscribers:``).
+        tail: the YAML after the last entry.
+        indent: the column of the entries' ``-``.
+        defaults: the validated ``defaults:`` (option name → JSON value).
+    """
+
+    version: int = 0
+    removed: int = 0
+    entries: int = 0
+    head: str = "subscribers:\n"
+    tail: str = ""
+    indent: int = 2
+    defaults: dict[str, Any] = field(default_factory=dict)

@@ -115,7 +115,7 @@ class SqliteConnector(Connector):
         """``YYYY-MM-DD``."""
         return day.isoformat()
 
-    def array(self, values: Iterable[str]) -> str:
+    def array(self, values: Iterable[Any]) -> str:
         """A JSON list (read with ``json_each``)."""
         return json.dumps(list(values))
 
@@ -222,10 +222,10 @@ class SqliteConnector(Connector):
             with _Write(self):
                 return int(self._db.execute(sql, params or {}).rowcount)
 
-    def executemany(self, sql: str, params: Iterable[Params]) -> None:
-        """Run ``sql`` per parameter set (inside a unit)."""
+    def executemany(self, sql: str, params: Iterable[Params]) -> int:
+        """Run ``sql`` per parameter set (inside a unit); the rows changed in all."""
         with self.unit():
-            self._db.executemany(sql, params)
+            return int(self._db.executemany(sql, params).rowcount)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

@@ -1,7 +1,8 @@
 """The state store, written once: a mixin per domain over one :class:`~.connector.Connector`.
 
-``Store(DeliveriesMixin, BouncesMixin, PapersMixin, RecordsMixin, OpsMixin, StoreBase)``:
-each method of the state store is written here once, with its SQL named from
+``Store(DeliveriesMixin, BouncesMixin, PapersMixin, RecordsMixin, OpsMixin,
+SubscribersMixin, StoreBase)``: each method of the state store is written here once, with its
+SQL named from
 ``queries.sql``; what the databases really do differently is a connector hook. The backends
 are this class over a connector: :class:`~digest.state.sqlite.StateStore` (a file) and
 :class:`~digest.state.postgres.PostgresStore` (a shared database).
@@ -47,7 +48,7 @@ from digest.state.base import (
 )
 from digest.state.connector import Connector, Row, as_day, aware
 from digest.state.figures import DomainCount, EditionCount, Pause, StateFigures
-from digest.state.records import Event, Signup
+from digest.state.records import Event, Signup, StoredList, StoredSubscriber
 from digest.state.schema import COPY_COLUMNS, KINDS
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,9 @@ _key = address_key
 FEEDBACK_CHUNK = 200
 """Addresses whose 👍/👎 one statement reads (:meth:`RecordsMixin.feedback`): at most a few
 thousand rows at once (200 readers who rated 40 papers each: ~2.5 MB of rows)."""
+
+SUBSCRIBER_CHUNK = 1000
+"""Subscribers read per chunk when the list in the state is read whole (a send, an export)."""
 
 
 class StoreBase:
@@ -940,7 +944,214 @@ class OpsMixin(StoreBase):
         }
 
 
-class Store(DeliveriesMixin, BouncesMixin, PapersMixin, RecordsMixin, OpsMixin, StoreBase):
+class SubscribersMixin(StoreBase):
+    """The subscriber list when it lives in the state (``DIGEST_SUBSCRIBERS=state``), and the
+    outbox of web changes waiting to be written into a subscribers file.
+
+    Every change of a row takes the next list version (:meth:`subscriber_list`): the
+    version row is updated last in the change's transaction and its row lock is held until
+    the commit, so versions are committed in order and a reader that has seen version *v*
+    has seen every change up to *v* (:meth:`subscribers_since`).
+    """
+
+    def subscriber_list(self) -> StoredList:
+        """The list as a whole: version, entry count, the YAML around the entries."""
+        rows = self._db.fetch(self._q["subscriber_list"])
+        if not rows:
+            return StoredList()
+        version, removed, entries, head, tail, indent, defaults = rows[0]
+        return StoredList(
+            int(version), int(removed), int(entries), head, tail, int(indent), json.loads(defaults)
+        )
+
+    def stored_subscriber(self, email: str, *, lock: bool = False) -> StoredSubscriber | None:
+        """The row of ``email``, or ``None``.
+
+        Args:
+            email: the address.
+            lock: inside :meth:`transaction`: other writers of the row wait until it ends
+                (PostgreSQL ``FOR UPDATE``; a SQLite write transaction excludes them all).
+        """
+        name = "lock_subscriber" if lock else "stored_subscriber"
+        rows = self._db.fetch(self._q[name], {"email": _key(email)}, write=lock)
+        return _stored(rows[0]) if rows else None
+
+    def stored_subscribers(
+        self,
+        *,
+        frequency: str | None = None,
+        active: bool | None = None,
+        chunk: int = SUBSCRIBER_CHUNK,
+    ) -> Iterator[builtins.list[StoredSubscriber]]:
+        """The rows in list order, ``chunk`` at a time (a server-side cursor on PostgreSQL,
+        pages on SQLite): the caller never holds more than one chunk of rows.
+
+        Args:
+            frequency: only ``daily`` or ``weekly`` subscribers.
+            active: only active (``True``) or paused (``False``) subscribers.
+            chunk: rows per chunk.
+        """
+        params = {"frequency": frequency, "active": None if active is None else int(active)}
+        for rows in self._db.stream(
+            self._q["stored_subscribers"],
+            {**params, "position": -1, "email": ""},
+            chunk,
+            lambda last: {"position": last[1], "email": last[0]},
+        ):
+            yield [_stored(r) for r in rows]
+
+    def subscribers_since(self, version: int) -> builtins.list[StoredSubscriber]:
+        """The rows changed after list version ``version`` (added or changed), in list order."""
+        return [
+            _stored(r) for r in self._db.fetch(self._q["subscribers_since"], {"version": version})
+        ]
+
+    def subscriber_addresses(self, since: int = 0) -> builtins.list[str]:
+        """The addresses of the rows changed after list version ``since`` (0: every row)."""
+        return [r[0] for r in self._db.fetch(self._q["subscriber_addresses"], {"version": since})]
+
+    def add_subscriber(self, row: StoredSubscriber, *, position: int | None = None) -> int | None:
+        """Add one subscriber (after the last one, unless ``position``).
+
+        Returns:
+            The list version of the change; ``None`` if the address is on the list already
+            (nothing written).
+        """
+        params = self._row(row) | {"position": position}
+        with self._db.unit():
+            if not self._db.execute(self._q["add_subscriber"], params):
+                return None
+            return self._stamp_row(row.email, 1)
+
+    def change_subscriber(self, row: StoredSubscriber, *, expect: int) -> int | None:
+        """Replace one subscriber's entry, if its row is still at version ``expect``.
+
+        Returns:
+            The list version of the change; ``None`` if the row changed since it was read
+            at ``expect`` (or is gone): nothing written, read it again and retry.
+        """
+        with self._db.unit():
+            if not self._db.execute(
+                self._q["change_subscriber"], self._row(row) | {"expect": expect}
+            ):
+                return None
+            return self._stamp_row(row.email, 0)
+
+    def remove_subscriber(self, email: str) -> int | None:
+        """Delete one subscriber from the list (history and suppressions stay).
+
+        Returns:
+            The list version of the change; ``None`` if the address was not on the list.
+        """
+        with self._db.unit():
+            if not self._db.execute(self._q["remove_subscriber"], {"email": _key(email)}):
+                return None
+            return self._bump(-1)
+
+    def save_subscribers(
+        self,
+        rows: Sequence[tuple[StoredSubscriber, int]],
+        *,
+        added: int,
+        text: StoredList,
+    ) -> int | None:
+        """Write many rows and the list's text in one transaction (an import).
+
+        Args:
+            rows: ``(row, expect)``: a row to insert or replace, with its position, and the
+                version it replaces (``-1``: a new row). A row of version 0 gets this
+                change's version, another keeps its own (only its position changed).
+            added: how many of them are new (the entry count grows by that much).
+            text: the list's new ``head``, ``tail``, ``indent`` and ``defaults``.
+
+        Returns:
+            The list version of the change; ``None`` (nothing written) if a row was changed
+            or added by another writer since it was read: read again and retry.
+        """
+        try:
+            with self._db.unit():
+                stamp = self._stamp()
+                written = self._db.executemany(
+                    self._q["put_subscriber"],
+                    [
+                        self._row(r) | {"version": r.version or -1, "expect": e, "stamp": stamp}
+                        for r, e in rows
+                    ],
+                )
+                if written != len(rows):
+                    raise _Stale
+                version = self._bump(added)
+                self._db.execute(self._q["stamp_subscribers"], {"version": version})
+                self._db.execute(
+                    self._q["set_list_text"],
+                    {
+                        "head": text.head,
+                        "tail": text.tail,
+                        "indent": text.indent,
+                        "defaults": json.dumps(text.defaults, ensure_ascii=False),
+                    },
+                )
+        except _Stale:
+            return None
+        return version
+
+    def unsubscribed_in_list(self) -> builtins.list[str]:
+        """Active subscribers of the list whose address is suppressed as ``unsubscribed``."""
+        return [r[0] for r in self._db.fetch(self._q["unsubscribed_in_list"])]
+
+    def queue_list_change(self, email: str, change: str) -> int:
+        """Queue a change (JSON) for the subscribers file's background writer; its id."""
+        params = {"email": _key(email), "change": change, "stamp": self._stamp()}
+        return int(self._db.fetch(self._q["queue_list_change"], params, write=True)[0][0])
+
+    def list_changes(self) -> builtins.list[tuple[int, str, str]]:
+        """Queued changes for the subscribers file, oldest first: ``(id, email, change)``."""
+        return [(int(r[0]), r[1], r[2]) for r in self._db.fetch(self._q["list_changes"])]
+
+    def forget_list_changes(self, ids: Iterable[int]) -> None:
+        """Drop queued changes (written into the file)."""
+        wanted = builtins.list(ids)
+        if wanted:
+            self._db.execute(self._q["forget_list_changes"], {"ids": self._db.array(wanted)})
+
+    def _row(self, row: StoredSubscriber) -> dict[str, Any]:
+        return {
+            "email": _key(row.email),
+            "position": row.position,
+            "active": int(row.active),
+            "frequency": row.frequency,
+            "fields": json.dumps(row.fields, ensure_ascii=False),
+            "entry": row.entry,
+            "stamp": self._stamp(),
+        }
+
+    def _bump(self, delta: int) -> int:
+        """The next list version (inside a unit; holds the list row until the commit)."""
+        empty = StoredList()  # a list's first change: its row as an empty list's
+        params = {"delta": delta, "stamp": self._stamp(), "head": empty.head}
+        params |= {"indent": empty.indent, "defaults": "{}"}
+        rows = self._db.fetch(self._q["bump_list"], params, write=True)
+        return int(rows[0][0])
+
+    def _stamp_row(self, email: str, delta: int) -> int:
+        version = self._bump(delta)
+        self._db.execute(self._q["stamp_subscriber"], {"email": _key(email), "version": version})
+        return version
+
+
+class _Stale(Exception):
+    """A row changed since it was read (rolls the unit back)."""
+
+
+class Store(
+    DeliveriesMixin,
+    BouncesMixin,
+    PapersMixin,
+    RecordsMixin,
+    OpsMixin,
+    SubscribersMixin,
+    StoreBase,
+):
     """The state store over one connector (SQLite or PostgreSQL): what ``digest`` needs of its
     state, each method written once in the mixin of its domain.
 
@@ -1011,6 +1222,13 @@ def _delivery(r: Row) -> Delivery:
 
 def _score(r: Row) -> BounceScore:
     return BounceScore(r[0], int(r[1]), float(r[2]), as_day(r[3]), aware(r[4]))
+
+
+def _stored(r: Row) -> StoredSubscriber:
+    email, position, active, frequency, fields, entry, version = r
+    return StoredSubscriber(
+        email, int(position), bool(active), frequency, json.loads(fields), entry, int(version)
+    )
 
 
 def _suppression(r: Row) -> Suppression:

@@ -1,5 +1,8 @@
 """Subscribers: who gets the digest, when, and how their edition is personalised.
 
+The list lives in a YAML file or, with ``DIGEST_SUBSCRIBERS=state``, in a table of the state;
+:mod:`digest.subscribers.home` is the one way in to either (the file's format is the same).
+
 The subscribers file (``DIGEST_SUBSCRIBERS``, default ``subscribers.yaml``; start from
 ``subscribers.example.yaml``) is YAML::
 

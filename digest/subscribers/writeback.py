@@ -1,14 +1,16 @@
 """Write changes back into the subscribers YAML file, keeping it the file people edit.
 
-The web app (and later the bounce processor) changes the file in three ways: set
-``active: false`` (unsubscribe), replace some of a subscriber's fields (preferences), append an
-entry (confirmed sign-up). Each write:
+The web app and the CLI change the file entry by entry (:mod:`digest.subscribers.changes`:
+``active``, some fields, a new entry, an entry replaced or removed). Each write:
 
-* is a ruamel.yaml *round trip*: comments, key order, blank lines, quoting and flow style of
-  everything not changed stay as they were (indentation is detected from the file; CRLF line
-  breaks and a BOM are kept);
+* touches only the entries it changes (:meth:`SubscribersFile.apply`): the file is cut into
+  its entries as text (:func:`~digest.subscribers.entries.split_list`), each changed entry is
+  re-written alone (a one-line ``active:`` splice, else a ruamel.yaml round trip of that
+  entry: its comments, key order, quoting and flow style stay) and spliced back; every other
+  byte of the file stays as it was (CRLF line breaks and a BOM included). A file whose list
+  is not written the usual way gets a round trip of the whole document instead;
 * is validated with the same rules as :func:`digest.subscribers.load_subscribers` before it is
-  written: an edit that would make the file invalid is refused and nothing is written;
+  written: a changed entry that would not validate is refused (nothing of it is written);
 * is atomic: written to a temporary file in the same directory, fsynced, then renamed over the
   file (readers such as the daemon see the old or the new file, never a half-written one;
   the file's permissions are kept);
@@ -27,27 +29,38 @@ import io
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import filelock
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import YAMLError
-from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
-from ruamel.yaml.scalarstring import DoubleQuotedScalarString
-from ruamel.yaml.tokens import CommentToken
 from ruamel.yaml.util import load_yaml_guess_indent
 
 from digest.addresses import normalize_email
 from digest.errors import ConfigError
 from digest.state import StateBackend, Suppression, SuppressionReason
-from digest.subscribers.lines import reads_as_plain
-from digest.subscribers.model import Subscriber
+from digest.subscribers.changes import AddOrActivate, EntryChange, SetFields
+from digest.subscribers.entries import (
+    FALLBACK,
+    ListLayout,
+    Located,
+    change_active,
+    round_trip,
+    splice_active,
+    splice_ok,
+    split_list,
+)
+from digest.subscribers.model import Subscriber, SubscriberList
 from digest.subscribers.yaml import _load as _validate_bytes
-from digest.subscribers.yaml import load_subscribers
+from digest.subscribers.yaml import (
+    known_list,
+    load_entry,
+    load_subscribers,
+    read_defaults,
+    remember_list,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +69,7 @@ MAX_ATTEMPTS = 5
 LOCK_TIMEOUT_S = 10.0
 """How long a writer waits for another writer's lock, seconds."""
 
-Change = Callable[[CommentedMap], bool]
+DocChange = Callable[[CommentedMap], bool]
 """Mutates the round-trip document in place; returns whether anything changed."""
 
 
@@ -80,6 +93,9 @@ class SubscribersFile:
         self.path = Path(path)
         self._lock = filelock.FileLock(str(self.path) + ".lock", timeout=lock_timeout)
         self._before_replace = before_replace
+        self.written: tuple[tuple[int, ...], SubscriberList] | None = None
+        """After :meth:`apply` wrote the file: its :func:`file_stamp` just after, and its list
+        (``None``: not known)."""
 
     # -- the changes (each returns whether the file changed) ---------------------------------
     def set_active(self, email: str, active: bool) -> bool:
@@ -114,8 +130,8 @@ class SubscribersFile:
             return False
 
         def transform(before: bytes) -> bytes | None:
-            spliced = _splice_active(before, wanted)
-            if spliced is _FALLBACK:
+            spliced = splice_active(before, wanted)
+            if spliced is FALLBACK:
                 return self._apply(
                     before, lambda doc: any([change_active(doc, e, v) for e, v in wanted.items()])
                 )
@@ -125,7 +141,7 @@ class SubscribersFile:
             # A splice only changes or adds `active:` scalars of entries that had none, so the
             # file stays as valid as it was; checking the result's shape with the C parser is
             # enough (the full validation of a long list would take seconds).
-            if not _splice_ok(spliced, wanted):
+            if not splice_ok(spliced, wanted):
                 return self._apply(
                     before, lambda doc: any([change_active(doc, e, v) for e, v in wanted.items()])
                 )
@@ -147,7 +163,7 @@ class SubscribersFile:
         Raises:
             ConfigError: as :meth:`set_active`; also when the result does not validate.
         """
-        return self.edit(lambda doc: change_fields(doc, email, fields))
+        return self._one(SetFields(email, dict(fields)))
 
     def add_or_activate(
         self, email: str, *, name: str | None = None, keywords: Iterable[str] = ()
@@ -160,11 +176,80 @@ class SubscribersFile:
         Raises:
             ConfigError: as :meth:`update_fields`.
         """
-        words = list(keywords)
-        return self.edit(lambda doc: change_add_or_activate(doc, email, name=name, keywords=words))
+        return self._one(AddOrActivate(email, name, tuple(keywords)))
+
+    def _one(self, change: EntryChange) -> bool:
+        [result] = self.apply([change])
+        if isinstance(result, ConfigError):
+            raise result
+        return result
+
+    def apply(self, changes: Sequence[EntryChange]) -> list[bool | ConfigError]:
+        """Write ``changes`` in one atomic write, entry by entry (see the module docstring).
+
+        Each change is checked on its own: one whose entry would not validate is refused
+        (its :class:`ConfigError` is its result) and the others are written. Changes of the
+        same address apply in order.
+
+        Returns:
+            For each change: ``True`` (written), ``False`` (nothing to change: already so,
+            or the address is not in the file), or the error that refused it.
+
+        Raises:
+            ConfigError: the file cannot be read or written, is not YAML, or its
+                ``defaults:`` are invalid; nothing was written.
+        """
+        results: list[bool | ConfigError] = []
+        written: list[tuple[bytes, SubscriberList | None]] = []
+
+        def transform(before: bytes) -> bytes | None:
+            results.clear()
+            written.clear()
+            try:
+                text = before.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ConfigError(
+                    f"{self.path}: cannot update the file: not UTF-8 text (offset {e.start})"
+                ) from None
+            layout = split_list(text)
+            if layout is None:
+                return self._apply_each(before, changes, results)
+            splice = _Splice(layout, read_defaults(layout.head + layout.tail, self.path))
+            for change in changes:
+                results.append(splice.apply(change, self.path))
+            if not any(r is True for r in results):
+                return None
+            after = splice.result().encode("utf-8")
+            written.append((after, splice.new_list(known_list(self.path, before))))
+            return after
+
+        self.written = None
+        if self._edit_bytes(transform) and written and written[-1][1] is not None:
+            after, listed = written[-1]
+            assert listed is not None
+            remember_list(self.path, after, listed)  # the next load parses nothing
+            with contextlib.suppress(OSError):
+                self.written = (file_stamp(self.path), listed)
+        return results
+
+    def _apply_each(
+        self, before: bytes, changes: Sequence[EntryChange], results: list[bool | ConfigError]
+    ) -> bytes | None:
+        """A file whose list is not written the usual way: each change by a round trip of
+        the whole document, one after the other."""
+        current = before
+        for change in changes:
+            try:
+                after = self._apply(current, change.on_doc)
+            except ConfigError as e:
+                results.append(e)
+                continue
+            results.append(after is not None)
+            current = after if after is not None else current
+        return current if current != before else None
 
     # -- the write -----------------------------------------------------------------------
-    def edit(self, change: Change) -> bool:
+    def edit(self, change: DocChange) -> bool:
         """Apply ``change`` to the file: round trip, validated, atomic, re-applied on conflict.
 
         Returns:
@@ -219,7 +304,7 @@ class SubscribersFile:
         except OSError as e:
             raise ConfigError(f"{self.path}: cannot read the subscribers file: {e}") from None
 
-    def _apply(self, before: bytes, change: Change) -> bytes | None:
+    def _apply(self, before: bytes, change: DocChange) -> bytes | None:
         shown = str(self.path)
         try:
             text = before.decode("utf-8-sig")
@@ -228,7 +313,7 @@ class SubscribersFile:
             if crlf:  # the round trip keeps the blank lines and comments of LF text only
                 text = text.replace("\r\n", "\n")
             _, indent, offset = load_yaml_guess_indent(text) if text.strip() else (None, 2, 0)
-            yaml = _round_trip(indent or 2, offset or 0)
+            yaml = round_trip(indent or 2, offset or 0)
             doc = yaml.load(text)
         except (UnicodeDecodeError, YAMLError) as e:
             raise ConfigError(f"{shown}: cannot update the file: it is not valid YAML ({e})") from e
@@ -333,259 +418,119 @@ def _unsubscribed(suppression: Suppression | None) -> bool:
     return suppression is not None and suppression.reason == SuppressionReason.UNSUBSCRIBED
 
 
-_MISSING = object()
-_FALLBACK = object()
-_TRUE = ("true", "True", "TRUE")
-_FALSE = ("false", "False", "FALSE")
+def file_stamp(path: Path) -> tuple[int, ...]:
+    """``(mtime_ns, ctime_ns, size, inode)`` of ``path``: changes when the file does.
+
+    Raises:
+        OSError: it cannot be stat'ed.
+    """
+    st = path.stat()
+    return (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
 
 
-def _value_of(node: MappingNode, key: str) -> tuple[Node, Node] | None:
-    for k, v in node.value:
-        if isinstance(k, ScalarNode) and k.value == key:
-            return k, v
-    return None
+class _Splice:
+    """The changes of one write, entry by entry, over a file's layout.
 
+    A changed entry is found around its address (:meth:`ListLayout.locate`) and replaced by
+    offsets; an added one goes after the last entry. :meth:`result` joins the unchanged runs
+    of the text and the new entries again: Python work grows with the changes, not the file.
+    """
 
-def _splice_ok(spliced: bytes, wanted: Mapping[str, bool]) -> bool:
-    """True if ``spliced`` parses and every wanted address found has its ``active`` value."""
-    try:
-        root = YAML(typ="safe", pure=False).compose(spliced.decode("utf-8-sig"))
-    except (UnicodeDecodeError, YAMLError):
-        return False
-    subs = _value_of(root, "subscribers") if isinstance(root, MappingNode) else None
-    if subs is None or not isinstance(subs[1], SequenceNode):
-        return False
-    for item in subs[1].value:
-        if not isinstance(item, MappingNode):
-            continue
-        email = _value_of(item, "email")
-        if email is None or not isinstance(email[1], ScalarNode):
-            continue
-        want = wanted.get(normalize_email(str(email[1].value)))
-        if want is None:
-            continue
-        active = _value_of(item, "active")
-        value = active[1].value if active is not None else "true"
-        if value not in (_TRUE if want else _FALSE):
-            return False
-    return True
+    def __init__(self, layout: ListLayout, defaults: dict[str, Any]) -> None:
+        self.layout = layout
+        self.defaults = defaults
+        self.changed: dict[int, tuple[int, int, str]] = {}
+        """By entry index: ``(start, stop, new text)``."""
+        self.subscribers: dict[int, Subscriber | None] = {}
+        """By entry index: the subscriber its new text holds (``None``: removed)."""
+        self.added: dict[str, int] = {}
+        """Address → place in :attr:`new_texts` of an entry added by this write."""
+        self.new_texts: list[str] = []
+        self.new_subscribers: list[Subscriber | None] = []
+        self._located: dict[str, Located | None] = {}
 
-
-def _splice_active(before: bytes, wanted: Mapping[str, bool]) -> bytes | object | None:
-    """``before`` with the ``active`` values of ``wanted`` changed by line edits; ``None``
-    if nothing changes; :data:`_FALLBACK` if the file's shape needs the round trip."""
-    bom = before.startswith(codecs.BOM_UTF8)
-    try:
-        text = before.decode("utf-8-sig")
-        root = YAML(typ="safe", pure=False).compose(text)
-    except (UnicodeDecodeError, YAMLError):
-        return _FALLBACK
-    if not isinstance(root, MappingNode):
-        return _FALLBACK
-    defaults = _value_of(root, "defaults")
-    if defaults is not None and (
-        not isinstance(defaults[1], MappingNode) or _value_of(defaults[1], "active") is not None
-    ):
-        return _FALLBACK
-    subs = _value_of(root, "subscribers")
-    if subs is None or not isinstance(subs[1], SequenceNode) or subs[1].flow_style:
-        return _FALLBACK
-    lines = text.splitlines(keepends=True)
-    edits: list[tuple[int, int, int, str]] = []  # (line, start col, end col, new text)
-    inserts: list[tuple[int, str]] = []  # (after line, new line)
-    for item in subs[1].value:
-        if not isinstance(item, MappingNode):
-            continue
-        email = _value_of(item, "email")
-        if email is None or not isinstance(email[1], ScalarNode):
-            continue
-        address = normalize_email(str(email[1].value))
-        if address not in wanted:
-            continue
-        if item.flow_style:
-            return _FALLBACK
-        want = wanted[address]
-        active = _value_of(item, "active")
-        if active is not None:
-            node = active[1]
-            if not isinstance(node, ScalarNode) or node.start_mark.line != node.end_mark.line:
-                return _FALLBACK
-            if node.value in (_TRUE if want else _FALSE):
-                continue
-            if node.value not in _TRUE + _FALSE or node.style:
-                return _FALLBACK
-            edits.append(
-                (
-                    node.start_mark.line,
-                    node.start_mark.column,
-                    node.end_mark.column,
-                    str(want).lower(),
-                )
-            )
-        elif not want:
-            key, value = email
-            if value.start_mark.line != value.end_mark.line:
-                return _FALLBACK
-            line = value.end_mark.line
-            ending = "\r\n" if lines[line].endswith("\r\n") else "\n"  # the file's own
-            inserts.append((line, " " * key.start_mark.column + "active: false" + ending))
-    if not edits and not inserts:
-        return None
-    for line, start, end, new in edits:
-        lines[line] = lines[line][:start] + new + lines[line][end:]
-    for line, new in sorted(inserts, reverse=True):
-        if not lines[line].endswith("\n"):
-            lines[line] += "\n"
-        lines.insert(line + 1, new)
-    out = "".join(lines).encode("utf-8")
-    return codecs.BOM_UTF8 + out if bom else out
-
-
-def change_active(doc: CommentedMap, email: str, active: bool) -> bool:
-    """In the round-trip ``doc``: set ``active`` of ``email``'s entry (see
-    :meth:`SubscribersFile.set_active`)."""
-    entry = _find(doc, email)
-    if entry is None or entry.get("active", _default(doc, "active", True)) == active:
-        return False
-    _set(entry, "active", active)
-    return True
-
-
-def change_fields(doc: CommentedMap, email: str, fields: Mapping[str, Any]) -> bool:
-    """In ``doc``: replace fields of one entry (:meth:`SubscribersFile.update_fields`)."""
-    entry = _find(doc, email)
-    if entry is None:
-        return False
-    changed = False
-    for key, value in fields.items():
-        current = entry.get(key, _default(doc, key, _model_default(key)))
-        if value is None:
-            if key in entry:
-                del entry[key]
-                changed = True
-            continue
-        if _plain(current) == _plain(value):
-            continue
-        _assign(entry, key, value)
-        changed = True
-    return changed
-
-
-def change_add_or_activate(
-    doc: CommentedMap, email: str, *, name: str | None, keywords: Iterable[str]
-) -> bool:
-    """In ``doc``: append or re-activate (:meth:`SubscribersFile.add_or_activate`)."""
-    words = list(keywords)
-    entry = _find(doc, email)
-    if entry is not None:
-        if entry.get("active", _default(doc, "active", True)) is True:
-            return False
-        _set(entry, "active", True)
-        return True
-    subs = doc.get("subscribers")
-    if subs is None:
-        subs = doc["subscribers"] = CommentedSeq()
-    new = CommentedMap()
-    new["email"] = _scalar(normalize_email(email))
-    if name:
-        new["name"] = _scalar(name)
-    if words:
-        new["keywords"] = _flow(words)
-    if _default(doc, "active", True) is not True:
-        new["active"] = True
-    subs.append(new)
-    return True
-
-
-def _round_trip(indent: int, offset: int) -> YAML:
-    yaml = YAML(typ="rt")
-    yaml.preserve_quotes = True
-    yaml.width = 4096  # never re-wrap long lines
-    yaml.indent(mapping=2, sequence=indent, offset=offset)
-    return yaml
-
-
-def _find(doc: CommentedMap, email: str) -> CommentedMap | None:
-    wanted = normalize_email(email)
-    for entry in doc.get("subscribers") or ():
-        if isinstance(entry, CommentedMap) and normalize_email(str(entry.get("email", ""))) == (
-            wanted
-        ):
-            return entry
-    return None
-
-
-def _default(doc: CommentedMap, key: str, fallback: Any) -> Any:
-    defaults = doc.get("defaults")
-    if isinstance(defaults, Mapping) and key in defaults:
-        return defaults[key]
-    return fallback
-
-
-def _model_default(key: str) -> Any:
-    info = Subscriber.model_fields.get(key)
-    return _MISSING if info is None else info.default
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, list | tuple):
-        return [str(v) for v in value]
-    if isinstance(value, time):
-        return value.strftime("%H:%M")
-    if isinstance(value, str):
-        return str(value)
-    return value
-
-
-def _scalar(value: Any) -> Any:
-    """``value`` as a write puts it into the file: a string that would not read back as
-    itself unquoted (:func:`~digest.subscribers.lines.reads_as_plain`: ``a?`` in a flow
-    list, ``yes``, ``1.0``, ``#x``, a leading space) double-quoted, with escapes for what is
-    not printable. ruamel's emitter alone would write ``[a?]``, which its own C parser
-    refuses."""
-    if isinstance(value, str) and not reads_as_plain(value):
-        return DoubleQuotedScalarString(value)
-    return value
-
-
-def _flow(items: Iterable[Any]) -> CommentedSeq:
-    seq = CommentedSeq(map(_scalar, items))
-    seq.fa.set_flow_style()
-    return seq
-
-
-def _assign(entry: CommentedMap, key: str, value: Any) -> None:
-    if isinstance(value, time):
-        value = value.strftime("%H:%M")
-    if key == "send_at":
-        _set(entry, key, DoubleQuotedScalarString(str(value)))
-        return
-    if isinstance(value, list | tuple):
-        current = entry.get(key)
-        if isinstance(current, CommentedSeq):
-            current.clear()
-            current.extend(map(_scalar, value))
+    def apply(self, change: EntryChange, path: Path) -> bool | ConfigError:
+        layout = self.layout
+        address = normalize_email(change.address)
+        added = self.added.get(address)
+        found: Located | None = None
+        current: str | None = None
+        if added is not None:
+            current = self.new_texts[added] or None
         else:
-            _set(entry, key, _flow(value))
-        return
-    _set(entry, key, _scalar(value))
+            if address not in self._located:
+                self._located[address] = layout.locate(address)
+            found = self._located[address]
+            if found is not None:
+                replaced = self.changed.get(found.index)
+                current = replaced[2] if replaced else layout.text[found.start : found.stop]
+                current = current or None
+        try:
+            new = change.patch(current, self.defaults, layout.indent)
+        except YAMLError as e:  # the entry is not YAML: the file is being edited
+            return ConfigError(f"{path}: cannot update {address}: not valid YAML ({e})")
+        if new is None or new == current:
+            return False
+        sub: Subscriber | None = None
+        if new:
+            at = found.index if found is not None else len(layout) + len(self.new_texts)
+            first = layout.line_of(found.start if found is not None else layout.end)
+            try:
+                sub, _ = load_entry(
+                    new, defaults=self.defaults, path=path, first_line=first, index=at
+                )
+            except ConfigError as e:
+                return ConfigError(
+                    f"{path}: the change was not written: the result would be invalid: "
+                    f"{e.problems[0]}",
+                    e.problems,
+                )
+            if normalize_email(sub.email) != address:
+                return ConfigError(
+                    f"{path}:{first}: email: an entry's address cannot change "
+                    f"({address} → {sub.email}); add the new address and remove the old one"
+                )
+        if found is not None:
+            self.changed[found.index] = (found.start, found.stop, new)
+            self.subscribers[found.index] = sub
+        elif added is not None:
+            self.new_texts[added], self.new_subscribers[added] = new, sub
+        else:
+            self.added[address] = len(self.new_texts)
+            self.new_texts.append(new)
+            self.new_subscribers.append(sub)
+        return True
 
+    def result(self) -> str:
+        """The file's new text."""
+        text = self.layout.text
+        pieces: list[str] = []
+        at = 0
+        for start, stop, new in sorted(self.changed.values()):
+            pieces += [text[at:start], new]
+            at = stop
+        pieces.append(text[at : self.layout.end])
+        for new in self.new_texts:
+            if not new:
+                continue
+            if not next((piece for piece in reversed(pieces) if piece), "").endswith("\n"):
+                pieces.append(self.layout.newline)  # the last line had no line break
+            pieces.append(new)
+        pieces.append(text[self.layout.end :])
+        return "".join(pieces)
 
-def _set(entry: CommentedMap, key: str, value: Any) -> None:
-    """``entry[key] = value``; a new last key takes over the blank lines (and comments) that
-    followed the old last key, so the gap before the next entry stays where it was."""
-    keys = list(entry.keys())
-    appended = key not in entry and keys
-    entry[key] = value
-    if not appended:
-        return
-    items = entry.ca.items
-    old = items.get(keys[-1])
-    token = old[2] if old and len(old) > 2 else None
-    if token is None or "\n" not in token.value:
-        return
-    head, _, tail = token.value.partition("\n")
-    if not tail:
-        return
-    token.value = head + "\n"
-    items[key] = [None, None, CommentToken("\n" + tail, token.start_mark, None), None]
+    def new_list(self, before: SubscriberList | None) -> SubscriberList | None:
+        """The list of :meth:`result`, from ``before`` (the list of the text it was made from:
+        one subscriber per entry, in order) and each changed entry's subscriber; ``None``
+        without ``before``, or when it does not match the entries."""
+        if before is None or len(before) != len(self.layout):
+            return None
+        out: list[Subscriber | None] = list(before.subscribers)
+        for i, sub in self.subscribers.items():
+            out[i] = sub
+        out += self.new_subscribers
+        gone = any(sub is None for sub in self.subscribers.values()) or (
+            None in self.new_subscribers
+        )
+        kept = [sub for sub in out if sub is not None] if gone else out
+        return SubscriberList(kept, before.defaults, before.path)  # type: ignore[arg-type]

@@ -29,6 +29,7 @@ file is read and hashed, and parsed only if its SHA-256 changed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import hashlib
@@ -36,7 +37,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -170,6 +171,26 @@ def load_subscribers(path: Path, *, known_sources: Sequence[str] | None = None) 
     return _copy(result)
 
 
+def known_list(path: Path, data: bytes) -> SubscriberList | None:
+    """The list :func:`load_subscribers` last read from ``path``, if it was read from exactly
+    ``data`` (and was valid); ``None`` otherwise. Read-only."""
+    with _cache_lock:
+        hit = _cache.get(str(path.resolve()))
+    if hit is None or hit.result is None or hit.known_sources is not None:
+        return None
+    return hit.result if hit.digest == hashlib.sha256(data).digest() else None
+
+
+def remember_list(path: Path, data: bytes, result: SubscriberList) -> None:
+    """Tell the cache that ``path`` now holds ``data``, whose list is ``result`` (a writer
+    that made ``data`` from a known list and knows each changed subscriber): the next
+    :func:`load_subscribers` reads and hashes the file, and parses nothing."""
+    with contextlib.suppress(OSError):
+        key = str(path.resolve())
+        with _cache_lock:
+            _cache[key] = _Cached(hashlib.sha256(data).digest(), None, result, (), ())
+
+
 def _cached(shown: str, hit: _Cached) -> SubscriberList:
     if hit.result is None:
         raise _error(shown, list(hit.problems))
@@ -190,57 +211,185 @@ def _error(shown: str, problems: list[str]) -> ConfigError:
 
 
 def _load(
-    data: bytes, path: Path, known_sources: tuple[str, ...] | None, *, streamed: bool = True
+    data: bytes,
+    path: Path,
+    known_sources: tuple[str, ...] | None,
+    *,
+    streamed: bool = True,
+    keys: list[tuple[str, ...]] | None = None,
 ) -> tuple[SubscriberList | None, list[str]]:
     """Parse and validate; ``(result, [])`` or ``(None, problems)``.
 
     ``streamed``: try the streaming reader first (``False``: only the ruamel path; tests
-    compare the two).
+    compare the two). ``keys``: filled with the options each subscriber's entry sets, in
+    order (for :func:`read_list`).
     """
     shown = str(path)
-    fast = _load_streamed(data, path, known_sources) if streamed else None
+    fast = _load_streamed(data, path, known_sources, keys) if streamed else None
     if fast is not None:
         return fast, []
+    if keys is not None:
+        keys.clear()  # the streamed reader gave up part way
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         return None, [f"{shown}: not UTF-8 text (bad byte at offset {e.start})"]
+    parsed = _compose(text, shown)
+    if isinstance(parsed, list):
+        return None, parsed
+    root, doc = parsed
+    problems = _Problems()
+    result = _validate(doc, path, known_sources, problems, keys)
+    if not problems.items:
+        return result, []
+    return None, _located(root, problems, shown)
 
+
+def _compose(text: str, shown: str, shift: int = 0) -> tuple[Node | None, Any] | list[str]:
+    """``(node tree, document)`` of ``text``, or its YAML problem as ``[line]``; ``shift`` is
+    added to every line number (``text`` is part of a file)."""
     yaml = YAML(typ="safe", pure=False)  # the C parser when ruamel.yaml.clib is installed
     yaml.Constructor = _Constructor
+    root = None
     try:
         root = yaml.compose(text)
         doc = yaml.constructor.construct_document(root) if root is not None else None
     except MarkedYAMLError as e:
-        return None, [_yaml_problem(shown, e)]
+        return [_yaml_problem(shown, e, shift)]
     except TypeError:  # a key holding a mapping (`? [{a: b}]`): ruamel cannot hash it
-        line = _unhashable_key_line(root)
-        return None, [f"{shown}:{line}: invalid YAML: found unhashable key (write 'key: value')"]
+        line = _unhashable_key_line(root) + shift if root is not None else 1
+        return [f"{shown}:{line}: invalid YAML: found unhashable key (write 'key: value')"]
     except ReaderError as e:  # a character YAML does not allow (NUL, other controls)
-        line = text.count("\n", 0, e.position) + 1
+        line = text.count("\n", 0, e.position) + 1 + shift
         what = e.character if isinstance(e.character, int) else ord(e.character)
-        return None, [
+        return [
             f"{shown}:{line}: invalid YAML: unacceptable character #x{what:04x}: "
             f"{' '.join(str(e.reason).split())} (remove it)"
         ]
     except YAMLError as e:  # pragma: no cover - unmarked errors are rare
-        return None, [f"{shown}:1: invalid YAML: {e}"]
+        return [f"{shown}:{1 + shift}: invalid YAML: {e}"]
+    return root, doc
 
-    problems = _Problems()
-    result = _validate(doc, path, known_sources, problems)
-    if not problems.items:
-        return result, []
+
+def _located(
+    root: Node | None, problems: _Problems, shown: str, shift: int = 0, index: int = 0
+) -> list[str]:
+    """Each problem as ``path:line: field: message``, in file order. ``shift`` is added to
+    the lines, ``index`` to the list index shown (``text`` was part of a file)."""
+
+    def shown_as(loc: Loc) -> Loc:
+        if index and len(loc) > 1 and loc[0] == "subscribers" and isinstance(loc[1], int):
+            return ("subscribers", loc[1] + index, *loc[2:])
+        return loc
+
     located = []
     for loc, message, also in problems.items:
         if also is not None:
-            message += f" (also at line {_line_of(root, also)}, {_dotted(also)})"
-        located.append((_line_of(root, loc), loc, message))
+            message += f" (also at line {_line_of(root, also) + shift}, {_dotted(shown_as(also))})"
+        located.append((_line_of(root, loc) + shift, shown_as(loc), message))
     located.sort(key=lambda item: item[0])  # file order (stable: same line keeps found order)
     out = []
     for line, loc, message in located:
         where = f"{_dotted(loc)}: " if loc else ""
         out.append(f"{shown}:{line}: {where}{message}")
-    return None, out
+    return out
+
+
+def read_list(
+    data: bytes, path: Path, *, known_sources: Sequence[str] | None = None
+) -> tuple[SubscriberList, list[tuple[str, ...]]]:
+    """Read and validate a whole subscribers file, as :func:`load_subscribers` does (uncached).
+
+    Args:
+        data: the file's bytes.
+        path: its name, for the problems.
+        known_sources: as for :func:`load_subscribers`.
+
+    Returns:
+        The list, and for each subscriber (same order) the options its entry sets itself.
+
+    Raises:
+        ConfigError: every problem, ``path:line: field: message``.
+    """
+    keys: list[tuple[str, ...]] = []
+    known = tuple(known_sources) if known_sources is not None else None
+    result, problems = _load(data, path, known, keys=keys)
+    if result is None:
+        raise _error(str(path), problems)
+    return result, keys
+
+
+def read_defaults(text: str, path: Path) -> dict[str, Any]:
+    """The validated ``defaults:`` of a list's text outside its entries (its head and tail).
+
+    Raises:
+        ConfigError: the text is not YAML or ``defaults:`` is invalid (``path:line`` each).
+    """
+    shown = str(path)
+    parsed = _compose(text.lstrip("\ufeff"), shown)
+    if isinstance(parsed, list):
+        raise _error(shown, parsed)
+    root, doc = parsed
+    problems = _Problems()
+    defaults = _validate_defaults(doc.get("defaults") if isinstance(doc, dict) else None, problems)
+    if problems.items:
+        raise _error(shown, _located(root, problems, shown))
+    return defaults
+
+
+ENTRY_KEY_LINE = "subscribers:\n"
+"""What an entry's text is read under: one item of the ``subscribers:`` list."""
+
+
+def load_entry(
+    text: str,
+    *,
+    defaults: Mapping[str, Any],
+    path: Path,
+    first_line: int = 1,
+    index: int = 0,
+    known_sources: Sequence[str] | None = None,
+) -> tuple[Subscriber, tuple[str, ...]]:
+    """Read and validate one subscriber's entry, with the rules of the whole file.
+
+    Args:
+        text: the entry: one item of the ``subscribers:`` list, as written there (``- email:
+            …`` and the lines under it, indented as in the file).
+        defaults: the list's validated ``defaults:``.
+        path: the file (or what stands for it) named in the problems.
+        first_line: the 1-based line of ``text``'s first line in that file.
+        index: its index in the file's list (shown in the problems: ``subscribers[3]``).
+        known_sources: as for :func:`load_subscribers`.
+
+    Returns:
+        The subscriber and the options its entry sets itself.
+
+    Raises:
+        ConfigError: every problem, ``path:line: field: message`` (lines of the file).
+    """
+    shown = str(path)
+    shift = first_line - 2  # the entry is read after the key line
+    parsed = _compose(ENTRY_KEY_LINE + text, shown, shift)
+    if isinstance(parsed, list):
+        raise _error(shown, parsed)
+    root, doc = parsed
+    items = doc.get("subscribers") if isinstance(doc, dict) else None
+    if not isinstance(items, list) or len(items) != 1 or set(doc) != {"subscribers"}:
+        count = len(items) if isinstance(items, list) else 0
+        raise _error(
+            shown,
+            [
+                f"{shown}:{first_line}: expected one subscriber entry ('- email: ...' and its "
+                f"options, indented under it), found {count}"
+            ],
+        )
+    problems = _Problems()
+    keys: list[tuple[str, ...]] = []
+    known = tuple(known_sources) if known_sources is not None else None
+    result = _validate({**doc, "defaults": dict(defaults)}, path, known, problems, keys)
+    if result is None:
+        raise _error(shown, _located(root, problems, shown, shift, index))
+    return result.subscribers[0], keys[0]
 
 
 class _Constructor(SafeConstructor):
@@ -260,7 +409,10 @@ _Constructor.add_constructor("tag:yaml.org,2002:int", _Constructor.construct_yam
 
 
 def _load_streamed(
-    data: bytes, path: Path, known_sources: tuple[str, ...] | None
+    data: bytes,
+    path: Path,
+    known_sources: tuple[str, ...] | None,
+    keys: list[tuple[str, ...]] | None = None,
 ) -> SubscriberList | None:
     """The fast path (:mod:`digest.subscribers.stream`): the result of a valid file, or
     ``None`` when the file must be read the slow way (it has a problem, or uses YAML the
@@ -279,7 +431,7 @@ def _load_streamed(
     enabled = gc.isenabled()
     gc.disable()  # only acyclic values are made here: no collection can free anything
     try:
-        subscribers = _valid_subscribers(entries, defaults, known_sources)
+        subscribers = _valid_subscribers(entries, defaults, known_sources, keys)
     except NotSure as e:
         log.debug("%s: reading it the slow way (%s)", path, e)
         return None
@@ -290,7 +442,10 @@ def _load_streamed(
 
 
 def _valid_subscribers(
-    entries: Iterable[Any], defaults: dict[str, Any], known_sources: tuple[str, ...] | None
+    entries: Iterable[Any],
+    defaults: dict[str, Any],
+    known_sources: tuple[str, ...] | None,
+    keys: list[tuple[str, ...]] | None = None,
 ) -> list[Subscriber] | None:
     """The subscribers of the streamed entries, or ``None`` at the first problem (the same
     checks as :func:`_validate`, without the words)."""
@@ -298,7 +453,7 @@ def _valid_subscribers(
     known = frozenset(known_sources) if known_sources is not None else None
     subscribers: list[Subscriber] = []
     seen: set[str] = set()
-    compact = _Compactor()
+    compact = Compactor()
     for entry in entries:
         if type(entry) is not dict or not _FIELD_SET.issuperset(entry):
             return None
@@ -319,20 +474,22 @@ def _valid_subscribers(
         if known is not None and sub.sources is not None and not known.issuperset(sub.sources):
             return None
         subscribers.append(sub)
+        if keys is not None:
+            keys.append(tuple(entry))
     return subscribers
 
 
-def _yaml_problem(shown: str, e: MarkedYAMLError) -> str:
+def _yaml_problem(shown: str, e: MarkedYAMLError, shift: int = 0) -> str:
     mark = e.problem_mark or e.context_mark
-    line = mark.line + 1 if mark is not None else 1
+    line = (mark.line + 1 if mark is not None else 1) + shift
     problem = " ".join(str(e.problem or "syntax error").split())
     context = ""
     if e.context and e.context_mark is not None:
-        context = f" ({' '.join(str(e.context).split())} at line {e.context_mark.line + 1})"
+        context = f" ({' '.join(str(e.context).split())} at line {e.context_mark.line + 1 + shift})"
     return f"{shown}:{line}: invalid YAML: {problem}{context}"
 
 
-class _Compactor:
+class Compactor:
     """Shares equal values between the subscribers of one load (memory per subscriber).
 
     Each YAML scalar is a new string object and each validated list a new tuple, although
@@ -390,7 +547,11 @@ all different (its strings are interned all the same)."""
 
 
 def _validate(
-    doc: Any, path: Path, known_sources: tuple[str, ...] | None, problems: _Problems
+    doc: Any,
+    path: Path,
+    known_sources: tuple[str, ...] | None,
+    problems: _Problems,
+    keys: list[tuple[str, ...]] | None = None,
 ) -> SubscriberList | None:
     """Validate the parsed document; ``None`` when there are problems (in ``problems``)."""
     example = f"see {EXAMPLE_FILE}"
@@ -422,7 +583,7 @@ def _validate(
 
     subscribers: list[Subscriber] = []
     first_seen: dict[str, int] = {}
-    compact = _Compactor()
+    compact = Compactor()
     for i, entry in enumerate(entries):
         loc: Loc = ("subscribers", i)
         if not isinstance(entry, dict):
@@ -465,7 +626,7 @@ def _validate(
                         field_loc = ()  # the option comes from defaults: point at the entry
                 elif name not in entry and name in defaults:
                     continue  # a bad default: reported once, under defaults
-                problems.add((*loc, *field_loc), _message(err))
+                problems.add((*loc, *field_loc), error_message(err))
             continue
         sub = compact.subscriber(sub, merged)
         if known_sources is not None and sub.sources is not None:
@@ -477,6 +638,8 @@ def _validate(
                         f"(DIGEST_SOURCES: {', '.join(known_sources)})",
                     )
         subscribers.append(sub)
+        if keys is not None:
+            keys.append(tuple(entry))
 
     if problems.items:
         return None
@@ -506,7 +669,7 @@ def _validate_defaults(raw: Any, problems: _Problems) -> dict[str, Any]:
             if field_loc and field_loc[0] in good:
                 if err["type"] in _CROSS_FIELD:
                     continue  # fine as a default when every subscriber has keywords
-                problems.add(("defaults", *field_loc), _message(err))
+                problems.add(("defaults", *field_loc), error_message(err))
                 good.pop(str(field_loc[0]), None)
     return good
 
@@ -518,7 +681,7 @@ def _error_loc(err: Any) -> Loc:
     return tuple(err["loc"])
 
 
-def _message(err: Any) -> str:
+def error_message(err: Any) -> str:
     """One readable message for a pydantic error (ours are already worded for humans)."""
     kind = err["type"]
     if kind == "missing":

@@ -64,7 +64,6 @@ from digest.render import brand, long_date_label
 from digest.render.views import list_title
 from digest.settings import Settings
 from digest.subscribers import FREQUENCIES, WEEKDAYS, Subscriber, normalize_arxiv_id
-from digest.subscribers.writeback import catch_up_unsubscribes
 from digest.tokens import Purpose
 from digest.web.reader import (
     UPLOAD_BODY_BYTES,
@@ -96,6 +95,12 @@ MAX_FORM_FIELDS = 20
 ARCHIVE_LIMIT = 60
 """Editions listed in the archive index and the Atom feed (newest first)."""
 _TOKEN_STATUS = {"malformed": 400, "forged": 403, "expired": 410, "used": 410, "unknown": 404}
+CONCURRENT_CHANGES = 4
+"""Token routes whose page logic (resolve the token, read and change the subscription,
+render the page) runs at once; the others wait their turn without holding the event loop.
+A burst of saves then leaves the loop free for everything else: 32 concurrent saves kept
+`/healthz` at p99 ≤ 50 ms (benchmarks/bench_list.py; the request bodies are read before the
+turn, so a slow client never holds one)."""
 REFUSED_STATUS = 409
 """Status of a change this link may not make (:class:`SubscriptionRefused`)."""
 
@@ -128,7 +133,9 @@ class WebApp:
         self.settings = settings
         self.now = now
         self.digest = Digest(settings, now=now)
-        self.subs = Subscriptions(settings, self.digest.store, now=now, transport=transport)
+        self.subs = Subscriptions(
+            settings, self.digest.store, home=self.digest.home, now=now, transport=transport
+        )
         secret = settings.secret_key
         assert secret is not None  # Subscriptions checked it
         self.csrf = Csrf(secret.get_secret_value().encode())
@@ -144,10 +151,37 @@ class WebApp:
         self.list_name = list_title(settings.list_name)
         """The list's name (DIGEST_LIST_NAME, else "Daily Papers") on every page."""
         self._archive_lock = asyncio.Lock()
+        self.busy = asyncio.Semaphore(CONCURRENT_CHANGES)
+        """At most :data:`CONCURRENT_CHANGES` token routes' page logic at once."""
+        self.welcomes: set[asyncio.Task[None]] = set()
+        """Welcome emails being sent in the background (:meth:`welcome_soon`)."""
 
     def close(self) -> None:
         """Close the state file."""
         self.digest.close()
+
+    def welcome_soon(self, address: str | None) -> None:
+        """Send the welcome emails ``address`` (``None``: anyone) is owed in the background,
+        after the answer: a confirmation queued it in its own transaction, so a welcome this
+        process cannot send stays owed for the daemon's next tick or this app's next start."""
+        if self.settings.welcome:
+            task = asyncio.create_task(self._welcome(address))
+            self.welcomes.add(task)
+            task.add_done_callback(self.welcomes.discard)
+
+    async def _welcome(self, address: str | None) -> None:
+        try:
+            summary = await self.digest.send_welcomes(self.subs.subscriber, address)
+        except DigestError as e:  # the relay refused the configuration, the state failed
+            log.error("welcome emails not sent (they stay owed): %s", e)
+            return
+        if summary.sent or summary.failed or summary.deferred:
+            log.info(
+                "welcome emails: %d sent, %d failed, %d owed",
+                summary.sent,
+                summary.failed,
+                summary.deferred,
+            )
 
     @property
     def learner(self) -> ReaderLearner:
@@ -348,8 +382,8 @@ def token_route(
         async def endpoint(request: Request) -> Response:
             app: WebApp = request.app.state.web
             token = request.path_params["token"]
-            try:
-                address, data = resolve(app, token)
+            try:  # on a thread: a token of an address not indexed yet reads the list
+                address, data = await asyncio.to_thread(resolve, app, token)
             except TokenError as e:
                 return app.token_error(request, e)
             form: dict[str, str] = {}
@@ -366,12 +400,13 @@ def token_route(
                         file = (sent.filename or "", await sent.read())
                 finally:
                     await raw.close()  # an upload's spooled temporary file
-            try:
-                return await handler(Link(app, request, token, address, data, form, file))
-            except TokenError as e:  # e.g. a confirm link used meanwhile (a second tab)
-                return app.token_error(request, e)
-            except SubscriptionRefused as e:
-                return app.refused(request, e)
+            async with app.busy:
+                try:
+                    return await handler(Link(app, request, token, address, data, form, file))
+                except TokenError as e:  # e.g. a confirm link used meanwhile (a second tab)
+                    return app.token_error(request, e)
+                except SubscriptionRefused as e:
+                    return app.refused(request, e)
 
         return endpoint
 
@@ -388,6 +423,7 @@ async def confirm_page(link: Link) -> Response:
 async def confirm(link: Link) -> Response:
     """POST of the confirm page: the double opt-in is done; the subscriber is added."""
     address = await link.app.subs.confirm(link.token, link.app.request_info(link.request))
+    link.app.welcome_soon(address)
     # The confirm link came by mail to the address and works once: it may lead on.
     prefs = link.app.subs.link(Purpose.PREFERENCES, address, path="/preferences")
     return link.page(
@@ -427,6 +463,7 @@ async def unsubscribe(link: Link) -> Response:
 async def resubscribe(link: Link) -> Response:
     """POST of the undo on the page after unsubscribing (only an unsubscribe of one's own)."""
     await link.app.subs.resubscribe(link.address, link.app.request_info(link.request))
+    link.app.welcome_soon(link.address)
     return link.page("confirmed.html.j2", prefs=None, rate=None)
 
 
@@ -546,8 +583,8 @@ async def _preferences_page(
 ) -> Response:
     """The preferences page: the form, the library, what shapes the ranking."""
     app = link.app
-    sub = app.subs.subscribers().get(link.address)
-    if sub is None:  # removed from the file since the index was built
+    sub = app.subs.subscriber(link.address)
+    if sub is None:  # removed from the list since the index was built
         raise _NOT_ON_LIST
     unsubscribe = app.subs.link(Purpose.UNSUBSCRIBE, link.address, path="/u")
     shaping = await asyncio.to_thread(_shaping, app, sub)
@@ -567,7 +604,10 @@ async def _preferences_page(
     )
 
 
+@functools.cache
 def _zones() -> list[str]:
+    """The IANA zone names, sorted: read once (``available_timezones`` walks the zone files
+    on disk: ~7 ms, on the event loop at every preferences page)."""
     return sorted(zoneinfo.available_timezones())
 
 
@@ -575,8 +615,8 @@ _NOT_ON_LIST = TokenError("unknown", "this address is not on the list")
 
 
 def _subscriber(link: Link) -> Subscriber:
-    sub = link.app.subs.subscribers().get(link.address)
-    if sub is None:  # removed from the file since the index was built
+    sub = link.app.subs.subscriber(link.address)
+    if sub is None:  # removed from the list since the index was built
         raise _NOT_ON_LIST
     return sub
 
@@ -931,15 +971,23 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _catch_up(web: WebApp) -> None:
-    """The subscribers file catches up with the suppression list (on a thread): see
-    :func:`~digest.subscribers.writeback.catch_up_unsubscribes`."""
+    """The list catches up with what a crash left unwritten (on a thread): see
+    :meth:`SubscriberHome.catch_up <digest.subscribers.home.SubscriberHome.catch_up>`; then
+    the welcome emails a crash left owed are sent."""
+    home = web.subs.home
     try:
-        written = await asyncio.to_thread(catch_up_unsubscribes, web.subs.file, web.digest.store)
-    except DigestError as e:  # the file or the state cannot be read, or the file written
-        log.error("the subscribers file could not catch up with the unsubscribes: %s", e)
+        written = await asyncio.to_thread(home.catch_up)
+    except DigestError as e:  # the list or the state cannot be read, or the list written
+        log.error("%s could not catch up with the unsubscribes: %s", home.name, e)
         return
     if written:
-        log.info("subscribers file: active: false written for %d unsubscribed", len(written))
+        log.info("%s: active: false written for %d unsubscribed", home.name, len(written))
+    try:
+        await asyncio.to_thread(web.subs.index_list)  # the links' index, before the first link
+    except DigestError as e:
+        log.error("%s cannot be read: %s", home.name, e)
+        return
+    web.welcome_soon(None)  # the welcomes a crash left owed (the list is read by now)
 
 
 def create_app(
@@ -1000,8 +1048,11 @@ def create_app(
         yield
         try:
             await catch_up
+            if web.welcomes:  # in flight: finished, or left owed for the next start
+                await asyncio.wait(set(web.welcomes), timeout=WELCOME_DRAIN_S)
         finally:
-            await web.subs.writes.drain()  # every accepted unsubscribe reaches the YAML
+            # Every accepted change reaches the subscribers file.
+            await asyncio.to_thread(web.subs.home.drain)
 
     app = Starlette(
         routes=routes, exception_handlers={HTTPException: _http_error}, lifespan=lifespan
@@ -1025,5 +1076,7 @@ def create_app(
     return app
 
 
+WELCOME_DRAIN_S = 30.0
+"""How long a stopping web app waits for the welcome emails it is sending (seconds)."""
 UPLOAD_PATH_RE = re.compile(r"^/preferences/[^/]+/library$")
 """The upload route: its body may reach :data:`~digest.web.reader.UPLOAD_BODY_BYTES`."""

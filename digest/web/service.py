@@ -1,14 +1,14 @@
 """What the web app does to a subscription, without HTTP: the library side of ``digest serve``.
 
 :class:`Subscriptions` resolves tokens to subscribers, and carries out unsubscribe,
-resubscribe, preferences and double opt-in sign-up. Every change goes, in this order, to
-
-1. the state file: the suppression list (an unsubscribed address is suppressed, which ``send``
-   and the daemon honour at once, even if the YAML still says ``active: true``) and an event
-   (who, what, when, from which request);
-2. the subscribers YAML (:mod:`digest.writeback`): ``active: false``, replaced fields, or an
-   appended entry. Writes of concurrent requests are coalesced into one round trip
-   (:class:`WriteQueue`), so a burst of one-click unsubscribes costs one rewrite per batch.
+resubscribe, preferences and double opt-in sign-up. Each change is one entry change
+(:mod:`digest.subscribers.changes`: ``active``, some fields, a new entry) handed to the list's
+home (:mod:`digest.subscribers.home`) with its state writes: the suppression list (an
+unsubscribed address is suppressed, which ``send`` and the daemon honour at once) and an
+event (who, what, when, from which request). The home commits them together before the
+request is answered: one small transaction with the row when the list is in the state; with
+the change in the state's outbox when the list is a file, which a background writer then
+splices into the file entry by entry. The service never knows which home it has.
 
 Addresses in logs are masked (:func:`mask_address`); tokens are never logged.
 """
@@ -33,20 +33,16 @@ from pydantic import ValidationError
 from digest.addresses import display_name_problem, normalize_email
 from digest.clock import Clock, utc_now
 from digest.delivery import OutgoingMessage, TransportFactory, open_transport
-from digest.errors import ConfigError, DeliveryError, HeaderError, TokenError
+from digest.errors import DeliveryError, HeaderError, TokenError
 from digest.message import check_head, make_message_id
+from digest.pipeline.welcome import queue_welcome
 from digest.render.views import list_title
 from digest.settings import Settings
 from digest.state import StateBackend, SuppressionReason
-from digest.subscribers import Subscriber, SubscriberList, load_subscribers
-from digest.subscribers.writeback import (
-    Change,
-    SubscribersFile,
-    change_active,
-    change_add_or_activate,
-    change_fields,
-)
-from digest.tokens import CONFIRM_TTL, Claims, Purpose, SubscriberIndex, TokenSigner
+from digest.subscribers import Subscriber, SubscriberList
+from digest.subscribers.changes import AddOrActivate, SetActive, SetFields
+from digest.subscribers.home import SubscriberHome, open_home
+from digest.tokens import CONFIRM_TTL, Claims, Purpose, TokenSigner
 
 log = logging.getLogger(__name__)
 
@@ -151,104 +147,14 @@ class SubscriptionRefused(Exception):
     message: str
 
 
-class WriteQueue:
-    """Coalesces YAML changes of concurrent requests into one round-trip write.
-
-    :meth:`apply` adds a change and waits for it; :meth:`submit` adds one and returns at once
-    (a background task writes it). Whoever holds the lock writes every change pending at that
-    moment in one :meth:`SubscribersFile.edit` (on a thread). If a combined write fails, each
-    of its changes is retried alone, so one bad change fails only its own request.
-    :meth:`drain` waits until nothing is pending (at shutdown).
-    """
-
-    def __init__(self, file: SubscribersFile) -> None:
-        self.file = file
-        self._pending: list[tuple[Change, asyncio.Future[bool]]] = []
-        self._lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
-
-    def submit(self, change: Change) -> None:
-        """Queue ``change`` and return; a failure is logged (the caller's state change stands)."""
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        future.add_done_callback(_log_write_failure)
-        self._pending.append((change, future))
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._flush())
-
-    async def _flush(self) -> None:
-        while self._pending:
-            async with self._lock:
-                if self._pending:
-                    batch, self._pending = self._pending, []
-                    await self._write(batch)
-
-    async def drain(self) -> None:
-        """Wait until every submitted change is written (or has failed)."""
-        while self._pending or (self._task is not None and not self._task.done()):
-            if self._task is None or self._task.done():
-                self._task = asyncio.create_task(self._flush())
-            await self._task
-
-    @property
-    def pending(self) -> int:
-        """Changes not written yet."""
-        return len(self._pending)
-
-    async def apply(self, change: Change) -> bool:
-        """Apply ``change``; ``True`` if the file changed.
-
-        Raises:
-            ConfigError: the file could not be written (nothing of this change was).
-        """
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._pending.append((change, future))
-        async with self._lock:
-            if not future.done():
-                batch, self._pending = self._pending, []
-                await self._write(batch)
-        return await future
-
-    async def _write(self, batch: list[tuple[Change, asyncio.Future[bool]]]) -> None:
-        changes = [c for c, _ in batch]
-
-        def combined(doc: Any) -> bool:
-            results = [change(doc) for change in changes]
-            return any(results)
-
-        try:
-            if all(isinstance(c, ActiveChange) for c in changes):
-                # The common burst (one-click unsubscribes): one splice for the whole batch.
-                wanted = {c.address: c.active for c in changes if isinstance(c, ActiveChange)}
-                changed = await asyncio.to_thread(self.file.set_active_many, wanted)
-            else:
-                changed = await asyncio.to_thread(self.file.edit, combined)
-        except ConfigError as e:
-            if len(batch) == 1:
-                batch[0][1].set_exception(e)
-                return
-            for change, future in batch:
-                try:
-                    future.set_result(await asyncio.to_thread(self.file.edit, change))
-                except ConfigError as one:
-                    future.set_exception(one)
-            return
-        for _, future in batch:
-            future.set_result(changed)
-
-
-def _log_write_failure(future: asyncio.Future[bool]) -> None:
-    error = future.exception()
-    if error is not None:
-        log.error("could not update the subscribers file: %s", error)
-
-
 class Subscriptions:
-    """Unsubscribe, resubscribe, preferences and sign-up, against the state and the YAML.
+    """Unsubscribe, resubscribe, preferences and sign-up, against the state and the list.
 
     Args:
         settings: DIGEST_SUBSCRIBERS, the secret keys, DIGEST_PUBLIC_URL, the transport
             settings (for confirmation mail), the sign-up limits.
-        store: the state file.
+        store: the state.
+        home: where the subscriber list lives (default: the one DIGEST_SUBSCRIBERS names).
         now: the clock (aware UTC).
         transport: the transport factory for confirmation mail; default from the settings.
 
@@ -261,51 +167,57 @@ class Subscriptions:
         settings: Settings,
         store: StateBackend,
         *,
+        home: SubscriberHome | None = None,
         now: Clock = utc_now,
         transport: TransportFactory | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
+        self.home = home if home is not None else open_home(settings, store)
         self.now = now
         self.signer = TokenSigner.from_settings(settings)
         self.list_name = list_title(settings.list_name)
-        self.file = SubscribersFile(settings.subscribers)
-        self.writes = WriteQueue(self.file)
         self._transport = transport or open_transport(settings)
-        self._index_for: tuple[int, SubscriberIndex] | None = None
+        self._index = self.signer.index(())
+        self._indexed: set[str] = set()
+        self._indexed_mark: object = None
 
     # -- lookups ---------------------------------------------------------------------------
     def subscribers(self) -> SubscriberList:
-        """The subscribers file as it is now (cached by content).
+        """The whole list as it is now (cached by its home). Read-only.
 
         Raises:
             ConfigError: it is missing or invalid.
         """
-        return load_subscribers(self.settings.subscribers)
+        return self.home.load()
 
-    def _index(self, subs: SubscriberList) -> SubscriberIndex:
-        key = hash(tuple(s.email for s in subs))
-        cached = self._index_for
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        index = self.signer.index(s.email for s in subs)
-        self._index_for = (key, index)
-        return index
+    def subscriber(self, address: str) -> Subscriber | None:
+        """One subscriber as it is now (this process's changes included), or ``None``."""
+        return self.home.get(address)
 
     def _lookup(self, claims: Claims) -> str | None:
-        """The address of ``claims`` among the addresses of the subscribers file.
+        """The address of ``claims`` among the addresses of the list.
 
-        The index of the last read is tried first (an address once in the file stays
-        resolvable: unsubscribing one that was removed since is harmless), so a burst of
-        one-click POSTs does not re-read the file that their own writes keep changing; on a
-        miss the file is read again.
+        The index is tried first (an address once on the list stays resolvable:
+        unsubscribing one that was removed since is harmless), so a burst of one-click POSTs
+        reads nothing; on a miss the list is read again (its home reads only what changed)
+        and its new addresses are indexed.
         """
-        cached = self._index_for
-        if cached is not None:
-            address = cached[1].lookup(claims)
-            if address is not None:
-                return address
-        return self._index(self.subscribers()).lookup(claims)
+        address = self._index.lookup(claims)
+        if address is not None:
+            return address
+        self.index_list()
+        return self._index.lookup(claims)
+
+    def index_list(self) -> None:
+        """Index the list's addresses not indexed yet (the app's start does it once, so the
+        first link of a large list does not wait for it)."""
+        mark, addresses = self.home.addresses(self._indexed_mark)
+        for address in addresses:
+            if address not in self._indexed:
+                self._index.add(address)
+                self._indexed.add(address)
+        self._indexed_mark = mark
 
     def verify(self, purpose: Purpose, token: str) -> Claims:
         """Check a token for ``purpose`` (see :meth:`digest.tokens.TokenSigner.verify`).
@@ -330,8 +242,8 @@ class Subscriptions:
         return claims, address
 
     def is_subscribed(self, address: str) -> bool:
-        """Active in the YAML and not suppressed."""
-        sub = self.subscribers().get(address)
+        """Active on the list and not suppressed."""
+        sub = self.subscriber(address)
         return bool(sub and sub.active and self.store.suppression(address) is None)
 
     def link(self, purpose: Purpose, address: str, *, path: str) -> str:
@@ -343,17 +255,19 @@ class Subscriptions:
     async def unsubscribe(self, address: str, request: RequestInfo, *, via: str) -> None:
         """Suppress ``address`` (reason ``unsubscribed``), record it, set ``active: false``.
 
-        Idempotent: repeating it changes nothing more. The suppression is committed before
-        this returns, so ``send`` and the daemon skip the address from that moment; the YAML's
-        ``active: false`` follows from a background write, coalesced with other requests'
-        (a rewrite of a list of thousands takes seconds; a failure is logged, the suppression
-        stands).
+        Idempotent: repeating it changes nothing more. The suppression, the event and the
+        change are committed together before this returns, so ``send`` and the daemon skip
+        the address from that moment (a subscribers file's ``active: false`` follows from a
+        background write).
         """
         # The state writes (fsync'd commits) run on a thread: the event loop keeps parsing
         # other requests meanwhile.
-        await asyncio.to_thread(self._record_unsubscribe, address, request, via)
+        await asyncio.to_thread(
+            self.home.submit,
+            SetActive(address, False),
+            record=lambda _changes: self._record_unsubscribe(address, request, via),
+        )
         log.info("unsubscribe %s (%s) %s", mask_address(address), via, request.request_id)
-        self.writes.submit(_set_active(address, False))
 
     def _record_unsubscribe(self, address: str, request: RequestInfo, via: str) -> None:
         new = self.store.suppress(
@@ -390,11 +304,11 @@ class Subscriptions:
 
     async def resubscribe(self, address: str, request: RequestInfo) -> None:
         """Undo a recent unsubscribe from the page after it: lift the suppression,
-        ``active: true``. Nothing happens if the address is subscribed already.
+        ``active: true`` (committed together). Nothing happens if the address is subscribed
+        already.
 
         Raises:
             SubscriptionRefused: :meth:`undo_refusal` says no (nothing was changed).
-            ConfigError: the YAML could not be written.
         """
         refusal = self.undo_refusal(address)
         if refusal is not None:
@@ -402,10 +316,14 @@ class Subscriptions:
             raise SubscriptionRefused(refusal)
         if self.store.suppression(address) is None:
             return
-        self.store.unsuppress(address, actor=ACTOR, now=self.now())
-        self.store.record_event(address, "resubscribe", actor=ACTOR, request=str(request))
+
+        def record(_changed: bool) -> None:
+            self.store.unsuppress(address, actor=ACTOR, now=self.now())
+            self.store.record_event(address, "resubscribe", actor=ACTOR, request=str(request))
+            self._queue_welcome(address, f"resubscribe-{request.request_id}")
+
+        await asyncio.to_thread(self.home.submit, SetActive(address, True), record=record)
         log.info("resubscribe %s %s", mask_address(address), request.request_id)
-        await self.writes.apply(_set_active(address, True))
 
     def validate_preferences(self, address: str, form: Mapping[str, str]) -> dict[str, Any]:
         """The form's values as YAML field values, validated by the :class:`Subscriber` model.
@@ -421,10 +339,9 @@ class Subscriptions:
 
         Raises:
             FormErrors: field → message, from the same validation as the YAML.
-            ConfigError: the subscribers file is invalid.
+            ConfigError: the subscriber list is invalid.
         """
-        subs = self.subscribers()
-        current = subs.get(address)
+        current = self.subscriber(address)
         if current is None:
             raise FormErrors({"": "this address is no longer on the list"})
         errors: dict[str, str] = {}
@@ -463,25 +380,31 @@ class Subscriptions:
     async def update_preferences(
         self, address: str, values: Mapping[str, Any], request: RequestInfo
     ) -> bool:
-        """Write validated preferences (:meth:`validate_preferences`) into the YAML.
+        """Write validated preferences (:meth:`validate_preferences`) into the list, with an
+        event naming the fields and their new values (when anything changed).
 
         Returns:
             ``True`` if anything changed.
 
         Raises:
-            ConfigError: the YAML could not be written.
+            ConfigError: the list could not take them (the entry would be invalid).
         """
-        changed = await self.writes.apply(lambda doc: change_fields(doc, address, values))
-        if changed:
-            self.store.record_event(
-                address,
-                "preferences",
-                actor=ACTOR,
-                request=str(request),
-                detail={"fields": sorted(values)},
-            )
+        changed: list[bool] = []
+
+        def record(changes: bool) -> None:
+            changed.append(changes)
+            if changes:
+                self.store.record_event(
+                    address,
+                    "preferences",
+                    actor=ACTOR,
+                    request=str(request),
+                    detail={"fields": sorted(values), "values": dict(values)},
+                )
+
+        await asyncio.to_thread(self.home.submit, SetFields(address, dict(values)), record=record)
         log.info("preferences %s %s", mask_address(address), request.request_id)
-        return changed
+        return changed[-1]
 
     # -- sign-up ---------------------------------------------------------------------------
     def validate_signup(
@@ -656,7 +579,6 @@ class Subscriptions:
         Raises:
             TokenError: as :meth:`pending_signup`.
             SubscriptionRefused: the operator suppressed the address (nothing was changed).
-            ConfigError: the YAML could not be written.
         """
         signup_id, address = self.pending_signup(token)
         signup = self.store.signup(signup_id)
@@ -670,16 +592,22 @@ class Subscriptions:
             name = None  # recorded before names were checked: confirm the address without it
         fields = self._signup_fields(address, signup_id)
 
-        def add(doc: Any) -> bool:
-            added = change_add_or_activate(doc, address, name=name, keywords=keywords)
-            return change_fields(doc, address, fields) or added
+        def record(_changed: bool) -> None:
+            self.store.unsuppress(address, actor=ACTOR, now=self.now())
+            if self.store.confirm_signup(signup_id):
+                self.store.record_event(address, "confirm", actor=ACTOR, request=str(request))
+                self._queue_welcome(address, signup_id)
 
-        await self.writes.apply(add)
-        self.store.unsuppress(address, actor=ACTOR, now=self.now())
-        if self.store.confirm_signup(signup_id):
-            self.store.record_event(address, "confirm", actor=ACTOR, request=str(request))
+        change = AddOrActivate(address, name, tuple(keywords), fields)
+        await asyncio.to_thread(self.home.submit, change, record=record)
         log.info("confirmed %s %s", mask_address(address), request.request_id)
         return address
+
+    def _queue_welcome(self, address: str, confirmation: str) -> None:
+        """In a confirmation's transaction: the welcome it owes (unless DIGEST_WELCOME=false);
+        the web app sends it right after the answer (:mod:`digest.pipeline.welcome`)."""
+        if self.settings.welcome:
+            queue_welcome(self.store, address, confirmation)
 
     def _signup_fields(self, address: str, signup_id: str) -> dict[str, Any]:
         """The reader fields given with sign-up ``signup_id`` (``{}`` if none)."""
@@ -756,21 +684,6 @@ def split_terms(text: str) -> list[str]:
     for line in text.replace("\r", "\n").split("\n"):
         out.extend(part.strip() for part in line.split(","))
     return [t for t in out if t]
-
-
-@dataclass(frozen=True, slots=True)
-class ActiveChange:
-    """Set ``active`` of one address (a :data:`Change` the write queue can splice in bulk)."""
-
-    address: str
-    active: bool
-
-    def __call__(self, doc: Any) -> bool:
-        return change_active(doc, self.address, self.active)
-
-
-def _set_active(address: str, active: bool) -> Change:
-    return ActiveChange(address, active)
 
 
 def client_key(client: str) -> str:
