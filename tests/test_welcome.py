@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from digest.core import Digest
+from digest.errors import ConfigError
 from digest.models import Edition
 from digest.pipeline.welcome import (
     QUEUED,
@@ -19,6 +20,7 @@ from digest.pipeline.welcome import (
     owed_welcomes,
     queue_welcome,
     send_welcomes,
+    warm_up,
     welcome_key,
 )
 from digest.subscribers import Subscriber
@@ -180,3 +182,19 @@ def test_the_first_edition_is_said_in_the_subscribers_own_zone_and_day() -> None
     )
     assert next_send_label(weekly, NOW) == "on Monday, Aug 24 at 07:00 (Asia/Tokyo)"
     assert Edition.parse("welcome:0123abcd") is None
+
+
+async def test_warming_up_builds_a_welcome_and_sends_and_records_nothing(
+    tmp_path: Path, state_url: str, relay: SMTPTestServer
+) -> None:
+    broken = tmp_path / "templates"
+    broken.mkdir()
+    (broken / "welcome.txt.j2").write_text("{{ oops(\n", encoding="utf-8")
+    with digest_for(tmp_path, state_url, relay) as digest:
+        warm_up(digest.deps)
+        assert digest.store.list() == [] and relay.messages == []
+    with (
+        digest_for(tmp_path, state_url, relay, templates_dir=broken) as digest,
+        pytest.raises(ConfigError, match=r"welcome\.txt\.j2:1"),
+    ):
+        warm_up(digest.deps)  # it builds one: a broken template is said at the start

@@ -189,6 +189,12 @@ def test_a_changed_value_drops_the_comment_at_the_end_of_its_line(example: Path)
 
 
 def test_a_changed_value_drops_its_line_comment_in_an_entry_of_the_state_too() -> None:
-    entry = '  - email: a@example.org\n    send_at: "06:30"  # morning\n    max_papers: 3\n'
-    patched = SetFields("a@example.org", {"send_at": "08:15"}).patch(entry, {}, 2)
-    assert patched == '  - email: a@example.org\n    send_at: "08:15"\n    max_papers: 3\n'
+    entry = (
+        '  - email: a@example.org\n    send_at: "06:30"  # 06:30 here\n'
+        "    max_papers: 3  # few\n    name: Ada  # her name\n"
+    )
+    patched = SetFields("a@example.org", {"send_at": "08:15", "name": "Ada L."}).patch(entry, {}, 2)
+    assert patched == (  # a comment that does not quote the old value stays
+        '  - email: a@example.org\n    send_at: "08:15"\n'
+        "    max_papers: 3  # few\n    name: Ada L. # her name\n"  # at its column
+    )

@@ -622,7 +622,7 @@ def _flow(items: Iterable[Any]) -> CommentedSeq:
 
 
 def _assign(entry: CommentedMap, key: str, value: Any) -> None:
-    _drop_line_comment(entry, key)  # it described the old value
+    _drop_stale_comment(entry, key)
     if isinstance(value, time):
         value = value.strftime("%H:%M")
     if key == "send_at":
@@ -639,13 +639,18 @@ def _assign(entry: CommentedMap, key: str, value: Any) -> None:
     _set(entry, key, _scalar(value))
 
 
-def _drop_line_comment(entry: CommentedMap, key: str) -> None:
-    """Drop the comment at the end of ``key``'s line (``send_at: "06:30"  # 06:30 in
-    London``); the lines ruamel keeps in the same token (blank lines, the comments above the
-    next key) stay."""
+def _drop_stale_comment(entry: CommentedMap, key: str) -> None:
+    """Before ``key``'s value is replaced: drop the comment at the end of its line if it
+    quotes the old value (``send_at: "06:30"  # 06:30 in London`` describes 06:30; ``keywords:
+    [...]  # her interests`` describes the key and stays). The lines ruamel keeps in the same
+    token (blank lines, the comments above the next key) stay."""
     item = entry.ca.items.get(key)
     token = item[2] if item and len(item) > 2 else None
-    if token is None or not token.value.lstrip(" ").startswith("#"):
+    old = entry.get(key)
+    if token is None or isinstance(old, list | dict) or old is None:
+        return
+    comment = token.value.partition("\n")[0]
+    if not comment.lstrip(" ").startswith("#") or str(old) not in comment:
         return
     _, newline, rest = token.value.partition("\n")
     if rest:

@@ -59,6 +59,7 @@ from digest.errors import ConfigError, DigestError, TokenError
 from digest.message import FEEDBACK_VERDICTS
 from digest.metrics import Metrics, metrics_route
 from digest.models import Edition, Paper
+from digest.pipeline.welcome import warm_up
 from digest.ranking.learning import ReaderLearner
 from digest.render import brand, long_date_label
 from digest.render.views import list_title
@@ -987,6 +988,11 @@ async def _catch_up(web: WebApp) -> None:
     except DigestError as e:
         log.error("%s cannot be read: %s", home.name, e)
         return
+    if web.settings.welcome:
+        try:  # the first confirmation's welcome does not build the renderer on its own
+            await asyncio.to_thread(warm_up, web.digest.deps)
+        except DigestError as e:
+            log.error("welcome emails cannot be built: %s", e)
     web.welcome_soon(None)  # the welcomes a crash left owed (the list is read by now)
 
 
