@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 
 from digest.models import Edition, Feedback, FeedbackTable, Paper
 from digest.pipeline.contextproc import (
@@ -181,12 +181,10 @@ class RankContextBuilder:
         if readers and self.settings.embeddings != "off":
             await self.learner.refresh(readers)
         numeric = [s for s in subscribers if ranks_by_meaning(s, feedback)]
-        if (
-            self.settings.embeddings == "off"
-            or not numeric
-            or len(subscribers) < self.process_min_batch
-        ):
-            return await asyncio.to_thread(
+
+        def here(fetched: list[Paper], stored: Mapping[str, Paper]) -> Awaitable[RankContext]:
+            """The whole context built in this process (on a thread)."""
+            return asyncio.to_thread(
                 functools.partial(
                     self.build_now,
                     papers,
@@ -197,6 +195,13 @@ class RankContextBuilder:
                     stored=stored,
                 )
             )
+
+        if (
+            self.settings.embeddings == "off"
+            or not numeric
+            or len(subscribers) < self.process_min_batch
+        ):
+            return await here(fetched, stored)
         liked, seen = self._gather(papers, subscribers, edition, stored, fetched)
         job = ContextJob(
             settings=self.settings,
@@ -212,17 +217,7 @@ class RankContextBuilder:
             parts = await run_in_child(job)
         except ChildProcessError as e:
             log.warning("%s; building the ranking context in this process", e)
-            return await asyncio.to_thread(
-                functools.partial(
-                    self.build_now,
-                    papers,
-                    subscribers,
-                    edition=edition,
-                    fetched=list(liked.values()),
-                    feedback=feedback,
-                    stored={},
-                )
-            )
+            return await here(list(liked.values()), {})
         return RankContext(
             seen=seen,
             feedback=feedback,
