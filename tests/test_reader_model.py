@@ -29,6 +29,7 @@ from digest.ranking.reader import (
 )
 from digest.ranking.readercache import ReaderCache
 from digest.ranking.semantic import paper_text
+from digest.state import open_state
 from digest.subscribers import Subscriber
 from tests.factories import make_settings
 
@@ -335,7 +336,8 @@ def test_shaping_forget_and_reset(tmp_path: Path) -> None:
     settings = make_settings(subscribers=subs_path, state_path=tmp_path / "state.sqlite3")
     reader = Subscriber(email="lib@example.org", library=("robots.bib",), like=("2608.00104",))
     fb = Feedback(likes=("2608.00100",), dislikes=("2608.00201",))
-    cache = ReaderCache(settings.reader_cache_path)
+    store = open_state(settings.effective_state_url)
+    cache = ReaderCache(settings.reader_cache_path, state=store)
     learner = ReaderLearner(settings, cache, now=NOW)
     texts = {p.arxiv_id: paper_text(p) for p in EDITION}
     models = learner.models(
@@ -358,7 +360,8 @@ def test_shaping_forget_and_reset(tmp_path: Path) -> None:
     assert learner.reset(reader, fb, actor="web") == 6  # 👎 + five library entries
     after = {i.example.item for i in learner.shaping(reader, fb).influences}
     assert after == {"like:2608.00104"}  # the file's own likes are edited in the file
-    with sqlite3.connect(settings.reader_cache_path) as db:
+    store.close()
+    with sqlite3.connect(tmp_path / "state.sqlite3") as db:  # kept by the state
         actors = {row[0] for row in db.execute("SELECT actor FROM forgotten")}
     assert actors == {"web"}
 

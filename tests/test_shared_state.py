@@ -300,6 +300,7 @@ def test_migrate_sqlite_to_postgresql_keeps_the_history(tmp_path: Path, pg_url: 
         store.pause_group("gmail", evidence="4 of 1,000", actor="daemon")  # lifted, then again
         store.resume_groups(["gmail"], actor="cli:test")
         store.pause_group("gmail", evidence="5 of 1,000", actor="daemon")
+        store.forget(emails[0], ["thumbs-up:2608.00100"], actor="web")  # migration 8
     before = digest("history")
 
     out = digest("state", "migrate", "--to", pg_url)

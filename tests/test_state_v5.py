@@ -34,7 +34,8 @@ V5_COUNTS = {
     "known_papers": 1,
     "papers": 1,
     "feed_cache": 1,
-    "pauses": 0,  # tables of migrations 6 and 7: empty after the upgrade
+    "pauses": 0,  # tables of migrations 6 to 8: empty after the upgrade
+    "forgotten": 0,
     "subscribers": 0,
     "subscriber_list": 0,
     "subscriber_outbox": 0,

@@ -95,9 +95,8 @@ class RankContextBuilder:
     def learner(self) -> ReaderLearner:
         """Libraries and reader models (``settings.reader_cache_path``), opened on first use."""
         if self._learner is None:
-            self._learner = ReaderLearner(
-                self.settings, ReaderCache(self.settings.reader_cache_path)
-            )
+            cache = ReaderCache(self.settings.reader_cache_path, state=self.store)
+            self._learner = ReaderLearner(self.settings, cache)
         return self._learner
 
     @property
@@ -210,6 +209,7 @@ class RankContextBuilder:
             subscribers=numeric,
             feedback=feedback,
             liked=liked,
+            forgotten=self.learner.cache.forgotten([s.email for s in numeric]),
             now=self.learner.now(),
             log_level=logging.getLogger().getEffectiveLevel(),
         )

@@ -44,7 +44,7 @@ from digest.models import Feedback, Paper
 from digest.ranking.embeddings import Embedder, VectorCache, build_embedder
 from digest.ranking.learning import ReaderLearner
 from digest.ranking.reader import MODEL_MIN_SIGNAL, LearnedTable
-from digest.ranking.readercache import ReaderCache
+from digest.ranking.readercache import KnownForgotten, ReaderCache
 from digest.ranking.semantic import (
     RankContext,
     SimilarityTable,
@@ -127,6 +127,8 @@ def compute(
         cache: the vector cache.
         learner: libraries and reader models.
         liked: liked/disliked papers not in ``papers``, by bare id.
+        forgotten: what ``subscribers`` removed from what shapes their ranking (read from the
+            state by the sending process: the child opens no state).
         seen: per email, ids already sent.
         feedback: per email, 👍/👎.
 
@@ -236,6 +238,7 @@ class ContextJob:
     subscribers: list[Subscriber]
     feedback: Mapping[str, Feedback]
     liked: dict[str, Paper]
+    forgotten: dict[str, frozenset[str]]
     now: datetime
     log_level: int
 
@@ -356,7 +359,8 @@ def main() -> int:
         root.setLevel(job.log_level)
         settings = job.settings
         cache = VectorCache(settings.vector_cache_path)
-        learner = ReaderLearner(settings, ReaderCache(settings.reader_cache_path), now=job.now)
+        readers = ReaderCache(settings.reader_cache_path, state=KnownForgotten(job.forgotten))
+        learner = ReaderLearner(settings, readers, now=job.now)
         try:
             context = compute(
                 job.papers,

@@ -10,9 +10,11 @@ tables:
   :data:`AUTHOR_REFRESH` (weekly).
 * ``models``: per subscriber, the last trained :class:`~digest.ranking.reader.ReaderModel` and
   the hash of the signal it was trained from: a send retrains only readers whose signal changed.
-* ``forgotten``: what a reader removed from what shapes their ranking (``origin:key`` items,
-  with who and when). Unlike the two caches above it is not derived data: deleting the file
-  brings removed items back. (It belongs in the state store once that can hold it.)
+* ``forgotten``: what readers removed from what shapes their ranking (``origin:key`` items)
+  is not derived data, so it lives in the state store (its ``forgotten`` table: every host
+  honours it, deleting this file loses nothing), given as ``state``. Rows an older version kept
+  in this file's own ``forgotten`` table are moved into the state when the cache is opened
+  with one.
 
 Safe to share between threads; several processes may use the same file (WAL).
 """
@@ -26,7 +28,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from digest.ranking.library import LibraryEntry
 from digest.ranking.reader import Origin, ReaderModel, Theme
@@ -52,15 +54,69 @@ _SCHEMA = (
 )
 
 
+class ForgottenItems(Protocol):
+    """Where what readers removed is kept: the state store
+    (:meth:`~digest.state.store.RecordsMixin.forget` and its two siblings), or
+    :class:`KnownForgotten`."""
+
+    def forget(
+        self, subscriber: str, items: Iterable[str], *, actor: str, now: datetime | None = None
+    ) -> int: ...
+
+    def unforget(self, subscriber: str, items: Iterable[str]) -> int: ...
+
+    def forgotten(self, subscribers: Iterable[str] | None = None) -> dict[str, frozenset[str]]: ...
+
+
+class KnownForgotten:
+    """What readers removed, read beforehand (the ranking context's child process gets it
+    with its job and opens no state); read-only.
+
+    Args:
+        items: removed items by normalized address.
+    """
+
+    def __init__(self, items: dict[str, frozenset[str]]) -> None:
+        self.items = items
+
+    def forget(
+        self, subscriber: str, items: Iterable[str], *, actor: str, now: datetime | None = None
+    ) -> int:
+        """Refused: read-only.
+
+        Raises:
+            RuntimeError: always.
+        """
+        raise RuntimeError("what readers removed is read-only here")
+
+    def unforget(self, subscriber: str, items: Iterable[str]) -> int:
+        """Refused: read-only.
+
+        Raises:
+            RuntimeError: always.
+        """
+        raise RuntimeError("what readers removed is read-only here")
+
+    def forgotten(self, subscribers: Iterable[str] | None = None) -> dict[str, frozenset[str]]:
+        """The removed items of ``subscribers`` (all if ``None``)."""
+        if subscribers is None:
+            return dict(self.items)
+        return {s: self.items[s] for s in subscribers if s in self.items}
+
+
 class ReaderCache:
-    """Parsed libraries, author lists, trained models and forgotten items (one SQLite file).
+    """Parsed libraries, author lists and trained models (one SQLite file), and what readers
+    removed (kept by ``state``).
 
     Args:
         path: the file; ``None`` keeps everything in memory (tests, benchmarks).
+        state: where what readers removed is kept (the state store); ``None``: an empty
+            :class:`KnownForgotten`.
     """
 
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, path: Path | None = None, *, state: ForgottenItems | None = None) -> None:
         self.path = path
+        self.state: ForgottenItems = state if state is not None else KnownForgotten({})
         self._lock = threading.Lock()
         target = ":memory:"
         if path is not None:
@@ -72,6 +128,22 @@ class ReaderCache:
         for statement in _SCHEMA:
             self._db.execute(statement)
         self._db.commit()
+        if state is not None:
+            self._move_forgotten(state)
+
+    def _move_forgotten(self, state: ForgottenItems) -> None:
+        """Move the removed items an older version kept in this file into ``state`` (once:
+        the file's rows are deleted after the state has them)."""
+        with self._lock:
+            rows = self._db.execute("SELECT subscriber, item, at, actor FROM forgotten").fetchall()
+        if not rows:
+            return
+        for subscriber, item, at, actor in rows:
+            state.forget(subscriber, [item], actor=actor, now=datetime.fromisoformat(at))
+        with self._lock:
+            self._db.execute("DELETE FROM forgotten")
+            self._db.commit()
+        log.info("moved %d removed items of readers from %s into the state", len(rows), self.path)
 
     def close(self) -> None:
         """Close the file."""
@@ -210,19 +282,13 @@ class ReaderCache:
             now: when (aware).
 
         Returns:
-            How many items were newly forgotten. The cached model is dropped when any was.
+            How many items were newly forgotten (recorded in :attr:`state`). This cache's
+            model of the reader is dropped when any was (another host's retrains anyway: the
+            removed items are part of the signal's hash).
         """
-        at = now.astimezone(UTC).isoformat()
-        with self._lock:
-            before = self._db.total_changes
-            self._db.executemany(
-                "INSERT OR IGNORE INTO forgotten VALUES (?, ?, ?, ?)",
-                [(subscriber, item, at, actor) for item in items],
-            )
-            changed = self._db.total_changes - before
-            if changed:
-                self._db.execute("DELETE FROM models WHERE subscriber = ?", (subscriber,))
-            self._db.commit()
+        changed = self.state.forget(subscriber, items, actor=actor, now=now)
+        if changed:
+            self.drop_model(subscriber)
         return changed
 
     def unforget(self, subscriber: str, items: Iterable[str]) -> int:
@@ -232,39 +298,14 @@ class ReaderCache:
             How many items were forgotten and no longer are; the cached model is dropped
             when any was.
         """
-        with self._lock:
-            before = self._db.total_changes
-            self._db.executemany(
-                "DELETE FROM forgotten WHERE subscriber = ? AND item = ?",
-                [(subscriber, item) for item in items],
-            )
-            changed = self._db.total_changes - before
-            if changed:
-                self._db.execute("DELETE FROM models WHERE subscriber = ?", (subscriber,))
-            self._db.commit()
+        changed = self.state.unforget(subscriber, items)
+        if changed:
+            self.drop_model(subscriber)
         return changed
 
     def forgotten(self, subscribers: Iterable[str] | None = None) -> dict[str, frozenset[str]]:
-        """Forgotten items per subscriber (all, or those given)."""
-        out: dict[str, set[str]] = {}
-        with self._lock:
-            if subscribers is None:
-                rows = self._db.execute("SELECT subscriber, item FROM forgotten").fetchall()
-            else:
-                wanted = list(subscribers)
-                rows = []
-                for i in range(0, len(wanted), _CHUNK):
-                    part = wanted[i : i + _CHUNK]
-                    marks = ",".join("?" * len(part))
-                    rows.extend(
-                        self._db.execute(
-                            f"SELECT subscriber, item FROM forgotten WHERE subscriber IN ({marks})",
-                            part,
-                        )
-                    )
-        for email, item in rows:
-            out.setdefault(email, set()).add(item)
-        return {k: frozenset(v) for k, v in out.items()}
+        """Forgotten items per subscriber (all, or those given), from :attr:`state`."""
+        return self.state.forgotten(subscribers)
 
 
 def _origin(value: str) -> Origin:

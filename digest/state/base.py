@@ -350,5 +350,6 @@ COPY_TABLES: tuple[str, ...] = (
     "subscribers",
     "subscriber_list",
     "subscriber_outbox",
+    "forgotten",
 )
 """The tables ``digest state migrate`` copies, in this order (parents first)."""

@@ -217,6 +217,15 @@ SELECT subscriber, arxiv_id, verdict FROM feedback WHERE subscriber = ANY(:subsc
 ORDER BY subscriber, at, arxiv_id
 -- name: feedback_subscribers
 SELECT DISTINCT subscriber FROM feedback ORDER BY subscriber
+-- name: forget
+INSERT INTO forgotten (subscriber, item, at, actor) VALUES (:subscriber, :item, :at, :actor)
+ON CONFLICT (subscriber, item) DO NOTHING
+-- name: unforget
+DELETE FROM forgotten WHERE subscriber = :subscriber AND item = :item
+-- name: forgotten
+SELECT subscriber, item FROM forgotten WHERE subscriber = ANY(:subscribers)
+-- name: forgotten_all
+SELECT subscriber, item FROM forgotten
 
 -- the subscriber list (DIGEST_SUBSCRIBERS=state) ----------------------------------------------
 

@@ -194,7 +194,17 @@ _V7: tuple[Statement, ...] = (
     )""",
 )
 
-MIGRATIONS: tuple[tuple[Statement, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
+_V8: tuple[Statement, ...] = (
+    # What a reader removed from what shapes their ranking on the preferences page
+    # (`origin:key` items: `thumbs-up:2406.09246`, `library:…`), with who and when; every host
+    # honours it (it was kept in the reader cache's file next to one host's state).
+    """CREATE TABLE forgotten (
+        subscriber TEXT NOT NULL, item TEXT NOT NULL, at {time} NOT NULL, actor TEXT NOT NULL,
+        PRIMARY KEY (subscriber, item)
+    )""",
+)
+
+MIGRATIONS: tuple[tuple[Statement, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8)
 """Ordered schema migrations (statements each); version *n* = the first *n* applied."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -233,6 +243,7 @@ COPY_COLUMNS: dict[str, tuple[str, ...]] = {
     "papers": ("day", "source", "fetched_at", "payload"),
     "feed_cache": ("url", "etag", "last_modified", "body", "fetched_at"),
     "pauses": _names("id, domain_group, since, evidence, actor, lifted_at, lifted_by"),
+    "forgotten": ("subscriber", "item", "at", "actor"),
 }
 """The columns ``digest state migrate`` copies, per table (``COPY_TABLES``)."""
 

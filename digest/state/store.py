@@ -849,6 +849,48 @@ class RecordsMixin(StoreBase):
                 out.add(who, likes, dislikes)
         return out
 
+    def forget(
+        self, subscriber: str, items: Iterable[str], *, actor: str, now: datetime | None = None
+    ) -> int:
+        """Record that ``subscriber`` removed ``items`` (``origin:key``: ``thumbs-up:ID``,
+        ``library:…``) from what shapes their ranking (the preferences page); every host's
+        next send leaves them out.
+
+        Args:
+            subscriber: the address.
+            items: the removed examples' items.
+            actor: who asked (``web``, ``cli:<user>``).
+            now: when (aware); default the store's clock.
+
+        Returns:
+            How many items were newly removed.
+        """
+        who, at = _key(subscriber), self._stamp(now)
+        rows = [{"subscriber": who, "item": i, "at": at, "actor": actor} for i in items]
+        return self._db.executemany(self._q["forget"], rows) if rows else 0
+
+    def unforget(self, subscriber: str, items: Iterable[str]) -> int:
+        """Count removed items again (a paper rated anew); how many were removed and are not."""
+        who = _key(subscriber)
+        rows = [{"subscriber": who, "item": i} for i in items]
+        return self._db.executemany(self._q["unforget"], rows) if rows else 0
+
+    def forgotten(self, subscribers: Iterable[str] | None = None) -> dict[str, frozenset[str]]:
+        """The removed items per subscriber (of all, or of those given: read
+        :data:`FEEDBACK_CHUNK` addresses at a time); addresses without any are absent."""
+        out: dict[str, set[str]] = {}
+        if subscribers is None:
+            rows: Iterable[Row] = self._db.fetch(self._q["forgotten_all"])
+        else:
+            todo, found = iter(subscribers), builtins.list[Row]()
+            while chunk := [_key(s) for s in itertools.islice(todo, FEEDBACK_CHUNK)]:
+                params = {"subscribers": self._db.array(chunk)}
+                found.extend(self._db.fetch(self._q["forgotten"], params))
+            rows = found
+        for who, item in rows:
+            out.setdefault(who, set()).add(item)
+        return {k: frozenset(v) for k, v in out.items()}
+
 
 class OpsMixin(StoreBase):
     """What operators watch (:mod:`digest.state.figures`): figures for the metrics, counts
