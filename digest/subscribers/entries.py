@@ -24,7 +24,7 @@ import codecs
 import functools
 import io
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import time
 from functools import cached_property
@@ -400,6 +400,22 @@ def _value_of(node: MappingNode, key: str) -> tuple[Node, Node] | None:
     return None
 
 
+def _wanted_items(
+    subs: SequenceNode, wanted: Mapping[str, bool]
+) -> Iterator[tuple[str, MappingNode, tuple[Node, Node]]]:
+    """``(address, item, (email key, email value))`` of each entry of ``subs`` whose
+    normalized ``email`` is in ``wanted``, in the list's order."""
+    for item in subs.value:
+        if not isinstance(item, MappingNode):
+            continue
+        email = _value_of(item, "email")
+        if email is None or not isinstance(email[1], ScalarNode):
+            continue
+        address = normalize_email(str(email[1].value))
+        if address in wanted:
+            yield address, item, email
+
+
 def splice_ok(spliced: bytes, wanted: Mapping[str, bool]) -> bool:
     """True if ``spliced`` parses and every wanted address found has its ``active`` value."""
     try:
@@ -409,18 +425,10 @@ def splice_ok(spliced: bytes, wanted: Mapping[str, bool]) -> bool:
     subs = _value_of(root, "subscribers") if isinstance(root, MappingNode) else None
     if subs is None or not isinstance(subs[1], SequenceNode):
         return False
-    for item in subs[1].value:
-        if not isinstance(item, MappingNode):
-            continue
-        email = _value_of(item, "email")
-        if email is None or not isinstance(email[1], ScalarNode):
-            continue
-        want = wanted.get(normalize_email(str(email[1].value)))
-        if want is None:
-            continue
+    for address, item, _ in _wanted_items(subs[1], wanted):
         active = _value_of(item, "active")
         value = active[1].value if active is not None else "true"
-        if value not in (_TRUE if want else _FALSE):
+        if value not in (_TRUE if wanted[address] else _FALSE):
             return False
     return True
 
@@ -447,15 +455,7 @@ def splice_active(before: bytes, wanted: Mapping[str, bool]) -> bytes | object |
     lines = text.splitlines(keepends=True)
     edits: list[tuple[int, int, int, str]] = []  # (line, start col, end col, new text)
     inserts: list[tuple[int, str]] = []  # (after line, new line)
-    for item in subs[1].value:
-        if not isinstance(item, MappingNode):
-            continue
-        email = _value_of(item, "email")
-        if email is None or not isinstance(email[1], ScalarNode):
-            continue
-        address = normalize_email(str(email[1].value))
-        if address not in wanted:
-            continue
+    for address, item, email in _wanted_items(subs[1], wanted):
         if item.flow_style:
             return FALLBACK
         want = wanted[address]
