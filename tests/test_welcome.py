@@ -109,6 +109,7 @@ async def test_a_welcome_left_owed_by_a_crash_is_sent_at_the_next_try(
 ) -> None:
     with digest_for(tmp_path, state_url, relay) as digest:
         queue_welcome(digest.store, ADA.email, "0123abcd")  # the process dies here
+        digest.store.mark_deferred(ADA.email, "2026-08-21", "paused: gmail", attempts=0)
     with digest_for(tmp_path, state_url, relay) as digest:  # a restart
         owed = [(r.subscriber, r.edition) for r in owed_welcomes(digest.store)]
         summary = await digest.send_welcomes({ADA.email: ADA}.get)

@@ -72,11 +72,9 @@ def queue_welcome(store: StateBackend, address: str, confirmation: str) -> str:
 def owed_welcomes(store: StateBackend, address: str | None = None) -> list[Delivery]:
     """The rows of every welcome still owed (queued, or handed back by a stop or a 4xx); of
     ``address`` only, if given."""
-    return [
-        row
-        for row in store.list(subscriber=address, statuses=[DeliveryStatus.OWED])
-        if row.edition.startswith(WELCOME_PREFIX)
-    ]
+    return store.list(
+        subscriber=address, statuses=[DeliveryStatus.OWED], edition_prefix=WELCOME_PREFIX
+    )
 
 
 def next_send_label(subscriber: Subscriber, now: datetime) -> str | None:

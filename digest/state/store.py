@@ -447,6 +447,8 @@ class DeliveriesMixin(StoreBase):
         edition: str | None = None,
         subscriber: str | None = None,
         statuses: Iterable[str] | None = None,
+        *,
+        edition_prefix: str | None = None,
     ) -> builtins.list[Delivery]:
         """Rows matching every given filter, ordered by (edition, subscriber).
 
@@ -454,6 +456,8 @@ class DeliveriesMixin(StoreBase):
             edition: only this edition key.
             subscriber: only this email address.
             statuses: only rows whose status is one of these.
+            edition_prefix: only edition keys that start with this (``welcome:``), filtered
+                in the database (other editions' rows are not sent to this process).
         """
         where: builtins.list[str] = []
         params: dict[str, Any] = {"edition": edition, "statuses": None}
@@ -462,6 +466,9 @@ class DeliveriesMixin(StoreBase):
         if subscriber is not None:
             where.append("subscriber = :subscriber")
             params["subscriber"] = _key(subscriber)
+        if edition_prefix:  # substr, not a range or LIKE: exact under any collation
+            where.append("substr(edition, 1, :prefix_length) = :prefix")
+            params |= {"prefix": edition_prefix, "prefix_length": len(edition_prefix)}
         if statuses is not None:
             wanted = [str(s) for s in statuses]
             if not wanted:
