@@ -295,14 +295,6 @@ class Daemon:
         except DeliveryConfigError as e:
             report.errors.append(str(e))
             log.error("welcome emails not sent (they stay owed): %s", e)
-            return
-        if report.welcomes.sent or report.welcomes.failed:
-            log.info(
-                "welcome emails: %d sent, %d failed, %d owed",
-                report.welcomes.sent,
-                report.welcomes.failed,
-                report.welcomes.deferred,
-            )
 
     async def _read_bounces(self, report: TickReport, subscribers: list[Subscriber]) -> None:
         """Read the bounce mailbox before sending, so new suppressions apply in this tick."""

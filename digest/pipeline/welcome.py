@@ -242,4 +242,8 @@ async def send_owed_welcomes(
             summary.skipped += 1
     sent = await send_welcomes(deps, welcomes)
     sent.skipped += summary.skipped
+    if sent.sent or sent.failed:
+        log.info(
+            "welcome emails: %d sent, %d failed, %d owed", sent.sent, sent.failed, sent.deferred
+        )
     return sent

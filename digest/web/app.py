@@ -172,17 +172,9 @@ class WebApp:
 
     async def _welcome(self, address: str | None) -> None:
         try:
-            summary = await self.digest.send_welcomes(self.subs.subscriber, address)
+            await self.digest.send_welcomes(self.subs.subscriber, address)
         except DigestError as e:  # the relay refused the configuration, the state failed
             log.error("welcome emails not sent (they stay owed): %s", e)
-            return
-        if summary.sent or summary.failed or summary.deferred:
-            log.info(
-                "welcome emails: %d sent, %d failed, %d owed",
-                summary.sent,
-                summary.failed,
-                summary.deferred,
-            )
 
     @property
     def learner(self) -> ReaderLearner:
