@@ -121,8 +121,8 @@ class RankContextBuilder:
     def feedback(self, subscribers: Sequence[Subscriber] | None = None) -> FeedbackTable:
         """The 👍/👎 of ``subscribers`` (``None``: everyone's) from the state store (only
         theirs, read a chunk of addresses at a time, kept compact), without the ratings they
-        removed on the preferences page ("what shapes your ranking": the reader cache's
-        forgotten ``thumbs-up:ID`` / ``thumbs-down:ID`` items)."""
+        removed on the preferences page ("what shapes your ranking": the state's forgotten
+        ``thumbs-up:ID`` / ``thumbs-down:ID`` items, read through the reader cache)."""
         emails = None if subscribers is None else (sub.email for sub in subscribers)
         feedback = self.store.feedback(emails)
         if not feedback:
